@@ -1,0 +1,15 @@
+//! Domain types of the KasipTech college agent that parse at the boundary.
+//!
+//! **Architecture invariant**: this crate does no I/O. Every value from outside (CSV, CLI,
+//! HTTP, QR) becomes one of these types once, at the edge, and travels typed from there.
+
+pub mod date;
+pub mod iin;
+pub mod roster;
+
+pub use date::{Date, DateError, Month, TimeOfDay};
+pub use iin::{Bin, IdError, Iin, Sex};
+pub use roster::{
+    parse_yes_no, CollegeTimezone, Discipline, FieldError, GroupCode, LessonMode, PersonName,
+    RoomName, SiteName, StudentStatus,
+};
