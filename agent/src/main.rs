@@ -1,1 +1,39 @@
-fn main() {}
+//! `kasip-agent`: parse flags, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kasip_agent::cli::{init_logging, run, Cli};
+use kasip_agent::error::{AgentError, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are not errors.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            if let AgentError::Import {
+                file,
+                source: kasip_agent::import::ImportError::Rejected(rows),
+            } = &error
+            {
+                for row in rows {
+                    eprintln!("{file}: {row}");
+                }
+            }
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

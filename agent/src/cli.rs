@@ -1,0 +1,238 @@
+//! Command-line flags as clap parses them; `run` turns them into calls on the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kasip_core::{Bin, CollegeTimezone};
+
+use crate::commands::{self, InitOptions};
+use crate::config::{DataDir, Settings};
+use crate::error::AgentError;
+use crate::import::{ImportKind, ImportReport};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kasip-agent",
+    version,
+    about = "KasipTech college agent: classroom QR attendance, coverage rule and sync to e-Qazyna",
+    after_help = "Start a demo college in one step: kasip-agent serve\nDocumentation: README.md in the source tree, packaging/README.md for IT."
+)]
+pub struct Cli {
+    /// Directory holding config.toml, the database and the identity key
+    /// [default: ~/.local/share/kasip-agent; the system service uses /var/lib/kasip]
+    #[arg(long, global = true, env = "KASIP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory: config.toml, Ed25519 identity key (0600) and database
+    Init {
+        /// The college's BIN (12 digits, valid check digit) [default: the demo college's]
+        #[arg(long, value_name = "BIN", value_parser = parse_bin)]
+        college_bin: Option<Bin>,
+        /// The college's official name [default: the demo college's]
+        #[arg(long, value_name = "NAME")]
+        college_name: Option<String>,
+        /// Time zone of the timetable: Asia/Almaty or another Kazakh zone, UTC, UTC+HH:MM
+        #[arg(long, value_name = "ZONE", default_value = crate::config::DEFAULT_TIMEZONE, value_parser = parse_timezone)]
+        timezone: CollegeTimezone,
+    },
+    /// Run the agent's web server until SIGTERM or Ctrl-C.
+    ///
+    /// On a data directory that does not exist yet, first initialises it with the demo
+    /// college and seeds demo data, so `kasip-agent serve` alone shows a working agent.
+    Serve {
+        /// Address and port to listen on [default: server.listen from config.toml]
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        /// Seed the demo college (students, teachers, this week's timetable) before serving
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Seed the demo college into an initialised data directory (safe to repeat)
+    Demo,
+    /// Import an LMS export (CSV, `;` or `,`, UTF-8 with or without BOM); all rows or none
+    Import {
+        /// Which export the file is
+        #[arg(value_enum)]
+        kind: ImportKind,
+        /// The CSV file
+        file: PathBuf,
+        /// Import the valid rows and list the bad ones instead of importing nothing
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Show the data directory, schema version, key fingerprint and roster counts
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check config.toml and exit non-zero with the reason if it is not valid
+    Validate,
+}
+
+fn parse_bin(text: &str) -> Result<Bin, String> {
+    Bin::parse(text).map_err(|error| format!("BIN {error}"))
+}
+
+fn parse_timezone(text: &str) -> Result<CollegeTimezone, String> {
+    CollegeTimezone::parse(text).map_err(|error| error.to_string())
+}
+
+/// Human format on a terminal; plain lines without colours or timestamps otherwise, since
+/// journald stamps each line itself.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KASIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.with_ansi(false).without_time().init();
+    }
+}
+
+fn print_report(label: &str, report: &ImportReport) {
+    println!(
+        "{label}: {} rows: {} added, {} updated, {} unchanged",
+        report.rows, report.added, report.updated, report.unchanged
+    );
+    if report.groups_created > 0 {
+        println!("  {} new group(s) created", report.groups_created);
+    }
+    if report.sites_created > 0 {
+        println!("  {} new site(s) created", report.sites_created);
+    }
+    if report.contingent_events > 0 {
+        println!("  {} contingent event(s) recorded", report.contingent_events);
+    }
+    if !report.missing_from_export.is_empty() {
+        println!(
+            "  {} in the database but not in this export (kept, not deleted; check them):",
+            report.missing_from_export.len()
+        );
+        for person in &report.missing_from_export {
+            println!("    {person}");
+        }
+    }
+    if !report.skipped.is_empty() {
+        println!("  {} bad row(s) skipped:", report.skipped.len());
+        for row in &report.skipped {
+            println!("    {row}");
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), AgentError> {
+    let data_dir = DataDir::new(cli.data_dir.unwrap_or_else(DataDir::default_root));
+    match cli.command {
+        Command::Init {
+            college_bin,
+            college_name,
+            timezone,
+        } => {
+            let demo = InitOptions::demo();
+            let using_demo_bin = college_bin.is_none();
+            let options = InitOptions {
+                college_bin: college_bin.unwrap_or(demo.college_bin),
+                college_name: college_name.unwrap_or(demo.college_name),
+                timezone,
+            };
+            let thumbprint = commands::init(&data_dir, &options)?;
+            println!("initialised {}", data_dir.root().display());
+            println!("identity key thumbprint: {thumbprint}");
+            if using_demo_bin {
+                println!("no --college-bin given: the demo college's BIN is in config.toml; set yours before enrolling");
+            }
+            Ok(())
+        }
+        Command::Serve { listen, demo } => serve(&data_dir, listen, demo),
+        Command::Demo => {
+            let report = commands::seed_demo(&data_dir)?;
+            print_report("demo teachers", &report.teachers);
+            print_report("demo students", &report.students);
+            print_report("demo timetable", &report.timetable);
+            Ok(())
+        }
+        Command::Import {
+            kind,
+            file,
+            skip_invalid,
+        } => {
+            let report = commands::import_file(&data_dir, kind, &file, skip_invalid)?;
+            print_report(&file.display().to_string(), &report);
+            Ok(())
+        }
+        Command::Status { json } => {
+            let status = commands::status(&data_dir)?;
+            if json {
+                let text = serde_json::to_string_pretty(&status)
+                    .map_err(|error| AgentError::Server(error.to_string()))?;
+                println!("{text}");
+            } else {
+                let counts = &status.counts;
+                println!("data dir:        {}", status.data_dir);
+                println!("college:         {} (BIN {})", status.college_name, status.college_bin);
+                println!("schema version:  {} (latest {})", status.schema_version, status.latest_schema_version);
+                println!("key thumbprint:  {}", status.key_thumbprint);
+                println!(
+                    "roster:          {} sites, {} groups, {} students ({} beneficiaries), {} teachers",
+                    counts.sites, counts.groups, counts.students, counts.beneficiaries, counts.teachers
+                );
+                println!("timetable:       {} lessons, {} today", counts.lessons, counts.lessons_today);
+                println!("contingent:      {} events", counts.contingent_events);
+            }
+            Ok(())
+        }
+        Command::Validate => {
+            Settings::load(&data_dir)?;
+            println!("{}: valid", data_dir.config_path().display());
+            Ok(())
+        }
+    }
+}
+
+fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(), AgentError> {
+    let fresh = !data_dir.root().exists();
+    if fresh {
+        commands::init(data_dir, &InitOptions::demo())?;
+        tracing::info!(data_dir = %data_dir.root().display(), "new data directory: initialised with the demo college");
+    }
+    if fresh || demo {
+        let report = commands::seed_demo(data_dir)?;
+        tracing::info!(
+            students = report.students.added + report.students.updated + report.students.unchanged,
+            lessons = report.timetable.added + report.timetable.updated + report.timetable.unchanged,
+            "demo college seeded"
+        );
+    }
+    let (settings, store) = commands::open(data_dir)?;
+    let address = listen.unwrap_or(settings.listen);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| AgentError::Server(format!("cannot start the async runtime: {error}")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| AgentError::Server(format!("cannot listen on {address}: {error}; is another agent running? choose another port with --listen")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|error| AgentError::Server(error.to_string()))?;
+        // Tests and scripts read this exact line to learn the port.
+        println!("listening on http://{bound}");
+        tracing::info!(%bound, data_dir = %data_dir.root().display(), "agent started");
+        crate::server::run(listener, settings, store, crate::server::shutdown_signal()).await?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}

@@ -1,0 +1,188 @@
+//! The CLI's commands other than `serve`: each opens what it needs, acts, and reports.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use kasip_certs::DeviceKey;
+use kasip_core::{Bin, CollegeTimezone, Date};
+use serde::Serialize;
+
+use crate::config::{default_config_text, DataDir, Settings};
+use crate::demo;
+use crate::error::AgentError;
+use crate::import::{import, ImportKind, ImportOptions, ImportReport};
+use crate::store::{latest_version, unix_now, Store};
+
+/// What `init` should write.
+pub struct InitOptions {
+    pub college_bin: Bin,
+    pub college_name: String,
+    pub timezone: CollegeTimezone,
+}
+
+impl InitOptions {
+    /// The demo college, for `serve` on a data dir that does not exist yet.
+    pub fn demo() -> Self {
+        Self {
+            college_bin: demo::demo_bin(),
+            college_name: demo::DEMO_COLLEGE_NAME.to_owned(),
+            timezone: CollegeTimezone::parse(crate::config::DEFAULT_TIMEZONE)
+                .unwrap_or_else(|_| unreachable!("the default time zone is in the table")),
+        }
+    }
+}
+
+/// Creates the data dir, identity key, database and config (in that order: the config
+/// is written last, so its presence means a complete `init`). Refuses if any exists.
+pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentError> {
+    let already = [data_dir.config_path(), data_dir.database_path(), data_dir.key_path()]
+        .into_iter()
+        .any(|path| path.exists());
+    if already {
+        return Err(AgentError::AlreadyInitialised {
+            data_dir: data_dir.root().to_owned(),
+        });
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir.root())
+        .map_err(|source| AgentError::Io {
+            action: "create",
+            path: data_dir.root().to_owned(),
+            source,
+        })?;
+    let key = DeviceKey::generate_to(&data_dir.key_path())?;
+    Store::create(&data_dir.database_path())?.close()?;
+    let config = default_config_text(&options.college_bin, &options.college_name, &options.timezone);
+    write_new_file(&data_dir.config_path(), config.as_bytes())?;
+    tracing::info!(data_dir = %data_dir.root().display(), key = %key.thumbprint(), "data directory initialised");
+    Ok(key.thumbprint())
+}
+
+fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), AgentError> {
+    use std::io::Write;
+    let io_error = |source| AgentError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_error)?;
+    file.write_all(contents).map_err(io_error)?;
+    file.sync_all().map_err(io_error)
+}
+
+/// The college's local date now.
+pub fn local_today(settings: &Settings) -> Date {
+    Date::from_days_since_epoch((unix_now() + settings.timezone.offset_seconds()).div_euclid(86_400))
+}
+
+/// Opens the initialised data dir's settings and database.
+pub fn open(data_dir: &DataDir) -> Result<(Settings, Store), AgentError> {
+    let settings = Settings::load(data_dir)?;
+    let store = Store::open(&data_dir.database_path())?;
+    Ok((settings, store))
+}
+
+/// Imports one LMS export file.
+pub fn import_file(
+    data_dir: &DataDir,
+    kind: ImportKind,
+    file: &Path,
+    skip_invalid: bool,
+) -> Result<ImportReport, AgentError> {
+    let (settings, mut store) = open(data_dir)?;
+    let bytes = fs::read(file).map_err(|source| AgentError::Io {
+        action: "read",
+        path: file.to_owned(),
+        source,
+    })?;
+    let options = ImportOptions {
+        skip_invalid,
+        today: local_today(&settings),
+        source: format!("import {}", file.display()),
+    };
+    let report = import(&mut store, kind, &bytes, &options).map_err(|source| AgentError::Import {
+        file: file.display().to_string(),
+        source,
+    })?;
+    store.close()?;
+    Ok(report)
+}
+
+/// Seeds the demo college into an initialised data dir.
+pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
+    let (settings, mut store) = open(data_dir)?;
+    let report = demo::seed(&mut store, local_today(&settings)).map_err(|source| AgentError::Import {
+        file: "demo data".into(),
+        source,
+    })?;
+    store.close()?;
+    Ok(report)
+}
+
+/// Counts of what the database holds.
+#[derive(Debug, Serialize)]
+pub struct RosterCounts {
+    pub sites: i64,
+    pub groups: i64,
+    pub students: i64,
+    pub beneficiaries: i64,
+    pub teachers: i64,
+    pub lessons: i64,
+    pub lessons_today: i64,
+    pub contingent_events: i64,
+}
+
+impl RosterCounts {
+    pub fn read(store: &Store, today: Date) -> Result<Self, AgentError> {
+        let count = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<i64, AgentError> {
+            store
+                .connection()
+                .query_row(sql, params, |row| row.get(0))
+                .map_err(|source| AgentError::Store(store.error(source)))
+        };
+        Ok(Self {
+            sites: count("SELECT COUNT(*) FROM sites", &[])?,
+            groups: count("SELECT COUNT(*) FROM study_groups", &[])?,
+            students: count("SELECT COUNT(*) FROM students", &[])?,
+            beneficiaries: count("SELECT COUNT(*) FROM students WHERE beneficiary = 1
+                 AND status NOT IN ('expelled', 'deceased')", &[])?,
+            teachers: count("SELECT COUNT(*) FROM teachers", &[])?,
+            lessons: count("SELECT COUNT(*) FROM lessons", &[])?,
+            lessons_today: count("SELECT COUNT(*) FROM lessons WHERE date = ?1", &[&today.to_string()])?,
+            contingent_events: count("SELECT COUNT(*) FROM contingent_events", &[])?,
+        })
+    }
+}
+
+/// `kasip-agent status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub data_dir: String,
+    pub college_bin: String,
+    pub college_name: String,
+    pub schema_version: i64,
+    pub latest_schema_version: i64,
+    pub key_thumbprint: String,
+    pub counts: RosterCounts,
+}
+
+pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
+    let (settings, store) = open(data_dir)?;
+    let key = DeviceKey::load(&data_dir.key_path())?;
+    Ok(Status {
+        data_dir: data_dir.root().display().to_string(),
+        college_bin: settings.college_bin.to_string(),
+        college_name: settings.college_name.clone(),
+        schema_version: store.schema_version()?,
+        latest_schema_version: latest_version(),
+        key_thumbprint: key.thumbprint(),
+        counts: RosterCounts::read(&store, local_today(&settings))?,
+    })
+}

@@ -1,0 +1,213 @@
+//! The data directory's layout and `config.toml`: raw file → validated settings.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kasip_core::{Bin, CollegeTimezone};
+use serde::Deserialize;
+
+use crate::error::AgentError;
+
+/// Where a college's state lives; every path the agent touches is derived here.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// `KASIP_DATA_DIR` or `--data-dir` wins; otherwise the per-user data directory
+    /// (`~/.local/share/kasip-agent` on Linux). The system service sets `/var/lib/kasip`.
+    pub fn default_root() -> PathBuf {
+        directories::ProjectDirs::from("kz", "KasipTech", "kasip-agent")
+            .map(|dirs| dirs.data_dir().to_owned())
+            .unwrap_or_else(|| PathBuf::from("kasip-data"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.root.join("agent.db")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("agent-key.pem")
+    }
+
+    /// True once `init` has written the config (the last step it takes).
+    pub fn is_initialised(&self) -> bool {
+        self.config_path().exists()
+    }
+}
+
+/// `config.toml` as written on disk; unknown keys are refused so a typo is not ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    college: CollegeSection,
+    #[serde(default)]
+    server: ServerSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CollegeSection {
+    bin: String,
+    name: String,
+    #[serde(default = "default_timezone")]
+    timezone: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    #[serde(default = "default_listen")]
+    listen: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+pub const DEFAULT_TIMEZONE: &str = "Asia/Almaty";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+fn default_timezone() -> String {
+    DEFAULT_TIMEZONE.to_owned()
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_owned()
+}
+
+/// Validated settings: every value already parsed into its domain type.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub college_bin: Bin,
+    pub college_name: String,
+    pub timezone: CollegeTimezone,
+    pub listen: SocketAddr,
+}
+
+impl Settings {
+    /// Reads and validates `config.toml`.
+    pub fn load(data_dir: &DataDir) -> Result<Self, AgentError> {
+        let path = data_dir.config_path();
+        if !path.exists() {
+            return Err(AgentError::NotInitialised {
+                data_dir: data_dir.root().to_owned(),
+            });
+        }
+        let text = fs::read_to_string(&path).map_err(|source| AgentError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|reason| AgentError::Config { path, reason })
+    }
+
+    /// Parses config text; the error is a sentence naming the key and the fix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|error| error.to_string())?;
+        let college_bin = Bin::parse(&file.college.bin)
+            .map_err(|error| format!("college.bin '{}' {error}", file.college.bin))?;
+        let college_name = file.college.name.trim().to_owned();
+        if college_name.is_empty() {
+            return Err("college.name is empty; write the college's official name".into());
+        }
+        let timezone = CollegeTimezone::parse(&file.college.timezone)
+            .map_err(|error| format!("college.timezone {error}"))?;
+        let listen = file.server.listen.parse().map_err(|_| {
+            format!(
+                "server.listen '{}' is not an address:port such as {DEFAULT_LISTEN} or 0.0.0.0:8443",
+                file.server.listen
+            )
+        })?;
+        Ok(Self {
+            college_bin,
+            college_name,
+            timezone,
+            listen,
+        })
+    }
+}
+
+/// The text `init` writes: every key with its default and what it is for.
+pub fn default_config_text(bin: &Bin, name: &str, timezone: &CollegeTimezone) -> String {
+    let name = toml_string(name);
+    let timezone = toml_string(timezone.name());
+    format!(
+        r#"# KasipTech college agent configuration.
+# Every key is listed with its default. After editing, run `kasip-agent validate`.
+
+[college]
+# The college's BIN (12 digits with a valid check digit), as registered with e-Qazyna.
+bin = "{bin}"
+# The college's official name, shown on every page and in reports.
+name = {name}
+# Time zone of the college's timetable: Asia/Almaty (default) or another Kazakh zone,
+# UTC, or UTC+HH:MM. All Kazakh zones are UTC+05:00 since 2024-03-01.
+timezone = {timezone}
+
+[server]
+# Address and port of the agent's web server. Default "{DEFAULT_LISTEN}" (this machine
+# only); use "0.0.0.0:8443" to serve teachers and phones on the college LAN.
+listen = "{DEFAULT_LISTEN}"
+"#
+    )
+}
+
+fn toml_string(text: &str) -> String {
+    // serde_json's string escaping is valid TOML basic-string escaping.
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_bin() -> Bin {
+        Bin::parse("090640001233").expect("valid BIN")
+    }
+
+    #[test]
+    fn written_defaults_parse_back() {
+        let timezone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        let text = default_config_text(&demo_bin(), "Колледж \"Жетісу\"", &timezone);
+        let settings = Settings::parse(&text).expect("defaults are valid");
+        assert_eq!(settings.college_name, "Колледж \"Жетісу\"");
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(settings.timezone.offset_seconds(), 5 * 3600);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let unknown = Settings::parse(
+            "[college]\nbin = \"090640001233\"\nname = \"X\"\n[server]\nlisten_addr = \"x\"\n",
+        )
+        .expect_err("unknown key");
+        assert!(unknown.contains("listen_addr"), "{unknown}");
+        let bad_bin = Settings::parse("[college]\nbin = \"090640001234\"\nname = \"X\"\n")
+            .expect_err("bad BIN");
+        assert!(bad_bin.contains("college.bin"), "{bad_bin}");
+        let bad_listen = Settings::parse(
+            "[college]\nbin = \"090640001233\"\nname = \"X\"\n[server]\nlisten = \"localhost\"\n",
+        )
+        .expect_err("bad listen");
+        assert!(bad_listen.contains("server.listen"), "{bad_listen}");
+    }
+}

@@ -1,0 +1,247 @@
+//! A realistic small demo college, produced as LMS exports and fed through the importers,
+//! so the demo exercises exactly the path real data takes.
+
+use std::fmt::Write;
+
+use kasip_core::{Bin, Date, Iin, Sex};
+
+use crate::import::{import, ImportError, ImportKind, ImportOptions, ImportReport};
+use crate::store::Store;
+
+/// The demo college's BIN (valid check digit; not a real organisation's number).
+pub const DEMO_BIN: &str = "090640001233";
+pub const DEMO_COLLEGE_NAME: &str = "Алматы политехникалық колледжі (демо)";
+
+pub fn demo_bin() -> Bin {
+    // DEMO_BIN is a constant whose check digit is verified by a unit test.
+    Bin::parse(DEMO_BIN).unwrap_or_else(|_| unreachable!("DEMO_BIN is valid"))
+}
+
+const SITES: [(&str, &str); 2] = [
+    ("Главный корпус", "г. Алматы, ул. Толе би, 100"),
+    ("Учебный корпус №2", "г. Алматы, пр. Абая, 52"),
+];
+
+const GROUPS: [&str; 6] = ["ПО-21", "ПО-22", "ВТ-21", "ЭС-23", "БУ-22", "ТМ-24"];
+
+const DISCIPLINES: [&str; 8] = [
+    "Математика",
+    "Қазақ тілі",
+    "Русский язык и литература",
+    "Информатика",
+    "Физика",
+    "История Казахстана",
+    "Английский язык",
+    "Основы программирования",
+];
+
+/// (last name male, last name female) pairs, Kazakh and Russian.
+const LAST_NAMES: [(&str, &str); 16] = [
+    ("Ахметов", "Ахметова"),
+    ("Жұмабаев", "Жұмабаева"),
+    ("Сейітқали", "Сейітқали"),
+    ("Нұрланов", "Нұрланова"),
+    ("Оспанов", "Оспанова"),
+    ("Әбілқасымов", "Әбілқасымова"),
+    ("Қайратов", "Қайратова"),
+    ("Төлеубаев", "Төлеубаева"),
+    ("Иванов", "Иванова"),
+    ("Ким", "Ким"),
+    ("Смирнов", "Смирнова"),
+    ("Байжанов", "Байжанова"),
+    ("Құдайбергенов", "Құдайбергенова"),
+    ("Попов", "Попова"),
+    ("Есенов", "Есенова"),
+    ("Ғабитов", "Ғабитова"),
+];
+
+const MALE_FIRST_NAMES: [&str; 12] = [
+    "Әлихан", "Нұрсұлтан", "Ерасыл", "Дамир", "Арман", "Іңкәр", "Данияр", "Алексей", "Тимур",
+    "Руслан", "Ернұр", "Дмитрий",
+];
+const FEMALE_FIRST_NAMES: [&str; 12] = [
+    "Әйгерім", "Аружан", "Жансая", "Мадина", "Айша", "Дана", "Анастасия", "Томирис", "Ұлжан",
+    "Екатерина", "Меруерт", "Гүлназ",
+];
+const MALE_MIDDLE_NAMES: [&str; 6] = ["Серікұлы", "Маратович", "Қанатұлы", "Ерланович", "", "Бауыржанұлы"];
+const FEMALE_MIDDLE_NAMES: [&str; 6] = ["Серікқызы", "Маратовна", "Қанатқызы", "Ерлановна", "", "Бауыржанқызы"];
+
+const STUDENTS_PER_GROUP: usize = 25;
+const TEACHER_COUNT: usize = 8;
+/// (start, end) of the day's lesson pairs.
+const PAIRS: [(&str, &str); 3] = [("09:00", "10:30"), ("10:40", "12:10"), ("13:00", "14:30")];
+
+/// splitmix64: a tiny deterministic generator so the demo is the same on every machine.
+struct DemoRandom(u64);
+
+impl DemoRandom {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut mixed = self.0;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^ (mixed >> 31)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
+/// A valid IIN for someone born on `birth`, searching serials from `serial` upwards.
+fn demo_iin(birth: Date, sex: Sex, serial: &mut u16) -> Iin {
+    loop {
+        *serial += 1;
+        if let Some(iin) = Iin::from_parts(birth, sex, *serial) {
+            return iin;
+        }
+    }
+}
+
+fn teachers_csv(random: &mut DemoRandom) -> (String, Vec<Iin>) {
+    let mut csv = String::from("iin;last_name;first_name;middle_name\n");
+    let mut iins = Vec::new();
+    let mut serial = 4000;
+    for index in 0..TEACHER_COUNT {
+        let sex = if index % 2 == 0 { Sex::Female } else { Sex::Male };
+        let birth = Date::new(1970, 1, 1)
+            .unwrap_or(Date::EPOCH)
+            .add_days(random.below(20 * 365) as i64);
+        let iin = demo_iin(birth, sex, &mut serial);
+        let (last_male, last_female) = LAST_NAMES[random.below(LAST_NAMES.len())];
+        let (last, first, middle) = match sex {
+            Sex::Male => (last_male, MALE_FIRST_NAMES[random.below(12)], MALE_MIDDLE_NAMES[random.below(5)]),
+            Sex::Female => (last_female, FEMALE_FIRST_NAMES[random.below(12)], FEMALE_MIDDLE_NAMES[random.below(5)]),
+        };
+        let _ = writeln!(csv, "{iin};{last};{first};{middle}");
+        iins.push(iin);
+    }
+    (csv, iins)
+}
+
+fn students_csv(random: &mut DemoRandom, today: Date) -> String {
+    let mut csv = String::from("ИИН;Фамилия;Имя;Отчество;Группа;Бюджет;Статус;Дата статуса\n");
+    let mut serial = 0;
+    for (group_index, group) in GROUPS.iter().enumerate() {
+        for position in 0..STUDENTS_PER_GROUP {
+            let sex = if random.below(2) == 0 { Sex::Male } else { Sex::Female };
+            let birth = Date::new(2005, 1, 1)
+                .unwrap_or(Date::EPOCH)
+                .add_days(random.below(4 * 365) as i64);
+            let iin = demo_iin(birth, sex, &mut serial);
+            let (last_male, last_female) = LAST_NAMES[random.below(LAST_NAMES.len())];
+            let middle_index = random.below(6);
+            let (last, first, middle) = match sex {
+                Sex::Male => (last_male, MALE_FIRST_NAMES[random.below(12)], MALE_MIDDLE_NAMES[middle_index]),
+                Sex::Female => (last_female, FEMALE_FIRST_NAMES[random.below(12)], FEMALE_MIDDLE_NAMES[middle_index]),
+            };
+            // Four in five students are state-funded beneficiaries.
+            let beneficiary = if position % 5 == 4 { "нет" } else { "да" };
+            // The last group carries the contingent's usual movements.
+            let (status, status_date) = match (group_index, position) {
+                (5, 0) => ("академический отпуск", today.add_days(-20).to_string()),
+                (5, 1) => ("отчислен", today.add_days(-10).to_string()),
+                _ => ("обучается", String::new()),
+            };
+            let _ = writeln!(
+                csv,
+                "{iin};{last};{first};{middle};{group};{beneficiary};{status};{status_date}"
+            );
+        }
+    }
+    csv
+}
+
+/// The timetable of the week (Monday to Friday) that contains `today`.
+fn timetable_csv(teachers: &[Iin], today: Date) -> String {
+    let mut csv = String::from("date;start;end;group;discipline;teacher_iin;site;room;mode;address\n");
+    let monday = today.add_days(-i64::from(today.iso_weekday() - 1));
+    for day in 0..5usize {
+        let date = monday.add_days(day as i64);
+        for (slot, (start, end)) in PAIRS.iter().enumerate() {
+            for (group_index, group) in GROUPS.iter().enumerate() {
+                // Distinct groups map to distinct teachers in the same slot: no clashes.
+                let teacher = (group_index + slot + day) % TEACHER_COUNT;
+                let (site, address) = SITES[group_index / 3];
+                // Friday's last pair is online for everyone, as colleges do on short days.
+                let online = day == 4 && slot == 2;
+                let (site, room, mode, address) = if online {
+                    ("", String::new(), "online", "")
+                } else {
+                    (site, format!("{}0{}", 1 + group_index % 3, 1 + group_index), "offline", address)
+                };
+                let _ = writeln!(
+                    csv,
+                    "{date};{start};{end};{group};{};{};{site};{room};{mode};{address}",
+                    DISCIPLINES[teacher], teachers[teacher]
+                );
+            }
+        }
+    }
+    csv
+}
+
+/// What seeding created, one report per export.
+pub struct DemoReport {
+    pub teachers: ImportReport,
+    pub students: ImportReport,
+    pub timetable: ImportReport,
+}
+
+/// Seeds (or refreshes: imports are upserts) the demo college into `store`.
+pub fn seed(store: &mut Store, today: Date) -> Result<DemoReport, ImportError> {
+    let mut random = DemoRandom(0x4B41_5349_50);
+    let options = ImportOptions {
+        skip_invalid: false,
+        today,
+        source: "demo".to_owned(),
+    };
+    let (teachers, teacher_iins) = teachers_csv(&mut random);
+    let teachers = import(store, ImportKind::Teachers, teachers.as_bytes(), &options)?;
+    let students = students_csv(&mut random, today);
+    let students = import(store, ImportKind::Students, students.as_bytes(), &options)?;
+    let timetable = timetable_csv(&teacher_iins, today);
+    let timetable = import(store, ImportKind::Timetable, timetable.as_bytes(), &options)?;
+    Ok(DemoReport {
+        teachers,
+        students,
+        timetable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_bin_is_valid() {
+        assert!(Bin::parse(DEMO_BIN).is_ok());
+    }
+
+    #[test]
+    fn demo_seeds_cleanly_and_reseeding_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
+        let today = Date::new(2026, 11, 25).expect("date");
+        let first = seed(&mut store, today).expect("seed");
+        assert_eq!(first.students.added, GROUPS.len() * STUDENTS_PER_GROUP);
+        assert_eq!(first.students.groups_created, GROUPS.len());
+        assert_eq!(first.teachers.added, TEACHER_COUNT);
+        assert_eq!(first.timetable.added, 5 * PAIRS.len() * GROUPS.len());
+        assert_eq!(first.timetable.sites_created, SITES.len());
+        let again = seed(&mut store, today).expect("reseed");
+        assert_eq!(again.students.unchanged, GROUPS.len() * STUDENTS_PER_GROUP);
+        assert_eq!(again.timetable.unchanged, 5 * PAIRS.len() * GROUPS.len());
+        assert_eq!(again.students.contingent_events, 0);
+        let beneficiaries: i64 = store
+            .connection()
+            .query_row(
+                "SELECT COUNT(*) FROM students WHERE beneficiary = 1 AND status != 'expelled'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        // Four in five of 150, less the expelled student (position 1, a beneficiary).
+        assert_eq!(beneficiaries, 119);
+    }
+}
