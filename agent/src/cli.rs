@@ -113,7 +113,10 @@ fn print_report(label: &str, report: &ImportReport) {
         println!("  {} new site(s) created", report.sites_created);
     }
     if report.contingent_events > 0 {
-        println!("  {} contingent event(s) recorded", report.contingent_events);
+        println!(
+            "  {} contingent event(s) recorded",
+            report.contingent_events
+        );
     }
     if !report.missing_from_export.is_empty() {
         println!(
@@ -181,14 +184,23 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             } else {
                 let counts = &status.counts;
                 println!("data dir:        {}", status.data_dir);
-                println!("college:         {} (BIN {})", status.college_name, status.college_bin);
-                println!("schema version:  {} (latest {})", status.schema_version, status.latest_schema_version);
+                println!(
+                    "college:         {} (BIN {})",
+                    status.college_name, status.college_bin
+                );
+                println!(
+                    "schema version:  {} (latest {})",
+                    status.schema_version, status.latest_schema_version
+                );
                 println!("key thumbprint:  {}", status.key_thumbprint);
                 println!(
                     "roster:          {} sites, {} groups, {} students ({} beneficiaries), {} teachers",
                     counts.sites, counts.groups, counts.students, counts.beneficiaries, counts.teachers
                 );
-                println!("timetable:       {} lessons, {} today", counts.lessons, counts.lessons_today);
+                println!(
+                    "timetable:       {} lessons, {} today",
+                    counts.lessons, counts.lessons_today
+                );
                 println!("contingent:      {} events", counts.contingent_events);
             }
             Ok(())
@@ -211,7 +223,8 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         let report = commands::seed_demo(data_dir)?;
         tracing::info!(
             students = report.students.added + report.students.updated + report.students.unchanged,
-            lessons = report.timetable.added + report.timetable.updated + report.timetable.unchanged,
+            lessons =
+                report.timetable.added + report.timetable.updated + report.timetable.unchanged,
             "demo college seeded"
         );
     }
@@ -222,6 +235,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         .build()
         .map_err(|error| AgentError::Server(format!("cannot start the async runtime: {error}")))?;
     runtime.block_on(async move {
+        let shutdown = crate::server::shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|error| AgentError::Server(format!("cannot listen on {address}: {error}; is another agent running? choose another port with --listen")))?;
@@ -231,7 +245,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         // Tests and scripts read this exact line to learn the port.
         println!("listening on http://{bound}");
         tracing::info!(%bound, data_dir = %data_dir.root().display(), "agent started");
-        crate::server::run(listener, settings, store, crate::server::shutdown_signal()).await?;
+        crate::server::run(listener, settings, store, shutdown).await?;
         tracing::info!("shut down cleanly");
         Ok(())
     })

@@ -36,9 +36,13 @@ impl InitOptions {
 /// Creates the data dir, identity key, database and config (in that order: the config
 /// is written last, so its presence means a complete `init`). Refuses if any exists.
 pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentError> {
-    let already = [data_dir.config_path(), data_dir.database_path(), data_dir.key_path()]
-        .into_iter()
-        .any(|path| path.exists());
+    let already = [
+        data_dir.config_path(),
+        data_dir.database_path(),
+        data_dir.key_path(),
+    ]
+    .into_iter()
+    .any(|path| path.exists());
     if already {
         return Err(AgentError::AlreadyInitialised {
             data_dir: data_dir.root().to_owned(),
@@ -55,7 +59,11 @@ pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentEr
         })?;
     let key = DeviceKey::generate_to(&data_dir.key_path())?;
     Store::create(&data_dir.database_path())?.close()?;
-    let config = default_config_text(&options.college_bin, &options.college_name, &options.timezone);
+    let config = default_config_text(
+        &options.college_bin,
+        &options.college_name,
+        &options.timezone,
+    );
     write_new_file(&data_dir.config_path(), config.as_bytes())?;
     tracing::info!(data_dir = %data_dir.root().display(), key = %key.thumbprint(), "data directory initialised");
     Ok(key.thumbprint())
@@ -79,7 +87,9 @@ fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), AgentError> {
 
 /// The college's local date now.
 pub fn local_today(settings: &Settings) -> Date {
-    Date::from_days_since_epoch((unix_now() + settings.timezone.offset_seconds()).div_euclid(86_400))
+    Date::from_days_since_epoch(
+        (unix_now() + settings.timezone.offset_seconds()).div_euclid(86_400),
+    )
 }
 
 /// Opens the initialised data dir's settings and database.
@@ -107,10 +117,11 @@ pub fn import_file(
         today: local_today(&settings),
         source: format!("import {}", file.display()),
     };
-    let report = import(&mut store, kind, &bytes, &options).map_err(|source| AgentError::Import {
-        file: file.display().to_string(),
-        source,
-    })?;
+    let report =
+        import(&mut store, kind, &bytes, &options).map_err(|source| AgentError::Import {
+            file: file.display().to_string(),
+            source: Box::new(source),
+        })?;
     store.close()?;
     Ok(report)
 }
@@ -118,10 +129,11 @@ pub fn import_file(
 /// Seeds the demo college into an initialised data dir.
 pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
     let (settings, mut store) = open(data_dir)?;
-    let report = demo::seed(&mut store, local_today(&settings)).map_err(|source| AgentError::Import {
-        file: "demo data".into(),
-        source,
-    })?;
+    let report =
+        demo::seed(&mut store, local_today(&settings)).map_err(|source| AgentError::Import {
+            file: "demo data".into(),
+            source: Box::new(source),
+        })?;
     store.close()?;
     Ok(report)
 }
@@ -145,17 +157,23 @@ impl RosterCounts {
             store
                 .connection()
                 .query_row(sql, params, |row| row.get(0))
-                .map_err(|source| AgentError::Store(store.error(source)))
+                .map_err(|source| AgentError::from(store.error(source)))
         };
         Ok(Self {
             sites: count("SELECT COUNT(*) FROM sites", &[])?,
             groups: count("SELECT COUNT(*) FROM study_groups", &[])?,
             students: count("SELECT COUNT(*) FROM students", &[])?,
-            beneficiaries: count("SELECT COUNT(*) FROM students WHERE beneficiary = 1
-                 AND status NOT IN ('expelled', 'deceased')", &[])?,
+            beneficiaries: count(
+                "SELECT COUNT(*) FROM students WHERE beneficiary = 1
+                 AND status NOT IN ('expelled', 'deceased')",
+                &[],
+            )?,
             teachers: count("SELECT COUNT(*) FROM teachers", &[])?,
             lessons: count("SELECT COUNT(*) FROM lessons", &[])?,
-            lessons_today: count("SELECT COUNT(*) FROM lessons WHERE date = ?1", &[&today.to_string()])?,
+            lessons_today: count(
+                "SELECT COUNT(*) FROM lessons WHERE date = ?1",
+                &[&today.to_string()],
+            )?,
             contingent_events: count("SELECT COUNT(*) FROM contingent_events", &[])?,
         })
     }

@@ -56,15 +56,49 @@ const LAST_NAMES: [(&str, &str); 16] = [
 ];
 
 const MALE_FIRST_NAMES: [&str; 12] = [
-    "Әлихан", "Нұрсұлтан", "Ерасыл", "Дамир", "Арман", "Іңкәр", "Данияр", "Алексей", "Тимур",
-    "Руслан", "Ернұр", "Дмитрий",
+    "Әлихан",
+    "Нұрсұлтан",
+    "Ерасыл",
+    "Дамир",
+    "Арман",
+    "Іңкәр",
+    "Данияр",
+    "Алексей",
+    "Тимур",
+    "Руслан",
+    "Ернұр",
+    "Дмитрий",
 ];
 const FEMALE_FIRST_NAMES: [&str; 12] = [
-    "Әйгерім", "Аружан", "Жансая", "Мадина", "Айша", "Дана", "Анастасия", "Томирис", "Ұлжан",
-    "Екатерина", "Меруерт", "Гүлназ",
+    "Әйгерім",
+    "Аружан",
+    "Жансая",
+    "Мадина",
+    "Айша",
+    "Дана",
+    "Анастасия",
+    "Томирис",
+    "Ұлжан",
+    "Екатерина",
+    "Меруерт",
+    "Гүлназ",
 ];
-const MALE_MIDDLE_NAMES: [&str; 6] = ["Серікұлы", "Маратович", "Қанатұлы", "Ерланович", "", "Бауыржанұлы"];
-const FEMALE_MIDDLE_NAMES: [&str; 6] = ["Серікқызы", "Маратовна", "Қанатқызы", "Ерлановна", "", "Бауыржанқызы"];
+const MALE_MIDDLE_NAMES: [&str; 6] = [
+    "Серікұлы",
+    "Маратович",
+    "Қанатұлы",
+    "Ерланович",
+    "",
+    "Бауыржанұлы",
+];
+const FEMALE_MIDDLE_NAMES: [&str; 6] = [
+    "Серікқызы",
+    "Маратовна",
+    "Қанатқызы",
+    "Ерлановна",
+    "",
+    "Бауыржанқызы",
+];
 
 const STUDENTS_PER_GROUP: usize = 25;
 const TEACHER_COUNT: usize = 8;
@@ -103,15 +137,27 @@ fn teachers_csv(random: &mut DemoRandom) -> (String, Vec<Iin>) {
     let mut iins = Vec::new();
     let mut serial = 4000;
     for index in 0..TEACHER_COUNT {
-        let sex = if index % 2 == 0 { Sex::Female } else { Sex::Male };
+        let sex = if index % 2 == 0 {
+            Sex::Female
+        } else {
+            Sex::Male
+        };
         let birth = Date::new(1970, 1, 1)
             .unwrap_or(Date::EPOCH)
             .add_days(random.below(20 * 365) as i64);
         let iin = demo_iin(birth, sex, &mut serial);
         let (last_male, last_female) = LAST_NAMES[random.below(LAST_NAMES.len())];
         let (last, first, middle) = match sex {
-            Sex::Male => (last_male, MALE_FIRST_NAMES[random.below(12)], MALE_MIDDLE_NAMES[random.below(5)]),
-            Sex::Female => (last_female, FEMALE_FIRST_NAMES[random.below(12)], FEMALE_MIDDLE_NAMES[random.below(5)]),
+            Sex::Male => (
+                last_male,
+                MALE_FIRST_NAMES[random.below(12)],
+                MALE_MIDDLE_NAMES[random.below(5)],
+            ),
+            Sex::Female => (
+                last_female,
+                FEMALE_FIRST_NAMES[random.below(12)],
+                FEMALE_MIDDLE_NAMES[random.below(5)],
+            ),
         };
         let _ = writeln!(csv, "{iin};{last};{first};{middle}");
         iins.push(iin);
@@ -124,7 +170,11 @@ fn students_csv(random: &mut DemoRandom, today: Date) -> String {
     let mut serial = 0;
     for (group_index, group) in GROUPS.iter().enumerate() {
         for position in 0..STUDENTS_PER_GROUP {
-            let sex = if random.below(2) == 0 { Sex::Male } else { Sex::Female };
+            let sex = if random.below(2) == 0 {
+                Sex::Male
+            } else {
+                Sex::Female
+            };
             let birth = Date::new(2005, 1, 1)
                 .unwrap_or(Date::EPOCH)
                 .add_days(random.below(4 * 365) as i64);
@@ -132,8 +182,16 @@ fn students_csv(random: &mut DemoRandom, today: Date) -> String {
             let (last_male, last_female) = LAST_NAMES[random.below(LAST_NAMES.len())];
             let middle_index = random.below(6);
             let (last, first, middle) = match sex {
-                Sex::Male => (last_male, MALE_FIRST_NAMES[random.below(12)], MALE_MIDDLE_NAMES[middle_index]),
-                Sex::Female => (last_female, FEMALE_FIRST_NAMES[random.below(12)], FEMALE_MIDDLE_NAMES[middle_index]),
+                Sex::Male => (
+                    last_male,
+                    MALE_FIRST_NAMES[random.below(12)],
+                    MALE_MIDDLE_NAMES[middle_index],
+                ),
+                Sex::Female => (
+                    last_female,
+                    FEMALE_FIRST_NAMES[random.below(12)],
+                    FEMALE_MIDDLE_NAMES[middle_index],
+                ),
             };
             // Four in five students are state-funded beneficiaries.
             let beneficiary = if position % 5 == 4 { "нет" } else { "да" };
@@ -154,7 +212,8 @@ fn students_csv(random: &mut DemoRandom, today: Date) -> String {
 
 /// The timetable of the week (Monday to Friday) that contains `today`.
 fn timetable_csv(teachers: &[Iin], today: Date) -> String {
-    let mut csv = String::from("date;start;end;group;discipline;teacher_iin;site;room;mode;address\n");
+    let mut csv =
+        String::from("date;start;end;group;discipline;teacher_iin;site;room;mode;address\n");
     let monday = today.add_days(-i64::from(today.iso_weekday() - 1));
     for day in 0..5usize {
         let date = monday.add_days(day as i64);
@@ -168,7 +227,12 @@ fn timetable_csv(teachers: &[Iin], today: Date) -> String {
                 let (site, room, mode, address) = if online {
                     ("", String::new(), "online", "")
                 } else {
-                    (site, format!("{}0{}", 1 + group_index % 3, 1 + group_index), "offline", address)
+                    (
+                        site,
+                        format!("{}0{}", 1 + group_index % 3, 1 + group_index),
+                        "offline",
+                        address,
+                    )
                 };
                 let _ = writeln!(
                     csv,
@@ -190,7 +254,7 @@ pub struct DemoReport {
 
 /// Seeds (or refreshes: imports are upserts) the demo college into `store`.
 pub fn seed(store: &mut Store, today: Date) -> Result<DemoReport, ImportError> {
-    let mut random = DemoRandom(0x4B41_5349_50);
+    let mut random = DemoRandom(0x004B_4153_4950);
     let options = ImportOptions {
         skip_invalid: false,
         today,

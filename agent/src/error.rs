@@ -27,11 +27,14 @@ pub enum AgentError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     #[error(transparent)]
     Key(#[from] kasip_certs::KeyError),
     #[error("{file}: {source}")]
-    Import { file: String, source: ImportError },
+    Import {
+        file: String,
+        source: Box<ImportError>,
+    },
     #[error("server: {0}")]
     Server(String),
 }
@@ -45,5 +48,11 @@ impl AgentError {
             | Self::Usage(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
+    }
+}
+
+impl From<StoreError> for AgentError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(Box::new(error))
     }
 }

@@ -59,13 +59,33 @@ impl Lang {
 
 /// Catalog rows: key, Kazakh, Russian, English.
 const CATALOG: &[(&str, &str, &str, &str)] = &[
-    ("agent.title", "KasipTech колледж агенті", "Агент колледжа KasipTech", "KasipTech college agent"),
-    ("agent.running", "Агент жұмыс істеп тұр.", "Агент работает.", "The agent is running."),
+    (
+        "agent.title",
+        "KasipTech колледж агенті",
+        "Агент колледжа KasipTech",
+        "KasipTech college agent",
+    ),
+    (
+        "agent.running",
+        "Агент жұмыс істеп тұр.",
+        "Агент работает.",
+        "The agent is running.",
+    ),
     ("status.students", "Студенттер", "Студенты", "Students"),
-    ("status.beneficiaries", "Грант иегерлері", "Бюджетники", "Beneficiaries"),
+    (
+        "status.beneficiaries",
+        "Грант иегерлері",
+        "Бюджетники",
+        "Beneficiaries",
+    ),
     ("status.groups", "Топтар", "Группы", "Groups"),
     ("status.teachers", "Оқытушылар", "Преподаватели", "Teachers"),
-    ("status.lessons_today", "Бүгінгі сабақтар", "Занятия сегодня", "Lessons today"),
+    (
+        "status.lessons_today",
+        "Бүгінгі сабақтар",
+        "Занятия сегодня",
+        "Lessons today",
+    ),
     ("status.sites", "Ғимараттар", "Корпуса", "Sites"),
     ("language", "Тіл", "Язык", "Language"),
 ];
@@ -94,7 +114,10 @@ mod tests {
         for (key, kk, ru, en) in CATALOG {
             assert!(keys.insert(key), "duplicate key {key}");
             for translation in [kk, ru, en] {
-                assert!(!translation.trim().is_empty(), "{key} has a blank translation");
+                assert!(
+                    !translation.trim().is_empty(),
+                    "{key} has a blank translation"
+                );
             }
         }
     }
@@ -102,8 +125,14 @@ mod tests {
     #[test]
     fn negotiation() {
         assert_eq!(Lang::negotiate(Some("kk"), Some("en")), Lang::Kk);
-        assert_eq!(Lang::negotiate(None, Some("en-US,en;q=0.9,ru;q=0.8")), Lang::En);
-        assert_eq!(Lang::negotiate(None, Some("de;q=1,kk-KZ;q=0.5,ru;q=0.7")), Lang::Ru);
+        assert_eq!(
+            Lang::negotiate(None, Some("en-US,en;q=0.9,ru;q=0.8")),
+            Lang::En
+        );
+        assert_eq!(
+            Lang::negotiate(None, Some("de;q=1,kk-KZ;q=0.5,ru;q=0.7")),
+            Lang::Ru
+        );
         assert_eq!(Lang::negotiate(Some("xx"), None), Lang::Ru);
         assert_eq!(Lang::negotiate(None, Some(";;;q=,")), Lang::Ru);
         assert_eq!(text(Lang::Kk, "status.groups"), "Топтар");

@@ -24,13 +24,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            if let AgentError::Import {
-                file,
-                source: kasip_agent::import::ImportError::Rejected(rows),
-            } = &error
-            {
-                for row in rows {
-                    eprintln!("{file}: {row}");
+            if let AgentError::Import { file, source } = &error {
+                if let kasip_agent::import::ImportError::Rejected(rows) = source.as_ref() {
+                    for row in rows {
+                        eprintln!("{file}: {row}");
+                    }
                 }
             }
             ExitCode::from(error.exit_code())

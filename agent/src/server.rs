@@ -37,9 +37,11 @@ impl AppState {
     ) -> Result<T, AgentError> {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
-            let store = store
-                .lock()
-                .map_err(|_| AgentError::Server("the database lock was poisoned by a crash in another request".into()))?;
+            let store = store.lock().map_err(|_| {
+                AgentError::Server(
+                    "the database lock was poisoned by a crash in another request".into(),
+                )
+            })?;
             work(&store)
         })
         .await
@@ -83,7 +85,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
             store
                 .connection()
                 .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
-                .map_err(|source| AgentError::Store(store.error(source)))
+                .map_err(|source| AgentError::from(store.error(source)))
         })
         .await;
     match probe {
@@ -128,7 +130,10 @@ async fn home(
             .and_then(|value| value.to_str().ok()),
     );
     let today = local_today(&state.settings);
-    let counts = match state.with_store(move |store| RosterCounts::read(store, today)).await {
+    let counts = match state
+        .with_store(move |store| RosterCounts::read(store, today))
+        .await
+    {
         Ok(counts) => counts,
         Err(error) => {
             tracing::error!(%error, "home page could not read the roster");
@@ -165,21 +170,20 @@ async fn home(
     Html(page).into_response()
 }
 
-/// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the agent");
-                std::future::pending::<()>().await;
-            }
-        }
+/// Installs the SIGTERM (systemd's stop) and SIGINT (Ctrl-C) handlers now, and returns a
+/// future that resolves on either. Call it before announcing readiness: a signal that
+/// arrives before the handler exists would kill the process without a clean close.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, AgentError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|error| AgentError::Server(format!("cannot handle {name}: {error}")))
     };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
-    }
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => tracing::info!("interrupt received, shutting down"),
+        }
+    })
 }

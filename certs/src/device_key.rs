@@ -35,7 +35,9 @@ pub enum KeyError {
         "key file {path} has mode {mode:04o}; it must be readable by its owner only: run `chmod 600 {path}`"
     )]
     TooOpen { path: PathBuf, mode: u32 },
-    #[error("key file {path} is not an Ed25519 PKCS#8 PEM key ({reason}); restore it from a backup")]
+    #[error(
+        "key file {path} is not an Ed25519 PKCS#8 PEM key ({reason}); restore it from a backup"
+    )]
     Malformed { path: PathBuf, reason: &'static str },
     #[error("the system random generator failed; the key was not created")]
     Random,
@@ -58,8 +60,8 @@ impl std::fmt::Debug for DeviceKey {
 impl DeviceKey {
     /// Generates a new key and writes it to `path` (mode 0600, never overwriting).
     pub fn generate_to(path: &Path) -> Result<Self, KeyError> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-            .map_err(|_| KeyError::Random)?;
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Random)?;
         let key_pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Random)?;
         let mut pem = String::from(PEM_BEGIN);
         pem.push('\n');
@@ -120,9 +122,7 @@ impl DeviceKey {
             .ok_or_else(|| malformed("missing PEM armour"))?
             .split_whitespace()
             .collect();
-        let der = STANDARD
-            .decode(body)
-            .map_err(|_| malformed("bad base64"))?;
+        let der = STANDARD.decode(body).map_err(|_| malformed("bad base64"))?;
         let key_pair =
             Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| malformed("bad DER"))?;
         Ok(Self { key_pair })
@@ -191,8 +191,8 @@ mod tests {
     #[test]
     fn rfc8037_signature() {
         // Appendix A.4: signing "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc".
-        let signature = rfc8037_key()
-            .sign(b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc");
+        let signature =
+            rfc8037_key().sign(b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc");
         assert_eq!(
             URL_SAFE_NO_PAD.encode(signature),
             "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"

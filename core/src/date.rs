@@ -79,9 +79,17 @@ impl Date {
     pub fn parse(text: &str) -> Result<Self, DateError> {
         let text = text.trim();
         let parts = if let [year, month, day] = text.split('-').collect::<Vec<_>>()[..] {
-            (parse_number(year, 4), parse_number(month, 2), parse_number(day, 2))
+            (
+                parse_number(year, 4),
+                parse_number(month, 2),
+                parse_number(day, 2),
+            )
         } else if let [day, month, year] = text.split('.').collect::<Vec<_>>()[..] {
-            (parse_number(year, 4), parse_number(month, 2), parse_number(day, 2))
+            (
+                parse_number(year, 4),
+                parse_number(month, 2),
+                parse_number(day, 2),
+            )
         } else {
             return Err(DateError::DateFormat(text.to_owned()));
         };
@@ -258,7 +266,10 @@ mod tests {
         assert_eq!(new_year_2000.iso_weekday(), 6); // a Saturday
         let today = Date::new(2026, 11, 25).expect("date");
         assert_eq!(today.iso_weekday(), 3); // a Wednesday
-        assert_eq!(Date::new(1900, 1, 1).expect("date").days_since_epoch(), -25_567);
+        assert_eq!(
+            Date::new(1900, 1, 1).expect("date").days_since_epoch(),
+            -25_567
+        );
     }
 
     #[test]
@@ -270,7 +281,14 @@ mod tests {
             Date::parse("2026-02-30"),
             Err(DateError::NoSuchDate("2026-02-30".into()))
         );
-        for bad in ["", "2026-9-1", "1.9.2026", "2026/09/01", "２０２６-09-01", "+026-09-01"] {
+        for bad in [
+            "",
+            "2026-9-1",
+            "1.9.2026",
+            "2026/09/01",
+            "２０２６-09-01",
+            "+026-09-01",
+        ] {
             assert!(Date::parse(bad).is_err(), "{bad} parsed");
         }
     }
@@ -282,7 +300,10 @@ mod tests {
         assert!(Month::parse("2024-13").is_err());
         assert!(Month::parse("24-02").is_err());
         assert_eq!(TimeOfDay::parse("8:30").expect("time").to_string(), "08:30");
-        assert_eq!(TimeOfDay::parse("08:30:00").expect("time").to_string(), "08:30");
+        assert_eq!(
+            TimeOfDay::parse("08:30:00").expect("time").to_string(),
+            "08:30"
+        );
         for bad in ["24:00", "12:60", "12", "12:5", "ab:cd", "08:30:15"] {
             assert!(TimeOfDay::parse(bad).is_err(), "{bad} parsed");
         }

@@ -93,7 +93,10 @@ fn verify_check_digit(digits: &[u8; 12]) -> Result<(), IdError> {
 }
 
 fn digits_to_string(digits: &[u8; 12]) -> String {
-    digits.iter().map(|digit| char::from(b'0' + digit)).collect()
+    digits
+        .iter()
+        .map(|digit| char::from(b'0' + digit))
+        .collect()
 }
 
 impl Iin {
@@ -111,9 +114,7 @@ impl Iin {
         let month = digits[2] * 10 + digits[3];
         let day = digits[4] * 10 + digits[5];
         if Date::new(year, month, day).is_none() {
-            return Err(IdError::BirthDate(format!(
-                "{year:04}-{month:02}-{day:02}"
-            )));
+            return Err(IdError::BirthDate(format!("{year:04}-{month:02}-{day:02}")));
         }
         verify_check_digit(&digits)?;
         Ok(Self(digits))
@@ -250,7 +251,10 @@ mod tests {
         assert_eq!(Iin::parse("90010130001"), Err(IdError::Length(11)));
         assert_eq!(Iin::parse("9001013000171"), Err(IdError::Length(13)));
         assert_eq!(Iin::parse("90010130001x"), Err(IdError::NotDigits));
-        assert_eq!(Iin::parse("９００１０１３０００１７"), Err(IdError::NotDigits));
+        assert_eq!(
+            Iin::parse("９００１０１３０００１７"),
+            Err(IdError::NotDigits)
+        );
         assert_eq!(Iin::parse("900101700017"), Err(IdError::CenturySex(7)));
         assert_eq!(Iin::parse("900101000017"), Err(IdError::CenturySex(0)));
         assert!(matches!(

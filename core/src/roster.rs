@@ -11,7 +11,7 @@ pub enum FieldError {
     TooLong(usize, usize),
     #[error("contains a control character (tab, line break or similar)")]
     ControlCharacter,
-    #[error("'{0}' is not one of: {1}")]
+    #[error("is not one of: {1}")]
     NotOneOf(String, &'static str),
 }
 
@@ -99,7 +99,9 @@ impl StudentStatus {
     pub fn parse(text: &str) -> Result<Self, FieldError> {
         let normalized = text.trim().to_lowercase().replace([' ', '-'], "_");
         match normalized.as_str() {
-            "" | "active" | "обучается" | "активный" | "активен" => Ok(Self::Active),
+            "" | "active" | "обучается" | "активный" | "активен" => {
+                Ok(Self::Active)
+            }
             "academic_leave" | "leave" | "академический_отпуск" | "академ" | "академотпуск" => {
                 Ok(Self::AcademicLeave)
             }
@@ -139,7 +141,9 @@ impl LessonMode {
     pub fn parse(text: &str) -> Result<Self, FieldError> {
         match text.trim().to_lowercase().as_str() {
             "" | "offline" | "очно" | "очный" | "аудитория" => Ok(Self::Offline),
-            "online" | "онлайн" | "дистанционно" | "дистанционный" => Ok(Self::Online),
+            "online" | "онлайн" | "дистанционно" | "дистанционный" => {
+                Ok(Self::Online)
+            }
             _ => Err(FieldError::NotOneOf(text.trim().to_owned(), Self::ACCEPTED)),
         }
     }
@@ -242,7 +246,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(PersonName::parse("  Әлібек ").expect("name").as_str(), "Әлібек");
+        assert_eq!(
+            PersonName::parse("  Әлібек ").expect("name").as_str(),
+            "Әлібек"
+        );
         assert_eq!(PersonName::parse("   "), Err(FieldError::Empty));
         let long = "ы".repeat(10_000);
         assert_eq!(
@@ -259,7 +266,10 @@ mod tests {
 
     #[test]
     fn statuses_in_both_languages() {
-        assert_eq!(StudentStatus::parse("Отчислен"), Ok(StudentStatus::Expelled));
+        assert_eq!(
+            StudentStatus::parse("Отчислен"),
+            Ok(StudentStatus::Expelled)
+        );
         assert_eq!(
             StudentStatus::parse("академический отпуск"),
             Ok(StudentStatus::AcademicLeave)
@@ -278,7 +288,14 @@ mod tests {
         assert_eq!(almaty.offset_seconds(), 5 * 3600);
         let custom = CollegeTimezone::parse("UTC-03:30").expect("zone");
         assert_eq!(custom.offset_seconds(), -(3 * 3600 + 30 * 60));
-        for bad in ["Europe/Nowhere", "UTC+5", "UTC+99:00", "UTC+05:75", "", "UTC+"] {
+        for bad in [
+            "Europe/Nowhere",
+            "UTC+5",
+            "UTC+99:00",
+            "UTC+05:75",
+            "",
+            "UTC+",
+        ] {
             assert!(CollegeTimezone::parse(bad).is_err(), "{bad} parsed");
         }
     }

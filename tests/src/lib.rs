@@ -1,1 +1,224 @@
-//! placeholder
+//! Test kit for black-box tests: temporary data dirs, spawning the real binaries on
+//! random ports, and speaking HTTP to them as a browser would.
+//!
+//! Crates that own a binary pass its path (`env!("CARGO_BIN_EXE_…")`), since Cargo shows
+//! a binary's path only to its own crate's tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Runs `binary` with `--data-dir DIR` and `args`, capturing its output.
+pub fn run(binary: &str, data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("KASIP_DATA_DIR")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {binary}: {error}"))
+}
+
+/// Text of a process's stdout and stderr, for assertions and failure messages.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A server process started with `serve --listen 127.0.0.1:0`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT` as the server printed it.
+    pub url: String,
+    /// Everything written to stderr, collected by a thread.
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `binary serve` and waits (up to 60 s) for its `listening on URL` line.
+    pub fn start(binary: &str, data_dir: &Path, extra_args: &[&str]) -> Server {
+        let mut child = Command::new(binary)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .env_remove("KASIP_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot spawn {binary}: {error}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (url_sender, url_receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = url_sender.send(url.trim().to_owned());
+                }
+            }
+        });
+        let (stderr_sender, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = stderr_sender.send(line);
+            }
+        });
+        let url = match url_receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let log: Vec<String> = stderr_lines.try_iter().collect();
+                panic!(
+                    "server did not print 'listening on'; stderr:\n{}",
+                    log.join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            url,
+            stderr_lines,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned()
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to 30 s for the process to exit.
+    pub fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                break exit;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Give the reader thread a moment to drain the closed pipe.
+        std::thread::sleep(Duration::from_millis(50));
+        let log: Vec<String> = self.stderr_lines.try_iter().collect();
+        (exit, log.join("\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Sends one HTTP/1.1 GET with extra headers and reads the whole response.
+pub fn http_get(address: &str, path: &str, extra_headers: &[(&str, &str)]) -> HttpResponse {
+    let mut stream =
+        TcpStream::connect(address).unwrap_or_else(|error| panic!("connect {address}: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in extra_headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size_line, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A fresh temporary directory; `path()` is a not-yet-existing data dir inside it.
+pub struct TempDataDir {
+    holder: tempfile::TempDir,
+}
+
+impl TempDataDir {
+    pub fn new() -> Self {
+        Self {
+            holder: tempfile::tempdir().expect("create temp dir"),
+        }
+    }
+
+    /// The data dir (not created: `init` and `serve` create it).
+    pub fn path(&self) -> PathBuf {
+        self.holder.path().join("data")
+    }
+
+    /// A path for a scratch file beside the data dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.holder.path().join(name)
+    }
+}
+
+impl Default for TempDataDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}

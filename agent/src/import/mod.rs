@@ -33,7 +33,11 @@ pub struct RowError {
 impl fmt::Display for RowError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.column {
-            Some(column) => write!(formatter, "row {}, column {column}: {}", self.row, self.reason),
+            Some(column) => write!(
+                formatter,
+                "row {}, column {column}: {}",
+                self.row, self.reason
+            ),
             None => write!(formatter, "row {}: {}", self.row, self.reason),
         }
     }
@@ -163,10 +167,7 @@ pub fn import(
         path: path.clone(),
         source,
     };
-    let transaction = store
-        .connection_mut()
-        .transaction()
-        .map_err(sqlite_error)?;
+    let transaction = store.connection_mut().transaction().map_err(sqlite_error)?;
     let mut errors = Vec::new();
     let mut report = match kind {
         ImportKind::Students => students::apply(&transaction, &table, options, &mut errors),

@@ -10,14 +10,46 @@ use super::{ImportOptions, ImportReport, RowCheck, RowError};
 use crate::store::unix_now;
 
 pub const COLUMNS: &[ColumnSpec] = &[
-    ColumnSpec { name: "iin", aliases: &["иин", "жсн"], required: true },
-    ColumnSpec { name: "last_name", aliases: &["фамилия", "тегі"], required: true },
-    ColumnSpec { name: "first_name", aliases: &["имя", "аты"], required: true },
-    ColumnSpec { name: "middle_name", aliases: &["отчество", "әкесінің_аты"], required: false },
-    ColumnSpec { name: "group", aliases: &["группа", "топ"], required: true },
-    ColumnSpec { name: "beneficiary", aliases: &["бюджет", "госзаказ"], required: true },
-    ColumnSpec { name: "status", aliases: &["статус"], required: false },
-    ColumnSpec { name: "status_date", aliases: &["дата_статуса"], required: false },
+    ColumnSpec {
+        name: "iin",
+        aliases: &["иин", "жсн"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "last_name",
+        aliases: &["фамилия", "тегі"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "first_name",
+        aliases: &["имя", "аты"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "middle_name",
+        aliases: &["отчество", "әкесінің_аты"],
+        required: false,
+    },
+    ColumnSpec {
+        name: "group",
+        aliases: &["группа", "топ"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "beneficiary",
+        aliases: &["бюджет", "госзаказ"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "status",
+        aliases: &["статус"],
+        required: false,
+    },
+    ColumnSpec {
+        name: "status_date",
+        aliases: &["дата_статуса"],
+        required: false,
+    },
 ];
 
 /// A student row as stored, for comparing with the export.
@@ -38,12 +70,19 @@ fn group_id(
     report: &mut ImportReport,
 ) -> rusqlite::Result<i64> {
     let existing: Option<i64> = transaction
-        .query_row("SELECT id FROM study_groups WHERE code = ?1", [code.as_str()], |row| row.get(0))
+        .query_row(
+            "SELECT id FROM study_groups WHERE code = ?1",
+            [code.as_str()],
+            |row| row.get(0),
+        )
         .optional()?;
     if let Some(id) = existing {
         return Ok(id);
     }
-    transaction.execute("INSERT INTO study_groups (code) VALUES (?1)", [code.as_str()])?;
+    transaction.execute(
+        "INSERT INTO study_groups (code) VALUES (?1)",
+        [code.as_str()],
+    )?;
     report.groups_created += 1;
     Ok(transaction.last_insert_rowid())
 }
@@ -59,17 +98,32 @@ pub fn apply(
     for row in &table.rows {
         let mut check = RowCheck::new(row.number, errors);
         let iin = check.field("iin", table.value(row, "iin"), Iin::parse);
-        let last_name = check.field("last_name", table.value(row, "last_name"), PersonName::parse);
-        let first_name = check.field("first_name", table.value(row, "first_name"), PersonName::parse);
-        let middle_name =
-            check.optional("middle_name", table.value(row, "middle_name"), PersonName::parse);
+        let last_name = check.field(
+            "last_name",
+            table.value(row, "last_name"),
+            PersonName::parse,
+        );
+        let first_name = check.field(
+            "first_name",
+            table.value(row, "first_name"),
+            PersonName::parse,
+        );
+        let middle_name = check.optional(
+            "middle_name",
+            table.value(row, "middle_name"),
+            PersonName::parse,
+        );
         let group = check.field("group", table.value(row, "group"), GroupCode::parse);
         let beneficiary = check.field("beneficiary", table.value(row, "beneficiary"), parse_yes_no);
         let status = check.field("status", table.value(row, "status"), StudentStatus::parse);
-        let status_date = check.optional("status_date", table.value(row, "status_date"), Date::parse);
+        let status_date =
+            check.optional("status_date", table.value(row, "status_date"), Date::parse);
         if let Some(iin) = iin {
             if let Some(first_row) = first_row_of.insert(iin, row.number) {
-                check.fail("iin", format!("{iin} is already on row {first_row} of this file"));
+                check.fail(
+                    "iin",
+                    format!("{iin} is already on row {first_row} of this file"),
+                );
             }
         }
         let (
@@ -81,7 +135,16 @@ pub fn apply(
             Some(beneficiary),
             Some(status),
             Some(status_date),
-        ) = (iin, last_name, first_name, middle_name, group, beneficiary, status, status_date)
+        ) = (
+            iin,
+            last_name,
+            first_name,
+            middle_name,
+            group,
+            beneficiary,
+            status,
+            status_date,
+        )
         else {
             continue;
         };
@@ -91,7 +154,10 @@ pub fn apply(
         let incoming = StoredStudent {
             last_name: last_name.as_str().to_owned(),
             first_name: first_name.as_str().to_owned(),
-            middle_name: middle_name.as_ref().map_or("", PersonName::as_str).to_owned(),
+            middle_name: middle_name
+                .as_ref()
+                .map_or("", PersonName::as_str)
+                .to_owned(),
             group_id: group_id(transaction, &group, &mut report)?,
             beneficiary,
             status: status.as_str().to_owned(),

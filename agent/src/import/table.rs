@@ -134,13 +134,17 @@ pub fn read_table(bytes: &[u8], specs: &[ColumnSpec]) -> Result<Table, Vec<RowEr
     }
     for spec in specs.iter().filter(|spec| spec.required) {
         if !columns.contains_key(spec.name) {
-            let russian = spec.aliases.first().map_or(String::new(), |alias| {
-                format!(" (or '{alias}')")
-            });
+            let russian = spec
+                .aliases
+                .first()
+                .map_or(String::new(), |alias| format!(" (or '{alias}')"));
             errors.push(RowError {
                 row: 1,
                 column: Some(spec.name.to_owned()),
-                reason: format!("required column '{}'{russian} is missing from the header", spec.name),
+                reason: format!(
+                    "required column '{}'{russian} is missing from the header",
+                    spec.name
+                ),
             });
         }
     }
@@ -154,7 +158,9 @@ pub fn read_table(bytes: &[u8], specs: &[ColumnSpec]) -> Result<Table, Vec<RowEr
         let record = match record {
             Ok(record) => record,
             Err(error) => {
-                let row = error.position().map_or(0, |position| position.line() as usize);
+                let row = error
+                    .position()
+                    .map_or(0, |position| position.line() as usize);
                 errors.push(RowError {
                     row,
                     column: None,
@@ -163,7 +169,9 @@ pub fn read_table(bytes: &[u8], specs: &[ColumnSpec]) -> Result<Table, Vec<RowEr
                 continue;
             }
         };
-        let number = record.position().map_or(0, |position| position.line() as usize);
+        let number = record
+            .position()
+            .map_or(0, |position| position.line() as usize);
         if record.iter().all(|field| field.trim().is_empty()) {
             continue; // spreadsheets leave rows of bare delimiters at the end
         }
@@ -234,7 +242,9 @@ mod tests {
 
     #[test]
     fn file_level_problems() {
-        let missing = read_table(b"iin;note\n1;2\n", SPECS).err().expect("missing column");
+        let missing = read_table(b"iin;note\n1;2\n", SPECS)
+            .err()
+            .expect("missing column");
         assert_eq!(missing[0].column.as_deref(), Some("last_name"));
         let empty = read_table(b"\xEF\xBB\xBF \n", SPECS).err().expect("empty");
         assert!(empty[0].reason.contains("empty"));
@@ -242,9 +252,13 @@ mod tests {
             .err()
             .expect("binary");
         assert_eq!(garbage[0].row, 2);
-        let nul = read_table(b"iin;last_name\n1;\x00\n", SPECS).err().expect("nul");
+        let nul = read_table(b"iin;last_name\n1;\x00\n", SPECS)
+            .err()
+            .expect("nul");
         assert!(nul[0].reason.contains("binary"));
-        let wide = read_table(b"iin;last_name\n1;2;3\n", SPECS).err().expect("too wide");
+        let wide = read_table(b"iin;last_name\n1;2;3\n", SPECS)
+            .err()
+            .expect("too wide");
         assert_eq!(wide[0].row, 2);
     }
 }

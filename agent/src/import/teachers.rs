@@ -9,10 +9,26 @@ use super::table::{ColumnSpec, Table};
 use super::{ImportReport, RowCheck, RowError};
 
 pub const COLUMNS: &[ColumnSpec] = &[
-    ColumnSpec { name: "iin", aliases: &["иин", "жсн"], required: true },
-    ColumnSpec { name: "last_name", aliases: &["фамилия", "тегі"], required: true },
-    ColumnSpec { name: "first_name", aliases: &["имя", "аты"], required: true },
-    ColumnSpec { name: "middle_name", aliases: &["отчество", "әкесінің_аты"], required: false },
+    ColumnSpec {
+        name: "iin",
+        aliases: &["иин", "жсн"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "last_name",
+        aliases: &["фамилия", "тегі"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "first_name",
+        aliases: &["имя", "аты"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "middle_name",
+        aliases: &["отчество", "әкесінің_аты"],
+        required: false,
+    },
 ];
 
 pub fn apply(
@@ -25,13 +41,27 @@ pub fn apply(
     for row in &table.rows {
         let mut check = RowCheck::new(row.number, errors);
         let iin = check.field("iin", table.value(row, "iin"), Iin::parse);
-        let last_name = check.field("last_name", table.value(row, "last_name"), PersonName::parse);
-        let first_name = check.field("first_name", table.value(row, "first_name"), PersonName::parse);
-        let middle_name =
-            check.optional("middle_name", table.value(row, "middle_name"), PersonName::parse);
+        let last_name = check.field(
+            "last_name",
+            table.value(row, "last_name"),
+            PersonName::parse,
+        );
+        let first_name = check.field(
+            "first_name",
+            table.value(row, "first_name"),
+            PersonName::parse,
+        );
+        let middle_name = check.optional(
+            "middle_name",
+            table.value(row, "middle_name"),
+            PersonName::parse,
+        );
         if let Some(iin) = iin {
             if let Some(first_row) = first_row_of.insert(iin, row.number) {
-                check.fail("iin", format!("{iin} is already on row {first_row} of this file"));
+                check.fail(
+                    "iin",
+                    format!("{iin} is already on row {first_row} of this file"),
+                );
             }
         }
         let (Some(iin), Some(last_name), Some(first_name), Some(middle_name)) =
@@ -74,15 +104,21 @@ pub fn apply(
         }
     }
     let in_file: HashSet<String> = first_row_of.keys().map(Iin::as_string).collect();
-    let mut statement =
-        transaction.prepare("SELECT iin, last_name, first_name FROM teachers ORDER BY last_name, iin")?;
+    let mut statement = transaction
+        .prepare("SELECT iin, last_name, first_name FROM teachers ORDER BY last_name, iin")?;
     let stored = statement.query_map([], |found| {
-        Ok((found.get::<_, String>(0)?, found.get::<_, String>(1)?, found.get::<_, String>(2)?))
+        Ok((
+            found.get::<_, String>(0)?,
+            found.get::<_, String>(1)?,
+            found.get::<_, String>(2)?,
+        ))
     })?;
     for teacher in stored {
         let (iin, last_name, first_name) = teacher?;
         if !in_file.contains(&iin) {
-            report.missing_from_export.push(format!("{iin} {last_name} {first_name}"));
+            report
+                .missing_from_export
+                .push(format!("{iin} {last_name} {first_name}"));
         }
     }
     Ok(report)

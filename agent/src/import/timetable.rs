@@ -11,16 +11,56 @@ use super::table::{ColumnSpec, Table};
 use super::{ImportReport, RowCheck, RowError};
 
 pub const COLUMNS: &[ColumnSpec] = &[
-    ColumnSpec { name: "date", aliases: &["дата", "күні"], required: true },
-    ColumnSpec { name: "start", aliases: &["начало", "басталуы"], required: true },
-    ColumnSpec { name: "end", aliases: &["конец", "окончание", "аяқталуы"], required: true },
-    ColumnSpec { name: "group", aliases: &["группа", "топ"], required: true },
-    ColumnSpec { name: "discipline", aliases: &["дисциплина", "пән"], required: true },
-    ColumnSpec { name: "teacher_iin", aliases: &["иин_преподавателя", "оқытушы_жсн"], required: true },
-    ColumnSpec { name: "site", aliases: &["корпус", "площадка", "ғимарат"], required: false },
-    ColumnSpec { name: "room", aliases: &["аудитория", "кабинет"], required: false },
-    ColumnSpec { name: "mode", aliases: &["формат", "режим"], required: false },
-    ColumnSpec { name: "address", aliases: &["адрес", "мекенжай"], required: false },
+    ColumnSpec {
+        name: "date",
+        aliases: &["дата", "күні"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "start",
+        aliases: &["начало", "басталуы"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "end",
+        aliases: &["конец", "окончание", "аяқталуы"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "group",
+        aliases: &["группа", "топ"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "discipline",
+        aliases: &["дисциплина", "пән"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "teacher_iin",
+        aliases: &["иин_преподавателя", "оқытушы_жсн"],
+        required: true,
+    },
+    ColumnSpec {
+        name: "site",
+        aliases: &["корпус", "площадка", "ғимарат"],
+        required: false,
+    },
+    ColumnSpec {
+        name: "room",
+        aliases: &["аудитория", "кабинет"],
+        required: false,
+    },
+    ColumnSpec {
+        name: "mode",
+        aliases: &["формат", "режим"],
+        required: false,
+    },
+    ColumnSpec {
+        name: "address",
+        aliases: &["адрес", "мекенжай"],
+        required: false,
+    },
 ];
 
 #[derive(PartialEq)]
@@ -40,14 +80,17 @@ fn site_id(
     report: &mut ImportReport,
 ) -> rusqlite::Result<i64> {
     let existing: Option<(i64, String)> = transaction
-        .query_row("SELECT id, address FROM sites WHERE name = ?1", [site.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_row(
+            "SELECT id, address FROM sites WHERE name = ?1",
+            [site.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .optional()?;
     match existing {
         Some((id, stored_address)) => {
             if !address.is_empty() && address != stored_address {
-                transaction.execute("UPDATE sites SET address = ?2 WHERE id = ?1", (id, address))?;
+                transaction
+                    .execute("UPDATE sites SET address = ?2 WHERE id = ?1", (id, address))?;
             }
             Ok(id)
         }
@@ -75,7 +118,11 @@ pub fn apply(
         let start = check.field("start", table.value(row, "start"), TimeOfDay::parse);
         let end = check.field("end", table.value(row, "end"), TimeOfDay::parse);
         let group = check.field("group", table.value(row, "group"), GroupCode::parse);
-        let discipline = check.field("discipline", table.value(row, "discipline"), Discipline::parse);
+        let discipline = check.field(
+            "discipline",
+            table.value(row, "discipline"),
+            Discipline::parse,
+        );
         let teacher_iin = check.field("teacher_iin", table.value(row, "teacher_iin"), Iin::parse);
         let mode = check.field("mode", table.value(row, "mode"), LessonMode::parse);
         let site = check.optional("site", table.value(row, "site"), SiteName::parse);
@@ -90,9 +137,15 @@ pub fn apply(
             }
         }
         if mode == Some(LessonMode::Offline) {
-            for (column, is_empty) in [("site", matches!(site, Some(None))), ("room", matches!(room, Some(None)))] {
+            for (column, is_empty) in [
+                ("site", matches!(site, Some(None))),
+                ("room", matches!(room, Some(None))),
+            ] {
                 if is_empty {
-                    check.fail(column, "is empty; an offline lesson needs a site and a room".into());
+                    check.fail(
+                        column,
+                        "is empty; an offline lesson needs a site and a room".into(),
+                    );
                 }
             }
         }
@@ -100,14 +153,20 @@ pub fn apply(
             if let Some(first_row) = first_row_of.insert((date, start, group.clone()), row.number) {
                 check.fail(
                     "start",
-                    format!("group {group} already has a lesson at {date} {start} on row {first_row}"),
+                    format!(
+                        "group {group} already has a lesson at {date} {start} on row {first_row}"
+                    ),
                 );
             }
         }
         let group_id: Option<i64> = match &group {
             Some(group) => {
                 let found = transaction
-                    .query_row("SELECT id FROM study_groups WHERE code = ?1", [group.as_str()], |found| found.get(0))
+                    .query_row(
+                        "SELECT id FROM study_groups WHERE code = ?1",
+                        [group.as_str()],
+                        |found| found.get(0),
+                    )
                     .optional()?;
                 if found.is_none() {
                     check.fail(
@@ -121,7 +180,11 @@ pub fn apply(
         };
         if let Some(teacher_iin) = teacher_iin {
             let known: Option<i64> = transaction
-                .query_row("SELECT 1 FROM teachers WHERE iin = ?1", [teacher_iin.as_string()], |found| found.get(0))
+                .query_row(
+                    "SELECT 1 FROM teachers WHERE iin = ?1",
+                    [teacher_iin.as_string()],
+                    |found| found.get(0),
+                )
                 .optional()?;
             if known.is_none() {
                 check.fail(
@@ -130,8 +193,27 @@ pub fn apply(
                 );
             }
         }
-        let (Some(date), Some(start), Some(end), Some(group_id), Some(discipline), Some(teacher_iin), Some(mode), Some(site), Some(room)) =
-            (date, start, end, group_id, discipline, teacher_iin, mode, site, room)
+        let (
+            Some(date),
+            Some(start),
+            Some(end),
+            Some(group_id),
+            Some(discipline),
+            Some(teacher_iin),
+            Some(mode),
+            Some(site),
+            Some(room),
+        ) = (
+            date,
+            start,
+            end,
+            group_id,
+            discipline,
+            teacher_iin,
+            mode,
+            site,
+            room,
+        )
         else {
             continue;
         };
@@ -175,8 +257,17 @@ pub fn apply(
                     "UPDATE lessons SET end_time = ?4, discipline = ?5, teacher_iin = ?6,
                          site_id = ?7, room = ?8, mode = ?9
                      WHERE date = ?1 AND start_time = ?2 AND group_id = ?3",
-                    (&key.0, &key.1, key.2, &incoming.end_time, &incoming.discipline,
-                     &incoming.teacher_iin, incoming.site_id, &incoming.room, &incoming.mode),
+                    (
+                        &key.0,
+                        &key.1,
+                        key.2,
+                        &incoming.end_time,
+                        &incoming.discipline,
+                        &incoming.teacher_iin,
+                        incoming.site_id,
+                        &incoming.room,
+                        &incoming.mode,
+                    ),
                 )?;
                 report.updated += 1;
             }
@@ -185,8 +276,17 @@ pub fn apply(
                     "INSERT INTO lessons (date, start_time, group_id, end_time, discipline,
                          teacher_iin, site_id, room, mode)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    (&key.0, &key.1, key.2, &incoming.end_time, &incoming.discipline,
-                     &incoming.teacher_iin, incoming.site_id, &incoming.room, &incoming.mode),
+                    (
+                        &key.0,
+                        &key.1,
+                        key.2,
+                        &incoming.end_time,
+                        &incoming.discipline,
+                        &incoming.teacher_iin,
+                        incoming.site_id,
+                        &incoming.room,
+                        &incoming.mode,
+                    ),
                 )?;
                 report.added += 1;
             }

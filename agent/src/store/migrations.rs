@@ -93,7 +93,12 @@ mod tests {
     #[test]
     fn versions_are_contiguous_from_one() {
         for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.version, index as i64 + 1, "{}", migration.description);
+            assert_eq!(
+                migration.version,
+                index as i64 + 1,
+                "{}",
+                migration.description
+            );
         }
     }
 }

@@ -233,7 +233,10 @@ mod tests {
             Err(StoreError::AlreadyExists { .. })
         ));
         let reopened = Store::open(&path).expect("open");
-        assert_eq!(reopened.schema_version().expect("version"), latest_version());
+        assert_eq!(
+            reopened.schema_version().expect("version"),
+            latest_version()
+        );
     }
 
     #[test]
