@@ -6,6 +6,7 @@
 pub mod date;
 pub mod iin;
 pub mod roster;
+pub mod token;
 
 pub use date::{Date, DateError, Month, TimeOfDay};
 pub use iin::{Bin, IdError, Iin, Sex};
@@ -13,3 +14,4 @@ pub use roster::{
     parse_yes_no, CollegeTimezone, Discipline, FieldError, GroupCode, LessonMode, PersonName,
     RoomName, SiteName, StudentStatus,
 };
+pub use token::{normalise_typed_code, step_at, typed_code, ClassroomToken, LessonKey, TokenError};
