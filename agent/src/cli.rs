@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kasip_core::{Bin, CollegeTimezone};
+use kasip_core::{Bin, CollegeTimezone, Date, Iin};
+
+use crate::staff::Role;
 
 use crate::commands::{self, InitOptions};
 use crate::config::{DataDir, Settings};
@@ -76,6 +78,63 @@ pub enum Command {
     },
     /// Check config.toml and exit non-zero with the reason if it is not valid
     Validate,
+    /// List, open and close lessons (what teachers do on their page)
+    #[command(subcommand)]
+    Lesson(LessonCommand),
+    /// Walk the attendance hash chain; names the first row that does not match
+    Verify,
+    /// Staff accounts: add admins and curators, set passwords
+    #[command(subcommand)]
+    Staff(StaffCommand),
+    /// Student phone binding
+    #[command(subcommand)]
+    Student(StudentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LessonCommand {
+    /// Lessons of a day with their state and check-in counts
+    List {
+        /// The day [default: today in the college's time zone]
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<Date>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a lesson so that its classroom code accepts check-ins
+    Open { id: i64 },
+    /// Close a lesson: its codes stop working at once
+    Close { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Add an admin or curator account
+    Add {
+        #[arg(long, value_enum)]
+        role: Role,
+        login: String,
+    },
+    /// Set a password, read from standard input (teachers sign in with their IIN)
+    SetPassword { login_or_iin: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StudentCommand {
+    /// Print a one-time code the student enters with their IIN at /bind (valid 24 h)
+    IssueCode {
+        #[arg(value_parser = parse_iin)]
+        iin: Iin,
+    },
+}
+
+fn parse_date(text: &str) -> Result<Date, String> {
+    Date::parse(text).map_err(|error| error.to_string())
+}
+
+fn parse_iin(text: &str) -> Result<Iin, String> {
+    Iin::parse(text).map_err(|error| format!("IIN {error}"))
 }
 
 fn parse_bin(text: &str) -> Result<Bin, String> {
@@ -203,6 +262,14 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
                 );
                 println!("contingent:      {} events", counts.contingent_events);
             }
+            Ok(())
+        }
+        Command::Lesson(command) => commands::lesson(&data_dir, command),
+        Command::Verify => commands::verify(&data_dir),
+        Command::Staff(command) => commands::staff(&data_dir, command),
+        Command::Student(StudentCommand::IssueCode { iin }) => {
+            let code = commands::issue_binding_code(&data_dir, &iin)?;
+            println!("{code}");
             Ok(())
         }
         Command::Validate => {

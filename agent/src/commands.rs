@@ -204,3 +204,125 @@ pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
         counts: RosterCounts::read(&store, local_today(&settings))?,
     })
 }
+
+fn lesson_failure(error: crate::lessons::LessonError) -> AgentError {
+    AgentError::Operation(error.to_string())
+}
+
+fn staff_failure(error: crate::staff::StaffError) -> AgentError {
+    AgentError::Operation(error.to_string())
+}
+
+/// `kasip-agent lesson …`: what a teacher does on their page, for IT and tests.
+pub fn lesson(data_dir: &DataDir, command: crate::cli::LessonCommand) -> Result<(), AgentError> {
+    use crate::cli::LessonCommand;
+    use crate::lessons;
+    let (settings, store) = open(data_dir)?;
+    let now = crate::clock::from_environment().now_unix();
+    let by = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    match command {
+        LessonCommand::List { date, json } => {
+            let date = date.unwrap_or_else(|| local_today(&settings));
+            let list = lessons::list_for_date(store.connection(), date, now, &settings)
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            if json {
+                let text = serde_json::to_string_pretty(&list)
+                    .map_err(|error| AgentError::Operation(error.to_string()))?;
+                println!("{text}");
+            } else if list.is_empty() {
+                println!("no lessons on {date}");
+            } else {
+                for lesson in list {
+                    println!(
+                        "{:>6}  {} {}-{}  {:<8} {:<30} {:<24} {:<10} {:?} {}/{}",
+                        lesson.id,
+                        lesson.date,
+                        lesson.start,
+                        lesson.end,
+                        lesson.group,
+                        lesson.discipline,
+                        lesson.teacher_name,
+                        if lesson.mode == "online" {
+                            "online".to_owned()
+                        } else {
+                            lesson.room.clone()
+                        },
+                        lesson.state,
+                        lesson.checked_in,
+                        lesson.expected
+                    );
+                }
+            }
+        }
+        LessonCommand::Open { id } => {
+            lessons::open(store.connection(), id, &by, now).map_err(lesson_failure)?;
+            println!("lesson {id} is open");
+        }
+        LessonCommand::Close { id } => {
+            lessons::close(store.connection(), id, &by, now).map_err(lesson_failure)?;
+            println!("lesson {id} is closed");
+        }
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// `kasip-agent verify`: exit non-zero naming the first row that breaks the chain.
+pub fn verify(data_dir: &DataDir) -> Result<(), AgentError> {
+    let (_, store) = open(data_dir)?;
+    let check = crate::attendance::verify_chain(store.connection())
+        .map_err(|source| AgentError::from(store.error(source)))?;
+    match check {
+        crate::attendance::ChainCheck::Intact { rows, head } => {
+            println!("attendance chain intact: {rows} events, head {}", if head.is_empty() { "(empty)" } else { &head });
+            Ok(())
+        }
+        crate::attendance::ChainCheck::Broken { row_id, reason } => Err(AgentError::Operation(format!(
+            "attendance chain broken at event {row_id}: {reason}; restore the database from a backup and report this"
+        ))),
+    }
+}
+
+/// `kasip-agent staff …`.
+pub fn staff(data_dir: &DataDir, command: crate::cli::StaffCommand) -> Result<(), AgentError> {
+    use crate::cli::StaffCommand;
+    let (_, store) = open(data_dir)?;
+    match command {
+        StaffCommand::Add { role, login } => {
+            crate::staff::add(store.connection(), &login, role, unix_now())
+                .map_err(staff_failure)?;
+            println!(
+                "added {} '{login}'; set a password with `kasip-agent staff set-password {login}`",
+                role.as_str()
+            );
+        }
+        StaffCommand::SetPassword { login_or_iin } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|source| AgentError::Io {
+                    action: "read the password from",
+                    path: "standard input".into(),
+                    source,
+                })?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            crate::staff::set_password(store.connection(), &login_or_iin, password, unix_now())
+                .map_err(staff_failure)?;
+            println!("password set for '{login_or_iin}'");
+        }
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// `kasip-agent student issue-code IIN`.
+pub fn issue_binding_code(data_dir: &DataDir, iin: &kasip_core::Iin) -> Result<String, AgentError> {
+    let (_, store) = open(data_dir)?;
+    let code = crate::staff::issue_binding_code(store.connection(), iin, unix_now())
+        .map_err(staff_failure)?;
+    store.close()?;
+    Ok(code)
+}

@@ -57,6 +57,42 @@ struct ConfigFile {
     college: CollegeSection,
     #[serde(default)]
     server: ServerSection,
+    #[serde(default)]
+    qr: QrSection,
+    #[serde(default)]
+    lesson: LessonSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct QrSection {
+    period_secs: u32,
+    typed_code_counts_as_qr: bool,
+}
+
+impl Default for QrSection {
+    fn default() -> Self {
+        Self {
+            period_secs: 10,
+            typed_code_counts_as_qr: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LessonSection {
+    late_after_mins: u32,
+    auto_close_grace_mins: u32,
+}
+
+impl Default for LessonSection {
+    fn default() -> Self {
+        Self {
+            late_after_mins: 10,
+            auto_close_grace_mins: 15,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,12 +109,15 @@ struct CollegeSection {
 struct ServerSection {
     #[serde(default = "default_listen")]
     listen: String,
+    #[serde(default)]
+    public_url: String,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            public_url: String::new(),
         }
     }
 }
@@ -101,6 +140,12 @@ pub struct Settings {
     pub college_name: String,
     pub timezone: CollegeTimezone,
     pub listen: SocketAddr,
+    /// The base URL phones reach; empty means "the address the agent listens on".
+    pub public_url: String,
+    pub qr_period_secs: u32,
+    pub typed_code_counts_as_qr: bool,
+    pub late_after_mins: u32,
+    pub auto_close_grace_mins: u32,
 }
 
 impl Settings {
@@ -137,11 +182,36 @@ impl Settings {
                 file.server.listen
             )
         })?;
+        let public_url = file
+            .server
+            .public_url
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        if !public_url.is_empty()
+            && !public_url.starts_with("https://")
+            && !public_url.starts_with("http://")
+        {
+            return Err(format!(
+                "server.public_url '{public_url}' must start with https:// (for example https://agent.college.kz)"
+            ));
+        }
+        if !(5..=60).contains(&file.qr.period_secs) {
+            return Err(format!(
+                "qr.period_secs is {}; use 5 to 60 seconds (default 10)",
+                file.qr.period_secs
+            ));
+        }
         Ok(Self {
             college_bin,
             college_name,
             timezone,
             listen,
+            public_url,
+            qr_period_secs: file.qr.period_secs,
+            typed_code_counts_as_qr: file.qr.typed_code_counts_as_qr,
+            late_after_mins: file.lesson.late_after_mins,
+            auto_close_grace_mins: file.lesson.auto_close_grace_mins,
         })
     }
 }
@@ -167,6 +237,22 @@ timezone = {timezone}
 # Address and port of the agent's web server. Default "{DEFAULT_LISTEN}" (this machine
 # only); use "0.0.0.0:8443" to serve teachers and phones on the college LAN.
 listen = "{DEFAULT_LISTEN}"
+# The address phones open when they scan a classroom QR, e.g. "https://agent.college.kz"
+# for online lessons reached from outside the LAN. Empty (default): the listen address.
+public_url = ""
+
+[qr]
+# Seconds between classroom code rotations (5-60). A code is accepted for its own period
+# and the one before, so at most twice this long. Default 10.
+period_secs = 10
+# Whether a typed fallback code counts as a QR mark for the coverage rule. Default true.
+typed_code_counts_as_qr = true
+
+[lesson]
+# Minutes after a lesson's start after which a check-in is recorded as late. Default 10.
+late_after_mins = 10
+# Minutes after a lesson's end after which an open lesson closes by itself. Default 15.
+auto_close_grace_mins = 15
 "#
     )
 }

@@ -35,6 +35,8 @@ pub enum AgentError {
         file: String,
         source: Box<ImportError>,
     },
+    #[error("{0}")]
+    Operation(String),
     #[error("server: {0}")]
     Server(String),
 }

@@ -2,12 +2,17 @@
 //!
 //! `main.rs` only parses flags and maps errors to exit codes; everything lives here.
 
+pub mod attendance;
+pub mod checkin;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod i18n;
 pub mod import;
+pub mod lessons;
 pub mod server;
+pub mod staff;
 pub mod store;

@@ -3,11 +3,13 @@
 //! **Architecture invariant**: this crate does no I/O. Every value from outside (CSV, CLI,
 //! HTTP, QR) becomes one of these types once, at the edge, and travels typed from there.
 
+pub mod attendance;
 pub mod date;
 pub mod iin;
 pub mod roster;
 pub mod token;
 
+pub use attendance::{MarkMethod, MarkStatus};
 pub use date::{Date, DateError, Month, TimeOfDay};
 pub use iin::{Bin, IdError, Iin, Sex};
 pub use roster::{

@@ -79,6 +79,88 @@ CREATE TRIGGER contingent_events_no_delete BEFORE DELETE ON contingent_events
 BEGIN SELECT RAISE(ABORT, 'contingent events are append-only'); END;
 "#,
     },
+    Migration {
+        version: 3,
+        description: "staff, lessons held, phone bindings, attendance chain, security events",
+        sql: r#"
+CREATE TABLE staff (
+    id            INTEGER PRIMARY KEY,
+    login         TEXT NOT NULL UNIQUE,
+    role          TEXT NOT NULL CHECK (role IN ('teacher', 'curator', 'admin')),
+    teacher_iin   TEXT REFERENCES teachers(iin),
+    password_hash TEXT,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE curator_groups (
+    staff_id INTEGER NOT NULL REFERENCES staff(id),
+    group_id INTEGER NOT NULL REFERENCES study_groups(id),
+    PRIMARY KEY (staff_id, group_id)
+);
+CREATE TABLE staff_sessions (
+    token_hash  BLOB PRIMARY KEY,
+    staff_id    INTEGER NOT NULL REFERENCES staff(id),
+    csrf_token  TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+-- A lesson is open from opened_at until closed_at; qr_key signs its rotating tokens.
+CREATE TABLE lesson_openings (
+    lesson_id  INTEGER PRIMARY KEY REFERENCES lessons(id),
+    qr_key     BLOB NOT NULL,
+    opened_at  INTEGER NOT NULL,
+    opened_by  TEXT NOT NULL,
+    closed_at  INTEGER,
+    closed_by  TEXT
+);
+CREATE TABLE binding_codes (
+    code_hash       BLOB PRIMARY KEY,
+    student_iin     TEXT NOT NULL REFERENCES students(iin),
+    expires_at      INTEGER NOT NULL,
+    used_at         INTEGER,
+    failed_attempts INTEGER NOT NULL DEFAULT 0
+);
+-- device_id is the SHA-256 of the phone's long-lived identity cookie; credential_hash
+-- the SHA-256 of its binding credential. Neither secret is stored.
+CREATE TABLE device_bindings (
+    id              INTEGER PRIMARY KEY,
+    credential_hash BLOB NOT NULL UNIQUE,
+    student_iin     TEXT NOT NULL REFERENCES students(iin),
+    device_id       TEXT NOT NULL,
+    bound_at        INTEGER NOT NULL,
+    revoked_at      INTEGER
+);
+CREATE INDEX device_bindings_active ON device_bindings(student_iin) WHERE revoked_at IS NULL;
+-- Append-only and hash-chained: row_hash = SHA-256(prev_hash || canonical row).
+CREATE TABLE attendance_events (
+    id           INTEGER PRIMARY KEY,
+    lesson_id    INTEGER NOT NULL REFERENCES lessons(id),
+    student_iin  TEXT NOT NULL REFERENCES students(iin),
+    status       TEXT NOT NULL CHECK (status IN ('present', 'late', 'absent', 'excused')),
+    method       TEXT NOT NULL CHECK (method IN ('qr_phone', 'qr_kiosk', 'qr_typed', 'manual')),
+    recorded_at  INTEGER NOT NULL,
+    device_id    TEXT,
+    token_step   INTEGER,
+    marked_by    TEXT,
+    reason       TEXT,
+    corrects     INTEGER REFERENCES attendance_events(id),
+    prev_hash    BLOB NOT NULL,
+    row_hash     BLOB NOT NULL
+);
+CREATE INDEX attendance_by_lesson ON attendance_events(lesson_id, student_iin);
+CREATE TRIGGER attendance_events_no_update BEFORE UPDATE ON attendance_events
+BEGIN SELECT RAISE(ABORT, 'attendance events are append-only'); END;
+CREATE TRIGGER attendance_events_no_delete BEFORE DELETE ON attendance_events
+BEGIN SELECT RAISE(ABORT, 'attendance events are append-only'); END;
+CREATE TABLE security_events (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    lesson_id   INTEGER,
+    student_iin TEXT,
+    device_id   TEXT,
+    detail      TEXT NOT NULL DEFAULT ''
+);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,215 @@
+//! The attendance log: append-only marks in a SHA-256 hash chain (design §4).
+//!
+//! **Invariant**: the chain is extended only by `ChainWriter::append`, inside the
+//! caller's transaction, so a rolled-back transaction leaves no gap and no fork.
+
+use kasip_core::{Iin, MarkMethod, MarkStatus};
+use ring::digest::{digest, SHA256};
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+/// A mark about to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMark {
+    pub lesson_id: i64,
+    pub student_iin: Iin,
+    pub status: MarkStatus,
+    pub method: MarkMethod,
+    pub recorded_at: i64,
+    /// Hash of the phone's identity cookie, or the kiosk's id.
+    pub device_id: Option<String>,
+    /// The classroom token's rotation step, for QR marks.
+    pub token_step: Option<u64>,
+    /// Staff login for manual marks.
+    pub marked_by: Option<String>,
+    pub reason: Option<String>,
+    /// The earlier event this one corrects.
+    pub corrects: Option<i64>,
+}
+
+const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// The bytes hashed for one row: every field, length-prefixed so no two different rows
+/// share an encoding. Changing this breaks every existing chain: never do.
+fn canonical_row(
+    id: i64,
+    lesson_id: i64,
+    student_iin: &str,
+    status: &str,
+    method: &str,
+    recorded_at: i64,
+    optional: [Option<String>; 5],
+) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(160);
+    let mut field = |value: &str| {
+        bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(value.as_bytes());
+    };
+    field(&id.to_string());
+    field(&lesson_id.to_string());
+    field(student_iin);
+    field(status);
+    field(method);
+    field(&recorded_at.to_string());
+    for value in optional {
+        match value {
+            Some(value) => {
+                field("1");
+                field(&value);
+            }
+            None => field("0"),
+        }
+    }
+    bytes
+}
+
+fn chain_hash(prev_hash: &[u8], canonical: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(prev_hash.len() + canonical.len());
+    input.extend_from_slice(prev_hash);
+    input.extend_from_slice(canonical);
+    digest(&SHA256, &input).as_ref().to_vec()
+}
+
+/// The chain's head, read once per transaction and advanced in memory: a group commit
+/// of many marks reads it once.
+pub struct ChainWriter {
+    last_id: i64,
+    last_hash: Vec<u8>,
+}
+
+impl ChainWriter {
+    pub fn read_head(transaction: &Transaction<'_>) -> rusqlite::Result<Self> {
+        let head: Option<(i64, Vec<u8>)> = transaction
+            .query_row(
+                "SELECT id, row_hash FROM attendance_events ORDER BY id DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let (last_id, last_hash) = head.unwrap_or((0, GENESIS_HASH.to_vec()));
+        Ok(Self { last_id, last_hash })
+    }
+
+    /// Appends `mark` and returns its event id.
+    pub fn append(
+        &mut self,
+        transaction: &Transaction<'_>,
+        mark: &NewMark,
+    ) -> rusqlite::Result<i64> {
+        let id = self.last_id + 1;
+        let iin = mark.student_iin.as_string();
+        let canonical = canonical_row(
+            id,
+            mark.lesson_id,
+            &iin,
+            mark.status.as_str(),
+            mark.method.as_str(),
+            mark.recorded_at,
+            [
+                mark.device_id.clone(),
+                mark.token_step.map(|step| step.to_string()),
+                mark.marked_by.clone(),
+                mark.reason.clone(),
+                mark.corrects.map(|id| id.to_string()),
+            ],
+        );
+        let row_hash = chain_hash(&self.last_hash, &canonical);
+        transaction.execute(
+            "INSERT INTO attendance_events (id, lesson_id, student_iin, status, method, recorded_at,
+                 device_id, token_step, marked_by, reason, corrects, prev_hash, row_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            rusqlite::params![
+                id,
+                mark.lesson_id,
+                iin,
+                mark.status.as_str(),
+                mark.method.as_str(),
+                mark.recorded_at,
+                mark.device_id,
+                mark.token_step.map(|step| step as i64),
+                mark.marked_by,
+                mark.reason,
+                mark.corrects,
+                self.last_hash,
+                row_hash,
+            ],
+        )?;
+        self.last_id = id;
+        self.last_hash = row_hash;
+        Ok(id)
+    }
+}
+
+/// The result of walking the chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// Every row matches; `head` is the last row's hash (hex), empty for no rows.
+    Intact { rows: u64, head: String },
+    /// The first row that does not match, and why.
+    Broken { row_id: i64, reason: String },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Recomputes every row's hash in id order and names the first that does not match.
+pub fn verify_chain(connection: &Connection) -> rusqlite::Result<ChainCheck> {
+    let mut statement = connection.prepare(
+        "SELECT id, lesson_id, student_iin, status, method, recorded_at, device_id, token_step,
+                marked_by, reason, corrects, prev_hash, row_hash
+         FROM attendance_events ORDER BY id",
+    )?;
+    let mut rows = statement.query([])?;
+    let mut expected_prev = GENESIS_HASH.to_vec();
+    let mut expected_id = 1;
+    let mut count = 0u64;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        if id != expected_id {
+            return Ok(ChainCheck::Broken {
+                row_id: id,
+                reason: format!("expected event {expected_id} next: events were deleted or inserted out of order"),
+            });
+        }
+        let prev_hash: Vec<u8> = row.get(11)?;
+        let row_hash: Vec<u8> = row.get(12)?;
+        if prev_hash != expected_prev {
+            return Ok(ChainCheck::Broken {
+                row_id: id,
+                reason: "its prev_hash is not the previous row's hash: a row before it was removed or replaced".into(),
+            });
+        }
+        let canonical = canonical_row(
+            id,
+            row.get(1)?,
+            &row.get::<_, String>(2)?,
+            &row.get::<_, String>(3)?,
+            &row.get::<_, String>(4)?,
+            row.get(5)?,
+            [
+                row.get(6)?,
+                row.get::<_, Option<i64>>(7)?.map(|step| step.to_string()),
+                row.get(8)?,
+                row.get(9)?,
+                row.get::<_, Option<i64>>(10)?.map(|id| id.to_string()),
+            ],
+        );
+        if chain_hash(&prev_hash, &canonical) != row_hash {
+            return Ok(ChainCheck::Broken {
+                row_id: id,
+                reason: "its content does not match its hash: the row was edited".into(),
+            });
+        }
+        expected_prev = row_hash;
+        expected_id += 1;
+        count += 1;
+    }
+    Ok(ChainCheck::Intact {
+        rows: count,
+        head: if count == 0 {
+            String::new()
+        } else {
+            hex(&expected_prev)
+        },
+    })
+}

@@ -1,0 +1,365 @@
+//! Recording marks: the single writer that group-commits check-ins and manual marks.
+//!
+//! Every mark goes through `MarkWriter`: one thread owns the write connection, takes all
+//! requests waiting at that moment, decides each in order inside one transaction, commits
+//! once, and only then answers. A reply of `Ok` therefore means the mark is on disk.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use kasip_core::{ClassroomToken, Iin, LessonKey, MarkMethod, MarkStatus, TokenError};
+use ring::digest::{digest, SHA256};
+use rusqlite::{OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+use crate::attendance::{ChainWriter, NewMark};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::lessons::open_lesson_at;
+use crate::store::Store;
+
+/// Most requests decided in one transaction: bounds the latency a burst adds.
+const MAX_GROUP: usize = 512;
+
+/// Why a check-in was refused. Each is recorded as a security event, never as a mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    MalformedToken,
+    ForgedToken,
+    StaleToken,
+    LessonNotOpen,
+    NotInGroup,
+    DeviceNotBound,
+    DeviceUsedForAnotherStudent,
+    StudentInactive,
+}
+
+impl Rejection {
+    /// The security event kind, and the catalog key (`reject.<kind>`) of its message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MalformedToken => "malformed_token",
+            Self::ForgedToken => "forged_token",
+            Self::StaleToken => "stale_token",
+            Self::LessonNotOpen => "lesson_not_open",
+            Self::NotInGroup => "not_in_group",
+            Self::DeviceNotBound => "device_not_bound",
+            Self::DeviceUsedForAnotherStudent => "device_used_for_another_student",
+            Self::StudentInactive => "student_inactive",
+        }
+    }
+
+    pub fn message_key(&self) -> &'static str {
+        match self {
+            Self::MalformedToken => "reject.malformed_token",
+            Self::ForgedToken => "reject.forged_token",
+            Self::StaleToken => "reject.stale_token",
+            Self::LessonNotOpen => "reject.lesson_not_open",
+            Self::NotInGroup => "reject.not_in_group",
+            Self::DeviceNotBound => "reject.device_not_bound",
+            Self::DeviceUsedForAnotherStudent => "reject.device_used_for_another_student",
+            Self::StudentInactive => "reject.student_inactive",
+        }
+    }
+}
+
+/// A phone's check-in as the HTTP edge parsed it.
+pub struct PhoneCheckIn {
+    /// The classroom token, or how it failed to parse.
+    pub token: Result<ClassroomToken, TokenError>,
+    /// SHA-256 of the device credential cookie, if the phone sent one.
+    pub credential_hash: Option<Vec<u8>>,
+    /// Whether the code was typed (`qr_typed`) rather than scanned.
+    pub typed: bool,
+}
+
+/// An accepted check-in: new or a repeat of an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub event_id: i64,
+    pub student_iin: String,
+    pub student_name: String,
+    pub lesson_id: i64,
+    pub status: MarkStatus,
+    pub recorded_at: i64,
+    pub repeated: bool,
+}
+
+/// Why a mark could not be stored at all (not the student's fault).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure(pub String);
+
+pub type CheckInResult = Result<Result<Accepted, Rejection>, WriteFailure>;
+
+enum Request {
+    Phone(PhoneCheckIn, oneshot::Sender<CheckInResult>),
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct MarkWriter {
+    sender: mpsc::Sender<Request>,
+}
+
+/// SHA-256 of a secret, as stored for credentials and device identities.
+pub fn secret_hash(secret: &str) -> Vec<u8> {
+    digest(&SHA256, secret.as_bytes()).as_ref().to_vec()
+}
+
+impl MarkWriter {
+    /// Starts the writer thread on its own connection. It stops when every handle is
+    /// dropped, after finishing what it was given.
+    pub fn start(
+        store: Store,
+        settings: Arc<Settings>,
+        clock: Arc<dyn Clock>,
+    ) -> (Self, thread::JoinHandle<Store>) {
+        let (sender, receiver) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("mark-writer".into())
+            .spawn(move || writer_loop(store, receiver, &settings, clock.as_ref()))
+            .unwrap_or_else(|error| panic!("cannot start the mark writer thread: {error}"));
+        (Self { sender }, handle)
+    }
+
+    /// Decides and stores a phone check-in; resolves after commit.
+    pub async fn phone_check_in(&self, check_in: PhoneCheckIn) -> CheckInResult {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request::Phone(check_in, reply))
+            .map_err(|_| WriteFailure("the mark writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| WriteFailure("the mark writer stopped before answering".into()))?
+    }
+}
+
+fn writer_loop(
+    mut store: Store,
+    receiver: mpsc::Receiver<Request>,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Store {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let now = clock.now_unix();
+        let outcome = decide_group(&mut store, &group, settings, now);
+        match outcome {
+            Ok(answers) => {
+                for (request, answer) in group.into_iter().zip(answers) {
+                    let Request::Phone(_, reply) = request;
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                // Nothing in this group was stored: say so to every waiting client.
+                tracing::error!(%error, requests = group.len(), "cannot commit marks");
+                for request in group {
+                    let Request::Phone(_, reply) = request;
+                    let _ = reply.send(Err(WriteFailure(format!(
+                        "the mark could not be stored: {error}"
+                    ))));
+                }
+                let disk_full = matches!(&error, rusqlite::Error::SqliteFailure(code, _) if code.code == rusqlite::ErrorCode::DiskFull);
+                if !disk_full {
+                    // An I/O error on commit is fatal (design §4): exit and let the service
+                    // manager restart us rather than run on a database in doubt.
+                    tracing::error!(
+                        "exiting after a storage error; the service manager restarts the agent"
+                    );
+                    std::process::exit(74);
+                }
+            }
+        }
+    }
+    store
+}
+
+fn decide_group(
+    store: &mut Store,
+    group: &[Request],
+    settings: &Settings,
+    now: i64,
+) -> rusqlite::Result<Vec<Result<Accepted, Rejection>>> {
+    let transaction = store.connection_mut().transaction()?;
+    let mut chain = ChainWriter::read_head(&transaction)?;
+    let mut answers = Vec::with_capacity(group.len());
+    for request in group {
+        let Request::Phone(check_in, _) = request;
+        let answer = decide_phone(&transaction, &mut chain, check_in, settings, now)?;
+        if let Err(rejection) = &answer {
+            record_security_event(&transaction, now, *rejection, check_in)?;
+        }
+        answers.push(answer);
+    }
+    transaction.commit()?;
+    Ok(answers)
+}
+
+fn record_security_event(
+    transaction: &Transaction<'_>,
+    now: i64,
+    rejection: Rejection,
+    check_in: &PhoneCheckIn,
+) -> rusqlite::Result<()> {
+    let lesson_id = check_in.token.as_ref().ok().map(|token| token.lesson);
+    let binding: Option<(String, String)> = match &check_in.credential_hash {
+        Some(hash) => transaction
+            .prepare_cached(
+                "SELECT student_iin, device_id FROM device_bindings WHERE credential_hash = ?1",
+            )?
+            .query_row([hash], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+        None => None,
+    };
+    let (student_iin, device_id) = binding.unzip();
+    transaction
+        .prepare_cached(
+            "INSERT INTO security_events (at, kind, lesson_id, student_iin, device_id, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(rusqlite::params![
+            now,
+            rejection.kind(),
+            lesson_id,
+            student_iin,
+            device_id,
+            if check_in.typed { "typed code" } else { "" },
+        ])?;
+    Ok(())
+}
+
+fn decide_phone(
+    transaction: &Transaction<'_>,
+    chain: &mut ChainWriter,
+    check_in: &PhoneCheckIn,
+    settings: &Settings,
+    now: i64,
+) -> rusqlite::Result<Result<Accepted, Rejection>> {
+    let token = match &check_in.token {
+        Ok(token) => token,
+        Err(_) => return Ok(Err(Rejection::MalformedToken)),
+    };
+    let Some(credential_hash) = &check_in.credential_hash else {
+        return Ok(Err(Rejection::DeviceNotBound));
+    };
+    let binding: Option<(String, String)> = transaction
+        .prepare_cached(
+            "SELECT student_iin, device_id FROM device_bindings
+             WHERE credential_hash = ?1 AND revoked_at IS NULL",
+        )?
+        .query_row([credential_hash], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((student_iin, device_id)) = binding else {
+        return Ok(Err(Rejection::DeviceNotBound));
+    };
+    let Some(lesson) = open_lesson_at(transaction, token.lesson, now, settings)? else {
+        // A forged id for a lesson that is not open is still "not open": there is no key
+        // to check the tag against, and the student's fix is the same.
+        return Ok(Err(Rejection::LessonNotOpen));
+    };
+    let current_step = kasip_core::step_at(now, settings.qr_period_secs);
+    match token.verify(&LessonKey::new(&lesson.qr_key), current_step) {
+        Ok(()) => {}
+        Err(TokenError::Forged | TokenError::Malformed) => return Ok(Err(Rejection::ForgedToken)),
+        Err(TokenError::Stale { .. } | TokenError::FromTheFuture) => {
+            return Ok(Err(Rejection::StaleToken))
+        }
+    }
+    let student: Option<(i64, String, String)> = transaction
+        .prepare_cached(
+            "SELECT group_id, status, last_name || ' ' || first_name FROM students WHERE iin = ?1",
+        )?
+        .query_row([&student_iin], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((group_id, status, student_name)) = student else {
+        return Ok(Err(Rejection::DeviceNotBound));
+    };
+    if status != "active" {
+        return Ok(Err(Rejection::StudentInactive));
+    }
+    if group_id != lesson.group_id {
+        return Ok(Err(Rejection::NotInGroup));
+    }
+    let method = if check_in.typed {
+        MarkMethod::QrTyped
+    } else {
+        MarkMethod::QrPhone
+    };
+    let earlier: Option<(i64, String, i64)> = transaction
+        .prepare_cached(
+            "SELECT id, status, recorded_at FROM attendance_events
+             WHERE lesson_id = ?1 AND student_iin = ?2 AND method IN ('qr_phone', 'qr_typed', 'qr_kiosk')
+             ORDER BY id LIMIT 1",
+        )?
+        .query_row(rusqlite::params![lesson.lesson_id, &student_iin], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    if let Some((event_id, status, recorded_at)) = earlier {
+        return Ok(Ok(Accepted {
+            event_id,
+            student_iin,
+            student_name,
+            lesson_id: lesson.lesson_id,
+            status: MarkStatus::parse(&status).unwrap_or(MarkStatus::Present),
+            recorded_at,
+            repeated: true,
+        }));
+    }
+    let device_used: Option<i64> = transaction
+        .prepare_cached(
+            "SELECT 1 FROM attendance_events
+             WHERE lesson_id = ?1 AND device_id = ?2 AND student_iin != ?3 LIMIT 1",
+        )?
+        .query_row(
+            rusqlite::params![lesson.lesson_id, &device_id, &student_iin],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if device_used.is_some() {
+        return Ok(Err(Rejection::DeviceUsedForAnotherStudent));
+    }
+    let late = now > lesson.starts_at + i64::from(settings.late_after_mins) * 60;
+    let status = if late {
+        MarkStatus::Late
+    } else {
+        MarkStatus::Present
+    };
+    let student_iin_parsed = Iin::parse(&student_iin).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+    })?;
+    let event_id = chain.append(
+        transaction,
+        &NewMark {
+            lesson_id: lesson.lesson_id,
+            student_iin: student_iin_parsed,
+            status,
+            method,
+            recorded_at: now,
+            device_id: Some(device_id),
+            token_step: Some(token.step),
+            marked_by: None,
+            reason: None,
+            corrects: None,
+        },
+    )?;
+    Ok(Ok(Accepted {
+        event_id,
+        student_iin,
+        student_name,
+        lesson_id: lesson.lesson_id,
+        status,
+        recorded_at: now,
+        repeated: false,
+    }))
+}

@@ -1,0 +1,263 @@
+//! Lessons from the timetable: listing a day, opening and closing, and whether a lesson
+//! is open at a given moment.
+
+use kasip_core::{Date, TimeOfDay};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::config::Settings;
+
+/// Why a lesson could not be opened or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum LessonError {
+    #[error("there is no lesson {0}; see `kasip-agent lesson list --date YYYY-MM-DD`")]
+    NotFound(i64),
+    #[error("lesson {0} was already closed; a closed lesson cannot be reopened")]
+    AlreadyClosed(i64),
+    #[error("lesson {0} is not open")]
+    NotOpen(i64),
+    #[error("the system random generator failed")]
+    Random,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Where a lesson stands at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LessonState {
+    Scheduled,
+    Open,
+    Closed,
+}
+
+/// One lesson as the teacher's list and the display page show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LessonSummary {
+    pub id: i64,
+    pub date: String,
+    pub start: String,
+    pub end: String,
+    pub group: String,
+    pub discipline: String,
+    pub teacher_iin: String,
+    pub teacher_name: String,
+    pub site: String,
+    pub room: String,
+    pub mode: String,
+    pub state: LessonState,
+    /// Students whose latest mark is present or late.
+    pub checked_in: i64,
+    /// Students of the group who are active (not on leave, expelled or deceased).
+    pub expected: i64,
+}
+
+/// The Unix time of a local date and time in the college's zone.
+pub fn local_to_unix(date: Date, time: TimeOfDay, settings: &Settings) -> i64 {
+    date.days_since_epoch() * 86_400 + i64::from(time.minutes_after_midnight()) * 60
+        - settings.timezone.offset_seconds()
+}
+
+/// Parses stored `date` and `HH:MM` text back into Unix time; stored values were
+/// validated on import, so a failure means a hand-edited database.
+fn stored_to_unix(date: &str, time: &str, settings: &Settings) -> Option<i64> {
+    Some(local_to_unix(
+        Date::parse(date).ok()?,
+        TimeOfDay::parse(time).ok()?,
+        settings,
+    ))
+}
+
+/// An opening's facts needed to accept check-ins.
+pub struct OpenLesson {
+    pub lesson_id: i64,
+    pub group_id: i64,
+    pub teacher_iin: String,
+    pub qr_key: Vec<u8>,
+    pub starts_at: i64,
+}
+
+/// The lesson when it is open at `now`: opened, not closed, not past end + grace.
+pub fn open_lesson_at(
+    connection: &Connection,
+    lesson_id: i64,
+    now: i64,
+    settings: &Settings,
+) -> rusqlite::Result<Option<OpenLesson>> {
+    let row: Option<(i64, String, String, String, String, Vec<u8>, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT l.group_id, l.teacher_iin, l.date, l.start_time, l.end_time, o.qr_key, o.closed_at
+             FROM lessons l JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",
+        )?
+        .query_row([lesson_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+        })
+        .optional()?;
+    let Some((group_id, teacher_iin, date, start, end, qr_key, closed_at)) = row else {
+        return Ok(None);
+    };
+    let (Some(starts_at), Some(ends_at)) = (
+        stored_to_unix(&date, &start, settings),
+        stored_to_unix(&date, &end, settings),
+    ) else {
+        return Ok(None);
+    };
+    let auto_closes_at = ends_at + i64::from(settings.auto_close_grace_mins) * 60;
+    if closed_at.is_some() || now > auto_closes_at {
+        return Ok(None);
+    }
+    Ok(Some(OpenLesson {
+        lesson_id,
+        group_id,
+        teacher_iin,
+        qr_key,
+        starts_at,
+    }))
+}
+
+/// Opens a lesson with a fresh random QR key; opening an open lesson changes nothing.
+pub fn open(
+    connection: &Connection,
+    lesson_id: i64,
+    by: &str,
+    now: i64,
+) -> Result<LessonState, LessonError> {
+    let exists: Option<i64> = connection
+        .query_row("SELECT id FROM lessons WHERE id = ?1", [lesson_id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if exists.is_none() {
+        return Err(LessonError::NotFound(lesson_id));
+    }
+    let opening: Option<Option<i64>> = connection
+        .query_row(
+            "SELECT closed_at FROM lesson_openings WHERE lesson_id = ?1",
+            [lesson_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match opening {
+        Some(Some(_)) => Err(LessonError::AlreadyClosed(lesson_id)),
+        Some(None) => Ok(LessonState::Open),
+        None => {
+            let mut qr_key = [0u8; 32];
+            SystemRandom::new()
+                .fill(&mut qr_key)
+                .map_err(|_| LessonError::Random)?;
+            connection.execute(
+                "INSERT INTO lesson_openings (lesson_id, qr_key, opened_at, opened_by) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![lesson_id, qr_key.to_vec(), now, by],
+            )?;
+            Ok(LessonState::Open)
+        }
+    }
+}
+
+/// Closes an open lesson: its codes stop working at once.
+pub fn close(
+    connection: &Connection,
+    lesson_id: i64,
+    by: &str,
+    now: i64,
+) -> Result<(), LessonError> {
+    let changed = connection.execute(
+        "UPDATE lesson_openings SET closed_at = ?2, closed_by = ?3 WHERE lesson_id = ?1 AND closed_at IS NULL",
+        rusqlite::params![lesson_id, now, by],
+    )?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let exists: Option<i64> = connection
+        .query_row("SELECT id FROM lessons WHERE id = ?1", [lesson_id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    match exists {
+        None => Err(LessonError::NotFound(lesson_id)),
+        Some(_) => Err(LessonError::NotOpen(lesson_id)),
+    }
+}
+
+const SUMMARY_SQL: &str = "
+SELECT l.id, l.date, l.start_time, l.end_time, g.code, l.discipline, l.teacher_iin,
+       t.last_name || ' ' || t.first_name, COALESCE(s.name, ''), l.room, l.mode,
+       o.lesson_id IS NOT NULL, o.closed_at,
+       (SELECT COUNT(*) FROM students st WHERE st.group_id = l.group_id AND st.status = 'active'),
+       (SELECT COUNT(*) FROM attendance_events e
+         WHERE e.lesson_id = l.id AND e.status IN ('present', 'late')
+           AND e.id = (SELECT MAX(id) FROM attendance_events
+                       WHERE lesson_id = l.id AND student_iin = e.student_iin))
+FROM lessons l
+JOIN study_groups g ON g.id = l.group_id
+JOIN teachers t ON t.iin = l.teacher_iin
+LEFT JOIN sites s ON s.id = l.site_id
+LEFT JOIN lesson_openings o ON o.lesson_id = l.id";
+
+fn summaries(
+    connection: &Connection,
+    filter: &str,
+    params: &[&dyn rusqlite::ToSql],
+    now: i64,
+    settings: &Settings,
+) -> rusqlite::Result<Vec<LessonSummary>> {
+    let sql = format!("{SUMMARY_SQL} {filter} ORDER BY l.date, l.start_time, g.code");
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(params, |row| {
+        let date: String = row.get(1)?;
+        let end: String = row.get(3)?;
+        let opened: bool = row.get(11)?;
+        let closed_at: Option<i64> = row.get(12)?;
+        let past_grace = stored_to_unix(&date, &end, settings)
+            .is_some_and(|ends_at| now > ends_at + i64::from(settings.auto_close_grace_mins) * 60);
+        let state = match (opened, closed_at) {
+            (true, None) if !past_grace => LessonState::Open,
+            (true, _) => LessonState::Closed,
+            (false, _) => LessonState::Scheduled,
+        };
+        Ok(LessonSummary {
+            id: row.get(0)?,
+            date,
+            start: row.get(2)?,
+            end,
+            group: row.get(4)?,
+            discipline: row.get(5)?,
+            teacher_iin: row.get(6)?,
+            teacher_name: row.get(7)?,
+            site: row.get(8)?,
+            room: row.get(9)?,
+            mode: row.get(10)?,
+            state,
+            expected: row.get(13)?,
+            checked_in: row.get(14)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// All lessons of a day.
+pub fn list_for_date(
+    connection: &Connection,
+    date: Date,
+    now: i64,
+    settings: &Settings,
+) -> rusqlite::Result<Vec<LessonSummary>> {
+    summaries(
+        connection,
+        "WHERE l.date = ?1",
+        &[&date.to_string()],
+        now,
+        settings,
+    )
+}
+
+/// One lesson, or None.
+pub fn summary(
+    connection: &Connection,
+    lesson_id: i64,
+    now: i64,
+    settings: &Settings,
+) -> rusqlite::Result<Option<LessonSummary>> {
+    Ok(summaries(connection, "WHERE l.id = ?1", &[&lesson_id], now, settings)?.pop())
+}

@@ -1,0 +1,303 @@
+//! Staff accounts (teacher, curator, admin), passwords (argon2), sessions and one-time
+//! binding codes for students' phones.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use kasip_core::Iin;
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{Connection, OptionalExtension};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::checkin::secret_hash;
+
+/// A staff role; each sees a different part of the college.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Teacher,
+    Curator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Teacher => "teacher",
+            Self::Curator => "curator",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn from_stored(text: &str) -> Option<Self> {
+        match text {
+            "teacher" => Some(Self::Teacher),
+            "curator" => Some(Self::Curator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StaffError {
+    #[error("no staff member or teacher with login or IIN '{0}'; import teachers or run `kasip-agent staff add`")]
+    UnknownLogin(String),
+    #[error("login '{0}' already exists")]
+    LoginTaken(String),
+    #[error("a login must be 3-64 letters, digits, '.', '-' or '_'")]
+    BadLogin,
+    #[error("the password must be at least 10 characters long")]
+    WeakPassword,
+    #[error("no student with IIN {0}; import students first")]
+    UnknownStudent(String),
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    #[error("the system random generator failed")]
+    Random,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// A signed-in staff member.
+#[derive(Debug, Clone)]
+pub struct StaffMember {
+    pub id: i64,
+    pub login: String,
+    pub role: Role,
+    pub teacher_iin: Option<String>,
+}
+
+/// `bytes` random bytes as base64url text.
+pub fn random_token(bytes: usize) -> Result<String, StaffError> {
+    let mut buffer = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buffer)
+        .map_err(|_| StaffError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(buffer))
+}
+
+fn valid_login(login: &str) -> bool {
+    (3..=64).contains(&login.len())
+        && login
+            .chars()
+            .all(|character| character.is_alphanumeric() || ".-_".contains(character))
+}
+
+/// Adds an admin or curator account (teachers get theirs from the teacher import).
+pub fn add(connection: &Connection, login: &str, role: Role, now: i64) -> Result<(), StaffError> {
+    if !valid_login(login) {
+        return Err(StaffError::BadLogin);
+    }
+    let taken: Option<i64> = connection
+        .query_row("SELECT id FROM staff WHERE login = ?1", [login], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if taken.is_some() {
+        return Err(StaffError::LoginTaken(login.to_owned()));
+    }
+    connection.execute(
+        "INSERT INTO staff (login, role, created_at) VALUES (?1, ?2, ?3)",
+        rusqlite::params![login, role.as_str(), now],
+    )?;
+    Ok(())
+}
+
+/// The staff row for a login, creating the account of an imported teacher (login = IIN)
+/// on first use.
+fn find_or_create_teacher(
+    connection: &Connection,
+    login_or_iin: &str,
+    now: i64,
+) -> Result<i64, StaffError> {
+    let existing: Option<i64> = connection
+        .query_row(
+            "SELECT id FROM staff WHERE login = ?1 OR teacher_iin = ?1",
+            [login_or_iin],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let iin =
+        Iin::parse(login_or_iin).map_err(|_| StaffError::UnknownLogin(login_or_iin.to_owned()))?;
+    let teacher: Option<String> = connection
+        .query_row(
+            "SELECT iin FROM teachers WHERE iin = ?1",
+            [iin.as_string()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(teacher_iin) = teacher else {
+        return Err(StaffError::UnknownLogin(login_or_iin.to_owned()));
+    };
+    connection.execute(
+        "INSERT INTO staff (login, role, teacher_iin, created_at) VALUES (?1, 'teacher', ?1, ?2)",
+        rusqlite::params![teacher_iin, now],
+    )?;
+    Ok(connection.last_insert_rowid())
+}
+
+/// Sets a password (argon2id, random salt).
+pub fn set_password(
+    connection: &Connection,
+    login_or_iin: &str,
+    password: &str,
+    now: i64,
+) -> Result<(), StaffError> {
+    if password.chars().count() < 10 {
+        return Err(StaffError::WeakPassword);
+    }
+    let id = find_or_create_teacher(connection, login_or_iin, now)?;
+    let mut salt_bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut salt_bytes)
+        .map_err(|_| StaffError::Random)?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|error| StaffError::Hash(error.to_string()))?;
+    let hash = Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|error| StaffError::Hash(error.to_string()))?
+        .to_string();
+    connection.execute(
+        "UPDATE staff SET password_hash = ?2 WHERE id = ?1",
+        rusqlite::params![id, hash],
+    )?;
+    Ok(())
+}
+
+/// The member whose login and password match; None for any mismatch (no hint which).
+pub fn check_password(
+    connection: &Connection,
+    login: &str,
+    password: &str,
+) -> Result<Option<StaffMember>, StaffError> {
+    let row: Option<(i64, String, String, Option<String>, Option<String>)> = connection
+        .query_row(
+            "SELECT id, login, role, teacher_iin, password_hash FROM staff WHERE login = ?1 OR teacher_iin = ?1",
+            [login.trim()],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+        )
+        .optional()?;
+    let Some((id, login, role, teacher_iin, Some(stored_hash))) = row else {
+        return Ok(None);
+    };
+    let Ok(parsed) = PasswordHash::new(&stored_hash) else {
+        return Ok(None);
+    };
+    if Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    Ok(Role::from_stored(&role).map(|role| StaffMember {
+        id,
+        login,
+        role,
+        teacher_iin,
+    }))
+}
+
+/// Session lifetime: a teaching day.
+pub const SESSION_SECS: i64 = 12 * 3600;
+
+/// Starts a session; returns (session token for the cookie, CSRF token for forms).
+pub fn start_session(
+    connection: &Connection,
+    staff_id: i64,
+    now: i64,
+) -> Result<(String, String), StaffError> {
+    let token = random_token(32)?;
+    let csrf = random_token(24)?;
+    connection.execute(
+        "INSERT INTO staff_sessions (token_hash, staff_id, csrf_token, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![secret_hash(&token), staff_id, csrf, now + SESSION_SECS],
+    )?;
+    Ok((token, csrf))
+}
+
+/// The member and CSRF token of a live session.
+pub fn session(
+    connection: &Connection,
+    token: &str,
+    now: i64,
+) -> Result<Option<(StaffMember, String)>, StaffError> {
+    let row: Option<(i64, String, String, Option<String>, String)> = connection
+        .prepare_cached(
+            "SELECT s.id, s.login, s.role, s.teacher_iin, ss.csrf_token
+             FROM staff_sessions ss JOIN staff s ON s.id = ss.staff_id
+             WHERE ss.token_hash = ?1 AND ss.expires_at > ?2",
+        )?
+        .query_row(rusqlite::params![secret_hash(token), now], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.and_then(|(id, login, role, teacher_iin, csrf)| {
+        Role::from_stored(&role).map(|role| {
+            (
+                StaffMember {
+                    id,
+                    login,
+                    role,
+                    teacher_iin,
+                },
+                csrf,
+            )
+        })
+    }))
+}
+
+/// Binding codes live a day: long enough for a curator to hand them out in class.
+pub const BINDING_CODE_SECS: i64 = 24 * 3600;
+/// Wrong guesses after which a code is locked.
+pub const BINDING_CODE_MAX_FAILURES: i64 = 5;
+
+/// Issues a one-time binding code for a student, replacing any unused one.
+pub fn issue_binding_code(
+    connection: &Connection,
+    iin: &Iin,
+    now: i64,
+) -> Result<String, StaffError> {
+    let known: Option<String> = connection
+        .query_row(
+            "SELECT iin FROM students WHERE iin = ?1",
+            [iin.as_string()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if known.is_none() {
+        return Err(StaffError::UnknownStudent(iin.to_string()));
+    }
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StaffError::Random)?;
+    let mut value = u64::from_be_bytes(bytes);
+    // 8 characters from a 30-letter alphabet: ~6.6e11 codes, 5 guesses allowed per code.
+    let alphabet = b"23456789ABCDEFGHJKMNPQRSTUVWXY";
+    let code: String = (0..8)
+        .map(|_| {
+            let character = alphabet[(value % 30) as usize];
+            value /= 30;
+            char::from(character)
+        })
+        .collect();
+    connection.execute(
+        "UPDATE binding_codes SET used_at = ?2 WHERE student_iin = ?1 AND used_at IS NULL",
+        rusqlite::params![iin.as_string(), now],
+    )?;
+    connection.execute(
+        "INSERT INTO binding_codes (code_hash, student_iin, expires_at) VALUES (?1, ?2, ?3)",
+        rusqlite::params![secret_hash(&code), iin.as_string(), now + BINDING_CODE_SECS],
+    )?;
+    Ok(code)
+}
