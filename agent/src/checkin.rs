@@ -72,6 +72,31 @@ pub struct PhoneCheckIn {
     pub credential_hash: Option<Vec<u8>>,
     /// Whether the code was typed (`qr_typed`) rather than scanned.
     pub typed: bool,
+    /// When the token was last seen fresh, if earlier than now: a check-in intent from a
+    /// phone that had to bind first. Honoured for `INTENT_SECS`.
+    pub fresh_at: Option<i64>,
+}
+
+/// How long a fresh token, once presented, holds a check-in open while the student binds.
+pub const INTENT_SECS: i64 = 120;
+
+/// A manual mark by staff (method `manual`), for students who cannot scan.
+pub struct ManualMark {
+    pub lesson_id: i64,
+    pub student_iin: Iin,
+    pub status: MarkStatus,
+    pub reason: String,
+    pub marker: crate::staff::StaffMember,
+}
+
+/// Why a manual mark was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualRefusal {
+    UnknownLesson,
+    LessonNotHeld,
+    NotYourLesson,
+    NotInGroup,
+    ReasonRequired,
 }
 
 /// An accepted check-in: new or a repeat of an earlier one.
@@ -92,8 +117,35 @@ pub struct WriteFailure(pub String);
 
 pub type CheckInResult = Result<Result<Accepted, Rejection>, WriteFailure>;
 
+pub type ManualResult = Result<Result<i64, ManualRefusal>, WriteFailure>;
+
 enum Request {
     Phone(PhoneCheckIn, oneshot::Sender<CheckInResult>),
+    Manual(ManualMark, oneshot::Sender<ManualResult>),
+}
+
+enum Answer {
+    Phone(Result<Accepted, Rejection>),
+    Manual(Result<i64, ManualRefusal>),
+}
+
+impl Request {
+    fn reply(self, answer: Result<Answer, WriteFailure>) {
+        match (self, answer) {
+            (Request::Phone(_, reply), Ok(Answer::Phone(answer))) => drop(reply.send(Ok(answer))),
+            (Request::Manual(_, reply), Ok(Answer::Manual(answer))) => drop(reply.send(Ok(answer))),
+            (Request::Phone(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
+            (Request::Manual(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
+            // decide_group answers each request with its own kind; never leave a client
+            // hanging if that ever breaks.
+            (Request::Phone(_, reply), Ok(Answer::Manual(_))) => drop(reply.send(Err(
+                WriteFailure("internal error: wrong answer kind".into()),
+            ))),
+            (Request::Manual(_, reply), Ok(Answer::Phone(_))) => drop(reply.send(Err(
+                WriteFailure("internal error: wrong answer kind".into()),
+            ))),
+        }
+    }
 }
 
 /// Handle to the writer thread; cheap to clone.
@@ -133,6 +185,18 @@ impl MarkWriter {
             .await
             .map_err(|_| WriteFailure("the mark writer stopped before answering".into()))?
     }
+
+    /// Records a manual mark; resolves after commit. The one door for manual marks: the
+    /// coverage policy hooks in `decide_manual`.
+    pub async fn record_manual_mark(&self, mark: ManualMark) -> ManualResult {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request::Manual(mark, reply))
+            .map_err(|_| WriteFailure("the mark writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| WriteFailure("the mark writer stopped before answering".into()))?
+    }
 }
 
 fn writer_loop(
@@ -154,16 +218,14 @@ fn writer_loop(
         match outcome {
             Ok(answers) => {
                 for (request, answer) in group.into_iter().zip(answers) {
-                    let Request::Phone(_, reply) = request;
-                    let _ = reply.send(Ok(answer));
+                    request.reply(Ok(answer));
                 }
             }
             Err(error) => {
                 // Nothing in this group was stored: say so to every waiting client.
                 tracing::error!(%error, requests = group.len(), "cannot commit marks");
                 for request in group {
-                    let Request::Phone(_, reply) = request;
-                    let _ = reply.send(Err(WriteFailure(format!(
+                    request.reply(Err(WriteFailure(format!(
                         "the mark could not be stored: {error}"
                     ))));
                 }
@@ -187,17 +249,28 @@ fn decide_group(
     group: &[Request],
     settings: &Settings,
     now: i64,
-) -> rusqlite::Result<Vec<Result<Accepted, Rejection>>> {
+) -> rusqlite::Result<Vec<Answer>> {
     let transaction = store.connection_mut().transaction()?;
     let mut chain = ChainWriter::read_head(&transaction)?;
     let mut answers = Vec::with_capacity(group.len());
     for request in group {
-        let Request::Phone(check_in, _) = request;
-        let answer = decide_phone(&transaction, &mut chain, check_in, settings, now)?;
-        if let Err(rejection) = &answer {
-            record_security_event(&transaction, now, *rejection, check_in)?;
+        match request {
+            Request::Phone(check_in, _) => {
+                let answer = decide_phone(&transaction, &mut chain, check_in, settings, now)?;
+                if let Err(rejection) = &answer {
+                    record_security_event(&transaction, now, *rejection, check_in)?;
+                }
+                answers.push(Answer::Phone(answer));
+            }
+            Request::Manual(mark, _) => {
+                answers.push(Answer::Manual(decide_manual(
+                    &transaction,
+                    &mut chain,
+                    mark,
+                    now,
+                )?));
+            }
         }
-        answers.push(answer);
     }
     transaction.commit()?;
     Ok(answers)
@@ -265,7 +338,11 @@ fn decide_phone(
         // to check the tag against, and the student's fix is the same.
         return Ok(Err(Rejection::LessonNotOpen));
     };
-    let current_step = kasip_core::step_at(now, settings.qr_period_secs);
+    let seen_fresh_at = match check_in.fresh_at {
+        Some(fresh_at) if now - fresh_at <= INTENT_SECS && fresh_at <= now => fresh_at,
+        _ => now,
+    };
+    let current_step = kasip_core::step_at(seen_fresh_at, settings.qr_period_secs);
     match token.verify(&LessonKey::new(&lesson.qr_key), current_step) {
         Ok(()) => {}
         Err(TokenError::Forged | TokenError::Malformed) => return Ok(Err(Rejection::ForgedToken)),
@@ -362,4 +439,77 @@ fn decide_phone(
         recorded_at: now,
         repeated: false,
     }))
+}
+
+/// The one function every manual mark goes through.
+fn decide_manual(
+    transaction: &Transaction<'_>,
+    chain: &mut ChainWriter,
+    mark: &ManualMark,
+    now: i64,
+) -> rusqlite::Result<Result<i64, ManualRefusal>> {
+    use crate::staff::Role;
+    if mark.reason.trim().is_empty() && mark.status != MarkStatus::Present {
+        return Ok(Err(ManualRefusal::ReasonRequired));
+    }
+    let lesson: Option<(i64, String, bool)> = transaction
+        .prepare_cached(
+            "SELECT l.group_id, l.teacher_iin, o.lesson_id IS NOT NULL
+             FROM lessons l LEFT JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",
+        )?
+        .query_row([mark.lesson_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((group_id, teacher_iin, held)) = lesson else {
+        return Ok(Err(ManualRefusal::UnknownLesson));
+    };
+    if !held {
+        return Ok(Err(ManualRefusal::LessonNotHeld));
+    }
+    let allowed = match mark.marker.role {
+        Role::Admin => true,
+        Role::Teacher => mark.marker.teacher_iin.as_deref() == Some(teacher_iin.as_str()),
+        Role::Curator => transaction
+            .prepare_cached("SELECT 1 FROM curator_groups WHERE staff_id = ?1 AND group_id = ?2")?
+            .query_row(rusqlite::params![mark.marker.id, group_id], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()?
+            .is_some(),
+    };
+    if !allowed {
+        return Ok(Err(ManualRefusal::NotYourLesson));
+    }
+    let student_group: Option<i64> = transaction
+        .prepare_cached("SELECT group_id FROM students WHERE iin = ?1")?
+        .query_row([mark.student_iin.as_string()], |row| row.get(0))
+        .optional()?;
+    if student_group != Some(group_id) {
+        return Ok(Err(ManualRefusal::NotInGroup));
+    }
+    let previous: Option<i64> = transaction
+        .prepare_cached(
+            "SELECT MAX(id) FROM attendance_events WHERE lesson_id = ?1 AND student_iin = ?2",
+        )?
+        .query_row(
+            rusqlite::params![mark.lesson_id, mark.student_iin.as_string()],
+            |row| row.get(0),
+        )?;
+    let event_id = chain.append(
+        transaction,
+        &NewMark {
+            lesson_id: mark.lesson_id,
+            student_iin: mark.student_iin,
+            status: mark.status,
+            method: MarkMethod::Manual,
+            recorded_at: now,
+            device_id: None,
+            token_step: None,
+            marked_by: Some(mark.marker.login.clone()),
+            reason: Some(mark.reason.trim().to_owned()).filter(|reason| !reason.is_empty()),
+            corrects: previous,
+        },
+    )?;
+    Ok(Ok(event_id))
 }

@@ -295,25 +295,72 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             "demo college seeded"
         );
     }
-    let (settings, store) = commands::open(data_dir)?;
+    let (settings, write_store) = commands::open(data_dir)?;
+    let read_store = crate::store::Store::open(&data_dir.database_path())?;
     let address = listen.unwrap_or(settings.listen);
+    if settings.plain_http && !address.ip().is_loopback() {
+        return Err(AgentError::Usage(format!(
+            "plain HTTP is allowed only on loopback, not {address}; remove server.plain_http or listen on 127.0.0.1"
+        )));
+    }
+    let (cert_path, key_path) = settings
+        .tls_pem
+        .clone()
+        .unwrap_or_else(|| (data_dir.tls_cert_path(), data_dir.tls_key_path()));
+    if !settings.plain_http && settings.tls_pem.is_none() && !cert_path.exists() {
+        // A data dir made before TLS existed: make its self-signed pair now.
+        kasip_certs::write_self_signed(&settings.tls_names, &cert_path, &key_path)
+            .map_err(|error| AgentError::Operation(error.to_string()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|error| AgentError::Server(format!("cannot start the async runtime: {error}")))?;
-    runtime.block_on(async move {
-        let shutdown = crate::server::shutdown_signal()?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
+    let writer_thread = runtime.block_on(async move {
+        let shutdown = crate::web::shutdown_signal()?;
+        let transport = if settings.plain_http {
+            crate::web::Transport::PlainHttp
+        } else {
+            // One crypto library for the whole agent: ring, as for the identity key.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert_path, &key_path)
+                .await
+                .map_err(|error| {
+                    AgentError::Config {
+                        path: cert_path.clone(),
+                        reason: format!("cannot load the TLS certificate and key ({}): {error}", key_path.display()),
+                    }
+                })?;
+            crate::web::Transport::Https(config)
+        };
+        let listener = std::net::TcpListener::bind(address)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|error| AgentError::Server(format!("cannot listen on {address}: {error}; is another agent running? choose another port with --listen")))?;
         let bound = listener
             .local_addr()
             .map_err(|error| AgentError::Server(error.to_string()))?;
+        let scheme = if settings.plain_http { "http" } else { "https" };
+        let public_url = if settings.public_url.is_empty() {
+            format!("{scheme}://{bound}")
+        } else {
+            settings.public_url.clone()
+        };
+        let clock = crate::clock::from_environment();
+        let settings = std::sync::Arc::new(settings);
+        let (writer, writer_thread) = crate::checkin::MarkWriter::start(write_store, settings.clone(), clock.clone());
+        let state = crate::web::AppState::new(read_store, writer, settings, clock, public_url, !matches!(transport, crate::web::Transport::PlainHttp));
         // Tests and scripts read this exact line to learn the port.
-        println!("listening on http://{bound}");
+        println!("listening on {scheme}://{bound}");
         tracing::info!(%bound, data_dir = %data_dir.root().display(), "agent started");
-        crate::server::run(listener, settings, store, shutdown).await?;
-        tracing::info!("shut down cleanly");
-        Ok(())
-    })
+        crate::web::serve(listener, transport, state, shutdown).await?;
+        Ok::<_, AgentError>(writer_thread)
+    })?;
+    // Every request has finished and dropped its writer handle: the writer drains and
+    // hands its connection back for a clean close.
+    let write_store = writer_thread
+        .join()
+        .map_err(|_| AgentError::Server("the mark writer thread panicked".into()))?;
+    write_store.close()?;
+    tracing::info!("shut down cleanly");
+    Ok(())
 }

@@ -58,6 +58,8 @@ pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentEr
             source,
         })?;
     let key = DeviceKey::generate_to(&data_dir.key_path())?;
+    kasip_certs::write_self_signed(&[], &data_dir.tls_cert_path(), &data_dir.tls_key_path())
+        .map_err(|error| AgentError::Operation(error.to_string()))?;
     Store::create(&data_dir.database_path())?.close()?;
     let config = default_config_text(
         &options.college_bin,

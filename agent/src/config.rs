@@ -44,6 +44,15 @@ impl DataDir {
         self.root.join("agent-key.pem")
     }
 
+    /// The self-signed LAN certificate made at `init` (used unless config names PEM files).
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.root.join("tls.crt")
+    }
+
+    pub fn tls_key_path(&self) -> PathBuf {
+        self.root.join("tls.key")
+    }
+
     /// True once `init` has written the config (the last step it takes).
     pub fn is_initialised(&self) -> bool {
         self.config_path().exists()
@@ -111,6 +120,14 @@ struct ServerSection {
     listen: String,
     #[serde(default)]
     public_url: String,
+    #[serde(default)]
+    tls_names: Vec<String>,
+    #[serde(default)]
+    tls_cert: String,
+    #[serde(default)]
+    tls_key: String,
+    #[serde(default)]
+    plain_http: bool,
 }
 
 impl Default for ServerSection {
@@ -118,6 +135,10 @@ impl Default for ServerSection {
         Self {
             listen: default_listen(),
             public_url: String::new(),
+            tls_names: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            plain_http: false,
         }
     }
 }
@@ -142,6 +163,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The base URL phones reach; empty means "the address the agent listens on".
     pub public_url: String,
+    /// Extra host names and IPs for the self-signed certificate.
+    pub tls_names: Vec<String>,
+    /// PEM files to serve instead of the self-signed pair, when both are set.
+    pub tls_pem: Option<(PathBuf, PathBuf)>,
+    /// Plain HTTP instead of HTTPS: development on loopback only.
+    pub plain_http: bool,
     pub qr_period_secs: u32,
     pub typed_code_counts_as_qr: bool,
     pub late_after_mins: u32,
@@ -196,6 +223,18 @@ impl Settings {
                 "server.public_url '{public_url}' must start with https:// (for example https://agent.college.kz)"
             ));
         }
+        if file.server.plain_http && !listen_is_loopback(&listen) {
+            return Err(format!(
+                "server.plain_http = true is allowed only on a loopback address, not {listen}; phones on the LAN must get HTTPS"
+            ));
+        }
+        let tls_pem = match (file.server.tls_cert.trim(), file.server.tls_key.trim()) {
+            ("", "") => None,
+            ("", _) | (_, "") => {
+                return Err("server.tls_cert and server.tls_key must be set together".into());
+            }
+            (cert, key) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        };
         if !(5..=60).contains(&file.qr.period_secs) {
             return Err(format!(
                 "qr.period_secs is {}; use 5 to 60 seconds (default 10)",
@@ -208,12 +247,19 @@ impl Settings {
             timezone,
             listen,
             public_url,
+            tls_names: file.server.tls_names,
+            tls_pem,
+            plain_http: file.server.plain_http,
             qr_period_secs: file.qr.period_secs,
             typed_code_counts_as_qr: file.qr.typed_code_counts_as_qr,
             late_after_mins: file.lesson.late_after_mins,
             auto_close_grace_mins: file.lesson.auto_close_grace_mins,
         })
     }
+}
+
+fn listen_is_loopback(listen: &SocketAddr) -> bool {
+    listen.ip().is_loopback()
 }
 
 /// The text `init` writes: every key with its default and what it is for.
@@ -240,6 +286,17 @@ listen = "{DEFAULT_LISTEN}"
 # The address phones open when they scan a classroom QR, e.g. "https://agent.college.kz"
 # for online lessons reached from outside the LAN. Empty (default): the listen address.
 public_url = ""
+# Extra host names and IP addresses for the self-signed certificate made at init, e.g.
+# ["agent.college.kz", "192.168.1.10"]. localhost and 127.0.0.1 are always included.
+tls_names = []
+# PEM certificate chain to serve instead of the self-signed one (e.g. from the college's
+# CA); set together with tls_key. Empty (default): the data dir's tls.crt.
+tls_cert = ""
+# The PEM private key of tls_cert (mode 0600). Empty (default): the data dir's tls.key.
+tls_key = ""
+# Serve plain HTTP instead of HTTPS. Only allowed on a loopback listen address, for
+# development. Default false.
+plain_http = false
 
 [qr]
 # Seconds between classroom code rotations (5-60). A code is accepted for its own period

@@ -88,11 +88,273 @@ const CATALOG: &[(&str, &str, &str, &str)] = &[
     ),
     ("status.sites", "Ғимараттар", "Корпуса", "Sites"),
     ("language", "Тіл", "Язык", "Language"),
+    ("error.title", "Қате", "Ошибка", "Error"),
+    (
+        "error.unavailable",
+        "Агент қазір сұрауды орындай алмайды. Бір минуттан кейін қайталаңыз.",
+        "Агент сейчас не может выполнить запрос. Повторите через минуту.",
+        "The agent cannot complete this right now. Try again in a minute.",
+    ),
+    (
+        "bind.title",
+        "Телефонды байланыстыру",
+        "Привязка телефона",
+        "Link this phone",
+    ),
+    (
+        "bind.iin",
+        "ЖСН (12 сан)",
+        "ИИН (12 цифр)",
+        "IIN (12 digits)",
+    ),
+    (
+        "bind.code",
+        "Кураторден алған бір реттік код",
+        "Одноразовый код от куратора",
+        "One-time code from your curator",
+    ),
+    ("bind.submit", "Байланыстыру", "Привязать", "Link"),
+    (
+        "bind.hint",
+        "Телефон бір рет байланыстырылады. Жаңа телефон ескісін ажыратады.",
+        "Телефон привязывается один раз. Новый телефон отключает старый.",
+        "A phone is linked once. Linking a new phone unlinks the old one.",
+    ),
+    (
+        "bind.locked",
+        "Қате әрекеттер тым көп. Кураторден жаңа код сұраңыз.",
+        "Слишком много неверных попыток. Попросите у куратора новый код.",
+        "Too many wrong attempts. Ask your curator for a new code.",
+    ),
+    (
+        "bind.bad_iin",
+        "ЖСН дұрыс емес: 12 санды тексеріңіз.",
+        "Неверный ИИН: проверьте 12 цифр.",
+        "That IIN is not valid: check the 12 digits.",
+    ),
+    (
+        "bind.wrong_code",
+        "ЖСН немесе код сәйкес келмейді, не код мерзімі өтіп кетті.",
+        "ИИН и код не совпадают, или срок кода истёк.",
+        "The IIN and code do not match, or the code has expired.",
+    ),
+    (
+        "bind.done",
+        "Телефон байланыстырылды. Енді сыныптағы QR-кодты сканерлеңіз.",
+        "Телефон привязан. Теперь сканируйте QR-код в аудитории.",
+        "This phone is linked. Now scan the classroom QR code.",
+    ),
+    (
+        "checkin.title",
+        "Сабаққа белгілену",
+        "Отметка на занятии",
+        "Check-in",
+    ),
+    (
+        "checkin.sending",
+        "Белгі жіберілуде…",
+        "Отправляем отметку…",
+        "Sending your check-in…",
+    ),
+    ("checkin.submit", "Белгілену", "Отметиться", "Check in"),
+    (
+        "checkin.refused",
+        "Белгі қабылданбады",
+        "Отметка не принята",
+        "Check-in refused",
+    ),
+    (
+        "checkin.present",
+        "Сіз белгілендіңіз",
+        "Вы отмечены",
+        "You are checked in",
+    ),
+    (
+        "checkin.late",
+        "Сіз белгілендіңіз (кешігу)",
+        "Вы отмечены (опоздание)",
+        "You are checked in (late)",
+    ),
+    (
+        "checkin.already",
+        "Бұл сабаққа бұрын белгіленгенсіз.",
+        "Вы уже отметились на этом занятии.",
+        "You had already checked in to this lesson.",
+    ),
+    (
+        "typed.label",
+        "Экрандағы 6 таңбалы код",
+        "6-значный код с экрана",
+        "6-character code from the screen",
+    ),
+    (
+        "reject.malformed_token",
+        "Бұл сабақ коды емес. Экрандағы QR-кодты сканерлеңіз.",
+        "Это не код занятия. Отсканируйте QR-код на экране.",
+        "This is not a classroom code. Scan the QR code on the screen.",
+    ),
+    (
+        "reject.forged_token",
+        "Код жарамсыз: оны колледж агенті жасамаған.",
+        "Код недействителен: он создан не агентом колледжа.",
+        "This code is not valid: it was not made by the college's agent.",
+    ),
+    (
+        "reject.stale_token",
+        "Кодтың мерзімі өтті. Экрандағы қазіргі кодты сканерлеңіз.",
+        "Код устарел. Отсканируйте текущий код на экране.",
+        "This code has expired. Scan the code on the screen now.",
+    ),
+    (
+        "reject.lesson_not_open",
+        "Бұл сабақ ашық емес.",
+        "Это занятие не открыто.",
+        "This lesson is not open.",
+    ),
+    (
+        "reject.not_in_group",
+        "Сіз бұл сабақтың тобында емессіз.",
+        "Вы не в группе этого занятия.",
+        "You are not in this lesson's group.",
+    ),
+    (
+        "reject.device_not_bound",
+        "Бұл телефон студентке байланыстырылмаған.",
+        "Этот телефон не привязан к студенту.",
+        "This phone is not linked to a student.",
+    ),
+    (
+        "reject.device_used_for_another_student",
+        "Бұл телефонмен осы сабаққа басқа студент белгіленген.",
+        "С этого телефона на занятии уже отметился другой студент.",
+        "Another student has already checked in to this lesson from this phone.",
+    ),
+    (
+        "reject.student_inactive",
+        "Сіздің мәртебеңіз белгілеуге рұқсат бермейді (шығарылған немесе демалыста).",
+        "Ваш статус не позволяет отмечаться (отчислены или в отпуске).",
+        "Your status does not allow check-in (expelled or on leave).",
+    ),
+    (
+        "reject.typed_code",
+        "Код табылмады немесе мерзімі өтті.",
+        "Код не найден или устарел.",
+        "That code was not found or has expired.",
+    ),
+    (
+        "staff.sign_in_first",
+        "Алдымен жүйеге кіріңіз.",
+        "Сначала войдите.",
+        "Sign in first.",
+    ),
+    (
+        "staff.csrf",
+        "Форманың мерзімі өтті. Бетті жаңартып, қайталаңыз.",
+        "Форма устарела. Обновите страницу и повторите.",
+        "This form has expired. Reload the page and try again.",
+    ),
+    (
+        "staff.not_yours",
+        "Бұл сізге қолжетімсіз.",
+        "Это вам недоступно.",
+        "You do not have access to this.",
+    ),
+    (
+        "login.title",
+        "Қызметкерлер кіруі",
+        "Вход для сотрудников",
+        "Staff sign-in",
+    ),
+    (
+        "login.login",
+        "Логин немесе ЖСН",
+        "Логин или ИИН",
+        "Login or IIN",
+    ),
+    ("login.password", "Құпиясөз", "Пароль", "Password"),
+    ("login.submit", "Кіру", "Войти", "Sign in"),
+    (
+        "login.wrong",
+        "Логин немесе құпиясөз қате.",
+        "Неверный логин или пароль.",
+        "Wrong login or password.",
+    ),
+    (
+        "login.locked",
+        "Әрекеттер тым көп. 5 минуттан кейін қайталаңыз.",
+        "Слишком много попыток. Повторите через 5 минут.",
+        "Too many attempts. Try again in 5 minutes.",
+    ),
+    (
+        "teacher.title",
+        "Бүгінгі сабақтар",
+        "Занятия сегодня",
+        "Today's lessons",
+    ),
+    (
+        "teacher.signed_in_as",
+        "Кірген",
+        "Вы вошли как",
+        "Signed in as",
+    ),
+    ("logout", "Шығу", "Выйти", "Sign out"),
+    (
+        "lesson.open",
+        "Сабақты ашу",
+        "Открыть занятие",
+        "Open lesson",
+    ),
+    (
+        "lesson.close",
+        "Сабақты жабу",
+        "Закрыть занятие",
+        "Close lesson",
+    ),
+    ("lesson.display", "Экранға QR", "QR на экран", "Show QR"),
+    ("lesson.closed", "Жабық", "Закрыто", "Closed"),
+    ("mark.present", "Қатысты", "Присутствовал", "Present"),
+    ("mark.late", "Кешікті", "Опоздал", "Late"),
+    ("mark.absent", "Қатыспады", "Отсутствовал", "Absent"),
+    ("mark.excused", "Себепті", "Уважительная причина", "Excused"),
+    ("mark.reason", "Себебі", "Причина", "Reason"),
+    ("mark.save", "Сақтау", "Сохранить", "Save"),
+    (
+        "mark.bad_input",
+        "Студент немесе белгі дұрыс емес.",
+        "Неверный студент или отметка.",
+        "Unknown student or mark.",
+    ),
+    (
+        "mark.unknown_lesson",
+        "Мұндай сабақ жоқ.",
+        "Такого занятия нет.",
+        "There is no such lesson.",
+    ),
+    (
+        "mark.not_held",
+        "Сабақ әлі ашылмаған.",
+        "Занятие ещё не открывали.",
+        "This lesson has not been opened yet.",
+    ),
+    (
+        "mark.reason_required",
+        "Себебін жазыңыз.",
+        "Укажите причину.",
+        "Give a reason.",
+    ),
+    ("display.typed", "Код:", "Код:", "Code:"),
+    (
+        "display.count",
+        "Белгіленгендер:",
+        "Отметились:",
+        "Checked in:",
+    ),
 ];
 
 /// The text of `key` in `lang`. An unknown key returns the key itself, so a missing
 /// translation is visible on the page rather than a blank.
 pub fn text(lang: Lang, key: &'static str) -> &'static str {
+    // Unknown keys are caught by the test below, which scans the web pages' sources.
     CATALOG
         .iter()
         .find(|(entry_key, ..)| *entry_key == key)
@@ -120,6 +382,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_key_the_web_pages_use_is_in_the_catalog() {
+        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(web).expect("src/web") {
+            let source = std::fs::read_to_string(entry.expect("entry").path()).expect("source");
+            for (index, _) in source.match_indices("text(lang, \"") {
+                let key: String = source[index + 12..]
+                    .chars()
+                    .take_while(|c| *c != '"')
+                    .collect();
+                if !CATALOG.iter().any(|(entry_key, ..)| *entry_key == key) {
+                    missing.push(key);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "keys missing from the catalog: {missing:?}"
+        );
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct OpenLesson {
     pub starts_at: i64,
 }
 
+/// group, teacher, date, start, end, QR key, closed at.
+type OpeningRow = (i64, String, String, String, String, Vec<u8>, Option<i64>);
+
 /// The lesson when it is open at `now`: opened, not closed, not past end + grace.
 pub fn open_lesson_at(
     connection: &Connection,
@@ -85,7 +88,7 @@ pub fn open_lesson_at(
     now: i64,
     settings: &Settings,
 ) -> rusqlite::Result<Option<OpenLesson>> {
-    let row: Option<(i64, String, String, String, String, Vec<u8>, Option<i64>)> = connection
+    let row: Option<OpeningRow> = connection
         .prepare_cached(
             "SELECT l.group_id, l.teacher_iin, l.date, l.start_time, l.end_time, o.qr_key, o.closed_at
              FROM lessons l JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",

@@ -13,6 +13,6 @@ pub mod error;
 pub mod i18n;
 pub mod import;
 pub mod lessons;
-pub mod server;
 pub mod staff;
 pub mod store;
+pub mod web;

@@ -168,13 +168,16 @@ pub fn set_password(
     Ok(())
 }
 
+/// id, login, role, teacher IIN, password hash.
+type AccountRow = (i64, String, String, Option<String>, Option<String>);
+
 /// The member whose login and password match; None for any mismatch (no hint which).
 pub fn check_password(
     connection: &Connection,
     login: &str,
     password: &str,
 ) -> Result<Option<StaffMember>, StaffError> {
-    let row: Option<(i64, String, String, Option<String>, Option<String>)> = connection
+    let row: Option<AccountRow> = connection
         .query_row(
             "SELECT id, login, role, teacher_iin, password_hash FROM staff WHERE login = ?1 OR teacher_iin = ?1",
             [login.trim()],

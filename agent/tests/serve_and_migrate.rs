@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use kasip_tests::{http_get, run, text, Server, TempDataDir};
+use kasip_tests::{browser, run, text, Server, TempDataDir};
 use serde_json::Value;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
@@ -19,25 +19,40 @@ fn status(data_dir: &Path) -> Value {
 fn serve_on_a_new_dir_seeds_the_demo_answers_health_and_stops_cleanly() {
     let dir = TempDataDir::new();
     let server = Server::start(AGENT, &dir.path(), &[]);
-    let health = http_get(&server.address(), "/healthz", &[]);
-    assert_eq!(health.status, 200);
-    assert_eq!(health.body.trim(), "ok");
-
-    let home = http_get(
-        &server.address(),
-        "/",
-        &[("Accept-Language", "kk-KZ,ru;q=0.8")],
-    );
-    assert_eq!(home.status, 200);
-    assert!(home.body.contains("lang=\"kk\""), "{}", home.body);
-    assert!(home.body.contains("Студенттер"), "{}", home.body);
     assert!(
-        home.body.contains("<td>150</td>"),
-        "demo has 150 students: {}",
-        home.body
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
     );
-    let english = http_get(&server.address(), "/?lang=en", &[("Accept-Language", "ru")]);
-    assert!(english.body.contains("Beneficiaries"), "{}", english.body);
+    let client = browser(&dir.path());
+    let health = client
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().expect("body").trim(), "ok");
+
+    let home = client
+        .get(format!("{}/", server.url))
+        .header("Accept-Language", "kk-KZ,ru;q=0.8")
+        .send()
+        .expect("home");
+    assert_eq!(home.status(), 200);
+    let home = home.text().expect("body");
+    assert!(home.contains("lang=\"kk\""), "{home}");
+    assert!(home.contains("Студенттер"), "{home}");
+    assert!(
+        home.contains("<td>150</td>"),
+        "demo has 150 students: {home}"
+    );
+    let english = client
+        .get(format!("{}/?lang=en", server.url))
+        .header("Accept-Language", "ru")
+        .send()
+        .expect("home")
+        .text()
+        .expect("body");
+    assert!(english.contains("Beneficiaries"), "{english}");
 
     let (exit, log) = server.stop_with("TERM");
     assert!(exit.success(), "exit {exit:?}; log:\n{log}");
@@ -65,7 +80,11 @@ fn restart_keeps_the_data_and_does_not_reseed() {
     let key_before = fs::read(dir.path().join("agent-key.pem")).expect("key");
 
     let second = Server::start(AGENT, &dir.path(), &[]);
-    assert_eq!(http_get(&second.address(), "/healthz", &[]).status, 200);
+    let health = browser(&dir.path())
+        .get(format!("{}/healthz", second.url))
+        .send()
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
     let (exit, log) = second.stop_with("INT");
     assert!(exit.success(), "{log}");
     assert!(

@@ -1,8 +1,10 @@
-//! Device identity keys and their files.
+//! Device identity keys, their files, and the LAN TLS certificate.
 //!
 //! **Architecture invariant**: this crate does no network I/O. It makes, stores and loads
-//! keys; callers decide what to sign and where to send it.
+//! keys and certificates; callers decide what to sign and where to send it.
 
 mod device_key;
+pub mod tls;
 
 pub use device_key::{DeviceKey, KeyError, KEY_FILE_MODE};
+pub use tls::{write_self_signed, TlsError};

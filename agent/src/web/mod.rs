@@ -1,0 +1,236 @@
+//! The agent's web server: shared state, routes, TLS and graceful shutdown.
+//!
+//! `serve` takes an already-bound listener and a shutdown future, so tests bind port 0
+//! and stop it themselves; `main` passes SIGTERM/Ctrl-C.
+
+mod page;
+mod phone;
+mod staff;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use kasip_core::ClassroomToken;
+
+use crate::checkin::MarkWriter;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::error::AgentError;
+use crate::store::Store;
+
+pub use page::escape_html;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Reads, sign-in sessions and bindings; reached only inside `spawn_blocking`.
+    db: Arc<Mutex<Store>>,
+    /// The single writer of attendance marks (group commit).
+    writer: MarkWriter,
+    /// Validated configuration, read once at start.
+    settings: Arc<Settings>,
+    /// The agent's clock: it alone decides the current classroom code.
+    clock: Arc<dyn Clock>,
+    /// Failed sign-in and binding attempts per key, for rate limiting.
+    limiter: Arc<RateLimiter>,
+    /// Check-in intents of phones that had to bind first: id → (token, seen fresh at).
+    intents: Arc<Mutex<HashMap<String, (ClassroomToken, i64)>>>,
+    /// Base URL printed into classroom QR codes.
+    public_url: Arc<String>,
+    /// Cookies carry `Secure` when the agent speaks HTTPS.
+    secure_cookies: bool,
+}
+
+impl AppState {
+    pub fn new(
+        db: Store,
+        writer: MarkWriter,
+        settings: Arc<Settings>,
+        clock: Arc<dyn Clock>,
+        public_url: String,
+        secure_cookies: bool,
+    ) -> Self {
+        Self {
+            db: Arc::new(Mutex::new(db)),
+            writer,
+            settings,
+            clock,
+            limiter: Arc::new(RateLimiter::default()),
+            intents: Arc::new(Mutex::new(HashMap::new())),
+            public_url: Arc::new(public_url),
+            secure_cookies,
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
+    /// Runs `work` against the database on the blocking pool.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
+    ) -> Result<T, AgentError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let store = db
+                .lock()
+                .map_err(|_| AgentError::Server("the database lock was poisoned".into()))?;
+            work(&store)
+        })
+        .await
+        .map_err(|error| AgentError::Server(format!("database task failed: {error}")))?
+    }
+}
+
+/// Counts failures per key (login, IIN, address) in fixed windows.
+#[derive(Default)]
+pub struct RateLimiter {
+    failures: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+/// Failures allowed per key per window before further attempts are refused.
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW_SECS: i64 = 300;
+
+impl RateLimiter {
+    /// Whether `key` is locked out at `now`.
+    pub fn is_locked(&self, key: &str, now: i64) -> bool {
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.get(key).is_some_and(|(count, since)| {
+            *count >= MAX_FAILURES && now - since < FAILURE_WINDOW_SECS
+        })
+    }
+
+    pub fn record_failure(&self, key: &str, now: i64) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Keep the table small: drop windows that have passed.
+        failures.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_SECS);
+        let entry = failures.entry(key.to_owned()).or_insert((0, now));
+        entry.0 += 1;
+    }
+
+    pub fn clear(&self, key: &str) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.remove(key);
+    }
+}
+
+/// Request bodies are forms and small JSON: 64 KiB is generous, 20 MB is refused.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", get(staff::home))
+        .route("/login", get(staff::login_form).post(staff::login))
+        .route("/logout", post(staff::logout))
+        .route("/teacher", get(staff::teacher_page))
+        .route("/teacher/lessons/{id}/open", post(staff::open_lesson))
+        .route("/teacher/lessons/{id}/close", post(staff::close_lesson))
+        .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))
+        .route("/display/{id}", get(staff::display_page))
+        .route("/display/{id}/current", get(staff::display_current))
+        .route("/bind", get(phone::bind_form).post(phone::bind))
+        .route("/c", get(phone::typed_form).post(phone::typed_check_in))
+        .route(
+            "/c/{token}",
+            get(phone::check_in_page).post(phone::check_in),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// 200 when the agent can read its database, 503 otherwise.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let probe = state
+        .with_db(|store| {
+            store
+                .connection()
+                .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    match probe {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(error) => {
+            tracing::error!(%error, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+/// How the listener speaks.
+pub enum Transport {
+    Https(axum_server::tls_rustls::RustlsConfig),
+    /// Plain HTTP: loopback only (checked by the caller).
+    PlainHttp,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+/// finish (up to 10 s), and returns.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    transport: Transport,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let app = router(state).into_make_service();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let result = match transport {
+        Transport::Https(config) => {
+            axum_server::from_tcp_rustls(listener, config)
+                .map_err(|error| AgentError::Server(error.to_string()))?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        Transport::PlainHttp => {
+            axum_server::from_tcp(listener)
+                .map_err(|error| AgentError::Server(error.to_string()))?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    };
+    result.map_err(|error| AgentError::Server(error.to_string()))
+}
+
+/// Installs the SIGTERM (systemd's stop) and SIGINT (Ctrl-C) handlers now, and returns a
+/// future that resolves on either. Call it before announcing readiness: a signal that
+/// arrives before the handler exists would kill the process without a clean close.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, AgentError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|error| AgentError::Server(format!("cannot handle {name}: {error}")))
+    };
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => tracing::info!("interrupt received, shutting down"),
+        }
+    })
+}

@@ -1,0 +1,98 @@
+//! HTML scaffolding shared by every page: layout, escaping, language, cookies.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::i18n::{text, Lang};
+
+pub fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// The reader's language: `?lang=`, then the `lang` cookie, then Accept-Language.
+pub fn language(query_lang: Option<&str>, headers: &HeaderMap) -> Lang {
+    let cookie_lang = cookie(headers, "lang");
+    Lang::negotiate(
+        query_lang.or(cookie_lang.as_deref()),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|value| value.to_str().ok()),
+    )
+}
+
+/// The value of one cookie from the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax (the camera app's top-level navigation
+/// must carry it), Secure under TLS.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
+}
+
+/// A whole page in the shared layout, with a language switcher.
+pub fn layout(lang: Lang, title: &str, body: &str) -> String {
+    let switcher = Lang::ALL
+        .iter()
+        .map(|choice| format!("<a href=\"?lang={0}\">{0}</a>", choice.code()))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    format!(
+        "<!doctype html><html lang=\"{code}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>{STYLE}</style></head><body><main>{body}</main>\
+         <footer>{language}: {switcher}</footer></body></html>",
+        code = lang.code(),
+        title = escape_html(title),
+        language = text(lang, "language"),
+    )
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;line-height:1.4}\
+main{max-width:48rem;margin:auto}table{border-collapse:collapse}td,th{padding:.3rem .6rem;\
+border-bottom:1px solid #ddd;text-align:left}input,select,button{font-size:1.1rem;padding:.4rem}\
+.ok{color:#0a6b2d}.bad{color:#a40e26}footer{margin-top:2rem;color:#555;text-align:center}";
+
+/// A page with a status code: a confirmation or a refusal in the reader's language.
+pub fn message_page(
+    status: StatusCode,
+    lang: Lang,
+    title_key: &'static str,
+    body: &str,
+) -> Response {
+    (status, Html(layout(lang, text(lang, title_key), body))).into_response()
+}
+
+/// 500/503 page for failures that are not the reader's fault; the detail goes to the log.
+pub fn failure_page(lang: Lang, detail: &str) -> Response {
+    tracing::error!(detail, "request failed");
+    message_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        lang,
+        "error.title",
+        &format!("<p class=bad>{}</p>", text(lang, "error.unavailable")),
+    )
+}

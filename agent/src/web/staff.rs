@@ -1,0 +1,721 @@
+//! What staff do in the browser: sign in, see today's lessons, open and close them, show
+//! the rotating classroom code, and mark students who cannot scan.
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use kasip_core::{step_at, typed_code, ClassroomToken, Iin, LessonKey, MarkStatus};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+
+use super::page::{cookie, escape_html, failure_page, language, layout, message_page, set_cookie};
+use super::AppState;
+use crate::checkin::{ManualMark, ManualRefusal};
+use crate::commands::{local_today, RosterCounts};
+use crate::error::AgentError;
+use crate::i18n::{text, Lang};
+use crate::lessons::{self, LessonState, LessonSummary};
+use crate::staff::{self as accounts, random_token, Role, StaffMember, SESSION_SECS};
+
+const SESSION_COOKIE: &str = "kasip_session";
+const LOGIN_CSRF_COOKIE: &str = "kasip_login_csrf";
+
+#[derive(Deserialize)]
+pub struct LangQuery {
+    lang: Option<String>,
+}
+
+/// The signed-in member and the session's CSRF token.
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(StaffMember, String)> {
+    let token = cookie(headers, SESSION_COOKIE)?;
+    let now = state.now();
+    state
+        .with_db(move |store| {
+            accounts::session(store.connection(), &token, now)
+                .map_err(|error| AgentError::Operation(error.to_string()))
+        })
+        .await
+        .ok()
+        .flatten()
+}
+
+fn constant_time_eq(left: &str, right: &str) -> bool {
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+fn forbidden(lang: Lang, key: &'static str) -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        lang,
+        "error.title",
+        &format!("<p class=bad>{}</p>", text(lang, key)),
+    )
+}
+
+fn unauthorised(lang: Lang) -> Response {
+    message_page(
+        StatusCode::UNAUTHORIZED,
+        lang,
+        "error.title",
+        &format!(
+            "<p class=bad>{}</p><p><a href=\"/login\">{}</a></p>",
+            text(lang, "staff.sign_in_first"),
+            text(lang, "login.title")
+        ),
+    )
+}
+
+/// Whether `member` may see and act on `lesson`.
+fn may_access(
+    connection: &rusqlite::Connection,
+    member: &StaffMember,
+    lesson: &LessonSummary,
+) -> rusqlite::Result<bool> {
+    Ok(match member.role {
+        Role::Admin => true,
+        Role::Teacher => member.teacher_iin.as_deref() == Some(lesson.teacher_iin.as_str()),
+        Role::Curator => connection
+            .query_row(
+                "SELECT 1 FROM curator_groups cg JOIN study_groups g ON g.id = cg.group_id WHERE cg.staff_id = ?1 AND g.code = ?2",
+                rusqlite::params![member.id, lesson.group],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some(),
+    })
+}
+
+/// The lesson if it exists and `member` may act on it.
+async fn accessible_lesson(
+    state: &AppState,
+    member: &StaffMember,
+    lesson_id: i64,
+) -> Result<Option<LessonSummary>, AgentError> {
+    let settings = state.settings.clone();
+    let now = state.now();
+    let member = member.clone();
+    state
+        .with_db(move |store| {
+            let failure = |source| AgentError::from(store.error(source));
+            let Some(lesson) =
+                lessons::summary(store.connection(), lesson_id, now, &settings).map_err(failure)?
+            else {
+                return Ok(None);
+            };
+            Ok(may_access(store.connection(), &member, &lesson)
+                .map_err(failure)?
+                .then_some(lesson))
+        })
+        .await
+}
+
+pub async fn home(
+    State(state): State<AppState>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = language(query.lang.as_deref(), &headers);
+    let today = local_today(&state.settings);
+    let counts = match state
+        .with_db(move |store| RosterCounts::read(store, today))
+        .await
+    {
+        Ok(counts) => counts,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let rows: String = [
+        ("status.students", counts.students),
+        ("status.beneficiaries", counts.beneficiaries),
+        ("status.groups", counts.groups),
+        ("status.teachers", counts.teachers),
+        ("status.sites", counts.sites),
+        ("status.lessons_today", counts.lessons_today),
+    ]
+    .iter()
+    .map(|(key, value)| format!("<tr><th>{}</th><td>{value}</td></tr>", text(lang, key)))
+    .collect();
+    let body = format!(
+        "<h1>{title}</h1><h2>{college}</h2><p>{running}</p><table>{rows}</table>\
+         <p><a href=\"/login\">{login}</a> · <a href=\"/bind\">{bind}</a> · <a href=\"/c\">{typed}</a></p>",
+        title = text(lang, "agent.title"),
+        college = escape_html(&state.settings.college_name),
+        running = text(lang, "agent.running"),
+        login = text(lang, "login.title"),
+        bind = text(lang, "bind.title"),
+        typed = text(lang, "typed.label"),
+    );
+    Html(layout(lang, text(lang, "agent.title"), &body)).into_response()
+}
+
+fn login_page(lang: Lang, status: StatusCode, error: Option<&str>, secure: bool) -> Response {
+    let csrf = random_token(24).unwrap_or_default();
+    let error = error
+        .map(|error| format!("<p class=bad>{error}</p>"))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>{title}</h1>{error}<form method=post action=\"/login\"><input type=hidden name=csrf value=\"{csrf}\">\
+         <p><label>{login}<br><input name=login autocomplete=username required></label></p>\
+         <p><label>{password}<br><input name=password type=password autocomplete=current-password required></label></p>\
+         <p><button>{submit}</button></p></form>",
+        title = text(lang, "login.title"),
+        login = text(lang, "login.login"),
+        password = text(lang, "login.password"),
+        submit = text(lang, "login.submit"),
+    );
+    let mut response =
+        (status, Html(layout(lang, text(lang, "login.title"), &body))).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, secure),
+    );
+    response
+}
+
+pub async fn login_form(
+    State(state): State<AppState>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    login_page(
+        language(query.lang.as_deref(), &headers),
+        StatusCode::OK,
+        None,
+        state.secure_cookies,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    login: String,
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let lang = language(query.lang.as_deref(), &headers);
+    let now = state.now();
+    // Double-submit: the form's token must equal the cookie set with the form.
+    let csrf_ok = cookie(&headers, LOGIN_CSRF_COOKIE)
+        .is_some_and(|expected| !form.csrf.is_empty() && constant_time_eq(&expected, &form.csrf));
+    if !csrf_ok {
+        return login_page(
+            lang,
+            StatusCode::FORBIDDEN,
+            Some(text(lang, "staff.csrf")),
+            state.secure_cookies,
+        );
+    }
+    let limiter_key = format!("login:{}", form.login.trim().to_lowercase());
+    if state.limiter.is_locked(&limiter_key, now) {
+        return login_page(
+            lang,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(text(lang, "login.locked")),
+            state.secure_cookies,
+        );
+    }
+    let (login_name, password) = (form.login.clone(), form.password.clone());
+    let outcome = state
+        .with_db(move |store| {
+            let member = accounts::check_password(store.connection(), &login_name, &password).map_err(|error| AgentError::Operation(error.to_string()))?;
+            match member {
+                Some(member) => {
+                    let (token, _) = accounts::start_session(store.connection(), member.id, now).map_err(|error| AgentError::Operation(error.to_string()))?;
+                    Ok(Some(token))
+                }
+                None => {
+                    store
+                        .connection()
+                        .execute(
+                            "INSERT INTO security_events (at, kind, detail) VALUES (?1, 'login_failed', ?2)",
+                            rusqlite::params![now, login_name.chars().take(64).collect::<String>()],
+                        )
+                        .map_err(|source| AgentError::from(store.error(source)))?;
+                    Ok(None)
+                }
+            }
+        })
+        .await;
+    match outcome {
+        Ok(Some(token)) => {
+            state.limiter.clear(&limiter_key);
+            let mut response = Redirect::to("/teacher").into_response();
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, &token, SESSION_SECS, state.secure_cookies),
+            );
+            response
+        }
+        Ok(None) => {
+            state.limiter.record_failure(&limiter_key, now);
+            login_page(
+                lang,
+                StatusCode::UNAUTHORIZED,
+                Some(text(lang, "login.wrong")),
+                state.secure_cookies,
+            )
+        }
+        Err(error) => failure_page(lang, &error.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let lang = language(None, &headers);
+    let Some((_, csrf)) = signed_in(&state, &headers).await else {
+        return unauthorised(lang);
+    };
+    if !constant_time_eq(&csrf, &form.csrf) {
+        return forbidden(lang, "staff.csrf");
+    }
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        let _ = state
+            .with_db(move |store| {
+                store
+                    .connection()
+                    .execute(
+                        "DELETE FROM staff_sessions WHERE token_hash = ?1",
+                        [crate::checkin::secret_hash(&token)],
+                    )
+                    .map_err(|source| AgentError::from(store.error(source)))
+            })
+            .await;
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", 0, state.secure_cookies),
+    );
+    response
+}
+
+pub async fn teacher_page(
+    State(state): State<AppState>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = language(query.lang.as_deref(), &headers);
+    let Some((member, csrf)) = signed_in(&state, &headers).await else {
+        return Redirect::to("/login").into_response();
+    };
+    let settings = state.settings.clone();
+    let now = state.now();
+    let today = local_today(&state.settings);
+    let visible = {
+        let member = member.clone();
+        state
+            .with_db(move |store| {
+                let failure = |source| AgentError::from(store.error(source));
+                let all = lessons::list_for_date(store.connection(), today, now, &settings).map_err(failure)?;
+                let mut visible = Vec::new();
+                for lesson in all {
+                    if may_access(store.connection(), &member, &lesson).map_err(failure)? {
+                        let students: Vec<(String, String)> = store
+                            .connection()
+                            .prepare_cached(
+                                "SELECT s.iin, s.last_name || ' ' || s.first_name FROM students s JOIN study_groups g ON g.id = s.group_id
+                                 WHERE g.code = ?1 AND s.status = 'active' ORDER BY s.last_name, s.first_name",
+                            )
+                            .and_then(|mut statement| statement.query_map([&lesson.group], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
+                            .map_err(failure)?;
+                        visible.push((lesson, students));
+                    }
+                }
+                Ok(visible)
+            })
+            .await
+    };
+    let visible = match visible {
+        Ok(visible) => visible,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let csrf_field = format!(
+        "<input type=hidden name=csrf value=\"{}\">",
+        escape_html(&csrf)
+    );
+    let mut rows = String::new();
+    for (lesson, students) in &visible {
+        let actions = match lesson.state {
+            LessonState::Scheduled => format!(
+                "<form method=post action=\"/teacher/lessons/{id}/open\">{csrf_field}<button>{open}</button></form>",
+                id = lesson.id,
+                open = text(lang, "lesson.open")
+            ),
+            LessonState::Open => format!(
+                "<a href=\"/display/{id}\">{display}</a> <form method=post action=\"/teacher/lessons/{id}/close\">{csrf_field}<button>{close}</button></form>",
+                id = lesson.id,
+                display = text(lang, "lesson.display"),
+                close = text(lang, "lesson.close")
+            ),
+            LessonState::Closed => text(lang, "lesson.closed").to_owned(),
+        };
+        let manual = if lesson.state == LessonState::Scheduled {
+            String::new()
+        } else {
+            let options: String = students
+                .iter()
+                .map(|(iin, name)| {
+                    format!("<option value=\"{iin}\">{}</option>", escape_html(name))
+                })
+                .collect();
+            format!(
+                "<form method=post action=\"/teacher/lessons/{id}/marks\">{csrf_field}<select name=student>{options}</select>\
+                 <select name=status><option value=present>{present}</option><option value=late>{late}</option>\
+                 <option value=absent>{absent}</option><option value=excused>{excused}</option></select>\
+                 <input name=reason placeholder=\"{reason}\" maxlength=200><button>{save}</button></form>",
+                id = lesson.id,
+                present = text(lang, "mark.present"),
+                late = text(lang, "mark.late"),
+                absent = text(lang, "mark.absent"),
+                excused = text(lang, "mark.excused"),
+                reason = text(lang, "mark.reason"),
+                save = text(lang, "mark.save"),
+            )
+        };
+        rows.push_str(&format!(
+            "<tr><td>{start}–{end}</td><td>{group}</td><td>{discipline}</td><td>{room}</td><td>{checked}/{expected}</td><td>{actions}{manual}</td></tr>",
+            start = lesson.start,
+            end = lesson.end,
+            group = escape_html(&lesson.group),
+            discipline = escape_html(&lesson.discipline),
+            room = escape_html(if lesson.mode == "online" { "online" } else { &lesson.room }),
+            checked = lesson.checked_in,
+            expected = lesson.expected,
+        ));
+    }
+    let body = format!(
+        "<h1>{title}</h1><p>{who}: {login}</p><table>{rows}</table>\
+         <form method=post action=\"/logout\">{csrf_field}<button>{logout}</button></form>",
+        title = text(lang, "teacher.title"),
+        who = text(lang, "teacher.signed_in_as"),
+        login = escape_html(&member.login),
+        logout = text(lang, "logout"),
+    );
+    Html(layout(lang, text(lang, "teacher.title"), &body)).into_response()
+}
+
+/// Checks session, CSRF and access for a lesson action; Err is the response to send.
+async fn authorise_lesson_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    lesson_id: i64,
+    form_csrf: &str,
+) -> Result<(StaffMember, LessonSummary, Lang), Response> {
+    let lang = language(None, headers);
+    let Some((member, csrf)) = signed_in(state, headers).await else {
+        return Err(unauthorised(lang));
+    };
+    if !constant_time_eq(&csrf, form_csrf) {
+        return Err(forbidden(lang, "staff.csrf"));
+    }
+    match accessible_lesson(state, &member, lesson_id).await {
+        Ok(Some(lesson)) => Ok((member, lesson, lang)),
+        Ok(None) => Err(forbidden(lang, "staff.not_yours")),
+        Err(error) => Err(failure_page(lang, &error.to_string())),
+    }
+}
+
+pub async fn open_lesson(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let (member, _, lang) =
+        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
+            Ok(authorised) => authorised,
+            Err(response) => return response,
+        };
+    let now = state.now();
+    let result = state
+        .with_db(move |store| {
+            lessons::open(store.connection(), lesson_id, &member.login, now)
+                .map_err(|error| AgentError::Operation(error.to_string()))
+        })
+        .await;
+    match result {
+        Ok(_) => Redirect::to(&format!("/display/{lesson_id}")).into_response(),
+        Err(error) => message_page(
+            StatusCode::CONFLICT,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
+        ),
+    }
+}
+
+pub async fn close_lesson(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let (member, _, lang) =
+        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
+            Ok(authorised) => authorised,
+            Err(response) => return response,
+        };
+    let now = state.now();
+    let result = state
+        .with_db(move |store| {
+            lessons::close(store.connection(), lesson_id, &member.login, now)
+                .map_err(|error| AgentError::Operation(error.to_string()))
+        })
+        .await;
+    match result {
+        Ok(()) => Redirect::to("/teacher").into_response(),
+        Err(error) => message_page(
+            StatusCode::CONFLICT,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ManualMarkForm {
+    #[serde(default)]
+    csrf: String,
+    student: String,
+    status: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn manual_mark(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<ManualMarkForm>,
+) -> Response {
+    let (member, _, lang) =
+        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
+            Ok(authorised) => authorised,
+            Err(response) => return response,
+        };
+    let (Ok(student_iin), Some(status)) =
+        (Iin::parse(&form.student), MarkStatus::parse(&form.status))
+    else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
+        );
+    };
+    if form.reason.chars().count() > 200 {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
+        );
+    }
+    let mark = ManualMark {
+        lesson_id,
+        student_iin,
+        status,
+        reason: form.reason,
+        marker: member,
+    };
+    match state.writer.record_manual_mark(mark).await {
+        Ok(Ok(event_id)) => {
+            let mut response = Redirect::to("/teacher").into_response();
+            if let Ok(value) = HeaderValue::from_str(&event_id.to_string()) {
+                response.headers_mut().insert("x-event-id", value);
+            }
+            response
+        }
+        Ok(Err(refusal)) => {
+            let (status, key) = match refusal {
+                ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, "mark.unknown_lesson"),
+                ManualRefusal::LessonNotHeld => (StatusCode::CONFLICT, "mark.not_held"),
+                ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, "staff.not_yours"),
+                ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, "reject.not_in_group"),
+                ManualRefusal::ReasonRequired => (StatusCode::BAD_REQUEST, "mark.reason_required"),
+            };
+            message_page(
+                status,
+                lang,
+                "error.title",
+                &format!("<p class=bad>{}</p>", text(lang, key)),
+            )
+        }
+        Err(failure) => failure_page(lang, &failure.0),
+    }
+}
+
+/// What the display page fetches every second: the agent's clock decides the code.
+#[derive(Serialize)]
+pub struct DisplayNow {
+    pub state: LessonState,
+    pub step: u64,
+    pub url: String,
+    pub svg: String,
+    pub typed_code: String,
+    pub qr_version: i16,
+    pub checked_in: i64,
+    pub expected: i64,
+    pub seconds_left: u64,
+}
+
+fn qr_svg(url: &str) -> Result<(String, i16), String> {
+    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|error| error.to_string())?;
+    let version = match code.version() {
+        qrcode::Version::Normal(version) | qrcode::Version::Micro(version) => version,
+    };
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    Ok((svg, version))
+}
+
+pub async fn display_current(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = language(None, &headers);
+    let Some((member, _)) = signed_in(&state, &headers).await else {
+        return unauthorised(lang);
+    };
+    let lesson = match accessible_lesson(&state, &member, lesson_id).await {
+        Ok(Some(lesson)) => lesson,
+        Ok(None) => return forbidden(lang, "staff.not_yours"),
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let now = state.now();
+    let settings = state.settings.clone();
+    let key = state
+        .with_db(move |store| {
+            lessons::open_lesson_at(store.connection(), lesson_id, now, &settings)
+                .map(|open| open.map(|open| open.qr_key))
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    let period = u64::from(state.settings.qr_period_secs);
+    let step = step_at(now, state.settings.qr_period_secs);
+    let seconds_left = period - (now.max(0) as u64 % period);
+    let (url, svg, typed, version) = match key {
+        Ok(Some(key)) => {
+            let key = LessonKey::new(&key);
+            let url = format!(
+                "{}/c/{}",
+                state.public_url,
+                ClassroomToken::mint(&key, lesson_id, step)
+            );
+            match qr_svg(&url) {
+                Ok((svg, version)) => (url, svg, typed_code(&key, lesson_id, step), version),
+                Err(error) => return failure_page(lang, &error),
+            }
+        }
+        Ok(None) => (String::new(), String::new(), String::new(), 0),
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let mut response = Json(DisplayNow {
+        state: lesson.state,
+        step,
+        url,
+        svg,
+        typed_code: typed,
+        qr_version: version,
+        checked_in: lesson.checked_in,
+        expected: lesson.expected,
+        seconds_left,
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+pub async fn display_page(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = language(query.lang.as_deref(), &headers);
+    let Some((member, _)) = signed_in(&state, &headers).await else {
+        return Redirect::to("/login").into_response();
+    };
+    let lesson = match accessible_lesson(&state, &member, lesson_id).await {
+        Ok(Some(lesson)) => lesson,
+        Ok(None) => return forbidden(lang, "staff.not_yours"),
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let room = if lesson.mode == "online" {
+        "online".to_owned()
+    } else {
+        format!("{} · {}", lesson.site, lesson.room)
+    };
+    let page = format!(
+        r#"<!doctype html><html lang="{code}"><head><meta charset="utf-8"><title>{discipline}</title>
+<style>html,body{{margin:0;height:100%;background:#fff;color:#111;font-family:system-ui,sans-serif}}
+body{{display:flex;flex-direction:column;align-items:center;justify-content:center}}
+h1{{font-size:5vh;margin:.5vh 0}}h2{{font-size:4vh;margin:.5vh 0;font-weight:500}}
+#qr svg{{height:66vh;width:66vh;display:block}}#count{{font-size:5vh;font-weight:700}}
+#typed{{font-size:4vh;letter-spacing:.4em;font-family:monospace}}.meta{{font-size:3vh;color:#333}}</style></head>
+<body><h1>{discipline}</h1><h2>{group} · {room}</h2><div id="qr"></div>
+<div class="meta">{typed_label} <span id="typed"></span> · {start}–{end}</div>
+<div><span class="meta">{count_label}</span> <span id="count">{checked}/{expected}</span></div>
+<script>
+(function() {{
+  var shownStep = -1;
+  function refresh() {{
+    fetch('/display/{id}/current', {{cache: 'no-store', credentials: 'same-origin'}})
+      .then(function(r) {{ return r.json(); }})
+      .then(function(now) {{
+        if (now.step !== shownStep) {{
+          document.getElementById('qr').innerHTML = now.svg;
+          document.getElementById('typed').textContent = now.typed_code;
+          shownStep = now.step;
+        }}
+        document.getElementById('count').textContent = now.checked_in + '/' + now.expected;
+      }})
+      .catch(function() {{}})
+      .then(function() {{ setTimeout(refresh, 1000); }});
+  }}
+  refresh();
+}})();
+</script></body></html>"#,
+        code = lang.code(),
+        id = lesson.id,
+        discipline = escape_html(&lesson.discipline),
+        group = escape_html(&lesson.group),
+        room = escape_html(&room),
+        start = lesson.start,
+        end = lesson.end,
+        checked = lesson.checked_in,
+        expected = lesson.expected,
+        typed_label = text(lang, "display.typed"),
+        count_label = text(lang, "display.count"),
+    );
+    Html(page).into_response()
+}

@@ -1,0 +1,100 @@
+//! The LAN TLS certificate: self-signed at `init`, with the names phones will use.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::device_key::KEY_FILE_MODE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot make a TLS certificate: {0}")]
+    Generate(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Writes a self-signed certificate for `names` (host names and IP addresses) valid for
+/// ten years, and its private key (mode 0600). Refuses to overwrite either file.
+pub fn write_self_signed(
+    names: &[String],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), TlsError> {
+    let mut subject_alt_names: Vec<String> = names.to_vec();
+    for default in ["localhost", "127.0.0.1", "::1"] {
+        if !subject_alt_names.iter().any(|name| name == default) {
+            subject_alt_names.push(default.to_owned());
+        }
+    }
+    let mut params = rcgen::CertificateParams::new(
+        subject_alt_names
+            .iter()
+            .filter(|name| name.parse::<IpAddr>().is_err())
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|error| TlsError::Generate(error.to_string()))?;
+    for name in &subject_alt_names {
+        if let Ok(address) = name.parse::<IpAddr>() {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(address));
+        }
+    }
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "KasipTech college agent");
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 12, 31);
+    let key_pair =
+        rcgen::KeyPair::generate().map_err(|error| TlsError::Generate(error.to_string()))?;
+    let certificate = params
+        .self_signed(&key_pair)
+        .map_err(|error| TlsError::Generate(error.to_string()))?;
+    write_new(key_path, key_pair.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
+    write_new(cert_path, certificate.pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    let write_error = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(write_error)?;
+    file.write_all(contents).map_err(write_error)?;
+    file.sync_all().map_err(write_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_a_pem_pair_with_a_private_key_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        write_self_signed(&["agent.college.kz".into(), "10.0.0.5".into()], &cert, &key)
+            .expect("generate");
+        let pem = fs::read_to_string(&cert).expect("cert");
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        let mode = fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            write_self_signed(&[], &cert, &key).is_err(),
+            "never overwrites"
+        );
+    }
+}
