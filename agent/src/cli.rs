@@ -122,10 +122,14 @@ pub enum StaffCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum StudentCommand {
-    /// Print a one-time code the student enters with their IIN at /bind (valid 24 h)
+    /// Print a one-time code the student enters with their IIN at /bind (valid 24 h);
+    /// with --group, one line `IIN;code;name` per active student of the group
     IssueCode {
-        #[arg(value_parser = parse_iin)]
-        iin: Iin,
+        #[arg(value_parser = parse_iin, required_unless_present = "group", conflicts_with = "group")]
+        iin: Option<Iin>,
+        /// Issue codes for every active student of this group
+        #[arg(long, value_name = "CODE")]
+        group: Option<String>,
     },
 }
 
@@ -267,9 +271,14 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         Command::Lesson(command) => commands::lesson(&data_dir, command),
         Command::Verify => commands::verify(&data_dir),
         Command::Staff(command) => commands::staff(&data_dir, command),
-        Command::Student(StudentCommand::IssueCode { iin }) => {
-            let code = commands::issue_binding_code(&data_dir, &iin)?;
-            println!("{code}");
+        Command::Student(StudentCommand::IssueCode { iin, group }) => {
+            for (iin, code, name) in commands::issue_binding_codes(&data_dir, iin, group.as_deref())? {
+                if group.is_some() {
+                    println!("{iin};{code};{name}");
+                } else {
+                    println!("{code}");
+                }
+            }
             Ok(())
         }
         Command::Validate => {

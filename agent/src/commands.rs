@@ -320,11 +320,43 @@ pub fn staff(data_dir: &DataDir, command: crate::cli::StaffCommand) -> Result<()
     Ok(())
 }
 
-/// `kasip-agent student issue-code IIN`.
-pub fn issue_binding_code(data_dir: &DataDir, iin: &kasip_core::Iin) -> Result<String, AgentError> {
+/// `kasip-agent student issue-code IIN | --group CODE`: (IIN, code, name) per student.
+pub fn issue_binding_codes(
+    data_dir: &DataDir,
+    iin: Option<kasip_core::Iin>,
+    group: Option<&str>,
+) -> Result<Vec<(String, String, String)>, AgentError> {
     let (_, store) = open(data_dir)?;
-    let code = crate::staff::issue_binding_code(store.connection(), iin, unix_now())
-        .map_err(staff_failure)?;
+    let connection = store.connection();
+    let students: Vec<(String, String)> = match (iin, group) {
+        (Some(iin), _) => vec![(iin.as_string(), String::new())],
+        (None, Some(group)) => {
+            let mut statement = connection
+                .prepare(
+                    "SELECT s.iin, s.last_name || ' ' || s.first_name FROM students s
+                     JOIN study_groups g ON g.id = s.group_id
+                     WHERE g.code = ?1 AND s.status = 'active' ORDER BY s.last_name, s.first_name",
+                )
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            let rows = statement
+                .query_map([group], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            if rows.is_empty() {
+                return Err(AgentError::Operation(format!("group '{group}' has no active students")));
+            }
+            rows
+        }
+        (None, None) => return Err(AgentError::Usage("give an IIN or --group CODE".into())),
+    };
+    let now = unix_now();
+    let mut codes = Vec::with_capacity(students.len());
+    for (student_iin, name) in students {
+        let parsed = kasip_core::Iin::parse(&student_iin)
+            .map_err(|error| AgentError::Operation(format!("stored IIN {student_iin}: {error}")))?;
+        let code = crate::staff::issue_binding_code(connection, &parsed, now).map_err(staff_failure)?;
+        codes.push((student_iin, code, name));
+    }
     store.close()?;
-    Ok(code)
+    Ok(codes)
 }

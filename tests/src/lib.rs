@@ -12,13 +12,29 @@ use std::time::{Duration, Instant};
 
 /// Runs `binary` with `--data-dir DIR` and `args`, capturing its output.
 pub fn run(binary: &str, data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(binary)
+    run_with(binary, data_dir, args, &[], None)
+}
+
+/// Like `run`, with extra environment variables and text on standard input.
+pub fn run_with(binary: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .env_remove("KASIP_DATA_DIR")
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {binary}: {error}"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {binary}: {error}"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().unwrap_or_else(|error| panic!("cannot wait for {binary}: {error}"))
 }
 
 /// Text of a process's stdout and stderr, for assertions and failure messages.
@@ -41,12 +57,18 @@ pub struct Server {
 impl Server {
     /// Starts `binary serve` and waits (up to 60 s) for its `listening on URL` line.
     pub fn start(binary: &str, data_dir: &Path, extra_args: &[&str]) -> Server {
+        Self::start_with_env(binary, data_dir, extra_args, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. the test clock).
+    pub fn start_with_env(binary: &str, data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(binary)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra_args)
             .env_remove("KASIP_DATA_DIR")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -168,3 +190,4 @@ impl Default for TempDataDir {
         Self::new()
     }
 }
+pub use reqwest;
