@@ -41,6 +41,10 @@ pub enum Command {
         /// The college's official name [default: the demo college's]
         #[arg(long, value_name = "NAME")]
         college_name: Option<String>,
+        /// Host name or IP address phones use to reach the agent, for its TLS certificate
+        /// (repeat for several; localhost and 127.0.0.1 are always included)
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
         /// Time zone of the timetable: Asia/Almaty or another Kazakh zone, UTC, UTC+HH:MM
         #[arg(long, value_name = "ZONE", default_value = crate::config::DEFAULT_TIMEZONE, value_parser = parse_timezone)]
         timezone: CollegeTimezone,
@@ -110,11 +114,15 @@ pub enum LessonCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
-    /// Add an admin or curator account
+    /// Add an admin or curator account (teachers sign in with their IIN after
+    /// `set-password`)
     Add {
         #[arg(long, value_enum)]
         role: Role,
         login: String,
+        /// A group the curator looks after (repeat for several)
+        #[arg(long = "group", value_name = "CODE")]
+        groups: Vec<String>,
     },
     /// Set a password, read from standard input (teachers sign in with their IIN)
     SetPassword { login_or_iin: String },
@@ -204,6 +212,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         Command::Init {
             college_bin,
             college_name,
+            tls_names,
             timezone,
         } => {
             let demo = InitOptions::demo();
@@ -212,6 +221,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
                 college_bin: college_bin.unwrap_or(demo.college_bin),
                 college_name: college_name.unwrap_or(demo.college_name),
                 timezone,
+                tls_names,
             };
             let thumbprint = commands::init(&data_dir, &options)?;
             println!("initialised {}", data_dir.root().display());
@@ -272,7 +282,9 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         Command::Verify => commands::verify(&data_dir),
         Command::Staff(command) => commands::staff(&data_dir, command),
         Command::Student(StudentCommand::IssueCode { iin, group }) => {
-            for (iin, code, name) in commands::issue_binding_codes(&data_dir, iin, group.as_deref())? {
+            for (iin, code, name) in
+                commands::issue_binding_codes(&data_dir, iin, group.as_deref())?
+            {
                 if group.is_some() {
                     println!("{iin};{code};{name}");
                 } else {

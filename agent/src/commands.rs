@@ -19,6 +19,8 @@ pub struct InitOptions {
     pub college_bin: Bin,
     pub college_name: String,
     pub timezone: CollegeTimezone,
+    /// Names for the self-signed TLS certificate besides localhost.
+    pub tls_names: Vec<String>,
 }
 
 impl InitOptions {
@@ -29,6 +31,7 @@ impl InitOptions {
             college_name: demo::DEMO_COLLEGE_NAME.to_owned(),
             timezone: CollegeTimezone::parse(crate::config::DEFAULT_TIMEZONE)
                 .unwrap_or_else(|_| unreachable!("the default time zone is in the table")),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -58,13 +61,18 @@ pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentEr
             source,
         })?;
     let key = DeviceKey::generate_to(&data_dir.key_path())?;
-    kasip_certs::write_self_signed(&[], &data_dir.tls_cert_path(), &data_dir.tls_key_path())
-        .map_err(|error| AgentError::Operation(error.to_string()))?;
+    kasip_certs::write_self_signed(
+        &options.tls_names,
+        &data_dir.tls_cert_path(),
+        &data_dir.tls_key_path(),
+    )
+    .map_err(|error| AgentError::Operation(error.to_string()))?;
     Store::create(&data_dir.database_path())?.close()?;
     let config = default_config_text(
         &options.college_bin,
         &options.college_name,
         &options.timezone,
+        &options.tls_names,
     );
     write_new_file(&data_dir.config_path(), config.as_bytes())?;
     tracing::info!(data_dir = %data_dir.root().display(), key = %key.thumbprint(), "data directory initialised");
@@ -293,8 +301,12 @@ pub fn staff(data_dir: &DataDir, command: crate::cli::StaffCommand) -> Result<()
     use crate::cli::StaffCommand;
     let (_, store) = open(data_dir)?;
     match command {
-        StaffCommand::Add { role, login } => {
-            crate::staff::add(store.connection(), &login, role, unix_now())
+        StaffCommand::Add {
+            role,
+            login,
+            groups,
+        } => {
+            crate::staff::add(store.connection(), &login, role, &groups, unix_now())
                 .map_err(staff_failure)?;
             println!(
                 "added {} '{login}'; set a password with `kasip-agent staff set-password {login}`",
@@ -343,7 +355,9 @@ pub fn issue_binding_codes(
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|source| AgentError::from(store.error(source)))?;
             if rows.is_empty() {
-                return Err(AgentError::Operation(format!("group '{group}' has no active students")));
+                return Err(AgentError::Operation(format!(
+                    "group '{group}' has no active students"
+                )));
             }
             rows
         }
@@ -354,7 +368,8 @@ pub fn issue_binding_codes(
     for (student_iin, name) in students {
         let parsed = kasip_core::Iin::parse(&student_iin)
             .map_err(|error| AgentError::Operation(format!("stored IIN {student_iin}: {error}")))?;
-        let code = crate::staff::issue_binding_code(connection, &parsed, now).map_err(staff_failure)?;
+        let code =
+            crate::staff::issue_binding_code(connection, &parsed, now).map_err(staff_failure)?;
         codes.push((student_iin, code, name));
     }
     store.close()?;

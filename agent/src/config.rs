@@ -263,8 +263,18 @@ fn listen_is_loopback(listen: &SocketAddr) -> bool {
 }
 
 /// The text `init` writes: every key with its default and what it is for.
-pub fn default_config_text(bin: &Bin, name: &str, timezone: &CollegeTimezone) -> String {
+pub fn default_config_text(
+    bin: &Bin,
+    name: &str,
+    timezone: &CollegeTimezone,
+    tls_names: &[String],
+) -> String {
     let name = toml_string(name);
+    let tls_names = tls_names
+        .iter()
+        .map(|tls_name| toml_string(tls_name))
+        .collect::<Vec<_>>()
+        .join(", ");
     let timezone = toml_string(timezone.name());
     format!(
         r#"# KasipTech college agent configuration.
@@ -288,7 +298,7 @@ listen = "{DEFAULT_LISTEN}"
 public_url = ""
 # Extra host names and IP addresses for the self-signed certificate made at init, e.g.
 # ["agent.college.kz", "192.168.1.10"]. localhost and 127.0.0.1 are always included.
-tls_names = []
+tls_names = [{tls_names}]
 # PEM certificate chain to serve instead of the self-signed one (e.g. from the college's
 # CA); set together with tls_key. Empty (default): the data dir's tls.crt.
 tls_cert = ""
@@ -330,11 +340,17 @@ mod tests {
     #[test]
     fn written_defaults_parse_back() {
         let timezone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
-        let text = default_config_text(&demo_bin(), "Колледж \"Жетісу\"", &timezone);
+        let text = default_config_text(
+            &demo_bin(),
+            "Колледж \"Жетісу\"",
+            &timezone,
+            &["agent.college.kz".into()],
+        );
         let settings = Settings::parse(&text).expect("defaults are valid");
         assert_eq!(settings.college_name, "Колледж \"Жетісу\"");
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.timezone.offset_seconds(), 5 * 3600);
+        assert_eq!(settings.tls_names, ["agent.college.kz"]);
     }
 
     #[test]

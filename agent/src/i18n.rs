@@ -344,6 +344,13 @@ const CATALOG: &[(&str, &str, &str, &str)] = &[
     ),
     ("display.typed", "Код:", "Код:", "Code:"),
     (
+        "admin.binding_codes",
+        "Телефонды байланыстыру кодтары",
+        "Коды привязки телефонов",
+        "Phone binding codes",
+    ),
+    ("admin.issue_code", "Код беру", "Выдать код", "Issue code"),
+    (
         "display.count",
         "Белгіленгендер:",
         "Отметились:",

@@ -43,6 +43,10 @@ impl Role {
 pub enum StaffError {
     #[error("no staff member or teacher with login or IIN '{0}'; import teachers or run `kasip-agent staff add`")]
     UnknownLogin(String),
+    #[error("a curator needs at least one --group CODE")]
+    CuratorWithoutGroups,
+    #[error("there is no group '{0}'; import its students first")]
+    UnknownGroup(String),
     #[error("login '{0}' already exists")]
     LoginTaken(String),
     #[error("a login must be 3-64 letters, digits, '.', '-' or '_'")]
@@ -84,10 +88,31 @@ fn valid_login(login: &str) -> bool {
             .all(|character| character.is_alphanumeric() || ".-_".contains(character))
 }
 
-/// Adds an admin or curator account (teachers get theirs from the teacher import).
-pub fn add(connection: &Connection, login: &str, role: Role, now: i64) -> Result<(), StaffError> {
+/// Adds an admin or curator account (teachers get theirs from the teacher import); a
+/// curator is given the groups they look after.
+pub fn add(
+    connection: &Connection,
+    login: &str,
+    role: Role,
+    groups: &[String],
+    now: i64,
+) -> Result<(), StaffError> {
     if !valid_login(login) {
         return Err(StaffError::BadLogin);
+    }
+    if role == Role::Curator && groups.is_empty() {
+        return Err(StaffError::CuratorWithoutGroups);
+    }
+    let mut group_ids = Vec::new();
+    for group in groups {
+        let id: Option<i64> = connection
+            .query_row(
+                "SELECT id FROM study_groups WHERE code = ?1",
+                [group],
+                |row| row.get(0),
+            )
+            .optional()?;
+        group_ids.push(id.ok_or_else(|| StaffError::UnknownGroup(group.clone()))?);
     }
     let taken: Option<i64> = connection
         .query_row("SELECT id FROM staff WHERE login = ?1", [login], |row| {
@@ -101,6 +126,13 @@ pub fn add(connection: &Connection, login: &str, role: Role, now: i64) -> Result
         "INSERT INTO staff (login, role, created_at) VALUES (?1, ?2, ?3)",
         rusqlite::params![login, role.as_str(), now],
     )?;
+    let staff_id = connection.last_insert_rowid();
+    for group_id in group_ids {
+        connection.execute(
+            "INSERT OR IGNORE INTO curator_groups (staff_id, group_id) VALUES (?1, ?2)",
+            rusqlite::params![staff_id, group_id],
+        )?;
+    }
     Ok(())
 }
 

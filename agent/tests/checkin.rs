@@ -2,210 +2,16 @@
 //! and reads the rotating code, phones bind and check in, and every fraud is refused and
 //! recorded. The agent's clock is a file the test moves (`KASIP_UNSAFE_CLOCK_FILE`).
 
-use std::fmt::Write as _;
+mod common;
+
 use std::fs;
-use std::path::PathBuf;
 
-use kasip_core::{Date, Iin, Sex};
-use kasip_tests::{browser, run_with, text, Server, TempDataDir};
+use common::{
+    check_in, csrf_of, lesson_start_plus_one_minute, reason_of, College, AGENT, PASSWORD,
+    TEACHER_A, TEACHER_B,
+};
 use kasip_tests::reqwest::blocking::Client;
-use serde_json::Value;
-
-const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
-const TEACHER_A: &str = "850515400012";
-const TEACHER_B: &str = "791103300025";
-const PASSWORD: &str = "correct horse battery";
-
-/// 2026-11-23 09:01 in Almaty (UTC+5): one minute into the 09:00 lessons.
-fn lesson_start_plus_one_minute() -> i64 {
-    Date::new(2026, 11, 23).expect("date").days_since_epoch() * 86_400 + (9 * 3600 + 60) - 5 * 3600
-}
-
-/// Valid IINs for test students (check digits computed by `Iin::from_parts`).
-fn student_iins(count: usize, first_serial: u16) -> Vec<String> {
-    let birth = Date::new(2006, 3, 15).expect("date");
-    let mut serial = first_serial;
-    let mut iins = Vec::new();
-    while iins.len() < count {
-        if let Some(iin) = Iin::from_parts(birth, Sex::Female, serial) {
-            iins.push(iin.to_string());
-        }
-        serial += 1;
-    }
-    iins
-}
-
-struct College {
-    dir: TempDataDir,
-    clock_file: PathBuf,
-    server: Server,
-    /// ПО-21 at 09:00, taught by teacher A.
-    lesson_a: i64,
-    /// ВТ-21 at 09:00, taught by teacher B.
-    lesson_b: i64,
-    group_a: Vec<String>,
-    group_b: Vec<String>,
-}
-
-impl College {
-    fn new(group_a_size: usize) -> College {
-        let dir = TempDataDir::new();
-        let clock_file = dir.file("clock");
-        fs::write(&clock_file, lesson_start_plus_one_minute().to_string()).expect("clock");
-        let clock = clock_file.display().to_string();
-        let env = [("KASIP_UNSAFE_CLOCK_FILE", clock.as_str())];
-        let agent = |args: &[&str], stdin: Option<&str>| {
-            let output = run_with(AGENT, &dir.path(), args, &env, stdin);
-            assert!(output.status.success(), "{args:?}: {:?}", text(&output));
-            text(&output).0
-        };
-        agent(&["init"], None);
-        let teachers = dir.file("teachers.csv");
-        fs::write(&teachers, format!("iin;last_name;first_name\n{TEACHER_A};Жұмабаева;Әйгерім\n{TEACHER_B};Иванов;Сергей\n")).expect("csv");
-        agent(&["import", "teachers", teachers.to_str().expect("path")], None);
-        let group_a = student_iins(group_a_size, 1);
-        let group_b = student_iins(3, 9000);
-        let mut students = String::from("iin;last_name;first_name;group;beneficiary\n");
-        for (index, iin) in group_a.iter().enumerate() {
-            let _ = writeln!(students, "{iin};Студент{index};Әлия;ПО-21;да");
-        }
-        for (index, iin) in group_b.iter().enumerate() {
-            let _ = writeln!(students, "{iin};Оқушы{index};Дана;ВТ-21;да");
-        }
-        let students_file = dir.file("students.csv");
-        fs::write(&students_file, students).expect("csv");
-        agent(&["import", "students", students_file.to_str().expect("path")], None);
-        let timetable = dir.file("timetable.csv");
-        fs::write(
-            &timetable,
-            format!(
-                "date;start;end;group;discipline;teacher_iin;site;room;mode\n\
-                 2026-11-23;09:00;10:30;ПО-21;Математика;{TEACHER_A};Главный корпус;101;offline\n\
-                 2026-11-23;09:00;10:30;ВТ-21;Физика;{TEACHER_B};Главный корпус;102;offline\n"
-            ),
-        )
-        .expect("csv");
-        agent(&["import", "timetable", timetable.to_str().expect("path")], None);
-        agent(&["staff", "set-password", TEACHER_A], Some(PASSWORD));
-        agent(&["staff", "set-password", TEACHER_B], Some(PASSWORD));
-        let lessons: Value = serde_json::from_str(&agent(&["lesson", "list", "--date", "2026-11-23", "--json"], None)).expect("json");
-        let lesson_id = |group: &str| {
-            lessons
-                .as_array()
-                .expect("array")
-                .iter()
-                .find(|lesson| lesson["group"] == group)
-                .and_then(|lesson| lesson["id"].as_i64())
-                .expect("lesson")
-        };
-        let (lesson_a, lesson_b) = (lesson_id("ПО-21"), lesson_id("ВТ-21"));
-        let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
-        College {
-            dir,
-            clock_file,
-            server,
-            lesson_a,
-            lesson_b,
-            group_a,
-            group_b,
-        }
-    }
-
-    fn set_clock(&self, unix: i64) {
-        fs::write(&self.clock_file, unix.to_string()).expect("clock");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.url)
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("agent.db")).expect("db")
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |row| row.get(0)).expect("count")
-    }
-
-    fn marks(&self) -> i64 {
-        self.count("SELECT COUNT(*) FROM attendance_events")
-    }
-
-    fn security_events(&self, kind: &str) -> i64 {
-        self.db()
-            .query_row("SELECT COUNT(*) FROM security_events WHERE kind = ?1", [kind], |row| row.get(0))
-            .expect("count")
-    }
-
-    /// A teacher's browser, signed in.
-    fn teacher(&self, iin: &str) -> Client {
-        let client = browser(&self.dir.path());
-        let form = client.get(self.url("/login")).send().expect("login form").text().expect("body");
-        let response = client
-            .post(self.url("/login"))
-            .form(&[("login", iin), ("password", PASSWORD), ("csrf", &csrf_of(&form))])
-            .send()
-            .expect("login");
-        assert_eq!(response.status(), 303, "{}", response.text().unwrap_or_default());
-        client
-    }
-
-    /// The CSRF token of the teacher page.
-    fn csrf(&self, teacher: &Client) -> String {
-        csrf_of(&teacher.get(self.url("/teacher")).send().expect("teacher page").text().expect("body"))
-    }
-
-    fn open_lesson(&self, teacher: &Client, lesson: i64) {
-        let csrf = self.csrf(teacher);
-        let response = teacher
-            .post(self.url(&format!("/teacher/lessons/{lesson}/open")))
-            .form(&[("csrf", csrf)])
-            .send()
-            .expect("open");
-        assert_eq!(response.status(), 303);
-    }
-
-    /// What the projector shows now.
-    fn display(&self, teacher: &Client, lesson: i64) -> Value {
-        let response = teacher.get(self.url(&format!("/display/{lesson}/current"))).send().expect("current");
-        assert_eq!(response.status(), 200);
-        response.json().expect("json")
-    }
-
-    /// A phone bound to `iin` with a code from `student issue-code`.
-    fn bound_phone(&self, iin: &str) -> Client {
-        let phone = browser(&self.dir.path());
-        self.bind(&phone, iin);
-        phone
-    }
-
-    fn bind(&self, phone: &Client, iin: &str) {
-        let code = self.issue_code(iin);
-        let response = phone.post(self.url("/bind")).form(&[("iin", iin), ("code", code.as_str())]).send().expect("bind");
-        assert_eq!(response.status(), 200, "{}", response.text().unwrap_or_default());
-    }
-
-    fn issue_code(&self, iin: &str) -> String {
-        let output = run_with(AGENT, &self.dir.path(), &["student", "issue-code", iin], &[], None);
-        assert!(output.status.success(), "{:?}", text(&output));
-        text(&output).0.trim().to_owned()
-    }
-}
-
-fn csrf_of(html: &str) -> String {
-    let start = html.find("name=csrf value=\"").expect("csrf field") + "name=csrf value=\"".len();
-    html[start..].chars().take_while(|character| *character != '"').collect()
-}
-
-/// POSTs the scanned URL as the phone's page does; returns status and body.
-fn check_in(phone: &Client, url: &str) -> (u16, String) {
-    let response = phone.post(url).send().expect("check in");
-    (response.status().as_u16(), response.text().expect("body"))
-}
-
-fn reason_of(body: &str) -> String {
-    body.split("data-reason=\"").nth(1).map(|rest| rest.chars().take_while(|c| *c != '"').collect()).unwrap_or_default()
-}
+use kasip_tests::{browser, run_with, text};
 
 #[test]
 fn bind_then_check_in_confirms_and_a_repeat_is_idempotent() {
@@ -214,10 +20,19 @@ fn bind_then_check_in_confirms_and_a_repeat_is_idempotent() {
     college.open_lesson(&teacher, college.lesson_a);
     let shown = college.display(&teacher, college.lesson_a);
     let url = shown["url"].as_str().expect("url").to_owned();
-    assert!(url.starts_with(&format!("{}/c/{}.", college.server.url, college.lesson_a)), "{url}");
-    assert!(shown["qr_version"].as_i64().expect("version") <= 6, "QR version must be at most 6: {shown}");
+    assert!(
+        url.starts_with(&format!("{}/c/{}.", college.server.url, college.lesson_a)),
+        "{url}"
+    );
+    assert!(
+        shown["qr_version"].as_i64().expect("version") <= 6,
+        "QR version must be at most 6: {shown}"
+    );
     assert_eq!(shown["typed_code"].as_str().expect("code").len(), 6);
-    assert_eq!((shown["checked_in"].as_i64(), shown["expected"].as_i64()), (Some(0), Some(3)));
+    assert_eq!(
+        (shown["checked_in"].as_i64(), shown["expected"].as_i64()),
+        (Some(0), Some(3))
+    );
 
     let phone = college.bound_phone(&college.group_a[0]);
     // A GET alone records nothing: it only serves the page that posts.
@@ -235,7 +50,9 @@ fn bind_then_check_in_confirms_and_a_repeat_is_idempotent() {
     assert_eq!(college.marks(), 1);
     let (method, status): (String, String) = college
         .db()
-        .query_row("SELECT method, status FROM attendance_events", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row("SELECT method, status FROM attendance_events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .expect("mark");
     assert_eq!((method.as_str(), status.as_str()), ("qr_phone", "present"));
 
@@ -252,13 +69,20 @@ fn previous_step_is_accepted_and_two_steps_old_is_refused() {
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
     let start = lesson_start_plus_one_minute();
-    let old_url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let old_url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let first = college.bound_phone(&college.group_a[0]);
     let second = college.bound_phone(&college.group_a[1]);
 
     // 09:01:19 is the next 10-second step: the code shown at 09:01:00 still works.
     college.set_clock(start + 19);
-    assert_ne!(college.display(&teacher, college.lesson_a)["url"].as_str(), Some(old_url.as_str()), "the code rotated");
+    assert_ne!(
+        college.display(&teacher, college.lesson_a)["url"].as_str(),
+        Some(old_url.as_str()),
+        "the code rotated"
+    );
     let (status, body) = check_in(&first, &old_url);
     assert_eq!(status, 200, "{body}");
 
@@ -267,7 +91,10 @@ fn previous_step_is_accepted_and_two_steps_old_is_refused() {
     let (status, body) = check_in(&second, &old_url);
     assert_eq!(status, 410, "{body}");
     assert_eq!(reason_of(&body), "stale_token");
-    assert!(body.contains("Код устарел") || body.contains("expired") || body.contains("мерзімі"), "{body}");
+    assert!(
+        body.contains("Код устарел") || body.contains("expired") || body.contains("мерзімі"),
+        "{body}"
+    );
     assert_eq!(college.marks(), 1);
     assert_eq!(college.security_events("stale_token"), 1);
 }
@@ -277,9 +104,16 @@ fn forged_tag_is_refused_and_recorded() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let tag_start = url.rfind('.').expect("tag") + 1;
-    let flipped = if url[tag_start..].starts_with('A') { "B" } else { "A" };
+    let flipped = if url[tag_start..].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
     let forged = format!("{}{}{}", &url[..tag_start], flipped, &url[tag_start + 1..]);
     let phone = college.bound_phone(&college.group_a[0]);
     let (status, body) = check_in(&phone, &forged);
@@ -298,7 +132,10 @@ fn a_code_of_another_groups_lesson_is_refused() {
     let college = College::new(3);
     let teacher_b = college.teacher(TEACHER_B);
     college.open_lesson(&teacher_b, college.lesson_b);
-    let other_room = college.display(&teacher_b, college.lesson_b)["url"].as_str().expect("url").to_owned();
+    let other_room = college.display(&teacher_b, college.lesson_b)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let phone = college.bound_phone(&college.group_a[0]);
     let (status, body) = check_in(&phone, &other_room);
     assert_eq!(status, 403, "{body}");
@@ -312,9 +149,16 @@ fn a_closed_lesson_refuses_its_codes() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let csrf = college.csrf(&teacher);
-    let closed = teacher.post(college.url(&format!("/teacher/lessons/{}/close", college.lesson_a))).form(&[("csrf", csrf)]).send().expect("close");
+    let closed = teacher
+        .post(college.url(&format!("/teacher/lessons/{}/close", college.lesson_a)))
+        .form(&[("csrf", csrf)])
+        .send()
+        .expect("close");
     assert_eq!(closed.status(), 303);
     let phone = college.bound_phone(&college.group_a[0]);
     let (status, body) = check_in(&phone, &url);
@@ -328,11 +172,17 @@ fn an_unbound_phone_binds_and_its_scan_still_counts_after_the_code_rotates() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let phone = browser(&college.dir.path());
     let (status, body) = check_in(&phone, &url);
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("action=\"/bind\""), "the binding form is offered: {body}");
+    assert!(
+        body.contains("action=\"/bind\""),
+        "the binding form is offered: {body}"
+    );
     assert!(body.contains("name=intent"), "{body}");
     assert_eq!(college.marks(), 0);
     let intent: String = body
@@ -348,7 +198,11 @@ fn an_unbound_phone_binds_and_its_scan_still_counts_after_the_code_rotates() {
     let code = college.issue_code(&iin);
     let response = phone
         .post(college.url("/bind"))
-        .form(&[("iin", iin.as_str()), ("code", code.as_str()), ("intent", intent.as_str())])
+        .form(&[
+            ("iin", iin.as_str()),
+            ("code", code.as_str()),
+            ("intent", intent.as_str()),
+        ])
         .send()
         .expect("bind");
     assert_eq!(response.status(), 200);
@@ -367,7 +221,10 @@ fn one_phone_cannot_check_in_two_students() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let phone = college.bound_phone(&college.group_a[0]);
     assert_eq!(check_in(&phone, &url).0, 200);
     // The same phone (same identity cookie) rebinds to a classmate and tries again.
@@ -376,7 +233,10 @@ fn one_phone_cannot_check_in_two_students() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(reason_of(&body), "device_used_for_another_student");
     assert_eq!(college.marks(), 1);
-    assert_eq!(college.security_events("device_used_for_another_student"), 1);
+    assert_eq!(
+        college.security_events("device_used_for_another_student"),
+        1
+    );
 }
 
 #[test]
@@ -385,11 +245,20 @@ fn an_expelled_student_is_refused() {
     let phone = college.bound_phone(&college.group_a[0]);
     let students = college.dir.file("expel.csv");
     fs::write(&students, format!("iin;last_name;first_name;group;beneficiary;status;status_date\n{};Студент0;Әлия;ПО-21;да;отчислен;20.11.2026\n", college.group_a[0])).expect("csv");
-    let output = run_with(AGENT, &college.dir.path(), &["import", "students", students.to_str().expect("path")], &[], None);
+    let output = run_with(
+        AGENT,
+        &college.dir.path(),
+        &["import", "students", students.to_str().expect("path")],
+        &[],
+        None,
+    );
     assert!(output.status.success(), "{:?}", text(&output));
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let (status, body) = check_in(&phone, &url);
     assert_eq!(status, 403, "{body}");
     assert_eq!(reason_of(&body), "student_inactive");
@@ -401,14 +270,28 @@ fn a_typed_code_checks_in_as_qr_typed() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let code = college.display(&teacher, college.lesson_a)["typed_code"].as_str().expect("code").to_lowercase();
+    let code = college.display(&teacher, college.lesson_a)["typed_code"]
+        .as_str()
+        .expect("code")
+        .to_lowercase();
     let phone = college.bound_phone(&college.group_a[0]);
-    let response = phone.post(college.url("/c")).form(&[("code", code.as_str())]).send().expect("typed");
+    let response = phone
+        .post(college.url("/c"))
+        .form(&[("code", code.as_str())])
+        .send()
+        .expect("typed");
     assert_eq!(response.status(), 200);
     assert!(response.text().expect("body").contains("id=confirmation"));
-    let method: String = college.db().query_row("SELECT method FROM attendance_events", [], |row| row.get(0)).expect("mark");
+    let method: String = college
+        .db()
+        .query_row("SELECT method FROM attendance_events", [], |row| row.get(0))
+        .expect("mark");
     assert_eq!(method, "qr_typed");
-    let wrong = phone.post(college.url("/c")).form(&[("code", "YYYYYY")]).send().expect("typed");
+    let wrong = phone
+        .post(college.url("/c"))
+        .form(&[("code", "YYYYYY")])
+        .send()
+        .expect("typed");
     assert_eq!(wrong.status(), 403);
     assert_eq!(college.security_events("typed_code_unknown"), 1);
 }
@@ -420,46 +303,106 @@ fn manual_marks_only_from_the_lessons_own_teacher_with_csrf() {
     college.open_lesson(&teacher, college.lesson_a);
     let path = format!("/teacher/lessons/{}/marks", college.lesson_a);
     let student = college.group_a[2].clone();
-    let form = |csrf: &str| vec![("csrf", csrf.to_owned()), ("student", student.clone()), ("status", "present".to_owned()), ("reason", "camera broken".to_owned())];
+    let form = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("student", student.clone()),
+            ("status", "present".to_owned()),
+            ("reason", "camera broken".to_owned()),
+        ]
+    };
 
-    let anonymous = browser(&college.dir.path()).post(college.url(&path)).form(&form("x")).send().expect("post");
+    let anonymous = browser(&college.dir.path())
+        .post(college.url(&path))
+        .form(&form("x"))
+        .send()
+        .expect("post");
     assert_eq!(anonymous.status(), 401);
-    let no_csrf = teacher.post(college.url(&path)).form(&form("")).send().expect("post");
+    let no_csrf = teacher
+        .post(college.url(&path))
+        .form(&form(""))
+        .send()
+        .expect("post");
     assert_eq!(no_csrf.status(), 403);
     let other_teacher = college.teacher(TEACHER_B);
     let other_csrf = college.csrf(&other_teacher);
-    let wrong_teacher = other_teacher.post(college.url(&path)).form(&form(&other_csrf)).send().expect("post");
+    let wrong_teacher = other_teacher
+        .post(college.url(&path))
+        .form(&form(&other_csrf))
+        .send()
+        .expect("post");
     assert_eq!(wrong_teacher.status(), 403);
     assert_eq!(college.marks(), 0);
 
     let csrf = college.csrf(&teacher);
-    let accepted = teacher.post(college.url(&path)).form(&form(&csrf)).send().expect("post");
+    let accepted = teacher
+        .post(college.url(&path))
+        .form(&form(&csrf))
+        .send()
+        .expect("post");
     assert_eq!(accepted.status(), 303);
     let (method, marked_by, reason): (String, String, String) = college
         .db()
-        .query_row("SELECT method, marked_by, reason FROM attendance_events", [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row(
+            "SELECT method, marked_by, reason FROM attendance_events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
         .expect("mark");
-    assert_eq!((method.as_str(), marked_by.as_str(), reason.as_str()), ("manual", TEACHER_A, "camera broken"));
+    assert_eq!(
+        (method.as_str(), marked_by.as_str(), reason.as_str()),
+        ("manual", TEACHER_A, "camera broken")
+    );
     // A student of another group cannot be marked into this lesson.
-    let outsider = vec![("csrf", csrf.clone()), ("student", college.group_b[0].clone()), ("status", "present".to_owned()), ("reason", String::new())];
-    assert_eq!(teacher.post(college.url(&path)).form(&outsider).send().expect("post").status(), 403);
+    let outsider = vec![
+        ("csrf", csrf.clone()),
+        ("student", college.group_b[0].clone()),
+        ("status", "present".to_owned()),
+        ("reason", String::new()),
+    ];
+    assert_eq!(
+        teacher
+            .post(college.url(&path))
+            .form(&outsider)
+            .send()
+            .expect("post")
+            .status(),
+        403
+    );
 }
 
 #[test]
 fn staff_pages_need_a_session_and_the_right_lesson() {
     let college = College::new(3);
     let anonymous = browser(&college.dir.path());
-    let display = anonymous.get(college.url(&format!("/display/{}", college.lesson_a))).send().expect("get");
+    let display = anonymous
+        .get(college.url(&format!("/display/{}", college.lesson_a)))
+        .send()
+        .expect("get");
     assert_eq!(display.status(), 303);
-    let current = anonymous.get(college.url(&format!("/display/{}/current", college.lesson_a))).send().expect("get");
+    let current = anonymous
+        .get(college.url(&format!("/display/{}/current", college.lesson_a)))
+        .send()
+        .expect("get");
     assert_eq!(current.status(), 401);
-    let open = anonymous.post(college.url(&format!("/teacher/lessons/{}/open", college.lesson_a))).form(&[("csrf", "x")]).send().expect("post");
+    let open = anonymous
+        .post(college.url(&format!("/teacher/lessons/{}/open", college.lesson_a)))
+        .form(&[("csrf", "x")])
+        .send()
+        .expect("post");
     assert_eq!(open.status(), 401);
     let teacher_b = college.teacher(TEACHER_B);
-    let foreign = teacher_b.get(college.url(&format!("/display/{}/current", college.lesson_a))).send().expect("get");
+    let foreign = teacher_b
+        .get(college.url(&format!("/display/{}/current", college.lesson_a)))
+        .send()
+        .expect("get");
     assert_eq!(foreign.status(), 403);
     let csrf = college.csrf(&teacher_b);
-    let foreign_open = teacher_b.post(college.url(&format!("/teacher/lessons/{}/open", college.lesson_a))).form(&[("csrf", csrf)]).send().expect("post");
+    let foreign_open = teacher_b
+        .post(college.url(&format!("/teacher/lessons/{}/open", college.lesson_a)))
+        .form(&[("csrf", csrf)])
+        .send()
+        .expect("post");
     assert_eq!(foreign_open.status(), 403);
 }
 
@@ -468,10 +411,19 @@ fn sign_in_is_rate_limited() {
     let college = College::new(3);
     let client = browser(&college.dir.path());
     let attempt = |password: &str| {
-        let form = client.get(college.url("/login")).send().expect("form").text().expect("body");
+        let form = client
+            .get(college.url("/login"))
+            .send()
+            .expect("form")
+            .text()
+            .expect("body");
         client
             .post(college.url("/login"))
-            .form(&[("login", TEACHER_A), ("password", password), ("csrf", &csrf_of(&form))])
+            .form(&[
+                ("login", TEACHER_A),
+                ("password", password),
+                ("csrf", &csrf_of(&form)),
+            ])
             .send()
             .expect("login")
             .status()
@@ -480,12 +432,20 @@ fn sign_in_is_rate_limited() {
     for _ in 0..5 {
         assert_eq!(attempt("wrong password"), 401);
     }
-    assert_eq!(attempt(PASSWORD), 429, "locked even with the right password");
+    assert_eq!(
+        attempt(PASSWORD),
+        429,
+        "locked even with the right password"
+    );
     assert_eq!(college.security_events("login_failed"), 5);
     // A forged cross-site post (no CSRF cookie pairing) is refused before the password.
     let cross_site = browser(&college.dir.path())
         .post(college.url("/login"))
-        .form(&[("login", TEACHER_B), ("password", PASSWORD), ("csrf", "guess")])
+        .form(&[
+            ("login", TEACHER_B),
+            ("password", PASSWORD),
+            ("csrf", "guess"),
+        ])
         .send()
         .expect("login");
     assert_eq!(cross_site.status(), 403);
@@ -499,10 +459,22 @@ fn binding_codes_lock_after_five_wrong_guesses() {
     let phone = browser(&college.dir.path());
     let mut statuses = Vec::new();
     for guess in ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "DDDDDDDD", "EEEEEEEE"] {
-        statuses.push(phone.post(college.url("/bind")).form(&[("iin", iin.as_str()), ("code", guess)]).send().expect("bind").status().as_u16());
+        statuses.push(
+            phone
+                .post(college.url("/bind"))
+                .form(&[("iin", iin.as_str()), ("code", guess)])
+                .send()
+                .expect("bind")
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(statuses, [403, 403, 403, 403, 429]);
-    let right = phone.post(college.url("/bind")).form(&[("iin", iin.as_str()), ("code", code.as_str())]).send().expect("bind");
+    let right = phone
+        .post(college.url("/bind"))
+        .form(&[("iin", iin.as_str()), ("code", code.as_str())])
+        .send()
+        .expect("bind");
     assert_eq!(right.status(), 429, "the locked code no longer binds");
     assert_eq!(college.count("SELECT COUNT(*) FROM device_bindings"), 0);
 }
@@ -510,14 +482,23 @@ fn binding_codes_lock_after_five_wrong_guesses() {
 #[test]
 fn five_hundred_phones_checking_in_at_once_make_exactly_five_hundred_marks() {
     let college = College::new(500);
-    let output = run_with(AGENT, &college.dir.path(), &["student", "issue-code", "--group", "ПО-21"], &[], None);
+    let output = run_with(
+        AGENT,
+        &college.dir.path(),
+        &["student", "issue-code", "--group", "ПО-21"],
+        &[],
+        None,
+    );
     assert!(output.status.success(), "{:?}", text(&output));
     let codes: Vec<(String, String)> = text(&output)
         .0
         .lines()
         .map(|line| {
             let mut fields = line.split(';');
-            (fields.next().expect("iin").to_owned(), fields.next().expect("code").to_owned())
+            (
+                fields.next().expect("iin").to_owned(),
+                fields.next().expect("code").to_owned(),
+            )
         })
         .collect();
     assert_eq!(codes.len(), 500);
@@ -525,25 +506,49 @@ fn five_hundred_phones_checking_in_at_once_make_exactly_five_hundred_marks() {
         .iter()
         .map(|(iin, code)| {
             let phone = browser(&college.dir.path());
-            let response = phone.post(college.url("/bind")).form(&[("iin", iin.as_str()), ("code", code.as_str())]).send().expect("bind");
+            let response = phone
+                .post(college.url("/bind"))
+                .form(&[("iin", iin.as_str()), ("code", code.as_str())])
+                .send()
+                .expect("bind");
             assert_eq!(response.status(), 200);
             phone
         })
         .collect();
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = phones
             .chunks(10)
-            .map(|chunk| scope.spawn(|| chunk.iter().map(|phone| check_in(phone, &url).0).collect::<Vec<_>>()))
+            .map(|chunk| {
+                scope.spawn(|| {
+                    chunk
+                        .iter()
+                        .map(|phone| check_in(phone, &url).0)
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
-        handles.into_iter().flat_map(|handle| handle.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("thread"))
+            .collect()
     });
     assert_eq!(statuses.len(), 500);
-    assert!(statuses.iter().all(|status| *status == 200), "{:?}", statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>());
+    assert!(
+        statuses.iter().all(|status| *status == 200),
+        "{:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
     assert_eq!(college.marks(), 500);
-    assert_eq!(college.count("SELECT COUNT(DISTINCT student_iin) FROM attendance_events"), 500);
+    assert_eq!(
+        college.count("SELECT COUNT(DISTINCT student_iin) FROM attendance_events"),
+        500
+    );
     let verify = run_with(AGENT, &college.dir.path(), &["verify"], &[], None);
     assert!(verify.status.success(), "{:?}", text(&verify));
     assert!(text(&verify).0.contains("500 events"));
@@ -554,7 +559,10 @@ fn a_row_edited_behind_the_agents_back_fails_verify_at_that_row() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"].as_str().expect("url").to_owned();
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     for iin in &college.group_a {
         assert_eq!(check_in(&college.bound_phone(iin), &url).0, 200);
     }

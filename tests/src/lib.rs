@@ -16,7 +16,13 @@ pub fn run(binary: &str, data_dir: &Path, args: &[&str]) -> Output {
 }
 
 /// Like `run`, with extra environment variables and text on standard input.
-pub fn run_with(binary: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+pub fn run_with(
+    binary: &str,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
     use std::io::Write;
     let mut child = Command::new(binary)
         .arg("--data-dir")
@@ -34,7 +40,9 @@ pub fn run_with(binary: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str
         input.write_all(text.as_bytes()).expect("write stdin");
     }
     drop(input);
-    child.wait_with_output().unwrap_or_else(|error| panic!("cannot wait for {binary}: {error}"))
+    child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("cannot wait for {binary}: {error}"))
 }
 
 /// Text of a process's stdout and stderr, for assertions and failure messages.
@@ -61,7 +69,12 @@ impl Server {
     }
 
     /// Like `start`, with extra environment variables (e.g. the test clock).
-    pub fn start_with_env(binary: &str, data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+    pub fn start_with_env(
+        binary: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(binary)
             .arg("--data-dir")
             .arg(data_dir)
@@ -191,3 +204,4 @@ impl Default for TempDataDir {
     }
 }
 pub use reqwest;
+pub mod webdriver;

@@ -138,6 +138,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/ping", get(|| async { "pong\n" }))
         .route("/", get(staff::home))
         .route("/login", get(staff::login_form).post(staff::login))
         .route("/logout", post(staff::logout))
@@ -145,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/teacher/lessons/{id}/open", post(staff::open_lesson))
         .route("/teacher/lessons/{id}/close", post(staff::close_lesson))
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))
+        .route("/admin/binding-codes", post(staff::issue_binding_code))
         .route("/display/{id}", get(staff::display_page))
         .route("/display/{id}/current", get(staff::display_current))
         .route("/bind", get(phone::bind_form).post(phone::bind))

@@ -404,8 +404,19 @@ pub async fn teacher_page(
             expected = lesson.expected,
         ));
     }
+    let admin_tools = if member.role == Role::Admin {
+        format!(
+            "<h2>{codes}</h2><form method=post action=\"/admin/binding-codes\">{csrf_field}\
+             <input name=iin inputmode=numeric maxlength=12 placeholder=\"{iin}\" required><button>{issue}</button></form>",
+            codes = text(lang, "admin.binding_codes"),
+            iin = text(lang, "bind.iin"),
+            issue = text(lang, "admin.issue_code"),
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<h1>{title}</h1><p>{who}: {login}</p><table>{rows}</table>\
+        "<h1>{title}</h1><p>{who}: {login}</p><table>{rows}</table>{admin_tools}\
          <form method=post action=\"/logout\">{csrf_field}<button>{logout}</button></form>",
         title = text(lang, "teacher.title"),
         who = text(lang, "teacher.signed_in_as"),
@@ -718,4 +729,53 @@ h1{{font-size:5vh;margin:.5vh 0}}h2{{font-size:4vh;margin:.5vh 0;font-weight:500
         count_label = text(lang, "display.count"),
     );
     Html(page).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct IssueCodeForm {
+    #[serde(default)]
+    csrf: String,
+    iin: String,
+}
+
+/// Admin only: a one-time binding code for a student, shown once.
+pub async fn issue_binding_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<IssueCodeForm>,
+) -> Response {
+    let lang = language(None, &headers);
+    let Some((member, csrf)) = signed_in(&state, &headers).await else {
+        return unauthorised(lang);
+    };
+    if !constant_time_eq(&csrf, &form.csrf) {
+        return forbidden(lang, "staff.csrf");
+    }
+    if member.role != Role::Admin {
+        return forbidden(lang, "staff.not_yours");
+    }
+    let Ok(iin) = Iin::parse(form.iin.trim()) else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "bind.bad_iin")),
+        );
+    };
+    let now = state.now();
+    let issued = state
+        .with_db(move |store| {
+            accounts::issue_binding_code(store.connection(), &iin, now)
+                .map_err(|error| AgentError::Operation(error.to_string()))
+        })
+        .await;
+    match issued {
+        Ok(code) => message_page(
+            StatusCode::OK,
+            lang,
+            "admin.binding_codes",
+            &format!("<p>{}</p><p id=code style=\"font-size:2rem;font-family:monospace\">{code}</p><p><a href=\"/teacher\">←</a></p>", escape_html(&form.iin)),
+        ),
+        Err(error) => message_page(StatusCode::NOT_FOUND, lang, "error.title", &format!("<p class=bad>{}</p>", escape_html(&error.to_string()))),
+    }
 }

@@ -1,0 +1,236 @@
+//! Durable check-ins per second over HTTPS with 64 concurrent phones, against a trivial
+//! handler (`GET /ping`) on the same server in the same run.
+//!
+//! `cargo bench -p kasip-agent --bench checkin` (add `-- --students N` to change the load).
+//! Figures go to BENCHMARKS.md by hand, as ratios to the baseline measured here.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kasip_core::{Date, Iin, Sex};
+use kasip_tests::{run_with, text, Server, TempDataDir};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
+const CLIENTS: usize = 64;
+const TEACHER: &str = "850515400012";
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * fraction).round() as usize]
+}
+
+struct Run {
+    requests: usize,
+    ok: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn report(&self, label: &str) {
+        println!(
+            "{label:<28} {:>8} requests {:>8} ok  {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            self.requests,
+            self.ok,
+            self.rate(),
+            percentile(&self.latencies, 0.50).as_secs_f64() * 1000.0,
+            percentile(&self.latencies, 0.99).as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+/// Builds request `number` of client `index`.
+type MakeRequest =
+    Arc<dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// Runs `work(client_index, request_index)` from CLIENTS tasks, each with its own
+/// keep-alive HTTPS connection, `per_client` times.
+async fn load(clients: &[reqwest::Client], per_client: usize, request: MakeRequest) -> Run {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (index, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            let mut ok = 0;
+            for number in 0..per_client {
+                let sent = Instant::now();
+                let response = request(&client, index, number).send().await;
+                let success = match response {
+                    Ok(response) => {
+                        let status = response.status();
+                        let _ = response.bytes().await;
+                        status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(sent.elapsed());
+                ok += usize::from(success);
+            }
+            (latencies, ok)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut ok = 0;
+    for task in tasks {
+        let (task_latencies, task_ok) = task.await.expect("load task");
+        latencies.extend(task_latencies);
+        ok += task_ok;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Run {
+        requests: latencies.len(),
+        ok,
+        elapsed,
+        latencies,
+    }
+}
+
+fn main() {
+    let students: usize = std::env::args()
+        .skip_while(|argument| argument != "--students")
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(25_600);
+    let per_client = students / CLIENTS;
+    let students = per_client * CLIENTS;
+    let dir = TempDataDir::new();
+    let clock = dir.file("clock");
+    // 2026-11-23 09:01 in Almaty, a minute into the benchmark lesson.
+    let start = Date::new(2026, 11, 23).expect("date").days_since_epoch() * 86_400 + 4 * 3600 + 60;
+    std::fs::write(&clock, start.to_string()).expect("clock");
+    let clock_text = clock.display().to_string();
+    let env = [("KASIP_UNSAFE_CLOCK_FILE", clock_text.as_str())];
+    let agent = |args: &[&str]| {
+        let output = run_with(AGENT, &dir.path(), args, &env, None);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        text(&output).0
+    };
+    agent(&["init"]);
+    let teachers = dir.file("teachers.csv");
+    std::fs::write(
+        &teachers,
+        format!("iin;last_name;first_name\n{TEACHER};Жұмабаева;Әйгерім\n"),
+    )
+    .expect("csv");
+    agent(&["import", "teachers", teachers.to_str().expect("path")]);
+    let birth = Date::new(2006, 3, 15).expect("date");
+    let iins: Vec<String> = (0..=u16::MAX)
+        .flat_map(|serial| [Sex::Female, Sex::Male].map(|sex| (serial, sex)))
+        .filter_map(|(serial, sex)| {
+            Iin::from_parts(
+                birth.add_days(i64::from(serial / 10_000)),
+                sex,
+                serial % 10_000,
+            )
+        })
+        .map(|iin| iin.to_string())
+        .take(students)
+        .collect();
+    assert_eq!(iins.len(), students, "not enough distinct test IINs");
+    let mut csv = String::from("iin;last_name;first_name;group;beneficiary\n");
+    for (index, iin) in iins.iter().enumerate() {
+        let _ = writeln!(csv, "{iin};Студент{index};Әлия;BENCH;да");
+    }
+    let students_file = dir.file("students.csv");
+    std::fs::write(&students_file, csv).expect("csv");
+    agent(&["import", "students", students_file.to_str().expect("path")]);
+    let timetable = dir.file("timetable.csv");
+    std::fs::write(&timetable, format!("date;start;end;group;discipline;teacher_iin;site;room;mode\n2026-11-23;09:00;10:30;BENCH;Математика;{TEACHER};Главный корпус;101;offline\n")).expect("csv");
+    agent(&["import", "timetable", timetable.to_str().expect("path")]);
+    agent(&["lesson", "open", "1"]);
+    // Bindings are seeded directly: binding is not what this benchmark measures.
+    let credentials: Vec<String> = (0..students)
+        .map(|index| format!("bench-credential-{index:08}"))
+        .collect();
+    {
+        let mut database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
+        let transaction = database.transaction().expect("tx");
+        for (index, (iin, credential)) in iins.iter().zip(&credentials).enumerate() {
+            let hash = ring::digest::digest(&ring::digest::SHA256, credential.as_bytes());
+            transaction
+                .execute(
+                    "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at) VALUES (?1, ?2, ?3, 0)",
+                    rusqlite::params![hash.as_ref(), iin, format!("device-{index}")],
+                )
+                .expect("binding");
+        }
+        transaction.commit().expect("commit");
+    }
+    let qr_key: Vec<u8> = rusqlite::Connection::open(dir.path().join("agent.db"))
+        .expect("db")
+        .query_row(
+            "SELECT qr_key FROM lesson_openings WHERE lesson_id = 1",
+            [],
+            |row| row.get(0),
+        )
+        .expect("key");
+    let step = kasip_core::step_at(start, 10);
+    let token =
+        kasip_core::ClassroomToken::mint(&kasip_core::LessonKey::new(&qr_key), 1, step).to_string();
+
+    let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pem = std::fs::read(dir.path().join("tls.crt")).expect("cert");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clients: Vec<reqwest::Client> = (0..CLIENTS)
+        .map(|_| {
+            reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client")
+        })
+        .collect();
+    let base = server.url.clone();
+    println!("kasip-agent check-in benchmark: {students} students, {CLIENTS} concurrent HTTPS clients, loopback");
+    runtime.block_on(async {
+        // Warm up connections and the TLS sessions.
+        let ping_url = format!("{base}/ping");
+        let warm = Arc::new(move |client: &reqwest::Client, _: usize, _: usize| {
+            client.get(ping_url.clone())
+        });
+        load(&clients, 20, warm.clone()).await;
+        let baseline = load(&clients, per_client, warm).await;
+        baseline.report("trivial handler GET /ping");
+        let check_in_url = format!("{base}/c/{token}");
+        let credentials = Arc::new(credentials);
+        let check_ins = load(
+            &clients,
+            per_client,
+            Arc::new(
+                move |client: &reqwest::Client, index: usize, number: usize| {
+                    let credential = &credentials[index * per_client + number];
+                    client
+                        .post(check_in_url.clone())
+                        .header("cookie", format!("kasip_credential={credential}"))
+                },
+            ),
+        )
+        .await;
+        check_ins.report("durable check-in POST /c/…");
+        println!(
+            "check-in rate / trivial rate: {:.2}",
+            check_ins.rate() / baseline.rate()
+        );
+        let stored: i64 = rusqlite::Connection::open(dir.path().join("agent.db"))
+            .expect("db")
+            .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
+                row.get(0)
+            })
+            .expect("count");
+        println!("marks on disk: {stored} (2xx answers: {})", check_ins.ok);
+        assert_eq!(stored as usize, check_ins.ok, "every 2xx must be on disk");
+    });
+    let (exit, _) = server.stop_with("TERM");
+    assert!(exit.success());
+}

@@ -1,0 +1,272 @@
+//! Shared set-up for the classroom tests: a small college on a test clock, served over
+//! HTTPS, with helpers that act as a teacher's browser and as students' phones.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+
+use kasip_core::{Date, Iin, Sex};
+use kasip_tests::reqwest::blocking::Client;
+use kasip_tests::{browser, run_with, text, Server, TempDataDir};
+use serde_json::Value;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
+pub const TEACHER_A: &str = "850515400012";
+pub const TEACHER_B: &str = "791103300025";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// 2026-11-23 09:01 in Almaty (UTC+5): one minute into the 09:00 lessons.
+pub fn lesson_start_plus_one_minute() -> i64 {
+    Date::new(2026, 11, 23).expect("date").days_since_epoch() * 86_400 + (9 * 3600 + 60) - 5 * 3600
+}
+
+/// Valid IINs for test students (check digits computed by `Iin::from_parts`).
+pub fn student_iins(count: usize, first_serial: u16) -> Vec<String> {
+    let birth = Date::new(2006, 3, 15).expect("date");
+    let mut serial = first_serial;
+    let mut iins = Vec::new();
+    while iins.len() < count {
+        if let Some(iin) = Iin::from_parts(birth, Sex::Female, serial) {
+            iins.push(iin.to_string());
+        }
+        serial += 1;
+    }
+    iins
+}
+
+pub struct College {
+    pub dir: TempDataDir,
+    pub clock_file: PathBuf,
+    pub server: Server,
+    /// ПО-21 at 09:00, taught by teacher A.
+    pub lesson_a: i64,
+    /// ВТ-21 at 09:00, taught by teacher B.
+    pub lesson_b: i64,
+    pub group_a: Vec<String>,
+    pub group_b: Vec<String>,
+}
+
+impl College {
+    pub fn new(group_a_size: usize) -> College {
+        let dir = TempDataDir::new();
+        let clock_file = dir.file("clock");
+        fs::write(&clock_file, lesson_start_plus_one_minute().to_string()).expect("clock");
+        let clock = clock_file.display().to_string();
+        let env = [("KASIP_UNSAFE_CLOCK_FILE", clock.as_str())];
+        let agent = |args: &[&str], stdin: Option<&str>| {
+            let output = run_with(AGENT, &dir.path(), args, &env, stdin);
+            assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+            text(&output).0
+        };
+        agent(&["init"], None);
+        let teachers = dir.file("teachers.csv");
+        fs::write(&teachers, format!("iin;last_name;first_name\n{TEACHER_A};Жұмабаева;Әйгерім\n{TEACHER_B};Иванов;Сергей\n")).expect("csv");
+        agent(
+            &["import", "teachers", teachers.to_str().expect("path")],
+            None,
+        );
+        let group_a = student_iins(group_a_size, 1);
+        let group_b = student_iins(3, 9000);
+        let mut students = String::from("iin;last_name;first_name;group;beneficiary\n");
+        for (index, iin) in group_a.iter().enumerate() {
+            let _ = writeln!(students, "{iin};Студент{index};Әлия;ПО-21;да");
+        }
+        for (index, iin) in group_b.iter().enumerate() {
+            let _ = writeln!(students, "{iin};Оқушы{index};Дана;ВТ-21;да");
+        }
+        let students_file = dir.file("students.csv");
+        fs::write(&students_file, students).expect("csv");
+        agent(
+            &["import", "students", students_file.to_str().expect("path")],
+            None,
+        );
+        let timetable = dir.file("timetable.csv");
+        fs::write(
+            &timetable,
+            format!(
+                "date;start;end;group;discipline;teacher_iin;site;room;mode\n\
+                 2026-11-23;09:00;10:30;ПО-21;Математика;{TEACHER_A};Главный корпус;101;offline\n\
+                 2026-11-23;09:00;10:30;ВТ-21;Физика;{TEACHER_B};Главный корпус;102;offline\n"
+            ),
+        )
+        .expect("csv");
+        agent(
+            &["import", "timetable", timetable.to_str().expect("path")],
+            None,
+        );
+        agent(&["staff", "set-password", TEACHER_A], Some(PASSWORD));
+        agent(&["staff", "set-password", TEACHER_B], Some(PASSWORD));
+        let lessons: Value = serde_json::from_str(&agent(
+            &["lesson", "list", "--date", "2026-11-23", "--json"],
+            None,
+        ))
+        .expect("json");
+        let lesson_id = |group: &str| {
+            lessons
+                .as_array()
+                .expect("array")
+                .iter()
+                .find(|lesson| lesson["group"] == group)
+                .and_then(|lesson| lesson["id"].as_i64())
+                .expect("lesson")
+        };
+        let (lesson_a, lesson_b) = (lesson_id("ПО-21"), lesson_id("ВТ-21"));
+        let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
+        College {
+            dir,
+            clock_file,
+            server,
+            lesson_a,
+            lesson_b,
+            group_a,
+            group_b,
+        }
+    }
+
+    pub fn set_clock(&self, unix: i64) {
+        fs::write(&self.clock_file, unix.to_string()).expect("clock");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url)
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("agent.db")).expect("db")
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db()
+            .query_row(sql, [], |row| row.get(0))
+            .expect("count")
+    }
+
+    pub fn marks(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM attendance_events")
+    }
+
+    pub fn security_events(&self, kind: &str) -> i64 {
+        self.db()
+            .query_row(
+                "SELECT COUNT(*) FROM security_events WHERE kind = ?1",
+                [kind],
+                |row| row.get(0),
+            )
+            .expect("count")
+    }
+
+    /// A teacher's browser, signed in.
+    pub fn teacher(&self, iin: &str) -> Client {
+        let client = browser(&self.dir.path());
+        let form = client
+            .get(self.url("/login"))
+            .send()
+            .expect("login form")
+            .text()
+            .expect("body");
+        let response = client
+            .post(self.url("/login"))
+            .form(&[
+                ("login", iin),
+                ("password", PASSWORD),
+                ("csrf", &csrf_of(&form)),
+            ])
+            .send()
+            .expect("login");
+        assert_eq!(
+            response.status(),
+            303,
+            "{}",
+            response.text().unwrap_or_default()
+        );
+        client
+    }
+
+    /// The CSRF token of the teacher page.
+    pub fn csrf(&self, teacher: &Client) -> String {
+        csrf_of(
+            &teacher
+                .get(self.url("/teacher"))
+                .send()
+                .expect("teacher page")
+                .text()
+                .expect("body"),
+        )
+    }
+
+    pub fn open_lesson(&self, teacher: &Client, lesson: i64) {
+        let csrf = self.csrf(teacher);
+        let response = teacher
+            .post(self.url(&format!("/teacher/lessons/{lesson}/open")))
+            .form(&[("csrf", csrf)])
+            .send()
+            .expect("open");
+        assert_eq!(response.status(), 303);
+    }
+
+    /// What the projector shows now.
+    pub fn display(&self, teacher: &Client, lesson: i64) -> Value {
+        let response = teacher
+            .get(self.url(&format!("/display/{lesson}/current")))
+            .send()
+            .expect("current");
+        assert_eq!(response.status(), 200);
+        response.json().expect("json")
+    }
+
+    /// A phone bound to `iin` with a code from `student issue-code`.
+    pub fn bound_phone(&self, iin: &str) -> Client {
+        let phone = browser(&self.dir.path());
+        self.bind(&phone, iin);
+        phone
+    }
+
+    pub fn bind(&self, phone: &Client, iin: &str) {
+        let code = self.issue_code(iin);
+        let response = phone
+            .post(self.url("/bind"))
+            .form(&[("iin", iin), ("code", code.as_str())])
+            .send()
+            .expect("bind");
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            response.text().unwrap_or_default()
+        );
+    }
+
+    pub fn issue_code(&self, iin: &str) -> String {
+        let output = run_with(
+            AGENT,
+            &self.dir.path(),
+            &["student", "issue-code", iin],
+            &[],
+            None,
+        );
+        assert!(output.status.success(), "{:?}", text(&output));
+        text(&output).0.trim().to_owned()
+    }
+}
+
+pub fn csrf_of(html: &str) -> String {
+    let start = html.find("name=csrf value=\"").expect("csrf field") + "name=csrf value=\"".len();
+    html[start..]
+        .chars()
+        .take_while(|character| *character != '"')
+        .collect()
+}
+
+/// POSTs the scanned URL as the phone's page does; returns status and body.
+pub fn check_in(phone: &Client, url: &str) -> (u16, String) {
+    let response = phone.post(url).send().expect("check in");
+    (response.status().as_u16(), response.text().expect("body"))
+}
+
+pub fn reason_of(body: &str) -> String {
+    body.split("data-reason=\"")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(|c| *c != '"').collect())
+        .unwrap_or_default()
+}
