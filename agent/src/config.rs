@@ -354,6 +354,21 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_only_on_loopback() {
+        let config = |listen: &str| {
+            format!("[college]\nbin = \"090640001233\"\nname = \"X\"\n[server]\nlisten = \"{listen}\"\nplain_http = true\n")
+        };
+        assert!(Settings::parse(&config("127.0.0.1:8080")).is_ok());
+        let refused = Settings::parse(&config("0.0.0.0:8080")).expect_err("LAN plain HTTP");
+        assert!(refused.contains("loopback"), "{refused}");
+        let half = Settings::parse(
+            "[college]\nbin = \"090640001233\"\nname = \"X\"\n[server]\ntls_cert = \"/a.pem\"\n",
+        )
+        .expect_err("cert without key");
+        assert!(half.contains("together"), "{half}");
+    }
+
+    #[test]
     fn typos_and_bad_values_are_named() {
         let unknown = Settings::parse(
             "[college]\nbin = \"090640001233\"\nname = \"X\"\n[server]\nlisten_addr = \"x\"\n",
