@@ -264,3 +264,20 @@ pub fn summary(
 ) -> rusqlite::Result<Option<LessonSummary>> {
     Ok(summaries(connection, "WHERE l.id = ?1", &[&lesson_id], now, settings)?.pop())
 }
+
+/// What a confirmation page names: discipline, group, room. One indexed lookup, unlike
+/// `summary`, which counts the lesson's marks.
+pub fn label(
+    connection: &Connection,
+    lesson_id: i64,
+) -> rusqlite::Result<Option<(String, String, String)>> {
+    connection
+        .prepare_cached(
+            "SELECT l.discipline, g.code, CASE l.mode WHEN 'online' THEN 'online' ELSE l.room END
+             FROM lessons l JOIN study_groups g ON g.id = l.group_id WHERE l.id = ?1",
+        )?
+        .query_row([lesson_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()
+}

@@ -138,6 +138,59 @@ impl<'errors> RowCheck<'errors> {
     }
 }
 
+/// The name columns students and teachers share, parsed.
+pub(crate) struct Person {
+    pub iin: kasip_core::Iin,
+    pub last_name: String,
+    pub first_name: String,
+    pub middle_name: String,
+}
+
+/// Parses `iin`, `last_name`, `first_name` and `middle_name`, and flags an IIN already
+/// seen on an earlier row of the file. None if any of them is bad (each is recorded).
+pub(crate) fn read_person(
+    table: &table::Table,
+    row: &table::Row,
+    check: &mut RowCheck<'_>,
+    first_row_of: &mut std::collections::HashMap<kasip_core::Iin, usize>,
+) -> Option<Person> {
+    use kasip_core::{Iin, PersonName};
+    let iin = check.field("iin", table.value(row, "iin"), Iin::parse);
+    let last_name = check.field(
+        "last_name",
+        table.value(row, "last_name"),
+        PersonName::parse,
+    );
+    let first_name = check.field(
+        "first_name",
+        table.value(row, "first_name"),
+        PersonName::parse,
+    );
+    let middle_name = check.optional(
+        "middle_name",
+        table.value(row, "middle_name"),
+        PersonName::parse,
+    );
+    if let Some(iin) = iin {
+        if let Some(first_row) = first_row_of.insert(iin, row.number) {
+            check.fail(
+                "iin",
+                format!("{iin} is already on row {first_row} of this file"),
+            );
+            return None;
+        }
+    }
+    Some(Person {
+        iin: iin?,
+        last_name: last_name?.as_str().to_owned(),
+        first_name: first_name?.as_str().to_owned(),
+        middle_name: middle_name?
+            .as_ref()
+            .map_or("", PersonName::as_str)
+            .to_owned(),
+    })
+}
+
 /// Keeps error messages readable when a field holds 10,000 characters.
 fn shorten(raw: &str) -> String {
     const SHOWN: usize = 40;

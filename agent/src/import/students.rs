@@ -2,11 +2,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kasip_core::{parse_yes_no, Date, GroupCode, Iin, PersonName, StudentStatus};
+use kasip_core::{parse_yes_no, Date, GroupCode, Iin, StudentStatus};
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::table::{ColumnSpec, Table};
-use super::{ImportOptions, ImportReport, RowCheck, RowError};
+use super::{read_person, ImportOptions, ImportReport, RowCheck, RowError};
 use crate::store::unix_now;
 
 pub const COLUMNS: &[ColumnSpec] = &[
@@ -97,67 +97,25 @@ pub fn apply(
     let mut first_row_of: HashMap<Iin, usize> = HashMap::new();
     for row in &table.rows {
         let mut check = RowCheck::new(row.number, errors);
-        let iin = check.field("iin", table.value(row, "iin"), Iin::parse);
-        let last_name = check.field(
-            "last_name",
-            table.value(row, "last_name"),
-            PersonName::parse,
-        );
-        let first_name = check.field(
-            "first_name",
-            table.value(row, "first_name"),
-            PersonName::parse,
-        );
-        let middle_name = check.optional(
-            "middle_name",
-            table.value(row, "middle_name"),
-            PersonName::parse,
-        );
+        let person = read_person(table, row, &mut check, &mut first_row_of);
         let group = check.field("group", table.value(row, "group"), GroupCode::parse);
         let beneficiary = check.field("beneficiary", table.value(row, "beneficiary"), parse_yes_no);
         let status = check.field("status", table.value(row, "status"), StudentStatus::parse);
         let status_date =
             check.optional("status_date", table.value(row, "status_date"), Date::parse);
-        if let Some(iin) = iin {
-            if let Some(first_row) = first_row_of.insert(iin, row.number) {
-                check.fail(
-                    "iin",
-                    format!("{iin} is already on row {first_row} of this file"),
-                );
-            }
-        }
-        let (
-            Some(iin),
-            Some(last_name),
-            Some(first_name),
-            Some(middle_name),
-            Some(group),
-            Some(beneficiary),
-            Some(status),
-            Some(status_date),
-        ) = (
-            iin,
-            last_name,
-            first_name,
-            middle_name,
-            group,
-            beneficiary,
-            status,
-            status_date,
-        )
+        let (Some(person), Some(group), Some(beneficiary), Some(status), Some(status_date)) =
+            (person, group, beneficiary, status, status_date)
         else {
             continue;
         };
         if check.failed() {
             continue;
         }
+        let iin = person.iin;
         let incoming = StoredStudent {
-            last_name: last_name.as_str().to_owned(),
-            first_name: first_name.as_str().to_owned(),
-            middle_name: middle_name
-                .as_ref()
-                .map_or("", PersonName::as_str)
-                .to_owned(),
+            last_name: person.last_name,
+            first_name: person.first_name,
+            middle_name: person.middle_name,
             group_id: group_id(transaction, &group, &mut report)?,
             beneficiary,
             status: status.as_str().to_owned(),

@@ -2,11 +2,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kasip_core::{Iin, PersonName};
+use kasip_core::Iin;
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::table::{ColumnSpec, Table};
-use super::{ImportReport, RowCheck, RowError};
+use super::{read_person, ImportReport, RowCheck, RowError};
 
 pub const COLUMNS: &[ColumnSpec] = &[
     ColumnSpec {
@@ -40,39 +40,10 @@ pub fn apply(
     let mut first_row_of: HashMap<Iin, usize> = HashMap::new();
     for row in &table.rows {
         let mut check = RowCheck::new(row.number, errors);
-        let iin = check.field("iin", table.value(row, "iin"), Iin::parse);
-        let last_name = check.field(
-            "last_name",
-            table.value(row, "last_name"),
-            PersonName::parse,
-        );
-        let first_name = check.field(
-            "first_name",
-            table.value(row, "first_name"),
-            PersonName::parse,
-        );
-        let middle_name = check.optional(
-            "middle_name",
-            table.value(row, "middle_name"),
-            PersonName::parse,
-        );
-        if let Some(iin) = iin {
-            if let Some(first_row) = first_row_of.insert(iin, row.number) {
-                check.fail(
-                    "iin",
-                    format!("{iin} is already on row {first_row} of this file"),
-                );
-            }
-        }
-        let (Some(iin), Some(last_name), Some(first_name), Some(middle_name)) =
-            (iin, last_name, first_name, middle_name)
-        else {
+        let Some(person) = read_person(table, row, &mut check, &mut first_row_of) else {
             continue;
         };
-        if check.failed() {
-            continue;
-        }
-        let middle_name = middle_name.as_ref().map_or("", PersonName::as_str);
+        let iin = person.iin;
         let stored: Option<(String, String, String)> = transaction
             .query_row(
                 "SELECT last_name, first_name, middle_name FROM teachers WHERE iin = ?1",
@@ -80,11 +51,7 @@ pub fn apply(
                 |found| Ok((found.get(0)?, found.get(1)?, found.get(2)?)),
             )
             .optional()?;
-        let incoming = (
-            last_name.as_str().to_owned(),
-            first_name.as_str().to_owned(),
-            middle_name.to_owned(),
-        );
+        let incoming = (person.last_name, person.first_name, person.middle_name);
         match stored {
             Some(stored) if stored == incoming => report.unchanged += 1,
             Some(_) => {

@@ -146,6 +146,8 @@ CREATE TABLE attendance_events (
     row_hash     BLOB NOT NULL
 );
 CREATE INDEX attendance_by_lesson ON attendance_events(lesson_id, student_iin);
+-- "one device, one student per lesson" is checked on every check-in.
+CREATE INDEX attendance_by_lesson_device ON attendance_events(lesson_id, device_id);
 CREATE TRIGGER attendance_events_no_update BEFORE UPDATE ON attendance_events
 BEGIN SELECT RAISE(ABORT, 'attendance events are append-only'); END;
 CREATE TRIGGER attendance_events_no_delete BEFORE DELETE ON attendance_events

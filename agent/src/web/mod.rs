@@ -42,6 +42,9 @@ pub struct AppState {
     limiter: Arc<RateLimiter>,
     /// Check-in intents of phones that had to bind first: id → (token, seen fresh at).
     intents: Arc<Mutex<HashMap<String, (ClassroomToken, i64)>>>,
+    /// Discipline, group and room per lesson for confirmation pages: read once per lesson
+    /// instead of once per check-in (a timetable re-import shows after a restart).
+    lesson_labels: Arc<Mutex<HashMap<i64, (String, String, String)>>>,
     /// Base URL printed into classroom QR codes.
     public_url: Arc<String>,
     /// Cookies carry `Secure` when the agent speaks HTTPS.
@@ -64,6 +67,7 @@ impl AppState {
             clock,
             limiter: Arc::new(RateLimiter::default()),
             intents: Arc::new(Mutex::new(HashMap::new())),
+            lesson_labels: Arc::new(Mutex::new(HashMap::new())),
             public_url: Arc::new(public_url),
             secure_cookies,
         }

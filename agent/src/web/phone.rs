@@ -381,17 +381,31 @@ async fn answer_check_in(state: &AppState, lang: Lang, check_in: PhoneCheckIn) -
 }
 
 async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Response {
-    let settings = state.settings.clone();
-    let now = state.now();
     let lesson_id = accepted.lesson_id;
-    let lesson = state
-        .with_db(move |store| {
-            crate::lessons::summary(store.connection(), lesson_id, now, &settings)
-                .map_err(|source| AgentError::from(store.error(source)))
-        })
-        .await
-        .ok()
-        .flatten();
+    let cached = state
+        .lesson_labels
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&lesson_id)
+        .cloned();
+    let lesson = match cached {
+        Some(label) => Some(label),
+        None => state
+            .with_db(move |store| {
+                crate::lessons::label(store.connection(), lesson_id)
+                    .map_err(|source| AgentError::from(store.error(source)))
+            })
+            .await
+            .ok()
+            .flatten()
+            .inspect(|label| {
+                state
+                    .lesson_labels
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(lesson_id, label.clone());
+            }),
+    };
     let local_seconds = accepted.recorded_at + state.settings.timezone.offset_seconds();
     let time = format!(
         "{:02}:{:02}",
@@ -399,12 +413,12 @@ async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Respo
         local_seconds.rem_euclid(3600) / 60
     );
     let lesson_text = lesson
-        .map(|lesson| {
+        .map(|(discipline, group, room)| {
             format!(
                 "{} · {} · {}",
-                escape_html(&lesson.discipline),
-                escape_html(&lesson.group),
-                escape_html(&lesson.room)
+                escape_html(&discipline),
+                escape_html(&group),
+                escape_html(&room)
             )
         })
         .unwrap_or_default();

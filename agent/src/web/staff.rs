@@ -447,27 +447,44 @@ async fn authorise_lesson_action(
     }
 }
 
-pub async fn open_lesson(
-    State(state): State<AppState>,
-    Path(lesson_id): Path<i64>,
+/// Opening and closing a lesson differ only in the call and where the teacher goes next.
+#[derive(Clone, Copy)]
+enum LessonAction {
+    Open,
+    Close,
+}
+
+async fn act_on_lesson(
+    state: AppState,
+    lesson_id: i64,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    csrf: String,
+    action: LessonAction,
 ) -> Response {
-    let (member, _, lang) =
-        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
-            Ok(authorised) => authorised,
-            Err(response) => return response,
-        };
+    let (member, _, lang) = match authorise_lesson_action(&state, &headers, lesson_id, &csrf).await
+    {
+        Ok(authorised) => authorised,
+        Err(response) => return response,
+    };
     let now = state.now();
     let result = state
         .with_db(move |store| {
-            lessons::open(store.connection(), lesson_id, &member.login, now)
-                .map_err(|error| AgentError::Operation(error.to_string()))
+            let connection = store.connection();
+            match action {
+                LessonAction::Open => {
+                    lessons::open(connection, lesson_id, &member.login, now).map(drop)
+                }
+                LessonAction::Close => lessons::close(connection, lesson_id, &member.login, now),
+            }
+            .map_err(|error| AgentError::Operation(error.to_string()))
         })
         .await;
-    match result {
-        Ok(_) => Redirect::to(&format!("/display/{lesson_id}")).into_response(),
-        Err(error) => message_page(
+    match (result, action) {
+        (Ok(()), LessonAction::Open) => {
+            Redirect::to(&format!("/display/{lesson_id}")).into_response()
+        }
+        (Ok(()), LessonAction::Close) => Redirect::to("/teacher").into_response(),
+        (Err(error), _) => message_page(
             StatusCode::CONFLICT,
             lang,
             "error.title",
@@ -476,33 +493,22 @@ pub async fn open_lesson(
     }
 }
 
+pub async fn open_lesson(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    act_on_lesson(state, lesson_id, headers, form.csrf, LessonAction::Open).await
+}
+
 pub async fn close_lesson(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let (member, _, lang) =
-        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
-            Ok(authorised) => authorised,
-            Err(response) => return response,
-        };
-    let now = state.now();
-    let result = state
-        .with_db(move |store| {
-            lessons::close(store.connection(), lesson_id, &member.login, now)
-                .map_err(|error| AgentError::Operation(error.to_string()))
-        })
-        .await;
-    match result {
-        Ok(()) => Redirect::to("/teacher").into_response(),
-        Err(error) => message_page(
-            StatusCode::CONFLICT,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
-        ),
-    }
+    act_on_lesson(state, lesson_id, headers, form.csrf, LessonAction::Close).await
 }
 
 #[derive(Deserialize)]
