@@ -265,12 +265,11 @@ pub fn summary(
     Ok(summaries(connection, "WHERE l.id = ?1", &[&lesson_id], now, settings)?.pop())
 }
 
-/// What a confirmation page names: discipline, group, room. One indexed lookup, unlike
-/// `summary`, which counts the lesson's marks.
-pub fn label(
-    connection: &Connection,
-    lesson_id: i64,
-) -> rusqlite::Result<Option<(String, String, String)>> {
+/// Discipline, group code and room (or "online"): what a confirmation page names.
+pub type LessonLabel = (String, String, String);
+
+/// The lesson's label: one indexed lookup, unlike `summary`, which counts its marks.
+pub fn label(connection: &Connection, lesson_id: i64) -> rusqlite::Result<Option<LessonLabel>> {
     connection
         .prepare_cached(
             "SELECT l.discipline, g.code, CASE l.mode WHEN 'online' THEN 'online' ELSE l.room END

@@ -44,7 +44,7 @@ pub struct AppState {
     intents: Arc<Mutex<HashMap<String, (ClassroomToken, i64)>>>,
     /// Discipline, group and room per lesson for confirmation pages: read once per lesson
     /// instead of once per check-in (a timetable re-import shows after a restart).
-    lesson_labels: Arc<Mutex<HashMap<i64, (String, String, String)>>>,
+    lesson_labels: Arc<Mutex<HashMap<i64, crate::lessons::LessonLabel>>>,
     /// Base URL printed into classroom QR codes.
     public_url: Arc<String>,
     /// Cookies carry `Secure` when the agent speaks HTTPS.
