@@ -79,11 +79,8 @@ pub struct ChainWriter {
 impl ChainWriter {
     pub fn read_head(transaction: &Transaction<'_>) -> rusqlite::Result<Self> {
         let head: Option<(i64, Vec<u8>)> = transaction
-            .query_row(
-                "SELECT id, row_hash FROM attendance_events ORDER BY id DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            .prepare_cached("SELECT id, row_hash FROM attendance_events ORDER BY id DESC LIMIT 1")?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
         let (last_id, last_hash) = head.unwrap_or((0, GENESIS_HASH.to_vec()));
         Ok(Self { last_id, last_hash })
@@ -113,11 +110,12 @@ impl ChainWriter {
             ],
         );
         let row_hash = chain_hash(&self.last_hash, &canonical);
-        transaction.execute(
+        transaction.prepare_cached(
             "INSERT INTO attendance_events (id, lesson_id, student_iin, status, method, recorded_at,
                  device_id, token_step, marked_by, reason, corrects, prev_hash, row_hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            rusqlite::params![
+        )?
+        .execute(rusqlite::params![
                 id,
                 mark.lesson_id,
                 iin,
@@ -131,8 +129,7 @@ impl ChainWriter {
                 mark.corrects,
                 self.last_hash,
                 row_hash,
-            ],
-        )?;
+            ])?;
         self.last_id = id;
         self.last_hash = row_hash;
         Ok(id)

@@ -100,7 +100,8 @@ impl Store {
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 5000;",
+                 PRAGMA busy_timeout = 5000;
+                 PRAGMA cache_size = -32000;",
             )
             .map_err(sqlite_error)?;
         let mut store = Self {
