@@ -196,15 +196,7 @@ fn an_unbound_phone_binds_and_its_scan_still_counts_after_the_code_rotates() {
     college.set_clock(lesson_start_plus_one_minute() + 90);
     let iin = college.group_a[0].clone();
     let code = college.issue_code(&iin);
-    let response = phone
-        .post(college.url("/bind"))
-        .form(&[
-            ("iin", iin.as_str()),
-            ("code", code.as_str()),
-            ("intent", intent.as_str()),
-        ])
-        .send()
-        .expect("bind");
+    let response = college.post_bind(&phone, &iin, &code, Some(&intent));
     assert_eq!(response.status(), 200);
     assert!(response.text().expect("body").contains("id=confirmation"));
     assert_eq!(college.marks(), 1);
@@ -460,23 +452,52 @@ fn binding_codes_lock_after_five_wrong_guesses() {
     let mut statuses = Vec::new();
     for guess in ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "DDDDDDDD", "EEEEEEEE"] {
         statuses.push(
-            phone
-                .post(college.url("/bind"))
-                .form(&[("iin", iin.as_str()), ("code", guess)])
-                .send()
-                .expect("bind")
+            college
+                .post_bind(&phone, &iin, guess, None)
                 .status()
                 .as_u16(),
         );
     }
     assert_eq!(statuses, [403, 403, 403, 403, 429]);
-    let right = phone
-        .post(college.url("/bind"))
-        .form(&[("iin", iin.as_str()), ("code", code.as_str())])
-        .send()
-        .expect("bind");
+    let right = college.post_bind(&phone, &iin, &code, None);
     assert_eq!(right.status(), 429, "the locked code no longer binds");
     assert_eq!(college.count("SELECT COUNT(*) FROM device_bindings"), 0);
+}
+
+#[test]
+fn a_cross_site_binding_post_is_refused() {
+    let college = College::new(3);
+    let iin = college.group_a[0].clone();
+    let code = college.issue_code(&iin);
+    // A hostile page posts the attacker's IIN and code from the victim's browser: it
+    // cannot read or set the form's CSRF cookie, so the pair does not match.
+    let victim = browser(&college.dir.path());
+    let response = victim
+        .post(college.url("/bind"))
+        .form(&[
+            ("iin", iin.as_str()),
+            ("code", code.as_str()),
+            ("csrf", "guessed"),
+        ])
+        .send()
+        .expect("bind");
+    assert_eq!(response.status(), 403);
+    assert!(!response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|value| value
+            .to_str()
+            .unwrap_or("")
+            .starts_with("kasip_credential=")));
+    assert_eq!(college.count("SELECT COUNT(*) FROM device_bindings"), 0);
+    // The code is still good for the student's own phone.
+    assert_eq!(
+        college
+            .post_bind(&browser(&college.dir.path()), &iin, &code, None)
+            .status(),
+        200
+    );
 }
 
 #[test]
@@ -506,12 +527,7 @@ fn five_hundred_phones_checking_in_at_once_make_exactly_five_hundred_marks() {
         .iter()
         .map(|(iin, code)| {
             let phone = browser(&college.dir.path());
-            let response = phone
-                .post(college.url("/bind"))
-                .form(&[("iin", iin.as_str()), ("code", code.as_str())])
-                .send()
-                .expect("bind");
-            assert_eq!(response.status(), 200);
+            assert_eq!(college.post_bind(&phone, iin, code, None).status(), 200);
             phone
         })
         .collect();

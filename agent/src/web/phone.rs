@@ -31,7 +31,20 @@ fn lang_of(query: &LangQuery, headers: &HeaderMap) -> Lang {
     super::page::language(query.lang.as_deref(), headers)
 }
 
-fn bind_form_html(lang: Lang, intent: Option<&str>, error: Option<&str>) -> String {
+/// Cookie and hidden field pairing the binding form with the browser that loaded it, so
+/// a hostile site cannot bind a student's phone to the attacker's account (login CSRF).
+const BIND_CSRF_COOKIE: &str = "kasip_bind_csrf";
+
+/// The binding form as a page with `status`, an optional message above it, and a fresh
+/// double-submit CSRF token (cookie + hidden field).
+fn bind_page(
+    status: StatusCode,
+    lang: Lang,
+    intent: Option<&str>,
+    notice: Option<&str>,
+    secure: bool,
+) -> Response {
+    let csrf = random_token(24).unwrap_or_default();
     let intent_field = intent
         .map(|intent| {
             format!(
@@ -40,11 +53,11 @@ fn bind_form_html(lang: Lang, intent: Option<&str>, error: Option<&str>) -> Stri
             )
         })
         .unwrap_or_default();
-    let error = error
-        .map(|error| format!("<p class=bad>{error}</p>"))
+    let notice = notice
+        .map(|notice| format!("<p class=bad>{notice}</p>"))
         .unwrap_or_default();
-    format!(
-        "{error}<form method=post action=\"/bind\">{intent_field}\
+    let body = format!(
+        "{notice}<form method=post action=\"/bind\"><input type=hidden name=csrf value=\"{csrf}\">{intent_field}\
          <p><label>{iin}<br><input name=iin inputmode=numeric autocomplete=off maxlength=12 required></label></p>\
          <p><label>{code}<br><input name=code autocomplete=off maxlength=16 required></label></p>\
          <p><button>{submit}</button></p></form><p>{hint}</p>",
@@ -52,16 +65,27 @@ fn bind_form_html(lang: Lang, intent: Option<&str>, error: Option<&str>) -> Stri
         code = text(lang, "bind.code"),
         submit = text(lang, "bind.submit"),
         hint = text(lang, "bind.hint"),
-    )
+    );
+    let mut response = message_page(status, lang, "bind.title", &body);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(BIND_CSRF_COOKIE, &csrf, 3600, secure),
+    );
+    response
 }
 
-pub async fn bind_form(Query(query): Query<LangQuery>, headers: HeaderMap) -> Response {
+pub async fn bind_form(
+    State(state): State<AppState>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
     let lang = lang_of(&query, &headers);
-    message_page(
+    bind_page(
         StatusCode::OK,
         lang,
-        "bind.title",
-        &bind_form_html(lang, query.intent.as_deref(), None),
+        query.intent.as_deref(),
+        None,
+        state.secure_cookies,
     )
 }
 
@@ -70,6 +94,8 @@ pub struct BindForm {
     iin: String,
     code: String,
     intent: Option<String>,
+    #[serde(default)]
+    csrf: String,
 }
 
 enum BindOutcome {
@@ -87,17 +113,32 @@ pub async fn bind(
 ) -> Response {
     let lang = lang_of(&query, &headers);
     let now = state.now();
+    let csrf_ok = cookie(&headers, BIND_CSRF_COOKIE).is_some_and(|expected| {
+        !form.csrf.is_empty()
+            && expected.len() == form.csrf.len()
+            && expected
+                .bytes()
+                .zip(form.csrf.bytes())
+                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+                == 0
+    });
+    if !csrf_ok {
+        return bind_page(
+            StatusCode::FORBIDDEN,
+            lang,
+            form.intent.as_deref(),
+            Some(text(lang, "staff.csrf")),
+            state.secure_cookies,
+        );
+    }
     let limiter_key = format!("bind:{}", form.iin.trim());
     if state.limiter.is_locked(&limiter_key, now) {
-        return message_page(
+        return bind_page(
             StatusCode::TOO_MANY_REQUESTS,
             lang,
-            "bind.title",
-            &bind_form_html(
-                lang,
-                form.intent.as_deref(),
-                Some(text(lang, "bind.locked")),
-            ),
+            form.intent.as_deref(),
+            Some(text(lang, "bind.locked")),
+            state.secure_cookies,
         );
     }
     let existing_device = cookie(&headers, DEVICE_COOKIE);
@@ -175,41 +216,32 @@ pub async fn bind(
     let (credential, device) = match outcome {
         Ok(BindOutcome::Bound { credential, device }) => (credential, device),
         Ok(BindOutcome::BadIin) => {
-            return message_page(
+            return bind_page(
                 StatusCode::BAD_REQUEST,
                 lang,
-                "bind.title",
-                &bind_form_html(
-                    lang,
-                    form.intent.as_deref(),
-                    Some(text(lang, "bind.bad_iin")),
-                ),
+                form.intent.as_deref(),
+                Some(text(lang, "bind.bad_iin")),
+                state.secure_cookies,
             )
         }
         Ok(BindOutcome::WrongCode) => {
             state.limiter.record_failure(&limiter_key, now);
-            return message_page(
+            return bind_page(
                 StatusCode::FORBIDDEN,
                 lang,
-                "bind.title",
-                &bind_form_html(
-                    lang,
-                    form.intent.as_deref(),
-                    Some(text(lang, "bind.wrong_code")),
-                ),
+                form.intent.as_deref(),
+                Some(text(lang, "bind.wrong_code")),
+                state.secure_cookies,
             );
         }
         Ok(BindOutcome::Locked) => {
             state.limiter.record_failure(&limiter_key, now);
-            return message_page(
+            return bind_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 lang,
-                "bind.title",
-                &bind_form_html(
-                    lang,
-                    form.intent.as_deref(),
-                    Some(text(lang, "bind.locked")),
-                ),
+                form.intent.as_deref(),
+                Some(text(lang, "bind.locked")),
+                state.secure_cookies,
             );
         }
         Err(error) => return failure_page(lang, &error.to_string()),
@@ -331,17 +363,13 @@ async fn offer_binding(state: &AppState, lang: Lang, token: ClassroomToken) -> O
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .insert(intent.clone(), (token, now));
-    let body = format!(
-        "<p class=bad>{}</p>{}",
-        text(lang, "reject.device_not_bound"),
-        bind_form_html(lang, Some(&intent), None)
-    );
     // Not a security event: an unbound phone with a fresh code is a student's first scan.
-    Some(message_page(
+    Some(bind_page(
         StatusCode::FORBIDDEN,
         lang,
-        "bind.title",
-        &body,
+        Some(&intent),
+        Some(text(lang, "reject.device_not_bound")),
+        state.secure_cookies,
     ))
 }
 

@@ -222,13 +222,35 @@ impl College {
         phone
     }
 
+    /// Loads the binding form (its CSRF cookie and field) and posts it as a phone does.
+    pub fn post_bind(
+        &self,
+        phone: &Client,
+        iin: &str,
+        code: &str,
+        intent: Option<&str>,
+    ) -> kasip_tests::reqwest::blocking::Response {
+        let form = phone
+            .get(self.url("/bind"))
+            .send()
+            .expect("bind form")
+            .text()
+            .expect("body");
+        let csrf = csrf_of(&form);
+        let mut fields = vec![("iin", iin), ("code", code), ("csrf", csrf.as_str())];
+        if let Some(intent) = intent {
+            fields.push(("intent", intent));
+        }
+        phone
+            .post(self.url("/bind"))
+            .form(&fields)
+            .send()
+            .expect("bind")
+    }
+
     pub fn bind(&self, phone: &Client, iin: &str) {
         let code = self.issue_code(iin);
-        let response = phone
-            .post(self.url("/bind"))
-            .form(&[("iin", iin), ("code", code.as_str())])
-            .send()
-            .expect("bind");
+        let response = self.post_bind(phone, iin, &code, None);
         assert_eq!(
             response.status(),
             200,
