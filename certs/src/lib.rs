@@ -4,6 +4,7 @@
 //! keys and certificates; callers decide what to sign and where to send it.
 
 mod device_key;
+pub mod jws;
 pub mod tls;
 
 pub use device_key::{DeviceKey, KeyError, KEY_FILE_MODE};

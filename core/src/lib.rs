@@ -4,12 +4,14 @@
 //! HTTP, QR) becomes one of these types once, at the edge, and travels typed from there.
 
 pub mod attendance;
+pub mod canonical_json;
 pub mod date;
 pub mod iin;
 pub mod roster;
 pub mod token;
 
 pub use attendance::{MarkMethod, MarkStatus};
+pub use canonical_json::{to_canonical_json, CanonicalError};
 pub use date::{Date, DateError, Month, TimeOfDay};
 pub use iin::{Bin, IdError, Iin, Sex};
 pub use roster::{
