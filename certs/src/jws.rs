@@ -82,7 +82,7 @@ pub fn verify_compact(jws: &str, public_key: &[u8]) -> Result<VerifiedJws, JwsEr
     }
     let signing_input_length = header_part.len() + 1 + payload_part.len();
     UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(jws[..signing_input_length].as_bytes(), &signature)
+        .verify(&jws.as_bytes()[..signing_input_length], &signature)
         .map_err(|_| JwsError::BadSignature)?;
     Ok(VerifiedJws { header, payload })
 }
