@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kasip_core::{Bin, CollegeTimezone, Date, Iin};
+use kasip_core::{Bin, CollegeTimezone, Date, Iin, Month};
 
 use crate::staff::Role;
 
@@ -87,6 +87,18 @@ pub enum Command {
     Lesson(LessonCommand),
     /// Walk the attendance hash chain; names the first row that does not match
     Verify,
+    /// The 50% QR coverage rule for a month: college and groups, and who is not tracked
+    Coverage {
+        /// The month, YYYY-MM
+        #[arg(long, value_parser = parse_month)]
+        month: Month,
+        /// Only this group
+        #[arg(long, value_name = "CODE")]
+        group: Option<String>,
+        /// Print JSON (shape in the README) instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Staff accounts: add admins and curators, set passwords
     #[command(subcommand)]
     Staff(StaffCommand),
@@ -139,6 +151,10 @@ pub enum StudentCommand {
         #[arg(long, value_name = "CODE")]
         group: Option<String>,
     },
+}
+
+fn parse_month(text: &str) -> Result<Month, String> {
+    Month::parse(text).map_err(|error| error.to_string())
 }
 
 fn parse_date(text: &str) -> Result<Date, String> {
@@ -280,6 +296,9 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         }
         Command::Lesson(command) => commands::lesson(&data_dir, command),
         Command::Verify => commands::verify(&data_dir),
+        Command::Coverage { month, group, json } => {
+            commands::coverage(&data_dir, month, group.as_deref(), json)
+        }
         Command::Staff(command) => commands::staff(&data_dir, command),
         Command::Student(StudentCommand::IssueCode { iin, group }) => {
             for (iin, code, name) in

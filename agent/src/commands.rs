@@ -375,3 +375,63 @@ pub fn issue_binding_codes(
     store.close()?;
     Ok(codes)
 }
+
+fn per_mille_text(value: Option<u64>) -> String {
+    value.map_or_else(
+        || "—".to_owned(),
+        |value| format!("{}.{}%", value / 10, value % 10),
+    )
+}
+
+/// `kasip-agent coverage --month YYYY-MM [--group CODE] [--json]`.
+pub fn coverage(
+    data_dir: &DataDir,
+    month: kasip_core::Month,
+    group: Option<&str>,
+    json: bool,
+) -> Result<(), AgentError> {
+    let (settings, store) = open(data_dir)?;
+    let rules = crate::coverage::CoverageRules {
+        student_qr_share: settings.student_qr_share,
+        min_coverage: settings.min_coverage,
+        typed_code_counts_as_qr: settings.typed_code_counts_as_qr,
+    };
+    let report = crate::coverage::coverage_for_month(store.connection(), month, group, &rules)
+        .map_err(|source| AgentError::from(store.error(source)))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|error| AgentError::Operation(error.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!(
+        "coverage {} (a student is QR-tracked at ≥ {}‰ QR marks; the rule needs ≥ {}‰ tracked)",
+        report.month, report.student_qr_share_per_mille, report.min_coverage_per_mille
+    );
+    for scope in std::iter::once(&report.college).chain(&report.groups) {
+        println!(
+            "{:<10} {:>4}/{:<4} tracked  coverage {:>6}  QR marks {:>6} of {:<6} {}",
+            scope.scope,
+            scope.qr_tracked,
+            scope.beneficiaries,
+            per_mille_text(scope.coverage_per_mille),
+            per_mille_text(scope.qr_share_per_mille),
+            scope.present_marks,
+            if scope.holds {
+                "holds"
+            } else {
+                "BELOW THE RULE"
+            }
+        );
+    }
+    if !report.college.not_tracked.is_empty() {
+        println!("beneficiaries not QR-tracked:");
+        for student in &report.college.not_tracked {
+            println!(
+                "  {} {} ({}): {} QR of {} present",
+                student.iin, student.name, student.group, student.qr, student.present
+            );
+        }
+    }
+    Ok(())
+}

@@ -70,6 +70,24 @@ struct ConfigFile {
     qr: QrSection,
     #[serde(default)]
     lesson: LessonSection,
+    #[serde(default)]
+    coverage: CoverageSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CoverageSection {
+    min_coverage: f64,
+    student_qr_share: f64,
+}
+
+impl Default for CoverageSection {
+    fn default() -> Self {
+        Self {
+            min_coverage: 0.5,
+            student_qr_share: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +191,10 @@ pub struct Settings {
     pub typed_code_counts_as_qr: bool,
     pub late_after_mins: u32,
     pub auto_close_grace_mins: u32,
+    /// Share of a group's (or the college's) beneficiaries that must be QR-tracked.
+    pub min_coverage: kasip_core::PerMille,
+    /// Share of a student's present marks that must come from QR for them to be tracked.
+    pub student_qr_share: kasip_core::PerMille,
 }
 
 impl Settings {
@@ -241,7 +263,17 @@ impl Settings {
                 file.qr.period_secs
             ));
         }
+        let fraction = |key: &str, value: f64| {
+            kasip_core::PerMille::from_fraction(value).ok_or_else(|| {
+                format!("{key} is {value}; write a fraction from 0.0 to 1.0 such as 0.5")
+            })
+        };
+        let min_coverage = fraction("coverage.min_coverage", file.coverage.min_coverage)?;
+        let student_qr_share =
+            fraction("coverage.student_qr_share", file.coverage.student_qr_share)?;
         Ok(Self {
+            min_coverage,
+            student_qr_share,
             college_bin,
             college_name,
             timezone,
@@ -320,6 +352,14 @@ typed_code_counts_as_qr = true
 late_after_mins = 10
 # Minutes after a lesson's end after which an open lesson closes by itself. Default 15.
 auto_close_grace_mins = 15
+
+[coverage]
+# The pilot's rule: the share of beneficiaries who must be QR-tracked in a month, per
+# group and for the college. Default 0.5.
+min_coverage = 0.5
+# A student is QR-tracked in a month when at least this share of their present marks
+# came from QR (phone, kiosk, and typed codes if qr.typed_code_counts_as_qr). Default 0.5.
+student_qr_share = 0.5
 "#
     )
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod coverage;
 pub mod demo;
 pub mod error;
 pub mod i18n;

@@ -5,6 +5,7 @@
 
 pub mod attendance;
 pub mod canonical_json;
+pub mod coverage;
 pub mod date;
 pub mod iin;
 pub mod roster;
@@ -12,6 +13,7 @@ pub mod token;
 
 pub use attendance::{MarkMethod, MarkStatus};
 pub use canonical_json::{to_canonical_json, CanonicalError};
+pub use coverage::{coverage_of, PerMille, ScopeCoverage, StudentMonth};
 pub use date::{Date, DateError, Month, TimeOfDay};
 pub use iin::{Bin, IdError, Iin, Sex};
 pub use roster::{

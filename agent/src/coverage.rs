@@ -1,0 +1,167 @@
+//! Reading a month's marks into the coverage arithmetic of `kasip_core::coverage`.
+//!
+//! Who counts (design §5.5, issue "coverage rule"): beneficiaries active in the month.
+//! Expelled and deceased students count until their effective date, and only their
+//! marks before it; a student on academic leave from before the month does not count,
+//! one who went on leave during the month counts with the marks before the leave.
+
+use std::collections::HashMap;
+
+use kasip_core::{coverage_of, Date, Month, PerMille, ScopeCoverage, StudentMonth};
+use rusqlite::Connection;
+use serde::Serialize;
+
+/// The coverage report: the college and each group.
+#[derive(Debug, Serialize)]
+pub struct CoverageReport {
+    pub month: String,
+    pub student_qr_share_per_mille: u16,
+    pub min_coverage_per_mille: u16,
+    pub typed_code_counts_as_qr: bool,
+    pub college: ScopeCoverage,
+    pub groups: Vec<ScopeCoverage>,
+}
+
+/// Thresholds and what counts as QR.
+pub struct CoverageRules {
+    pub student_qr_share: PerMille,
+    pub min_coverage: PerMille,
+    pub typed_code_counts_as_qr: bool,
+}
+
+struct Beneficiary {
+    month: StudentMonth,
+    /// Marks on or after this date do not count (expelled, deceased, on leave).
+    counts_until: Option<Date>,
+}
+
+/// Computes coverage for `month`, optionally for one group only.
+pub fn coverage_for_month(
+    connection: &Connection,
+    month: Month,
+    group: Option<&str>,
+    rules: &CoverageRules,
+) -> rusqlite::Result<CoverageReport> {
+    let first_day = month.first_day();
+    let mut beneficiaries: HashMap<String, Beneficiary> = HashMap::new();
+    let mut statement = connection.prepare(
+        "SELECT s.iin, s.last_name || ' ' || s.first_name, g.code, s.status,
+                COALESCE(s.status_date,
+                         (SELECT effective_date FROM contingent_events c
+                          WHERE c.student_iin = s.iin ORDER BY c.id DESC LIMIT 1))
+         FROM students s JOIN study_groups g ON g.id = s.group_id
+         WHERE s.beneficiary = 1 AND (?1 IS NULL OR g.code = ?1)",
+    )?;
+    let rows = statement.query_map([group], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (iin, name, group_code, status, status_date) = row?;
+        let effective = status_date
+            .as_deref()
+            .and_then(|date| Date::parse(date).ok());
+        let counts_until = match status.as_str() {
+            "active" => None,
+            // Gone or on leave from the month's first day (or at an unknown date): not
+            // a beneficiary active in this month.
+            _ => match effective {
+                Some(date) if date > first_day => Some(date),
+                _ => continue,
+            },
+        };
+        beneficiaries.insert(
+            iin.clone(),
+            Beneficiary {
+                month: StudentMonth {
+                    iin,
+                    name,
+                    group: group_code,
+                    present: 0,
+                    qr: 0,
+                },
+                counts_until,
+            },
+        );
+    }
+    // The latest mark per lesson and student decides (a correction replaces the mark).
+    let mut marks = connection.prepare(
+        "SELECT e.student_iin, l.date, e.status, e.method
+         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+         WHERE l.date BETWEEN ?1 AND ?2
+           AND e.id = (SELECT MAX(x.id) FROM attendance_events x
+                       WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)",
+    )?;
+    let rows = marks.query_map(
+        [first_day.to_string(), month.last_day().to_string()],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        },
+    )?;
+    for row in rows {
+        let (iin, date, status, method) = row?;
+        let Some(beneficiary) = beneficiaries.get_mut(&iin) else {
+            continue;
+        };
+        let Ok(date) = Date::parse(&date) else {
+            continue;
+        };
+        if beneficiary.counts_until.is_some_and(|until| date >= until) {
+            continue;
+        }
+        if status != "present" && status != "late" {
+            continue;
+        }
+        beneficiary.month.present += 1;
+        let is_qr = match method.as_str() {
+            "qr_phone" | "qr_kiosk" => true,
+            "qr_typed" => rules.typed_code_counts_as_qr,
+            _ => false,
+        };
+        if is_qr {
+            beneficiary.month.qr += 1;
+        }
+    }
+    let mut students: Vec<StudentMonth> = beneficiaries
+        .into_values()
+        .map(|beneficiary| beneficiary.month)
+        .collect();
+    students.sort_by(|left, right| {
+        (&left.group, &left.name, &left.iin).cmp(&(&right.group, &right.name, &right.iin))
+    });
+    let all: Vec<&StudentMonth> = students.iter().collect();
+    let college = coverage_of("college", &all, rules.student_qr_share, rules.min_coverage);
+    let mut group_codes: Vec<&str> = students
+        .iter()
+        .map(|student| student.group.as_str())
+        .collect();
+    group_codes.dedup();
+    let groups = group_codes
+        .into_iter()
+        .map(|code| {
+            let members: Vec<&StudentMonth> = students
+                .iter()
+                .filter(|student| student.group == code)
+                .collect();
+            coverage_of(code, &members, rules.student_qr_share, rules.min_coverage)
+        })
+        .collect();
+    Ok(CoverageReport {
+        month: month.to_string(),
+        student_qr_share_per_mille: rules.student_qr_share.thousandths(),
+        min_coverage_per_mille: rules.min_coverage.thousandths(),
+        typed_code_counts_as_qr: rules.typed_code_counts_as_qr,
+        college,
+        groups,
+    })
+}
