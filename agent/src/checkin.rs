@@ -17,6 +17,7 @@ use crate::attendance::{ChainWriter, NewMark};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::lessons::open_lesson_at;
+use crate::staff::Role;
 use crate::store::Store;
 
 /// Most requests decided in one transaction: bounds the latency a burst adds.
@@ -87,6 +88,16 @@ pub struct ManualMark {
     pub status: MarkStatus,
     pub reason: String,
     pub marker: crate::staff::StaffMember,
+    /// An admin's reason for letting this mark take the group below the coverage rule.
+    pub override_reason: Option<String>,
+}
+
+/// A stored manual mark, and the coverage warning the teacher must see, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualAccepted {
+    pub event_id: i64,
+    /// (coverage before, after) in thousandths when the mark took the group below the rule.
+    pub below_rule: Option<(Option<u64>, Option<u64>)>,
 }
 
 /// Why a manual mark was refused.
@@ -97,6 +108,17 @@ pub enum ManualRefusal {
     NotYourLesson,
     NotInGroup,
     ReasonRequired,
+    /// Would take the group from `before` to `after` (thousandths), below the rule; only
+    /// an admin with a reason may (policy require-override).
+    NeedsOverride {
+        before: Option<u64>,
+        after: Option<u64>,
+    },
+    /// Would take the group below the rule; refused (policy block).
+    Blocked {
+        before: Option<u64>,
+        after: Option<u64>,
+    },
 }
 
 /// An accepted check-in: new or a repeat of an earlier one.
@@ -117,7 +139,7 @@ pub struct WriteFailure(pub String);
 
 pub type CheckInResult = Result<Result<Accepted, Rejection>, WriteFailure>;
 
-pub type ManualResult = Result<Result<i64, ManualRefusal>, WriteFailure>;
+pub type ManualResult = Result<Result<ManualAccepted, ManualRefusal>, WriteFailure>;
 
 enum Request {
     Phone(PhoneCheckIn, oneshot::Sender<CheckInResult>),
@@ -126,7 +148,7 @@ enum Request {
 
 enum Answer {
     Phone(Result<Accepted, Rejection>),
-    Manual(Result<i64, ManualRefusal>),
+    Manual(Result<ManualAccepted, ManualRefusal>),
 }
 
 impl Request {
@@ -267,6 +289,7 @@ fn decide_group(
                     &transaction,
                     &mut chain,
                     mark,
+                    settings,
                     now,
                 )?));
             }
@@ -446,9 +469,9 @@ fn decide_manual(
     transaction: &Transaction<'_>,
     chain: &mut ChainWriter,
     mark: &ManualMark,
+    settings: &Settings,
     now: i64,
-) -> rusqlite::Result<Result<i64, ManualRefusal>> {
-    use crate::staff::Role;
+) -> rusqlite::Result<Result<ManualAccepted, ManualRefusal>> {
     if mark.reason.trim().is_empty() && mark.status != MarkStatus::Present {
         return Ok(Err(ManualRefusal::ReasonRequired));
     }
@@ -488,6 +511,25 @@ fn decide_manual(
     if student_group != Some(group_id) {
         return Ok(Err(ManualRefusal::NotInGroup));
     }
+    let gate = coverage_gate(transaction, mark, settings)?;
+    let below_rule = match (gate, settings.coverage_policy) {
+        (None, _) => None,
+        (Some((before, after)), crate::coverage::CoveragePolicy::Warn) => Some((before, after)),
+        (Some((before, after)), crate::coverage::CoveragePolicy::Block) => {
+            return Ok(Err(ManualRefusal::Blocked { before, after }));
+        }
+        (Some((before, after)), crate::coverage::CoveragePolicy::RequireOverride) => {
+            let overridden = mark.marker.role == Role::Admin
+                && mark
+                    .override_reason
+                    .as_deref()
+                    .is_some_and(|reason| !reason.trim().is_empty());
+            if !overridden {
+                return Ok(Err(ManualRefusal::NeedsOverride { before, after }));
+            }
+            Some((before, after))
+        }
+    };
     let previous: Option<i64> = transaction
         .prepare_cached(
             "SELECT MAX(id) FROM attendance_events WHERE lesson_id = ?1 AND student_iin = ?2",
@@ -511,5 +553,82 @@ fn decide_manual(
             corrects: previous,
         },
     )?;
-    Ok(Ok(event_id))
+    if let (Some((before, after)), Some(reason)) = (below_rule, mark.override_reason.as_deref()) {
+        if mark.marker.role == Role::Admin && !reason.trim().is_empty() {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO coverage_overrides (event_id, admin_login, reason, coverage_before, coverage_after, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(rusqlite::params![
+                    event_id,
+                    mark.marker.login,
+                    reason.trim(),
+                    before.map(|value| value as i64),
+                    after.map(|value| value as i64),
+                    now
+                ])?;
+        }
+    }
+    Ok(Ok(ManualAccepted {
+        event_id,
+        below_rule,
+    }))
+}
+
+/// Whether this manual mark would take its group from holding the coverage rule to
+/// breaking it for the lesson's month so far: Some((before, after)) in thousandths.
+fn coverage_gate(
+    transaction: &Transaction<'_>,
+    mark: &ManualMark,
+    settings: &Settings,
+) -> rusqlite::Result<Option<(Option<u64>, Option<u64>)>> {
+    let (date, group): (String, String) = transaction
+        .prepare_cached(
+            "SELECT l.date, g.code FROM lessons l JOIN study_groups g ON g.id = l.group_id WHERE l.id = ?1",
+        )?
+        .query_row([mark.lesson_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let Ok(date) = kasip_core::Date::parse(&date) else {
+        return Ok(None);
+    };
+    let rules = settings.coverage_rules();
+    let before =
+        crate::coverage::student_months(transaction, date.calendar_month(), Some(&group), &rules)?;
+    let iin = mark.student_iin.as_string();
+    let Some(position) = before.iter().position(|student| student.iin == iin) else {
+        return Ok(None); // not a beneficiary this month: the rule does not see the mark
+    };
+    let replaced: Option<(String, String)> = transaction
+        .prepare_cached(
+            "SELECT status, method FROM attendance_events WHERE lesson_id = ?1 AND student_iin = ?2
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(rusqlite::params![mark.lesson_id, iin], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let mut after = before.clone();
+    let student = &mut after[position];
+    if let Some((status, method)) = replaced {
+        if status == "present" || status == "late" {
+            student.present = student.present.saturating_sub(1);
+            if crate::coverage::is_qr_method(&method, &rules) {
+                student.qr = student.qr.saturating_sub(1);
+            }
+        }
+    }
+    if matches!(mark.status, MarkStatus::Present | MarkStatus::Late) {
+        student.present += 1;
+    }
+    let coverage = |students: &[kasip_core::StudentMonth]| {
+        kasip_core::coverage_of(
+            &group,
+            &students.iter().collect::<Vec<_>>(),
+            rules.student_qr_share,
+            rules.min_coverage,
+        )
+    };
+    let (before, after) = (coverage(&before), coverage(&after));
+    Ok((before.holds && !after.holds)
+        .then_some((before.coverage_per_mille, after.coverage_per_mille)))
 }

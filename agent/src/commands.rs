@@ -391,11 +391,7 @@ pub fn coverage(
     json: bool,
 ) -> Result<(), AgentError> {
     let (settings, store) = open(data_dir)?;
-    let rules = crate::coverage::CoverageRules {
-        student_qr_share: settings.student_qr_share,
-        min_coverage: settings.min_coverage,
-        typed_code_counts_as_qr: settings.typed_code_counts_as_qr,
-    };
+    let rules = settings.coverage_rules();
     let report = crate::coverage::coverage_for_month(store.connection(), month, group, &rules)
         .map_err(|source| AgentError::from(store.error(source)))?;
     if json {

@@ -79,6 +79,7 @@ struct ConfigFile {
 struct CoverageSection {
     min_coverage: f64,
     student_qr_share: f64,
+    policy: String,
 }
 
 impl Default for CoverageSection {
@@ -86,6 +87,7 @@ impl Default for CoverageSection {
         Self {
             min_coverage: 0.5,
             student_qr_share: 0.5,
+            policy: "require-override".to_owned(),
         }
     }
 }
@@ -195,6 +197,19 @@ pub struct Settings {
     pub min_coverage: kasip_core::PerMille,
     /// Share of a student's present marks that must come from QR for them to be tracked.
     pub student_qr_share: kasip_core::PerMille,
+    /// What a manual mark that would break the rule for its group needs.
+    pub coverage_policy: crate::coverage::CoveragePolicy,
+}
+
+impl Settings {
+    /// The coverage thresholds and what counts as QR.
+    pub fn coverage_rules(&self) -> crate::coverage::CoverageRules {
+        crate::coverage::CoverageRules {
+            student_qr_share: self.student_qr_share,
+            min_coverage: self.min_coverage,
+            typed_code_counts_as_qr: self.typed_code_counts_as_qr,
+        }
+    }
 }
 
 impl Settings {
@@ -271,9 +286,17 @@ impl Settings {
         let min_coverage = fraction("coverage.min_coverage", file.coverage.min_coverage)?;
         let student_qr_share =
             fraction("coverage.student_qr_share", file.coverage.student_qr_share)?;
+        let coverage_policy = crate::coverage::CoveragePolicy::parse(file.coverage.policy.trim())
+            .ok_or_else(|| {
+            format!(
+                "coverage.policy is '{}'; write warn, require-override or block",
+                file.coverage.policy
+            )
+        })?;
         Ok(Self {
             min_coverage,
             student_qr_share,
+            coverage_policy,
             college_bin,
             college_name,
             timezone,
@@ -360,6 +383,10 @@ min_coverage = 0.5
 # A student is QR-tracked in a month when at least this share of their present marks
 # came from QR (phone, kiosk, and typed codes if qr.typed_code_counts_as_qr). Default 0.5.
 student_qr_share = 0.5
+# A manual mark that would take its group below min_coverage for the month so far:
+# "warn" accepts it and says so; "require-override" (default) needs an admin's override
+# with a reason, recorded and sent to the registry; "block" refuses it.
+policy = "require-override"
 "#
     )
 }

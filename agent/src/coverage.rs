@@ -22,6 +22,38 @@ pub struct CoverageReport {
     pub groups: Vec<ScopeCoverage>,
 }
 
+/// What happens to a manual mark that would take its group below the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoveragePolicy {
+    /// Accept it and tell the teacher.
+    Warn,
+    /// Accept it only with an admin's override and reason (audited).
+    RequireOverride,
+    /// Refuse it.
+    Block,
+}
+
+impl CoveragePolicy {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "warn" => Some(Self::Warn),
+            "require-override" => Some(Self::RequireOverride),
+            "block" => Some(Self::Block),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a method counts as QR under these rules.
+pub fn is_qr_method(method: &str, rules: &CoverageRules) -> bool {
+    match method {
+        "qr_phone" | "qr_kiosk" => true,
+        "qr_typed" => rules.typed_code_counts_as_qr,
+        _ => false,
+    }
+}
+
 /// Thresholds and what counts as QR.
 pub struct CoverageRules {
     pub student_qr_share: PerMille,
@@ -35,13 +67,13 @@ struct Beneficiary {
     counts_until: Option<Date>,
 }
 
-/// Computes coverage for `month`, optionally for one group only.
-pub fn coverage_for_month(
+/// Each active beneficiary's month (optionally of one group), sorted by group and name.
+pub fn student_months(
     connection: &Connection,
     month: Month,
     group: Option<&str>,
     rules: &CoverageRules,
-) -> rusqlite::Result<CoverageReport> {
+) -> rusqlite::Result<Vec<StudentMonth>> {
     let first_day = month.first_day();
     let mut beneficiaries: HashMap<String, Beneficiary> = HashMap::new();
     let mut statement = connection.prepare(
@@ -123,12 +155,7 @@ pub fn coverage_for_month(
             continue;
         }
         beneficiary.month.present += 1;
-        let is_qr = match method.as_str() {
-            "qr_phone" | "qr_kiosk" => true,
-            "qr_typed" => rules.typed_code_counts_as_qr,
-            _ => false,
-        };
-        if is_qr {
+        if is_qr_method(&method, rules) {
             beneficiary.month.qr += 1;
         }
     }
@@ -139,6 +166,17 @@ pub fn coverage_for_month(
     students.sort_by(|left, right| {
         (&left.group, &left.name, &left.iin).cmp(&(&right.group, &right.name, &right.iin))
     });
+    Ok(students)
+}
+
+/// Computes coverage for `month`, optionally for one group only.
+pub fn coverage_for_month(
+    connection: &Connection,
+    month: Month,
+    group: Option<&str>,
+    rules: &CoverageRules,
+) -> rusqlite::Result<CoverageReport> {
+    let students = student_months(connection, month, group, rules)?;
     let all: Vec<&StudentMonth> = students.iter().collect();
     let college = coverage_of("college", &all, rules.student_qr_share, rules.min_coverage);
     let mut group_codes: Vec<&str> = students

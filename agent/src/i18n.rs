@@ -343,6 +343,12 @@ const CATALOG: &[(&str, &str, &str, &str)] = &[
         "Give a reason.",
     ),
     ("display.typed", "Код:", "Код:", "Code:"),
+    ("mark.override_reason", "Ережеден ауытқу себебі (әкімші)", "Причина исключения из правила (админ)", "Reason to override the rule (admin)"),
+    ("mark.group_coverage", "Топтың QR қамтуы", "QR-охват группы", "Group QR coverage"),
+    ("mark.saved", "Белгі сақталды", "Отметка сохранена", "Mark saved"),
+    ("mark.below_rule_warning", "Назар аударыңыз: бұл қолмен қойылған белгі топты QR қамту ережесінен төмен түсірді.", "Внимание: эта ручная отметка опустила группу ниже правила QR-охвата.", "Warning: this manual mark took the group below the QR coverage rule."),
+    ("mark.needs_override", "Бұл қолмен қойылған белгі топты QR қамту ережесінен төмен түсіреді. Оны тек себебін көрсетіп әкімші қоя алады.", "Эта ручная отметка опустит группу ниже правила QR-охвата. Поставить её может только администратор, указав причину.", "This manual mark would take the group below the QR coverage rule. Only an admin can make it, with a reason."),
+    ("mark.blocked", "Бұл қолмен қойылған белгі топты QR қамту ережесінен төмен түсіреді және колледж саясаты бойынша қабылданбайды.", "Эта ручная отметка опустит группу ниже правила QR-охвата и по политике колледжа не принимается.", "This manual mark would take the group below the QR coverage rule and the college's policy refuses it."),
     (
         "admin.binding_codes",
         "Телефонды байланыстыру кодтары",

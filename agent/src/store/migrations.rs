@@ -152,6 +152,20 @@ CREATE TRIGGER attendance_events_no_update BEFORE UPDATE ON attendance_events
 BEGIN SELECT RAISE(ABORT, 'attendance events are append-only'); END;
 CREATE TRIGGER attendance_events_no_delete BEFORE DELETE ON attendance_events
 BEGIN SELECT RAISE(ABORT, 'attendance events are append-only'); END;
+-- An admin's decision to let a manual mark take a group below the coverage rule.
+CREATE TABLE coverage_overrides (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES attendance_events(id),
+    admin_login     TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    coverage_before INTEGER NOT NULL,
+    coverage_after  INTEGER NOT NULL,
+    at              INTEGER NOT NULL
+);
+CREATE TRIGGER coverage_overrides_no_update BEFORE UPDATE ON coverage_overrides
+BEGIN SELECT RAISE(ABORT, 'coverage overrides are append-only'); END;
+CREATE TRIGGER coverage_overrides_no_delete BEFORE DELETE ON coverage_overrides
+BEGIN SELECT RAISE(ABORT, 'coverage overrides are append-only'); END;
 CREATE TABLE security_events (
     id          INTEGER PRIMARY KEY,
     at          INTEGER NOT NULL,

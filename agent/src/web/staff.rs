@@ -383,7 +383,12 @@ pub async fn teacher_page(
                 "<form method=post action=\"/teacher/lessons/{id}/marks\">{csrf_field}<select name=student>{options}</select>\
                  <select name=status><option value=present>{present}</option><option value=late>{late}</option>\
                  <option value=absent>{absent}</option><option value=excused>{excused}</option></select>\
-                 <input name=reason placeholder=\"{reason}\" maxlength=200><button>{save}</button></form>",
+                 <input name=reason placeholder=\"{reason}\" maxlength=200>{override_field}<button>{save}</button></form>",
+                override_field = if member.role == Role::Admin {
+                    format!("<input name=override_reason placeholder=\"{}\" maxlength=200>", text(lang, "mark.override_reason"))
+                } else {
+                    String::new()
+                },
                 id = lesson.id,
                 present = text(lang, "mark.present"),
                 late = text(lang, "mark.late"),
@@ -519,6 +524,9 @@ pub struct ManualMarkForm {
     status: String,
     #[serde(default)]
     reason: String,
+    /// An admin's reason to let the mark take the group below the coverage rule.
+    #[serde(default)]
+    override_reason: String,
 }
 
 pub async fn manual_mark(
@@ -556,15 +564,62 @@ pub async fn manual_mark(
         status,
         reason: form.reason,
         marker: member,
+        override_reason: Some(form.override_reason).filter(|reason| !reason.trim().is_empty()),
+    };
+    let percent = |per_mille: Option<u64>| {
+        per_mille.map_or_else(
+            || "—".to_owned(),
+            |value| format!("{}.{}%", value / 10, value % 10),
+        )
+    };
+    let coverage_change = |before: Option<u64>, after: Option<u64>| {
+        format!(
+            "<p>{}: {} → {}</p>",
+            text(lang, "mark.group_coverage"),
+            percent(before),
+            percent(after)
+        )
     };
     match state.writer.record_manual_mark(mark).await {
-        Ok(Ok(event_id)) => {
-            let mut response = Redirect::to("/teacher").into_response();
-            if let Ok(value) = HeaderValue::from_str(&event_id.to_string()) {
+        Ok(Ok(accepted)) => {
+            let mut response = match accepted.below_rule {
+                None => Redirect::to("/teacher").into_response(),
+                Some((before, after)) => message_page(
+                    StatusCode::OK,
+                    lang,
+                    "mark.saved",
+                    &format!(
+                        "<p class=bad id=warning>{}</p>{}<p><a href=\"/teacher\">←</a></p>",
+                        text(lang, "mark.below_rule_warning"),
+                        coverage_change(before, after)
+                    ),
+                ),
+            };
+            if let Ok(value) = HeaderValue::from_str(&accepted.event_id.to_string()) {
                 response.headers_mut().insert("x-event-id", value);
             }
             response
         }
+        Ok(Err(ManualRefusal::NeedsOverride { before, after })) => message_page(
+            StatusCode::CONFLICT,
+            lang,
+            "error.title",
+            &format!(
+                "<p class=bad id=refusal>{}</p>{}",
+                text(lang, "mark.needs_override"),
+                coverage_change(before, after)
+            ),
+        ),
+        Ok(Err(ManualRefusal::Blocked { before, after })) => message_page(
+            StatusCode::CONFLICT,
+            lang,
+            "error.title",
+            &format!(
+                "<p class=bad id=refusal>{}</p>{}",
+                text(lang, "mark.blocked"),
+                coverage_change(before, after)
+            ),
+        ),
         Ok(Err(refusal)) => {
             let (status, key) = match refusal {
                 ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, "mark.unknown_lesson"),
@@ -572,6 +627,9 @@ pub async fn manual_mark(
                 ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, "staff.not_yours"),
                 ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, "reject.not_in_group"),
                 ManualRefusal::ReasonRequired => (StatusCode::BAD_REQUEST, "mark.reason_required"),
+                ManualRefusal::NeedsOverride { .. } | ManualRefusal::Blocked { .. } => {
+                    (StatusCode::CONFLICT, "mark.blocked")
+                }
             };
             message_page(
                 status,

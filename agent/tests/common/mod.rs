@@ -49,6 +49,12 @@ pub struct College {
 
 impl College {
     pub fn new(group_a_size: usize) -> College {
+        Self::with_config(group_a_size, |config| config)
+    }
+
+    /// A college whose config.toml is edited by `edit` before the agent starts; it also
+    /// has an admin account `admin` with the same password as the teachers.
+    pub fn with_config(group_a_size: usize, edit: impl Fn(String) -> String) -> College {
         let dir = TempDataDir::new();
         let clock_file = dir.file("clock");
         fs::write(&clock_file, lesson_start_plus_one_minute().to_string()).expect("clock");
@@ -97,6 +103,11 @@ impl College {
         );
         agent(&["staff", "set-password", TEACHER_A], Some(PASSWORD));
         agent(&["staff", "set-password", TEACHER_B], Some(PASSWORD));
+        agent(&["staff", "add", "--role", "admin", "admin"], None);
+        agent(&["staff", "set-password", "admin"], Some(PASSWORD));
+        let config_path = dir.path().join("config.toml");
+        let config = fs::read_to_string(&config_path).expect("config");
+        fs::write(&config_path, edit(config)).expect("config");
         let lessons: Value = serde_json::from_str(&agent(
             &["lesson", "list", "--date", "2026-11-23", "--json"],
             None,
