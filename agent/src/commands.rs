@@ -95,11 +95,14 @@ fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), AgentError> {
     file.sync_all().map_err(io_error)
 }
 
-/// The college's local date now.
+/// The college's local date at `unix_time`.
+pub fn local_date(settings: &Settings, unix_time: i64) -> Date {
+    Date::from_days_since_epoch((unix_time + settings.timezone.offset_seconds()).div_euclid(86_400))
+}
+
+/// The college's local date now, by the system clock (CLI commands).
 pub fn local_today(settings: &Settings) -> Date {
-    Date::from_days_since_epoch(
-        (unix_now() + settings.timezone.offset_seconds()).div_euclid(86_400),
-    )
+    local_date(settings, unix_now())
 }
 
 /// Opens the initialised data dir's settings and database.
@@ -235,7 +238,7 @@ pub fn lesson(data_dir: &DataDir, command: crate::cli::LessonCommand) -> Result<
     );
     match command {
         LessonCommand::List { date, json } => {
-            let date = date.unwrap_or_else(|| local_today(&settings));
+            let date = date.unwrap_or_else(|| local_date(&settings, now));
             let list = lessons::list_for_date(store.connection(), date, now, &settings)
                 .map_err(|source| AgentError::from(store.error(source)))?;
             if json {

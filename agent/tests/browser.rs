@@ -20,11 +20,16 @@ fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() 
     browser.type_into("input[name=login]", TEACHER_A);
     browser.type_into("input[name=password]", PASSWORD);
     browser.click("button");
-    assert!(
-        browser.current_url().ends_with("/teacher"),
-        "{}",
-        browser.current_url()
-    );
+    // The click starts the sign-in; wait for the redirect to land rather than race it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !browser.current_url().ends_with("/teacher") {
+        assert!(
+            Instant::now() < deadline,
+            "sign-in did not reach /teacher: {}",
+            browser.current_url()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     browser.goto(&college.url(&format!("/display/{}", college.lesson_a)));
     // The page fetches its first code within a second.
     let first_shot = college.dir.file("display-1.png");

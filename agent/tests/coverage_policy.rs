@@ -102,6 +102,14 @@ fn require_override_needs_an_admin_with_a_reason_and_records_it() {
 #[test]
 fn warn_accepts_the_mark_and_says_so() {
     let (college, teacher) = college_at_the_threshold("warn");
+    // The teacher sees the group's coverage before marking by hand.
+    let page = teacher
+        .get(college.url("/teacher"))
+        .send()
+        .expect("page")
+        .text()
+        .expect("body");
+    assert!(page.contains(">50.0%</td>"), "{page}");
     let (status, body) = manual(&college, &teacher, &college.group_a[0].clone(), "");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("id=warning"), "{body}");

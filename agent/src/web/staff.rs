@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::page::{cookie, escape_html, failure_page, language, layout, message_page, set_cookie};
 use super::AppState;
 use crate::checkin::{ManualMark, ManualRefusal};
-use crate::commands::{local_today, RosterCounts};
+use crate::commands::{local_date, RosterCounts};
 use crate::error::AgentError;
 use crate::i18n::{text, Lang};
 use crate::lessons::{self, LessonState, LessonSummary};
@@ -121,7 +121,8 @@ pub async fn home(
     headers: HeaderMap,
 ) -> Response {
     let lang = language(query.lang.as_deref(), &headers);
-    let today = local_today(&state.settings);
+    // The agent's clock, not the system's: the same clock decides the codes.
+    let today = local_date(&state.settings, state.now());
     let counts = match state
         .with_db(move |store| RosterCounts::read(store, today))
         .await
@@ -321,13 +322,18 @@ pub async fn teacher_page(
     };
     let settings = state.settings.clone();
     let now = state.now();
-    let today = local_today(&state.settings);
+    // The agent's clock, not the system's: the same clock decides the codes.
+    let today = local_date(&state.settings, state.now());
     let visible = {
         let member = member.clone();
         state
             .with_db(move |store| {
                 let failure = |source| AgentError::from(store.error(source));
                 let all = lessons::list_for_date(store.connection(), today, now, &settings).map_err(failure)?;
+                let rules = settings.coverage_rules();
+                // The group's coverage this month, so a teacher sees it before marking by hand.
+                let mut coverage_by_group: std::collections::HashMap<String, (Option<u64>, bool)> =
+                    std::collections::HashMap::new();
                 let mut visible = Vec::new();
                 for lesson in all {
                     if may_access(store.connection(), &member, &lesson).map_err(failure)? {
@@ -339,7 +345,21 @@ pub async fn teacher_page(
                             )
                             .and_then(|mut statement| statement.query_map([&lesson.group], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
                             .map_err(failure)?;
-                        visible.push((lesson, students));
+                        if !coverage_by_group.contains_key(&lesson.group) {
+                            let report = crate::coverage::coverage_for_month(
+                                store.connection(),
+                                today.calendar_month(),
+                                Some(&lesson.group),
+                                &rules,
+                            )
+                            .map_err(failure)?;
+                            coverage_by_group.insert(
+                                lesson.group.clone(),
+                                (report.college.coverage_per_mille, report.college.holds),
+                            );
+                        }
+                        let coverage = coverage_by_group.get(&lesson.group).copied().unwrap_or((None, true));
+                        visible.push((lesson, students, coverage));
                     }
                 }
                 Ok(visible)
@@ -355,7 +375,7 @@ pub async fn teacher_page(
         escape_html(&csrf)
     );
     let mut rows = String::new();
-    for (lesson, students) in &visible {
+    for (lesson, students, (coverage, holds)) in &visible {
         let actions = match lesson.state {
             LessonState::Scheduled => format!(
                 "<form method=post action=\"/teacher/lessons/{id}/open\">{csrf_field}<button>{open}</button></form>",
@@ -399,7 +419,11 @@ pub async fn teacher_page(
             )
         };
         rows.push_str(&format!(
-            "<tr><td>{start}–{end}</td><td>{group}</td><td>{discipline}</td><td>{room}</td><td>{checked}/{expected}</td><td>{actions}{manual}</td></tr>",
+            "<tr><td>{start}–{end}</td><td>{group}</td><td>{discipline}</td><td>{room}</td><td>{checked}/{expected}</td>\
+             <td class=\"{coverage_class}\" title=\"{coverage_title}\">{coverage_text}</td><td>{actions}{manual}</td></tr>",
+            coverage_class = if *holds { "ok" } else { "bad" },
+            coverage_title = text(lang, "mark.group_coverage"),
+            coverage_text = coverage.map_or_else(|| "—".to_owned(), |value| format!("{}.{}%", value / 10, value % 10)),
             start = lesson.start,
             end = lesson.end,
             group = escape_html(&lesson.group),
