@@ -162,17 +162,18 @@ impl DeviceKey {
     }
 }
 
+/// The key of RFC 8037 appendix A.1 (d = nWGxne_9…), for test vectors.
+#[cfg(test)]
+pub(crate) fn rfc8037_key() -> DeviceKey {
+    let seed = URL_SAFE_NO_PAD
+        .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+        .expect("vector");
+    DeviceKey::from_seed(&seed).expect("32-byte seed")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rfc8037_key() -> DeviceKey {
-        // RFC 8037 appendix A.1: d = nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A
-        let seed = URL_SAFE_NO_PAD
-            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
-            .expect("vector");
-        DeviceKey::from_seed(&seed).expect("32-byte seed")
-    }
 
     #[test]
     fn rfc8037_public_key_and_thumbprint() {

@@ -90,13 +90,7 @@ pub fn verify_compact(jws: &str, public_key: &[u8]) -> Result<VerifiedJws, JwsEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rfc8037_key() -> DeviceKey {
-        let seed = URL_SAFE_NO_PAD
-            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
-            .expect("vector");
-        DeviceKey::from_seed(&seed).expect("seed")
-    }
+    use crate::device_key::rfc8037_key;
 
     /// RFC 8037 appendix A.4, the whole compact JWS.
     const RFC8037_JWS: &str = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";

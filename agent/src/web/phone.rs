@@ -213,41 +213,49 @@ pub async fn bind(
             Ok(BindOutcome::Bound { credential, device })
         })
         .await;
-    let (credential, device) = match outcome {
-        Ok(BindOutcome::Bound { credential, device }) => (credential, device),
-        Ok(BindOutcome::BadIin) => {
-            return bind_page(
-                StatusCode::BAD_REQUEST,
+    let (status, notice_key) = match outcome {
+        Ok(BindOutcome::Bound { credential, device }) => {
+            return finish_binding(
+                &state,
                 lang,
+                now,
+                &limiter_key,
                 form.intent.as_deref(),
-                Some(text(lang, "bind.bad_iin")),
-                state.secure_cookies,
+                credential,
+                device,
             )
+            .await;
         }
-        Ok(BindOutcome::WrongCode) => {
-            state.limiter.record_failure(&limiter_key, now);
-            return bind_page(
-                StatusCode::FORBIDDEN,
-                lang,
-                form.intent.as_deref(),
-                Some(text(lang, "bind.wrong_code")),
-                state.secure_cookies,
-            );
-        }
-        Ok(BindOutcome::Locked) => {
-            state.limiter.record_failure(&limiter_key, now);
-            return bind_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                lang,
-                form.intent.as_deref(),
-                Some(text(lang, "bind.locked")),
-                state.secure_cookies,
-            );
-        }
+        Ok(BindOutcome::BadIin) => (StatusCode::BAD_REQUEST, "bind.bad_iin"),
+        Ok(BindOutcome::WrongCode) => (StatusCode::FORBIDDEN, "bind.wrong_code"),
+        Ok(BindOutcome::Locked) => (StatusCode::TOO_MANY_REQUESTS, "bind.locked"),
         Err(error) => return failure_page(lang, &error.to_string()),
     };
-    state.limiter.clear(&limiter_key);
-    let intent = form.intent.as_deref().and_then(|intent| {
+    if status != StatusCode::BAD_REQUEST {
+        state.limiter.record_failure(&limiter_key, now);
+    }
+    bind_page(
+        status,
+        lang,
+        form.intent.as_deref(),
+        Some(text(lang, notice_key)),
+        state.secure_cookies,
+    )
+}
+
+/// After a successful binding: set the phone's cookies and, when the phone came with a
+/// check-in intent, complete that check-in.
+async fn finish_binding(
+    state: &AppState,
+    lang: Lang,
+    now: i64,
+    limiter_key: &str,
+    intent: Option<&str>,
+    credential: String,
+    device: String,
+) -> Response {
+    state.limiter.clear(limiter_key);
+    let intent = intent.and_then(|intent| {
         let mut intents = state
             .intents
             .lock()
@@ -263,7 +271,7 @@ pub async fn bind(
                 typed: false,
                 fresh_at: Some(seen_at),
             };
-            answer_check_in(&state, lang, check_in).await
+            answer_check_in(state, lang, check_in).await
         }
         None => message_page(
             StatusCode::OK,
