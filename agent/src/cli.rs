@@ -87,6 +87,16 @@ pub enum Command {
     Lesson(LessonCommand),
     /// Walk the attendance hash chain; names the first row that does not match
     Verify,
+    /// Red flags of a month: idle groups, unlicensed sites, beneficiaries without
+    /// attendance, shared devices, two rooms at once, manual-mark outliers
+    RedFlags {
+        /// The month, YYYY-MM
+        #[arg(long, value_parser = parse_month)]
+        month: Month,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// The 50% QR coverage rule for a month: college and groups, and who is not tracked
     Coverage {
         /// The month, YYYY-MM
@@ -296,6 +306,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         }
         Command::Lesson(command) => commands::lesson(&data_dir, command),
         Command::Verify => commands::verify(&data_dir),
+        Command::RedFlags { month, json } => commands::red_flags(&data_dir, month, json),
         Command::Coverage { month, group, json } => {
             commands::coverage(&data_dir, month, group.as_deref(), json)
         }

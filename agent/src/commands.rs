@@ -434,3 +434,33 @@ pub fn coverage(
     }
     Ok(())
 }
+
+/// `kasip-agent red-flags --month YYYY-MM [--json]`.
+pub fn red_flags(
+    data_dir: &DataDir,
+    month: kasip_core::Month,
+    json: bool,
+) -> Result<(), AgentError> {
+    let (settings, store) = open(data_dir)?;
+    let today = local_date(&settings, crate::clock::from_environment().now_unix());
+    let flags = crate::red_flags::red_flags_for_month(
+        store.connection(),
+        month,
+        today,
+        &settings,
+        &settings.red_flags,
+    )
+    .map_err(|source| AgentError::from(store.error(source)))?;
+    if json {
+        let text = serde_json::to_string_pretty(&flags)
+            .map_err(|error| AgentError::Operation(error.to_string()))?;
+        println!("{text}");
+    } else if flags.is_empty() {
+        println!("no red flags in {month}");
+    } else {
+        for flag in &flags {
+            println!("{:<32} {:<16} {}", flag.kind, flag.subject, flag.detail);
+        }
+    }
+    Ok(())
+}

@@ -72,6 +72,30 @@ struct ConfigFile {
     lesson: LessonSection,
     #[serde(default)]
     coverage: CoverageSection,
+    #[serde(default)]
+    red_flags: RedFlagsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RedFlagsSection {
+    idle_working_days: u32,
+    licensed_addresses: Vec<String>,
+    students_per_device: u32,
+    manual_share_margin: f64,
+    manual_share_min_marks: u64,
+}
+
+impl Default for RedFlagsSection {
+    fn default() -> Self {
+        Self {
+            idle_working_days: 3,
+            licensed_addresses: Vec::new(),
+            students_per_device: 2,
+            manual_share_margin: 0.3,
+            manual_share_min_marks: 20,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +223,8 @@ pub struct Settings {
     pub student_qr_share: kasip_core::PerMille,
     /// What a manual mark that would break the rule for its group needs.
     pub coverage_policy: crate::coverage::CoveragePolicy,
+    /// Thresholds of the red flags.
+    pub red_flags: crate::red_flags::RedFlagRules,
 }
 
 impl Settings {
@@ -293,7 +319,27 @@ impl Settings {
                 file.coverage.policy
             )
         })?;
+        let red_flags = crate::red_flags::RedFlagRules {
+            idle_working_days: file.red_flags.idle_working_days.max(1),
+            licensed_addresses: file
+                .red_flags
+                .licensed_addresses
+                .iter()
+                .map(|address| address.trim().to_lowercase())
+                .filter(|address| !address.is_empty())
+                .collect(),
+            students_per_device: file.red_flags.students_per_device.max(2),
+            manual_share_margin_per_mille: u64::from(
+                fraction(
+                    "red_flags.manual_share_margin",
+                    file.red_flags.manual_share_margin,
+                )?
+                .thousandths(),
+            ),
+            manual_share_min_marks: file.red_flags.manual_share_min_marks,
+        };
         Ok(Self {
+            red_flags,
             min_coverage,
             student_qr_share,
             coverage_policy,
@@ -387,6 +433,21 @@ student_qr_share = 0.5
 # "warn" accepts it and says so; "require-override" (default) needs an admin's override
 # with a reason, recorded and sent to the registry; "block" refuses it.
 policy = "require-override"
+
+[red_flags]
+# A group with no lesson held (opened or marked) for this many working days in a row.
+# Default 3.
+idle_working_days = 3
+# The college's licensed addresses, exactly as the sites' addresses are written; a
+# lesson at a site with another address is flagged. Empty (default): check off.
+licensed_addresses = []
+# One device used to check in this many different students in a month. Default 2.
+students_per_device = 2
+# A teacher whose share of manual marks exceeds the college median by more than this
+# (a fraction) is flagged. Default 0.3.
+manual_share_margin = 0.3
+# Teachers with fewer present marks in the month are not compared. Default 20.
+manual_share_min_marks = 20
 "#
     )
 }

@@ -1,0 +1,330 @@
+//! The red flags the agent raises itself (design §5.7), each with its threshold in
+//! config. They are findings for a person to look at, never changes to the data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kasip_core::{Date, Month};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::coverage::student_months;
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RedFlag {
+    /// Stable name: idle_group, unlicensed_site, beneficiary_without_attendance,
+    /// shared_device, two_rooms_at_once, manual_share_outlier.
+    pub kind: &'static str,
+    /// Who or what it is about: a group code, site, IIN, device or teacher.
+    pub subject: String,
+    /// What was seen, in words an admin can check.
+    pub detail: String,
+}
+
+/// Thresholds from `[red_flags]` in config.
+#[derive(Debug, Clone)]
+pub struct RedFlagRules {
+    pub idle_working_days: u32,
+    /// Normalised (trimmed, lower case); empty turns the site check off.
+    pub licensed_addresses: Vec<String>,
+    pub students_per_device: u32,
+    /// A teacher's manual share above the median by more than this (thousandths) flags.
+    pub manual_share_margin_per_mille: u64,
+    pub manual_share_min_marks: u64,
+}
+
+/// The latest mark per lesson and student in the month, with what the flags need.
+struct MonthMark {
+    student_iin: String,
+    date: Date,
+    start: String,
+    end: String,
+    lesson_id: i64,
+    place: String,
+    teacher_iin: String,
+    present: bool,
+    manual: bool,
+}
+
+fn month_marks(connection: &Connection, month: Month) -> rusqlite::Result<Vec<MonthMark>> {
+    let mut statement = connection.prepare(
+        "SELECT e.student_iin, l.date, l.start_time, l.end_time, l.id,
+                CASE l.mode WHEN 'online' THEN 'online' ELSE COALESCE(s.name, '') || ' ' || l.room END,
+                l.teacher_iin, e.status, e.method
+         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id LEFT JOIN sites s ON s.id = l.site_id
+         WHERE l.date BETWEEN ?1 AND ?2
+           AND e.id = (SELECT MAX(x.id) FROM attendance_events x
+                       WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)",
+    )?;
+    let rows = statement.query_map(
+        [month.first_day().to_string(), month.last_day().to_string()],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+                row.get::<_, String>(8)?,
+            ))
+        },
+    )?;
+    let mut marks = Vec::new();
+    for row in rows {
+        let (student_iin, date, start, end, lesson_id, place, teacher_iin, status, method) = row?;
+        let Ok(date) = Date::parse(&date) else {
+            continue;
+        };
+        marks.push(MonthMark {
+            student_iin,
+            date,
+            start,
+            end,
+            lesson_id,
+            place,
+            teacher_iin,
+            present: status == "present" || status == "late",
+            manual: method == "manual",
+        });
+    }
+    Ok(marks)
+}
+
+/// Every red flag of `month`, looking at days up to `today`.
+pub fn red_flags_for_month(
+    connection: &Connection,
+    month: Month,
+    today: Date,
+    settings: &Settings,
+    rules: &RedFlagRules,
+) -> rusqlite::Result<Vec<RedFlag>> {
+    let marks = month_marks(connection, month)?;
+    let mut flags = Vec::new();
+    idle_groups(connection, month, today, rules, &mut flags)?;
+    unlicensed_sites(connection, month, rules, &mut flags)?;
+    for student in student_months(connection, month, None, &settings.coverage_rules())? {
+        if student.present == 0 {
+            flags.push(RedFlag {
+                kind: "beneficiary_without_attendance",
+                subject: student.iin.clone(),
+                detail: format!(
+                    "{} ({}) has no attendance in {month}",
+                    student.name, student.group
+                ),
+            });
+        }
+    }
+    shared_devices(connection, month, rules, &mut flags)?;
+    two_rooms_at_once(&marks, &mut flags);
+    manual_share_outliers(&marks, rules, &mut flags);
+    Ok(flags)
+}
+
+/// Groups with a run of at least N working days (Mon–Fri) without a lesson held.
+fn idle_groups(
+    connection: &Connection,
+    month: Month,
+    today: Date,
+    rules: &RedFlagRules,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let last = if today < month.last_day() {
+        today
+    } else {
+        month.last_day()
+    };
+    let mut statement = connection.prepare(
+        "SELECT g.code,
+                (SELECT group_concat(DISTINCT l.date) FROM lessons l
+                 WHERE l.group_id = g.id AND l.date BETWEEN ?1 AND ?2
+                   AND (EXISTS (SELECT 1 FROM lesson_openings o WHERE o.lesson_id = l.id)
+                        OR EXISTS (SELECT 1 FROM attendance_events e WHERE e.lesson_id = l.id)))
+         FROM study_groups g
+         WHERE EXISTS (SELECT 1 FROM students s WHERE s.group_id = g.id AND s.status = 'active')",
+    )?;
+    let rows = statement.query_map([month.first_day().to_string(), last.to_string()], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+    })?;
+    for row in rows {
+        let (group, held) = row?;
+        let held: Vec<String> = held
+            .map(|dates| dates.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let (mut run, mut longest, mut run_start, mut longest_span) =
+            (0u32, 0u32, month.first_day(), None);
+        let mut day = month.first_day();
+        while day <= last {
+            if day.iso_weekday() <= 5 {
+                if held.contains(&day.to_string()) {
+                    run = 0;
+                } else {
+                    if run == 0 {
+                        run_start = day;
+                    }
+                    run += 1;
+                    if run > longest {
+                        longest = run;
+                        longest_span = Some((run_start, day));
+                    }
+                }
+            }
+            day = day.add_days(1);
+        }
+        if longest >= rules.idle_working_days {
+            if let Some((from, to)) = longest_span {
+                flags.push(RedFlag {
+                    kind: "idle_group",
+                    subject: group,
+                    detail: format!("no lessons held for {longest} working days, {from} to {to}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unlicensed_sites(
+    connection: &Connection,
+    month: Month,
+    rules: &RedFlagRules,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    if rules.licensed_addresses.is_empty() {
+        return Ok(());
+    }
+    let mut statement = connection.prepare(
+        "SELECT s.name, s.address, COUNT(*) FROM lessons l JOIN sites s ON s.id = l.site_id
+         WHERE l.date BETWEEN ?1 AND ?2 AND l.mode = 'offline' GROUP BY s.id ORDER BY s.name",
+    )?;
+    let rows = statement.query_map(
+        [month.first_day().to_string(), month.last_day().to_string()],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
+    )?;
+    for row in rows {
+        let (site, address, lessons) = row?;
+        if !rules
+            .licensed_addresses
+            .contains(&address.trim().to_lowercase())
+        {
+            flags.push(RedFlag {
+                kind: "unlicensed_site",
+                subject: site,
+                detail: format!(
+                    "{lessons} lesson(s) at '{address}', which is not a licensed address"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn shared_devices(
+    connection: &Connection,
+    month: Month,
+    rules: &RedFlagRules,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare(
+        "SELECT e.device_id, COUNT(DISTINCT e.student_iin), group_concat(DISTINCT e.student_iin)
+         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+         WHERE l.date BETWEEN ?1 AND ?2 AND e.device_id IS NOT NULL
+         GROUP BY e.device_id HAVING COUNT(DISTINCT e.student_iin) >= ?3",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![
+            month.first_day().to_string(),
+            month.last_day().to_string(),
+            rules.students_per_device
+        ],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        },
+    )?;
+    for row in rows {
+        let (device, students, iins) = row?;
+        flags.push(RedFlag {
+            kind: "shared_device",
+            subject: device.chars().take(12).collect(),
+            detail: format!("one device checked in {students} students: {iins}"),
+        });
+    }
+    Ok(())
+}
+
+fn two_rooms_at_once(marks: &[MonthMark], flags: &mut Vec<RedFlag>) {
+    let mut by_student_day: BTreeMap<(&str, Date), Vec<&MonthMark>> = BTreeMap::new();
+    for mark in marks.iter().filter(|mark| mark.present) {
+        by_student_day
+            .entry((&mark.student_iin, mark.date))
+            .or_default()
+            .push(mark);
+    }
+    for ((student, date), day_marks) in by_student_day {
+        for (index, first) in day_marks.iter().enumerate() {
+            for second in &day_marks[index + 1..] {
+                // HH:MM text compares in time order.
+                let overlap = first.start < second.end && second.start < first.end;
+                if overlap && first.place != second.place && first.lesson_id != second.lesson_id {
+                    flags.push(RedFlag {
+                        kind: "two_rooms_at_once",
+                        subject: student.to_owned(),
+                        detail: format!(
+                            "present in {} ({}–{}) and {} ({}–{}) on {date}",
+                            first.place.trim(),
+                            first.start,
+                            first.end,
+                            second.place.trim(),
+                            second.start,
+                            second.end
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn manual_share_outliers(marks: &[MonthMark], rules: &RedFlagRules, flags: &mut Vec<RedFlag>) {
+    let mut per_teacher: HashMap<&str, (u64, u64)> = HashMap::new();
+    for mark in marks.iter().filter(|mark| mark.present) {
+        let entry = per_teacher.entry(&mark.teacher_iin).or_default();
+        entry.0 += u64::from(mark.manual);
+        entry.1 += 1;
+    }
+    let mut shares: Vec<(&str, u64, u64, u64)> = per_teacher
+        .into_iter()
+        .filter(|(_, (_, total))| *total >= rules.manual_share_min_marks)
+        .map(|(teacher, (manual, total))| (teacher, manual * 1000 / total, manual, total))
+        .collect();
+    if shares.len() < 2 {
+        return; // no peers to compare with
+    }
+    shares.sort_by_key(|(_, share, ..)| *share);
+    let median = shares[shares.len() / 2].1;
+    for (teacher, share, manual, total) in shares {
+        if share > median + rules.manual_share_margin_per_mille {
+            flags.push(RedFlag {
+                kind: "manual_share_outlier",
+                subject: teacher.to_owned(),
+                detail: format!(
+                    "{manual} of {total} present marks by hand ({}.{}%), the college median is {}.{}%",
+                    share / 10, share % 10, median / 10, median % 10
+                ),
+            });
+        }
+    }
+}
