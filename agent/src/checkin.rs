@@ -553,6 +553,14 @@ fn decide_manual(
             corrects: previous,
         },
     )?;
+    // A mark for a lesson of a closed month is an adjustment to that month's statement.
+    transaction
+        .prepare_cached(
+            "INSERT INTO month_adjustments (event_id, month)
+             SELECT ?1, mc.month FROM lessons l JOIN month_closes mc ON mc.month = substr(l.date, 1, 7)
+             WHERE l.id = ?2",
+        )?
+        .execute(rusqlite::params![event_id, mark.lesson_id])?;
     if let (Some((before, after)), Some(reason)) = (below_rule, mark.override_reason.as_deref()) {
         if mark.marker.role == Role::Admin && !reason.trim().is_empty() {
             transaction

@@ -97,6 +97,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Close a month: freeze it, total it per student, write the signed statement
+    /// (DATA_DIR/statements) and the HTML and CSV reports (DATA_DIR/reports)
+    MonthClose {
+        /// The month, YYYY-MM
+        #[arg(value_parser = parse_month)]
+        month: Month,
+        /// Close a month that has not ended yet (needs --reason)
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why the month is closed early
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// The 50% QR coverage rule for a month: college and groups, and who is not tracked
     Coverage {
         /// The month, YYYY-MM
@@ -306,6 +319,36 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         }
         Command::Lesson(command) => commands::lesson(&data_dir, command),
         Command::Verify => commands::verify(&data_dir),
+        Command::MonthClose {
+            month,
+            force,
+            reason,
+        } => {
+            let closed = commands::month_close(
+                &data_dir,
+                month,
+                force.then_some(reason.as_deref()).flatten(),
+            )?;
+            println!(
+                "{month} closed: {} beneficiaries, {}",
+                closed.students,
+                if closed.compliant {
+                    "compliant"
+                } else {
+                    "NON-COMPLIANT"
+                }
+            );
+            for reason in &closed.reasons {
+                println!("  {reason}");
+            }
+            println!("statement: {}", closed.statement.display());
+            println!(
+                "reports:   {} and {}",
+                closed.html.display(),
+                closed.csv.display()
+            );
+            Ok(())
+        }
         Command::RedFlags { month, json } => commands::red_flags(&data_dir, month, json),
         Command::Coverage { month, group, json } => {
             commands::coverage(&data_dir, month, group.as_deref(), json)

@@ -464,3 +464,28 @@ pub fn red_flags(
     }
     Ok(())
 }
+
+/// `kasip-agent month-close YYYY-MM [--force --reason TEXT]`.
+pub fn month_close(
+    data_dir: &DataDir,
+    month: kasip_core::Month,
+    force_reason: Option<&str>,
+) -> Result<crate::month_close::MonthClosed, AgentError> {
+    let (settings, store) = open(data_dir)?;
+    let key = DeviceKey::load(&data_dir.key_path())?;
+    let now = crate::clock::from_environment().now_unix();
+    let by = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let request = crate::month_close::CloseRequest {
+        month,
+        today: local_date(&settings, now),
+        now,
+        force_reason,
+        closed_by: &by,
+    };
+    let closed = crate::month_close::close(&store, data_dir, &settings, &key, &request)?;
+    store.close()?;
+    Ok(closed)
+}

@@ -14,6 +14,7 @@ pub mod error;
 pub mod i18n;
 pub mod import;
 pub mod lessons;
+pub mod month_close;
 pub mod red_flags;
 pub mod staff;
 pub mod store;

@@ -166,6 +166,19 @@ CREATE TRIGGER coverage_overrides_no_update BEFORE UPDATE ON coverage_overrides
 BEGIN SELECT RAISE(ABORT, 'coverage overrides are append-only'); END;
 CREATE TRIGGER coverage_overrides_no_delete BEFORE DELETE ON coverage_overrides
 BEGIN SELECT RAISE(ABORT, 'coverage overrides are append-only'); END;
+-- A closed month: its marks are frozen; later marks for its lessons are adjustments.
+CREATE TABLE month_closes (
+    month          TEXT PRIMARY KEY,
+    closed_at      INTEGER NOT NULL,
+    closed_by      TEXT NOT NULL,
+    forced_reason  TEXT,
+    compliant      INTEGER NOT NULL CHECK (compliant IN (0, 1)),
+    statement_path TEXT NOT NULL
+);
+CREATE TABLE month_adjustments (
+    event_id INTEGER PRIMARY KEY REFERENCES attendance_events(id),
+    month    TEXT NOT NULL REFERENCES month_closes(month)
+);
 CREATE TABLE security_events (
     id          INTEGER PRIMARY KEY,
     at          INTEGER NOT NULL,

@@ -1,0 +1,355 @@
+//! Month close (design §5.6): freeze the month, total it per student, and write a signed
+//! statement plus human reports. A month below the rule is stated non-compliant with its
+//! reasons, never altered to pass.
+//!
+//! The statement is a JWS (design §5.4) over RFC 8785 canonical JSON, signed with the
+//! agent's identity key. Until the sync issue lands it is written to
+//! `DATA_DIR/statements/`, from where the outbox will take it.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+
+use kasip_certs::jws::{protected_header, sign_compact};
+use kasip_certs::DeviceKey;
+use kasip_core::{to_canonical_json, Date, Month};
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{DataDir, Settings};
+use crate::coverage::{coverage_for_month, is_qr_method};
+use crate::error::AgentError;
+use crate::red_flags::red_flags_for_month;
+use crate::store::Store;
+use crate::web::escape_html;
+
+/// One beneficiary's month in the statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudentTotals {
+    pub iin: String,
+    pub name: String,
+    pub group: String,
+    pub lessons_scheduled: u64,
+    pub present: u64,
+    pub late: u64,
+    pub absent: u64,
+    pub excused: u64,
+    pub qr_marks: u64,
+    pub qr_tracked: bool,
+}
+
+/// What `close` wrote.
+#[derive(Debug)]
+pub struct MonthClosed {
+    pub compliant: bool,
+    pub reasons: Vec<String>,
+    pub statement: PathBuf,
+    pub html: PathBuf,
+    pub csv: PathBuf,
+    pub students: usize,
+}
+
+fn failure(store: &Store) -> impl Fn(rusqlite::Error) -> AgentError + '_ {
+    move |source| AgentError::from(store.error(source))
+}
+
+fn per_cent(per_mille: Option<u64>) -> String {
+    per_mille.map_or_else(
+        || "—".to_owned(),
+        |value| format!("{}.{}%", value / 10, value % 10),
+    )
+}
+
+/// Who closes which month, when.
+pub struct CloseRequest<'a> {
+    pub month: Month,
+    /// The college's local date, to refuse a month that has not ended.
+    pub today: Date,
+    pub now: i64,
+    /// Why a month is closed before its end; required then.
+    pub force_reason: Option<&'a str>,
+    pub closed_by: &'a str,
+}
+
+/// Closes a month. Refuses a month already closed, and one not yet ended unless a reason
+/// to force it is given.
+pub fn close(
+    store: &Store,
+    data_dir: &DataDir,
+    settings: &Settings,
+    key: &DeviceKey,
+    request: &CloseRequest<'_>,
+) -> Result<MonthClosed, AgentError> {
+    let CloseRequest {
+        month,
+        today,
+        now,
+        force_reason,
+        closed_by,
+    } = *request;
+    let connection = store.connection();
+    let closed_at: Option<i64> = connection
+        .query_row(
+            "SELECT closed_at FROM month_closes WHERE month = ?1",
+            [month.to_string()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(failure(store))?;
+    if closed_at.is_some() {
+        return Err(AgentError::Operation(format!(
+            "{month} is already closed; later corrections are recorded as adjustments"
+        )));
+    }
+    if today <= month.last_day() && force_reason.is_none_or(|reason| reason.trim().is_empty()) {
+        return Err(AgentError::Usage(format!(
+            "{month} has not ended yet (today is {today}); to close it early pass --force --reason TEXT"
+        )));
+    }
+    let rules = settings.coverage_rules();
+    let coverage = coverage_for_month(connection, month, None, &rules).map_err(failure(store))?;
+    let flags = red_flags_for_month(connection, month, today, settings, &settings.red_flags)
+        .map_err(failure(store))?;
+    let students = student_totals(store, month, settings)?;
+
+    let mut reasons = Vec::new();
+    if !coverage.college.holds {
+        reasons.push(format!(
+            "college coverage {} is below the minimum {}",
+            per_cent(coverage.college.coverage_per_mille),
+            per_cent(Some(u64::from(settings.min_coverage.thousandths())))
+        ));
+    }
+    for group in coverage.groups.iter().filter(|group| !group.holds) {
+        reasons.push(format!(
+            "group {} coverage {} is below the minimum",
+            group.scope,
+            per_cent(group.coverage_per_mille)
+        ));
+    }
+    let compliant = coverage.college.holds;
+
+    let payload = json!({
+        "v": 1,
+        "kind": "month_close",
+        "agent": key.thumbprint(),
+        "college_bin": settings.college_bin.to_string(),
+        "month": month.to_string(),
+        "created": now,
+        "compliant": compliant,
+        "reasons": reasons,
+        "forced_reason": force_reason,
+        "min_coverage_per_mille": settings.min_coverage.thousandths(),
+        "student_qr_share_per_mille": settings.student_qr_share.thousandths(),
+        "coverage": serde_json::to_value(&coverage).map_err(|error| AgentError::Operation(error.to_string()))?,
+        "students": serde_json::to_value(&students).map_err(|error| AgentError::Operation(error.to_string()))?,
+        "red_flags": serde_json::to_value(&flags).map_err(|error| AgentError::Operation(error.to_string()))?,
+    });
+    let canonical = to_canonical_json(&payload)
+        .map_err(|error| AgentError::Operation(format!("statement: {error}")))?;
+    let jws = sign_compact(key, &protected_header(key), canonical.as_bytes());
+
+    let write = |folder: &str, name: String, contents: &[u8]| -> Result<PathBuf, AgentError> {
+        let dir = data_dir.root().join(folder);
+        fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(name);
+        fs::write(&path, contents).map_err(|source| AgentError::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    };
+    let statement = write(
+        "statements",
+        format!("month-close-{month}.jws"),
+        jws.as_bytes(),
+    )?;
+    let csv = write(
+        "reports",
+        format!("month-close-{month}.csv"),
+        students_csv(&students).as_bytes(),
+    )?;
+    let html = write(
+        "reports",
+        format!("month-close-{month}.html"),
+        report_html(settings, month, compliant, &reasons, &students, &flags).as_bytes(),
+    )?;
+    connection
+        .execute(
+            "INSERT INTO month_closes (month, closed_at, closed_by, forced_reason, compliant, statement_path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![month.to_string(), now, closed_by, force_reason, compliant, statement.display().to_string()],
+        )
+        .map_err(failure(store))?;
+    Ok(MonthClosed {
+        compliant,
+        reasons,
+        statement,
+        html,
+        csv,
+        students: students.len(),
+    })
+}
+
+fn student_totals(
+    store: &Store,
+    month: Month,
+    settings: &Settings,
+) -> Result<Vec<StudentTotals>, AgentError> {
+    let connection = store.connection();
+    let rules = settings.coverage_rules();
+    // Who counts, and their present/QR counts, exactly as the coverage rule sees them.
+    let months =
+        crate::coverage::student_months(connection, month, None, &rules).map_err(failure(store))?;
+    let (first, last) = (month.first_day().to_string(), month.last_day().to_string());
+    let mut scheduled: HashMap<String, u64> = HashMap::new();
+    let mut statement = connection
+        .prepare(
+            "SELECT s.iin, COUNT(l.id) FROM students s JOIN lessons l ON l.group_id = s.group_id
+             WHERE l.date BETWEEN ?1 AND ?2 GROUP BY s.iin",
+        )
+        .map_err(failure(store))?;
+    let rows = statement
+        .query_map([&first, &last], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(failure(store))?;
+    for row in rows {
+        let (iin, count) = row.map_err(failure(store))?;
+        scheduled.insert(iin, count as u64);
+    }
+    let mut by_status: HashMap<(String, String), u64> = HashMap::new();
+    let mut marks = connection
+        .prepare(
+            "SELECT e.student_iin, e.status, e.method FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+             WHERE l.date BETWEEN ?1 AND ?2
+               AND e.id = (SELECT MAX(x.id) FROM attendance_events x
+                           WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)",
+        )
+        .map_err(failure(store))?;
+    let rows = marks
+        .query_map([&first, &last], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(failure(store))?;
+    for row in rows {
+        let (iin, status, method) = row.map_err(failure(store))?;
+        *by_status.entry((iin.clone(), status)).or_default() += 1;
+        if is_qr_method(&method, &rules) {
+            *by_status.entry((iin, "qr".to_owned())).or_default() += 1;
+        }
+    }
+    let count = |iin: &str, status: &str| {
+        by_status
+            .get(&(iin.to_owned(), status.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(months
+        .into_iter()
+        .map(|student| StudentTotals {
+            lessons_scheduled: scheduled.get(&student.iin).copied().unwrap_or(0),
+            present: count(&student.iin, "present"),
+            late: count(&student.iin, "late"),
+            absent: count(&student.iin, "absent"),
+            excused: count(&student.iin, "excused"),
+            qr_marks: student.qr,
+            qr_tracked: student.is_qr_tracked(rules.student_qr_share),
+            iin: student.iin,
+            name: student.name,
+            group: student.group,
+        })
+        .collect())
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([';', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `;`-separated with a BOM, so Excel in ru-KZ opens it as columns.
+fn students_csv(students: &[StudentTotals]) -> String {
+    let mut csv = String::from("\u{feff}iin;name;group;lessons_scheduled;present;late;absent;excused;qr_marks;qr_tracked\n");
+    for student in students {
+        let _ = writeln!(
+            csv,
+            "{};{};{};{};{};{};{};{};{};{}",
+            student.iin,
+            csv_field(&student.name),
+            csv_field(&student.group),
+            student.lessons_scheduled,
+            student.present,
+            student.late,
+            student.absent,
+            student.excused,
+            student.qr_marks,
+            if student.qr_tracked { "yes" } else { "no" }
+        );
+    }
+    csv
+}
+
+fn report_html(
+    settings: &Settings,
+    month: Month,
+    compliant: bool,
+    reasons: &[String],
+    students: &[StudentTotals],
+    flags: &[crate::red_flags::RedFlag],
+) -> String {
+    let mut rows = String::new();
+    for student in students {
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            student.iin,
+            escape_html(&student.name),
+            escape_html(&student.group),
+            student.lessons_scheduled,
+            student.present,
+            student.late,
+            student.absent,
+            student.excused,
+            student.qr_marks,
+            if student.qr_tracked { "✓" } else { "✗" }
+        );
+    }
+    let reasons: String = reasons
+        .iter()
+        .map(|reason| format!("<li>{}</li>", escape_html(reason)))
+        .collect();
+    let flags: String = flags
+        .iter()
+        .map(|flag| {
+            format!(
+                "<li>{}: {} — {}</li>",
+                flag.kind,
+                escape_html(&flag.subject),
+                escape_html(&flag.detail)
+            )
+        })
+        .collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{college} {month}</title></head><body>\
+         <h1>{college}</h1><h2>{month}: {verdict}</h2><ul>{reasons}</ul>\
+         <table border=1 cellpadding=4><tr><th>IIN</th><th>Name</th><th>Group</th><th>Scheduled</th><th>Present</th>\
+         <th>Late</th><th>Absent</th><th>Excused</th><th>QR marks</th><th>QR-tracked</th></tr>{rows}</table>\
+         <h3>Red flags</h3><ul>{flags}</ul></body></html>",
+        college = escape_html(&settings.college_name),
+        verdict = if compliant { "compliant" } else { "NON-COMPLIANT" },
+    )
+}

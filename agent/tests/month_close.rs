@@ -1,0 +1,156 @@
+//! Month close: refused before the month ends unless forced with a reason, writes a
+//! signed statement that verifies and reports whose totals equal the marks, refuses a
+//! second close, and turns later corrections into adjustments.
+
+mod common;
+
+use std::fs;
+
+use common::{check_in, College, AGENT, TEACHER_A};
+use kasip_certs::jws::verify_compact;
+use kasip_certs::DeviceKey;
+use kasip_tests::{run_with, text};
+use serde_json::Value;
+
+#[test]
+fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert_eq!(
+        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
+        200
+    );
+
+    let clock = college.dir.file("clock").display().to_string();
+    let env = [("KASIP_UNSAFE_CLOCK_FILE", clock.as_str())];
+    let close = |args: &[&str]| run_with(AGENT, &college.dir.path(), args, &env, None);
+
+    // The clock says 2026-11-23: November has not ended.
+    let early = close(&["month-close", "2026-11"]);
+    assert_eq!(early.status.code(), Some(64));
+    assert!(
+        text(&early).1.contains("has not ended yet"),
+        "{:?}",
+        text(&early)
+    );
+
+    let forced = close(&[
+        "month-close",
+        "2026-11",
+        "--force",
+        "--reason",
+        "ministry inspection",
+    ]);
+    assert!(forced.status.success(), "{:?}", text(&forced));
+    let stdout = text(&forced).0;
+    // 1 of ПО-21's 3 beneficiaries is QR-tracked (33.3%); ВТ-21 has no marks (0 of 3).
+    assert!(stdout.contains("NON-COMPLIANT"), "{stdout}");
+
+    let statement = fs::read_to_string(
+        college
+            .dir
+            .path()
+            .join("statements/month-close-2026-11.jws"),
+    )
+    .expect("statement");
+    let key = DeviceKey::load(&college.dir.path().join("agent-key.pem")).expect("key");
+    let verified = verify_compact(&statement, key.public_key())
+        .expect("the statement verifies under the agent's key");
+    assert_eq!(verified.header["kid"], key.thumbprint());
+    let payload: Value = serde_json::from_slice(&verified.payload).expect("payload");
+    assert_eq!(payload["kind"], "month_close");
+    assert_eq!(payload["month"], "2026-11");
+    assert_eq!(payload["compliant"], false);
+    assert_eq!(payload["forced_reason"], "ministry inspection");
+    assert!(
+        payload["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .any(|reason| reason
+                .as_str()
+                .expect("text")
+                .contains("college coverage 16.6%")),
+        "{}",
+        payload["reasons"]
+    );
+    let students = payload["students"].as_array().expect("students");
+    assert_eq!(students.len(), 6);
+    let first = students
+        .iter()
+        .find(|student| student["iin"] == college.group_a[0].as_str())
+        .expect("student");
+    assert_eq!(
+        (
+            first["present"].as_i64(),
+            first["qr_marks"].as_i64(),
+            first["qr_tracked"].as_bool()
+        ),
+        (Some(1), Some(1), Some(true))
+    );
+    assert_eq!(first["lessons_scheduled"], 1);
+
+    // The CSV report's totals equal the marks: one present mark in the whole month.
+    let csv = fs::read_to_string(college.dir.path().join("reports/month-close-2026-11.csv"))
+        .expect("csv");
+    let present_total: u64 = csv
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split(';')
+                .nth(4)
+                .expect("present")
+                .parse::<u64>()
+                .expect("number")
+        })
+        .sum();
+    assert_eq!(present_total as i64, college.marks());
+    assert!(
+        fs::read_to_string(college.dir.path().join("reports/month-close-2026-11.html"))
+            .expect("html")
+            .contains("NON-COMPLIANT")
+    );
+
+    let again = close(&["month-close", "2026-11", "--force", "--reason", "twice"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).1.contains("already closed"),
+        "{:?}",
+        text(&again)
+    );
+
+    // A correction after the close is an adjustment of November, not an edit.
+    let csrf = college.csrf(&teacher);
+    let student = college.group_a[1].clone();
+    let response = teacher
+        .post(college.url(&format!("/teacher/lessons/{}/marks", college.lesson_a)))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("student", student.as_str()),
+            ("status", "excused"),
+            ("reason", "medical note"),
+        ])
+        .send()
+        .expect("manual mark");
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        college.count("SELECT COUNT(*) FROM month_adjustments WHERE month = '2026-11'"),
+        1
+    );
+    // The signed statement is untouched by the later mark.
+    assert_eq!(
+        fs::read_to_string(
+            college
+                .dir
+                .path()
+                .join("statements/month-close-2026-11.jws")
+        )
+        .expect("statement"),
+        statement
+    );
+}
