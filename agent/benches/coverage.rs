@@ -32,7 +32,9 @@ fn main() {
         let mut iins = Vec::new();
         while iins.len() < GROUPS * STUDENTS_PER_GROUP {
             for sex in [Sex::Female, Sex::Male] {
-                if let Some(iin) = Iin::from_parts(birth.add_days(i64::from(serial / 9000)), sex, serial % 9000) {
+                if let Some(iin) =
+                    Iin::from_parts(birth.add_days(i64::from(serial / 9000)), sex, serial % 9000)
+                {
                     iins.push(iin.to_string());
                 }
             }
@@ -41,7 +43,10 @@ fn main() {
         let mut lesson_id = 0i64;
         for group in 0..GROUPS {
             transaction
-                .execute("INSERT INTO study_groups (id, code) VALUES (?1, ?2)", rusqlite::params![group as i64 + 1, format!("G-{group:03}")])
+                .execute(
+                    "INSERT INTO study_groups (id, code) VALUES (?1, ?2)",
+                    rusqlite::params![group as i64 + 1, format!("G-{group:03}")],
+                )
                 .expect("group");
             let members = &iins[group * STUDENTS_PER_GROUP..(group + 1) * STUDENTS_PER_GROUP];
             for (index, iin) in members.iter().enumerate() {
@@ -69,16 +74,31 @@ fn main() {
                         )
                         .expect("prepare");
                     for (index, iin) in members.iter().enumerate() {
-                        let method = if (index + slot) % 3 == 0 { "manual" } else { "qr_phone" };
-                        insert.execute(rusqlite::params![lesson_id, iin, method]).expect("mark");
+                        let method = if (index + slot) % 3 == 0 {
+                            "manual"
+                        } else {
+                            "qr_phone"
+                        };
+                        insert
+                            .execute(rusqlite::params![lesson_id, iin, method])
+                            .expect("mark");
                     }
                 }
             }
         }
         transaction.commit().expect("commit");
     }
-    let marks: i64 = store.connection().query_row("SELECT COUNT(*) FROM attendance_events", [], |row| row.get(0)).expect("count");
-    println!("seeded {} students, {marks} marks in {:.1} s", GROUPS * STUDENTS_PER_GROUP, started.elapsed().as_secs_f64());
+    let marks: i64 = store
+        .connection()
+        .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
+            row.get(0)
+        })
+        .expect("count");
+    println!(
+        "seeded {} students, {marks} marks in {:.1} s",
+        GROUPS * STUDENTS_PER_GROUP,
+        started.elapsed().as_secs_f64()
+    );
 
     let rules = CoverageRules {
         student_qr_share: PerMille::from_fraction(0.5).expect("share"),
@@ -101,12 +121,16 @@ fn main() {
     let mut report = None;
     for _ in 0..3 {
         let run_started = Instant::now();
-        report = Some(coverage_for_month(store.connection(), month, None, &rules).expect("coverage"));
+        report =
+            Some(coverage_for_month(store.connection(), month, None, &rules).expect("coverage"));
         timings.push(run_started.elapsed());
     }
     timings.sort();
     let report = report.expect("report");
-    println!("baseline scan of {scanned} marks: {:.3} s", baseline.as_secs_f64());
+    println!(
+        "baseline scan of {scanned} marks: {:.3} s",
+        baseline.as_secs_f64()
+    );
     println!(
         "coverage of {month}: median of 3 runs {:.3} s ({:.1}x the scan); college {}/{} tracked",
         timings[1].as_secs_f64(),

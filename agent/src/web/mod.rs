@@ -3,6 +3,7 @@
 //! `serve` takes an already-bound listener and a shutdown future, so tests bind port 0
 //! and stop it themselves; `main` passes SIGTERM/Ctrl-C.
 
+mod admin;
 mod page;
 mod phone;
 mod staff;
@@ -151,6 +152,8 @@ pub fn router(state: AppState) -> Router {
         .route("/teacher/lessons/{id}/close", post(staff::close_lesson))
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))
         .route("/admin/binding-codes", post(staff::issue_binding_code))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/coverage.csv", get(admin::coverage_csv))
         .route("/display/{id}", get(staff::display_page))
         .route("/display/{id}/current", get(staff::display_current))
         .route("/bind", get(phone::bind_form).post(phone::bind))

@@ -27,7 +27,10 @@ pub struct LangQuery {
 }
 
 /// The signed-in member and the session's CSRF token.
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(StaffMember, String)> {
+pub(super) async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<(StaffMember, String)> {
     let token = cookie(headers, SESSION_COOKIE)?;
     let now = state.now();
     state
@@ -435,8 +438,9 @@ pub async fn teacher_page(
     }
     let admin_tools = if member.role == Role::Admin {
         format!(
-            "<h2>{codes}</h2><form method=post action=\"/admin/binding-codes\">{csrf_field}\
+            "<p><a href=\"/admin\">{dashboard}</a></p><h2>{codes}</h2><form method=post action=\"/admin/binding-codes\">{csrf_field}\
              <input name=iin inputmode=numeric maxlength=12 placeholder=\"{iin}\" required><button>{issue}</button></form>",
+            dashboard = text(lang, "admin.dashboard"),
             codes = text(lang, "admin.binding_codes"),
             iin = text(lang, "bind.iin"),
             issue = text(lang, "admin.issue_code"),

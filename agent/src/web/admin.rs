@@ -1,0 +1,237 @@
+//! The admin dashboard: the month's coverage per group as a server-rendered SVG bar
+//! chart with the threshold line, the college's figures, red flags and recent security
+//! events; and the coverage table as CSV.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use kasip_core::{Month, ScopeCoverage};
+use serde::Deserialize;
+
+use super::page::{escape_html, failure_page, language, layout, message_page};
+use super::staff::signed_in;
+use super::AppState;
+use crate::commands::local_date;
+use crate::coverage::{coverage_for_month, CoverageReport};
+use crate::error::AgentError;
+use crate::i18n::{text, Lang};
+use crate::red_flags::{red_flags_for_month, RedFlag};
+use crate::staff::Role;
+
+#[derive(Deserialize)]
+pub struct DashboardQuery {
+    lang: Option<String>,
+    month: Option<String>,
+}
+
+fn per_cent(per_mille: Option<u64>) -> String {
+    per_mille.map_or_else(
+        || "—".to_owned(),
+        |value| format!("{}.{}%", value / 10, value % 10),
+    )
+}
+
+/// Bars of coverage per group, 0–100%, with a dashed line at the minimum.
+fn coverage_chart(groups: &[ScopeCoverage], min_per_mille: u16) -> String {
+    const BAR: u64 = 28;
+    const WIDTH: u64 = 600;
+    let height = 20 + BAR * groups.len() as u64;
+    let label_width = 110;
+    let scale = |per_mille: u64| label_width + per_mille * (WIDTH - label_width - 60) / 1000;
+    let mut svg = format!(
+        "<svg id=coverage-chart xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">"
+    );
+    for (index, group) in groups.iter().enumerate() {
+        let y = 10 + BAR * index as u64;
+        let value = group.coverage_per_mille.unwrap_or(0);
+        let colour = if group.holds { "#2e7d32" } else { "#c62828" };
+        svg.push_str(&format!(
+            "<text x=\"0\" y=\"{}\">{}</text><rect class=bar data-group=\"{}\" data-per-mille=\"{value}\" x=\"{label_width}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            y + 17,
+            escape_html(&group.scope),
+            escape_html(&group.scope),
+            scale(value) - label_width,
+            BAR - 8,
+            scale(value) + 4,
+            y + 17,
+            per_cent(group.coverage_per_mille),
+        ));
+    }
+    let threshold = scale(u64::from(min_per_mille));
+    svg.push_str(&format!(
+        "<line id=threshold x1=\"{threshold}\" x2=\"{threshold}\" y1=\"0\" y2=\"{height}\" stroke=\"#000\" stroke-dasharray=\"4 3\"/></svg>"
+    ));
+    svg
+}
+
+struct Dashboard {
+    report: CoverageReport,
+    flags: Vec<RedFlag>,
+    security_events: Vec<(i64, String, String)>,
+}
+
+async fn load(state: &AppState, month: Month) -> Result<Dashboard, AgentError> {
+    let settings = state.settings.clone();
+    let today = local_date(&settings, state.now());
+    state
+        .with_db(move |store| {
+            let failure = |source| AgentError::from(store.error(source));
+            let connection = store.connection();
+            let report = coverage_for_month(connection, month, None, &settings.coverage_rules()).map_err(failure)?;
+            let flags = red_flags_for_month(connection, month, today, &settings, &settings.red_flags).map_err(failure)?;
+            let security_events = connection
+                .prepare("SELECT at, kind, COALESCE(student_iin, '') FROM security_events ORDER BY id DESC LIMIT 20")
+                .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect())
+                .map_err(failure)?;
+            Ok(Dashboard { report, flags, security_events })
+        })
+        .await
+}
+
+/// Admins only; the month from `?month=YYYY-MM`, this month by default.
+async fn authorise(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &DashboardQuery,
+) -> Result<(Lang, Month), Response> {
+    let lang = language(query.lang.as_deref(), headers);
+    let Some((member, _)) = signed_in(state, headers).await else {
+        return Err(Redirect::to("/login").into_response());
+    };
+    if member.role != Role::Admin {
+        return Err(message_page(
+            StatusCode::FORBIDDEN,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "staff.not_yours")),
+        ));
+    }
+    let month = match query.month.as_deref() {
+        Some(text) => Month::parse(text).map_err(|error| {
+            message_page(
+                StatusCode::BAD_REQUEST,
+                lang,
+                "error.title",
+                &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
+            )
+        })?,
+        None => local_date(&state.settings, state.now()).calendar_month(),
+    };
+    Ok((lang, month))
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    Query(query): Query<DashboardQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (lang, month) = match authorise(&state, &headers, &query).await {
+        Ok(authorised) => authorised,
+        Err(response) => return response,
+    };
+    let dashboard = match load(&state, month).await {
+        Ok(dashboard) => dashboard,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let college = &dashboard.report.college;
+    let rows: String = dashboard
+        .report
+        .groups
+        .iter()
+        .map(|group| {
+            format!(
+                "<tr data-group=\"{g}\"><td>{g}</td><td>{}/{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
+                group.qr_tracked,
+                group.beneficiaries,
+                per_cent(group.coverage_per_mille),
+                per_cent(group.qr_share_per_mille),
+                if group.holds { "ok" } else { "bad" },
+                if group.holds { "✓" } else { "✗" },
+                g = escape_html(&group.scope),
+            )
+        })
+        .collect();
+    let flags: String = dashboard
+        .flags
+        .iter()
+        .map(|flag| {
+            format!(
+                "<li>{}: {} — {}</li>",
+                flag.kind,
+                escape_html(&flag.subject),
+                escape_html(&flag.detail)
+            )
+        })
+        .collect();
+    let events: String = dashboard
+        .security_events
+        .iter()
+        .map(|(at, kind, iin)| format!("<li>{at}: {} {}</li>", escape_html(kind), escape_html(iin)))
+        .collect();
+    let body = format!(
+        "<h1>{title} — {month}</h1>\
+         <p id=college data-per-mille=\"{college_value}\">{coverage_label}: <b>{college_pct}</b> ({tracked}/{beneficiaries}), {qr_label}: {qr_share}</p>\
+         {chart}<table><tr><th>{group}</th><th>QR</th><th>%</th><th>{qr_label}</th><th></th></tr>{rows}</table>\
+         <p><a href=\"/admin/coverage.csv?month={month}\">CSV</a></p>\
+         <h2>{flags_title}</h2><ul id=red-flags>{flags}</ul><h2>{events_title}</h2><ul>{events}</ul>",
+        title = text(lang, "admin.dashboard"),
+        college_value = college.coverage_per_mille.map_or(-1, |value| value as i64),
+        coverage_label = text(lang, "mark.group_coverage"),
+        college_pct = per_cent(college.coverage_per_mille),
+        tracked = college.qr_tracked,
+        beneficiaries = college.beneficiaries,
+        qr_label = text(lang, "admin.qr_share"),
+        qr_share = per_cent(college.qr_share_per_mille),
+        chart = coverage_chart(&dashboard.report.groups, dashboard.report.min_coverage_per_mille),
+        group = text(lang, "status.groups"),
+        flags_title = text(lang, "admin.red_flags"),
+        events_title = text(lang, "admin.security_events"),
+    );
+    Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
+}
+
+/// The coverage table as `;`-separated CSV with a BOM, for Excel in ru-KZ.
+pub async fn coverage_csv(
+    State(state): State<AppState>,
+    Query(query): Query<DashboardQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (lang, month) = match authorise(&state, &headers, &query).await {
+        Ok(authorised) => authorised,
+        Err(response) => return response,
+    };
+    let dashboard = match load(&state, month).await {
+        Ok(dashboard) => dashboard,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let mut csv = String::from(
+        "\u{feff}scope;beneficiaries;qr_tracked;coverage_per_mille;present_marks;qr_marks;holds\n",
+    );
+    for scope in std::iter::once(&dashboard.report.college).chain(&dashboard.report.groups) {
+        csv.push_str(&format!(
+            "{};{};{};{};{};{};{}\n",
+            scope.scope.replace(';', ","),
+            scope.beneficiaries,
+            scope.qr_tracked,
+            scope
+                .coverage_per_mille
+                .map_or(String::new(), |value| value.to_string()),
+            scope.present_marks,
+            scope.qr_marks,
+            if scope.holds { "yes" } else { "no" }
+        ));
+    }
+    let mut response = csv.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"coverage-{month}.csv\""))
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}

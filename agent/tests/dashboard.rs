@@ -1,0 +1,98 @@
+//! The admin dashboard shows the same numbers as `kasip-agent coverage --json`, draws a
+//! bar per group with the threshold line, exports CSV, and is for admins only.
+
+mod common;
+
+use common::{check_in, College, AGENT, TEACHER_A};
+use kasip_tests::{run_with, text};
+use serde_json::Value;
+
+#[test]
+fn dashboard_matches_the_coverage_command_and_is_admin_only() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.display(&teacher, college.lesson_a)["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert_eq!(
+        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
+        200
+    );
+
+    let output = run_with(
+        AGENT,
+        &college.dir.path(),
+        &["coverage", "--month", "2026-11", "--json"],
+        &[],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let expected: Value = serde_json::from_str(&text(&output).0).expect("json");
+
+    let admin = college.teacher("admin");
+    let page = admin
+        .get(college.url("/admin?month=2026-11&lang=en"))
+        .send()
+        .expect("dashboard");
+    assert_eq!(page.status(), 200);
+    let page = page.text().expect("body");
+    let college_value = expected["college"]["coverage_per_mille"]
+        .as_i64()
+        .expect("value");
+    assert!(
+        page.contains(&format!("id=college data-per-mille=\"{college_value}\"")),
+        "{page}"
+    );
+    for group in expected["groups"].as_array().expect("groups") {
+        let bar = format!(
+            "data-group=\"{}\" data-per-mille=\"{}\"",
+            group["scope"].as_str().expect("scope"),
+            group["coverage_per_mille"].as_i64().expect("value")
+        );
+        assert!(page.contains(&bar), "missing bar {bar}: {page}");
+    }
+    assert!(page.contains("id=threshold"), "{page}");
+    assert!(page.contains("QR coverage dashboard"), "{page}");
+
+    let csv = admin
+        .get(college.url("/admin/coverage.csv?month=2026-11"))
+        .send()
+        .expect("csv");
+    assert_eq!(csv.status(), 200);
+    let csv = csv.text().expect("body");
+    assert!(
+        csv.lines().any(|line| line.starts_with(&format!(
+            "college;{};{};",
+            expected["college"]["beneficiaries"], expected["college"]["qr_tracked"]
+        ))),
+        "{csv}"
+    );
+
+    assert_eq!(
+        teacher
+            .get(college.url("/admin"))
+            .send()
+            .expect("get")
+            .status(),
+        403
+    );
+    let anonymous = kasip_tests::browser(&college.dir.path());
+    assert_eq!(
+        anonymous
+            .get(college.url("/admin/coverage.csv"))
+            .send()
+            .expect("get")
+            .status(),
+        303
+    );
+    assert_eq!(
+        admin
+            .get(college.url("/admin?month=2026-13"))
+            .send()
+            .expect("get")
+            .status(),
+        400
+    );
+}
