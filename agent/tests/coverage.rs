@@ -27,6 +27,11 @@ fn agent(dir: &TempDataDir, args: &[&str]) -> String {
 }
 
 fn seeded_month() -> TempDataDir {
+    seeded_month_with("offline", "15.11.2026")
+}
+
+/// The hand-built month with every lesson in `mode`, and G expelled on `expelled_on`.
+fn seeded_month_with(mode: &str, expelled_on: &str) -> TempDataDir {
     let dir = TempDataDir::new();
     agent(&dir, &["init"]);
     let write = |name: &str, contents: String| {
@@ -44,7 +49,7 @@ fn seeded_month() -> TempDataDir {
         format!(
             "iin;last_name;first_name;group;beneficiary;status;status_date\n\
              {A};A;A;ПО-21;да;;\n{B};B;B;ПО-21;да;;\n{C};C;C;ПО-21;да;;\n{D};D;D;ПО-21;да;;\n\
-             {E};E;E;ПО-21;нет;;\n{F};F;F;ВТ-21;да;;\n{G};G;G;ВТ-21;да;отчислен;15.11.2026\n\
+             {E};E;E;ПО-21;нет;;\n{F};F;F;ВТ-21;да;;\n{G};G;G;ВТ-21;да;отчислен;{expelled_on}\n\
              {H};H;H;ВТ-21;да;академический отпуск;01.10.2026\n"
         ),
     );
@@ -56,7 +61,7 @@ fn seeded_month() -> TempDataDir {
             let start = if group == "ПО-21" { "09:00" } else { "10:40" };
             let end = if group == "ПО-21" { "10:30" } else { "12:10" };
             timetable.push_str(&format!(
-                "2026-11-{day};{start};{end};{group};Математика;{TEACHER};Корпус;101;offline\n"
+                "2026-11-{day};{start};{end};{group};Математика;{TEACHER};Корпус;101;{mode}\n"
             ));
         }
     }
@@ -212,4 +217,52 @@ fn typed_codes_can_be_excluded_by_config() {
     assert_eq!(po21["holds"], false, "1 of 4 is below the rule");
     let human = agent(&dir, &["coverage", "--month", "2026-11"]);
     assert!(human.contains("BELOW THE RULE"), "{human}");
+}
+
+#[test]
+fn online_lessons_count_like_any_other() {
+    let offline = coverage(&seeded_month_with("offline", "15.11.2026"), &[]);
+    let online = coverage(&seeded_month_with("online", "15.11.2026"), &[]);
+    assert_eq!(online, offline);
+}
+
+#[test]
+fn an_expelled_student_counts_only_until_the_effective_date() {
+    // G has QR marks on the 2nd and 9th and manual ones on the 16th and 23rd.
+    // By hand, for each expulsion date: which of G's marks count, and is G tracked?
+    let cases = [
+        ("01.11.2026", None),               // gone before the month: not a beneficiary
+        ("03.11.2026", Some((1, 1, true))), // only the 2nd
+        ("15.11.2026", Some((2, 2, true))), // the 2nd and 9th
+        ("20.11.2026", Some((3, 2, true))), // + the 16th by hand: 2 of 3
+        ("30.11.2026", Some((4, 2, true))), // all four: 2 of 4 is exactly half
+    ];
+    for (expelled_on, expected) in cases {
+        let report = coverage(
+            &seeded_month_with("offline", expelled_on),
+            &["--group", "ВТ-21"],
+        );
+        let beneficiaries = report["college"]["beneficiaries"].as_i64().expect("count");
+        match expected {
+            None => assert_eq!(beneficiaries, 1, "{expelled_on}: only F counts"),
+            Some((present, qr, tracked)) => {
+                assert_eq!(beneficiaries, 2, "{expelled_on}");
+                assert_eq!(
+                    report["college"]["present_marks"].as_i64(),
+                    Some(4 + present),
+                    "{expelled_on}: F's 4 plus G's"
+                );
+                assert_eq!(
+                    report["college"]["qr_marks"].as_i64(),
+                    Some(qr),
+                    "{expelled_on}"
+                );
+                assert_eq!(
+                    report["college"]["qr_tracked"].as_i64(),
+                    Some(i64::from(tracked)),
+                    "{expelled_on}"
+                );
+            }
+        }
+    }
 }
