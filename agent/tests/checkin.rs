@@ -69,10 +69,7 @@ fn previous_step_is_accepted_and_two_steps_old_is_refused() {
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
     let start = lesson_start_plus_one_minute();
-    let old_url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let old_url = college.shown_url(&teacher, college.lesson_a);
     let first = college.bound_phone(&college.group_a[0]);
     let second = college.bound_phone(&college.group_a[1]);
 
@@ -104,10 +101,7 @@ fn forged_tag_is_refused_and_recorded() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     let tag_start = url.rfind('.').expect("tag") + 1;
     let flipped = if url[tag_start..].starts_with('A') {
         "B"
@@ -132,10 +126,7 @@ fn a_code_of_another_groups_lesson_is_refused() {
     let college = College::new(3);
     let teacher_b = college.teacher(TEACHER_B);
     college.open_lesson(&teacher_b, college.lesson_b);
-    let other_room = college.display(&teacher_b, college.lesson_b)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let other_room = college.shown_url(&teacher_b, college.lesson_b);
     let phone = college.bound_phone(&college.group_a[0]);
     let (status, body) = check_in(&phone, &other_room);
     assert_eq!(status, 403, "{body}");
@@ -149,10 +140,7 @@ fn a_closed_lesson_refuses_its_codes() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     let csrf = college.csrf(&teacher);
     let closed = teacher
         .post(college.url(&format!("/teacher/lessons/{}/close", college.lesson_a)))
@@ -172,10 +160,7 @@ fn an_unbound_phone_binds_and_its_scan_still_counts_after_the_code_rotates() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     let phone = browser(&college.dir.path());
     let (status, body) = check_in(&phone, &url);
     assert_eq!(status, 403, "{body}");
@@ -213,10 +198,7 @@ fn one_phone_cannot_check_in_two_students() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     let phone = college.bound_phone(&college.group_a[0]);
     assert_eq!(check_in(&phone, &url).0, 200);
     // The same phone (same identity cookie) rebinds to a classmate and tries again.
@@ -247,10 +229,7 @@ fn an_expelled_student_is_refused() {
     assert!(output.status.success(), "{:?}", text(&output));
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     let (status, body) = check_in(&phone, &url);
     assert_eq!(status, 403, "{body}");
     assert_eq!(reason_of(&body), "student_inactive");
@@ -533,10 +512,7 @@ fn five_hundred_phones_checking_in_at_once_make_exactly_five_hundred_marks() {
         .collect();
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = phones
             .chunks(10)
@@ -575,10 +551,7 @@ fn a_row_edited_behind_the_agents_back_fails_verify_at_that_row() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     for iin in &college.group_a {
         assert_eq!(check_in(&college.bound_phone(iin), &url).0, 200);
     }

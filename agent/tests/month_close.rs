@@ -17,10 +17,7 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
     let college = College::new(3);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
-    let url = college.display(&teacher, college.lesson_a)["url"]
-        .as_str()
-        .expect("url")
-        .to_owned();
+    let url = college.shown_url(&teacher, college.lesson_a);
     assert_eq!(
         check_in(&college.bound_phone(&college.group_a[0]), &url).0,
         200

@@ -216,6 +216,14 @@ impl College {
         assert_eq!(response.status(), 303);
     }
 
+    /// The URL the projector shows now for `lesson`.
+    pub fn shown_url(&self, teacher: &Client, lesson: i64) -> String {
+        self.display(teacher, lesson)["url"]
+            .as_str()
+            .expect("url")
+            .to_owned()
+    }
+
     /// What the projector shows now.
     pub fn display(&self, teacher: &Client, lesson: i64) -> Value {
         let response = teacher
