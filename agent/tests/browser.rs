@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{check_in, lesson_start_plus_one_minute, College, PASSWORD, TEACHER_A};
+use common::{check_in, lesson_start_plus_one_minute, College, AGENT, PASSWORD, TEACHER_A};
 use kasip_tests::webdriver::{zbar_decode, Browser};
+use kasip_tests::{run_with, text};
 
 #[test]
 fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() {
@@ -76,4 +77,62 @@ fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() 
     };
     assert_ne!(second, first, "the code changed");
     assert_eq!(browser.text_of("#count"), "1/3");
+}
+
+#[test]
+fn admin_dashboard_in_chromium_shows_what_coverage_json_computes() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    for iin in &college.group_a[..2] {
+        assert_eq!(check_in(&college.bound_phone(iin), &url).0, 200);
+    }
+    let output = run_with(
+        AGENT,
+        &college.dir.path(),
+        &["coverage", "--month", "2026-11", "--json"],
+        &[],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let expected: serde_json::Value = serde_json::from_str(&text(&output).0).expect("json");
+
+    let browser = Browser::start();
+    browser.goto(&college.url("/login?lang=en"));
+    browser.type_into("input[name=login]", "admin");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("button");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !browser.current_url().ends_with("/teacher") {
+        assert!(
+            Instant::now() < deadline,
+            "sign-in did not reach /teacher: {}",
+            browser.current_url()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.goto(&college.url("/admin?month=2026-11"));
+    assert_eq!(
+        browser.attribute_of("#college", "data-per-mille"),
+        expected["college"]["coverage_per_mille"].to_string()
+    );
+    // 2 of ПО-21's 3 are tracked (666‰); ВТ-21 has no marks (0‰).
+    for group in expected["groups"].as_array().expect("groups") {
+        let scope = group["scope"].as_str().expect("scope");
+        let bar = format!("rect[data-group='{scope}']");
+        assert_eq!(
+            browser.attribute_of(&bar, "data-per-mille"),
+            group["coverage_per_mille"].to_string(),
+            "{scope}"
+        );
+    }
+    assert!(
+        browser.text_of("#college").contains("33.3%"),
+        "{}",
+        browser.text_of("#college")
+    );
+    let shot = college.dir.file("dashboard.png");
+    browser.screenshot(&shot);
+    assert!(std::fs::metadata(&shot).expect("screenshot").len() > 1000);
 }

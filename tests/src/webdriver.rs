@@ -151,6 +151,19 @@ impl Browser {
         .to_owned()
     }
 
+    /// An attribute of the first element matching `css` (e.g. `data-per-mille`).
+    pub fn attribute_of(&self, css: &str, name: &str) -> String {
+        let element = self.element(css);
+        self.command(
+            reqwest::Method::GET,
+            &format!("/element/{element}/attribute/{name}"),
+            None,
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
     /// Saves a PNG screenshot of the viewport to `path`.
     pub fn screenshot(&self, path: &Path) {
         let encoded = self.command(reqwest::Method::GET, "/screenshot", None);
