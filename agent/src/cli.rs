@@ -442,7 +442,8 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         let clock = crate::clock::from_environment();
         let settings = std::sync::Arc::new(settings);
         let (writer, writer_thread) = crate::checkin::MarkWriter::start(write_store, settings.clone(), clock.clone());
-        let state = crate::web::AppState::new(read_store, writer, settings, clock, public_url, !matches!(transport, crate::web::Transport::PlainHttp));
+        let secure_cookies = !matches!(transport, crate::web::Transport::PlainHttp);
+        let state = crate::web::AppState::new(read_store, writer, settings, clock, public_url, secure_cookies, data_dir.clone());
         // Tests and scripts read this exact line to learn the port.
         println!("listening on {scheme}://{bound}");
         tracing::info!(%bound, data_dir = %data_dir.root().display(), "agent started");

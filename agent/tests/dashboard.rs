@@ -93,3 +93,47 @@ fn dashboard_matches_the_coverage_command_and_is_admin_only() {
         400
     );
 }
+
+#[test]
+fn the_dashboards_close_button_closes_the_month_like_the_cli() {
+    let college = College::new(3);
+    let admin = college.teacher("admin");
+    let close = |client: &kasip_tests::reqwest::blocking::Client, csrf: &str, reason: &str| {
+        let response = client
+            .post(college.url("/admin/month-close"))
+            .form(&[("csrf", csrf), ("month", "2026-11"), ("reason", reason)])
+            .send()
+            .expect("close");
+        (response.status().as_u16(), response.text().expect("body"))
+    };
+    let csrf = college.csrf(&admin);
+    let (status, body) = close(&admin, &csrf, "");
+    assert_eq!(
+        status, 409,
+        "November has not ended on the test clock: {body}"
+    );
+    assert!(body.contains("has not ended yet"), "{body}");
+    assert_eq!(close(&admin, "forged", "inspection").0, 403);
+    let teacher = college.teacher(TEACHER_A);
+    let teacher_csrf = college.csrf(&teacher);
+    assert_eq!(close(&teacher, &teacher_csrf, "inspection").0, 403);
+    assert_eq!(college.count("SELECT COUNT(*) FROM month_closes"), 0);
+
+    let (status, body) = close(&admin, &csrf, "ministry inspection");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("id=verdict"), "{body}");
+    assert_eq!(
+        college.count("SELECT COUNT(*) FROM month_closes WHERE closed_by = 'admin'"),
+        1
+    );
+    assert!(college
+        .dir
+        .path()
+        .join("statements/month-close-2026-11.jws")
+        .exists());
+    assert_eq!(
+        close(&admin, &csrf, "again").0,
+        409,
+        "a second close is refused"
+    );
+}

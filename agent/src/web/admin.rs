@@ -129,6 +129,10 @@ pub async fn dashboard(
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
+    let csrf = signed_in(&state, &headers)
+        .await
+        .map(|(_, csrf)| csrf)
+        .unwrap_or_default();
     let dashboard = match load(&state, month).await {
         Ok(dashboard) => dashboard,
         Err(error) => return failure_page(lang, &error.to_string()),
@@ -173,8 +177,14 @@ pub async fn dashboard(
          <p id=college data-per-mille=\"{college_value}\">{coverage_label}: <b>{college_pct}</b> ({tracked}/{beneficiaries}), {qr_label}: {qr_share}</p>\
          {chart}<table><tr><th>{group}</th><th>QR</th><th>%</th><th>{qr_label}</th><th></th></tr>{rows}</table>\
          <p><a href=\"/admin/coverage.csv?month={month}\">CSV</a></p>\
+         <form method=post action=\"/admin/month-close\"><input type=hidden name=csrf value=\"{csrf}\">\
+         <input type=hidden name=month value=\"{month}\"><input name=reason maxlength=200 placeholder=\"{reason}\">\
+         <button>{close}</button></form>\
          <h2>{flags_title}</h2><ul id=red-flags>{flags}</ul><h2>{events_title}</h2><ul>{events}</ul>",
         title = text(lang, "admin.dashboard"),
+        csrf = escape_html(&csrf),
+        reason = text(lang, "admin.close_reason"),
+        close = text(lang, "admin.close_month"),
         college_value = college.coverage_per_mille.map_or(-1, |value| value as i64),
         coverage_label = text(lang, "mark.group_coverage"),
         college_pct = per_cent(college.coverage_per_mille),
@@ -234,4 +244,104 @@ pub async fn coverage_csv(
             .insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+#[derive(Deserialize)]
+pub struct CloseForm {
+    #[serde(default)]
+    csrf: String,
+    month: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The dashboard's close button: the same `month_close::close` as the CLI. A month that
+/// has not ended closes only with a reason.
+pub async fn close_month(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<CloseForm>,
+) -> Response {
+    let lang = language(None, &headers);
+    let Some((member, csrf)) = signed_in(&state, &headers).await else {
+        return message_page(
+            StatusCode::UNAUTHORIZED,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "staff.sign_in_first")),
+        );
+    };
+    if csrf.len() != form.csrf.len()
+        || csrf
+            .bytes()
+            .zip(form.csrf.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            != 0
+    {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "staff.csrf")),
+        );
+    }
+    if member.role != Role::Admin {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "staff.not_yours")),
+        );
+    }
+    let Ok(month) = Month::parse(&form.month) else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
+        );
+    };
+    let now = state.now();
+    let settings = state.settings.clone();
+    let data_dir = state.data_dir.clone();
+    let reason = Some(form.reason.trim().to_owned()).filter(|reason| !reason.is_empty());
+    let closed = state
+        .with_db(move |store| {
+            let key = kasip_certs::DeviceKey::load(&data_dir.key_path())?;
+            let request = crate::month_close::CloseRequest {
+                month,
+                today: local_date(&settings, now),
+                now,
+                force_reason: reason.as_deref(),
+                closed_by: &member.login,
+            };
+            crate::month_close::close(store, &data_dir, &settings, &key, &request)
+        })
+        .await;
+    match closed {
+        Ok(closed) => message_page(
+            StatusCode::OK,
+            lang,
+            "admin.close_month",
+            &format!(
+                "<p id=verdict class={}>{month}: {}</p><p>{}</p>",
+                if closed.compliant { "ok" } else { "bad" },
+                if closed.compliant {
+                    "compliant"
+                } else {
+                    "NON-COMPLIANT"
+                },
+                escape_html(&closed.statement.display().to_string())
+            ),
+        ),
+        Err(error) => message_page(
+            StatusCode::CONFLICT,
+            lang,
+            "error.title",
+            &format!(
+                "<p class=bad id=refusal>{}</p>",
+                escape_html(&error.to_string())
+            ),
+        ),
+    }
 }

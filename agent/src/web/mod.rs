@@ -50,6 +50,8 @@ pub struct AppState {
     public_url: Arc<String>,
     /// Cookies carry `Secure` when the agent speaks HTTPS.
     secure_cookies: bool,
+    /// Where month-close statements and reports are written and the key is read.
+    data_dir: Arc<crate::config::DataDir>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         public_url: String,
         secure_cookies: bool,
+        data_dir: crate::config::DataDir,
     ) -> Self {
         Self {
             db: Arc::new(Mutex::new(db)),
@@ -71,6 +74,7 @@ impl AppState {
             lesson_labels: Arc::new(Mutex::new(HashMap::new())),
             public_url: Arc::new(public_url),
             secure_cookies,
+            data_dir: Arc::new(data_dir),
         }
     }
 
@@ -154,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/binding-codes", post(staff::issue_binding_code))
         .route("/admin", get(admin::dashboard))
         .route("/admin/coverage.csv", get(admin::coverage_csv))
+        .route("/admin/month-close", post(admin::close_month))
         .route("/display/{id}", get(staff::display_page))
         .route("/display/{id}/current", get(staff::display_current))
         .route("/bind", get(phone::bind_form).post(phone::bind))
