@@ -74,6 +74,17 @@ pub fn student_months(
     group: Option<&str>,
     rules: &CoverageRules,
 ) -> rusqlite::Result<Vec<StudentMonth>> {
+    student_months_through(connection, month, group, rules, month.last_day())
+}
+
+/// Like `student_months`, counting only marks of lessons up to and including `through`.
+pub fn student_months_through(
+    connection: &Connection,
+    month: Month,
+    group: Option<&str>,
+    rules: &CoverageRules,
+    through: Date,
+) -> rusqlite::Result<Vec<StudentMonth>> {
     let first_day = month.first_day();
     let mut beneficiaries: HashMap<String, Beneficiary> = HashMap::new();
     let mut statement = connection.prepare(
@@ -148,7 +159,7 @@ pub fn student_months(
         let Ok(date) = Date::parse(&date) else {
             continue;
         };
-        if beneficiary.counts_until.is_some_and(|until| date >= until) {
+        if date > through || beneficiary.counts_until.is_some_and(|until| date >= until) {
             continue;
         }
         if status != "present" && status != "late" {
@@ -201,5 +212,64 @@ pub fn coverage_for_month(
         typed_code_counts_as_qr: rules.typed_code_counts_as_qr,
         college,
         groups,
+    })
+}
+
+/// College coverage at the end of each week (Sunday, or the month's last day) up to
+/// `today`, and a month-end projection extended linearly from the last two weeks.
+#[derive(Debug, Serialize)]
+pub struct CoverageTrend {
+    /// (week's last day, coverage in thousandths)
+    pub weeks: Vec<(String, Option<u64>)>,
+    pub projected_month_end: Option<u64>,
+}
+
+pub fn weekly_trend(
+    connection: &Connection,
+    month: Month,
+    today: Date,
+    rules: &CoverageRules,
+) -> rusqlite::Result<CoverageTrend> {
+    let mut weeks = Vec::new();
+    let mut day = month.first_day();
+    while day <= month.last_day() && day <= today {
+        let week_end = day.add_days(i64::from(7 - day.iso_weekday()));
+        let through = if week_end > month.last_day() {
+            month.last_day()
+        } else {
+            week_end
+        };
+        let through = if through > today { today } else { through };
+        let students = student_months_through(connection, month, None, rules, through)?;
+        let coverage = coverage_of(
+            "college",
+            &students.iter().collect::<Vec<_>>(),
+            rules.student_qr_share,
+            rules.min_coverage,
+        );
+        weeks.push((through.to_string(), coverage.coverage_per_mille));
+        day = through.add_days(1);
+    }
+    // Extend the month's average daily change so far to its last day: a rough guide for
+    // the admin, shown as a projection, never used for the rule itself.
+    let projected_month_end = match (weeks.first(), weeks.last()) {
+        (Some((first_end, Some(first))), Some((last_end, Some(last)))) if first_end != last_end => {
+            match (Date::parse(first_end), Date::parse(last_end)) {
+                (Ok(first_end), Ok(last_end)) => {
+                    let span = (last_end.days_since_epoch() - first_end.days_since_epoch()).max(1);
+                    let remaining =
+                        month.last_day().days_since_epoch() - last_end.days_since_epoch();
+                    let slope = (*last as i64 - *first as i64) as f64 / span as f64;
+                    Some((*last as f64 + slope * remaining as f64).clamp(0.0, 1000.0) as u64)
+                }
+                _ => Some(*last),
+            }
+        }
+        (_, Some((_, last))) => *last,
+        _ => None,
+    };
+    Ok(CoverageTrend {
+        weeks,
+        projected_month_end,
     })
 }

@@ -346,6 +346,7 @@ const CATALOG: &[(&str, &str, &str, &str)] = &[
     ("admin.dashboard", "QR қамту тақтасы", "Панель QR-охвата", "QR coverage dashboard"),
     ("admin.close_month", "Айды жабу", "Закрыть месяц", "Close the month"),
     ("admin.close_reason", "Мерзімінен бұрын жабу себебі", "Причина досрочного закрытия", "Reason to close before the month ends"),
+    ("admin.projection", "Ай соңына болжам", "Прогноз на конец месяца", "Projected month end"),
     ("admin.qr_share", "QR белгілер үлесі", "Доля QR-отметок", "Share of QR marks"),
     ("admin.red_flags", "Қызыл жалаушалар", "Красные флаги", "Red flags"),
     ("admin.security_events", "Соңғы қауіпсіздік оқиғалары", "Последние события безопасности", "Recent security events"),

@@ -51,6 +51,37 @@ fn dashboard_matches_the_coverage_command_and_is_admin_only() {
         assert!(page.contains(&bar), "missing bar {bar}: {page}");
     }
     assert!(page.contains("id=threshold"), "{page}");
+    // Weeks end on Sundays: ≤ 1, 8, 15 and 22 November at 0‰, then 1 of 6 (166‰) on the
+    // 23rd. Projection by hand: (166 − 0) over the 22 days since the 1st is 7.5‰ a day;
+    // 7 more days to the 30th: 166 + 52.8 = 218.8 → 218‰.
+    assert!(
+        page.contains("<th>≤ 2026-11-22</th><th>≤ 2026-11-23</th>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=projection data-per-mille=\"218\""),
+        "{page}"
+    );
+    let group = admin
+        .get(college.url("/admin/group?month=2026-11&code=%D0%9F%D0%9E-21"))
+        .send()
+        .expect("group")
+        .text()
+        .expect("body");
+    assert!(
+        group.contains(&format!("data-iin=\"{}\"", college.group_a[0])),
+        "{group}"
+    );
+    let student = admin
+        .get(college.url(&format!(
+            "/admin/student?month=2026-11&iin={}",
+            college.group_a[0]
+        )))
+        .send()
+        .expect("student")
+        .text()
+        .expect("body");
+    assert!(student.contains("qr_phone"), "{student}");
     assert!(page.contains("QR coverage dashboard"), "{page}");
 
     let csv = admin

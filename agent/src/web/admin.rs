@@ -66,6 +66,7 @@ fn coverage_chart(groups: &[ScopeCoverage], min_per_mille: u16) -> String {
 
 struct Dashboard {
     report: CoverageReport,
+    trend: crate::coverage::CoverageTrend,
     flags: Vec<RedFlag>,
     security_events: Vec<(i64, String, String)>,
 }
@@ -77,13 +78,15 @@ async fn load(state: &AppState, month: Month) -> Result<Dashboard, AgentError> {
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
-            let report = coverage_for_month(connection, month, None, &settings.coverage_rules()).map_err(failure)?;
+            let rules = settings.coverage_rules();
+            let report = coverage_for_month(connection, month, None, &rules).map_err(failure)?;
+            let trend = crate::coverage::weekly_trend(connection, month, today, &rules).map_err(failure)?;
             let flags = red_flags_for_month(connection, month, today, &settings, &settings.red_flags).map_err(failure)?;
             let security_events = connection
                 .prepare("SELECT at, kind, COALESCE(student_iin, '') FROM security_events ORDER BY id DESC LIMIT 20")
                 .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect())
                 .map_err(failure)?;
-            Ok(Dashboard { report, flags, security_events })
+            Ok(Dashboard { report, trend, flags, security_events })
         })
         .await
 }
@@ -144,7 +147,7 @@ pub async fn dashboard(
         .iter()
         .map(|group| {
             format!(
-                "<tr data-group=\"{g}\"><td>{g}</td><td>{}/{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
+                "<tr data-group=\"{g}\"><td><a href=\"/admin/group?month={month}&amp;code={code}\">{g}</a></td><td>{}/{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
                 group.qr_tracked,
                 group.beneficiaries,
                 per_cent(group.coverage_per_mille),
@@ -152,6 +155,7 @@ pub async fn dashboard(
                 if group.holds { "ok" } else { "bad" },
                 if group.holds { "✓" } else { "✗" },
                 g = escape_html(&group.scope),
+                code = percent_encode(&group.scope),
             )
         })
         .collect();
@@ -175,6 +179,8 @@ pub async fn dashboard(
     let body = format!(
         "<h1>{title} — {month}</h1>\
          <p id=college data-per-mille=\"{college_value}\">{coverage_label}: <b>{college_pct}</b> ({tracked}/{beneficiaries}), {qr_label}: {qr_share}</p>\
+         <p id=projection data-per-mille=\"{projection_value}\">{projection_label}: {projection}</p>\
+         <table id=trend><tr>{trend_head}</tr><tr>{trend_row}</tr></table>\
          {chart}<table><tr><th>{group}</th><th>QR</th><th>%</th><th>{qr_label}</th><th></th></tr>{rows}</table>\
          <p><a href=\"/admin/coverage.csv?month={month}\">CSV</a></p>\
          <form method=post action=\"/admin/month-close\"><input type=hidden name=csrf value=\"{csrf}\">\
@@ -192,6 +198,11 @@ pub async fn dashboard(
         beneficiaries = college.beneficiaries,
         qr_label = text(lang, "admin.qr_share"),
         qr_share = per_cent(college.qr_share_per_mille),
+        projection_value = dashboard.trend.projected_month_end.map_or(-1, |value| value as i64),
+        projection_label = text(lang, "admin.projection"),
+        projection = per_cent(dashboard.trend.projected_month_end),
+        trend_head = dashboard.trend.weeks.iter().map(|(end, _)| format!("<th>≤ {end}</th>")).collect::<String>(),
+        trend_row = dashboard.trend.weeks.iter().map(|(_, value)| format!("<td>{}</td>", per_cent(*value))).collect::<String>(),
         chart = coverage_chart(&dashboard.report.groups, dashboard.report.min_coverage_per_mille),
         group = text(lang, "status.groups"),
         flags_title = text(lang, "admin.red_flags"),
@@ -344,4 +355,146 @@ pub async fn close_month(
             ),
         ),
     }
+}
+
+/// Enough of URL percent-encoding for group codes in a query string.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                char::from(byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub struct GroupQuery {
+    lang: Option<String>,
+    month: Option<String>,
+    code: String,
+}
+
+/// Drill-down: each beneficiary of a group with their present and QR marks.
+pub async fn group_page(
+    State(state): State<AppState>,
+    Query(query): Query<GroupQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let dashboard_query = DashboardQuery {
+        lang: query.lang.clone(),
+        month: query.month.clone(),
+    };
+    let (lang, month) = match authorise(&state, &headers, &dashboard_query).await {
+        Ok(authorised) => authorised,
+        Err(response) => return response,
+    };
+    let settings = state.settings.clone();
+    let code = query.code.clone();
+    let students = state
+        .with_db(move |store| {
+            crate::coverage::student_months(
+                store.connection(),
+                month,
+                Some(&code),
+                &settings.coverage_rules(),
+            )
+            .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    let students = match students {
+        Ok(students) => students,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let rows: String = students
+        .iter()
+        .map(|student| {
+            format!(
+                "<tr data-iin=\"{iin}\"><td><a href=\"/admin/student?month={month}&amp;iin={iin}\">{name}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                student.present,
+                student.qr,
+                if student.is_qr_tracked(state.settings.student_qr_share) { "✓" } else { "✗" },
+                iin = student.iin,
+                name = escape_html(&student.name),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h1>{} — {month}</h1><table><tr><th></th><th>{}</th><th>QR</th><th></th></tr>{rows}</table><p><a href=\"/admin?month={month}\">←</a></p>",
+        escape_html(&query.code),
+        text(lang, "mark.present"),
+    );
+    Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct StudentQuery {
+    lang: Option<String>,
+    month: Option<String>,
+    iin: String,
+}
+
+/// Drill-down: one student's marks in the month, latest last.
+pub async fn student_page(
+    State(state): State<AppState>,
+    Query(query): Query<StudentQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let dashboard_query = DashboardQuery {
+        lang: query.lang.clone(),
+        month: query.month.clone(),
+    };
+    let (lang, month) = match authorise(&state, &headers, &dashboard_query).await {
+        Ok(authorised) => authorised,
+        Err(response) => return response,
+    };
+    let Ok(iin) = kasip_core::Iin::parse(query.iin.trim()) else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "bind.bad_iin")),
+        );
+    };
+    let marks = state
+        .with_db(move |store| {
+            let failure = |source| AgentError::from(store.error(source));
+            store
+                .connection()
+                .prepare(
+                    "SELECT l.date, l.start_time, l.discipline, e.status, e.method, COALESCE(e.marked_by, '')
+                     FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+                     WHERE e.student_iin = ?1 AND l.date BETWEEN ?2 AND ?3 ORDER BY l.date, l.start_time, e.id",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(
+                            rusqlite::params![iin.as_string(), month.first_day().to_string(), month.last_day().to_string()],
+                            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?, row.get::<_, String>(4)?, row.get::<_, String>(5)?)),
+                        )?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(failure)
+        })
+        .await;
+    let marks = match marks {
+        Ok(marks) => marks,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    let rows: String = marks
+        .iter()
+        .map(|(date, start, discipline, status, method, marked_by)| {
+            format!(
+                "<tr><td>{date} {start}</td><td>{}</td><td>{status}</td><td>{method}</td><td>{}</td></tr>",
+                escape_html(discipline),
+                escape_html(marked_by)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h1>{} — {month}</h1><table id=marks>{rows}</table>",
+        escape_html(&query.iin)
+    );
+    Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
 }

@@ -159,6 +159,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin", get(admin::dashboard))
         .route("/admin/coverage.csv", get(admin::coverage_csv))
         .route("/admin/month-close", post(admin::close_month))
+        .route("/admin/group", get(admin::group_page))
+        .route("/admin/student", get(admin::student_page))
         .route("/display/{id}", get(staff::display_page))
         .route("/display/{id}/current", get(staff::display_current))
         .route("/bind", get(phone::bind_form).post(phone::bind))
