@@ -11,6 +11,7 @@ pub mod config;
 pub mod coverage;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod i18n;
 pub mod import;
 pub mod lessons;

@@ -48,6 +48,7 @@ pub struct MonthClosed {
     pub statement: PathBuf,
     pub html: PathBuf,
     pub csv: PathBuf,
+    pub xlsx: PathBuf,
     pub students: usize,
 }
 
@@ -171,11 +172,16 @@ pub fn close(
         format!("month-close-{month}.jws"),
         jws.as_bytes(),
     )?;
+    let table = students_table(month, &students);
     let csv = write(
         "reports",
         format!("month-close-{month}.csv"),
-        students_csv(&students).as_bytes(),
+        table.to_csv().as_bytes(),
     )?;
+    let xlsx_bytes = table
+        .to_xlsx()
+        .map_err(|error| AgentError::Operation(format!("XLSX report: {error}")))?;
+    let xlsx = write("reports", format!("month-close-{month}.xlsx"), &xlsx_bytes)?;
     let html = write(
         "reports",
         format!("month-close-{month}.html"),
@@ -194,6 +200,7 @@ pub fn close(
         statement,
         html,
         csv,
+        xlsx,
         students: students.len(),
     })
 }
@@ -273,34 +280,40 @@ fn student_totals(
         .collect())
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([';', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
+/// The per-student totals as a table, for the CSV and XLSX reports.
+fn students_table(month: Month, students: &[StudentTotals]) -> crate::export::Table {
+    crate::export::Table {
+        name: format!("month close {month}"),
+        headers: vec![
+            "iin",
+            "name",
+            "group",
+            "lessons_scheduled",
+            "present",
+            "late",
+            "absent",
+            "excused",
+            "qr_marks",
+            "qr_tracked",
+        ],
+        rows: students
+            .iter()
+            .map(|student| {
+                vec![
+                    student.iin.clone().into(),
+                    student.name.clone().into(),
+                    student.group.clone().into(),
+                    student.lessons_scheduled.into(),
+                    student.present.into(),
+                    student.late.into(),
+                    student.absent.into(),
+                    student.excused.into(),
+                    student.qr_marks.into(),
+                    if student.qr_tracked { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect(),
     }
-}
-
-/// `;`-separated with a BOM, so Excel in ru-KZ opens it as columns.
-fn students_csv(students: &[StudentTotals]) -> String {
-    let mut csv = String::from("\u{feff}iin;name;group;lessons_scheduled;present;late;absent;excused;qr_marks;qr_tracked\n");
-    for student in students {
-        let _ = writeln!(
-            csv,
-            "{};{};{};{};{};{};{};{};{};{}",
-            student.iin,
-            csv_field(&student.name),
-            csv_field(&student.group),
-            student.lessons_scheduled,
-            student.present,
-            student.late,
-            student.absent,
-            student.excused,
-            student.qr_marks,
-            if student.qr_tracked { "yes" } else { "no" }
-        );
-    }
-    csv
 }
 
 fn report_html(

@@ -85,7 +85,7 @@ fn dashboard_matches_the_coverage_command_and_is_admin_only() {
     assert!(page.contains("QR coverage dashboard"), "{page}");
 
     let csv = admin
-        .get(college.url("/admin/coverage.csv?month=2026-11"))
+        .get(college.url("/admin/export/coverage?month=2026-11"))
         .send()
         .expect("csv");
     assert_eq!(csv.status(), 200);
@@ -106,10 +106,32 @@ fn dashboard_matches_the_coverage_command_and_is_admin_only() {
             .status(),
         403
     );
+    for table in ["coverage", "red-flags", "security-events", "group"] {
+        let xlsx = admin
+            .get(college.url(&format!(
+                "/admin/export/{table}?month=2026-11&format=xlsx&code=%D0%9F%D0%9E-21"
+            )))
+            .send()
+            .expect("xlsx");
+        assert_eq!(xlsx.status(), 200, "{table}");
+        assert_eq!(
+            &xlsx.bytes().expect("body")[..2],
+            b"PK",
+            "{table}: an XLSX is a ZIP archive"
+        );
+    }
+    assert_eq!(
+        admin
+            .get(college.url("/admin/export/passwords?month=2026-11"))
+            .send()
+            .expect("get")
+            .status(),
+        400
+    );
     let anonymous = kasip_tests::browser(&college.dir.path());
     assert_eq!(
         anonymous
-            .get(college.url("/admin/coverage.csv"))
+            .get(college.url("/admin/export/coverage"))
             .send()
             .expect("get")
             .status(),

@@ -112,6 +112,10 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
             .expect("html")
             .contains("NON-COMPLIANT")
     );
+    assert_eq!(
+        &fs::read(college.dir.path().join("reports/month-close-2026-11.xlsx")).expect("xlsx")[..2],
+        b"PK"
+    );
 
     let again = close(&["month-close", "2026-11", "--force", "--reason", "twice"]);
     assert_eq!(again.status.code(), Some(1));

@@ -14,6 +14,7 @@ use super::AppState;
 use crate::commands::local_date;
 use crate::coverage::{coverage_for_month, CoverageReport};
 use crate::error::AgentError;
+use crate::export::Cell;
 use crate::i18n::{text, Lang};
 use crate::red_flags::{red_flags_for_month, RedFlag};
 use crate::staff::Role;
@@ -182,12 +183,14 @@ pub async fn dashboard(
          <p id=projection data-per-mille=\"{projection_value}\">{projection_label}: {projection}</p>\
          <table id=trend><tr>{trend_head}</tr><tr>{trend_row}</tr></table>\
          {chart}<table><tr><th>{group}</th><th>QR</th><th>%</th><th>{qr_label}</th><th></th></tr>{rows}</table>\
-         <p><a href=\"/admin/coverage.csv?month={month}\">CSV</a></p>\
+         <p><a href=\"/admin/export/coverage?month={month}\">CSV</a> · <a href=\"/admin/export/coverage?month={month}&amp;format=xlsx\">XLSX</a> · \
+         {red_flags}: <a href=\"/admin/export/red-flags?month={month}\">CSV</a> · <a href=\"/admin/export/red-flags?month={month}&amp;format=xlsx\">XLSX</a></p>\
          <form method=post action=\"/admin/month-close\"><input type=hidden name=csrf value=\"{csrf}\">\
          <input type=hidden name=month value=\"{month}\"><input name=reason maxlength=200 placeholder=\"{reason}\">\
          <button>{close}</button></form>\
          <h2>{flags_title}</h2><ul id=red-flags>{flags}</ul><h2>{events_title}</h2><ul>{events}</ul>",
         title = text(lang, "admin.dashboard"),
+        red_flags = text(lang, "admin.red_flags"),
         csrf = escape_html(&csrf),
         reason = text(lang, "admin.close_reason"),
         close = text(lang, "admin.close_month"),
@@ -211,50 +214,183 @@ pub async fn dashboard(
     Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
 }
 
-/// The coverage table as `;`-separated CSV with a BOM, for Excel in ru-KZ.
-pub async fn coverage_csv(
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    lang: Option<String>,
+    month: Option<String>,
+    /// `csv` (default) or `xlsx`.
+    format: Option<String>,
+    /// The group, for the `group` table.
+    code: Option<String>,
+}
+
+/// Every dashboard table as CSV or XLSX: `coverage`, `red-flags`, `security-events`,
+/// and `group` (with `code`).
+pub async fn export(
     State(state): State<AppState>,
-    Query(query): Query<DashboardQuery>,
+    axum::extract::Path(table_name): axum::extract::Path<String>,
+    Query(query): Query<ExportQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (lang, month) = match authorise(&state, &headers, &query).await {
+    let dashboard_query = DashboardQuery {
+        lang: query.lang.clone(),
+        month: query.month.clone(),
+    };
+    let (lang, month) = match authorise(&state, &headers, &dashboard_query).await {
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
-    let dashboard = match load(&state, month).await {
-        Ok(dashboard) => dashboard,
-        Err(error) => return failure_page(lang, &error.to_string()),
+    let bad_request = |lang| {
+        message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
+        )
     };
-    let mut csv = String::from(
-        "\u{feff}scope;beneficiaries;qr_tracked;coverage_per_mille;present_marks;qr_marks;holds\n",
-    );
-    for scope in std::iter::once(&dashboard.report.college).chain(&dashboard.report.groups) {
-        csv.push_str(&format!(
-            "{};{};{};{};{};{};{}\n",
-            scope.scope.replace(';', ","),
-            scope.beneficiaries,
-            scope.qr_tracked,
-            scope
-                .coverage_per_mille
-                .map_or(String::new(), |value| value.to_string()),
-            scope.present_marks,
-            scope.qr_marks,
-            if scope.holds { "yes" } else { "no" }
-        ));
-    }
-    let mut response = csv.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    if let Ok(value) =
-        HeaderValue::from_str(&format!("attachment; filename=\"coverage-{month}.csv\""))
-    {
+    let table = match table_name.as_str() {
+        "coverage" | "red-flags" | "security-events" => {
+            let dashboard = match load(&state, month).await {
+                Ok(dashboard) => dashboard,
+                Err(error) => return failure_page(lang, &error.to_string()),
+            };
+            match table_name.as_str() {
+                "coverage" => coverage_table(month, &dashboard.report),
+                "red-flags" => crate::export::Table {
+                    name: format!("red flags {month}"),
+                    headers: vec!["kind", "subject", "detail"],
+                    rows: dashboard
+                        .flags
+                        .iter()
+                        .map(|flag| {
+                            vec![
+                                flag.kind.into(),
+                                flag.subject.clone().into(),
+                                flag.detail.clone().into(),
+                            ]
+                        })
+                        .collect(),
+                },
+                _ => crate::export::Table {
+                    name: "security events".into(),
+                    headers: vec!["at", "kind", "student_iin"],
+                    rows: dashboard
+                        .security_events
+                        .iter()
+                        .map(|(at, kind, iin)| {
+                            vec![
+                                Cell::Number(*at as f64),
+                                kind.clone().into(),
+                                iin.clone().into(),
+                            ]
+                        })
+                        .collect(),
+                },
+            }
+        }
+        "group" => {
+            let Some(code) = query.code.clone() else {
+                return bad_request(lang);
+            };
+            let settings = state.settings.clone();
+            let group_code = code.clone();
+            let students = state
+                .with_db(move |store| {
+                    crate::coverage::student_months(
+                        store.connection(),
+                        month,
+                        Some(&group_code),
+                        &settings.coverage_rules(),
+                    )
+                    .map_err(|source| AgentError::from(store.error(source)))
+                })
+                .await;
+            match students {
+                Ok(students) => crate::export::Table {
+                    name: format!("{code} {month}"),
+                    headers: vec!["iin", "name", "present", "qr_marks", "qr_tracked"],
+                    rows: students
+                        .iter()
+                        .map(|student| {
+                            vec![
+                                student.iin.clone().into(),
+                                student.name.clone().into(),
+                                student.present.into(),
+                                student.qr.into(),
+                                if student.is_qr_tracked(state.settings.student_qr_share) {
+                                    "yes"
+                                } else {
+                                    "no"
+                                }
+                                .into(),
+                            ]
+                        })
+                        .collect(),
+                },
+                Err(error) => return failure_page(lang, &error.to_string()),
+            }
+        }
+        _ => return bad_request(lang),
+    };
+    let (body, content_type, extension) = match query.format.as_deref().unwrap_or("csv") {
+        "csv" => (
+            table.to_csv().into_bytes(),
+            "text/csv; charset=utf-8",
+            "csv",
+        ),
+        "xlsx" => match table.to_xlsx() {
+            Ok(bytes) => (
+                bytes,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "xlsx",
+            ),
+            Err(error) => return failure_page(lang, &error.to_string()),
+        },
+        _ => return bad_request(lang),
+    };
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{table_name}-{month}.{extension}\""
+    )) {
         response
             .headers_mut()
             .insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+fn coverage_table(month: Month, report: &CoverageReport) -> crate::export::Table {
+    crate::export::Table {
+        name: format!("coverage {month}"),
+        headers: vec![
+            "scope",
+            "beneficiaries",
+            "qr_tracked",
+            "coverage_per_mille",
+            "present_marks",
+            "qr_marks",
+            "holds",
+        ],
+        rows: std::iter::once(&report.college)
+            .chain(&report.groups)
+            .map(|scope| {
+                vec![
+                    scope.scope.clone().into(),
+                    scope.beneficiaries.into(),
+                    scope.qr_tracked.into(),
+                    scope
+                        .coverage_per_mille
+                        .map_or(Cell::Text(String::new()), Cell::from),
+                    scope.present_marks.into(),
+                    scope.qr_marks.into(),
+                    if scope.holds { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect(),
+    }
 }
 
 #[derive(Deserialize)]

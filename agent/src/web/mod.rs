@@ -157,7 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))
         .route("/admin/binding-codes", post(staff::issue_binding_code))
         .route("/admin", get(admin::dashboard))
-        .route("/admin/coverage.csv", get(admin::coverage_csv))
+        .route("/admin/export/{table}", get(admin::export))
         .route("/admin/month-close", post(admin::close_month))
         .route("/admin/group", get(admin::group_page))
         .route("/admin/student", get(admin::student_page))
