@@ -131,6 +131,15 @@ fn main() {
         "baseline scan of {scanned} marks: {:.3} s",
         baseline.as_secs_f64()
     );
+    // One group's month: what the manual-mark gate computes on the writer thread.
+    let group_started = Instant::now();
+    let _ = coverage_for_month(store.connection(), month, Some("G-000"), &rules).expect("group");
+    let group = group_started.elapsed();
+    println!(
+        "one group's month (manual-mark gate): {:.4} s ({:.2}x the scan)",
+        group.as_secs_f64(),
+        group.as_secs_f64() / baseline.as_secs_f64()
+    );
     // The dashboard adds the weekly trend (one coverage pass per week so far) to the
     // month's coverage; red flags are left out here (they need lesson openings).
     let today = Date::new(2026, 11, 30).expect("date");

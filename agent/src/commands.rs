@@ -379,13 +379,6 @@ pub fn issue_binding_codes(
     Ok(codes)
 }
 
-fn per_mille_text(value: Option<u64>) -> String {
-    value.map_or_else(
-        || "—".to_owned(),
-        |value| format!("{}.{}%", value / 10, value % 10),
-    )
-}
-
 /// `kasip-agent coverage --month YYYY-MM [--group CODE] [--json]`.
 pub fn coverage(
     data_dir: &DataDir,
@@ -413,8 +406,8 @@ pub fn coverage(
             scope.scope,
             scope.qr_tracked,
             scope.beneficiaries,
-            per_mille_text(scope.coverage_per_mille),
-            per_mille_text(scope.qr_share_per_mille),
+            kasip_core::per_mille_text(scope.coverage_per_mille),
+            kasip_core::per_mille_text(scope.qr_share_per_mille),
             scope.present_marks,
             if scope.holds {
                 "holds"

@@ -133,15 +133,20 @@ pub fn student_months_through(
         );
     }
     // The latest mark per lesson and student decides (a correction replaces the mark).
-    let mut marks = connection.prepare(
+    // For one group, read only that group's lessons: marks are only ever recorded for
+    // students of the lesson's group (both writer paths refuse others), and the manual-
+    // mark gate runs this on the writer thread, where a whole-college scan would stall
+    // every check-in behind it.
+    let mut marks = connection.prepare_cached(
         "SELECT e.student_iin, l.date, e.status, e.method
          FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
          WHERE l.date BETWEEN ?1 AND ?2
+           AND (?3 IS NULL OR l.group_id = (SELECT id FROM study_groups WHERE code = ?3))
            AND e.id = (SELECT MAX(x.id) FROM attendance_events x
                        WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)",
     )?;
     let rows = marks.query_map(
-        [first_day.to_string(), month.last_day().to_string()],
+        rusqlite::params![first_day.to_string(), month.last_day().to_string(), group],
         |row| {
             Ok((
                 row.get::<_, String>(0)?,

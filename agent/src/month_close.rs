@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
-use kasip_core::{to_canonical_json, Date, Month};
+use kasip_core::{per_mille_text, to_canonical_json, Date, Month};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::json;
@@ -54,13 +54,6 @@ pub struct MonthClosed {
 
 fn failure(store: &Store) -> impl Fn(rusqlite::Error) -> AgentError + '_ {
     move |source| AgentError::from(store.error(source))
-}
-
-fn per_cent(per_mille: Option<u64>) -> String {
-    per_mille.map_or_else(
-        || "—".to_owned(),
-        |value| format!("{}.{}%", value / 10, value % 10),
-    )
 }
 
 /// Who closes which month, when.
@@ -119,15 +112,15 @@ pub fn close(
     if !coverage.college.holds {
         reasons.push(format!(
             "college coverage {} is below the minimum {}",
-            per_cent(coverage.college.coverage_per_mille),
-            per_cent(Some(u64::from(settings.min_coverage.thousandths())))
+            per_mille_text(coverage.college.coverage_per_mille),
+            per_mille_text(Some(u64::from(settings.min_coverage.thousandths())))
         ));
     }
     for group in coverage.groups.iter().filter(|group| !group.holds) {
         reasons.push(format!(
             "group {} coverage {} is below the minimum",
             group.scope,
-            per_cent(group.coverage_per_mille)
+            per_mille_text(group.coverage_per_mille)
         ));
     }
     let compliant = coverage.college.holds;

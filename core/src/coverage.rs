@@ -30,6 +30,14 @@ impl PerMille {
     }
 }
 
+/// A share in thousandths as a percentage with one decimal ("50.0%"); "—" for none.
+pub fn per_mille_text(per_mille: Option<u64>) -> String {
+    per_mille.map_or_else(
+        || "—".to_owned(),
+        |value| format!("{}.{}%", value / 10, value % 10),
+    )
+}
+
 /// One beneficiary's month: marks counted only for days they were active.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StudentMonth {

@@ -13,11 +13,14 @@ pub mod token;
 
 pub use attendance::{MarkMethod, MarkStatus};
 pub use canonical_json::{to_canonical_json, CanonicalError};
-pub use coverage::{coverage_of, PerMille, ScopeCoverage, StudentMonth};
+pub use coverage::{coverage_of, per_mille_text, PerMille, ScopeCoverage, StudentMonth};
 pub use date::{Date, DateError, Month, TimeOfDay};
 pub use iin::{Bin, IdError, Iin, Sex};
 pub use roster::{
     parse_yes_no, CollegeTimezone, Discipline, FieldError, GroupCode, LessonMode, PersonName,
     RoomName, SiteName, StudentStatus,
 };
-pub use token::{normalise_typed_code, step_at, typed_code, ClassroomToken, LessonKey, TokenError};
+pub use token::{
+    constant_time_eq, normalise_typed_code, step_at, typed_code, ClassroomToken, LessonKey,
+    TokenError,
+};

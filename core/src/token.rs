@@ -57,7 +57,9 @@ pub fn step_at(unix_time: i64, period_secs: u32) -> u64 {
     (unix_time.max(0) as u64) / u64::from(period_secs.max(1))
 }
 
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+/// Equality whose time does not depend on where the inputs differ: for tags and
+/// tokens an attacker may probe byte by byte.
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len()
         && left
             .iter()

@@ -5,7 +5,7 @@
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use kasip_core::{Month, ScopeCoverage};
+use kasip_core::{per_mille_text, Month, ScopeCoverage};
 use serde::Deserialize;
 
 use super::page::{escape_html, failure_page, language, layout, message_page};
@@ -23,13 +23,6 @@ use crate::staff::Role;
 pub struct DashboardQuery {
     lang: Option<String>,
     month: Option<String>,
-}
-
-fn per_cent(per_mille: Option<u64>) -> String {
-    per_mille.map_or_else(
-        || "—".to_owned(),
-        |value| format!("{}.{}%", value / 10, value % 10),
-    )
 }
 
 /// Bars of coverage per group, 0–100%, with a dashed line at the minimum.
@@ -55,7 +48,7 @@ fn coverage_chart(groups: &[ScopeCoverage], min_per_mille: u16) -> String {
             BAR - 8,
             scale(value) + 4,
             y + 17,
-            per_cent(group.coverage_per_mille),
+            per_mille_text(group.coverage_per_mille),
         ));
     }
     let threshold = scale(u64::from(min_per_mille));
@@ -96,9 +89,10 @@ async fn load(state: &AppState, month: Month) -> Result<Dashboard, AgentError> {
 async fn authorise(
     state: &AppState,
     headers: &HeaderMap,
-    query: &DashboardQuery,
+    query_lang: Option<&str>,
+    query_month: Option<&str>,
 ) -> Result<(Lang, Month), Response> {
-    let lang = language(query.lang.as_deref(), headers);
+    let lang = language(query_lang, headers);
     let Some((member, _)) = signed_in(state, headers).await else {
         return Err(Redirect::to("/login").into_response());
     };
@@ -110,7 +104,7 @@ async fn authorise(
             &format!("<p class=bad>{}</p>", text(lang, "staff.not_yours")),
         ));
     }
-    let month = match query.month.as_deref() {
+    let month = match query_month {
         Some(text) => Month::parse(text).map_err(|error| {
             message_page(
                 StatusCode::BAD_REQUEST,
@@ -129,7 +123,14 @@ pub async fn dashboard(
     Query(query): Query<DashboardQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (lang, month) = match authorise(&state, &headers, &query).await {
+    let (lang, month) = match authorise(
+        &state,
+        &headers,
+        query.lang.as_deref(),
+        query.month.as_deref(),
+    )
+    .await
+    {
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
@@ -151,8 +152,8 @@ pub async fn dashboard(
                 "<tr data-group=\"{g}\"><td><a href=\"/admin/group?month={month}&amp;code={code}\">{g}</a></td><td>{}/{}</td><td>{}</td><td>{}</td><td class={}>{}</td></tr>",
                 group.qr_tracked,
                 group.beneficiaries,
-                per_cent(group.coverage_per_mille),
-                per_cent(group.qr_share_per_mille),
+                per_mille_text(group.coverage_per_mille),
+                per_mille_text(group.qr_share_per_mille),
                 if group.holds { "ok" } else { "bad" },
                 if group.holds { "✓" } else { "✗" },
                 g = escape_html(&group.scope),
@@ -196,16 +197,16 @@ pub async fn dashboard(
         close = text(lang, "admin.close_month"),
         college_value = college.coverage_per_mille.map_or(-1, |value| value as i64),
         coverage_label = text(lang, "mark.group_coverage"),
-        college_pct = per_cent(college.coverage_per_mille),
+        college_pct = per_mille_text(college.coverage_per_mille),
         tracked = college.qr_tracked,
         beneficiaries = college.beneficiaries,
         qr_label = text(lang, "admin.qr_share"),
-        qr_share = per_cent(college.qr_share_per_mille),
+        qr_share = per_mille_text(college.qr_share_per_mille),
         projection_value = dashboard.trend.projected_month_end.map_or(-1, |value| value as i64),
         projection_label = text(lang, "admin.projection"),
-        projection = per_cent(dashboard.trend.projected_month_end),
+        projection = per_mille_text(dashboard.trend.projected_month_end),
         trend_head = dashboard.trend.weeks.iter().map(|(end, _)| format!("<th>≤ {end}</th>")).collect::<String>(),
-        trend_row = dashboard.trend.weeks.iter().map(|(_, value)| format!("<td>{}</td>", per_cent(*value))).collect::<String>(),
+        trend_row = dashboard.trend.weeks.iter().map(|(_, value)| format!("<td>{}</td>", per_mille_text(*value))).collect::<String>(),
         chart = coverage_chart(&dashboard.report.groups, dashboard.report.min_coverage_per_mille),
         group = text(lang, "status.groups"),
         flags_title = text(lang, "admin.red_flags"),
@@ -232,11 +233,14 @@ pub async fn export(
     Query(query): Query<ExportQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let dashboard_query = DashboardQuery {
-        lang: query.lang.clone(),
-        month: query.month.clone(),
-    };
-    let (lang, month) = match authorise(&state, &headers, &dashboard_query).await {
+    let (lang, month) = match authorise(
+        &state,
+        &headers,
+        query.lang.as_deref(),
+        query.month.as_deref(),
+    )
+    .await
+    {
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
@@ -292,19 +296,7 @@ pub async fn export(
             let Some(code) = query.code.clone() else {
                 return bad_request(lang);
             };
-            let settings = state.settings.clone();
-            let group_code = code.clone();
-            let students = state
-                .with_db(move |store| {
-                    crate::coverage::student_months(
-                        store.connection(),
-                        month,
-                        Some(&group_code),
-                        &settings.coverage_rules(),
-                    )
-                    .map_err(|source| AgentError::from(store.error(source)))
-                })
-                .await;
+            let students = group_students(&state, month, code.clone()).await;
             match students {
                 Ok(students) => crate::export::Table {
                     name: format!("{code} {month}"),
@@ -418,13 +410,7 @@ pub async fn close_month(
             &format!("<p class=bad>{}</p>", text(lang, "staff.sign_in_first")),
         );
     };
-    if csrf.len() != form.csrf.len()
-        || csrf
-            .bytes()
-            .zip(form.csrf.bytes())
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            != 0
-    {
+    if !kasip_core::constant_time_eq(csrf.as_bytes(), form.csrf.as_bytes()) {
         return message_page(
             StatusCode::FORBIDDEN,
             lang,
@@ -493,6 +479,26 @@ pub async fn close_month(
     }
 }
 
+/// A group's beneficiaries for the month, for the drill-down page and its export.
+async fn group_students(
+    state: &AppState,
+    month: Month,
+    code: String,
+) -> Result<Vec<kasip_core::StudentMonth>, AgentError> {
+    let settings = state.settings.clone();
+    state
+        .with_db(move |store| {
+            crate::coverage::student_months(
+                store.connection(),
+                month,
+                Some(&code),
+                &settings.coverage_rules(),
+            )
+            .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await
+}
+
 /// Enough of URL percent-encoding for group codes in a query string.
 fn percent_encode(text: &str) -> String {
     text.bytes()
@@ -518,27 +524,18 @@ pub async fn group_page(
     Query(query): Query<GroupQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let dashboard_query = DashboardQuery {
-        lang: query.lang.clone(),
-        month: query.month.clone(),
-    };
-    let (lang, month) = match authorise(&state, &headers, &dashboard_query).await {
+    let (lang, month) = match authorise(
+        &state,
+        &headers,
+        query.lang.as_deref(),
+        query.month.as_deref(),
+    )
+    .await
+    {
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
-    let settings = state.settings.clone();
-    let code = query.code.clone();
-    let students = state
-        .with_db(move |store| {
-            crate::coverage::student_months(
-                store.connection(),
-                month,
-                Some(&code),
-                &settings.coverage_rules(),
-            )
-            .map_err(|source| AgentError::from(store.error(source)))
-        })
-        .await;
+    let students = group_students(&state, month, query.code.clone()).await;
     let students = match students {
         Ok(students) => students,
         Err(error) => return failure_page(lang, &error.to_string()),
@@ -577,11 +574,14 @@ pub async fn student_page(
     Query(query): Query<StudentQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let dashboard_query = DashboardQuery {
-        lang: query.lang.clone(),
-        month: query.month.clone(),
-    };
-    let (lang, month) = match authorise(&state, &headers, &dashboard_query).await {
+    let (lang, month) = match authorise(
+        &state,
+        &headers,
+        query.lang.as_deref(),
+        query.month.as_deref(),
+    )
+    .await
+    {
         Ok(authorised) => authorised,
         Err(response) => return response,
     };

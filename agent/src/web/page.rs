@@ -53,6 +53,15 @@ pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, secure: bool) -> H
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
 }
 
+/// The double-submit CSRF check of forms shown before a session exists (sign-in,
+/// binding): the hidden field must equal the cookie set with the form.
+pub fn double_submit_ok(headers: &HeaderMap, cookie_name: &str, form_token: &str) -> bool {
+    cookie(headers, cookie_name).is_some_and(|expected| {
+        !form_token.is_empty()
+            && kasip_core::constant_time_eq(expected.as_bytes(), form_token.as_bytes())
+    })
+}
+
 /// A whole page in the shared layout, with a language switcher.
 pub fn layout(lang: Lang, title: &str, body: &str) -> String {
     let switcher = Lang::ALL

@@ -7,7 +7,7 @@ use kasip_core::{normalise_typed_code, step_at, typed_code, ClassroomToken, Iin,
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
 
-use super::page::{cookie, escape_html, failure_page, message_page, set_cookie};
+use super::page::{cookie, double_submit_ok, escape_html, failure_page, message_page, set_cookie};
 use super::AppState;
 use crate::checkin::{secret_hash, Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 use crate::error::AgentError;
@@ -113,15 +113,7 @@ pub async fn bind(
 ) -> Response {
     let lang = lang_of(&query, &headers);
     let now = state.now();
-    let csrf_ok = cookie(&headers, BIND_CSRF_COOKIE).is_some_and(|expected| {
-        !form.csrf.is_empty()
-            && expected.len() == form.csrf.len()
-            && expected
-                .bytes()
-                .zip(form.csrf.bytes())
-                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-                == 0
-    });
+    let csrf_ok = double_submit_ok(&headers, BIND_CSRF_COOKIE, &form.csrf);
     if !csrf_ok {
         return bind_page(
             StatusCode::FORBIDDEN,

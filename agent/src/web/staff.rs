@@ -9,7 +9,9 @@ use kasip_core::{step_at, typed_code, ClassroomToken, Iin, LessonKey, MarkStatus
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::page::{cookie, escape_html, failure_page, language, layout, message_page, set_cookie};
+use super::page::{
+    cookie, double_submit_ok, escape_html, failure_page, language, layout, message_page, set_cookie,
+};
 use super::AppState;
 use crate::checkin::{ManualMark, ManualRefusal};
 use crate::commands::{local_date, RosterCounts};
@@ -44,12 +46,7 @@ pub(super) async fn signed_in(
 }
 
 fn constant_time_eq(left: &str, right: &str) -> bool {
-    left.len() == right.len()
-        && left
-            .bytes()
-            .zip(right.bytes())
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
+    kasip_core::constant_time_eq(left.as_bytes(), right.as_bytes())
 }
 
 fn forbidden(lang: Lang, key: &'static str) -> Response {
@@ -211,8 +208,7 @@ pub async fn login(
     let lang = language(query.lang.as_deref(), &headers);
     let now = state.now();
     // Double-submit: the form's token must equal the cookie set with the form.
-    let csrf_ok = cookie(&headers, LOGIN_CSRF_COOKIE)
-        .is_some_and(|expected| !form.csrf.is_empty() && constant_time_eq(&expected, &form.csrf));
+    let csrf_ok = double_submit_ok(&headers, LOGIN_CSRF_COOKIE, &form.csrf);
     if !csrf_ok {
         return login_page(
             lang,
@@ -426,7 +422,7 @@ pub async fn teacher_page(
              <td class=\"{coverage_class}\" title=\"{coverage_title}\">{coverage_text}</td><td>{actions}{manual}</td></tr>",
             coverage_class = if *holds { "ok" } else { "bad" },
             coverage_title = text(lang, "mark.group_coverage"),
-            coverage_text = coverage.map_or_else(|| "—".to_owned(), |value| format!("{}.{}%", value / 10, value % 10)),
+            coverage_text = kasip_core::per_mille_text(*coverage),
             start = lesson.start,
             end = lesson.end,
             group = escape_html(&lesson.group),
@@ -594,12 +590,7 @@ pub async fn manual_mark(
         marker: member,
         override_reason: Some(form.override_reason).filter(|reason| !reason.trim().is_empty()),
     };
-    let percent = |per_mille: Option<u64>| {
-        per_mille.map_or_else(
-            || "—".to_owned(),
-            |value| format!("{}.{}%", value / 10, value % 10),
-        )
-    };
+    let percent = kasip_core::per_mille_text;
     let coverage_change = |before: Option<u64>, after: Option<u64>| {
         format!(
             "<p>{}: {} → {}</p>",
