@@ -276,6 +276,10 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             print_report("demo teachers", &report.teachers);
             print_report("demo students", &report.students);
             print_report("demo timetable", &report.timetable);
+            match report.marks {
+                0 => println!("demo marks: the college already has marks, none added"),
+                marks => println!("demo marks: {marks} added for the lessons before today"),
+            }
             Ok(())
         }
         Command::Import {
@@ -386,6 +390,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             students = report.students.added + report.students.updated + report.students.unchanged,
             lessons =
                 report.timetable.added + report.timetable.updated + report.timetable.unchanged,
+            marks = report.marks,
             "demo college seeded"
         );
     }

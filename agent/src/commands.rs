@@ -143,9 +143,11 @@ pub fn import_file(
 pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
     let (settings, mut store) = open(data_dir)?;
     let report =
-        demo::seed(&mut store, local_today(&settings)).map_err(|source| AgentError::Import {
-            file: "demo data".into(),
-            source: Box::new(source),
+        demo::seed(&mut store, local_today(&settings), &settings.timezone).map_err(|source| {
+            AgentError::Import {
+                file: "demo data".into(),
+                source: Box::new(source),
+            }
         })?;
     store.close()?;
     Ok(report)
@@ -291,7 +293,19 @@ pub fn verify(data_dir: &DataDir) -> Result<(), AgentError> {
     match check {
         crate::attendance::ChainCheck::Intact { rows, head } => {
             println!("attendance chain intact: {rows} events, head {}", if head.is_empty() { "(empty)" } else { &head });
-            Ok(())
+            let mismatches = crate::coverage::tally_mismatches(store.connection())
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            match mismatches.first() {
+                None => {
+                    println!("coverage tally matches the marks");
+                    Ok(())
+                }
+                Some((date, iin)) => Err(AgentError::Operation(format!(
+                    "the coverage tally differs from the marks for {} student-day(s), first {iin} on {date}; \
+                     the marks themselves are intact: restore the database from a backup and report this",
+                    mismatches.len()
+                ))),
+            }
         }
         crate::attendance::ChainCheck::Broken { row_id, reason } => Err(AgentError::Operation(format!(
             "attendance chain broken at event {row_id}: {reason}; restore the database from a backup and report this"

@@ -67,60 +67,65 @@ struct Beneficiary {
     counts_until: Option<Date>,
 }
 
-/// Each active beneficiary's month (optionally of one group), sorted by group and name.
-pub fn student_months(
-    connection: &Connection,
-    month: Month,
-    group: Option<&str>,
-    rules: &CoverageRules,
-) -> rusqlite::Result<Vec<StudentMonth>> {
-    student_months_through(connection, month, group, rules, month.last_day())
+/// One student's latest marks of one lesson day, from `mark_tally`.
+struct DayTally {
+    beneficiary: usize,
+    date: Date,
+    present: u32,
+    qr: u32,
+    typed: u32,
 }
 
-/// Like `student_months`, counting only marks of lessons up to and including `through`.
-pub fn student_months_through(
-    connection: &Connection,
-    month: Month,
-    group: Option<&str>,
-    rules: &CoverageRules,
-    through: Date,
-) -> rusqlite::Result<Vec<StudentMonth>> {
-    let first_day = month.first_day();
-    let mut beneficiaries: HashMap<String, Beneficiary> = HashMap::new();
-    let mut statement = connection.prepare(
-        "SELECT s.iin, s.last_name || ' ' || s.first_name, g.code, s.status,
-                COALESCE(s.status_date,
-                         (SELECT effective_date FROM contingent_events c
-                          WHERE c.student_iin = s.iin ORDER BY c.id DESC LIMIT 1))
-         FROM students s JOIN study_groups g ON g.id = s.group_id
-         WHERE s.beneficiary = 1 AND (?1 IS NULL OR g.code = ?1)",
-    )?;
-    let rows = statement.query_map([group], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
-            row.get::<_, Option<String>>(4)?,
-        ))
-    })?;
-    for row in rows {
-        let (iin, name, group_code, status, status_date) = row?;
-        let effective = status_date
-            .as_deref()
-            .and_then(|date| Date::parse(date).ok());
-        let counts_until = match status.as_str() {
-            "active" => None,
-            // Gone or on leave from the month's first day (or at an unknown date): not
-            // a beneficiary active in this month.
-            _ => match effective {
-                Some(date) if date > first_day => Some(date),
-                _ => continue,
-            },
-        };
-        beneficiaries.insert(
-            iin.clone(),
-            Beneficiary {
+/// A month's active beneficiaries and their daily tallies, read once so that the month
+/// and every point of its trend come from one pass over a few rows per student.
+pub struct MonthTally {
+    beneficiaries: Vec<Beneficiary>,
+    days: Vec<DayTally>,
+}
+
+impl MonthTally {
+    /// Reads `month` for the college or one group.
+    pub fn read(
+        connection: &Connection,
+        month: Month,
+        group: Option<&str>,
+    ) -> rusqlite::Result<Self> {
+        let first_day = month.first_day();
+        let mut beneficiaries = Vec::new();
+        let mut index_of: HashMap<String, usize> = HashMap::new();
+        let mut statement = connection.prepare_cached(
+            "SELECT s.iin, s.last_name || ' ' || s.first_name, g.code, s.status,
+                    COALESCE(s.status_date,
+                             (SELECT effective_date FROM contingent_events c
+                              WHERE c.student_iin = s.iin ORDER BY c.id DESC LIMIT 1))
+             FROM students s JOIN study_groups g ON g.id = s.group_id
+             WHERE s.beneficiary = 1 AND (?1 IS NULL OR g.code = ?1)",
+        )?;
+        let rows = statement.query_map([group], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (iin, name, group_code, status, status_date) = row?;
+            let effective = status_date
+                .as_deref()
+                .and_then(|date| Date::parse(date).ok());
+            let counts_until = match status.as_str() {
+                "active" => None,
+                // Gone or on leave from the month's first day (or at an unknown date):
+                // not a beneficiary active in this month.
+                _ => match effective {
+                    Some(date) if date > first_day => Some(date),
+                    _ => continue,
+                },
+            };
+            index_of.insert(iin.clone(), beneficiaries.len());
+            beneficiaries.push(Beneficiary {
                 month: StudentMonth {
                     iin,
                     name,
@@ -129,60 +134,85 @@ pub fn student_months_through(
                     qr: 0,
                 },
                 counts_until,
+            });
+        }
+        // The tally already holds each lesson's latest mark (a correction replaces the
+        // mark); for one group, only its students' rows are read, so the manual-mark gate
+        // on the writer thread stays a few milliseconds whatever the college's size.
+        let mut tallies = connection.prepare_cached(
+            "SELECT t.student_iin, t.date, t.present, t.qr, t.typed FROM mark_tally t
+             WHERE t.date BETWEEN ?1 AND ?2
+               AND (?3 IS NULL OR t.student_iin IN
+                    (SELECT s.iin FROM students s JOIN study_groups g ON g.id = s.group_id
+                     WHERE g.code = ?3))",
+        )?;
+        let rows = tallies.query_map(
+            rusqlite::params![first_day.to_string(), month.last_day().to_string(), group],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, u32>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, u32>(4)?,
+                ))
             },
-        );
+        )?;
+        let mut days = Vec::new();
+        for row in rows {
+            let (iin, date, present, qr, typed) = row?;
+            let (Some(&beneficiary), Ok(date)) = (index_of.get(&iin), Date::parse(&date)) else {
+                continue;
+            };
+            days.push(DayTally {
+                beneficiary,
+                date,
+                present,
+                qr,
+                typed,
+            });
+        }
+        Ok(Self {
+            beneficiaries,
+            days,
+        })
     }
-    // The latest mark per lesson and student decides (a correction replaces the mark).
-    // For one group, read only that group's lessons: marks are only ever recorded for
-    // students of the lesson's group (both writer paths refuse others), and the manual-
-    // mark gate runs this on the writer thread, where a whole-college scan would stall
-    // every check-in behind it.
-    let mut marks = connection.prepare_cached(
-        "SELECT e.student_iin, l.date, e.status, e.method
-         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
-         WHERE l.date BETWEEN ?1 AND ?2
-           AND (?3 IS NULL OR l.group_id = (SELECT id FROM study_groups WHERE code = ?3))
-           AND e.id = (SELECT MAX(x.id) FROM attendance_events x
-                       WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)",
-    )?;
-    let rows = marks.query_map(
-        rusqlite::params![first_day.to_string(), month.last_day().to_string(), group],
-        |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        },
-    )?;
-    for row in rows {
-        let (iin, date, status, method) = row?;
-        let Some(beneficiary) = beneficiaries.get_mut(&iin) else {
-            continue;
-        };
-        let Ok(date) = Date::parse(&date) else {
-            continue;
-        };
-        if date > through || beneficiary.counts_until.is_some_and(|until| date >= until) {
-            continue;
+
+    /// Each beneficiary's month counting lesson days up to and including `through`,
+    /// sorted by group and name.
+    pub fn through(&self, through: Date, rules: &CoverageRules) -> Vec<StudentMonth> {
+        let mut students: Vec<StudentMonth> = self
+            .beneficiaries
+            .iter()
+            .map(|beneficiary| beneficiary.month.clone())
+            .collect();
+        for day in &self.days {
+            let counts_until = self.beneficiaries[day.beneficiary].counts_until;
+            if day.date > through || counts_until.is_some_and(|until| day.date >= until) {
+                continue;
+            }
+            let student = &mut students[day.beneficiary];
+            student.present += u64::from(day.present);
+            student.qr += u64::from(day.qr);
+            if rules.typed_code_counts_as_qr {
+                student.qr += u64::from(day.typed);
+            }
         }
-        if status != "present" && status != "late" {
-            continue;
-        }
-        beneficiary.month.present += 1;
-        if is_qr_method(&method, rules) {
-            beneficiary.month.qr += 1;
-        }
+        students.sort_by(|left, right| {
+            (&left.group, &left.name, &left.iin).cmp(&(&right.group, &right.name, &right.iin))
+        });
+        students
     }
-    let mut students: Vec<StudentMonth> = beneficiaries
-        .into_values()
-        .map(|beneficiary| beneficiary.month)
-        .collect();
-    students.sort_by(|left, right| {
-        (&left.group, &left.name, &left.iin).cmp(&(&right.group, &right.name, &right.iin))
-    });
-    Ok(students)
+}
+
+/// Each active beneficiary's month (optionally of one group), sorted by group and name.
+pub fn student_months(
+    connection: &Connection,
+    month: Month,
+    group: Option<&str>,
+    rules: &CoverageRules,
+) -> rusqlite::Result<Vec<StudentMonth>> {
+    Ok(MonthTally::read(connection, month, group)?.through(month.last_day(), rules))
 }
 
 /// Computes coverage for `month`, optionally for one group only.
@@ -193,6 +223,10 @@ pub fn coverage_for_month(
     rules: &CoverageRules,
 ) -> rusqlite::Result<CoverageReport> {
     let students = student_months(connection, month, group, rules)?;
+    Ok(report_of(month, &students, rules))
+}
+
+fn report_of(month: Month, students: &[StudentMonth], rules: &CoverageRules) -> CoverageReport {
     let all: Vec<&StudentMonth> = students.iter().collect();
     let college = coverage_of("college", &all, rules.student_qr_share, rules.min_coverage);
     let mut group_codes: Vec<&str> = students
@@ -210,14 +244,14 @@ pub fn coverage_for_month(
             coverage_of(code, &members, rules.student_qr_share, rules.min_coverage)
         })
         .collect();
-    Ok(CoverageReport {
+    CoverageReport {
         month: month.to_string(),
         student_qr_share_per_mille: rules.student_qr_share.thousandths(),
         min_coverage_per_mille: rules.min_coverage.thousandths(),
         typed_code_counts_as_qr: rules.typed_code_counts_as_qr,
         college,
         groups,
-    })
+    }
 }
 
 /// College coverage at the end of each week (Sunday, or the month's last day) up to
@@ -229,12 +263,25 @@ pub struct CoverageTrend {
     pub projected_month_end: Option<u64>,
 }
 
-pub fn weekly_trend(
+/// The month's coverage report as of `today` and its weekly trend: what the dashboard
+/// shows, from one read of the month's tallies.
+pub fn month_figures(
     connection: &Connection,
     month: Month,
     today: Date,
     rules: &CoverageRules,
-) -> rusqlite::Result<CoverageTrend> {
+) -> rusqlite::Result<(CoverageReport, CoverageTrend)> {
+    let tally = MonthTally::read(connection, month, None)?;
+    let report = report_of(month, &tally.through(month.last_day(), rules), rules);
+    Ok((report, weekly_trend(&tally, month, today, rules)))
+}
+
+fn weekly_trend(
+    tally: &MonthTally,
+    month: Month,
+    today: Date,
+    rules: &CoverageRules,
+) -> CoverageTrend {
     let mut weeks = Vec::new();
     let mut day = month.first_day();
     while day <= month.last_day() && day <= today {
@@ -245,7 +292,7 @@ pub fn weekly_trend(
             week_end
         };
         let through = if through > today { today } else { through };
-        let students = student_months_through(connection, month, None, rules, through)?;
+        let students = tally.through(through, rules);
         let coverage = coverage_of(
             "college",
             &students.iter().collect::<Vec<_>>(),
@@ -273,8 +320,31 @@ pub fn weekly_trend(
         (_, Some((_, last))) => *last,
         _ => None,
     };
-    Ok(CoverageTrend {
+    CoverageTrend {
         weeks,
         projected_month_end,
-    })
+    }
+}
+
+/// The student-days whose `mark_tally` row differs from what the marks add up to: empty
+/// unless someone edited the tally (or the trigger that keeps it) behind the agent's back.
+pub fn tally_mismatches(connection: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = connection.prepare(
+        "WITH recomputed AS (
+             SELECT l.date, e.student_iin,
+                    SUM(e.status IN ('present', 'late')) AS present,
+                    SUM(e.status IN ('present', 'late') AND e.method IN ('qr_phone', 'qr_kiosk')) AS qr,
+                    SUM(e.status IN ('present', 'late') AND e.method = 'qr_typed') AS typed
+             FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+             WHERE e.id = (SELECT MAX(x.id) FROM attendance_events x
+                           WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)
+             GROUP BY l.date, e.student_iin),
+         kept AS (SELECT date, student_iin, present, qr, typed FROM mark_tally)
+         SELECT date, student_iin FROM (SELECT * FROM recomputed EXCEPT SELECT * FROM kept)
+         UNION
+         SELECT date, student_iin FROM (SELECT * FROM kept EXCEPT SELECT * FROM recomputed)
+         ORDER BY 1, 2",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
 }

@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use kasip_core::{Bin, Date, Iin, Sex};
+use kasip_core::{Bin, CollegeTimezone, Date, Iin, MarkMethod, MarkStatus, Sex, TimeOfDay};
 
+use crate::attendance::{ChainWriter, NewMark};
 use crate::import::{import, ImportError, ImportKind, ImportOptions, ImportReport};
 use crate::store::Store;
 
@@ -210,20 +211,35 @@ fn students_csv(random: &mut DemoRandom, today: Date) -> String {
     csv
 }
 
-/// The timetable of the week (Monday to Friday) that contains `today`.
+/// Monday to Friday of every week from the one holding the month's first day to the one
+/// holding `today`: the month so far has a history, and this week has lessons to open.
+fn timetable_days(today: Date) -> Vec<Date> {
+    let monday_of = |day: Date| day.add_days(-i64::from(day.iso_weekday() - 1));
+    let mut days = Vec::new();
+    let mut monday = monday_of(today.calendar_month().first_day());
+    while monday <= today {
+        days.extend((0..5).map(|offset| monday.add_days(offset)));
+        monday = monday.add_days(7);
+    }
+    days
+}
+
+/// The teacher of `group_index`'s pair `slot` on a weekday (1 = Monday): distinct groups
+/// map to distinct teachers in the same slot, so nobody teaches two rooms at once.
+fn teacher_of(group_index: usize, slot: usize, weekday: u8) -> usize {
+    (group_index + slot + weekday as usize) % TEACHER_COUNT
+}
+
 fn timetable_csv(teachers: &[Iin], today: Date) -> String {
     let mut csv =
         String::from("date;start;end;group;discipline;teacher_iin;site;room;mode;address\n");
-    let monday = today.add_days(-i64::from(today.iso_weekday() - 1));
-    for day in 0..5usize {
-        let date = monday.add_days(day as i64);
+    for date in timetable_days(today) {
         for (slot, (start, end)) in PAIRS.iter().enumerate() {
             for (group_index, group) in GROUPS.iter().enumerate() {
-                // Distinct groups map to distinct teachers in the same slot: no clashes.
-                let teacher = (group_index + slot + day) % TEACHER_COUNT;
+                let teacher = teacher_of(group_index, slot, date.iso_weekday());
                 let (site, address) = SITES[group_index / 3];
                 // Friday's last pair is online for everyone, as colleges do on short days.
-                let online = day == 4 && slot == 2;
+                let online = date.iso_weekday() == 5 && slot == 2;
                 let (site, room, mode, address) = if online {
                     ("", String::new(), "online", "")
                 } else {
@@ -245,15 +261,152 @@ fn timetable_csv(teachers: &[Iin], today: Date) -> String {
     csv
 }
 
-/// What seeding created, one report per export.
+/// The demo's teacher who never shows the classroom code and marks everyone by hand
+/// (the red flag "manual-mark share far above the college median").
+const HAND_MARKING_TEACHER: usize = 7;
+/// In the last group (ТМ-24), which carries the demo's irregularities: a beneficiary who
+/// never attends, and two students whose check-ins come from one phone.
+const ABSENT_POSITION: usize = 2;
+const SHARED_PHONE_POSITIONS: [usize; 2] = [5, 6];
+
+/// Marks for every lesson before `today`, as teachers and phones would have left them:
+/// in the five regular groups most students check in by phone, a few are marked by hand
+/// or absent; the hand-marking teacher and the last group supply one case of each red
+/// flag the demo can show. Written through the hash chain like any mark, and only into a
+/// college without marks, so reseeding adds nothing.
+fn seed_attendance(
+    store: &mut Store,
+    today: Date,
+    utc_offset_secs: i64,
+    hand_marker: &Iin,
+    random: &mut DemoRandom,
+) -> rusqlite::Result<usize> {
+    let transaction = store.connection_mut().transaction()?;
+    let marked: i64 =
+        transaction.query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
+            row.get(0)
+        })?;
+    if marked > 0 {
+        return Ok(0);
+    }
+    let lessons: Vec<(i64, String, String, String, String)> = transaction
+        .prepare(
+            "SELECT l.id, l.date, l.start_time, g.code, l.teacher_iin
+             FROM lessons l JOIN study_groups g ON g.id = l.group_id
+             WHERE l.date < ?1 ORDER BY l.date, l.start_time, g.code",
+        )?
+        .query_map([today.to_string()], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let hand_marker = hand_marker.to_string();
+    let mut members_of = transaction.prepare(
+        "SELECT s.iin, s.status, s.status_date FROM students s JOIN study_groups g ON g.id = s.group_id
+         WHERE g.code = ?1 ORDER BY s.rowid",
+    )?;
+    let mut new_marks = Vec::new();
+    for (lesson_id, date, start, group, teacher) in lessons {
+        let (Ok(lesson_date), Ok(start)) = (Date::parse(&date), TimeOfDay::parse(&start)) else {
+            continue;
+        };
+        let lesson_start = lesson_date.days_since_epoch() * 86_400
+            + i64::from(start.minutes_after_midnight()) * 60
+            - utc_offset_secs;
+        let irregular_group = group == GROUPS[GROUPS.len() - 1];
+        let members: Vec<(String, String, Option<String>)> = members_of
+            .query_map([&group], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (position, (iin, status, status_date)) in members.into_iter().enumerate() {
+            // Students who left or went on leave have no marks from that day on.
+            let gone_from = status_date
+                .as_deref()
+                .and_then(|date| Date::parse(date).ok());
+            if status != "active" && gone_from.is_none_or(|from| lesson_date >= from) {
+                continue;
+            }
+            let Ok(student_iin) = Iin::parse(&iin) else {
+                continue;
+            };
+            let roll = random.below(100);
+            let by_hand = teacher == hand_marker;
+            let never_attends = irregular_group && position == ABSENT_POSITION;
+            let (mark_status, method) = if never_attends || roll < 7 {
+                (MarkStatus::Absent, MarkMethod::Manual)
+            } else if by_hand || roll < 12 {
+                (MarkStatus::Present, MarkMethod::Manual)
+            } else {
+                (MarkStatus::Present, MarkMethod::QrPhone)
+            };
+            let phone_owner = if irregular_group && position == SHARED_PHONE_POSITIONS[1] {
+                members_iin_at(&transaction, &group, SHARED_PHONE_POSITIONS[0])?
+            } else {
+                iin.clone()
+            };
+            let qr = method == MarkMethod::QrPhone;
+            new_marks.push(NewMark {
+                lesson_id,
+                student_iin,
+                status: mark_status,
+                method,
+                recorded_at: lesson_start + 60 + random.below(600) as i64,
+                device_id: qr.then(|| demo_device_id(&phone_owner)),
+                token_step: None,
+                marked_by: (!qr).then(|| teacher.clone()),
+                reason: None,
+                corrects: None,
+            });
+        }
+    }
+    drop(members_of);
+    let mut chain = ChainWriter::read_head(&transaction)?;
+    for mark in &new_marks {
+        chain.append(&transaction, mark)?;
+    }
+    transaction.commit()?;
+    Ok(new_marks.len())
+}
+
+fn members_iin_at(
+    transaction: &rusqlite::Transaction<'_>,
+    group: &str,
+    position: usize,
+) -> rusqlite::Result<String> {
+    transaction.query_row(
+        "SELECT s.iin FROM students s JOIN study_groups g ON g.id = s.group_id
+         WHERE g.code = ?1 ORDER BY s.rowid LIMIT 1 OFFSET ?2",
+        rusqlite::params![group, position as i64],
+        |row| row.get(0),
+    )
+}
+
+/// What a phone's identity looks like in the marks: the hex SHA-256 of its cookie.
+fn demo_device_id(owner_iin: &str) -> String {
+    crate::checkin::secret_hash(&format!("demo phone of {owner_iin}"))
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// What seeding created, one report per export, and the history of marks.
 pub struct DemoReport {
     pub teachers: ImportReport,
     pub students: ImportReport,
     pub timetable: ImportReport,
+    pub marks: usize,
 }
 
 /// Seeds (or refreshes: imports are upserts) the demo college into `store`.
-pub fn seed(store: &mut Store, today: Date) -> Result<DemoReport, ImportError> {
+pub fn seed(
+    store: &mut Store,
+    today: Date,
+    timezone: &CollegeTimezone,
+) -> Result<DemoReport, ImportError> {
     let mut random = DemoRandom(0x004B_4153_4950);
     let options = ImportOptions {
         skip_invalid: false,
@@ -266,10 +419,20 @@ pub fn seed(store: &mut Store, today: Date) -> Result<DemoReport, ImportError> {
     let students = import(store, ImportKind::Students, students.as_bytes(), &options)?;
     let timetable = timetable_csv(&teacher_iins, today);
     let timetable = import(store, ImportKind::Timetable, timetable.as_bytes(), &options)?;
+    let hand_marker = &teacher_iins[HAND_MARKING_TEACHER];
+    let marks = seed_attendance(
+        store,
+        today,
+        timezone.offset_seconds(),
+        hand_marker,
+        &mut random,
+    )
+    .map_err(|source| store.error(source))?;
     Ok(DemoReport {
         teachers,
         students,
         timetable,
+        marks,
     })
 }
 
@@ -287,15 +450,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
         let today = Date::new(2026, 11, 25).expect("date");
-        let first = seed(&mut store, today).expect("seed");
+        let zone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        let first = seed(&mut store, today, &zone).expect("seed");
+        // The weeks of 26 Oct (holding 1 Nov, a Sunday) to 23 Nov: 25 working days.
+        let lessons = 25 * PAIRS.len() * GROUPS.len();
         assert_eq!(first.students.added, GROUPS.len() * STUDENTS_PER_GROUP);
         assert_eq!(first.students.groups_created, GROUPS.len());
         assert_eq!(first.teachers.added, TEACHER_COUNT);
-        assert_eq!(first.timetable.added, 5 * PAIRS.len() * GROUPS.len());
+        assert_eq!(first.timetable.added, lessons);
+        assert!(first.marks > 0);
         assert_eq!(first.timetable.sites_created, SITES.len());
-        let again = seed(&mut store, today).expect("reseed");
+        let again = seed(&mut store, today, &zone).expect("reseed");
         assert_eq!(again.students.unchanged, GROUPS.len() * STUDENTS_PER_GROUP);
-        assert_eq!(again.timetable.unchanged, 5 * PAIRS.len() * GROUPS.len());
+        assert_eq!(again.timetable.unchanged, lessons);
+        assert_eq!(again.marks, 0);
         assert_eq!(again.students.contingent_events, 0);
         let beneficiaries: i64 = store
             .connection()

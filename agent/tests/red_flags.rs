@@ -199,3 +199,90 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
     // T2 marked everything by hand (100%); the median of T1, T2, T3 is T1's or T3's 0%.
     assert_eq!(subjects("manual_share_outlier"), [T2]);
 }
+
+/// The demo college's five regular groups are clean; its hand-marking teacher and its
+/// last group (ТМ-24) carry one case each of the flags the demo can show.
+#[test]
+fn the_demo_college_flags_only_its_planted_cases() {
+    let dir = TempDataDir::new();
+    let clock = dir.file("clock");
+    // Wednesday 2026-11-25 10:00 in Almaty: the month so far has 17 working days of marks.
+    let morning = Date::new(2026, 11, 25).expect("date").days_since_epoch() * 86_400 + 5 * 3600;
+    fs::write(&clock, morning.to_string()).expect("clock");
+    let clock_text = clock.display().to_string();
+    let env = [("KASIP_UNSAFE_CLOCK_FILE", clock_text.as_str())];
+    let agent = |args: &[&str]| {
+        let output = run_with(AGENT, &dir.path(), args, &env, None);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        text(&output).0
+    };
+    agent(&["init"]);
+    agent(&["demo"]);
+    agent(&["verify"]);
+    let flags: Vec<Value> =
+        serde_json::from_str(&agent(&["red-flags", "--month", "2026-11", "--json"])).expect("json");
+    let database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
+    let members = |group: &str| -> Vec<String> {
+        database
+            .prepare(
+                "SELECT s.iin FROM students s JOIN study_groups g ON g.id = s.group_id
+                 WHERE g.code = ?1 ORDER BY s.rowid",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([group], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .expect("members")
+    };
+    for clean in ["ПО-21", "ПО-22", "ВТ-21", "ЭС-23", "БУ-22"] {
+        let iins = members(clean);
+        assert_eq!(iins.len(), 25);
+        for flag in &flags {
+            let said = format!("{} {}", flag["subject"], flag["detail"]);
+            assert!(
+                !said.contains(clean) && !iins.iter().any(|iin| said.contains(iin.as_str())),
+                "clean group {clean} flagged: {flag}"
+            );
+        }
+    }
+    // The planted cases, by position in ТМ-24's export (demo.rs).
+    let irregular = members("ТМ-24");
+    let of_kind =
+        |kind: &str| -> Vec<&Value> { flags.iter().filter(|flag| flag["kind"] == kind).collect() };
+    let absent = of_kind("beneficiary_without_attendance");
+    assert_eq!(absent.len(), 1, "{flags:#?}");
+    assert_eq!(absent[0]["subject"], irregular[2].as_str());
+    let shared = of_kind("shared_device");
+    assert_eq!(shared.len(), 1, "{flags:#?}");
+    let detail = shared[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("2 students")
+            && detail.contains(&irregular[5])
+            && detail.contains(&irregular[6]),
+        "{detail}"
+    );
+    let hand_marking: String = database
+        .query_row(
+            "SELECT iin FROM teachers ORDER BY rowid LIMIT 1 OFFSET 7",
+            [],
+            |row| row.get(0),
+        )
+        .expect("teacher");
+    let outliers = of_kind("manual_share_outlier");
+    assert_eq!(outliers.len(), 1, "{flags:#?}");
+    assert_eq!(outliers[0]["subject"], hand_marking.as_str());
+    assert_eq!(
+        flags.len(),
+        3,
+        "no idle group, no unlicensed site (none configured), no two rooms at once: {flags:#?}"
+    );
+    // The clean groups also keep the coverage rule.
+    let coverage: Value =
+        serde_json::from_str(&agent(&["coverage", "--month", "2026-11", "--json"])).expect("json");
+    for group in coverage["groups"].as_array().expect("groups") {
+        if group["scope"] != "ТМ-24" {
+            assert_eq!(group["holds"], true, "{group}");
+        }
+    }
+}

@@ -190,6 +190,59 @@ CREATE TABLE security_events (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        description: "per-student daily mark tally for coverage",
+        sql: r#"
+-- What each student's latest marks add up to per lesson day: present (or late) marks
+-- and how many of them came from a QR scan (phone or kiosk) or a typed code. Kept by
+-- the trigger below in the transaction that records the mark, so coverage reads a few
+-- rows per student instead of every mark of the month. Derived data: `verify` and the
+-- coverage tests recompute it from the marks.
+CREATE TABLE mark_tally (
+    date        TEXT NOT NULL,
+    student_iin TEXT NOT NULL,
+    present     INTEGER NOT NULL DEFAULT 0,
+    qr          INTEGER NOT NULL DEFAULT 0,
+    typed       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (date, student_iin)
+) WITHOUT ROWID;
+-- A new mark replaces the student's previous mark for the same lesson (a correction),
+-- so the tally moves by the difference between the two.
+CREATE TRIGGER attendance_events_tally AFTER INSERT ON attendance_events
+BEGIN
+    INSERT OR IGNORE INTO mark_tally (date, student_iin)
+        VALUES ((SELECT date FROM lessons WHERE id = NEW.lesson_id), NEW.student_iin);
+    UPDATE mark_tally SET
+        present = present + (NEW.status IN ('present', 'late'))
+            - COALESCE((SELECT p.status IN ('present', 'late') FROM attendance_events p
+                        WHERE p.lesson_id = NEW.lesson_id AND p.student_iin = NEW.student_iin
+                          AND p.id < NEW.id ORDER BY p.id DESC LIMIT 1), 0),
+        qr = qr + (NEW.status IN ('present', 'late') AND NEW.method IN ('qr_phone', 'qr_kiosk'))
+            - COALESCE((SELECT p.status IN ('present', 'late') AND p.method IN ('qr_phone', 'qr_kiosk')
+                        FROM attendance_events p
+                        WHERE p.lesson_id = NEW.lesson_id AND p.student_iin = NEW.student_iin
+                          AND p.id < NEW.id ORDER BY p.id DESC LIMIT 1), 0),
+        typed = typed + (NEW.status IN ('present', 'late') AND NEW.method = 'qr_typed')
+            - COALESCE((SELECT p.status IN ('present', 'late') AND p.method = 'qr_typed'
+                        FROM attendance_events p
+                        WHERE p.lesson_id = NEW.lesson_id AND p.student_iin = NEW.student_iin
+                          AND p.id < NEW.id ORDER BY p.id DESC LIMIT 1), 0)
+    WHERE date = (SELECT date FROM lessons WHERE id = NEW.lesson_id)
+      AND student_iin = NEW.student_iin;
+END;
+-- The marks recorded before this version.
+INSERT INTO mark_tally (date, student_iin, present, qr, typed)
+SELECT l.date, e.student_iin,
+       SUM(e.status IN ('present', 'late')),
+       SUM(e.status IN ('present', 'late') AND e.method IN ('qr_phone', 'qr_kiosk')),
+       SUM(e.status IN ('present', 'late') AND e.method = 'qr_typed')
+FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+WHERE e.id = (SELECT MAX(x.id) FROM attendance_events x
+              WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)
+GROUP BY l.date, e.student_iin;
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -2,6 +2,9 @@
 //! chart with the threshold line, the college's figures, red flags and recent security
 //! events; and the coverage table as CSV.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -12,7 +15,7 @@ use super::page::{escape_html, failure_page, language, layout, message_page};
 use super::staff::signed_in;
 use super::AppState;
 use crate::commands::local_date;
-use crate::coverage::{coverage_for_month, CoverageReport};
+use crate::coverage::{month_figures, CoverageReport};
 use crate::error::AgentError;
 use crate::export::Cell;
 use crate::i18n::{text, Lang};
@@ -65,24 +68,126 @@ struct Dashboard {
     security_events: Vec<(i64, String, String)>,
 }
 
-async fn load(state: &AppState, month: Month) -> Result<Dashboard, AgentError> {
+/// Red flags read every mark of the month (seconds at 5,000 students, where the rest of
+/// the dashboard takes milliseconds), so the dashboard shows the last computation and
+/// recomputes it in the background once it is older than `MAX_AGE`.
+#[derive(Default)]
+pub struct RedFlagCache {
+    latest: Mutex<Option<CachedFlags>>,
+}
+
+struct CachedFlags {
+    month: Month,
+    computed: Instant,
+    flags: Vec<RedFlag>,
+    refreshing: bool,
+}
+
+impl RedFlagCache {
+    const MAX_AGE: Duration = Duration::from_secs(60);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CachedFlags>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `month`'s cached flags, if any; calls `refresh` (once) when they are stale.
+    fn get(&self, month: Month, refresh: impl FnOnce()) -> Option<Vec<RedFlag>> {
+        let mut latest = self.lock();
+        let cached = latest.as_mut().filter(|cached| cached.month == month)?;
+        if cached.computed.elapsed() > Self::MAX_AGE && !cached.refreshing {
+            cached.refreshing = true;
+            refresh();
+        }
+        Some(cached.flags.clone())
+    }
+
+    fn store(&self, month: Month, flags: &[RedFlag]) {
+        *self.lock() = Some(CachedFlags {
+            month,
+            computed: Instant::now(),
+            flags: flags.to_vec(),
+            refreshing: false,
+        });
+    }
+
+    fn refresh_failed(&self) {
+        if let Some(cached) = self.lock().as_mut() {
+            cached.refreshing = false;
+        }
+    }
+}
+
+/// Whether the red flags may come from the last computation (the dashboard) or must be
+/// computed now (exports: a file an admin sends on must say what is true now).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flags {
+    Cached,
+    Fresh,
+}
+
+async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard, AgentError> {
     let settings = state.settings.clone();
     let today = local_date(&settings, state.now());
-    state
+    let cached = match flags {
+        Flags::Cached => state
+            .red_flags
+            .get(month, || refresh_red_flags(state.clone(), month)),
+        Flags::Fresh => None,
+    };
+    let (report, trend, flags, security_events) = state
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
             let rules = settings.coverage_rules();
-            let report = coverage_for_month(connection, month, None, &rules).map_err(failure)?;
-            let trend = crate::coverage::weekly_trend(connection, month, today, &rules).map_err(failure)?;
-            let flags = red_flags_for_month(connection, month, today, &settings, &settings.red_flags).map_err(failure)?;
+            let (report, trend) = month_figures(connection, month, today, &rules).map_err(failure)?;
+            let flags = match cached {
+                Some(flags) => flags,
+                None => red_flags_for_month(connection, month, today, &settings, &settings.red_flags)
+                    .map_err(failure)?,
+            };
             let security_events = connection
                 .prepare("SELECT at, kind, COALESCE(student_iin, '') FROM security_events ORDER BY id DESC LIMIT 20")
                 .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect())
                 .map_err(failure)?;
-            Ok(Dashboard { report, trend, flags, security_events })
+            Ok((report, trend, flags, security_events))
         })
-        .await
+        .await?;
+    state.red_flags.store(month, &flags);
+    Ok(Dashboard {
+        report,
+        trend,
+        flags,
+        security_events,
+    })
+}
+
+/// Recomputes `month`'s red flags in the background and caches them.
+fn refresh_red_flags(state: AppState, month: Month) {
+    tokio::spawn(async move {
+        let settings = state.settings.clone();
+        let today = local_date(&settings, state.now());
+        let computed = state
+            .with_db(move |store| {
+                red_flags_for_month(
+                    store.connection(),
+                    month,
+                    today,
+                    &settings,
+                    &settings.red_flags,
+                )
+                .map_err(|source| AgentError::from(store.error(source)))
+            })
+            .await;
+        match computed {
+            Ok(flags) => state.red_flags.store(month, &flags),
+            Err(error) => {
+                state.red_flags.refresh_failed();
+                tracing::error!(%error, "red flags could not be recomputed");
+            }
+        }
+    });
 }
 
 /// Admins only; the month from `?month=YYYY-MM`, this month by default.
@@ -138,7 +243,7 @@ pub async fn dashboard(
         .await
         .map(|(_, csrf)| csrf)
         .unwrap_or_default();
-    let dashboard = match load(&state, month).await {
+    let dashboard = match load(&state, month, Flags::Cached).await {
         Ok(dashboard) => dashboard,
         Err(error) => return failure_page(lang, &error.to_string()),
     };
@@ -254,7 +359,7 @@ pub async fn export(
     };
     let table = match table_name.as_str() {
         "coverage" | "red-flags" | "security-events" => {
-            let dashboard = match load(&state, month).await {
+            let dashboard = match load(&state, month, Flags::Fresh).await {
                 Ok(dashboard) => dashboard,
                 Err(error) => return failure_page(lang, &error.to_string()),
             };

@@ -52,6 +52,8 @@ pub struct AppState {
     secure_cookies: bool,
     /// Where month-close statements and reports are written and the key is read.
     data_dir: Arc<crate::config::DataDir>,
+    /// The dashboard's last red-flag computation.
+    red_flags: Arc<admin::RedFlagCache>,
 }
 
 impl AppState {
@@ -75,6 +77,7 @@ impl AppState {
             public_url: Arc::new(public_url),
             secure_cookies,
             data_dir: Arc::new(data_dir),
+            red_flags: Arc::default(),
         }
     }
 
