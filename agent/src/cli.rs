@@ -128,6 +128,34 @@ pub enum Command {
     /// Student phone binding
     #[command(subcommand)]
     Student(StudentCommand),
+    /// Enrol this agent with the e-Qazyna registry: sends its public key and BIN with
+    /// the one-time code the registry issued
+    Enroll {
+        /// The registry's base URL (https://…; http:// only on this machine)
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// The one-time enrolment code
+        #[arg(long)]
+        code: String,
+    },
+    /// Batches to the registry: send now, see the queue, resume after an alert
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Seal every pending record into batches, send them all, pull the beneficiary list
+    Now,
+    /// Queued batches and records, oldest unsent age, last success, last error, alert
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the alert that stopped the queue (after fixing its cause) so sending
+    /// resumes with the same batch
+    Resume,
 }
 
 #[derive(Debug, Subcommand)]
@@ -370,6 +398,12 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             }
             Ok(())
         }
+        Command::Enroll { registry, code } => {
+            let kid = commands::enroll(&data_dir, &registry, &code)?;
+            println!("enrolled with {registry} as {kid}; batches will be sent from now on");
+            Ok(())
+        }
+        Command::Sync(command) => commands::sync(&data_dir, command),
         Command::Validate => {
             Settings::load(&data_dir)?;
             println!("{}: valid", data_dir.config_path().display());
@@ -396,6 +430,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
     }
     let (settings, write_store) = commands::open(data_dir)?;
     let read_store = crate::store::Store::open(&data_dir.database_path())?;
+    let sync_store = crate::store::Store::open(&data_dir.database_path())?;
     let address = listen.unwrap_or(settings.listen);
     if settings.plain_http && !address.ip().is_loopback() {
         return Err(AgentError::Usage(format!(
@@ -448,11 +483,24 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         let settings = std::sync::Arc::new(settings);
         let (writer, writer_thread) = crate::checkin::MarkWriter::start(write_store, settings.clone(), clock.clone());
         let secure_cookies = !matches!(transport, crate::web::Transport::PlainHttp);
+        let uploader = crate::sync::Uploader::new(
+            sync_store,
+            kasip_certs::DeviceKey::load(&data_dir.key_path())?,
+            settings.clone(),
+            clock.clone(),
+            data_dir.clone(),
+        );
         let state = crate::web::AppState::new(read_store, writer, settings, clock, public_url, secure_cookies, data_dir.clone());
+        let (stop_uploader, uploader_stopped) = tokio::sync::watch::channel(false);
+        let uploader = tokio::spawn(uploader.run(uploader_stopped));
         // Tests and scripts read this exact line to learn the port.
         println!("listening on {scheme}://{bound}");
         tracing::info!(%bound, data_dir = %data_dir.root().display(), "agent started");
         crate::web::serve(listener, transport, state, shutdown).await?;
+        let _ = stop_uploader.send(true);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), uploader).await.is_err() {
+            tracing::warn!("the uploader did not stop within 10 s; its batches stay queued");
+        }
         Ok::<_, AgentError>(writer_thread)
     })?;
     // Every request has finished and dropped its writer handle: the writer drains and

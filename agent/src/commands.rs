@@ -496,3 +496,121 @@ pub fn month_close(
     store.close()?;
     Ok(closed)
 }
+
+fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| AgentError::Server(format!("cannot start the async runtime: {error}")))
+}
+
+/// `kasip-agent enroll`.
+pub fn enroll(data_dir: &DataDir, registry: &str, code: &str) -> Result<String, AgentError> {
+    let (settings, store) = open(data_dir)?;
+    let now = crate::clock::from_environment().now_unix();
+    let kid = runtime()?.block_on(crate::sync::enroll(
+        data_dir, &settings, &store, registry, code, now,
+    ))?;
+    store.close()?;
+    Ok(kid)
+}
+
+/// `kasip-agent sync …`.
+pub fn sync(data_dir: &DataDir, command: crate::cli::SyncCommand) -> Result<(), AgentError> {
+    use crate::cli::SyncCommand;
+    let (settings, store) = open(data_dir)?;
+    let clock = crate::clock::from_environment();
+    match command {
+        SyncCommand::Status { json } => {
+            let status = crate::outbox::status(store.connection(), clock.now_unix())
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            if json {
+                let text = serde_json::to_string_pretty(&status)
+                    .map_err(|error| AgentError::Operation(error.to_string()))?;
+                println!("{text}");
+            } else {
+                print_sync_status(&status);
+            }
+            Ok(store.close()?)
+        }
+        SyncCommand::Resume => {
+            let previous = crate::outbox::clear_alert(store.connection())
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            match previous {
+                Some(alert) => {
+                    println!("alert cleared; sending resumes with the same batch. It was: {alert}")
+                }
+                None => println!("no alert: the queue was not stopped"),
+            }
+            Ok(store.close()?)
+        }
+        SyncCommand::Now => {
+            let key = DeviceKey::load(&data_dir.key_path())?;
+            let uploader = crate::sync::Uploader::new(
+                store,
+                key,
+                std::sync::Arc::new(settings),
+                clock,
+                data_dir.clone(),
+            );
+            let outcome = runtime()?.block_on(uploader.sync_now())?;
+            println!(
+                "{} batch(es) sealed, {} sent and acknowledged",
+                outcome.sealed, outcome.sent
+            );
+            if let Some(report) = &outcome.beneficiaries {
+                println!(
+                    "beneficiary list: {} listed, {} change(s), {} unknown to the roster",
+                    report["listed"],
+                    report["changed"],
+                    report["unknown_to_roster"].as_array().map_or(0, Vec::len)
+                );
+            }
+            match outcome.stopped {
+                None => Ok(()),
+                Some(reason) => Err(AgentError::Operation(format!(
+                    "sending stopped: {reason}; the queue is kept and the service keeps trying (see `kasip-agent sync status`)"
+                ))),
+            }
+        }
+    }
+}
+
+fn print_sync_status(status: &crate::outbox::SyncStatus) {
+    let when = |at: Option<i64>| at.map_or("never".to_owned(), |at| format!("unix {at}"));
+    println!(
+        "registry:            {}",
+        status
+            .registry
+            .as_deref()
+            .unwrap_or("not enrolled (kasip-agent enroll)")
+    );
+    println!(
+        "queued:              {} batch(es), {} record(s); {} record(s) not sealed yet",
+        status.queued_batches, status.queued_records, status.unsealed_records
+    );
+    println!(
+        "oldest unsent:       {}",
+        status
+            .oldest_unsent_age_secs
+            .map_or("nothing waiting".to_owned(), |age| format!("{age} s ago"))
+    );
+    println!(
+        "acknowledged:        {} batch(es), {} record(s), {} rejected by the registry",
+        status.acknowledged_batches, status.acknowledged_records, status.rejected_records
+    );
+    println!("last success:        {}", when(status.last_success_at));
+    if let Some(error) = &status.last_error {
+        println!(
+            "last error:          {error} ({})",
+            when(status.last_error_at)
+        );
+    }
+    match &status.alert {
+        Some(alert) => println!("ALERT (queue stopped): {alert}"),
+        None => println!("alert:               none"),
+    }
+    if let Some(report) = &status.beneficiary_pull {
+        println!("beneficiary pull:    {report}");
+    }
+}

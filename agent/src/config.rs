@@ -74,6 +74,47 @@ struct ConfigFile {
     coverage: CoverageSection,
     #[serde(default)]
     red_flags: RedFlagsSection,
+    #[serde(default)]
+    sync: SyncSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SyncSection {
+    registry_ca_file: String,
+    batch_max_records: usize,
+    batch_max_age_secs: u64,
+    backoff_cap_secs: u64,
+    connect_timeout_secs: u64,
+    request_timeout_secs: u64,
+    beneficiary_pull_secs: u64,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        Self {
+            registry_ca_file: String::new(),
+            batch_max_records: 5_000,
+            batch_max_age_secs: 60,
+            backoff_cap_secs: 300,
+            connect_timeout_secs: 10,
+            request_timeout_secs: 60,
+            beneficiary_pull_secs: 6 * 3600,
+        }
+    }
+}
+
+/// `[sync]`: how batches are sealed and uploaded.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Extra CA certificate (PEM) trusted for the registry, for pilots with their own CA.
+    pub registry_ca_file: Option<PathBuf>,
+    pub batch_max_records: usize,
+    pub batch_max_age_secs: i64,
+    pub backoff_cap: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub beneficiary_pull_secs: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +266,7 @@ pub struct Settings {
     pub coverage_policy: crate::coverage::CoveragePolicy,
     /// Thresholds of the red flags.
     pub red_flags: crate::red_flags::RedFlagRules,
+    pub sync: SyncSettings,
 }
 
 impl Settings {
@@ -338,7 +380,59 @@ impl Settings {
             ),
             manual_share_min_marks: file.red_flags.manual_share_min_marks,
         };
+        let sync_section = &file.sync;
+        if !(1..=kasip_core::batch::MAX_RECORDS_PER_BATCH).contains(&sync_section.batch_max_records)
+        {
+            return Err(format!(
+                "sync.batch_max_records is {}; use 1 to {} (default 5000)",
+                sync_section.batch_max_records,
+                kasip_core::batch::MAX_RECORDS_PER_BATCH
+            ));
+        }
+        let seconds = |key: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(format!(
+                    "{key} is {value}; use {} to {} seconds",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        };
+        let sync = SyncSettings {
+            registry_ca_file: Some(sync_section.registry_ca_file.trim())
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
+            batch_max_records: sync_section.batch_max_records,
+            batch_max_age_secs: seconds(
+                "sync.batch_max_age_secs",
+                sync_section.batch_max_age_secs,
+                0..=86_400,
+            )? as i64,
+            backoff_cap: std::time::Duration::from_secs(seconds(
+                "sync.backoff_cap_secs",
+                sync_section.backoff_cap_secs,
+                1..=86_400,
+            )?),
+            connect_timeout: std::time::Duration::from_secs(seconds(
+                "sync.connect_timeout_secs",
+                sync_section.connect_timeout_secs,
+                1..=600,
+            )?),
+            request_timeout: std::time::Duration::from_secs(seconds(
+                "sync.request_timeout_secs",
+                sync_section.request_timeout_secs,
+                1..=3600,
+            )?),
+            beneficiary_pull_secs: seconds(
+                "sync.beneficiary_pull_secs",
+                sync_section.beneficiary_pull_secs,
+                60..=7 * 86_400,
+            )? as i64,
+        };
         Ok(Self {
+            sync,
             red_flags,
             min_coverage,
             student_qr_share,
@@ -448,6 +542,24 @@ students_per_device = 2
 manual_share_margin = 0.3
 # Teachers with fewer present marks in the month are not compared. Default 20.
 manual_share_min_marks = 20
+
+[sync]
+# The registry is set by `kasip-agent enroll --registry URL --code CODE`.
+# A PEM file with the CA certificate of a pilot registry, trusted besides the system's
+# roots. Empty (default): the system's roots only.
+registry_ca_file = ""
+# A batch is sealed when this many records wait (default 5000, at most 20000) ...
+batch_max_records = 5000
+# ... or when the oldest waiting record is this old. Default 60.
+batch_max_age_secs = 60
+# Upload retries back off exponentially with jitter up to this wait. There is no retry
+# limit: nothing is ever dropped. Default 300.
+backoff_cap_secs = 300
+# Timeouts of one request to the registry: connecting, and the whole request.
+connect_timeout_secs = 10
+request_timeout_secs = 60
+# How often the beneficiary list is pulled from the registry. Default 21600 (6 hours).
+beneficiary_pull_secs = 21600
 "#
     )
 }

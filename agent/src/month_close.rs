@@ -3,8 +3,8 @@
 //! reasons, never altered to pass.
 //!
 //! The statement is a JWS (design §5.4) over RFC 8785 canonical JSON, signed with the
-//! agent's identity key. Until the sync issue lands it is written to
-//! `DATA_DIR/statements/`, from where the outbox will take it.
+//! agent's identity key. It is stored in `month_closes`, from where the outbox seals it
+//! into a `month_close` batch, and written to `DATA_DIR/statements/` for people.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -182,9 +182,9 @@ pub fn close(
     )?;
     connection
         .execute(
-            "INSERT INTO month_closes (month, closed_at, closed_by, forced_reason, compliant, statement_path)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![month.to_string(), now, closed_by, force_reason, compliant, statement.display().to_string()],
+            "INSERT INTO month_closes (month, closed_at, closed_by, forced_reason, compliant, statement_path, statement)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![month.to_string(), now, closed_by, force_reason, compliant, statement.display().to_string(), jws],
         )
         .map_err(failure(store))?;
     Ok(MonthClosed {

@@ -147,13 +147,40 @@ impl DeviceKey {
 
     /// The RFC 7638 JWK thumbprint: the key's name in JWS headers and in the registry.
     pub fn thumbprint(&self) -> String {
+        Self::thumbprint_of(self.public_key()).unwrap_or_default()
+    }
+
+    /// The thumbprint of a raw Ed25519 public key; None unless it is 32 bytes.
+    pub fn thumbprint_of(public_key: &[u8]) -> Option<String> {
+        if public_key.len() != 32 {
+            return None;
+        }
         // RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
         let canonical_jwk = format!(
             r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-            self.public_key_base64url()
+            URL_SAFE_NO_PAD.encode(public_key)
         );
         let digest = ring::digest::digest(&ring::digest::SHA256, canonical_jwk.as_bytes());
-        URL_SAFE_NO_PAD.encode(digest.as_ref())
+        Some(URL_SAFE_NO_PAD.encode(digest.as_ref()))
+    }
+
+    /// A public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), for auditors' tools.
+    pub fn public_key_pem(public_key: &[u8]) -> String {
+        // RFC 8410: SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING key }.
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        der.extend_from_slice(public_key);
+        let body = STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
     }
 
     /// Signs `message` (Ed25519 is deterministic: same key and message, same signature).

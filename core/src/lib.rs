@@ -4,6 +4,7 @@
 //! HTTP, QR) becomes one of these types once, at the edge, and travels typed from there.
 
 pub mod attendance;
+pub mod batch;
 pub mod canonical_json;
 pub mod coverage;
 pub mod date;
@@ -12,6 +13,7 @@ pub mod roster;
 pub mod token;
 
 pub use attendance::{MarkMethod, MarkStatus};
+pub use batch::{BatchEnvelope, BatchError, BatchKind};
 pub use canonical_json::{to_canonical_json, CanonicalError};
 pub use coverage::{coverage_of, per_mille_text, PerMille, ScopeCoverage, StudentMonth};
 pub use date::{Date, DateError, Month, TimeOfDay};

@@ -127,6 +127,12 @@ impl Server {
             .to_owned()
     }
 
+    /// SIGKILL, as a power cut would, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends `signal` (e.g. "TERM") and waits up to 30 s for the process to exit.
     pub fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
         let status = Command::new("kill")
@@ -158,6 +164,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The path of another workspace package's binary (`CARGO_BIN_EXE_*` names only the
+/// package's own). `cargo test --workspace` builds every binary before any test runs.
+pub fn workspace_binary(name: &str) -> String {
+    let test_executable = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = test_executable
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace` (or `cargo build --workspace` first)",
+        path.display()
+    );
+    path.display().to_string()
 }
 
 /// A browser-like HTTPS client for `server`: trusts the agent's self-signed certificate

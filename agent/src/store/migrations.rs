@@ -243,6 +243,103 @@ WHERE e.id = (SELECT MAX(x.id) FROM attendance_events x
 GROUP BY l.date, e.student_iin;
 "#,
     },
+    Migration {
+        version: 5,
+        description: "grades, sync outbox, enrolment, beneficiary changes",
+        sql: r#"
+-- Append-only like attendance: a correction is a new row that references the old one.
+CREATE TABLE grade_events (
+    id          INTEGER PRIMARY KEY,
+    student_iin TEXT NOT NULL REFERENCES students(iin),
+    discipline  TEXT NOT NULL,
+    assessment  TEXT NOT NULL CHECK (assessment IN ('current', 'midterm', 'exam', 'practice')),
+    score       INTEGER NOT NULL CHECK (score BETWEEN 0 AND 100),
+    credits     INTEGER NOT NULL CHECK (credits BETWEEN 0 AND 60),
+    date        TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    recorded_by TEXT NOT NULL,
+    corrects    INTEGER REFERENCES grade_events(id)
+);
+CREATE INDEX grade_events_by_student ON grade_events(student_iin, discipline, date);
+CREATE TRIGGER grade_events_no_update BEFORE UPDATE ON grade_events
+BEGIN SELECT RAISE(ABORT, 'grade events are append-only'); END;
+CREATE TRIGGER grade_events_no_delete BEFORE DELETE ON grade_events
+BEGIN SELECT RAISE(ABORT, 'grade events are append-only'); END;
+-- The signed statement itself, so the outbox never depends on a file in statements/.
+ALTER TABLE month_closes ADD COLUMN statement TEXT;
+-- The registry's word on each student's state funding.
+ALTER TABLE students ADD COLUMN voucher TEXT NOT NULL DEFAULT '';
+CREATE TABLE beneficiary_events (
+    id                  INTEGER PRIMARY KEY,
+    student_iin         TEXT NOT NULL REFERENCES students(iin),
+    beneficiary_before  INTEGER NOT NULL,
+    beneficiary_after   INTEGER NOT NULL,
+    voucher_before      TEXT NOT NULL,
+    voucher_after       TEXT NOT NULL,
+    at                  INTEGER NOT NULL,
+    source              TEXT NOT NULL
+);
+CREATE TRIGGER beneficiary_events_no_update BEFORE UPDATE ON beneficiary_events
+BEGIN SELECT RAISE(ABORT, 'beneficiary events are append-only'); END;
+CREATE TRIGGER beneficiary_events_no_delete BEFORE DELETE ON beneficiary_events
+BEGIN SELECT RAISE(ABORT, 'beneficiary events are append-only'); END;
+-- Where this agent is enrolled and the key that signs the registry's receipts.
+CREATE TABLE sync_enrolment (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    registry_url TEXT NOT NULL,
+    registry_key BLOB NOT NULL,
+    enrolled_at  INTEGER NOT NULL
+);
+-- Per source table, the last event id sealed into a batch. Advanced in the transaction
+-- that stores the batch, so a crash never seals an event twice or skips one.
+CREATE TABLE outbox_cursors (
+    kind    TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
+-- Sealed batches: their exact bytes, stored before the first send; every retry sends
+-- them. A batch is never changed; only its acknowledgement is filled in.
+CREATE TABLE outbox_batches (
+    seq         INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    records     INTEGER NOT NULL,
+    first_id    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    jws         TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    acked_at    INTEGER,
+    receipt     TEXT,
+    accepted    INTEGER,
+    duplicates  INTEGER,
+    rejected    INTEGER
+);
+CREATE INDEX outbox_unacked ON outbox_batches(seq) WHERE acked_at IS NULL;
+CREATE TRIGGER outbox_batches_sealed BEFORE UPDATE OF seq, kind, created, records, first_id, last_id, jws, hash
+    ON outbox_batches
+BEGIN SELECT RAISE(ABORT, 'a sealed batch never changes'); END;
+CREATE TRIGGER outbox_batches_no_delete BEFORE DELETE ON outbox_batches
+    WHEN OLD.acked_at IS NULL
+BEGIN SELECT RAISE(ABORT, 'an unacknowledged batch is never deleted'); END;
+-- Records the registry refused (quarantined on both sides, never dropped silently).
+CREATE TABLE outbox_rejections (
+    seq       INTEGER NOT NULL REFERENCES outbox_batches(seq),
+    record_id INTEGER NOT NULL,
+    reason    TEXT NOT NULL
+);
+-- What `sync status` and the dashboard show.
+CREATE TABLE sync_state (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    alert            TEXT,
+    alert_at         INTEGER,
+    last_success_at  INTEGER,
+    last_error       TEXT,
+    last_error_at    INTEGER,
+    last_pull_at     INTEGER,
+    pull_report      TEXT
+);
+INSERT INTO sync_state (id) VALUES (1);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

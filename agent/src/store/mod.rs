@@ -269,7 +269,8 @@ mod tests {
         connection
             .execute_batch(
                 "INSERT INTO study_groups (id, code) VALUES (1, 'G');
-                 INSERT INTO students VALUES ('900101300017', 'A', 'B', '', 1, 1, 'active', NULL);
+                 INSERT INTO students (iin, last_name, first_name, group_id, beneficiary, status)
+                     VALUES ('900101300017', 'A', 'B', 1, 1, 'active');
                  INSERT INTO contingent_events
                      (student_iin, change, status, effective_date, recorded_at, source)
                      VALUES ('900101300017', 'enrolled', 'active', '2026-09-01', 0, 'test');",

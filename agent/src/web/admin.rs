@@ -66,6 +66,7 @@ struct Dashboard {
     trend: crate::coverage::CoverageTrend,
     flags: Vec<RedFlag>,
     security_events: Vec<(i64, String, String)>,
+    sync: crate::outbox::SyncStatus,
 }
 
 /// Red flags read every mark of the month (seconds at 5,000 students, where the rest of
@@ -136,7 +137,8 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
             .get(month, || refresh_red_flags(state.clone(), month)),
         Flags::Fresh => None,
     };
-    let (report, trend, flags, security_events) = state
+    let now = state.now();
+    let (report, trend, flags, security_events, sync) = state
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
@@ -151,7 +153,8 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
                 .prepare("SELECT at, kind, COALESCE(student_iin, '') FROM security_events ORDER BY id DESC LIMIT 20")
                 .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect())
                 .map_err(failure)?;
-            Ok((report, trend, flags, security_events))
+            let sync = crate::outbox::status(connection, now).map_err(failure)?;
+            Ok((report, trend, flags, security_events, sync))
         })
         .await?;
     state.red_flags.store(month, &flags);
@@ -160,6 +163,7 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
         trend,
         flags,
         security_events,
+        sync,
     })
 }
 
@@ -294,7 +298,8 @@ pub async fn dashboard(
          <form method=post action=\"/admin/month-close\"><input type=hidden name=csrf value=\"{csrf}\">\
          <input type=hidden name=month value=\"{month}\"><input name=reason maxlength=200 placeholder=\"{reason}\">\
          <button>{close}</button></form>\
-         <h2>{flags_title}</h2><ul id=red-flags>{flags}</ul><h2>{events_title}</h2><ul>{events}</ul>",
+         {sync}<h2>{flags_title}</h2><ul id=red-flags>{flags}</ul><h2>{events_title}</h2><ul>{events}</ul>",
+        sync = sync_section(lang, &dashboard.sync),
         title = text(lang, "admin.dashboard"),
         red_flags = text(lang, "admin.red_flags"),
         csrf = escape_html(&csrf),
@@ -318,6 +323,56 @@ pub async fn dashboard(
         events_title = text(lang, "admin.security_events"),
     );
     Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
+}
+
+/// The registry queue: an alert in red when it stopped, otherwise its depth.
+fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
+    let mut html = format!("<h2>{}</h2>", text(lang, "sync.title"));
+    match (&sync.alert, &sync.registry) {
+        (Some(alert), _) => html.push_str(&format!(
+            "<p id=sync-alert class=bad>{}: {}</p>",
+            text(lang, "sync.alert"),
+            escape_html(alert)
+        )),
+        (None, None) => html.push_str(&format!(
+            "<p id=sync>{}</p>",
+            text(lang, "sync.not_enrolled")
+        )),
+        (None, Some(registry)) => html.push_str(&format!(
+            "<p id=sync data-queued=\"{}\">{}: {} / {} · {}: {}</p>",
+            sync.queued_batches + u64::from(sync.unsealed_records > 0),
+            escape_html(registry),
+            sync.queued_batches,
+            sync.queued_records + sync.unsealed_records,
+            text(lang, "sync.oldest"),
+            sync.oldest_unsent_age_secs
+                .map_or("—".to_owned(), |age| format!("{} min", age / 60)),
+        )),
+    }
+    if let Some(error) = sync.last_error.as_ref().filter(|_| sync.alert.is_none()) {
+        html.push_str(&format!(
+            "<p class=bad>{}: {}</p>",
+            text(lang, "sync.last_error"),
+            escape_html(error)
+        ));
+    }
+    if let Some(unknown) = sync
+        .beneficiary_pull
+        .as_ref()
+        .and_then(|report| report["unknown_to_roster"].as_array())
+        .filter(|unknown| !unknown.is_empty())
+    {
+        let iins: Vec<String> = unknown
+            .iter()
+            .filter_map(|iin| iin.as_str().map(escape_html))
+            .collect();
+        html.push_str(&format!(
+            "<p id=unknown-beneficiaries class=bad>{}: {}</p>",
+            text(lang, "sync.unknown_students"),
+            iins.join(", ")
+        ));
+    }
+    html
 }
 
 #[derive(Deserialize)]

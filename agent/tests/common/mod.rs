@@ -135,6 +135,14 @@ impl College {
         }
     }
 
+    /// Kills the agent with SIGKILL (no shutdown of any kind) and starts it again.
+    pub fn kill_and_restart(&mut self) {
+        self.server.kill();
+        let clock = self.clock_file.display().to_string();
+        let env = [("KASIP_UNSAFE_CLOCK_FILE", clock.as_str())];
+        self.server = Server::start_with_env(AGENT, &self.dir.path(), &[], &env);
+    }
+
     pub fn set_clock(&self, unix: i64) {
         fs::write(&self.clock_file, unix.to_string()).expect("clock");
     }

@@ -1,0 +1,578 @@
+//! Talking to the registry: enrolment, the uploader that drains the outbox (its own
+//! tokio task in `serve`, and `sync --now` from the CLI), and the beneficiary pull.
+//!
+//! What to do with each answer is design §5.4: 201/200 store the receipt and go on; a
+//! network error, 408, 429 or 5xx waits (backoff with jitter, Retry-After) and tries the
+//! same bytes again, forever; 400, 401 and chain conflicts stop the queue with an alert
+//! until an admin runs `kasip-agent sync resume`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kasip_certs::DeviceKey;
+use kasip_sync::client::{BeneficiaryList, Timeouts};
+use kasip_sync::{Backoff, RegistryClient, Upload};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::config::{DataDir, Settings};
+use crate::error::AgentError;
+use crate::outbox::{self, SealLimits, Sealer};
+use crate::store::Store;
+
+/// The registry this agent is enrolled with.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub registry_url: String,
+    pub registry_key: Vec<u8>,
+}
+
+pub fn enrolment(connection: &Connection) -> rusqlite::Result<Option<Enrolled>> {
+    connection
+        .query_row(
+            "SELECT registry_url, registry_key FROM sync_enrolment",
+            [],
+            |row| {
+                Ok(Enrolled {
+                    registry_url: row.get(0)?,
+                    registry_key: row.get(1)?,
+                })
+            },
+        )
+        .optional()
+}
+
+pub fn client(settings: &Settings, registry_url: &str) -> Result<RegistryClient, AgentError> {
+    RegistryClient::new(
+        registry_url,
+        settings.sync.registry_ca_file.as_deref(),
+        Timeouts {
+            connect: settings.sync.connect_timeout,
+            request: settings.sync.request_timeout,
+        },
+    )
+    .map_err(|error| AgentError::Operation(error.to_string()))
+}
+
+fn sync_failure(error: kasip_sync::SyncError) -> AgentError {
+    AgentError::Operation(error.to_string())
+}
+
+/// `kasip-agent enroll`: sends the public key and BIN with the one-time code.
+pub async fn enroll(
+    data_dir: &DataDir,
+    settings: &Settings,
+    store: &Store,
+    registry_url: &str,
+    code: &str,
+    now: i64,
+) -> Result<String, AgentError> {
+    let key = DeviceKey::load(&data_dir.key_path())?;
+    let client = client(settings, registry_url)?;
+    let enrolment = client
+        .enrol(code, &settings.college_bin.to_string(), &key)
+        .await
+        .map_err(sync_failure)?;
+    store
+        .connection()
+        .execute(
+            "INSERT INTO sync_enrolment (id, registry_url, registry_key, enrolled_at) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET registry_url = excluded.registry_url,
+                 registry_key = excluded.registry_key, enrolled_at = excluded.enrolled_at",
+            rusqlite::params![client.base_url(), enrolment.registry_key, now],
+        )
+        .map_err(|source| store.error(source))?;
+    Ok(key.thumbprint())
+}
+
+/// The uploader's view of the agent: its own database connection, key and settings.
+#[derive(Clone)]
+pub struct Uploader {
+    store: Arc<Mutex<Store>>,
+    key: Arc<DeviceKey>,
+    settings: Arc<Settings>,
+    clock: Arc<dyn Clock>,
+    data_dir: Arc<DataDir>,
+}
+
+/// What one step of the queue came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing left to send.
+    Empty,
+    /// A batch was acknowledged; go on at once.
+    Sent,
+    /// Wait, then try again.
+    Wait(Duration),
+    /// The queue is stopped by an alert.
+    Stopped(String),
+    /// Not enrolled yet.
+    NotEnrolled,
+}
+
+impl Uploader {
+    pub fn new(
+        store: Store,
+        key: DeviceKey,
+        settings: Arc<Settings>,
+        clock: Arc<dyn Clock>,
+        data_dir: DataDir,
+    ) -> Self {
+        Self {
+            store: Arc::new(Mutex::new(store)),
+            key: Arc::new(key),
+            settings,
+            clock,
+            data_dir: Arc::new(data_dir),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
+    /// Runs `work` on the uploader's connection on the blocking pool.
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Store) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, AgentError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let mut store = store
+                .lock()
+                .map_err(|_| AgentError::Server("the sync database lock was poisoned".into()))?;
+            let result = work(&mut store);
+            result.map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await
+        .map_err(|error| AgentError::Server(format!("sync task failed: {error}")))?
+    }
+
+    /// Seals the due batches (all pending events when `force`).
+    pub async fn seal(&self, force: bool) -> Result<usize, AgentError> {
+        let key = Arc::clone(&self.key);
+        let settings = Arc::clone(&self.settings);
+        let data_dir = Arc::clone(&self.data_dir);
+        let now = self.now();
+        self.db(move |store| {
+            let sealer = Sealer {
+                key: &key,
+                college_bin: &settings.college_bin,
+                data_dir: data_dir.root(),
+                limits: SealLimits {
+                    max_records: settings.sync.batch_max_records,
+                    max_age_secs: settings.sync.batch_max_age_secs,
+                },
+            };
+            sealer.seal_due(store.connection_mut(), now, force)
+        })
+        .await
+    }
+
+    async fn alert(&self, text: String) -> Result<Step, AgentError> {
+        tracing::error!(alert = %text, "sync stopped: run `kasip-agent sync status`, fix the cause, then `kasip-agent sync resume`");
+        let now = self.now();
+        let stored = text.clone();
+        self.db(move |store| outbox::raise_alert(store.connection(), &stored, now))
+            .await?;
+        Ok(Step::Stopped(text))
+    }
+
+    /// Compares the registry's checkpoint with the sealed chain. A registry ahead of
+    /// the agent, or holding another hash at the same seq, means this database was
+    /// restored from an old backup or forked: alarm, never overwrite.
+    pub async fn check_checkpoint(&self, client: &RegistryClient) -> Result<Step, AgentError> {
+        let checkpoint = match client.checkpoint(&self.key, self.now()).await {
+            Ok(checkpoint) => checkpoint,
+            Err(kasip_sync::SyncError::Refused {
+                status: 401,
+                message,
+            }) => {
+                return self
+                    .alert(format!(
+                        "the registry refused this agent's credentials (401): {message}. If it names \
+                         the clock, fix the agent's clock (NTP); otherwise enrol again with \
+                         `kasip-agent enroll`. Then `kasip-agent sync resume`"
+                    ))
+                    .await;
+            }
+            Err(error) => {
+                let now = self.now();
+                let text = format!("checkpoint: {error}");
+                self.db(move |store| outbox::note_error(store.connection(), &text, now))
+                    .await?;
+                return Ok(Step::Wait(Duration::from_secs(5)));
+            }
+        };
+        if checkpoint.last_seq == 0 {
+            return Ok(Step::Sent);
+        }
+        let last_seq = checkpoint.last_seq;
+        let (head_seq, ours) = self
+            .db(move |store| {
+                Ok((
+                    outbox::sealed_head(store.connection())?.0,
+                    outbox::sealed(store.connection(), last_seq)?,
+                ))
+            })
+            .await?;
+        match ours {
+            None => {
+                self.alert(format!(
+                    "the registry holds batch {last_seq} but this agent's outbox ends at {head_seq}: \
+                     the database was probably restored from an old backup. Nothing was sent; \
+                     contact the registry before resuming"
+                ))
+                .await
+            }
+            Some(batch) if batch.hash != checkpoint.last_hash => {
+                self.alert(format!(
+                    "the registry holds batch {last_seq} with another hash than this agent's: \
+                     the outbox forked (restored database?). Nothing was sent; contact the registry"
+                ))
+                .await
+            }
+            Some(_) => Ok(Step::Sent),
+        }
+    }
+
+    /// Sends the oldest unacknowledged batch once and handles the answer.
+    pub async fn send_next(
+        &self,
+        client: &RegistryClient,
+        registry_key: &[u8],
+        backoff: &mut Backoff,
+    ) -> Result<Step, AgentError> {
+        if let Some(alert) = self.db(|store| outbox::alert(store.connection())).await? {
+            return Ok(Step::Stopped(alert));
+        }
+        let Some(batch) = self
+            .db(|store| outbox::next_unsent(store.connection()))
+            .await?
+        else {
+            return Ok(Step::Empty);
+        };
+        self.upload(client, registry_key, backoff, batch).await
+    }
+
+    async fn upload(
+        &self,
+        client: &RegistryClient,
+        registry_key: &[u8],
+        backoff: &mut Backoff,
+        batch: outbox::Sealed,
+    ) -> Result<Step, AgentError> {
+        let seq = batch.seq;
+        match client
+            .upload(&batch.jws, seq, &batch.hash, registry_key)
+            .await
+        {
+            Upload::Stored {
+                receipt_jws,
+                receipt,
+            }
+            | Upload::AlreadyStored {
+                receipt_jws,
+                receipt,
+            } => {
+                backoff.succeeded();
+                let now = self.now();
+                let rejected = receipt.count(kasip_core::batch::Outcome::Rejected);
+                if rejected > 0 {
+                    tracing::error!(seq, rejected, "the registry quarantined records; see `kasip-agent sync status`");
+                }
+                tracing::debug!(seq, records = batch.records, "batch acknowledged");
+                self.db(move |store| {
+                    outbox::acknowledge(store.connection_mut(), seq, &receipt_jws, &receipt, now)
+                })
+                .await?;
+                Ok(Step::Sent)
+            }
+            Upload::Retry {
+                reason,
+                retry_after,
+            } => {
+                let delay = backoff.next_delay(retry_after);
+                tracing::warn!(seq, %reason, retry_in = ?delay, "upload failed; will retry the same batch");
+                let now = self.now();
+                let text = format!("batch {seq}: {reason}");
+                self.db(move |store| outbox::note_error(store.connection(), &text, now))
+                    .await?;
+                Ok(Step::Wait(delay))
+            }
+            Upload::BadBatch { message } => {
+                self.alert(format!(
+                    "the registry refused batch {seq} as malformed or badly signed (400): {message}. \
+                     Later batches chain on it, so the queue is stopped"
+                ))
+                .await
+            }
+            Upload::UnknownAgent { message } => {
+                self.alert(format!(
+                    "the registry does not know this agent's key (401): {message}. Enrol again with \
+                     `kasip-agent enroll`, then `kasip-agent sync resume`"
+                ))
+                .await
+            }
+            Upload::Conflict {
+                expected_seq,
+                message,
+            } if expected_seq < seq => {
+                // The registry lacks batches it once acknowledged (its data was restored):
+                // send them again from the one it expects; every sealed batch is kept.
+                tracing::warn!(seq, expected_seq, %message, "registry is behind; resending");
+                let missing = self
+                    .db(move |store| outbox::sealed(store.connection(), expected_seq))
+                    .await?;
+                match missing {
+                    Some(missing) => Box::pin(self.upload(client, registry_key, backoff, missing)).await,
+                    None => {
+                        self.alert(format!(
+                            "the registry expects batch {expected_seq}, which this agent no longer has: {message}"
+                        ))
+                        .await
+                    }
+                }
+            }
+            Upload::Conflict { message, .. } => {
+                self.alert(format!("chain conflict on batch {seq} (409): {message}"))
+                    .await
+            }
+        }
+    }
+
+    /// Pulls the beneficiary list and applies it.
+    pub async fn pull_beneficiaries(
+        &self,
+        client: &RegistryClient,
+    ) -> Result<serde_json::Value, AgentError> {
+        let bin = self.settings.college_bin.to_string();
+        let now = self.now();
+        let list = client
+            .beneficiaries(&self.key, &bin, now)
+            .await
+            .map_err(sync_failure)?;
+        let report = self
+            .db(move |store| apply_beneficiaries(store.connection_mut(), &list, now))
+            .await??;
+        Ok(report)
+    }
+
+    /// Seals, then sends until the queue is empty or a send fails: `sync --now`.
+    pub async fn sync_now(&self) -> Result<SyncNow, AgentError> {
+        let sealed = self.seal(true).await?;
+        let enrolled = self
+            .db(|store| enrolment(store.connection()))
+            .await?
+            .ok_or_else(|| {
+                AgentError::Usage(
+                    "this agent is not enrolled; run `kasip-agent enroll --registry URL --code CODE` first"
+                        .into(),
+                )
+            })?;
+        let client = client(&self.settings, &enrolled.registry_url)?;
+        let mut backoff = Backoff::new(Duration::from_secs(1), self.settings.sync.backoff_cap);
+        let mut sent = 0;
+        let stopped = match self.check_checkpoint(&client).await? {
+            Step::Stopped(alert) => Some(alert),
+            _ => loop {
+                match self
+                    .send_next(&client, &enrolled.registry_key, &mut backoff)
+                    .await?
+                {
+                    Step::Sent => sent += 1,
+                    Step::Empty => break None,
+                    Step::Stopped(alert) => break Some(alert),
+                    Step::Wait(_) | Step::NotEnrolled => {
+                        break Some(
+                            self.db(|store| outbox::status(store.connection(), 0))
+                                .await?
+                                .last_error
+                                .unwrap_or_else(|| "the registry is unavailable".into()),
+                        )
+                    }
+                }
+            },
+        };
+        let beneficiaries = match self.pull_beneficiaries(&client).await {
+            Ok(report) => Some(report),
+            Err(error) => {
+                tracing::warn!(%error, "beneficiary pull failed");
+                None
+            }
+        };
+        Ok(SyncNow {
+            sealed,
+            sent,
+            stopped,
+            beneficiaries,
+        })
+    }
+
+    /// The service's loop: seal due batches, send, pull beneficiaries, until `stop`.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), self.settings.sync.backoff_cap);
+        let mut checkpoint_checked = false;
+        let mut next_pull_at = 0i64;
+        loop {
+            let wait = match self
+                .step(&mut backoff, &mut checkpoint_checked, &mut next_pull_at)
+                .await
+            {
+                Ok(Step::Sent) => Duration::ZERO,
+                Ok(Step::Wait(delay)) => delay,
+                Ok(Step::Empty | Step::NotEnrolled | Step::Stopped(_)) => Duration::from_secs(1),
+                Err(error) => {
+                    tracing::error!(%error, "sync step failed");
+                    backoff.next_delay(None)
+                }
+            };
+            if wait.is_zero() {
+                if *stop.borrow() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        // Seal what is due so a clean stop leaves nothing half-decided.
+        if let Err(error) = self.seal(false).await {
+            tracing::warn!(%error, "sealing at shutdown failed");
+        }
+    }
+
+    async fn step(
+        &self,
+        backoff: &mut Backoff,
+        checkpoint_checked: &mut bool,
+        next_pull_at: &mut i64,
+    ) -> Result<Step, AgentError> {
+        self.seal(false).await?;
+        let Some(enrolled) = self.db(|store| enrolment(store.connection())).await? else {
+            return Ok(Step::NotEnrolled);
+        };
+        let client = client(&self.settings, &enrolled.registry_url)?;
+        if !*checkpoint_checked {
+            match self.check_checkpoint(&client).await? {
+                Step::Sent => *checkpoint_checked = true,
+                other => return Ok(other),
+            }
+        }
+        let now = self.now();
+        if now >= *next_pull_at {
+            *next_pull_at = now + self.settings.sync.beneficiary_pull_secs;
+            if let Err(error) = self.pull_beneficiaries(&client).await {
+                tracing::warn!(%error, "beneficiary pull failed; will try again at the next interval");
+                *next_pull_at = now + 60;
+            }
+        }
+        self.send_next(&client, &enrolled.registry_key, backoff)
+            .await
+    }
+}
+
+/// What `sync --now` did.
+#[derive(Debug)]
+pub struct SyncNow {
+    pub sealed: usize,
+    pub sent: usize,
+    /// Why sending stopped early, if it did.
+    pub stopped: Option<String>,
+    pub beneficiaries: Option<serde_json::Value>,
+}
+
+/// Applies the registry's list: each listed student of the roster gets the registry's
+/// flag and voucher status, each change logged; a roster beneficiary the registry does
+/// not list stops being one; a listed student the roster lacks is reported, not invented.
+pub fn apply_beneficiaries(
+    connection: &mut Connection,
+    list: &BeneficiaryList,
+    now: i64,
+) -> rusqlite::Result<Result<serde_json::Value, AgentError>> {
+    let transaction = connection.transaction()?;
+    let roster_beneficiaries: i64 = transaction.query_row(
+        "SELECT COUNT(*) FROM students WHERE beneficiary = 1",
+        [],
+        |row| row.get(0),
+    )?;
+    if list.students.is_empty() && roster_beneficiaries > 0 {
+        return Ok(Err(AgentError::Operation(format!(
+            "the registry listed no students for {} while the roster has {roster_beneficiaries} beneficiaries; \
+             nothing was changed (ask the registry whether its list is complete)",
+            list.college_bin
+        ))));
+    }
+    let mut unknown = Vec::new();
+    let mut invalid = Vec::new();
+    let mut changed = 0;
+    let mut listed = std::collections::HashSet::new();
+    let change = |iin: &str, before: (bool, String), after: (bool, &str)| -> rusqlite::Result<()> {
+        transaction.execute(
+            "INSERT INTO beneficiary_events (student_iin, beneficiary_before, beneficiary_after,
+                 voucher_before, voucher_after, at, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'registry')",
+            rusqlite::params![iin, before.0, after.0, before.1, after.1, now],
+        )?;
+        transaction.execute(
+            "UPDATE students SET beneficiary = ?2, voucher = ?3 WHERE iin = ?1",
+            rusqlite::params![iin, after.0, after.1],
+        )?;
+        Ok(())
+    };
+    for student in &list.students {
+        let Ok(iin) = kasip_core::Iin::parse(&student.iin) else {
+            invalid.push(student.iin.clone());
+            continue;
+        };
+        let iin = iin.to_string();
+        listed.insert(iin.clone());
+        let current: Option<(bool, String)> = transaction
+            .query_row(
+                "SELECT beneficiary, voucher FROM students WHERE iin = ?1",
+                [&iin],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let voucher: String = student.voucher.chars().take(64).collect();
+        match current {
+            None => unknown.push(iin),
+            Some(before) if before.0 != student.beneficiary || before.1 != voucher => {
+                change(&iin, before, (student.beneficiary, &voucher))?;
+                changed += 1;
+            }
+            Some(_) => {}
+        }
+    }
+    let unlisted: Vec<(String, String)> = transaction
+        .prepare("SELECT iin, voucher FROM students WHERE beneficiary = 1")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (iin, voucher) in unlisted {
+        if !listed.contains(&iin) {
+            change(&iin, (true, voucher), (false, ""))?;
+            changed += 1;
+        }
+    }
+    let report = json!({
+        "at": now,
+        "listed": list.students.len(),
+        "changed": changed,
+        "unknown_to_roster": unknown,
+        "invalid_iins": invalid,
+    });
+    transaction.execute(
+        "UPDATE sync_state SET last_pull_at = ?1, pull_report = ?2",
+        rusqlite::params![now, report.to_string()],
+    )?;
+    transaction.commit()?;
+    if !unknown.is_empty() {
+        tracing::warn!(
+            count = unknown.len(),
+            "the registry lists students the roster lacks; see `kasip-agent sync status`"
+        );
+    }
+    Ok(Ok(report))
+}

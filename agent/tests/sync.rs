@@ -1,0 +1,693 @@
+//! The agent and the reference registry as real processes on loopback: enrolment, batches
+//! accepted one-for-one, outages, faults, a tampering proxy, an unknown agent, the
+//! beneficiary pull, and an independent verifier over the registry's evidence.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{check_in, College, AGENT, TEACHER_A};
+use kasip_tests::{run, text, workspace_binary, Server, TempDataDir};
+use serde_json::Value;
+
+const DEMO_BIN: &str = "090640001233";
+
+/// The reference registry in its own temporary data dir.
+struct Registry {
+    dir: TempDataDir,
+    binary: String,
+    server: Option<Server>,
+    /// The port of the first start, reused by restarts so enrolled agents find it.
+    address: String,
+    clock: String,
+}
+
+impl Registry {
+    /// A registry on the college's test clock (agent and registry agree on the time).
+    fn new(college: &College, extra_args: &[&str]) -> Registry {
+        let dir = TempDataDir::new();
+        let binary = workspace_binary("kasip-registry");
+        let registry = |args: &[&str]| {
+            let output = run(&binary, &dir.path(), args);
+            assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        };
+        registry(&["init"]);
+        registry(&["add-college", "--bin", DEMO_BIN, "--name", "Демо колледж"]);
+        let clock = college.clock_file.display().to_string();
+        let server = Server::start_with_env(
+            &binary,
+            &dir.path(),
+            extra_args,
+            &[("KASIP_UNSAFE_CLOCK_FILE", &clock)],
+        );
+        let address = server.address();
+        Registry {
+            dir,
+            binary,
+            server: Some(server),
+            address,
+            clock,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn command(&self, args: &[&str]) -> String {
+        let output = kasip_tests::run_with(
+            &self.binary,
+            &self.dir.path(),
+            args,
+            &[("KASIP_UNSAFE_CLOCK_FILE", &self.clock)],
+            None,
+        );
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        text(&output).0
+    }
+
+    fn enrolment_code(&self) -> String {
+        self.command(&["issue-enrolment-code", "--bin", DEMO_BIN])
+            .trim()
+            .to_owned()
+    }
+
+    fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let (exit, log) = server.stop_with("TERM");
+            assert!(exit.success(), "{log}");
+        }
+    }
+
+    /// Kills it without warning, as a crash or a power cut would.
+    fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop_with("KILL");
+        }
+    }
+
+    fn start(&mut self, extra_args: &[&str]) {
+        let mut args = vec!["--listen", self.address.as_str()];
+        args.extend_from_slice(extra_args);
+        self.server = Some(Server::start_with_env(
+            &self.binary,
+            &self.dir.path(),
+            &args,
+            &[("KASIP_UNSAFE_CLOCK_FILE", &self.clock)],
+        ));
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("registry.db")).expect("registry db")
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.db()
+            .query_row(sql, [], |row| row.get(0))
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+}
+
+/// The agent's CLI on the college's test clock.
+fn agent_run(college: &College, args: &[&str]) -> std::process::Output {
+    let clock = college.clock_file.display().to_string();
+    kasip_tests::run_with(
+        AGENT,
+        &college.dir.path(),
+        args,
+        &[("KASIP_UNSAFE_CLOCK_FILE", &clock)],
+        None,
+    )
+}
+
+fn agent_json(college: &College, args: &[&str]) -> Value {
+    let output = agent_run(college, args);
+    assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+    serde_json::from_str(&text(&output).0).expect("json")
+}
+
+fn sync_status(college: &College) -> Value {
+    agent_json(college, &["sync", "status", "--json"])
+}
+
+/// Waits until `done(status)` holds, or fails with the last status.
+fn wait_for(
+    college: &College,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = sync_status(college);
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; sync status: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn drained(status: &Value) -> bool {
+    status["queued_batches"] == 0 && status["unsealed_records"] == 0
+}
+
+/// A college whose batches seal at once and whose retries wait at most a second.
+fn quick_college(group_size: usize) -> College {
+    College::with_config(group_size, |config| {
+        config
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
+    })
+}
+
+fn enrol(college: &College, registry: &Registry) {
+    let code = registry.enrolment_code();
+    let output = agent_run(
+        college,
+        &["enroll", "--registry", &registry.url(), "--code", &code],
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    assert!(text(&output).0.contains("enrolled with"));
+}
+
+/// Every agent event of every kind is one registry record with the same content.
+fn assert_one_for_one(college: &College, registry: &Registry) {
+    let agent = college.db();
+    for (kind, table) in [
+        ("attendance", "attendance_events"),
+        ("contingent", "contingent_events"),
+        ("grades", "grade_events"),
+        ("overrides", "coverage_overrides"),
+    ] {
+        let ours: i64 = agent
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .expect("count");
+        let theirs = registry.count(&format!(
+            "SELECT COUNT(*) FROM records WHERE kind = '{kind}'"
+        ));
+        assert_eq!(ours, theirs, "{kind}: agent {ours}, registry {theirs}");
+    }
+    // Content: each mark's chain hash, student, status and method arrived unchanged.
+    let mut statement = agent
+        .prepare("SELECT id, student_iin, status, method, lower(hex(row_hash)) FROM attendance_events ORDER BY id")
+        .expect("prepare");
+    let ours: Vec<(i64, String, String, String, String)> = statement
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let registry_db = registry.db();
+    for (id, iin, status, method, hash) in ours {
+        let body: String = registry_db
+            .query_row(
+                "SELECT body FROM records WHERE kind = 'attendance' AND record_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap_or_else(|error| panic!("mark {id} missing at the registry: {error}"));
+        let record: Value = serde_json::from_str(&body).expect("record");
+        assert_eq!(record["student_iin"], iin.as_str());
+        assert_eq!(record["status"], status.as_str());
+        assert_eq!(record["method"], method.as_str());
+        assert_eq!(record["chain_hash"], hash.as_str(), "mark {id}");
+    }
+    assert_eq!(registry.count("SELECT COUNT(*) FROM quarantine"), 0);
+    // The agent and the registry hold the same chain of batches.
+    let ours: Vec<(i64, String)> = agent
+        .prepare("SELECT seq, hash FROM outbox_batches ORDER BY seq")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .expect("batches");
+    let theirs: Vec<(i64, String)> = registry_db
+        .prepare("SELECT seq, hash FROM batches ORDER BY seq")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .expect("batches");
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        ours.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=ours.len() as i64).collect::<Vec<_>>(),
+        "seqs are contiguous from 1"
+    );
+}
+
+/// Checks in `count` students of group A through the classroom code.
+fn check_in_students(college: &College, count: usize) {
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    for iin in college.group_a.iter().take(count) {
+        let phone = college.bound_phone(iin);
+        let (status, body) = check_in(&phone, &url);
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[test]
+fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees() {
+    let college = quick_college(6);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 6);
+    let status = wait_for(
+        &college,
+        "the outbox to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert!(
+        status["acknowledged_batches"].as_u64() >= Some(2),
+        "{status:#}"
+    );
+    assert_eq!(status["alert"], Value::Null);
+    assert_one_for_one(&college, &registry);
+    // Every receipt the agent stored is signed by the registry and lists its records.
+    let receipts: i64 = college.count(
+        "SELECT COUNT(*) FROM outbox_batches WHERE receipt IS NOT NULL AND accepted = records",
+    );
+    assert_eq!(
+        receipts,
+        status["acknowledged_batches"].as_i64().expect("n")
+    );
+
+    // An auditor's check with code we did not write: Python's `cryptography` verifies
+    // each exported batch under the exported key and walks the chain.
+    let export = registry.dir.file("export");
+    registry.command(&[
+        "export-batches",
+        "--bin",
+        DEMO_BIN,
+        export.to_str().expect("path"),
+    ]);
+    let verifier = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify_batches.py");
+    let output = std::process::Command::new("python3")
+        .arg(&verifier)
+        .arg(&export)
+        .output()
+        .expect("python3");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let batches = status["acknowledged_batches"].as_u64().expect("n");
+    assert!(
+        stdout.contains(&format!("{batches} batches verified")),
+        "{stdout}"
+    );
+    // The verifier is not a rubber stamp: one altered byte fails it.
+    let first = export.join("1.jws");
+    let jws = fs::read_to_string(&first).expect("jws");
+    let mut parts: Vec<String> = jws.split('.').map(str::to_owned).collect();
+    let flipped = if parts[1].ends_with('A') { 'B' } else { 'A' };
+    parts[1].pop();
+    parts[1].push(flipped);
+    fs::write(&first, parts.join(".")).expect("write");
+    let output = std::process::Command::new("python3")
+        .arg(&verifier)
+        .arg(&export)
+        .output()
+        .expect("python3");
+    assert!(!output.status.success(), "{:?}", text(&output));
+}
+
+#[test]
+fn a_backlog_made_while_the_registry_is_down_drains_in_order() {
+    let college = College::with_config(3, |config| {
+        config
+            .replace("batch_max_records = 5000", "batch_max_records = 500")
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
+    });
+    let mut registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    registry.stop();
+    // The demo college's month of marks lands while the registry is away (thousands of
+    // marks through the hash chain, plus contingent events).
+    let output = agent_run(&college, &["demo"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let marks = college.marks();
+    assert!(marks >= 2_000, "the demo made {marks} marks");
+    let waiting = wait_for(
+        &college,
+        "failed attempts",
+        Duration::from_secs(60),
+        |status| status["queued_batches"].as_u64() > Some(4) && status["last_error"].is_string(),
+    );
+    assert_eq!(waiting["acknowledged_batches"], 0);
+    assert_eq!(waiting["alert"], Value::Null, "an outage is not an alert");
+    registry.start(&[]);
+    wait_for(
+        &college,
+        "the backlog to drain",
+        Duration::from_secs(120),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+    // In order: the registry stored batch n before batch n + 1.
+    let out_of_order = registry.count(
+        "SELECT COUNT(*) FROM batches a JOIN batches b ON b.seq = a.seq + 1 WHERE b.rowid < a.rowid",
+    );
+    assert_eq!(out_of_order, 0);
+}
+
+#[test]
+fn faults_drops_and_restarts_deliver_every_record_exactly_once() {
+    let college = College::with_config(3, |config| {
+        config
+            .replace("batch_max_records = 5000", "batch_max_records = 300")
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
+    });
+    let mut registry = Registry::new(&college, &["--fail-rate", "0.3", "--drop-rate", "0.2"]);
+    // Enrolment itself may meet a dropped connection; the operator simply retries.
+    let mut enrolled = false;
+    for _ in 0..10 {
+        let code = registry.enrolment_code();
+        let output = run(
+            AGENT,
+            &college.dir.path(),
+            &["enroll", "--registry", &registry.url(), "--code", &code],
+        );
+        if output.status.success() {
+            enrolled = true;
+            break;
+        }
+    }
+    assert!(enrolled, "enrolment never got through the injected drops");
+    let output = agent_run(&college, &["demo"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    for _ in 0..2 {
+        wait_for(
+            &college,
+            "some progress",
+            Duration::from_secs(60),
+            |status| status["acknowledged_batches"].as_u64() > Some(2),
+        );
+        registry.kill();
+        std::thread::sleep(Duration::from_millis(500));
+        registry.start(&["--fail-rate", "0.3", "--drop-rate", "0.2"]);
+    }
+    wait_for(
+        &college,
+        "the backlog to drain",
+        Duration::from_secs(180),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+}
+
+#[test]
+fn an_agent_killed_mid_upload_loses_nothing_and_reuses_no_seq() {
+    let mut college = College::with_config(3, |config| {
+        config
+            .replace("batch_max_records = 5000", "batch_max_records = 200")
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
+    });
+    let registry = Registry::new(&college, &["--latency-ms", "50"]);
+    enrol(&college, &registry);
+    let output = agent_run(&college, &["demo"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    for round in 0..3 {
+        wait_for(
+            &college,
+            "uploads under way",
+            Duration::from_secs(60),
+            |status| status["acknowledged_batches"].as_u64() > Some(2 + 3 * round),
+        );
+        college.kill_and_restart();
+    }
+    wait_for(
+        &college,
+        "the backlog to drain",
+        Duration::from_secs(120),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+    let verify = agent_run(&college, &["verify"]);
+    assert!(verify.status.success(), "{:?}", text(&verify));
+}
+
+/// A proxy between agent and registry that flips one character of every batch's
+/// signature: the registry refuses it (400), the agent stops its queue and says why.
+#[test]
+fn a_batch_altered_in_transit_is_refused_and_stops_the_queue_with_an_alert() {
+    let college = quick_college(3);
+    let registry = Registry::new(&college, &[]);
+    let proxy = TamperingProxy::start(&registry.address);
+    let code = registry.enrolment_code();
+    let output = agent_run(
+        &college,
+        &[
+            "enroll",
+            "--registry",
+            &format!("http://{}", proxy.address),
+            "--code",
+            &code,
+        ],
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    check_in_students(&college, 2);
+    let status = wait_for(&college, "the alert", Duration::from_secs(60), |status| {
+        status["alert"].is_string()
+    });
+    let alert = status["alert"].as_str().expect("alert");
+    assert!(
+        alert.contains("refused batch 1") && alert.contains("400"),
+        "{alert}"
+    );
+    assert_eq!(registry.count("SELECT COUNT(*) FROM batches"), 0);
+    // Stopped means stopped: nothing more is attempted while the alert stands.
+    let attempts = proxy.uploads();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(proxy.uploads(), attempts, "the queue must not retry a 400");
+    let human = agent_run(&college, &["sync", "status"]);
+    assert!(
+        text(&human).0.contains("ALERT (queue stopped)"),
+        "{:?}",
+        text(&human)
+    );
+    // The admin's dashboard shows it too.
+    let admin = college.teacher("admin");
+    let page = admin
+        .get(college.url("/admin"))
+        .send()
+        .expect("dashboard")
+        .text()
+        .expect("body");
+    assert!(page.contains("id=sync-alert"), "{page}");
+    // After the cause is fixed (here: talking to the registry directly), resume sends
+    // the same batch, and everything arrives.
+    college
+        .db()
+        .execute(
+            "UPDATE sync_enrolment SET registry_url = ?1",
+            [registry.url()],
+        )
+        .expect("repoint");
+    let output = agent_run(&college, &["sync", "resume"]);
+    assert!(
+        text(&output).0.contains("alert cleared"),
+        "{:?}",
+        text(&output)
+    );
+    wait_for(
+        &college,
+        "the queue to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+}
+
+#[test]
+fn an_agent_the_registry_does_not_know_gets_401_and_an_alert() {
+    let college = quick_college(2);
+    let mut registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    // The registry loses its enrolments (a fresh registry on the same address).
+    registry.stop();
+    for name in ["registry.db", "registry.db-wal", "registry.db-shm"] {
+        let _ = fs::remove_file(registry.dir.path().join(name));
+    }
+    registry.command(&["add-college", "--bin", DEMO_BIN, "--name", "Демо колледж"]);
+    registry.start(&[]);
+    check_in_students(&college, 1);
+    let status = wait_for(&college, "the alert", Duration::from_secs(60), |status| {
+        status["alert"].is_string()
+    });
+    assert!(
+        status["alert"].as_str().expect("alert").contains("401"),
+        "{status:#}"
+    );
+    // The registry itself answers 401 to a well-formed batch from a key it never enrolled.
+    let stranger = College::new(1);
+    let output = agent_run(&stranger, &["sync", "now"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).1.contains("not enrolled"),
+        "{:?}",
+        text(&output)
+    );
+}
+
+#[test]
+fn the_beneficiary_pull_changes_flags_and_logs_each_change() {
+    let college = quick_college(3);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    let [first, second, third] = [
+        &college.group_a[0],
+        &college.group_a[1],
+        &college.group_a[2],
+    ];
+    let stranger = "051203500038";
+    let list = registry.dir.file("beneficiaries.csv");
+    fs::write(
+        &list,
+        format!(
+            "iin;beneficiary;voucher\n{first};да;active\n{second};нет;\n{stranger};да;active\n"
+        ),
+    )
+    .expect("csv");
+    registry.command(&[
+        "import-beneficiaries",
+        "--bin",
+        DEMO_BIN,
+        list.to_str().expect("path"),
+    ]);
+    let output = agent_run(&college, &["sync", "now"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1 unknown to the roster"), "{stdout}");
+    let flag = |iin: &str| -> (bool, String) {
+        college
+            .db()
+            .query_row(
+                "SELECT beneficiary, voucher FROM students WHERE iin = ?1",
+                [iin],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("student")
+    };
+    assert_eq!(flag(first), (true, "active".to_owned()));
+    assert_eq!(flag(second), (false, String::new()));
+    // Listed by nobody: the registry does not count them as beneficiaries any more.
+    assert_eq!(flag(third), (false, String::new()));
+    // first, second, third and group B's three students, whom the list leaves out.
+    assert_eq!(
+        college.count("SELECT COUNT(*) FROM beneficiary_events WHERE source = 'registry'"),
+        6
+    );
+    assert_eq!(
+        college.count(&format!(
+            "SELECT COUNT(*) FROM students WHERE iin = '{stranger}'"
+        )),
+        0,
+        "reported, not invented"
+    );
+    let status = sync_status(&college);
+    assert_eq!(status["beneficiary_pull"]["unknown_to_roster"][0], stranger);
+    // Pulling the same list again changes nothing and logs nothing.
+    let output = agent_run(&college, &["sync", "now"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    assert_eq!(college.count("SELECT COUNT(*) FROM beneficiary_events"), 6);
+}
+
+/// Forwards HTTP/1.1 requests to `upstream`, flipping one character of the signature of
+/// every batch upload.
+struct TamperingProxy {
+    address: String,
+    uploads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TamperingProxy {
+    fn start(upstream: &str) -> TamperingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let uploads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = uploads.clone();
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let upstream = upstream.clone();
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    // One request: headers, then Content-Length bytes.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head_text = String::from_utf8_lossy(&head).to_string();
+                    let length = head_text
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    if client.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if head_text.starts_with("POST /v1/batches") {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let last = body.len() - 1;
+                        body[last] = if body[last] == b'A' { b'B' } else { b'A' };
+                    }
+                    let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let head_text =
+                        head_text.replace("Connection: keep-alive", "Connection: close");
+                    let head_text = if head_text.to_ascii_lowercase().contains("connection:") {
+                        head_text
+                    } else {
+                        head_text.replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1)
+                    };
+                    if server.write_all(head_text.as_bytes()).is_err()
+                        || server.write_all(&body).is_err()
+                    {
+                        return;
+                    }
+                    let mut answer = Vec::new();
+                    let _ = server.read_to_end(&mut answer);
+                    let _ = client.write_all(&answer);
+                });
+            }
+        });
+        TamperingProxy { address, uploads }
+    }
+
+    fn uploads(&self) -> usize {
+        self.uploads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,58 @@
+"""An auditor's check of a college's batches, with code the agent's authors did not write.
+
+Usage: python3 verify_batches.py DIR   (DIR from `kasip-registry export-batches`)
+
+Loads DIR/agent.pub (PEM) with Python's `cryptography`, verifies every DIR/<seq>.jws
+(Ed25519 over the JWS signing input), and walks the chain: seq 1, 2, 3, ... with no gap,
+each `prev` the SHA-256 (hex) of the previous file's exact bytes, `agent` the key's
+RFC 7638 thumbprint. Prints "N batches verified, M records" or exits 1 naming the fault.
+"""
+import base64
+import hashlib
+import json
+import os
+import sys
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
+
+def b64(part):
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def fail(message):
+    print("FAILED: " + message)
+    sys.exit(1)
+
+
+folder = sys.argv[1]
+key = load_pem_public_key(open(os.path.join(folder, "agent.pub"), "rb").read())
+raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+jwk = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % base64.urlsafe_b64encode(raw).decode().rstrip("=")
+thumbprint = base64.urlsafe_b64encode(hashlib.sha256(jwk.encode()).digest()).decode().rstrip("=")
+
+seqs = sorted(int(name[:-4]) for name in os.listdir(folder) if name.endswith(".jws"))
+if seqs != list(range(1, len(seqs) + 1)):
+    fail("sequence numbers are not 1..%d: %s" % (len(seqs), seqs))
+prev = "0" * 64
+records = 0
+for seq in seqs:
+    data = open(os.path.join(folder, "%d.jws" % seq), "rb").read()
+    header, payload, signature = data.decode().split(".")
+    if json.loads(b64(header))["alg"] not in ("Ed25519", "EdDSA"):
+        fail("batch %d: unexpected alg" % seq)
+    try:
+        key.verify(b64(signature), (header + "." + payload).encode())
+    except InvalidSignature:
+        fail("batch %d: the signature does not verify" % seq)
+    batch = json.loads(b64(payload))
+    if batch["seq"] != seq:
+        fail("batch file %d carries seq %d" % (seq, batch["seq"]))
+    if batch["prev"] != prev:
+        fail("batch %d: prev does not match the hash of batch %d" % (seq, seq - 1))
+    if batch["agent"] != thumbprint:
+        fail("batch %d: agent is not the key's thumbprint" % seq)
+    records += len(batch["records"])
+    prev = hashlib.sha256(data).hexdigest()
+print("%d batches verified, %d records" % (len(seqs), records))

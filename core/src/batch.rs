@@ -1,0 +1,478 @@
+//! The batch envelope the agent sends to the registry and the records it carries
+//! (design §5.4), parsed at the boundary on both sides: the agent builds them from its
+//! event log, the registry refuses anything that does not parse here.
+//!
+//! Payloads are RFC 8785 canonical JSON with integers only, so a batch has exactly one
+//! byte form, and its hash (`prev` of the next batch) is well defined.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{to_canonical_json, Bin, Date, Iin, MarkMethod, MarkStatus, Month, TimeOfDay};
+
+/// The envelope version this code writes and reads.
+pub const BATCH_VERSION: u64 = 1;
+/// `prev` of the first batch: no batch came before it.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The most records one batch may carry (`sync.batch_max_records` is capped to it).
+pub const MAX_RECORDS_PER_BATCH: usize = 20_000;
+
+/// What a batch carries; one kind per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchKind {
+    Attendance,
+    Grades,
+    Contingent,
+    MonthClose,
+    Overrides,
+}
+
+impl BatchKind {
+    /// Every kind, in the order the agent seals them.
+    pub const ALL: [BatchKind; 5] = [
+        BatchKind::Attendance,
+        BatchKind::Grades,
+        BatchKind::Contingent,
+        BatchKind::Overrides,
+        BatchKind::MonthClose,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchKind::Attendance => "attendance",
+            BatchKind::Grades => "grades",
+            BatchKind::Contingent => "contingent",
+            BatchKind::MonthClose => "month_close",
+            BatchKind::Overrides => "overrides",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// Why a payload or a record was refused; the text goes back to the agent verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("payload is not a batch envelope: {0}")]
+    Envelope(String),
+    #[error("payload is not in canonical JSON (RFC 8785) form")]
+    NotCanonical,
+    #[error("envelope version {0} is not supported (expected {BATCH_VERSION})")]
+    Version(u64),
+    #[error("field {field}: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+/// The signed payload of one batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEnvelope {
+    pub v: u64,
+    /// The agent's key thumbprint (RFC 7638), the JWS `kid`.
+    pub agent: String,
+    pub college_bin: String,
+    pub seq: u64,
+    /// Lower-case hex SHA-256 of the previous batch's JWS; `GENESIS_PREV` for seq 1.
+    pub prev: String,
+    pub kind: BatchKind,
+    /// Unix seconds when the agent sealed the batch.
+    pub created: i64,
+    pub records: Vec<Value>,
+}
+
+impl BatchEnvelope {
+    /// The canonical bytes that get signed.
+    pub fn to_canonical(&self) -> Result<String, BatchError> {
+        let value =
+            serde_json::to_value(self).map_err(|error| BatchError::Envelope(error.to_string()))?;
+        to_canonical_json(&value).map_err(|error| BatchError::Envelope(error.to_string()))
+    }
+
+    /// Parses a received payload: the envelope's own fields, and that the bytes are the
+    /// canonical form (a non-canonical payload would give one batch two hashes).
+    /// Records are checked one by one with `check_record`, so one bad record is
+    /// quarantined instead of refusing the whole batch.
+    pub fn parse(payload: &[u8]) -> Result<Self, BatchError> {
+        let envelope: BatchEnvelope = serde_json::from_slice(payload)
+            .map_err(|error| BatchError::Envelope(error.to_string()))?;
+        if envelope.v != BATCH_VERSION {
+            return Err(BatchError::Version(envelope.v));
+        }
+        if envelope.to_canonical()?.as_bytes() != payload {
+            return Err(BatchError::NotCanonical);
+        }
+        Bin::parse(&envelope.college_bin).map_err(|error| BatchError::Field {
+            field: "college_bin",
+            reason: error.to_string(),
+        })?;
+        if envelope.seq == 0 {
+            return Err(field("seq", "sequence numbers start at 1"));
+        }
+        if !is_sha256_hex(&envelope.prev) {
+            return Err(field("prev", "not a lower-case hex SHA-256"));
+        }
+        if envelope.records.is_empty() || envelope.records.len() > MAX_RECORDS_PER_BATCH {
+            return Err(field(
+                "records",
+                &format!("a batch carries 1 to {MAX_RECORDS_PER_BATCH} records"),
+            ));
+        }
+        Ok(envelope)
+    }
+}
+
+fn field(field: &'static str, reason: &str) -> BatchError {
+    BatchError::Field {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+/// Lower-case hex SHA-256 of `bytes`: how batches chain (`prev`) and are compared.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// What the registry did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted,
+    /// The registry already held a record with this id and kind.
+    Duplicate,
+    /// The record does not parse; quarantined on both sides, never silently dropped.
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOutcome {
+    pub id: u64,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The registry's signed answer for a stored batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub v: u64,
+    pub agent: String,
+    pub seq: u64,
+    /// `sha256_hex` of the batch's JWS as the registry received it.
+    pub hash: String,
+    pub received: i64,
+    pub records: Vec<RecordOutcome>,
+}
+
+impl Receipt {
+    pub fn to_canonical(&self) -> Result<String, BatchError> {
+        let value =
+            serde_json::to_value(self).map_err(|error| BatchError::Envelope(error.to_string()))?;
+        to_canonical_json(&value).map_err(|error| BatchError::Envelope(error.to_string()))
+    }
+
+    pub fn parse(payload: &[u8]) -> Result<Self, BatchError> {
+        serde_json::from_slice(payload).map_err(|error| BatchError::Envelope(error.to_string()))
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.records
+            .iter()
+            .filter(|record| record.outcome == outcome)
+            .count()
+    }
+}
+
+/// One attendance mark, as recorded in the agent's hash-chained log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttendanceRecord {
+    /// The event's permanent id in the agent's log.
+    pub id: u64,
+    pub lesson: u64,
+    pub date: String,
+    pub start: String,
+    pub group: String,
+    pub discipline: String,
+    pub teacher_iin: String,
+    pub mode: String,
+    pub student_iin: String,
+    pub status: String,
+    pub method: String,
+    pub recorded_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marked_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrects: Option<u64>,
+    /// The row's hash in the agent's local chain, so the registry can audit it.
+    pub chain_hash: String,
+}
+
+/// One grade: recorded by a teacher or imported from the LMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradeRecord {
+    pub id: u64,
+    pub student_iin: String,
+    pub discipline: String,
+    /// current, midterm, exam or practice.
+    pub assessment: String,
+    /// 0–100.
+    pub score: u64,
+    pub credits: u64,
+    pub date: String,
+    pub recorded_at: i64,
+    /// Staff login, or `import:<file>`.
+    pub recorded_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrects: Option<u64>,
+}
+
+/// A student's enrolment or status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContingentRecord {
+    pub id: u64,
+    pub student_iin: String,
+    pub change: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<String>,
+    pub effective_date: String,
+    pub recorded_at: i64,
+    pub source: String,
+}
+
+/// An admin's decision to let a manual mark take a group below the coverage rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRecord {
+    pub id: u64,
+    /// The attendance event the override let through.
+    pub event_id: u64,
+    pub admin: String,
+    pub reason: String,
+    pub coverage_before: u64,
+    pub coverage_after: u64,
+    pub at: i64,
+}
+
+/// A closed month: the signed statement (itself a JWS by the agent's key) and its gist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonthCloseRecord {
+    pub id: u64,
+    pub month: String,
+    pub compliant: bool,
+    pub statement: String,
+}
+
+/// Checks one record of `kind` and returns its permanent id, or why it is refused.
+pub fn check_record(kind: BatchKind, record: &Value) -> Result<u64, String> {
+    fn parse<T: for<'de> Deserialize<'de>>(record: &Value) -> Result<T, String> {
+        T::deserialize(record).map_err(|error| error.to_string())
+    }
+    let iin = |text: &str, name: &str| {
+        Iin::parse(text)
+            .map(|_| ())
+            .map_err(|error| format!("{name}: {error}"))
+    };
+    let date = |text: &str, name: &str| {
+        Date::parse(text)
+            .map(|_| ())
+            .map_err(|error| format!("{name}: {error}"))
+    };
+    let text = |value: &str, name: &str, max: usize| {
+        if value.trim().is_empty() || value.chars().count() > max {
+            Err(format!("{name}: must be 1 to {max} characters"))
+        } else {
+            Ok(())
+        }
+    };
+    match kind {
+        BatchKind::Attendance => {
+            let record: AttendanceRecord = parse(record)?;
+            date(&record.date, "date")?;
+            TimeOfDay::parse(&record.start).map_err(|error| format!("start: {error}"))?;
+            iin(&record.student_iin, "student_iin")?;
+            iin(&record.teacher_iin, "teacher_iin")?;
+            text(&record.group, "group", 64)?;
+            text(&record.discipline, "discipline", 200)?;
+            if !matches!(record.mode.as_str(), "offline" | "online") {
+                return Err("mode: must be offline or online".into());
+            }
+            MarkStatus::parse(&record.status).ok_or("status: not a mark status")?;
+            MarkMethod::parse(&record.method).ok_or("method: not a mark method")?;
+            if !is_sha256_hex(&record.chain_hash) {
+                return Err("chain_hash: not a lower-case hex SHA-256".into());
+            }
+            Ok(record.id)
+        }
+        BatchKind::Grades => {
+            let record: GradeRecord = parse(record)?;
+            iin(&record.student_iin, "student_iin")?;
+            text(&record.discipline, "discipline", 200)?;
+            if !matches!(
+                record.assessment.as_str(),
+                "current" | "midterm" | "exam" | "practice"
+            ) {
+                return Err("assessment: must be current, midterm, exam or practice".into());
+            }
+            if record.score > 100 {
+                return Err("score: must be 0 to 100".into());
+            }
+            if record.credits > 60 {
+                return Err("credits: must be 0 to 60".into());
+            }
+            date(&record.date, "date")?;
+            text(&record.recorded_by, "recorded_by", 200)?;
+            Ok(record.id)
+        }
+        BatchKind::Contingent => {
+            let record: ContingentRecord = parse(record)?;
+            iin(&record.student_iin, "student_iin")?;
+            if !matches!(record.change.as_str(), "enrolled" | "status") {
+                return Err("change: must be enrolled or status".into());
+            }
+            text(&record.status, "status", 32)?;
+            date(&record.effective_date, "effective_date")?;
+            Ok(record.id)
+        }
+        BatchKind::Overrides => {
+            let record: OverrideRecord = parse(record)?;
+            text(&record.admin, "admin", 200)?;
+            text(&record.reason, "reason", 2000)?;
+            if record.coverage_before > 1000 || record.coverage_after > 1000 {
+                return Err("coverage: thousandths must be 0 to 1000".into());
+            }
+            Ok(record.id)
+        }
+        BatchKind::MonthClose => {
+            let record: MonthCloseRecord = parse(record)?;
+            Month::parse(&record.month).map_err(|error| format!("month: {error}"))?;
+            if record.statement.split('.').count() != 3 {
+                return Err("statement: not a compact JWS".into());
+            }
+            Ok(record.id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope() -> BatchEnvelope {
+        BatchEnvelope {
+            v: 1,
+            agent: "kid".into(),
+            college_bin: "090640001233".into(),
+            seq: 1,
+            prev: GENESIS_PREV.into(),
+            kind: BatchKind::Grades,
+            created: 1_764_000_000,
+            records: vec![
+                json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
+                "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
+                "recorded_at": 1_764_000_000, "recorded_by": "import:grades.csv"}),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_envelope_round_trips_through_its_canonical_form() {
+        let canonical = envelope().to_canonical().expect("canonical");
+        assert!(canonical.starts_with(r#"{"agent":"kid","college_bin":"090640001233","created":1764000000,"kind":"grades","prev":"000"#));
+        let parsed = BatchEnvelope::parse(canonical.as_bytes()).expect("parse");
+        assert_eq!(parsed, envelope());
+        assert_eq!(check_record(parsed.kind, &parsed.records[0]), Ok(1));
+    }
+
+    #[test]
+    fn hostile_envelopes_are_refused_with_the_reason() {
+        let canonical = envelope().to_canonical().expect("canonical");
+        let pretty = serde_json::to_string_pretty(&envelope()).expect("json");
+        assert_eq!(
+            BatchEnvelope::parse(pretty.as_bytes()),
+            Err(BatchError::NotCanonical)
+        );
+        let cases: Vec<(String, &str)> = vec![
+            (canonical.replace("\"v\":1", "\"v\":2"), "version 2"),
+            (
+                canonical.replace("090640001233", "090640001234"),
+                "college_bin",
+            ),
+            (canonical.replace("\"seq\":1", "\"seq\":0"), "seq"),
+            (canonical.replace(GENESIS_PREV, "00"), "prev"),
+            (
+                canonical.replace("\"kind\":\"grades\"", "\"kind\":\"payroll\""),
+                "payroll",
+            ),
+            (
+                canonical.replace("\"created\"", "\"extra\":1,\"created\""),
+                "extra",
+            ),
+            ("[]".into(), "envelope"),
+            ("".into(), "envelope"),
+            ("{\"v\":1e400}".into(), "envelope"),
+        ];
+        for (payload, expected) in cases {
+            let error = BatchEnvelope::parse(payload.as_bytes()).expect_err(&payload);
+            assert!(error.to_string().contains(expected), "{payload}: {error}");
+        }
+        let mut empty = envelope();
+        empty.records.clear();
+        let canonical = empty.to_canonical().expect("canonical");
+        assert!(BatchEnvelope::parse(canonical.as_bytes())
+            .expect_err("empty")
+            .to_string()
+            .contains("records"));
+    }
+
+    #[test]
+    fn hostile_records_are_refused_one_by_one() {
+        let good = envelope().records[0].clone();
+        let with = |key: &str, value: Value| {
+            let mut record = good.clone();
+            record[key] = value;
+            record
+        };
+        let cases = [
+            (with("student_iin", json!("060315500017")), "student_iin"),
+            (with("score", json!(101)), "score"),
+            (with("score", json!(-1)), "invalid value"),
+            (with("assessment", json!("vibes")), "assessment"),
+            (with("date", json!("2026-02-30")), "date"),
+            (with("discipline", json!("")), "discipline"),
+            (with("discipline", json!("x".repeat(10_000))), "discipline"),
+            (with("surprise", json!(1)), "unknown field"),
+            (json!("a string"), "invalid type"),
+        ];
+        for (record, expected) in cases {
+            let error = check_record(BatchKind::Grades, &record).expect_err("refused");
+            assert!(error.contains(expected), "{record}: {error}");
+        }
+        assert!(check_record(BatchKind::Attendance, &good).is_err());
+    }
+}

@@ -1,0 +1,486 @@
+//! The agent's HTTP client for the registry: enrolment, batch upload, checkpoint and the
+//! beneficiary list. Every answer is classified here, once, into what the uploader must
+//! do next (design §5.4).
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use kasip_certs::jws::verify_compact;
+use kasip_certs::DeviceKey;
+use kasip_core::batch::{is_sha256_hex, Receipt};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Answers larger than this are refused (a receipt for 20,000 records is ~1 MB).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(
+        "registry URL '{0}' must start with https:// (http:// only for a registry on this machine)"
+    )]
+    InsecureUrl(String),
+    #[error("registry URL '{0}' is not a URL")]
+    BadUrl(String),
+    #[error("cannot read the registry CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("cannot reach the registry: {0}")]
+    Network(String),
+    #[error("the registry answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("the registry's answer is not what the protocol says: {0}")]
+    Protocol(String),
+}
+
+/// What one upload attempt came to.
+#[derive(Debug)]
+pub enum Upload {
+    /// 201: stored now; the registry's receipt verified.
+    Stored {
+        receipt_jws: String,
+        receipt: Receipt,
+    },
+    /// 200: stored before (same seq, same hash); its receipt verified.
+    AlreadyStored {
+        receipt_jws: String,
+        receipt: Receipt,
+    },
+    /// 409: the registry expects another seq, or holds this seq with another hash.
+    Conflict { expected_seq: u64, message: String },
+    /// 400: bad signature or format. Never retried: the queue stops and the admin is told.
+    BadBatch { message: String },
+    /// 401: the registry does not know this agent's key.
+    UnknownAgent { message: String },
+    /// Network error, 408, 429, 5xx: try again later (no earlier than `retry_after`).
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The last batch the registry holds from this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Checkpoint {
+    pub last_seq: u64,
+    /// Empty when `last_seq` is 0.
+    pub last_hash: String,
+}
+
+/// What enrolment returns: the registry's key, which signs its receipts.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub registry_key: Vec<u8>,
+}
+
+/// One entry of the registry's beneficiary list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedStudent {
+    pub iin: String,
+    pub beneficiary: bool,
+    pub voucher: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeneficiaryList {
+    pub college_bin: String,
+    pub students: Vec<ListedStudent>,
+}
+
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Timeouts of one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// The whole request, answer included: a registry trickling its answer is cut off.
+    pub request: Duration,
+}
+
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(host, _)| host),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+impl RegistryClient {
+    /// A client for `base_url` (`https://…`; `http://` only on loopback), trusting the
+    /// system's roots plus `ca_file` when given (pilots run their own CA).
+    pub fn new(
+        base_url: &str,
+        ca_file: Option<&Path>,
+        timeouts: Timeouts,
+    ) -> Result<Self, SyncError> {
+        let base = base_url.trim().trim_end_matches('/').to_owned();
+        if !base.starts_with("https://") && !is_loopback_http(&base) {
+            return Err(if base.starts_with("http://") {
+                SyncError::InsecureUrl(base)
+            } else {
+                SyncError::BadUrl(base)
+            });
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kasip-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let ca_error = |reason: String| SyncError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|error| ca_error(error.to_string()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|error| ca_error(error.to_string()))?;
+            if certificates.is_empty() {
+                return Err(ca_error("no PEM certificate in it".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|error| SyncError::Network(error.to_string()))?;
+        Ok(Self { http, base })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends this agent's public key with a one-time code; the registry binds the key to
+    /// the college and answers with its own key.
+    pub async fn enrol(
+        &self,
+        code: &str,
+        college_bin: &str,
+        key: &DeviceKey,
+    ) -> Result<Enrolment, SyncError> {
+        let body = json!({
+            "code": code,
+            "college_bin": college_bin,
+            "public_key": key.public_key_base64url(),
+        });
+        let response = self
+            .http
+            .post(format!("{}/v1/enrolments", self.base))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|error| SyncError::Network(error.to_string()))?;
+        let (status, text) = read(response).await?;
+        if status != StatusCode::CREATED {
+            return Err(SyncError::Refused {
+                status: status.as_u16(),
+                message: error_message(&text),
+            });
+        }
+        let answer: serde_json::Value =
+            serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;
+        let registry_key = answer["registry_key"]
+            .as_str()
+            .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
+            .filter(|bytes| bytes.len() == 32)
+            .ok_or_else(|| SyncError::Protocol("no 32-byte registry_key in the answer".into()))?;
+        Ok(Enrolment { registry_key })
+    }
+
+    /// Uploads one sealed batch and classifies the answer. `hash` is the batch's
+    /// `sha256_hex`; a receipt for anything else is a protocol error (retried).
+    pub async fn upload(&self, jws: &str, seq: u64, hash: &str, registry_key: &[u8]) -> Upload {
+        let response = self
+            .http
+            .post(format!("{}/v1/batches", self.base))
+            .header("content-type", "application/jose")
+            .body(jws.to_owned())
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                return Upload::Retry {
+                    reason: describe(&error),
+                    retry_after: None,
+                }
+            }
+        };
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let (status, text) = match read(response).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                return Upload::Retry {
+                    reason: error.to_string(),
+                    retry_after: None,
+                }
+            }
+        };
+        match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                match verified_receipt(&text, seq, hash, registry_key) {
+                    Ok((receipt_jws, receipt)) if status == StatusCode::CREATED => Upload::Stored {
+                        receipt_jws,
+                        receipt,
+                    },
+                    Ok((receipt_jws, receipt)) => Upload::AlreadyStored {
+                        receipt_jws,
+                        receipt,
+                    },
+                    Err(reason) => Upload::Retry {
+                        reason: format!("receipt refused: {reason}"),
+                        retry_after: None,
+                    },
+                }
+            }
+            StatusCode::CONFLICT => {
+                let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                match answer["expected_seq"].as_u64() {
+                    Some(expected_seq) => Upload::Conflict {
+                        expected_seq,
+                        message: error_message(&text),
+                    },
+                    None => Upload::Retry {
+                        reason: format!("409 without expected_seq: {}", error_message(&text)),
+                        retry_after,
+                    },
+                }
+            }
+            StatusCode::BAD_REQUEST => Upload::BadBatch {
+                message: error_message(&text),
+            },
+            StatusCode::UNAUTHORIZED => Upload::UnknownAgent {
+                message: error_message(&text),
+            },
+            status => Upload::Retry {
+                reason: format!("the registry answered {status}: {}", error_message(&text)),
+                retry_after,
+            },
+        }
+    }
+
+    /// The last batch the registry holds from this agent.
+    pub async fn checkpoint(&self, key: &DeviceKey, now: i64) -> Result<Checkpoint, SyncError> {
+        let path = format!("/v1/agents/{}/checkpoint", key.thumbprint());
+        let text = self.get_signed(key, &path, now).await?;
+        let checkpoint: Checkpoint =
+            serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;
+        if checkpoint.last_seq > 0 && !is_sha256_hex(&checkpoint.last_hash) {
+            return Err(SyncError::Protocol(
+                "checkpoint hash is not a SHA-256".into(),
+            ));
+        }
+        Ok(checkpoint)
+    }
+
+    /// The registry's list of the college's beneficiaries.
+    pub async fn beneficiaries(
+        &self,
+        key: &DeviceKey,
+        college_bin: &str,
+        now: i64,
+    ) -> Result<BeneficiaryList, SyncError> {
+        let path = format!("/v1/colleges/{college_bin}/beneficiaries");
+        let text = self.get_signed(key, &path, now).await?;
+        let list: BeneficiaryList =
+            serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;
+        if list.college_bin != college_bin {
+            return Err(SyncError::Protocol(format!(
+                "asked for college {college_bin}, got the list of {}",
+                list.college_bin
+            )));
+        }
+        Ok(list)
+    }
+
+    async fn get_signed(&self, key: &DeviceKey, path: &str, now: i64) -> Result<String, SyncError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(
+                "authorization",
+                crate::auth::authorization(key, "GET", path, now),
+            )
+            .send()
+            .await
+            .map_err(|error| SyncError::Network(describe(&error)))?;
+        let (status, text) = read(response).await?;
+        if status != StatusCode::OK {
+            return Err(SyncError::Refused {
+                status: status.as_u16(),
+                message: error_message(&text),
+            });
+        }
+        Ok(text)
+    }
+}
+
+/// Reads an answer of bounded size.
+async fn read(mut response: reqwest::Response) -> Result<(StatusCode, String), SyncError> {
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| SyncError::Network(describe(&error)))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(SyncError::Protocol(format!(
+                "answer larger than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// reqwest's error with its causes: "error sending request" alone helps nobody.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+/// The registry's `{"error": …}` text, or the start of the body.
+fn error_message(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|value| value["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.chars().take(300).collect())
+}
+
+/// Checks the receipt's signature under the registry's key and that it is for this
+/// batch.
+pub fn verified_receipt(
+    text: &str,
+    seq: u64,
+    hash: &str,
+    registry_key: &[u8],
+) -> Result<(String, Receipt), String> {
+    let answer: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| "the answer is not JSON".to_owned())?;
+    let receipt_jws = answer["receipt"]
+        .as_str()
+        .ok_or("the answer carries no receipt")?
+        .to_owned();
+    let verified = verify_compact(&receipt_jws, registry_key).map_err(|error| error.to_string())?;
+    let receipt = Receipt::parse(&verified.payload).map_err(|error| error.to_string())?;
+    if receipt.seq != seq || receipt.hash != hash {
+        return Err(format!(
+            "the receipt is for seq {} hash {}, not seq {seq} hash {hash}",
+            receipt.seq, receipt.hash
+        ));
+    }
+    Ok((receipt_jws, receipt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+        };
+        for ok in [
+            "https://registry.gov.kz",
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://[::1]:9000",
+        ] {
+            assert!(RegistryClient::new(ok, None, timeouts).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://registry.gov.kz",
+            "http://10.0.0.1:80",
+            "http://127.0.0.1.evil.kz",
+            "ftp://x",
+            "",
+        ] {
+            assert!(
+                RegistryClient::new(refused, None, timeouts).is_err(),
+                "{refused}"
+            );
+        }
+        let missing = RegistryClient::new(
+            "https://x",
+            Some(Path::new("/nonexistent/ca.pem")),
+            timeouts,
+        );
+        assert!(matches!(missing, Err(SyncError::CaFile { .. })));
+    }
+
+    #[test]
+    fn hostile_receipts_are_refused() {
+        let registry = DeviceKey::from_seed(&[3; 32]).expect("key");
+        let other = DeviceKey::from_seed(&[4; 32]).expect("key");
+        let hash = "a".repeat(64);
+        let receipt = Receipt {
+            v: 1,
+            agent: "kid".into(),
+            seq: 5,
+            hash: hash.clone(),
+            received: 1,
+            records: vec![],
+        };
+        let sign = |key: &DeviceKey, receipt: &Receipt| {
+            let payload = receipt.to_canonical().expect("canonical");
+            let jws = kasip_certs::jws::sign_compact(
+                key,
+                &kasip_certs::jws::protected_header(key),
+                payload.as_bytes(),
+            );
+            json!({ "receipt": jws }).to_string()
+        };
+        let good = sign(&registry, &receipt);
+        assert!(verified_receipt(&good, 5, &hash, registry.public_key()).is_ok());
+        assert!(verified_receipt(&good, 6, &hash, registry.public_key()).is_err());
+        assert!(verified_receipt(&good, 5, &"b".repeat(64), registry.public_key()).is_err());
+        let forged = sign(&other, &receipt);
+        assert!(verified_receipt(&forged, 5, &hash, registry.public_key()).is_err());
+        for junk in [
+            "",
+            "{}",
+            "[1]",
+            r#"{"receipt":"a.b.c"}"#,
+            r#"{"receipt":7}"#,
+        ] {
+            assert!(
+                verified_receipt(junk, 5, &hash, registry.public_key()).is_err(),
+                "{junk}"
+            );
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! `kasip-registry`'s commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kasip_certs::DeviceKey;
+use kasip_core::Bin;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::http::{serve, Faults, RegistryState};
+use super::store::{RegistryError, RegistryStore};
+
+/// The reference e-Qazyna registry: enrols college agents, receives their signed batches
+/// and serves beneficiary lists. For tests, pilots and demos.
+#[derive(Parser)]
+#[command(name = "kasip-registry", version, args_override_self = true)]
+pub struct Cli {
+    /// Where the registry keeps its database and signing key.
+    #[arg(long, env = "KASIP_REGISTRY_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the data dir, database and the registry's signing key.
+    Init,
+    /// Registers (or renames) a college.
+    AddCollege {
+        #[arg(long)]
+        bin: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Prints a one-time enrolment code for a college's agent (valid 7 days).
+    IssueEnrolmentCode {
+        #[arg(long)]
+        bin: String,
+    },
+    /// Replaces a college's beneficiary list from CSV `iin;beneficiary;voucher`.
+    ImportBeneficiaries {
+        #[arg(long)]
+        bin: String,
+        file: PathBuf,
+    },
+    /// Serves the registry API until SIGTERM or Ctrl-C.
+    #[command(args_override_self = true)]
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8600")]
+        listen: String,
+        /// PEM certificate chain; with --tls-key, serve HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Fault injection: share of uploads answered 503 (0.0–1.0).
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Fault injection: delay added to every request, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Fault injection: share of requests whose connection is closed after the
+        /// work is done, without an answer (0.0–1.0).
+        #[arg(long, default_value_t = 0.0)]
+        drop_rate: f64,
+        /// Fault injection: answers trickle out over this many milliseconds.
+        #[arg(long)]
+        slow_body: Option<u64>,
+    },
+    /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received)
+    /// and DIR/agent.pub (the enrolled key, PEM), for auditors' own tools.
+    ExportBatches {
+        #[arg(long)]
+        bin: String,
+        dir: PathBuf,
+    },
+}
+
+fn data_dir(cli: &Option<PathBuf>) -> Result<PathBuf, RegistryError> {
+    if let Some(dir) = cli {
+        return Ok(dir.clone());
+    }
+    directories::ProjectDirs::from("kz", "KasipTech", "kasip-registry")
+        .map(|dirs| dirs.data_dir().to_owned())
+        .ok_or_else(|| RegistryError::Usage("no home directory; pass --data-dir DIR".into()))
+}
+
+fn bin(text: &str) -> Result<Bin, RegistryError> {
+    Bin::parse(text).map_err(|error| RegistryError::Usage(format!("--bin '{text}': {error}")))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// The registry's clock: the system's, or the Unix time in `KASIP_UNSAFE_CLOCK_FILE`
+/// (tests move the agent's and the registry's clocks together).
+fn clock() -> Arc<dyn Fn() -> i64 + Send + Sync> {
+    match std::env::var_os("KASIP_UNSAFE_CLOCK_FILE") {
+        Some(path) => {
+            tracing::warn!("KASIP_UNSAFE_CLOCK_FILE is set: the clock comes from a file");
+            Arc::new(move || {
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .unwrap_or_else(unix_now)
+            })
+        }
+        None => Arc::new(unix_now),
+    }
+}
+
+fn check_rate(name: &str, rate: f64) -> Result<f64, RegistryError> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(RegistryError::Usage(format!(
+            "--{name} must be between 0.0 and 1.0"
+        )))
+    }
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, RegistryError> {
+    let io = |path: &Path, error: &dyn std::fmt::Display| {
+        RegistryError::Io(format!("{}: {error}", path.display()))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|error| io(cert, &error))?
+        .collect::<Result<_, _>>()
+        .map_err(|error| io(cert, &error))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|error| io(key, &error))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|builder| {
+        builder
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+    })
+    .map_err(|error| io(cert, &error))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("error: {error}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), RegistryError> {
+    let dir = data_dir(&cli.data_dir)?;
+    let store = || RegistryStore::open(&dir);
+    match cli.command {
+        Command::Init => {
+            let store = store()?;
+            println!(
+                "registry initialised in {}; its key is {}",
+                dir.display(),
+                store.registry_key().thumbprint()
+            );
+        }
+        Command::AddCollege { bin: text, name } => {
+            store()?.add_college(&bin(&text)?, &name)?;
+            println!("college {text} registered");
+        }
+        Command::IssueEnrolmentCode { bin: text } => {
+            let code = store()?.issue_enrolment_code(&bin(&text)?, clock()())?;
+            println!("{code}");
+        }
+        Command::ImportBeneficiaries { bin: text, file } => {
+            let csv = std::fs::read_to_string(&file)
+                .map_err(|error| RegistryError::Io(format!("{}: {error}", file.display())))?;
+            let count = store()?.import_beneficiaries(&bin(&text)?, &csv)?;
+            println!("{count} student(s) listed for {text}");
+        }
+        Command::ExportBatches {
+            bin: text,
+            dir: out,
+        } => {
+            let college = bin(&text)?.to_string();
+            let store = store()?;
+            let keys = store.keys_of(&college)?;
+            let Some((_, key)) = keys.last() else {
+                return Err(RegistryError::Usage(format!(
+                    "no agent of {college} is enrolled"
+                )));
+            };
+            let io =
+                |error: std::io::Error| RegistryError::Io(format!("{}: {error}", out.display()));
+            std::fs::create_dir_all(&out).map_err(io)?;
+            let batches = store.batches_of(&college)?;
+            for (_, seq, jws) in &batches {
+                std::fs::write(out.join(format!("{seq}.jws")), jws).map_err(io)?;
+            }
+            std::fs::write(out.join("agent.pub"), DeviceKey::public_key_pem(key)).map_err(io)?;
+            println!(
+                "{} batch(es) of {college} written to {}",
+                batches.len(),
+                out.display()
+            );
+        }
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            fail_rate,
+            latency_ms,
+            drop_rate,
+            slow_body,
+        } => {
+            let faults = Faults {
+                fail_rate: check_rate("fail-rate", fail_rate)?,
+                latency: Duration::from_millis(latency_ms),
+                drop_rate: check_rate("drop-rate", drop_rate)?,
+                slow_body: slow_body.map(Duration::from_millis),
+            };
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(tls_acceptor(&cert, &key)?),
+                _ => None,
+            };
+            let state = RegistryState::new(store()?, clock());
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|error| RegistryError::Io(error.to_string()))?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .map_err(|error| {
+                        RegistryError::Io(format!("cannot listen on {listen}: {error}"))
+                    })?;
+                let address = listener
+                    .local_addr()
+                    .map_err(|error| RegistryError::Io(error.to_string()))?;
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let shutdown = shutdown_signal()?;
+                tracing::info!(?faults, "serving");
+                // Tests and scripts read this exact line (stdout) to learn the port.
+                println!("listening on {scheme}://{address}");
+                serve(listener, tls, state, faults, shutdown)
+                    .await
+                    .map_err(|error| RegistryError::Io(error.to_string()))
+            })?;
+            eprintln!("registry stopped");
+        }
+    }
+    Ok(())
+}
+
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, RegistryError>
+{
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| RegistryError::Io(format!("cannot handle SIGTERM: {error}")))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| RegistryError::Io(format!("cannot handle SIGINT: {error}")))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}

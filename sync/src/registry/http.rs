@@ -1,0 +1,455 @@
+//! The reference registry's HTTP API (design §5.4) and its fault injection.
+//!
+//! Served by a hand-rolled hyper loop instead of `axum::serve` for one reason: to drop a
+//! connection *after* storing a batch (the "stored, but the answer was lost" case), the
+//! connection's service must be able to fail, which `axum::serve` does not allow.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Request, Response, StatusCode};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ring::rand::SecureRandom;
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::store::{RegistryStore, Verdict};
+
+/// Faults to inject, for tests and demos.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Share of batch uploads answered 503 (with Retry-After: 1) before any work.
+    pub fail_rate: f64,
+    /// Added to every request.
+    pub latency: Duration,
+    /// Share of requests whose connection is closed after the work, without an answer.
+    pub drop_rate: f64,
+    /// Answers trickle out a few bytes at a time over about this long.
+    pub slow_body: Option<Duration>,
+}
+
+#[derive(Clone)]
+pub struct RegistryState {
+    store: Arc<Mutex<RegistryStore>>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl RegistryState {
+    pub fn new(store: RegistryStore, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
+        Self {
+            store: Arc::new(Mutex::new(store)),
+            clock,
+        }
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut RegistryStore) -> T + Send + 'static,
+    ) -> Result<T, Response<Body>> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let mut store = store
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut store)
+        })
+        .await
+        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "registry task failed"))
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn internal(error: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!(%error, "registry storage failed");
+    error_response_503()
+}
+
+fn error_response_503() -> Response<Body> {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the registry cannot store right now; retry",
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+    response
+}
+
+pub fn router(state: RegistryState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(overview_page))
+        .route("/v1/colleges", get(overview_json))
+        .route("/v1/enrolments", post(enrol))
+        .route("/v1/batches", post(receive_batch))
+        .route("/v1/agents/{kid}/checkpoint", get(checkpoint))
+        .route("/v1/colleges/{bin}/beneficiaries", get(beneficiaries))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            kasip_certs::jws::MAX_JWS_BYTES,
+        ))
+        .with_state(state)
+}
+
+async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not JSON");
+    };
+    let (Some(code), Some(bin), Some(public_key)) = (
+        request["code"].as_str().map(str::to_owned),
+        request["college_bin"].as_str().map(str::to_owned),
+        request["public_key"]
+            .as_str()
+            .and_then(|key| URL_SAFE_NO_PAD.decode(key).ok()),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {code, college_bin, public_key (base64url)}",
+        );
+    };
+    let now = (state.clock)();
+    let answer = state
+        .with_store(move |store| {
+            let verdict = store.enrol(&code, &bin, &public_key, now)?;
+            Ok::<_, super::store::RegistryError>((
+                verdict,
+                store.registry_key().public_key_base64url(),
+                bin,
+            ))
+        })
+        .await;
+    match answer {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok((Err(reason), _, _))) => error(StatusCode::FORBIDDEN, &reason),
+        Ok(Ok((Ok(kid), registry_key, bin))) => {
+            tracing::info!(%kid, %bin, "agent enrolled");
+            (
+                StatusCode::CREATED,
+                Json(json!({"agent": kid, "college_bin": bin, "registry_key": registry_key})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn receive_batch(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
+    let Ok(jws) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    };
+    let now = (state.clock)();
+    let verdict = state
+        .with_store(move |store| store.receive(jws.trim(), now))
+        .await;
+    match verdict {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok(Verdict::Stored(receipt))) => {
+            (StatusCode::CREATED, Json(json!({ "receipt": receipt }))).into_response()
+        }
+        Ok(Ok(Verdict::AlreadyStored(receipt))) => {
+            (StatusCode::OK, Json(json!({ "receipt": receipt }))).into_response()
+        }
+        Ok(Ok(Verdict::Conflict {
+            expected_seq,
+            message,
+        })) => {
+            tracing::warn!(%message, expected_seq, "batch conflict");
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"error": message, "expected_seq": expected_seq})),
+            )
+                .into_response()
+        }
+        Ok(Ok(Verdict::Bad(message))) => {
+            tracing::warn!(%message, "batch refused");
+            error(StatusCode::BAD_REQUEST, &message)
+        }
+        Ok(Ok(Verdict::UnknownAgent(message))) => error(StatusCode::UNAUTHORIZED, &message),
+    }
+}
+
+/// Checks `Authorization: KasipAgent …` for this request; returns the agent's college.
+async fn authenticated(
+    state: &RegistryState,
+    headers: &HeaderMap,
+    path: String,
+) -> Result<(String, String), Response<Body>> {
+    let header = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Some(kid) = crate::auth::claimed_agent(&header) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a KasipAgent authorization is required",
+        ));
+    };
+    let lookup = kid.clone();
+    let agent = state.with_store(move |store| store.agent(&lookup)).await?;
+    let Some((public_key, bin)) = agent.map_err(internal)? else {
+        return Err(error(StatusCode::UNAUTHORIZED, "unknown agent"));
+    };
+    let now = (state.clock)();
+    crate::auth::verify(&header, &public_key, "GET", &path, now)
+        .map_err(|reason| error(StatusCode::UNAUTHORIZED, &reason))?;
+    Ok((kid, bin))
+}
+
+async fn checkpoint(
+    State(state): State<RegistryState>,
+    Path(kid): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let path = format!("/v1/agents/{kid}/checkpoint");
+    let (agent, _) = match authenticated(&state, &headers, path).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if agent != kid {
+        return error(
+            StatusCode::FORBIDDEN,
+            "an agent reads only its own checkpoint",
+        );
+    }
+    match state
+        .with_store(move |store| store.checkpoint(&agent))
+        .await
+    {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok((last_seq, last_hash))) => {
+            Json(json!({"last_seq": last_seq, "last_hash": last_hash})).into_response()
+        }
+    }
+}
+
+async fn beneficiaries(
+    State(state): State<RegistryState>,
+    Path(bin): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let path = format!("/v1/colleges/{bin}/beneficiaries");
+    let (_, agent_bin) = match authenticated(&state, &headers, path).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if agent_bin != bin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "an agent reads only its own college's list",
+        );
+    }
+    let listed = state
+        .with_store(move |store| store.beneficiaries(&agent_bin))
+        .await;
+    match listed {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok(students)) => Json(json!({
+            "college_bin": bin,
+            "students": students
+                .into_iter()
+                .map(|(iin, beneficiary, voucher)| json!({"iin": iin, "beneficiary": beneficiary, "voucher": voucher}))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response(),
+    }
+}
+
+async fn overview_json(State(state): State<RegistryState>) -> Response<Body> {
+    match state.with_store(|store| store.overview()).await {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok(colleges)) => Json(json!({ "colleges": colleges })).into_response(),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn overview_page(State(state): State<RegistryState>) -> Response<Body> {
+    let colleges = match state.with_store(|store| store.overview()).await {
+        Err(response) => return response,
+        Ok(Err(failure)) => return internal(failure),
+        Ok(Ok(colleges)) => colleges,
+    };
+    let mut rows = String::new();
+    for college in &colleges {
+        let records: Vec<String> = college
+            .records
+            .iter()
+            .map(|(kind, count)| format!("{kind}: {count}"))
+            .collect();
+        let months: Vec<String> = college
+            .months
+            .iter()
+            .map(|month| {
+                format!(
+                    "{} {} ({})",
+                    month.month,
+                    kasip_core::per_mille_text(month.coverage_per_mille),
+                    if month.compliant {
+                        "compliant"
+                    } else {
+                        "NON-COMPLIANT"
+                    }
+                )
+            })
+            .collect();
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&college.bin),
+            escape(&college.name),
+            college
+                .last_seq
+                .map_or("—".to_owned(), |seq| seq.to_string()),
+            escape(&records.join(", ")),
+            college.quarantined,
+            escape(&months.join("; ")),
+        ));
+    }
+    Html(format!(
+        "<!doctype html><html lang=en><meta charset=utf-8><title>kasip-registry</title>\
+         <h1>Reference registry</h1><table border=1 cellpadding=4>\
+         <tr><th>BIN</th><th>College</th><th>Last batch</th><th>Records</th><th>Quarantined</th><th>Month closes</th></tr>{rows}</table>"
+    ))
+    .into_response()
+}
+
+/// A uniform draw in [0, 1).
+fn chance() -> f64 {
+    let mut bytes = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// An answer whose body trickles out in 16 pieces over about `over`.
+async fn trickled(response: Response<Body>, over: Duration) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let piece = bytes.len().div_ceil(16).max(1);
+    let pause = over / 16;
+    let stream = futures_util::stream::unfold(bytes, move |rest| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        let mut rest = rest;
+        let head = rest.split_to(piece.min(rest.len()));
+        Some((Ok::<_, Infallible>(head), rest))
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: RegistryState,
+    faults: Faults,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move { handle(app, request, faults).await }
+                });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(TokioIo::new(tcp), service).await,
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "connection ended");
+            }
+        });
+    }
+}
+
+/// The error that makes hyper close a connection without answering.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    app: Router,
+    request: Request<hyper::body::Incoming>,
+    faults: Faults,
+) -> Result<Response<Body>, Dropped> {
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    let is_upload = request.uri().path() == "/v1/batches";
+    if is_upload && faults.fail_rate > 0.0 && chance() < faults.fail_rate {
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "injected failure");
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        return Ok(response);
+    }
+    let response = match app.oneshot(request.map(Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    // After the work: a batch may be stored while its answer is lost.
+    if faults.drop_rate > 0.0 && chance() < faults.drop_rate {
+        return Err(Dropped);
+    }
+    Ok(match faults.slow_body {
+        Some(over) => trickled(response, over).await,
+        None => response,
+    })
+}

@@ -1,0 +1,691 @@
+//! The reference registry's database: colleges, enrolment codes, enrolled agent keys,
+//! every batch exactly as received, its records, quarantined records and beneficiaries.
+//! WAL with `synchronous=FULL`: a 201 means the batch survives a crash of the registry.
+
+use std::path::{Path, PathBuf};
+
+use kasip_certs::jws::{protected_header, sign_compact, verify_compact};
+use kasip_certs::DeviceKey;
+use kasip_core::batch::{
+    check_record, sha256_hex, BatchEnvelope, Outcome, Receipt, RecordOutcome, BATCH_VERSION,
+    GENESIS_PREV,
+};
+use kasip_core::{to_canonical_json, Bin, Iin};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS colleges (
+    bin  TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrolment_codes (
+    code_hash  TEXT PRIMARY KEY,
+    bin        TEXT NOT NULL REFERENCES colleges(bin),
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE TABLE IF NOT EXISTS agents (
+    kid         TEXT PRIMARY KEY,
+    bin         TEXT NOT NULL REFERENCES colleges(bin),
+    public_key  BLOB NOT NULL,
+    enrolled_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    agent       TEXT NOT NULL REFERENCES agents(kid),
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    jws         TEXT NOT NULL,
+    receipt     TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (agent, seq)
+);
+CREATE TABLE IF NOT EXISTS records (
+    bin       TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    agent     TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (bin, kind, record_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    agent     TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS beneficiaries (
+    bin         TEXT NOT NULL REFERENCES colleges(bin),
+    iin         TEXT NOT NULL,
+    beneficiary INTEGER NOT NULL,
+    voucher     TEXT NOT NULL,
+    PRIMARY KEY (bin, iin)
+);
+"#;
+
+/// How long an enrolment code is valid.
+pub const ENROLMENT_CODE_SECS: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Key(#[from] kasip_certs::KeyError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What the registry answers to a batch, before it becomes HTTP.
+#[derive(Debug)]
+pub enum Verdict {
+    /// 201 with the receipt.
+    Stored(String),
+    /// 200 with the stored receipt.
+    AlreadyStored(String),
+    /// 409.
+    Conflict { expected_seq: u64, message: String },
+    /// 400.
+    Bad(String),
+    /// 401.
+    UnknownAgent(String),
+}
+
+pub struct RegistryStore {
+    connection: Connection,
+    path: PathBuf,
+    key: DeviceKey,
+}
+
+impl RegistryStore {
+    /// Opens (creating when needed) the registry in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|error| RegistryError::Io(format!("{}: {error}", data_dir.display())))?;
+        let key_path = data_dir.join("registry-key.pem");
+        let key = if key_path.exists() {
+            DeviceKey::load(&key_path)?
+        } else {
+            DeviceKey::generate_to(&key_path)?
+        };
+        let path = data_dir.join("registry.db");
+        let fail = |source| RegistryError::Database {
+            path: path.clone(),
+            source,
+        };
+        let connection = Connection::open(&path).map_err(fail)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 10000;",
+            )
+            .map_err(fail)?;
+        connection.execute_batch(SCHEMA).map_err(fail)?;
+        Ok(Self {
+            connection,
+            path,
+            key,
+        })
+    }
+
+    fn fail(&self, source: rusqlite::Error) -> RegistryError {
+        RegistryError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn registry_key(&self) -> &DeviceKey {
+        &self.key
+    }
+
+    pub fn add_college(&self, bin: &Bin, name: &str) -> Result<(), RegistryError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(RegistryError::Usage("the college name is empty".into()));
+        }
+        self.connection
+            .execute(
+                "INSERT INTO colleges (bin, name) VALUES (?1, ?2)
+                 ON CONFLICT (bin) DO UPDATE SET name = excluded.name",
+                rusqlite::params![bin.to_string(), name],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(())
+    }
+
+    fn college_exists(&self, bin: &str) -> Result<bool, RegistryError> {
+        self.connection
+            .query_row("SELECT 1 FROM colleges WHERE bin = ?1", [bin], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|source| self.fail(source))
+    }
+
+    /// A one-time enrolment code for `bin`, valid for a week; only its hash is stored.
+    pub fn issue_enrolment_code(&self, bin: &Bin, now: i64) -> Result<String, RegistryError> {
+        if !self.college_exists(&bin.to_string())? {
+            return Err(RegistryError::Usage(format!(
+                "college {bin} is not registered; add it first with `kasip-registry add-college --bin {bin} --name NAME`"
+            )));
+        }
+        let mut bytes = [0u8; 10];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| RegistryError::Io("the system random generator failed".into()))?;
+        // Crockford base32: no I, L, O, U to misread when typed from paper.
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let code: String = bytes
+            .iter()
+            .map(|byte| ALPHABET[usize::from(byte % 32)] as char)
+            .collect();
+        self.connection
+            .execute(
+                "INSERT INTO enrolment_codes (code_hash, bin, expires_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    sha256_hex(code.as_bytes()),
+                    bin.to_string(),
+                    now + ENROLMENT_CODE_SECS
+                ],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(code)
+    }
+
+    /// Binds `public_key` to the college of a valid, unused `code`. Returns the kid.
+    pub fn enrol(
+        &mut self,
+        code: &str,
+        bin: &str,
+        public_key: &[u8],
+        now: i64,
+    ) -> Result<Result<String, String>, RegistryError> {
+        let Some(key) = kasip_certs::DeviceKey::thumbprint_of(public_key) else {
+            return Ok(Err("public_key is not a 32-byte Ed25519 key".into()));
+        };
+        let code = code.trim().to_uppercase();
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| RegistryError::Database {
+                path: self.path.clone(),
+                source,
+            })?;
+        let found: Option<(String, i64, Option<i64>)> = transaction
+            .query_row(
+                "SELECT bin, expires_at, used_at FROM enrolment_codes WHERE code_hash = ?1",
+                [sha256_hex(code.as_bytes())],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(|source| RegistryError::Database {
+                path: self.path.clone(),
+                source,
+            })?;
+        let verdict = match found {
+            None => Err("unknown enrolment code".to_owned()),
+            Some((_, _, Some(_))) => Err("this enrolment code was already used".to_owned()),
+            Some((_, expires, None)) if expires < now => {
+                Err("this enrolment code has expired; ask for a new one".to_owned())
+            }
+            Some((code_bin, _, None)) if code_bin != bin => Err(format!(
+                "this enrolment code is for another college, not {bin}"
+            )),
+            Some(_) => Ok(key),
+        };
+        if let Ok(kid) = &verdict {
+            let result = transaction
+                .execute(
+                    "UPDATE enrolment_codes SET used_at = ?1 WHERE code_hash = ?2",
+                    rusqlite::params![now, sha256_hex(code.as_bytes())],
+                )
+                .and_then(|_| {
+                    transaction.execute(
+                        "INSERT INTO agents (kid, bin, public_key, enrolled_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (kid) DO NOTHING",
+                        rusqlite::params![kid, bin, public_key, now],
+                    )
+                })
+                .and_then(|_| transaction.commit());
+            result.map_err(|source| RegistryError::Database {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(verdict)
+    }
+
+    /// The enrolled key and college of `kid`.
+    pub fn agent(&self, kid: &str) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
+        self.connection
+            .prepare_cached("SELECT public_key, bin FROM agents WHERE kid = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([kid], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(|source| self.fail(source))
+    }
+
+    /// Judges and (when good) stores one batch, atomically: design §5.4.
+    pub fn receive(&mut self, jws: &str, now: i64) -> Result<Verdict, RegistryError> {
+        let Some(kid) = jws_kid(jws) else {
+            return Ok(Verdict::Bad("not a compact JWS with a kid".into()));
+        };
+        let Some((public_key, bin)) = self.agent(&kid)? else {
+            return Ok(Verdict::UnknownAgent(format!(
+                "no agent with key {kid} is enrolled; run `kasip-agent enroll`"
+            )));
+        };
+        // The algorithm comes from the enrolled key (Ed25519), never from the header.
+        let verified = match verify_compact(jws, &public_key) {
+            Ok(verified) => verified,
+            Err(error) => return Ok(Verdict::Bad(error.to_string())),
+        };
+        let envelope = match BatchEnvelope::parse(&verified.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => return Ok(Verdict::Bad(error.to_string())),
+        };
+        if envelope.agent != kid {
+            return Ok(Verdict::Bad(format!(
+                "payload agent {} is not the signing key {kid}",
+                envelope.agent
+            )));
+        }
+        if envelope.college_bin != bin {
+            return Ok(Verdict::Bad(format!(
+                "payload college_bin {} is not the enrolled college {bin}",
+                envelope.college_bin
+            )));
+        }
+        let hash = sha256_hex(jws.as_bytes());
+        let path = self.path.clone();
+        let fail = |source| RegistryError::Database {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let same_seq: Option<(String, String)> = transaction
+            .prepare_cached("SELECT hash, receipt FROM batches WHERE agent = ?1 AND seq = ?2")
+            .and_then(|mut statement| {
+                statement
+                    .query_row(rusqlite::params![kid, envelope.seq], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()
+            })
+            .map_err(fail)?;
+        let (last_seq, last_hash): (u64, String) = transaction
+            .prepare_cached(
+                "SELECT seq, hash FROM batches WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([&kid], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(fail)?
+            .unwrap_or((0, GENESIS_PREV.to_owned()));
+        match same_seq {
+            Some((stored_hash, receipt)) if stored_hash == hash => {
+                return Ok(Verdict::AlreadyStored(receipt))
+            }
+            Some(_) => {
+                return Ok(Verdict::Conflict {
+                    expected_seq: last_seq + 1,
+                    message: format!(
+                        "TAMPER ALARM: seq {} is already stored with a different hash",
+                        envelope.seq
+                    ),
+                })
+            }
+            None => {}
+        }
+        if envelope.seq != last_seq + 1 {
+            return Ok(Verdict::Conflict {
+                expected_seq: last_seq + 1,
+                message: format!("expected seq {}, got {}", last_seq + 1, envelope.seq),
+            });
+        }
+        if envelope.prev != last_hash {
+            return Ok(Verdict::Conflict {
+                expected_seq: last_seq + 1,
+                message: format!(
+                    "prev of seq {} does not match the stored seq {last_seq}: the agent's chain forked",
+                    envelope.seq
+                ),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(envelope.records.len());
+        {
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT INTO records (bin, kind, record_id, agent, seq, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                )
+                .map_err(fail)?;
+            let mut quarantine = transaction
+                .prepare_cached(
+                    "INSERT INTO quarantine (agent, seq, position, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(fail)?;
+            for (position, record) in envelope.records.iter().enumerate() {
+                let body = to_canonical_json(record).unwrap_or_default();
+                match check_record(envelope.kind, record) {
+                    Ok(id) => {
+                        let inserted = insert
+                            .execute(rusqlite::params![
+                                bin,
+                                envelope.kind.as_str(),
+                                id as i64,
+                                kid,
+                                envelope.seq,
+                                body
+                            ])
+                            .map_err(fail)?;
+                        outcomes.push(RecordOutcome {
+                            id,
+                            outcome: if inserted == 1 {
+                                Outcome::Accepted
+                            } else {
+                                Outcome::Duplicate
+                            },
+                            reason: None,
+                        });
+                    }
+                    Err(reason) => {
+                        quarantine
+                            .execute(rusqlite::params![
+                                kid,
+                                envelope.seq,
+                                position as i64,
+                                reason,
+                                body
+                            ])
+                            .map_err(fail)?;
+                        outcomes.push(RecordOutcome {
+                            id: record["id"].as_u64().unwrap_or(0),
+                            outcome: Outcome::Rejected,
+                            reason: Some(reason),
+                        });
+                    }
+                }
+            }
+        }
+        let receipt = Receipt {
+            v: BATCH_VERSION,
+            agent: kid.clone(),
+            seq: envelope.seq,
+            hash: hash.clone(),
+            received: now,
+            records: outcomes,
+        };
+        let receipt_jws = sign_compact(
+            &self.key,
+            &protected_header(&self.key),
+            receipt
+                .to_canonical()
+                .map_err(|error| RegistryError::Io(error.to_string()))?
+                .as_bytes(),
+        );
+        transaction
+            .execute(
+                "INSERT INTO batches (agent, seq, kind, hash, jws, receipt, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    kid,
+                    envelope.seq,
+                    envelope.kind.as_str(),
+                    hash,
+                    jws,
+                    receipt_jws,
+                    now
+                ],
+            )
+            .map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+        Ok(Verdict::Stored(receipt_jws))
+    }
+
+    /// The last batch held from `kid`: (seq, hash), (0, "") when none.
+    pub fn checkpoint(&self, kid: &str) -> Result<(u64, String), RegistryError> {
+        self.connection
+            .query_row(
+                "SELECT seq, hash FROM batches WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
+                [kid],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map(|found| found.unwrap_or((0, String::new())))
+            .map_err(|source| self.fail(source))
+    }
+
+    /// Replaces `bin`'s beneficiary list from CSV `iin;beneficiary;voucher` (header
+    /// row first). All or nothing; the error names the row.
+    pub fn import_beneficiaries(
+        &mut self,
+        bin: &Bin,
+        csv_text: &str,
+    ) -> Result<usize, RegistryError> {
+        if !self.college_exists(&bin.to_string())? {
+            return Err(RegistryError::Usage(format!(
+                "college {bin} is not registered"
+            )));
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(
+                if csv_text.lines().next().unwrap_or_default().contains(';') {
+                    b';'
+                } else {
+                    b','
+                },
+            )
+            .from_reader(csv_text.trim_start_matches('\u{feff}').as_bytes());
+        let mut rows = Vec::new();
+        for (index, record) in reader.records().enumerate() {
+            let row = index + 2;
+            let record =
+                record.map_err(|error| RegistryError::Usage(format!("row {row}: {error}")))?;
+            let field = |position: usize, name: &str| {
+                record
+                    .get(position)
+                    .map(str::trim)
+                    .filter(|value| !value.is_empty())
+                    .ok_or_else(|| RegistryError::Usage(format!("row {row}, column {name}: empty")))
+            };
+            let iin = Iin::parse(field(0, "iin")?)
+                .map_err(|error| RegistryError::Usage(format!("row {row}, column iin: {error}")))?;
+            let beneficiary =
+                kasip_core::parse_yes_no(field(1, "beneficiary")?).map_err(|error| {
+                    RegistryError::Usage(format!("row {row}, column beneficiary: {error}"))
+                })?;
+            let voucher = record.get(2).map(str::trim).unwrap_or_default().to_owned();
+            if voucher.chars().count() > 64 {
+                return Err(RegistryError::Usage(format!(
+                    "row {row}, column voucher: longer than 64 characters"
+                )));
+            }
+            rows.push((iin.to_string(), beneficiary, voucher));
+        }
+        let path = self.path.clone();
+        let fail = |source| RegistryError::Database {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self.connection.transaction().map_err(fail)?;
+        transaction
+            .execute(
+                "DELETE FROM beneficiaries WHERE bin = ?1",
+                [bin.to_string()],
+            )
+            .map_err(fail)?;
+        for (iin, beneficiary, voucher) in &rows {
+            transaction
+                .execute(
+                    "INSERT INTO beneficiaries (bin, iin, beneficiary, voucher) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (bin, iin) DO UPDATE SET beneficiary = excluded.beneficiary, voucher = excluded.voucher",
+                    rusqlite::params![bin.to_string(), iin, beneficiary, voucher],
+                )
+                .map_err(fail)?;
+        }
+        transaction.commit().map_err(fail)?;
+        Ok(rows.len())
+    }
+
+    pub fn beneficiaries(&self, bin: &str) -> Result<Vec<(String, bool, String)>, RegistryError> {
+        self.connection
+            .prepare(
+                "SELECT iin, beneficiary, voucher FROM beneficiaries WHERE bin = ?1 ORDER BY iin",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|source| self.fail(source))
+    }
+
+    /// Every stored batch of `bin`'s agents, oldest first: (agent, seq, jws).
+    pub fn batches_of(&self, bin: &str) -> Result<Vec<(String, u64, String)>, RegistryError> {
+        self.connection
+            .prepare(
+                "SELECT b.agent, b.seq, b.jws FROM batches b JOIN agents a ON a.kid = b.agent
+                 WHERE a.bin = ?1 ORDER BY a.enrolled_at, b.agent, b.seq",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|source| self.fail(source))
+    }
+
+    /// The enrolled keys of `bin`'s agents.
+    pub fn keys_of(&self, bin: &str) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        self.connection
+            .prepare("SELECT kid, public_key FROM agents WHERE bin = ?1 ORDER BY enrolled_at")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|source| self.fail(source))
+    }
+
+    /// The read API's view of every college.
+    pub fn overview(&self) -> Result<Vec<CollegeOverview>, RegistryError> {
+        let fail = |source| self.fail(source);
+        let colleges: Vec<(String, String)> = self
+            .connection
+            .prepare("SELECT bin, name FROM colleges ORDER BY bin")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(fail)?;
+        let mut overview = Vec::new();
+        for (bin, name) in colleges {
+            let last_batch: Option<(u64, i64)> = self
+                .connection
+                .query_row(
+                    "SELECT b.seq, b.received_at FROM batches b JOIN agents a ON a.kid = b.agent
+                     WHERE a.bin = ?1 ORDER BY b.received_at DESC, b.seq DESC LIMIT 1",
+                    [&bin],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(fail)?;
+            let records: Vec<(String, u64)> = self
+                .connection
+                .prepare(
+                    "SELECT kind, COUNT(*) FROM records WHERE bin = ?1 GROUP BY kind ORDER BY kind",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([&bin], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .map_err(fail)?;
+            let quarantined: u64 = self
+                .connection
+                .query_row(
+                    "SELECT COUNT(*) FROM quarantine q JOIN agents a ON a.kid = q.agent WHERE a.bin = ?1",
+                    [&bin],
+                    |row| row.get(0),
+                )
+                .map_err(fail)?;
+            let closes: Vec<String> = self
+                .connection
+                .prepare("SELECT body FROM records WHERE bin = ?1 AND kind = 'month_close' ORDER BY record_id")
+                .and_then(|mut statement| statement.query_map([&bin], |row| row.get(0))?.collect())
+                .map_err(fail)?;
+            let months = closes
+                .iter()
+                .filter_map(|body| month_coverage(body, self.keys_of(&bin).ok()?.as_slice()))
+                .collect();
+            overview.push(CollegeOverview {
+                bin,
+                name,
+                last_seq: last_batch.map(|(seq, _)| seq),
+                last_batch_at: last_batch.map(|(_, at)| at),
+                records: records.into_iter().collect(),
+                quarantined,
+                months,
+            });
+        }
+        Ok(overview)
+    }
+}
+
+/// One college in the read API.
+#[derive(Debug, Serialize)]
+pub struct CollegeOverview {
+    pub bin: String,
+    pub name: String,
+    pub last_seq: Option<u64>,
+    pub last_batch_at: Option<i64>,
+    pub records: std::collections::BTreeMap<String, u64>,
+    pub quarantined: u64,
+    pub months: Vec<MonthCoverage>,
+}
+
+/// What a verified month-close statement says.
+#[derive(Debug, Serialize)]
+pub struct MonthCoverage {
+    pub month: String,
+    pub compliant: bool,
+    pub coverage_per_mille: Option<u64>,
+}
+
+/// Reads coverage out of a month-close record whose statement verifies under one of the
+/// college's enrolled keys; a statement that does not verify is not shown.
+fn month_coverage(body: &str, keys: &[(String, Vec<u8>)]) -> Option<MonthCoverage> {
+    let record: serde_json::Value = serde_json::from_str(body).ok()?;
+    let statement = record["statement"].as_str()?;
+    let payload = keys
+        .iter()
+        .find_map(|(_, key)| verify_compact(statement, key).ok())?
+        .payload;
+    let statement: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    Some(MonthCoverage {
+        month: statement["month"].as_str()?.to_owned(),
+        compliant: statement["compliant"].as_bool()?,
+        coverage_per_mille: statement["coverage"]["college"]["coverage_per_mille"].as_u64(),
+    })
+}
+
+/// The `kid` of a compact JWS's protected header.
+pub fn jws_kid(jws: &str) -> Option<String> {
+    crate::auth::claimed_agent(&format!("{} {jws}", crate::auth::SCHEME))
+}
