@@ -12,6 +12,7 @@ pub mod coverage;
 pub mod demo;
 pub mod error;
 pub mod export;
+pub mod grades;
 pub mod i18n;
 pub mod import;
 pub mod lessons;

@@ -691,3 +691,126 @@ impl TamperingProxy {
         self.uploads.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+#[test]
+fn grades_from_the_teacher_page_and_the_lms_reach_the_registry_as_events() {
+    let college = quick_college(3);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    let [first, second] = [&college.group_a[0], &college.group_a[1]];
+    // The teacher grades a student from the open lesson's page.
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let csrf = college.csrf(&teacher);
+    let post = |student: &str, score: &str| {
+        teacher
+            .post(college.url(&format!("/teacher/lessons/{}/grades", college.lesson_a)))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("student", student),
+                ("assessment", "midterm"),
+                ("score", score),
+                ("credits", "3"),
+            ])
+            .send()
+            .expect("grade")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(first, "87"), 303);
+    assert_eq!(post(first, "101"), 400, "a score above 100 is refused");
+    assert_eq!(
+        post(&college.group_b[0], "90"),
+        400,
+        "not a student of this lesson"
+    );
+    // The LMS export: hostile rows are named and nothing is imported ...
+    let grades = college.dir.file("grades.csv");
+    fs::write(
+        &grades,
+        format!(
+            "iin;discipline;assessment;score;credits;date\n\
+             {second};Физика;exam;101;3;2026-11-20\n\
+             {second};Физика;vibes;90;3;2026-11-20\n\
+             051203500038;Физика;exam;90;3;2026-11-20\n\
+             {second};\"x'); DROP TABLE grade_events;--\";exam;90;3;2099-01-01\n"
+        ),
+    )
+    .expect("csv");
+    let output = agent_run(
+        &college,
+        &["import", "grades", grades.to_str().expect("path")],
+    );
+    let stderr = text(&output).1;
+    assert!(!output.status.success());
+    for expected in [
+        "row 2, column score",
+        "row 3, column assessment",
+        "row 4, column iin",
+        "row 5, column date",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert_eq!(college.count("SELECT COUNT(*) FROM grade_events"), 1);
+    // ... a good file adds one grade, and a changed score is a correction, not an edit.
+    fs::write(
+        &grades,
+        format!(
+            "iin;discipline;assessment;score;credits;date\n{second};Физика;exam;75;4;2026-11-20\n"
+        ),
+    )
+    .expect("csv");
+    let output = agent_run(
+        &college,
+        &["import", "grades", grades.to_str().expect("path")],
+    );
+    assert!(text(&output).0.contains("1 added"), "{:?}", text(&output));
+    let output = agent_run(
+        &college,
+        &["import", "grades", grades.to_str().expect("path")],
+    );
+    assert!(
+        text(&output).0.contains("1 unchanged"),
+        "{:?}",
+        text(&output)
+    );
+    fs::write(
+        &grades,
+        format!(
+            "iin;discipline;assessment;score;credits;date\n{second};Физика;exam;80;4;2026-11-20\n"
+        ),
+    )
+    .expect("csv");
+    let output = agent_run(
+        &college,
+        &["import", "grades", grades.to_str().expect("path")],
+    );
+    assert!(text(&output).0.contains("1 updated"), "{:?}", text(&output));
+    assert_eq!(college.count("SELECT COUNT(*) FROM grade_events"), 3);
+    wait_for(
+        &college,
+        "the outbox to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+    let correction: Value = serde_json::from_str(
+        &registry
+            .db()
+            .query_row(
+                "SELECT body FROM records WHERE kind = 'grades' AND record_id = 3",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .expect("record"),
+    )
+    .expect("json");
+    assert_eq!(correction["score"], 80);
+    assert_eq!(correction["corrects"], 2);
+    assert_eq!(
+        correction["recorded_by"]
+            .as_str()
+            .map(|by| by.starts_with("import:")),
+        Some(true)
+    );
+}

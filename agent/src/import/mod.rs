@@ -1,8 +1,9 @@
-//! Imports of LMS exports (students, teachers, timetable): all rows or none.
+//! Imports of LMS exports (students, teachers, timetable, grades): all rows or none.
 //!
 //! Every row is parsed into domain types and checked against the database inside one
 //! transaction; any bad row rolls the whole file back unless `--skip-invalid` was given.
 
+mod grades;
 mod students;
 mod table;
 mod teachers;
@@ -20,6 +21,8 @@ pub enum ImportKind {
     Students,
     Teachers,
     Timetable,
+    /// Grades from the LMS: iin;discipline;assessment;score;credits;date
+    Grades,
 }
 
 /// One problem with one row (row 1 is the header; `column` is None for whole-row faults).
@@ -213,6 +216,7 @@ pub fn import(
         ImportKind::Students => students::COLUMNS,
         ImportKind::Teachers => teachers::COLUMNS,
         ImportKind::Timetable => timetable::COLUMNS,
+        ImportKind::Grades => grades::COLUMNS,
     };
     let table = table::read_table(bytes, specs).map_err(ImportError::Rejected)?;
     let path = store.path().to_owned();
@@ -226,6 +230,7 @@ pub fn import(
         ImportKind::Students => students::apply(&transaction, &table, options, &mut errors),
         ImportKind::Teachers => teachers::apply(&transaction, &table, &mut errors),
         ImportKind::Timetable => timetable::apply(&transaction, &table, &mut errors),
+        ImportKind::Grades => grades::apply(&transaction, &table, options, &mut errors),
     }
     .map_err(sqlite_error)?;
     report.rows = table.rows.len();

@@ -158,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/teacher/lessons/{id}/open", post(staff::open_lesson))
         .route("/teacher/lessons/{id}/close", post(staff::close_lesson))
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))
+        .route("/teacher/lessons/{id}/grades", post(staff::record_grade))
         .route("/admin/binding-codes", post(staff::issue_binding_code))
         .route("/admin", get(admin::dashboard))
         .route("/admin/export/{table}", get(admin::export))

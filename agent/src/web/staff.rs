@@ -415,6 +415,19 @@ pub async fn teacher_page(
                 excused = text(lang, "mark.excused"),
                 reason = text(lang, "mark.reason"),
                 save = text(lang, "mark.save"),
+            ) + &format!(
+                "<form method=post action=\"/teacher/lessons/{id}/grades\" class=grade>{csrf_field}<select name=student>{options}</select>\
+                 <select name=assessment><option value=current>{current}</option><option value=midterm>{midterm}</option>\
+                 <option value=exam>{exam}</option><option value=practice>{practice}</option></select>\
+                 <input name=score type=number min=0 max=100 required placeholder=\"0–100\">\
+                 <input name=credits type=number min=0 max=60 value=0 title=\"{credits}\"><button>{save}</button></form>",
+                id = lesson.id,
+                current = text(lang, "grade.current"),
+                midterm = text(lang, "grade.midterm"),
+                exam = text(lang, "grade.exam"),
+                practice = text(lang, "grade.practice"),
+                credits = text(lang, "grade.credits"),
+                save = text(lang, "grade.save"),
             )
         };
         rows.push_str(&format!(
@@ -551,6 +564,89 @@ pub struct ManualMarkForm {
     /// An admin's reason to let the mark take the group below the coverage rule.
     #[serde(default)]
     override_reason: String,
+}
+
+#[derive(Deserialize)]
+pub struct GradeForm {
+    csrf: String,
+    student: String,
+    assessment: String,
+    score: String,
+    credits: String,
+}
+
+/// A grade for a student of the lesson's group, dated the lesson's day, in its discipline.
+pub async fn record_grade(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<GradeForm>,
+) -> Response {
+    let (member, lesson, lang) =
+        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
+            Ok(authorised) => authorised,
+            Err(response) => return response,
+        };
+    let bad_input = || {
+        message_page(
+            StatusCode::BAD_REQUEST,
+            lang,
+            "error.title",
+            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
+        )
+    };
+    let parsed = (
+        Iin::parse(&form.student),
+        crate::grades::Assessment::parse(&form.assessment),
+        crate::grades::parse_score(&form.score),
+        crate::grades::parse_credits(&form.credits),
+        kasip_core::Discipline::parse(&lesson.discipline),
+        kasip_core::Date::parse(&lesson.date),
+    );
+    let (Ok(student), Ok(assessment), Ok(score), Ok(credits), Ok(discipline), Ok(date)) = parsed
+    else {
+        return bad_input();
+    };
+    let grade = crate::grades::NewGrade {
+        student,
+        discipline,
+        assessment,
+        score,
+        credits,
+        date,
+        recorded_by: member.login.clone(),
+    };
+    let now = state.now();
+    let group = lesson.group.clone();
+    let recorded = state
+        .with_db(move |store| {
+            let failure = |source| AgentError::from(store.error(source));
+            let connection = store.connection();
+            // Only a student of the lesson's group gets a grade from its page.
+            let in_group = connection
+                .query_row(
+                    "SELECT 1 FROM students s JOIN study_groups g ON g.id = s.group_id WHERE s.iin = ?1 AND g.code = ?2",
+                    rusqlite::params![grade.student.as_string(), group],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(failure)?
+                .is_some();
+            if !in_group {
+                return Ok(None);
+            }
+            let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)
+                .map_err(failure)?;
+            let recorded = crate::grades::record(&transaction, &grade, now).map_err(failure)?;
+            transaction.commit().map_err(failure)?;
+            Ok(Some(recorded))
+        })
+        .await;
+    match recorded {
+        Ok(Some(_)) => Redirect::to("/teacher").into_response(),
+        Ok(None) => bad_input(),
+        Err(error) => failure_page(lang, &error.to_string()),
+    }
 }
 
 pub async fn manual_mark(
