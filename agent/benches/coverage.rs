@@ -7,14 +7,13 @@ use std::time::Instant;
 
 use kasip_agent::coverage::{coverage_for_month, month_figures, CoverageRules};
 use kasip_agent::store::Store;
-use kasip_core::{Date, Iin, Month, PerMille, Sex};
+use kasip_core::{Date, Month, PerMille};
 use kasip_tests::{browser, run_with, text, Server, TempDataDir};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
 
-const GROUPS: usize = 200;
-const STUDENTS_PER_GROUP: usize = 25;
-const LESSONS_PER_DAY: usize = 6;
+#[path = "month_of_marks.rs"]
+mod month_of_marks;
 
 fn main() {
     // A real data dir, so the dashboard can be served from the same database below.
@@ -35,77 +34,8 @@ fn main() {
     }
     let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
     let month = Month::parse("2026-11").expect("month");
-    let working_days: Vec<Date> = (0..30)
-        .map(|offset| month.first_day().add_days(offset))
-        .filter(|day| day.iso_weekday() <= 5)
-        .collect();
     let started = Instant::now();
-    {
-        let transaction = store.connection_mut().transaction().expect("tx");
-        transaction
-            .execute("INSERT INTO teachers (iin, last_name, first_name) VALUES ('850515400012', 'T', 'T')", [])
-            .expect("teacher");
-        let birth = Date::new(2006, 3, 15).expect("date");
-        let mut serial = 0u16;
-        let mut iins = Vec::new();
-        while iins.len() < GROUPS * STUDENTS_PER_GROUP {
-            for sex in [Sex::Female, Sex::Male] {
-                if let Some(iin) =
-                    Iin::from_parts(birth.add_days(i64::from(serial / 9000)), sex, serial % 9000)
-                {
-                    iins.push(iin.to_string());
-                }
-            }
-            serial += 1;
-        }
-        let mut lesson_id = 0i64;
-        for group in 0..GROUPS {
-            transaction
-                .execute(
-                    "INSERT INTO study_groups (id, code) VALUES (?1, ?2)",
-                    rusqlite::params![group as i64 + 1, format!("G-{group:03}")],
-                )
-                .expect("group");
-            let members = &iins[group * STUDENTS_PER_GROUP..(group + 1) * STUDENTS_PER_GROUP];
-            for (index, iin) in members.iter().enumerate() {
-                transaction
-                    .execute(
-                        "INSERT INTO students (iin, last_name, first_name, group_id, beneficiary, status) VALUES (?1, 'S', 'S', ?2, ?3, 'active')",
-                        rusqlite::params![iin, group as i64 + 1, index % 5 != 4],
-                    )
-                    .expect("student");
-            }
-            for day in &working_days {
-                for slot in 0..LESSONS_PER_DAY {
-                    lesson_id += 1;
-                    transaction
-                        .execute(
-                            "INSERT INTO lessons (id, date, start_time, end_time, group_id, discipline, teacher_iin, room, mode)
-                             VALUES (?1, ?2, ?3, ?4, ?5, 'D', '850515400012', '101', 'offline')",
-                            rusqlite::params![lesson_id, day.to_string(), format!("{:02}:00", 8 + slot), format!("{:02}:50", 8 + slot), group as i64 + 1],
-                        )
-                        .expect("lesson");
-                    let mut insert = transaction
-                        .prepare_cached(
-                            "INSERT INTO attendance_events (lesson_id, student_iin, status, method, recorded_at, prev_hash, row_hash)
-                             VALUES (?1, ?2, 'present', ?3, 0, zeroblob(32), zeroblob(32))",
-                        )
-                        .expect("prepare");
-                    for (index, iin) in members.iter().enumerate() {
-                        let method = if (index + slot) % 3 == 0 {
-                            "manual"
-                        } else {
-                            "qr_phone"
-                        };
-                        insert
-                            .execute(rusqlite::params![lesson_id, iin, method])
-                            .expect("mark");
-                    }
-                }
-            }
-        }
-        transaction.commit().expect("commit");
-    }
+    month_of_marks::seed(&mut store, month);
     let marks: i64 = store
         .connection()
         .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
@@ -114,7 +44,7 @@ fn main() {
         .expect("count");
     println!(
         "seeded {} students, {marks} marks in {:.1} s",
-        GROUPS * STUDENTS_PER_GROUP,
+        month_of_marks::STUDENTS,
         started.elapsed().as_secs_f64()
     );
 

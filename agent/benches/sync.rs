@@ -1,0 +1,157 @@
+//! Draining a month of a 5,000-student college (≈ 630,000 marks) to the reference
+//! registry on loopback: sealing (build, canonicalise, sign, store) in-process, then
+//! `kasip-agent sync now` uploading every batch to a real `kasip-registry`, which
+//! verifies, checks every record and stores it. Baseline: one plain scan of the same
+//! marks in the same run. Also the uploading agent's peak RSS.
+//!
+//! `cargo bench -p kasip-agent --bench sync` (needs `cargo build --release -p kasip-sync`
+//! first, for the registry binary).
+
+use std::time::{Duration, Instant};
+
+use kasip_agent::outbox::{SealLimits, Sealer};
+use kasip_agent::store::Store;
+use kasip_certs::DeviceKey;
+use kasip_core::{Bin, Month};
+use kasip_tests::{run, text, workspace_binary, Server, TempDataDir};
+
+#[path = "month_of_marks.rs"]
+mod month_of_marks;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
+const BIN: &str = "090640001233";
+
+/// Peak resident set (VmHWM) of a running process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() {
+    let dir = TempDataDir::new();
+    let agent = |args: &[&str]| {
+        let output = run(AGENT, &dir.path(), args);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+    };
+    agent(&["init"]);
+    for name in ["agent.db", "agent.db-wal", "agent.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(name));
+    }
+    let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
+    month_of_marks::seed(&mut store, Month::parse("2026-11").expect("month"));
+    let marks: i64 = store
+        .connection()
+        .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
+            row.get(0)
+        })
+        .expect("count");
+
+    let baseline_started = Instant::now();
+    let scanned: i64 = store
+        .connection()
+        .query_row(
+            "SELECT COUNT(*) FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+             WHERE e.status = 'present'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("scan");
+    let baseline = baseline_started.elapsed();
+    assert_eq!(scanned, marks);
+
+    // Sealing: every mark into 5,000-record batches, signed and stored.
+    let key = DeviceKey::load(&dir.path().join("agent-key.pem")).expect("key");
+    let bin = Bin::parse(BIN).expect("bin");
+    let sealer = Sealer {
+        key: &key,
+        college_bin: &bin,
+        data_dir: &dir.path(),
+        limits: SealLimits {
+            max_records: 5_000,
+            max_age_secs: 60,
+        },
+    };
+    let seal_started = Instant::now();
+    let batches = sealer
+        .seal_due(store.connection_mut(), 1_795_000_000, true)
+        .expect("seal");
+    let sealing = seal_started.elapsed();
+    store.close().expect("close");
+
+    // Uploading: a real registry on loopback, the real agent CLI.
+    let registry_dir = TempDataDir::new();
+    let registry_binary = workspace_binary("kasip-registry");
+    let registry = |args: &[&str]| {
+        let output = run(&registry_binary, &registry_dir.path(), args);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        text(&output).0
+    };
+    registry(&["init"]);
+    registry(&["add-college", "--bin", BIN, "--name", "Bench college"]);
+    let code = registry(&["issue-enrolment-code", "--bin", BIN]);
+    let server = Server::start(&registry_binary, &registry_dir.path(), &[]);
+    agent(&["enroll", "--registry", &server.url, "--code", code.trim()]);
+    let upload_started = Instant::now();
+    let mut child = std::process::Command::new(AGENT)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["sync", "now"])
+        .env("KASIP_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sync now");
+    let mut peak = 0.0f64;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if let Some(rss) = peak_rss_mib(child.id()) {
+            peak = peak.max(rss);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let upload = upload_started.elapsed();
+    assert!(status.success(), "sync now failed");
+    let stored: i64 = rusqlite::Connection::open(registry_dir.path().join("registry.db"))
+        .and_then(|db| {
+            db.query_row(
+                "SELECT COUNT(*) FROM records WHERE kind = 'attendance'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .expect("registry count");
+    assert_eq!(stored, marks, "every mark stored once at the registry");
+    drop(server);
+
+    let rate = |elapsed: Duration| marks as f64 / elapsed.as_secs_f64();
+    println!(
+        "{} students, {marks} marks in {batches} batches of ≤ 5,000",
+        month_of_marks::STUDENTS
+    );
+    println!(
+        "baseline: plain scan of the marks {:.3} s ({:.0} records/s)",
+        baseline.as_secs_f64(),
+        rate(baseline)
+    );
+    println!(
+        "sealing (build, canonical JSON, Ed25519, store): {:.2} s, {:.0} records/s ({:.1}x the scan's time)",
+        sealing.as_secs_f64(),
+        rate(sealing),
+        sealing.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "upload to the registry (verify, check each record, store, receipt): {:.2} s, {:.0} records/s",
+        upload.as_secs_f64(),
+        rate(upload)
+    );
+    let total = sealing + upload;
+    println!(
+        "drain of the month, sealed to acknowledged: {:.2} s, {:.0} records/s ({:.1}x the scan's time); uploading agent's peak RSS {peak:.1} MiB",
+        total.as_secs_f64(),
+        rate(total),
+        total.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
