@@ -61,7 +61,11 @@ fn main() {
     let baseline = baseline_started.elapsed();
     assert_eq!(scanned, marks);
 
-    // Sealing: every mark into 5,000-record batches, signed and stored.
+    // Sealing alone, on a copy: every mark into 5,000-record batches, signed, stored.
+    store.close().expect("close");
+    let copy = dir.file("sealing-copy.db");
+    std::fs::copy(dir.path().join("agent.db"), &copy).expect("copy");
+    let mut store = Store::open(&copy).expect("copy store");
     let key = DeviceKey::load(&dir.path().join("agent-key.pem")).expect("key");
     let bin = Bin::parse(BIN).expect("bin");
     let sealer = Sealer {
@@ -80,7 +84,7 @@ fn main() {
     let sealing = seal_started.elapsed();
     store.close().expect("close");
 
-    // Uploading: a real registry on loopback, the real agent CLI.
+    // The drain: the real agent CLI seals and uploads (overlapped) to a real registry.
     let registry_dir = TempDataDir::new();
     let registry_binary = workspace_binary("kasip-registry");
     let registry = |args: &[&str]| {
@@ -143,15 +147,9 @@ fn main() {
         sealing.as_secs_f64() / baseline.as_secs_f64()
     );
     println!(
-        "upload to the registry (verify, check each record, store, receipt): {:.2} s, {:.0} records/s",
+        "drain of the month by `sync now`, unsealed to acknowledged by the registry (which verifies, checks each record, stores, signs a receipt): {:.2} s, {:.0} records/s ({:.1}x the scan's time); the agent's peak RSS {peak:.1} MiB",
         upload.as_secs_f64(),
-        rate(upload)
-    );
-    let total = sealing + upload;
-    println!(
-        "drain of the month, sealed to acknowledged: {:.2} s, {:.0} records/s ({:.1}x the scan's time); uploading agent's peak RSS {peak:.1} MiB",
-        total.as_secs_f64(),
-        rate(total),
-        total.as_secs_f64() / baseline.as_secs_f64()
+        rate(upload),
+        upload.as_secs_f64() / baseline.as_secs_f64()
     );
 }

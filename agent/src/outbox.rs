@@ -243,9 +243,21 @@ impl Sealer<'_> {
         now: i64,
         force: bool,
     ) -> rusqlite::Result<usize> {
+        self.seal_some(connection, now, force, usize::MAX)
+    }
+
+    /// Like `seal_due`, stopping after `most` batches, so a caller can interleave
+    /// sealing with uploads on one connection.
+    pub fn seal_some(
+        &self,
+        connection: &mut Connection,
+        now: i64,
+        force: bool,
+        most: usize,
+    ) -> rusqlite::Result<usize> {
         let mut sealed = 0;
         for kind in BatchKind::ALL {
-            loop {
+            while sealed < most {
                 let transaction =
                     connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let after = cursor(&transaction, kind)?;

@@ -149,8 +149,19 @@ impl Uploader {
         .map_err(|error| AgentError::Server(format!("sync task failed: {error}")))?
     }
 
-    /// Seals the due batches (all pending events when `force`).
+    /// Seals the due batches (all pending events when `force`), one batch per turn on
+    /// the connection so uploads interleave with a long sealing run.
     pub async fn seal(&self, force: bool) -> Result<usize, AgentError> {
+        let mut total = 0;
+        loop {
+            match self.seal_one(force).await? {
+                0 => return Ok(total),
+                sealed => total += sealed,
+            }
+        }
+    }
+
+    async fn seal_one(&self, force: bool) -> Result<usize, AgentError> {
         let key = Arc::clone(&self.key);
         let settings = Arc::clone(&self.settings);
         let data_dir = Arc::clone(&self.data_dir);
@@ -165,7 +176,7 @@ impl Uploader {
                     max_age_secs: settings.sync.batch_max_age_secs,
                 },
             };
-            sealer.seal_due(store.connection_mut(), now, force)
+            sealer.seal_some(store.connection_mut(), now, force, 1)
         })
         .await
     }
@@ -359,9 +370,12 @@ impl Uploader {
         Ok(report)
     }
 
-    /// Seals, then sends until the queue is empty or a send fails: `sync --now`.
+    /// Seals everything pending while sending, until the queue is empty or a send
+    /// fails: `sync --now`. Sealing (this process's CPU) overlaps with the registry's
+    /// checking (its CPU), so a month's backlog drains at the slower of the two rates.
     pub async fn sync_now(&self) -> Result<SyncNow, AgentError> {
-        let sealed = self.seal(true).await?;
+        let sealer = self.clone();
+        let mut sealing = tokio::spawn(async move { sealer.seal(true).await });
         let enrolled = self
             .db(|store| enrolment(store.connection()))
             .await?
@@ -382,7 +396,9 @@ impl Uploader {
                     .await?
                 {
                     Step::Sent => sent += 1,
-                    Step::Empty => break None,
+                    Step::Empty if sealing.is_finished() => break None,
+                    // The sealer has not caught up yet: give it the connection.
+                    Step::Empty => tokio::time::sleep(Duration::from_millis(5)).await,
                     Step::Stopped(alert) => break Some(alert),
                     Step::Wait(_) | Step::NotEnrolled => {
                         break Some(
@@ -395,6 +411,9 @@ impl Uploader {
                 }
             },
         };
+        let sealed = (&mut sealing)
+            .await
+            .map_err(|error| AgentError::Server(format!("sealing task failed: {error}")))??;
         let beneficiaries = match self.pull_beneficiaries(&client).await {
             Ok(report) => Some(report),
             Err(error) => {
