@@ -814,3 +814,81 @@ fn grades_from_the_teacher_page_and_the_lms_reach_the_registry_as_events() {
         Some(true)
     );
 }
+
+/// Over HTTPS the agent trusts the registry only through the system's roots or the CA
+/// file in `sync.registry_ca_file`; a plain-HTTP registry off this machine is refused.
+#[test]
+fn an_https_registry_is_trusted_only_through_the_configured_ca() {
+    let college = quick_college(1);
+    let registry_dir = TempDataDir::new();
+    let binary = workspace_binary("kasip-registry");
+    let cert = registry_dir.file("registry.crt");
+    let key = registry_dir.file("registry.key");
+    kasip_certs::write_self_signed(&["127.0.0.1".to_owned()], &cert, &key).expect("certificate");
+    for args in [
+        vec!["init"],
+        vec!["add-college", "--bin", DEMO_BIN, "--name", "Демо колледж"],
+    ] {
+        assert!(run(&binary, &registry_dir.path(), &args).status.success());
+    }
+    let clock = college.clock_file.display().to_string();
+    let server = Server::start_with_env(
+        &binary,
+        &registry_dir.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+        &[("KASIP_UNSAFE_CLOCK_FILE", &clock)],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let code = || {
+        let output = run(
+            &binary,
+            &registry_dir.path(),
+            &["issue-enrolment-code", "--bin", DEMO_BIN],
+        );
+        text(&output).0.trim().to_owned()
+    };
+    // Unknown CA: refused, and the message says it is about the certificate.
+    let output = agent_run(
+        &college,
+        &["enroll", "--registry", &server.url, "--code", &code()],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).1.to_lowercase().contains("certificate"),
+        "{:?}",
+        text(&output)
+    );
+    let output = agent_run(
+        &college,
+        &["enroll", "--registry", "http://192.0.2.1:80", "--code", "X"],
+    );
+    assert!(
+        text(&output).1.contains("must start with https://"),
+        "{:?}",
+        text(&output)
+    );
+    // With the pilot's CA in config: enrolled, and batches flow over HTTPS.
+    let config_path = college.dir.path().join("config.toml");
+    let config = fs::read_to_string(&config_path).expect("config").replace(
+        "registry_ca_file = \"\"",
+        &format!("registry_ca_file = \"{}\"", cert.display()),
+    );
+    fs::write(&config_path, config).expect("config");
+    let output = agent_run(
+        &college,
+        &["enroll", "--registry", &server.url, "--code", &code()],
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let output = agent_run(&college, &["sync", "now"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let status = sync_status(&college);
+    assert!(
+        status["acknowledged_batches"].as_u64() >= Some(1),
+        "{status:#}"
+    );
+}
