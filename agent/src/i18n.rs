@@ -356,6 +356,7 @@ const CATALOG: &[(&str, &str, &str, &str)] = &[
     ("grade.practice", "Тәжірибе", "Практика", "Practice"),
     ("grade.credits", "Кредиттер", "Кредиты", "Credits"),
     ("grade.save", "Бағаны сақтау", "Сохранить оценку", "Save the grade"),
+    ("sync.beneficiary_pull", "Тізілімнің бюджет тізімі: тізімде / өзгерді", "Список бюджетников реестра: в списке / изменено", "Registry's beneficiary list: listed / changed"),
     ("sync.title", "e-Qazyna тізіліміне жіберу", "Отправка в реестр e-Qazyna", "Sending to the e-Qazyna registry"),
     ("sync.alert", "Жіберу тоқтатылды", "Отправка остановлена", "Sending stopped"),
     ("sync.not_enrolled", "Агент тізілімге тіркелмеген: kasip-agent enroll", "Агент не зарегистрирован в реестре: kasip-agent enroll", "The agent is not enrolled with the registry: kasip-agent enroll"),

@@ -271,12 +271,47 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
     let registry = Registry::new(&college, &[]);
     enrol(&college, &registry);
     check_in_students(&college, 6);
+    // A month close travels as a signed statement inside a month_close batch.
+    let output = agent_run(
+        &college,
+        &[
+            "month-close",
+            "2026-11",
+            "--force",
+            "--reason",
+            "pilot test",
+        ],
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
     let status = wait_for(
         &college,
         "the outbox to drain",
         Duration::from_secs(60),
         drained,
     );
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'month_close'"),
+        1
+    );
+    // The registry's read API shows the college, its records and the month's coverage
+    // read from the verified statement.
+    let overview: Value =
+        kasip_tests::reqwest::blocking::get(format!("{}/v1/colleges", registry.url()))
+            .and_then(|response| response.json())
+            .expect("read API");
+    let college_view = &overview["colleges"][0];
+    assert_eq!(college_view["bin"], DEMO_BIN);
+    assert_eq!(college_view["records"]["attendance"], 6);
+    assert_eq!(college_view["months"][0]["month"], "2026-11");
+    // By hand: group A's 6 students checked in by QR, group B's 3 have no marks: 6 of 9.
+    assert_eq!(
+        college_view["months"][0]["coverage_per_mille"], 666,
+        "{overview:#}"
+    );
+    let page = kasip_tests::reqwest::blocking::get(registry.url())
+        .and_then(|response| response.text())
+        .expect("page");
+    assert!(page.contains("2026-11 66.6% (compliant)"), "{page}");
     assert!(
         status["acknowledged_batches"].as_u64() >= Some(2),
         "{status:#}"
@@ -612,6 +647,15 @@ fn the_beneficiary_pull_changes_flags_and_logs_each_change() {
     let output = agent_run(&college, &["sync", "now"]);
     assert!(output.status.success(), "{:?}", text(&output));
     assert_eq!(college.count("SELECT COUNT(*) FROM beneficiary_events"), 6);
+    // The admin sees the pull and the students the roster lacks.
+    let page = college
+        .teacher("admin")
+        .get(college.url("/admin"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("dashboard");
+    assert!(page.contains("id=beneficiary-pull"), "{page}");
+    assert!(page.contains(stranger), "{page}");
 }
 
 /// Forwards HTTP/1.1 requests to `upstream`, flipping one character of the signature of

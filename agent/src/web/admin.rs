@@ -338,9 +338,15 @@ fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
             "<p id=sync>{}</p>",
             text(lang, "sync.not_enrolled")
         )),
+        // A day's backlog is not an outage the admin can ignore: shown in red.
         (None, Some(registry)) => html.push_str(&format!(
-            "<p id=sync data-queued=\"{}\">{}: {} / {} · {}: {}</p>",
+            "<p id=sync data-queued=\"{}\"{}>{}: {} / {} · {}: {}</p>",
             sync.queued_batches + u64::from(sync.unsealed_records > 0),
+            if sync.oldest_unsent_age_secs.is_some_and(|age| age > 86_400) {
+                " class=bad"
+            } else {
+                ""
+            },
             escape_html(registry),
             sync.queued_batches,
             sync.queued_records + sync.unsealed_records,
@@ -354,6 +360,14 @@ fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
             "<p class=bad>{}: {}</p>",
             text(lang, "sync.last_error"),
             escape_html(error)
+        ));
+    }
+    if let Some(report) = &sync.beneficiary_pull {
+        html.push_str(&format!(
+            "<p id=beneficiary-pull>{}: {} / {}</p>",
+            text(lang, "sync.beneficiary_pull"),
+            report["listed"],
+            report["changed"],
         ));
     }
     if let Some(unknown) = sync
