@@ -936,3 +936,39 @@ fn an_https_registry_is_trusted_only_through_the_configured_ca() {
         "{status:#}"
     );
 }
+
+/// A registry that trickles its answers is cut off by the whole-request timeout and the
+/// same batch is retried; a trickle that fits the timeout still delivers.
+#[test]
+fn a_trickling_registry_hits_the_request_timeout_and_is_retried_not_alerted() {
+    let college = College::with_config(2, |config| {
+        config
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
+            .replace("request_timeout_secs = 60", "request_timeout_secs = 1")
+    });
+    let mut registry = Registry::new(&college, &["--slow-body", "3000"]);
+    // Enrolment's answer trickles too: enrol through a registry without the fault.
+    registry.stop();
+    registry.start(&[]);
+    enrol(&college, &registry);
+    registry.stop();
+    registry.start(&["--slow-body", "3000"]);
+    check_in_students(&college, 1);
+    let status = wait_for(&college, "a timeout", Duration::from_secs(60), |status| {
+        status["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("timed out"))
+    });
+    assert_eq!(status["alert"], Value::Null, "{status:#}");
+    assert_eq!(status["acknowledged_batches"], 0);
+    registry.stop();
+    registry.start(&["--slow-body", "300"]);
+    wait_for(
+        &college,
+        "the queue to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+}
