@@ -555,8 +555,9 @@ batch_max_age_secs = 60
 # Upload retries back off exponentially with jitter up to this wait. There is no retry
 # limit: nothing is ever dropped. Default 300.
 backoff_cap_secs = 300
-# Timeouts of one request to the registry: connecting, and the whole request.
+# Seconds to wait for a connection to the registry. Default 10.
 connect_timeout_secs = 10
+# Seconds one whole request may take, answer included. Default 60.
 request_timeout_secs = 60
 # How often the beneficiary list is pulled from the registry. Default 21600 (6 hours).
 beneficiary_pull_secs = 21600
