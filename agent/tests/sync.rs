@@ -295,10 +295,11 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
     );
     // The registry's read API shows the college, its records and the month's coverage
     // read from the verified statement.
-    let overview: Value =
-        kasip_tests::reqwest::blocking::get(format!("{}/v1/colleges", registry.url()))
-            .and_then(|response| response.json())
-            .expect("read API");
+    let overview: Value = kasip_tests::http_client()
+        .get(format!("{}/v1/colleges", registry.url()))
+        .send()
+        .and_then(|response| response.json())
+        .expect("read API");
     let college_view = &overview["colleges"][0];
     assert_eq!(college_view["bin"], DEMO_BIN);
     assert_eq!(college_view["records"]["attendance"], 6);
@@ -308,7 +309,9 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
         college_view["months"][0]["coverage_per_mille"], 666,
         "{overview:#}"
     );
-    let page = kasip_tests::reqwest::blocking::get(registry.url())
+    let page = kasip_tests::http_client()
+        .get(registry.url())
+        .send()
         .and_then(|response| response.text())
         .expect("page");
     assert!(page.contains("2026-11 66.6% (compliant)"), "{page}");

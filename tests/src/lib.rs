@@ -184,6 +184,16 @@ pub fn workspace_binary(name: &str) -> String {
     path.display().to_string()
 }
 
+/// A plain HTTP client (no cookies, no redirects followed), as a registry's caller.
+pub fn http_client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client")
+}
+
 /// A browser-like HTTPS client for `server`: trusts the agent's self-signed certificate
 /// from its data dir, keeps cookies, and does not follow redirects (tests check them).
 pub fn browser(data_dir: &Path) -> reqwest::blocking::Client {
