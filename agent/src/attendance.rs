@@ -3,6 +3,7 @@
 //! **Invariant**: the chain is extended only by `ChainWriter::append`, inside the
 //! caller's transaction, so a rolled-back transaction leaves no gap and no fork.
 
+use kasip_core::batch::to_hex as hex;
 use kasip_core::{Iin, MarkMethod, MarkStatus};
 use ring::digest::{digest, SHA256};
 use rusqlite::{Connection, OptionalExtension, Transaction};
@@ -143,10 +144,6 @@ pub enum ChainCheck {
     Intact { rows: u64, head: String },
     /// The first row that does not match, and why.
     Broken { row_id: i64, reason: String },
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Recomputes every row's hash in id order and names the first that does not match.

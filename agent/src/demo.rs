@@ -387,10 +387,9 @@ fn members_iin_at(
 
 /// What a phone's identity looks like in the marks: the hex SHA-256 of its cookie.
 fn demo_device_id(owner_iin: &str) -> String {
-    crate::checkin::secret_hash(&format!("demo phone of {owner_iin}"))
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    kasip_core::batch::to_hex(&crate::checkin::secret_hash(&format!(
+        "demo phone of {owner_iin}"
+    )))
 }
 
 /// What seeding created, one report per export, and the history of marks.

@@ -9,7 +9,7 @@
 use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{
-    sha256_hex, AttendanceRecord, BatchEnvelope, BatchKind, ContingentRecord, GradeRecord,
+    sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, ContingentRecord, GradeRecord,
     MonthCloseRecord, OverrideRecord, Receipt, BATCH_VERSION, GENESIS_PREV,
 };
 use kasip_core::Bin;
@@ -66,10 +66,6 @@ fn to_value<T: Serialize>(record: T) -> Value {
     serde_json::to_value(record).unwrap_or(Value::Null)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// The next at most `limit` events of `kind` after `after`: (id, record).
 fn pending_records(
     transaction: &Transaction<'_>,
@@ -109,7 +105,7 @@ fn pending_records(
                         marked_by: row.get(13)?,
                         reason: row.get(14)?,
                         corrects: row.get(15)?,
-                        chain_hash: hex(&row.get::<_, Vec<u8>>(16)?),
+                        chain_hash: to_hex(&row.get::<_, Vec<u8>>(16)?),
                     }),
                 ))
             })?

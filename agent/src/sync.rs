@@ -104,7 +104,7 @@ pub enum Step {
     /// A batch was acknowledged; go on at once.
     Sent,
     /// Wait, then try again.
-    Wait(Duration),
+    Wait { delay: Duration, reason: String },
     /// The queue is stopped by an alert.
     Stopped(String),
     /// Not enrolled yet.
@@ -210,10 +210,14 @@ impl Uploader {
             }
             Err(error) => {
                 let now = self.now();
-                let text = format!("checkpoint: {error}");
+                let reason = format!("checkpoint: {error}");
+                let text = reason.clone();
                 self.db(move |store| outbox::note_error(store.connection(), &text, now))
                     .await?;
-                return Ok(Step::Wait(Duration::from_secs(5)));
+                return Ok(Step::Wait {
+                    delay: Duration::from_secs(5),
+                    reason,
+                });
             }
         };
         if checkpoint.last_seq == 0 {
@@ -307,10 +311,11 @@ impl Uploader {
                 let delay = backoff.next_delay(retry_after);
                 tracing::warn!(seq, %reason, retry_in = ?delay, "upload failed; will retry the same batch");
                 let now = self.now();
-                let text = format!("batch {seq}: {reason}");
+                let reason = format!("batch {seq}: {reason}");
+                let text = reason.clone();
                 self.db(move |store| outbox::note_error(store.connection(), &text, now))
                     .await?;
-                Ok(Step::Wait(delay))
+                Ok(Step::Wait { delay, reason })
             }
             Upload::BadBatch { message } => {
                 self.alert(format!(
@@ -400,14 +405,8 @@ impl Uploader {
                     // The sealer has not caught up yet: give it the connection.
                     Step::Empty => tokio::time::sleep(Duration::from_millis(5)).await,
                     Step::Stopped(alert) => break Some(alert),
-                    Step::Wait(_) | Step::NotEnrolled => {
-                        break Some(
-                            self.db(|store| outbox::status(store.connection(), 0))
-                                .await?
-                                .last_error
-                                .unwrap_or_else(|| "the registry is unavailable".into()),
-                        )
-                    }
+                    Step::Wait { reason, .. } => break Some(reason),
+                    Step::NotEnrolled => break Some("not enrolled".into()),
                 }
             },
         };
@@ -431,20 +430,20 @@ impl Uploader {
 
     /// The service's loop: seal due batches, send, pull beneficiaries, until `stop`.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), self.settings.sync.backoff_cap);
-        let mut checkpoint_checked = false;
-        let mut next_pull_at = 0i64;
+        let mut session = Session {
+            backoff: Backoff::new(Duration::from_secs(1), self.settings.sync.backoff_cap),
+            client: None,
+            checkpoint_checked: false,
+            next_pull_at: 0,
+        };
         loop {
-            let wait = match self
-                .step(&mut backoff, &mut checkpoint_checked, &mut next_pull_at)
-                .await
-            {
+            let wait = match self.step(&mut session).await {
                 Ok(Step::Sent) => Duration::ZERO,
-                Ok(Step::Wait(delay)) => delay,
+                Ok(Step::Wait { delay, .. }) => delay,
                 Ok(Step::Empty | Step::NotEnrolled | Step::Stopped(_)) => Duration::from_secs(1),
                 Err(error) => {
                     tracing::error!(%error, "sync step failed");
-                    backoff.next_delay(None)
+                    session.backoff.next_delay(None)
                 }
             };
             if wait.is_zero() {
@@ -464,34 +463,43 @@ impl Uploader {
         }
     }
 
-    async fn step(
-        &self,
-        backoff: &mut Backoff,
-        checkpoint_checked: &mut bool,
-        next_pull_at: &mut i64,
-    ) -> Result<Step, AgentError> {
+    async fn step(&self, session: &mut Session) -> Result<Step, AgentError> {
         self.seal(false).await?;
         let Some(enrolled) = self.db(|store| enrolment(store.connection())).await? else {
             return Ok(Step::NotEnrolled);
         };
-        let client = client(&self.settings, &enrolled.registry_url)?;
-        if !*checkpoint_checked {
-            match self.check_checkpoint(&client).await? {
-                Step::Sent => *checkpoint_checked = true,
+        // One client (its TLS set-up and kept-alive connections) per registry URL;
+        // re-enrolment elsewhere makes a new one.
+        let client = match session.client.take() {
+            Some(client) if client.base_url() == enrolled.registry_url => client,
+            _ => client(&self.settings, &enrolled.registry_url)?,
+        };
+        let client = session.client.insert(client);
+        if !session.checkpoint_checked {
+            match self.check_checkpoint(client).await? {
+                Step::Sent => session.checkpoint_checked = true,
                 other => return Ok(other),
             }
         }
         let now = self.now();
-        if now >= *next_pull_at {
-            *next_pull_at = now + self.settings.sync.beneficiary_pull_secs;
-            if let Err(error) = self.pull_beneficiaries(&client).await {
+        if now >= session.next_pull_at {
+            session.next_pull_at = now + self.settings.sync.beneficiary_pull_secs;
+            if let Err(error) = self.pull_beneficiaries(client).await {
                 tracing::warn!(%error, "beneficiary pull failed; will try again at the next interval");
-                *next_pull_at = now + 60;
+                session.next_pull_at = now + 60;
             }
         }
-        self.send_next(&client, &enrolled.registry_key, backoff)
+        self.send_next(client, &enrolled.registry_key, &mut session.backoff)
             .await
     }
+}
+
+/// What the service's loop keeps between steps.
+struct Session {
+    backoff: Backoff,
+    client: Option<RegistryClient>,
+    checkpoint_checked: bool,
+    next_pull_at: i64,
 }
 
 /// What `sync --now` did.

@@ -159,8 +159,17 @@ fn drained(status: &Value) -> bool {
 
 /// A college whose batches seal at once and whose retries wait at most a second.
 fn quick_college(group_size: usize) -> College {
+    quick_college_batching(group_size, 5000)
+}
+
+/// Like `quick_college`, with at most `max_records` records per batch.
+fn quick_college_batching(group_size: usize, max_records: usize) -> College {
     College::with_config(group_size, |config| {
         config
+            .replace(
+                "batch_max_records = 5000",
+                &format!("batch_max_records = {max_records}"),
+            )
             .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
             .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
     })
@@ -370,12 +379,7 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
 
 #[test]
 fn a_backlog_made_while_the_registry_is_down_drains_in_order() {
-    let college = College::with_config(3, |config| {
-        config
-            .replace("batch_max_records = 5000", "batch_max_records = 500")
-            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
-            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
-    });
+    let college = quick_college_batching(3, 500);
     let mut registry = Registry::new(&college, &[]);
     enrol(&college, &registry);
     registry.stop();
@@ -410,12 +414,7 @@ fn a_backlog_made_while_the_registry_is_down_drains_in_order() {
 
 #[test]
 fn faults_drops_and_restarts_deliver_every_record_exactly_once() {
-    let college = College::with_config(3, |config| {
-        config
-            .replace("batch_max_records = 5000", "batch_max_records = 300")
-            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
-            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
-    });
+    let college = quick_college_batching(3, 300);
     let mut registry = Registry::new(&college, &["--fail-rate", "0.3", "--drop-rate", "0.2"]);
     // Enrolment itself may meet a dropped connection; the operator simply retries.
     let mut enrolled = false;
@@ -456,12 +455,7 @@ fn faults_drops_and_restarts_deliver_every_record_exactly_once() {
 
 #[test]
 fn an_agent_killed_mid_upload_loses_nothing_and_reuses_no_seq() {
-    let mut college = College::with_config(3, |config| {
-        config
-            .replace("batch_max_records = 5000", "batch_max_records = 200")
-            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
-            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1")
-    });
+    let mut college = quick_college_batching(3, 200);
     let registry = Registry::new(&college, &["--latency-ms", "50"]);
     enrol(&college, &registry);
     let output = agent_run(&college, &["demo"]);

@@ -138,13 +138,14 @@ pub fn is_sha256_hex(text: &str) -> bool {
             .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
+/// Lower-case hex of `bytes`: how hashes are written in records, batches and the log.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Lower-case hex SHA-256 of `bytes`: how batches chain (`prev`) and are compared.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    to_hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// What the registry did with one record.

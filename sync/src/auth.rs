@@ -25,7 +25,11 @@ pub fn authorization(key: &DeviceKey, method: &str, path: &str, now: i64) -> Str
 
 /// The `kid` an authorization header claims, before any check (to look up the key).
 pub fn claimed_agent(header: &str) -> Option<String> {
-    let jws = header.strip_prefix(SCHEME)?.trim();
+    jws_kid(header.strip_prefix(SCHEME)?.trim())
+}
+
+/// The `kid` of a compact JWS's protected header, unverified (to find the key).
+pub fn jws_kid(jws: &str) -> Option<String> {
     let header_part = jws.split('.').next()?;
     let bytes = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,

@@ -276,7 +276,7 @@ impl RegistryStore {
 
     /// Judges and (when good) stores one batch, atomically: design §5.4.
     pub fn receive(&mut self, jws: &str, now: i64) -> Result<Verdict, RegistryError> {
-        let Some(kid) = jws_kid(jws) else {
+        let Some(kid) = crate::auth::jws_kid(jws) else {
             return Ok(Verdict::Bad("not a compact JWS with a kid".into()));
         };
         let Some((public_key, bin)) = self.agent(&kid)? else {
@@ -630,9 +630,10 @@ impl RegistryStore {
                 .prepare("SELECT body FROM records WHERE bin = ?1 AND kind = 'month_close' ORDER BY record_id")
                 .and_then(|mut statement| statement.query_map([&bin], |row| row.get(0))?.collect())
                 .map_err(fail)?;
+            let keys = self.keys_of(&bin)?;
             let months = closes
                 .iter()
-                .filter_map(|body| month_coverage(body, self.keys_of(&bin).ok()?.as_slice()))
+                .filter_map(|body| month_coverage(body, &keys))
                 .collect();
             overview.push(CollegeOverview {
                 bin,
@@ -683,9 +684,4 @@ fn month_coverage(body: &str, keys: &[(String, Vec<u8>)]) -> Option<MonthCoverag
         compliant: statement["compliant"].as_bool()?,
         coverage_per_mille: statement["coverage"]["college"]["coverage_per_mille"].as_u64(),
     })
-}
-
-/// The `kid` of a compact JWS's protected header.
-pub fn jws_kid(jws: &str) -> Option<String> {
-    crate::auth::claimed_agent(&format!("{} {jws}", crate::auth::SCHEME))
 }
