@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::attendance::{ChainWriter, NewMark};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::kiosks::{decide_scan, KioskScan, ScanOutcome};
 use crate::lessons::open_lesson_at;
 use crate::staff::Role;
 use crate::store::Store;
@@ -141,31 +142,35 @@ pub type CheckInResult = Result<Result<Accepted, Rejection>, WriteFailure>;
 
 pub type ManualResult = Result<Result<ManualAccepted, ManualRefusal>, WriteFailure>;
 
+pub type KioskScanResult = Result<ScanOutcome, WriteFailure>;
+
 enum Request {
     Phone(PhoneCheckIn, oneshot::Sender<CheckInResult>),
     Manual(ManualMark, oneshot::Sender<ManualResult>),
+    Kiosk(KioskScan, oneshot::Sender<KioskScanResult>),
 }
 
 enum Answer {
     Phone(Result<Accepted, Rejection>),
     Manual(Result<ManualAccepted, ManualRefusal>),
+    Kiosk(ScanOutcome),
 }
 
 impl Request {
     fn reply(self, answer: Result<Answer, WriteFailure>) {
+        let wrong_kind = || WriteFailure("internal error: wrong answer kind".into());
+        // decide_group answers each request with its own kind; a mismatch still answers
+        // rather than leave a client hanging.
         match (self, answer) {
             (Request::Phone(_, reply), Ok(Answer::Phone(answer))) => drop(reply.send(Ok(answer))),
             (Request::Manual(_, reply), Ok(Answer::Manual(answer))) => drop(reply.send(Ok(answer))),
+            (Request::Kiosk(_, reply), Ok(Answer::Kiosk(answer))) => drop(reply.send(Ok(answer))),
             (Request::Phone(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
             (Request::Manual(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
-            // decide_group answers each request with its own kind; never leave a client
-            // hanging if that ever breaks.
-            (Request::Phone(_, reply), Ok(Answer::Manual(_))) => drop(reply.send(Err(
-                WriteFailure("internal error: wrong answer kind".into()),
-            ))),
-            (Request::Manual(_, reply), Ok(Answer::Phone(_))) => drop(reply.send(Err(
-                WriteFailure("internal error: wrong answer kind".into()),
-            ))),
+            (Request::Kiosk(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
+            (Request::Phone(_, reply), Ok(_)) => drop(reply.send(Err(wrong_kind()))),
+            (Request::Manual(_, reply), Ok(_)) => drop(reply.send(Err(wrong_kind()))),
+            (Request::Kiosk(_, reply), Ok(_)) => drop(reply.send(Err(wrong_kind()))),
         }
     }
 }
@@ -218,6 +223,28 @@ impl MarkWriter {
         answer
             .await
             .map_err(|_| WriteFailure("the mark writer stopped before answering".into()))?
+    }
+
+    /// Decides and stores the scans a kiosk forwarded, in order; resolves after commit.
+    pub async fn kiosk_scans(&self, scans: Vec<KioskScan>) -> Vec<KioskScanResult> {
+        let mut answers = Vec::with_capacity(scans.len());
+        for scan in scans {
+            let (reply, answer) = oneshot::channel();
+            let sent = self.sender.send(Request::Kiosk(scan, reply));
+            answers.push(sent.map(|()| answer));
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Err(_) => Err(WriteFailure("the mark writer has stopped".into())),
+                Ok(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(WriteFailure(
+                        "the mark writer stopped before answering".into(),
+                    ))
+                }),
+            });
+        }
+        results
     }
 }
 
@@ -283,6 +310,15 @@ fn decide_group(
                     record_security_event(&transaction, now, *rejection, check_in)?;
                 }
                 answers.push(Answer::Phone(answer));
+            }
+            Request::Kiosk(scan, _) => {
+                answers.push(Answer::Kiosk(decide_scan(
+                    &transaction,
+                    &mut chain,
+                    scan,
+                    settings,
+                    now,
+                )?));
             }
             Request::Manual(mark, _) => {
                 answers.push(Answer::Manual(decide_manual(

@@ -125,6 +125,10 @@ pub enum Command {
     /// Staff accounts: add admins and curators, set passwords
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Kiosks at classroom doors and entrances: add (prints the one-time enrolment code),
+    /// list, revoke
+    #[command(subcommand)]
+    Kiosk(KioskCommand),
     /// Student phone binding
     #[command(subcommand)]
     Student(StudentCommand),
@@ -189,6 +193,30 @@ pub enum StaffCommand {
     },
     /// Set a password, read from standard input (teachers sign in with their IIN)
     SetPassword { login_or_iin: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KioskCommand {
+    /// Register a kiosk and print its one-time enrolment code (valid 24 h) and this
+    /// agent's certificate fingerprint, for `kasip-kiosk enroll` on the kiosk
+    Add {
+        /// A classroom door: scans mark the lesson held in this room (as in the timetable)
+        #[arg(long, value_name = "ROOM", required_unless_present = "entrance", conflicts_with = "entrance")]
+        room: Option<String>,
+        /// With --room: the site of the room, when room names repeat across sites
+        #[arg(long, value_name = "SITE", requires = "room")]
+        site: Option<String>,
+        /// A site's entrance: scans record campus presence
+        #[arg(long, value_name = "SITE")]
+        entrance: Option<String>,
+    },
+    /// List kiosks: place, state, last scan
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a kiosk: its credential stops working at once
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -398,6 +426,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             }
             Ok(())
         }
+        Command::Kiosk(command) => commands::kiosk(&data_dir, command),
         Command::Enroll { registry, code } => {
             let kid = commands::enroll(&data_dir, &registry, &code)?;
             println!("enrolled with {registry} as {kid}; batches will be sent from now on");

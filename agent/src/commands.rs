@@ -614,3 +614,93 @@ fn print_sync_status(status: &crate::outbox::SyncStatus) {
         println!("beneficiary pull:    {report}");
     }
 }
+
+pub fn kiosk(data_dir: &DataDir, command: crate::cli::KioskCommand) -> Result<(), AgentError> {
+    use crate::cli::KioskCommand;
+    use crate::kiosks::Place;
+    let (settings, store) = open(data_dir)?;
+    let connection = store.connection();
+    let now = unix_now();
+    let database = |source| AgentError::from(store.error(source));
+    match command {
+        KioskCommand::Add {
+            room,
+            site,
+            entrance,
+        } => {
+            let place = match (room, entrance) {
+                (Some(room), _) => Place::Room {
+                    room: room.trim().to_owned(),
+                    site: site.unwrap_or_default().trim().to_owned(),
+                },
+                (None, Some(site)) => Place::Entrance {
+                    site: site.trim().to_owned(),
+                },
+                (None, None) => {
+                    return Err(AgentError::Usage("give --room ROOM or --entrance SITE".into()))
+                }
+            };
+            let issued = crate::kiosks::add(connection, &place, "cli", now)
+                .map_err(database)?
+                .map_err(|error| AgentError::Operation(error.to_string()))?;
+            if let Place::Room { room, .. } = &place {
+                let lessons: i64 = connection
+                    .query_row("SELECT COUNT(*) FROM lessons WHERE room = ?1", [room], |row| row.get(0))
+                    .map_err(database)?;
+                if lessons == 0 {
+                    eprintln!("warning: no lesson in the timetable is in room '{room}' yet; scans there will mark nothing until one is");
+                }
+            }
+            let (cert_path, _) = settings
+                .tls_pem
+                .clone()
+                .unwrap_or_else(|| (data_dir.tls_cert_path(), data_dir.tls_key_path()));
+            let fingerprint = fs::read_to_string(&cert_path)
+                .ok()
+                .and_then(|pem| kasip_certs::fingerprint_pem(&pem))
+                .unwrap_or_else(|| format!("(no certificate at {})", cert_path.display()));
+            println!("kiosk {} for {}", issued.id, place.describe());
+            println!("enrolment code: {} (valid 24 h, once)", issued.code);
+            println!("agent certificate SHA-256: {fingerprint}");
+            println!(
+                "on the kiosk: kasip-kiosk enroll --agent https://AGENT:PORT --code {} --fingerprint {fingerprint}",
+                issued.code
+            );
+            Ok(())
+        }
+        KioskCommand::List { json } => {
+            let rows = crate::kiosks::list(connection, now).map_err(database)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows)
+                        .map_err(|error| AgentError::Operation(error.to_string()))?
+                );
+            } else if rows.is_empty() {
+                println!("no kiosks; add one with `kasip-agent kiosk add --room ROOM` or `--entrance SITE`");
+            }
+            if !json {
+                for row in rows {
+                    println!(
+                        "{}\t{}\t{}\t{} scan(s){}",
+                        row.id,
+                        row.place,
+                        row.state,
+                        row.scans,
+                        row.last_scan_at
+                            .map(|at| format!(", last at {at}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        KioskCommand::Revoke { id } => {
+            crate::kiosks::revoke(connection, id, now)
+                .map_err(database)?
+                .map_err(|error| AgentError::Operation(error.to_string()))?;
+            println!("kiosk {id} revoked; its scans are refused from now on");
+            Ok(())
+        }
+    }
+}

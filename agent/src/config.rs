@@ -76,6 +76,24 @@ struct ConfigFile {
     red_flags: RedFlagsSection,
     #[serde(default)]
     sync: SyncSection,
+    #[serde(default)]
+    kiosk: KioskSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct KioskSection {
+    grace_mins: u32,
+    pass_window_secs: u32,
+}
+
+impl Default for KioskSection {
+    fn default() -> Self {
+        Self {
+            grace_mins: 10,
+            pass_window_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +285,11 @@ pub struct Settings {
     /// Thresholds of the red flags.
     pub red_flags: crate::red_flags::RedFlagRules,
     pub sync: SyncSettings,
+    /// Minutes before a lesson's start and after its end in which a room kiosk's scan
+    /// marks it.
+    pub kiosk_grace_mins: u32,
+    /// Largest |scan time − pass signing time| accepted, on the kiosk and here.
+    pub pass_window_secs: u32,
 }
 
 impl Settings {
@@ -431,7 +454,21 @@ impl Settings {
                 60..=7 * 86_400,
             )? as i64,
         };
+        if !(1..=240).contains(&file.kiosk.grace_mins) {
+            return Err(format!(
+                "kiosk.grace_mins must be 1-240 minutes, not {}",
+                file.kiosk.grace_mins
+            ));
+        }
+        if !(5..=300).contains(&file.kiosk.pass_window_secs) {
+            return Err(format!(
+                "kiosk.pass_window_secs must be 5-300 seconds, not {}",
+                file.kiosk.pass_window_secs
+            ));
+        }
         Ok(Self {
+            kiosk_grace_mins: file.kiosk.grace_mins,
+            pass_window_secs: file.kiosk.pass_window_secs,
             sync,
             red_flags,
             min_coverage,
@@ -561,6 +598,15 @@ connect_timeout_secs = 10
 request_timeout_secs = 60
 # How often the beneficiary list is pulled from the registry. Default 21600 (6 hours).
 beneficiary_pull_secs = 21600
+
+[kiosk]
+# Kiosks are added with `kasip-agent kiosk add --room ROOM | --entrance SITE`.
+# A room kiosk's scan marks the lesson in its room from this many minutes before the
+# lesson starts to this many after it ends. Default 10.
+grace_mins = 10
+# A student pass is accepted when it was signed at most this many seconds from the scan
+# (both ways), on the kiosk and on the agent. Default 30.
+pass_window_secs = 30
 "#
     )
 }

@@ -61,7 +61,7 @@ pub fn local_to_unix(date: Date, time: TimeOfDay, settings: &Settings) -> i64 {
 
 /// Parses stored `date` and `HH:MM` text back into Unix time; stored values were
 /// validated on import, so a failure means a hand-edited database.
-fn stored_to_unix(date: &str, time: &str, settings: &Settings) -> Option<i64> {
+pub fn stored_to_unix(date: &str, time: &str, settings: &Settings) -> Option<i64> {
     Some(local_to_unix(
         Date::parse(date).ok()?,
         TimeOfDay::parse(time).ok()?,

@@ -15,6 +15,7 @@ pub mod export;
 pub mod grades;
 pub mod i18n;
 pub mod import;
+pub mod kiosks;
 pub mod lessons;
 pub mod month_close;
 pub mod outbox;

@@ -62,6 +62,31 @@ pub fn write_self_signed(
     Ok(())
 }
 
+/// SHA-256 of a certificate's DER, lowercase hex: what a kiosk pins and an admin
+/// compares by eye.
+pub fn fingerprint_der(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The fingerprint of the first certificate in PEM text (the served, end-entity one).
+pub fn fingerprint_pem(pem: &str) -> Option<String> {
+    use base64::Engine;
+    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
+    let body: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    Some(fingerprint_der(&der))
+}
+
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     let write_error = |source| TlsError::Write {
         path: path.to_owned(),
@@ -81,6 +106,22 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn fingerprint_of_pem_is_that_of_its_der() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        write_self_signed(&[], &cert, &key).expect("write");
+        let pem = fs::read_to_string(&cert).expect("cert");
+        let fingerprint = fingerprint_pem(&pem).expect("a certificate");
+        assert_eq!(fingerprint.len(), 64);
+        let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD.decode(body).expect("base64");
+        assert_eq!(fingerprint, fingerprint_der(&der));
+        assert_eq!(fingerprint_pem("no certificate here"), None);
+        assert_eq!(fingerprint_pem("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"), None);
+    }
 
     #[test]
     fn writes_a_pem_pair_with_a_private_key_file() {

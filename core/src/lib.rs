@@ -9,6 +9,7 @@ pub mod canonical_json;
 pub mod coverage;
 pub mod date;
 pub mod iin;
+pub mod pass;
 pub mod roster;
 pub mod token;
 
@@ -18,6 +19,7 @@ pub use canonical_json::{to_canonical_json, CanonicalError};
 pub use coverage::{coverage_of, per_mille_text, PerMille, ScopeCoverage, StudentMonth};
 pub use date::{Date, DateError, Month, TimeOfDay};
 pub use iin::{Bin, IdError, Iin, Sex};
+pub use pass::{PassError, PassPublicKey, StudentPass};
 pub use roster::{
     parse_yes_no, CollegeTimezone, Discipline, FieldError, GroupCode, LessonMode, PersonName,
     RoomName, SiteName, StudentStatus,

@@ -340,6 +340,55 @@ CREATE TABLE sync_state (
 INSERT INTO sync_state (id) VALUES (1);
 "#,
     },
+    Migration {
+        version: 6,
+        description: "student passes, kiosks, kiosk scans and campus presence",
+        sql: r#"
+-- Public halves of the pass keys phones create with WebCrypto (design §5.3). A new key
+-- for a student, or a new binding, replaces the old one; replaced keys stay so a scan
+-- buffered on a kiosk before the change still verifies.
+CREATE TABLE pass_keys (
+    id            INTEGER PRIMARY KEY,
+    student_iin   TEXT NOT NULL REFERENCES students(iin),
+    binding_id    INTEGER NOT NULL REFERENCES device_bindings(id),
+    public_key    BLOB NOT NULL,
+    registered_at INTEGER NOT NULL,
+    replaced_at   INTEGER
+);
+CREATE INDEX pass_keys_active ON pass_keys(student_iin) WHERE replaced_at IS NULL;
+-- A kiosk is bound to a room (marks the lesson running there) or to a site's entrance
+-- (campus presence). Its one-time enrolment code and its credential are stored hashed.
+CREATE TABLE kiosks (
+    id              INTEGER PRIMARY KEY,
+    place           TEXT NOT NULL CHECK (place IN ('room', 'entrance')),
+    room            TEXT NOT NULL DEFAULT '',
+    site            TEXT NOT NULL DEFAULT '',
+    code_hash       BLOB NOT NULL UNIQUE,
+    code_expires_at INTEGER NOT NULL,
+    credential_hash BLOB UNIQUE,
+    created_at      INTEGER NOT NULL,
+    created_by      TEXT NOT NULL,
+    enrolled_at     INTEGER,
+    revoked_at      INTEGER
+);
+-- Every scan a kiosk forwarded, by the kiosk's scan id (a repeat upload answers the same).
+-- A pass (student + signing time) counts once across all kiosks.
+CREATE TABLE kiosk_scans (
+    scan_id        TEXT PRIMARY KEY,
+    kiosk_id       INTEGER NOT NULL REFERENCES kiosks(id),
+    student_iin    TEXT NOT NULL,
+    pass_signed_at INTEGER NOT NULL,
+    scanned_at     INTEGER NOT NULL,
+    received_at    INTEGER NOT NULL,
+    outcome        TEXT NOT NULL CHECK (outcome IN ('marked', 'presence', 'no_lesson', 'refused')),
+    reason         TEXT,
+    event_id       INTEGER REFERENCES attendance_events(id)
+);
+CREATE UNIQUE INDEX kiosk_scans_one_use_per_pass ON kiosk_scans(student_iin, pass_signed_at)
+    WHERE outcome != 'refused';
+CREATE INDEX kiosk_scans_by_student ON kiosk_scans(student_iin, scanned_at);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

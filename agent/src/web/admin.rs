@@ -767,10 +767,24 @@ pub async fn student_page(
             &format!("<p class=bad>{}</p>", text(lang, "bind.bad_iin")),
         );
     };
+    let settings = std::sync::Arc::clone(&state.settings);
     let marks = state
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
-            store
+            let presence = crate::kiosks::campus_presence(store.connection(), &iin.as_string(), 1000)
+                .map_err(failure)?;
+            let presence: Vec<(String, String)> = presence
+                .into_iter()
+                .filter_map(|(at, site)| {
+                    let local = at + settings.timezone.offset_seconds();
+                    let date = kasip_core::Date::from_days_since_epoch(local.div_euclid(86_400));
+                    (date.calendar_month() == month).then(|| {
+                        let seconds = local.rem_euclid(86_400);
+                        (format!("{date} {:02}:{:02}", seconds / 3600, seconds % 3600 / 60), site)
+                    })
+                })
+                .collect();
+            let marks = store
                 .connection()
                 .prepare(
                     "SELECT l.date, l.start_time, l.discipline, e.status, e.method, COALESCE(e.marked_by, '')
@@ -785,11 +799,12 @@ pub async fn student_page(
                         )?
                         .collect::<Result<Vec<_>, _>>()
                 })
-                .map_err(failure)
+                .map_err(failure)?;
+            Ok((marks, presence))
         })
         .await;
-    let marks = match marks {
-        Ok(marks) => marks,
+    let (marks, presence) = match marks {
+        Ok(found) => found,
         Err(error) => return failure_page(lang, &error.to_string()),
     };
     let rows: String = marks
@@ -802,9 +817,15 @@ pub async fn student_page(
             )
         })
         .collect();
+    let presence_rows: String = presence
+        .iter()
+        .rev()
+        .map(|(at, site)| format!("<tr><td>{at}</td><td>{}</td></tr>", escape_html(site)))
+        .collect();
     let body = format!(
-        "<h1>{} — {month}</h1><table id=marks>{rows}</table>",
-        escape_html(&query.iin)
+        "<h1>{} — {month}</h1><table id=marks>{rows}</table><h2>{}</h2><table id=campus-presence>{presence_rows}</table>",
+        escape_html(&query.iin),
+        text(lang, "admin.campus_presence"),
     );
     Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
 }

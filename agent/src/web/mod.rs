@@ -4,7 +4,9 @@
 //! and stop it themselves; `main` passes SIGTERM/Ctrl-C.
 
 mod admin;
+mod kiosk;
 mod page;
+mod pass;
 mod phone;
 mod staff;
 
@@ -168,6 +170,12 @@ pub fn router(state: AppState) -> Router {
         .route("/display/{id}", get(staff::display_page))
         .route("/display/{id}/current", get(staff::display_current))
         .route("/bind", get(phone::bind_form).post(phone::bind))
+        .route("/pass", get(pass::page))
+        .route("/pass.js", get(pass::script))
+        .route("/pass/key", post(pass::register_key))
+        .route("/kiosk/enroll", post(kiosk::enrol))
+        .route("/kiosk/keys", get(kiosk::keys))
+        .route("/kiosk/scans", post(kiosk::scans))
         .route("/c", get(phone::typed_form).post(phone::typed_check_in))
         .route(
             "/c/{token}",

@@ -31,6 +31,13 @@ fn lang_of(query: &LangQuery, headers: &HeaderMap) -> Lang {
     super::page::language(query.lang.as_deref(), headers)
 }
 
+impl LangQuery {
+    /// The reader's language: `?lang=`, cookie, then Accept-Language.
+    pub fn lang(&self, headers: &HeaderMap) -> Lang {
+        lang_of(self, headers)
+    }
+}
+
 /// Cookie and hidden field pairing the binding form with the browser that loaded it, so
 /// a hostile site cannot bind a student's phone to the attacker's account (login CSRF).
 const BIND_CSRF_COOKIE: &str = "kasip_bind_csrf";
@@ -188,13 +195,15 @@ pub async fn bind(
             transaction
                 .execute("UPDATE binding_codes SET used_at = ?2 WHERE code_hash = ?1", rusqlite::params![code_hash, now])
                 .map_err(failure)?;
-            // One active phone per student: binding a new one revokes the old.
+            // One active phone per student: binding a new one revokes the old, and its
+            // pass key with it (the new phone makes its own on /pass).
             transaction
                 .execute(
                     "UPDATE device_bindings SET revoked_at = ?2 WHERE student_iin = ?1 AND revoked_at IS NULL",
                     rusqlite::params![iin.as_string(), now],
                 )
                 .map_err(failure)?;
+            crate::kiosks::replace_pass_keys(&transaction, &iin.as_string(), now).map_err(failure)?;
             transaction
                 .execute(
                     "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at) VALUES (?1, ?2, ?3, ?4)",
@@ -269,7 +278,11 @@ async fn finish_binding(
             StatusCode::OK,
             lang,
             "bind.title",
-            &format!("<p class=ok>{}</p>", text(lang, "bind.done")),
+            &format!(
+                "<p class=ok>{}</p><p><a href=\"/pass\">{}</a></p>",
+                text(lang, "bind.done"),
+                text(lang, "pass.title")
+            ),
         ),
     };
     let headers = response.headers_mut();

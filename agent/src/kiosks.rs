@@ -1,0 +1,825 @@
+//! Kiosks and student passes on the agent's side (design §5.3).
+//!
+//! A phone registers the public half of its pass key (`register_pass_key`); kiosks enrol
+//! with a one-time code (`enrol`), pull every registered key (`pass_keys`) so they verify
+//! passes offline, and forward the scans they accepted. The mark writer decides each
+//! forwarded scan with `decide_scan`: the pass is verified again here, so a stolen kiosk
+//! credential cannot invent attendance without the students' phones.
+
+use kasip_core::{Iin, MarkMethod, MarkStatus, PassError, PassPublicKey, StudentPass};
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use crate::attendance::{ChainWriter, NewMark};
+use crate::checkin::secret_hash;
+use crate::config::Settings;
+use crate::lessons::stored_to_unix;
+use crate::staff::random_token;
+
+/// How long a kiosk's enrolment code is valid.
+pub const CODE_TTL_SECS: i64 = 86_400;
+/// A kiosk clock this far ahead of the agent's is not believed.
+const MAX_KIOSK_CLOCK_AHEAD_SECS: i64 = 300;
+/// Scans accepted in one upload.
+pub const MAX_SCANS_PER_UPLOAD: usize = 500;
+
+/// Where a kiosk stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// At a classroom door: a scan marks the lesson held in `room` (at `site`, when set).
+    Room { room: String, site: String },
+    /// At a site's entrance: a scan records campus presence.
+    Entrance { site: String },
+}
+
+impl Place {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Room { .. } => "room",
+            Self::Entrance { .. } => "entrance",
+        }
+    }
+
+    fn columns(&self) -> (&str, &str) {
+        match self {
+            Self::Room { room, site } => (room, site),
+            Self::Entrance { site } => ("", site),
+        }
+    }
+
+    fn from_columns(kind: &str, room: String, site: String) -> Self {
+        if kind == "entrance" {
+            Self::Entrance { site }
+        } else {
+            Self::Room { room, site }
+        }
+    }
+
+    /// "room 101" / "room 101 at Main" / "entrance of Main", for lists and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Room { room, site } if site.is_empty() => format!("room {room}"),
+            Self::Room { room, site } => format!("room {room} at {site}"),
+            Self::Entrance { site } => format!("entrance of {site}"),
+        }
+    }
+}
+
+/// An enrolled, not revoked kiosk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kiosk {
+    pub id: i64,
+    pub place: Place,
+}
+
+/// What the admin reads out to the kiosk's installer.
+pub struct IssuedKiosk {
+    pub id: i64,
+    pub code: String,
+    pub expires_at: i64,
+}
+
+/// Why the admin's `kiosk add` or `kiosk revoke` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KioskError {
+    #[error("the room name is empty")]
+    EmptyRoom,
+    #[error("no site named '{site}' (known sites: {known}); check the timetable's site column")]
+    UnknownSite { site: String, known: String },
+    #[error("no kiosk with id {0}; `kasip-agent kiosk list` shows them")]
+    UnknownKiosk(i64),
+    #[error("the system's random source failed")]
+    Random,
+}
+
+/// Registers a kiosk place and issues its one-time enrolment code.
+pub fn add(
+    connection: &Connection,
+    place: &Place,
+    created_by: &str,
+    now: i64,
+) -> rusqlite::Result<Result<IssuedKiosk, KioskError>> {
+    let (room, site) = place.columns();
+    if matches!(place, Place::Room { .. }) && room.trim().is_empty() {
+        return Ok(Err(KioskError::EmptyRoom));
+    }
+    if !site.is_empty() || matches!(place, Place::Entrance { .. }) {
+        let known: Option<i64> = connection
+            .query_row("SELECT id FROM sites WHERE name = ?1", [site], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if known.is_none() {
+            let mut statement = connection.prepare("SELECT name FROM sites ORDER BY name")?;
+            let names = statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            return Ok(Err(KioskError::UnknownSite {
+                site: site.to_owned(),
+                known: if names.is_empty() {
+                    "none imported yet".into()
+                } else {
+                    names.join(", ")
+                },
+            }));
+        }
+    }
+    let Ok(code) = random_token(15) else {
+        return Ok(Err(KioskError::Random));
+    };
+    let expires_at = now + CODE_TTL_SECS;
+    connection.execute(
+        "INSERT INTO kiosks (place, room, site, code_hash, code_expires_at, created_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![
+            place.kind(),
+            room.trim(),
+            site,
+            secret_hash(&code),
+            expires_at,
+            now,
+            created_by
+        ],
+    )?;
+    Ok(Ok(IssuedKiosk {
+        id: connection.last_insert_rowid(),
+        code,
+        expires_at,
+    }))
+}
+
+/// One row of `kiosk list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KioskRow {
+    pub id: i64,
+    pub place: String,
+    pub state: &'static str,
+    pub enrolled_at: Option<i64>,
+    pub last_scan_at: Option<i64>,
+    pub scans: i64,
+}
+
+pub fn list(connection: &Connection, now: i64) -> rusqlite::Result<Vec<KioskRow>> {
+    let mut statement = connection.prepare(
+        "SELECT k.id, k.place, k.room, k.site, k.code_expires_at, k.enrolled_at, k.revoked_at,
+                MAX(s.scanned_at), COUNT(s.scan_id)
+         FROM kiosks k LEFT JOIN kiosk_scans s ON s.kiosk_id = k.id
+         GROUP BY k.id ORDER BY k.id",
+    )?;
+    let rows = statement.query_map([], |row| {
+        let place = Place::from_columns(&row.get::<_, String>(1)?, row.get(2)?, row.get(3)?);
+        let expires_at: i64 = row.get(4)?;
+        let enrolled_at: Option<i64> = row.get(5)?;
+        let revoked_at: Option<i64> = row.get(6)?;
+        let state = match (revoked_at, enrolled_at) {
+            (Some(_), _) => "revoked",
+            (None, Some(_)) => "enrolled",
+            (None, None) if expires_at < now => "code expired",
+            (None, None) => "waiting for enrolment",
+        };
+        Ok(KioskRow {
+            id: row.get(0)?,
+            place: place.describe(),
+            state,
+            enrolled_at,
+            last_scan_at: row.get(7)?,
+            scans: row.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Revokes a kiosk: its credential stops working at once, its code too.
+pub fn revoke(
+    connection: &Connection,
+    id: i64,
+    now: i64,
+) -> rusqlite::Result<Result<(), KioskError>> {
+    let changed = connection.execute(
+        "UPDATE kiosks SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+        rusqlite::params![id, now],
+    )?;
+    Ok(if changed == 0 {
+        Err(KioskError::UnknownKiosk(id))
+    } else {
+        Ok(())
+    })
+}
+
+/// Why a kiosk's enrolment was refused (the kiosk prints it for the installer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrolRefusal {
+    UnknownCode,
+    Expired,
+    AlreadyUsed,
+}
+
+impl EnrolRefusal {
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::UnknownCode => "unknown enrolment code; check it, or issue a new one with `kasip-agent kiosk add`",
+            Self::Expired => "this enrolment code has expired; issue a new one with `kasip-agent kiosk add`",
+            Self::AlreadyUsed => "this enrolment code was already used; issue a new one with `kasip-agent kiosk add`",
+        }
+    }
+}
+
+/// Trades a one-time code for the kiosk's credential (returned once, stored hashed).
+pub fn enrol(
+    connection: &Connection,
+    code: &str,
+    now: i64,
+) -> rusqlite::Result<Result<(Kiosk, String), EnrolRefusal>> {
+    let row: Option<(i64, String, String, String, i64, Option<i64>, Option<i64>)> = connection
+        .query_row(
+            "SELECT id, place, room, site, code_expires_at, enrolled_at, revoked_at
+             FROM kiosks WHERE code_hash = ?1",
+            [secret_hash(code.trim())],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, kind, room, site, expires_at, enrolled_at, revoked_at)) = row else {
+        return Ok(Err(EnrolRefusal::UnknownCode));
+    };
+    if revoked_at.is_some() {
+        return Ok(Err(EnrolRefusal::UnknownCode));
+    }
+    if enrolled_at.is_some() {
+        return Ok(Err(EnrolRefusal::AlreadyUsed));
+    }
+    if expires_at < now {
+        return Ok(Err(EnrolRefusal::Expired));
+    }
+    let Ok(credential) = random_token(32) else {
+        return Err(rusqlite::Error::InvalidQuery);
+    };
+    connection.execute(
+        "UPDATE kiosks SET credential_hash = ?2, enrolled_at = ?3 WHERE id = ?1",
+        rusqlite::params![id, secret_hash(&credential), now],
+    )?;
+    Ok(Ok((
+        Kiosk {
+            id,
+            place: Place::from_columns(&kind, room, site),
+        },
+        credential,
+    )))
+}
+
+/// Who presented a kiosk credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KioskIdentity {
+    Enrolled(Kiosk),
+    Revoked(i64),
+    Unknown,
+}
+
+pub fn authenticate(connection: &Connection, credential: &str) -> rusqlite::Result<KioskIdentity> {
+    let row: Option<(i64, String, String, String, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT id, place, room, site, revoked_at FROM kiosks WHERE credential_hash = ?1",
+        )?
+        .query_row([secret_hash(credential)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        })
+        .optional()?;
+    Ok(match row {
+        None => KioskIdentity::Unknown,
+        Some((id, _, _, _, Some(_))) => KioskIdentity::Revoked(id),
+        Some((id, kind, room, site, None)) => KioskIdentity::Enrolled(Kiosk {
+            id,
+            place: Place::from_columns(&kind, room, site),
+        }),
+    })
+}
+
+/// A student as a kiosk needs them to decide offline.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PassHolder {
+    pub iin: String,
+    pub name: String,
+    pub active: bool,
+    /// base64url uncompressed P-256 points.
+    pub keys: Vec<String>,
+}
+
+/// Every student with a current pass key.
+pub fn pass_keys(connection: &Connection) -> rusqlite::Result<Vec<PassHolder>> {
+    let mut statement = connection.prepare(
+        "SELECT s.iin, s.last_name || ' ' || s.first_name, s.status, k.public_key
+         FROM pass_keys k JOIN students s ON s.iin = k.student_iin
+         WHERE k.replaced_at IS NULL ORDER BY s.iin, k.id",
+    )?;
+    let mut holders: Vec<PassHolder> = Vec::new();
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (iin, name, status, key) = row?;
+        let Ok(key) = PassPublicKey::from_bytes(&key) else {
+            continue;
+        };
+        match holders.last_mut() {
+            Some(holder) if holder.iin == iin => holder.keys.push(key.to_base64url()),
+            _ => holders.push(PassHolder {
+                iin,
+                name,
+                active: status == "active",
+                keys: vec![key.to_base64url()],
+            }),
+        }
+    }
+    Ok(holders)
+}
+
+/// Why a phone's pass key was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKeyRefusal {
+    /// The phone is not bound (or its binding was replaced).
+    NotBound,
+    /// The key is not a P-256 point, or the proof pass is not signed by it for this
+    /// student now.
+    BadProof,
+}
+
+/// The phone's current binding: (binding id, student).
+fn binding_of(
+    connection: &Connection,
+    credential_hash: &[u8],
+) -> rusqlite::Result<Option<(i64, String)>> {
+    connection
+        .prepare_cached(
+            "SELECT id, student_iin FROM device_bindings WHERE credential_hash = ?1 AND revoked_at IS NULL",
+        )?
+        .query_row([credential_hash], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+}
+
+/// The bound student and the pass key registered for this binding, if any.
+pub fn pass_state(
+    connection: &Connection,
+    credential_hash: &[u8],
+) -> rusqlite::Result<Option<(Iin, String, Option<String>)>> {
+    let Some((binding_id, iin)) = binding_of(connection, credential_hash)? else {
+        return Ok(None);
+    };
+    let name: String = connection.query_row(
+        "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
+        [&iin],
+        |row| row.get(0),
+    )?;
+    let key: Option<Vec<u8>> = connection
+        .query_row(
+            "SELECT public_key FROM pass_keys WHERE binding_id = ?1 AND replaced_at IS NULL",
+            [binding_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let key = key
+        .and_then(|key| PassPublicKey::from_bytes(&key).ok())
+        .map(|key| key.to_base64url());
+    Ok(Iin::parse(&iin).ok().map(|iin| (iin, name, key)))
+}
+
+/// Registers a phone's new pass key, replacing the student's earlier ones. `proof` is a
+/// pass signed by the new key now: it shows the phone holds the private half and that
+/// the point is on the curve.
+pub fn register_pass_key(
+    connection: &Connection,
+    credential_hash: &[u8],
+    key: &str,
+    proof: &str,
+    now: i64,
+    window_secs: i64,
+) -> rusqlite::Result<Result<Iin, PassKeyRefusal>> {
+    let Some((binding_id, iin)) = binding_of(connection, credential_hash)? else {
+        return Ok(Err(PassKeyRefusal::NotBound));
+    };
+    let Ok(key) = PassPublicKey::from_base64url(key) else {
+        return Ok(Err(PassKeyRefusal::BadProof));
+    };
+    let proven = StudentPass::parse(proof).is_ok_and(|pass| {
+        pass.student.as_string() == iin
+            && pass.check_fresh(now, window_secs).is_ok()
+            && pass.verify_signature([&key])
+    });
+    if !proven {
+        return Ok(Err(PassKeyRefusal::BadProof));
+    }
+    let Ok(student) = Iin::parse(&iin) else {
+        return Ok(Err(PassKeyRefusal::NotBound));
+    };
+    let transaction = connection.unchecked_transaction()?;
+    let same: Option<i64> = transaction
+        .query_row(
+            "SELECT id FROM pass_keys WHERE binding_id = ?1 AND public_key = ?2 AND replaced_at IS NULL",
+            rusqlite::params![binding_id, key.as_bytes()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if same.is_none() {
+        replace_pass_keys(&transaction, &iin, now)?;
+        transaction.execute(
+            "INSERT INTO pass_keys (student_iin, binding_id, public_key, registered_at) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![iin, binding_id, key.as_bytes(), now],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(Ok(student))
+}
+
+/// Retires a student's current pass keys (a new key or a new binding).
+pub fn replace_pass_keys(connection: &Connection, iin: &str, now: i64) -> rusqlite::Result<()> {
+    connection.execute(
+        "UPDATE pass_keys SET replaced_at = ?2 WHERE student_iin = ?1 AND replaced_at IS NULL",
+        rusqlite::params![iin, now],
+    )?;
+    Ok(())
+}
+
+/// A scan a kiosk accepted and forwarded.
+#[derive(Debug, Clone)]
+pub struct KioskScan {
+    pub kiosk: Kiosk,
+    /// The kiosk's id for this scan: a repeated upload answers the same.
+    pub scan_id: String,
+    pub pass: String,
+    /// When the kiosk saw the pass (its clock).
+    pub scanned_at: i64,
+}
+
+/// Why the agent refused a forwarded scan. Each is a security event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanRefusal {
+    Malformed,
+    UnknownStudent,
+    Forged,
+    Stale,
+    FromTheFuture,
+    Replayed,
+    StudentInactive,
+}
+
+impl ScanRefusal {
+    /// Stored as the scan's reason and, prefixed with `kiosk_`, as the security event.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed_pass",
+            Self::UnknownStudent => "unknown_student",
+            Self::Forged => "forged_pass",
+            Self::Stale => "stale_pass",
+            Self::FromTheFuture => "pass_from_the_future",
+            Self::Replayed => "replayed_pass",
+            Self::StudentInactive => "student_inactive",
+        }
+    }
+
+    fn from_code(code: &str) -> Self {
+        match code {
+            "unknown_student" => Self::UnknownStudent,
+            "forged_pass" => Self::Forged,
+            "stale_pass" => Self::Stale,
+            "pass_from_the_future" => Self::FromTheFuture,
+            "replayed_pass" => Self::Replayed,
+            "student_inactive" => Self::StudentInactive,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// What a forwarded scan became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// A `qr_kiosk` mark for the lesson in the kiosk's room (or the student's earlier QR
+    /// mark for it: `repeated`).
+    Marked {
+        student: String,
+        event_id: i64,
+        lesson_id: i64,
+        repeated: bool,
+    },
+    /// Campus presence at an entrance.
+    Presence { student: String },
+    /// A valid pass at a room kiosk with no lesson of the student's group there then:
+    /// kept, not a mark.
+    NoLesson { student: String },
+    Refused(ScanRefusal),
+}
+
+impl ScanOutcome {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Marked { .. } => "marked",
+            Self::Presence { .. } => "presence",
+            Self::NoLesson { .. } => "no_lesson",
+            Self::Refused(_) => "refused",
+        }
+    }
+}
+
+/// Decides one forwarded scan inside the writer's transaction.
+pub fn decide_scan(
+    transaction: &Transaction<'_>,
+    chain: &mut ChainWriter,
+    scan: &KioskScan,
+    settings: &Settings,
+    now: i64,
+) -> rusqlite::Result<ScanOutcome> {
+    let earlier: Option<(i64, String, String, Option<String>, Option<i64>, Option<i64>)> =
+        transaction
+            .prepare_cached(
+                "SELECT s.kiosk_id, s.student_iin, s.outcome, s.reason, s.event_id, e.lesson_id
+                 FROM kiosk_scans s LEFT JOIN attendance_events e ON e.id = s.event_id
+                 WHERE s.scan_id = ?1",
+            )?
+            .query_row([&scan.scan_id], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .optional()?;
+    if let Some((kiosk_id, student, outcome, reason, event_id, lesson_id)) = earlier {
+        // The same upload again (the answer was lost): the same answer. Another kiosk
+        // reusing an id is a replay.
+        if kiosk_id != scan.kiosk.id {
+            return refuse(transaction, scan, None, ScanRefusal::Replayed, now, false);
+        }
+        return Ok(match outcome.as_str() {
+            "marked" => ScanOutcome::Marked {
+                student,
+                event_id: event_id.unwrap_or_default(),
+                lesson_id: lesson_id.unwrap_or_default(),
+                repeated: true,
+            },
+            "presence" => ScanOutcome::Presence { student },
+            "no_lesson" => ScanOutcome::NoLesson { student },
+            _ => ScanOutcome::Refused(ScanRefusal::from_code(reason.as_deref().unwrap_or(""))),
+        });
+    }
+    let pass = match StudentPass::parse(&scan.pass) {
+        Ok(pass) => pass,
+        Err(_) => return refuse(transaction, scan, None, ScanRefusal::Malformed, now, true),
+    };
+    let window = i64::from(settings.pass_window_secs);
+    if scan.scanned_at > now + MAX_KIOSK_CLOCK_AHEAD_SECS {
+        return refuse(transaction, scan, Some(&pass), ScanRefusal::FromTheFuture, now, true);
+    }
+    match pass.check_fresh(scan.scanned_at, window) {
+        Ok(()) => {}
+        Err(PassError::FromTheFuture { .. }) => {
+            return refuse(transaction, scan, Some(&pass), ScanRefusal::FromTheFuture, now, true)
+        }
+        Err(_) => return refuse(transaction, scan, Some(&pass), ScanRefusal::Stale, now, true),
+    }
+    let iin = pass.student.as_string();
+    let student: Option<(i64, String)> = transaction
+        .prepare_cached("SELECT group_id, status FROM students WHERE iin = ?1")?
+        .query_row([&iin], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((group_id, status)) = student else {
+        return refuse(transaction, scan, Some(&pass), ScanRefusal::UnknownStudent, now, true);
+    };
+    // Keys current when the pass was signed: a scan buffered on a kiosk across a
+    // re-registration still verifies under the key that made it.
+    let keys: Vec<PassPublicKey> = transaction
+        .prepare_cached(
+            "SELECT public_key FROM pass_keys WHERE student_iin = ?1
+             AND registered_at <= ?2 + ?3 AND (replaced_at IS NULL OR replaced_at >= ?2 - ?3)",
+        )?
+        .query_map(rusqlite::params![&iin, pass.signed_at, window], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?
+        .filter_map(|key| key.ok().and_then(|key| PassPublicKey::from_bytes(&key).ok()))
+        .collect();
+    if !pass.verify_signature(&keys) {
+        return refuse(transaction, scan, Some(&pass), ScanRefusal::Forged, now, true);
+    }
+    if status != "active" {
+        return refuse(transaction, scan, Some(&pass), ScanRefusal::StudentInactive, now, true);
+    }
+    let used: Option<String> = transaction
+        .prepare_cached(
+            "SELECT scan_id FROM kiosk_scans WHERE student_iin = ?1 AND pass_signed_at = ?2 AND outcome != 'refused'",
+        )?
+        .query_row(rusqlite::params![&iin, pass.signed_at], |row| row.get(0))
+        .optional()?;
+    if used.is_some() {
+        return refuse(transaction, scan, Some(&pass), ScanRefusal::Replayed, now, true);
+    }
+    let outcome = match &scan.kiosk.place {
+        Place::Entrance { .. } => ScanOutcome::Presence {
+            student: iin.clone(),
+        },
+        Place::Room { room, site } => {
+            match lesson_in_room(transaction, room, site, group_id, scan.scanned_at, settings)? {
+                None => ScanOutcome::NoLesson {
+                    student: iin.clone(),
+                },
+                Some((lesson_id, starts_at)) => {
+                    mark_lesson(transaction, chain, scan, &pass, lesson_id, starts_at, settings)?
+                }
+            }
+        }
+    };
+    let event_id = match &outcome {
+        ScanOutcome::Marked { event_id, .. } => Some(*event_id),
+        _ => None,
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO kiosk_scans (scan_id, kiosk_id, student_iin, pass_signed_at, scanned_at, received_at, outcome, event_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(rusqlite::params![
+            scan.scan_id,
+            scan.kiosk.id,
+            iin,
+            pass.signed_at,
+            scan.scanned_at,
+            now,
+            outcome.code(),
+            event_id
+        ])?;
+    Ok(outcome)
+}
+
+/// The lesson of `group_id` in `room` whose time, widened by the kiosk grace, holds
+/// `at`: (lesson id, start).
+fn lesson_in_room(
+    transaction: &Transaction<'_>,
+    room: &str,
+    site: &str,
+    group_id: i64,
+    at: i64,
+    settings: &Settings,
+) -> rusqlite::Result<Option<(i64, i64)>> {
+    let grace = i64::from(settings.kiosk_grace_mins) * 60;
+    let date = crate::commands::local_date(settings, at);
+    let mut statement = transaction.prepare_cached(
+        "SELECT l.id, l.date, l.start_time, l.end_time FROM lessons l LEFT JOIN sites s ON s.id = l.site_id
+         WHERE l.room = ?1 AND l.group_id = ?2 AND l.date = ?3 AND (?4 = '' OR s.name = ?4)
+         ORDER BY l.start_time",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![room, group_id, date.to_string(), site],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        },
+    )?;
+    for row in rows {
+        let (id, date, start, end) = row?;
+        let (Some(starts_at), Some(ends_at)) = (
+            stored_to_unix(&date, &start, settings),
+            stored_to_unix(&date, &end, settings),
+        ) else {
+            continue;
+        };
+        if starts_at - grace <= at && at <= ends_at + grace {
+            return Ok(Some((id, starts_at)));
+        }
+    }
+    Ok(None)
+}
+
+fn mark_lesson(
+    transaction: &Transaction<'_>,
+    chain: &mut ChainWriter,
+    scan: &KioskScan,
+    pass: &StudentPass,
+    lesson_id: i64,
+    starts_at: i64,
+    settings: &Settings,
+) -> rusqlite::Result<ScanOutcome> {
+    let iin = pass.student.as_string();
+    let earlier: Option<i64> = transaction
+        .prepare_cached(
+            "SELECT id FROM attendance_events
+             WHERE lesson_id = ?1 AND student_iin = ?2 AND method IN ('qr_phone', 'qr_typed', 'qr_kiosk')
+             ORDER BY id LIMIT 1",
+        )?
+        .query_row(rusqlite::params![lesson_id, &iin], |row| row.get(0))
+        .optional()?;
+    if let Some(event_id) = earlier {
+        return Ok(ScanOutcome::Marked {
+            student: iin,
+            event_id,
+            lesson_id,
+            repeated: true,
+        });
+    }
+    let late = scan.scanned_at > starts_at + i64::from(settings.late_after_mins) * 60;
+    let event_id = chain.append(
+        transaction,
+        &NewMark {
+            lesson_id,
+            student_iin: pass.student,
+            status: if late {
+                MarkStatus::Late
+            } else {
+                MarkStatus::Present
+            },
+            method: MarkMethod::QrKiosk,
+            recorded_at: scan.scanned_at,
+            device_id: Some(format!("kiosk:{}", scan.kiosk.id)),
+            token_step: None,
+            marked_by: None,
+            reason: None,
+            corrects: None,
+        },
+    )?;
+    // A mark for a lesson of a closed month is an adjustment to that month's statement.
+    transaction
+        .prepare_cached(
+            "INSERT INTO month_adjustments (event_id, month)
+             SELECT ?1, mc.month FROM lessons l JOIN month_closes mc ON mc.month = substr(l.date, 1, 7)
+             WHERE l.id = ?2",
+        )?
+        .execute(rusqlite::params![event_id, lesson_id])?;
+    Ok(ScanOutcome::Marked {
+        student: iin,
+        event_id,
+        lesson_id,
+        repeated: false,
+    })
+}
+
+/// Records a refusal as a security event and, when `remember`, under the scan's id so a
+/// repeated upload gets the same answer.
+fn refuse(
+    transaction: &Transaction<'_>,
+    scan: &KioskScan,
+    pass: Option<&StudentPass>,
+    refusal: ScanRefusal,
+    now: i64,
+    remember: bool,
+) -> rusqlite::Result<ScanOutcome> {
+    let student = pass.map(|pass| pass.student.as_string());
+    transaction
+        .prepare_cached(
+            "INSERT INTO security_events (at, kind, student_iin, device_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(rusqlite::params![
+            now,
+            format!("kiosk_{}", refusal.code()),
+            student,
+            format!("kiosk:{}", scan.kiosk.id),
+            format!("{} scan {}", scan.kiosk.place.describe(), scan.scan_id),
+        ])?;
+    if remember {
+        transaction
+            .prepare_cached(
+                "INSERT INTO kiosk_scans (scan_id, kiosk_id, student_iin, pass_signed_at, scanned_at, received_at, outcome, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'refused', ?7)",
+            )?
+            .execute(rusqlite::params![
+                scan.scan_id,
+                scan.kiosk.id,
+                student.unwrap_or_default(),
+                pass.map_or(0, |pass| pass.signed_at),
+                scan.scanned_at,
+                now,
+                refusal.code()
+            ])?;
+    }
+    Ok(ScanOutcome::Refused(refusal))
+}
+
+/// Campus presence of a student: (scanned at, entrance) newest first, at most `limit`.
+pub fn campus_presence(
+    connection: &Connection,
+    iin: &str,
+    limit: i64,
+) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut statement = connection.prepare(
+        "SELECT s.scanned_at, k.site FROM kiosk_scans s JOIN kiosks k ON k.id = s.kiosk_id
+         WHERE s.student_iin = ?1 AND s.outcome = 'presence' ORDER BY s.scanned_at DESC LIMIT ?2",
+    )?;
+    let rows = statement.query_map(rusqlite::params![iin, limit], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?;
+    rows.collect()
+}

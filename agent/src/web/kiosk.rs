@@ -1,0 +1,273 @@
+//! What kiosks call (design §5.3): enrolment with a one-time code, the list of pass keys,
+//! and the upload of scans. JSON in and out; errors are `{"error": sentence}`.
+//! Every call but enrolment carries `Authorization: Bearer <kiosk credential>`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::error::AgentError;
+use crate::kiosks::{
+    EnrolRefusal, Kiosk, KioskIdentity, KioskScan, Place, ScanOutcome, MAX_SCANS_PER_UPLOAD,
+};
+
+/// Wrong enrolment codes share one limiter key: guessing codes locks enrolment for all
+/// for a few minutes, which an admin standing at a kiosk can live with.
+const ENROL_LIMITER_KEY: &str = "kiosk-enrolment";
+const MAX_SCAN_ID_CHARS: usize = 64;
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn unavailable(error: &AgentError) -> Response {
+    tracing::error!(%error, "kiosk request failed");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the agent cannot read or write its database right now; the kiosk retries",
+    )
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|error| {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            format!("expected {shape}: {error}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct EnrolRequest {
+    code: String,
+}
+
+#[derive(Serialize)]
+struct PlaceView<'a> {
+    kind: &'a str,
+    room: &'a str,
+    site: &'a str,
+    description: String,
+}
+
+fn place_view(place: &Place) -> PlaceView<'_> {
+    let (room, site) = match place {
+        Place::Room { room, site } => (room.as_str(), site.as_str()),
+        Place::Entrance { site } => ("", site.as_str()),
+    };
+    PlaceView {
+        kind: place.kind(),
+        room,
+        site,
+        description: place.describe(),
+    }
+}
+
+pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let now = state.now();
+    if state.limiter.is_locked(ENROL_LIMITER_KEY, now) {
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong enrolment codes; wait five minutes and type the code again",
+        );
+    }
+    let request: EnrolRequest = match parse_json(&body, "{\"code\": \"...\"}") {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let outcome = state
+        .with_db(move |store| {
+            crate::kiosks::enrol(store.connection(), &request.code, now)
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    match outcome {
+        Ok(Ok((kiosk, credential))) => {
+            state.limiter.clear(ENROL_LIMITER_KEY);
+            tracing::info!(kiosk = kiosk.id, place = %kiosk.place.describe(), "kiosk enrolled");
+            Json(serde_json::json!({
+                "kiosk_id": kiosk.id,
+                "credential": credential,
+                "place": place_view(&kiosk.place),
+                "pass_window_secs": state.settings.pass_window_secs,
+            }))
+            .into_response()
+        }
+        Ok(Err(refusal)) => {
+            state.limiter.record_failure(ENROL_LIMITER_KEY, now);
+            let status = match refusal {
+                EnrolRefusal::UnknownCode => StatusCode::UNAUTHORIZED,
+                EnrolRefusal::Expired | EnrolRefusal::AlreadyUsed => StatusCode::GONE,
+            };
+            json_error(status, refusal.message())
+        }
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// The kiosk behind the request's bearer credential, or the answer to send instead.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Kiosk, Response> {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|credential| !credential.is_empty())
+        .map(str::to_owned);
+    let Some(credential) = credential else {
+        return Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "no kiosk credential; enrol the kiosk with `kasip-kiosk enroll`",
+        ));
+    };
+    let identity = state
+        .with_db(move |store| {
+            crate::kiosks::authenticate(store.connection(), &credential)
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    match identity {
+        Ok(KioskIdentity::Enrolled(kiosk)) => Ok(kiosk),
+        Ok(KioskIdentity::Revoked(id)) => {
+            tracing::warn!(kiosk = id, "a revoked kiosk called the agent");
+            Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                format!("kiosk {id} was revoked by the admin; enrol it again with a new code"),
+            ))
+        }
+        Ok(KioskIdentity::Unknown) => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "unknown kiosk credential; enrol the kiosk with `kasip-kiosk enroll`",
+        )),
+        Err(error) => Err(unavailable(&error)),
+    }
+}
+
+pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let kiosk = match authenticate(&state, &headers).await {
+        Ok(kiosk) => kiosk,
+        Err(response) => return response,
+    };
+    let holders = state
+        .with_db(|store| {
+            crate::kiosks::pass_keys(store.connection())
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    match holders {
+        Ok(holders) => Json(serde_json::json!({
+            "kiosk_id": kiosk.id,
+            "generated_at": state.now(),
+            "pass_window_secs": state.settings.pass_window_secs,
+            "students": holders,
+        }))
+        .into_response(),
+        Err(error) => unavailable(&error),
+    }
+}
+
+#[derive(Deserialize)]
+struct ScanUpload {
+    scans: Vec<ScanItem>,
+}
+
+#[derive(Deserialize)]
+struct ScanItem {
+    id: String,
+    pass: String,
+    scanned_at: i64,
+}
+
+fn valid_scan_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SCAN_ID_CHARS
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+pub async fn scans(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let kiosk = match authenticate(&state, &headers).await {
+        Ok(kiosk) => kiosk,
+        Err(response) => return response,
+    };
+    let upload: ScanUpload = match parse_json(
+        &body,
+        "{\"scans\": [{\"id\", \"pass\", \"scanned_at\"}]}",
+    ) {
+        Ok(upload) => upload,
+        Err(response) => return response,
+    };
+    if upload.scans.len() > MAX_SCANS_PER_UPLOAD {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_SCANS_PER_UPLOAD} scans per upload"),
+        );
+    }
+    if let Some((index, item)) = upload
+        .scans
+        .iter()
+        .enumerate()
+        .find(|(_, item)| !valid_scan_id(&item.id))
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "scan {index}: id {:?} must be 1-{MAX_SCAN_ID_CHARS} letters, digits, '-' or '_'",
+                item.id.chars().take(80).collect::<String>()
+            ),
+        );
+    }
+    let scans = upload
+        .scans
+        .into_iter()
+        .map(|item| KioskScan {
+            kiosk: kiosk.clone(),
+            scan_id: item.id,
+            pass: item.pass,
+            scanned_at: item.scanned_at,
+        })
+        .collect::<Vec<_>>();
+    let ids: Vec<String> = scans.iter().map(|scan| scan.scan_id.clone()).collect();
+    let results = state.writer.kiosk_scans(scans).await;
+    let mut answers = Vec::with_capacity(results.len());
+    for (id, result) in ids.into_iter().zip(results) {
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(failure) => {
+                tracing::error!(failure = %failure.0, "cannot store kiosk scans");
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the agent cannot store scans right now (disk full or busy); the kiosk keeps them and retries",
+                );
+            }
+        };
+        let mut answer = serde_json::json!({ "id": id, "outcome": outcome.code() });
+        match &outcome {
+            ScanOutcome::Marked {
+                student,
+                event_id,
+                lesson_id,
+                repeated,
+            } => {
+                answer["student"] = student.as_str().into();
+                answer["event_id"] = (*event_id).into();
+                answer["lesson_id"] = (*lesson_id).into();
+                answer["repeated"] = (*repeated).into();
+            }
+            ScanOutcome::Presence { student } | ScanOutcome::NoLesson { student } => {
+                answer["student"] = student.as_str().into();
+            }
+            ScanOutcome::Refused(refusal) => answer["reason"] = refusal.code().into(),
+        }
+        answers.push(answer);
+    }
+    Json(serde_json::json!({ "results": answers })).into_response()
+}
