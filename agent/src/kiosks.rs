@@ -223,13 +223,16 @@ impl EnrolRefusal {
     }
 }
 
+/// id, place, room, site, code expiry, enrolled at, revoked at.
+type CodeRow = (i64, String, String, String, i64, Option<i64>, Option<i64>);
+
 /// Trades a one-time code for the kiosk's credential (returned once, stored hashed).
 pub fn enrol(
     connection: &Connection,
     code: &str,
     now: i64,
 ) -> rusqlite::Result<Result<(Kiosk, String), EnrolRefusal>> {
-    let row: Option<(i64, String, String, String, i64, Option<i64>, Option<i64>)> = connection
+    let row: Option<CodeRow> = connection
         .query_row(
             "SELECT id, place, room, site, code_expires_at, enrolled_at, revoked_at
              FROM kiosks WHERE code_hash = ?1",
@@ -531,6 +534,9 @@ impl ScanOutcome {
     }
 }
 
+/// kiosk, student, outcome, reason, event, lesson of a scan already received.
+type EarlierScan = (i64, String, String, Option<String>, Option<i64>, Option<i64>);
+
 /// Decides one forwarded scan inside the writer's transaction.
 pub fn decide_scan(
     transaction: &Transaction<'_>,
@@ -539,7 +545,7 @@ pub fn decide_scan(
     settings: &Settings,
     now: i64,
 ) -> rusqlite::Result<ScanOutcome> {
-    let earlier: Option<(i64, String, String, Option<String>, Option<i64>, Option<i64>)> =
+    let earlier: Option<EarlierScan> =
         transaction
             .prepare_cached(
                 "SELECT s.kiosk_id, s.student_iin, s.outcome, s.reason, s.event_id, e.lesson_id

@@ -31,13 +31,9 @@ fn unavailable(error: &AgentError) -> Response {
     )
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|error| {
-        json_error(
-            StatusCode::BAD_REQUEST,
-            format!("expected {shape}: {error}"),
-        )
-    })
+/// The body as `T`, or the sentence for a 400.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|error| format!("expected {shape}: {error}"))
 }
 
 #[derive(Deserialize)]
@@ -76,7 +72,7 @@ pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Re
     }
     let request: EnrolRequest = match parse_json(&body, "{\"code\": \"...\"}") {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
     let outcome = state
         .with_db(move |store| {
@@ -203,7 +199,7 @@ pub async fn scans(
         "{\"scans\": [{\"id\", \"pass\", \"scanned_at\"}]}",
     ) {
         Ok(upload) => upload,
-        Err(response) => return response,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
     if upload.scans.len() > MAX_SCANS_PER_UPLOAD {
         return json_error(

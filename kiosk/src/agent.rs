@@ -1,0 +1,288 @@
+//! The kiosk's calls to its college agent over HTTPS, with the agent's certificate
+//! pinned by SHA-256 fingerprint (the agent's certificate is self-signed, so no CA
+//! vouches for it; the admin compares the fingerprint `kasip-agent kiosk add` printed).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Deserialize;
+
+use crate::error::KioskError;
+use crate::store::{PassHolder, QueuedScan};
+
+/// Accepts exactly the certificate with the expected fingerprint; with none expected
+/// (first enrolment), accepts any and remembers what it saw. The handshake signature is
+/// still verified, so whoever answers holds that certificate's key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    expected: Option<String>,
+    seen: Arc<Mutex<Option<String>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let fingerprint = kasip_certs::fingerprint_der(end_entity.as_ref());
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint.clone());
+        match &self.expected {
+            Some(expected)
+                if !kasip_core::constant_time_eq(expected.as_bytes(), fingerprint.as_bytes()) =>
+            {
+                Err(rustls::Error::General(format!(
+                    "the agent's certificate has fingerprint {fingerprint}, not the pinned {expected}"
+                )))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Why a call failed: the forwarder retries `Unreachable` and waits out `Refused`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No answer (network, TLS, timeout) or a 5xx/429: try again later.
+    Unreachable(String),
+    /// The agent answered no (4xx): the sentence is the agent's.
+    Refused { status: u16, message: String },
+}
+
+impl From<CallError> for KioskError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Unreachable(reason) => KioskError::Agent(reason),
+            CallError::Refused { status, message } => {
+                KioskError::Agent(format!("the agent refused (HTTP {status}): {message}"))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnrolAnswer {
+    pub kiosk_id: i64,
+    pub credential: String,
+    pub place: PlaceAnswer,
+    pub pass_window_secs: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlaceAnswer {
+    pub kind: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyList {
+    pub generated_at: i64,
+    pub pass_window_secs: i64,
+    pub students: Vec<PassHolder>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScanAnswer {
+    pub id: String,
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ScanAnswers {
+    results: Vec<ScanAnswer>,
+}
+
+pub struct AgentClient {
+    base: String,
+    http: reqwest::Client,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl AgentClient {
+    /// A client for `agent_url` (https://, or http:// to loopback only) that accepts only
+    /// the certificate with `fingerprint` (any, remembered, when None).
+    pub fn new(agent_url: &str, fingerprint: Option<&str>) -> Result<Self, KioskError> {
+        let base = agent_url.trim().trim_end_matches('/').to_owned();
+        let plain = base.strip_prefix("http://");
+        if let Some(rest) = plain {
+            let host = rest.split(['/', ':']).next().unwrap_or("");
+            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                return Err(KioskError::Usage(format!(
+                    "{base}: plain http:// is allowed only to this machine; use the agent's https:// address"
+                )));
+            }
+        } else if !base.starts_with("https://") {
+            return Err(KioskError::Usage(format!(
+                "{base}: the agent's address must start with https://"
+            )));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let seen = Arc::new(Mutex::new(None));
+        let verifier = PinnedCertificate {
+            expected: fingerprint.map(|text| text.trim().to_ascii_lowercase().replace(':', "")),
+            seen: Arc::clone(&seen),
+            provider: Arc::clone(&provider),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| KioskError::Server(format!("TLS set-up: {error}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kasip-kiosk/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| KioskError::Server(format!("HTTP client: {error}")))?;
+        Ok(Self { base, http, seen })
+    }
+
+    /// The fingerprint of the certificate the agent presented last.
+    pub fn seen_fingerprint(&self) -> Option<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, CallError> {
+        let response = request.send().await.map_err(|error| {
+            CallError::Unreachable(format!(
+                "cannot reach the agent at {} for {what}: {}",
+                self.base,
+                error_chain(&error)
+            ))
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|error| {
+            CallError::Unreachable(format!("the agent's answer to {what} broke off: {error}"))
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|error| CallError::Refused {
+                status: status.as_u16(),
+                message: format!("the agent's answer to {what} is not what a kiosk expects: {error}"),
+            });
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|value| value["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+            Err(CallError::Unreachable(format!(
+                "the agent could not take {what} (HTTP {}): {message}",
+                status.as_u16()
+            )))
+        } else {
+            Err(CallError::Refused {
+                status: status.as_u16(),
+                message,
+            })
+        }
+    }
+
+    pub async fn enrol(&self, code: &str) -> Result<EnrolAnswer, CallError> {
+        let request = self
+            .http
+            .post(format!("{}/kiosk/enroll", self.base))
+            .json(&serde_json::json!({ "code": code.trim() }));
+        self.call(request, "enrolment").await
+    }
+
+    pub async fn keys(&self, credential: &str) -> Result<KeyList, CallError> {
+        let request = self
+            .http
+            .get(format!("{}/kiosk/keys", self.base))
+            .bearer_auth(credential);
+        self.call(request, "the pass key list").await
+    }
+
+    pub async fn upload(
+        &self,
+        credential: &str,
+        scans: &[QueuedScan],
+    ) -> Result<Vec<ScanAnswer>, CallError> {
+        let body = serde_json::json!({
+            "scans": scans
+                .iter()
+                .map(|scan| serde_json::json!({
+                    "id": scan.scan_id,
+                    "pass": scan.pass,
+                    "scanned_at": scan.scanned_at,
+                }))
+                .collect::<Vec<_>>(),
+        });
+        let request = self
+            .http
+            .post(format!("{}/kiosk/scans", self.base))
+            .bearer_auth(credential)
+            .json(&body);
+        let answers: ScanAnswers = self.call(request, "scans").await?;
+        Ok(answers.results)
+    }
+}
+
+/// An error with its causes, which is where reqwest puts "connection refused".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,279 @@
+//! `kasip-kiosk`'s commands.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::agent::AgentClient;
+use crate::decode::{decode, escape_line, Luma};
+use crate::error::KioskError;
+use crate::run::{run as run_kiosk, sync_now, unix_now, Input, RunOptions};
+use crate::store::{write_credential, Enrolment, KioskDir, KioskStore};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kasip-kiosk",
+    version,
+    about = "KasipTech kiosk: reads student passes (camera, image files, image stream or a USB scanner), verifies them offline and forwards them to the college agent",
+    after_help = "Set up: on the agent `kasip-agent kiosk add --room ROOM` (or --entrance SITE), then here `kasip-kiosk enroll --agent URL --code CODE --fingerprint HEX`, then `kasip-kiosk run`."
+)]
+pub struct Cli {
+    /// Directory holding the kiosk's database and credential
+    /// [default: ~/.local/share/kasip-kiosk; the system service uses /var/lib/kasip-kiosk]
+    #[arg(long, global = true, env = "KASIP_KIOSK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enrol with the college agent using the one-time code from `kasip-agent kiosk add`
+    Enroll {
+        /// The agent's address, e.g. https://192.168.1.10:8443
+        #[arg(long, value_name = "URL")]
+        agent: String,
+        #[arg(long, value_name = "CODE")]
+        code: String,
+        /// The agent certificate's SHA-256 that `kasip-agent kiosk add` printed; without
+        /// it the certificate seen now is trusted from now on (compare it by eye)
+        #[arg(long, value_name = "HEX")]
+        fingerprint: Option<String>,
+    },
+    /// Scan passes until stopped: shows each verdict on the status page and stdout
+    Run {
+        /// Read frames from an image file, a directory of images (sorted by name), or
+        /// `-` for PNG/JPEG images one after another on stdin
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["wedge", "camera"])]
+        frames: Option<String>,
+        /// Read one pass per line from stdin (USB QR scanner in keyboard mode)
+        #[arg(long, conflicts_with = "camera")]
+        wedge: bool,
+        /// Camera index (needs a build with --features camera) [default when neither
+        /// --frames nor --wedge: 0]
+        #[arg(long, value_name = "INDEX")]
+        camera: Option<u32>,
+        /// Handle the input, try to forward the scans once, and exit
+        #[arg(long)]
+        once: bool,
+        /// Address of the local status page for the kiosk's screen; `off` for none
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8765")]
+        status_listen: String,
+        /// Seconds between pulls of the pass keys from the agent
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        refresh_secs: u64,
+        /// A pass accepted here this few seconds ago is still the same presentation
+        /// (green again, not recorded twice); later it is a replay
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        repeat_secs: i64,
+        /// Longest wait between attempts to reach an unreachable agent
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        retry_max_secs: u64,
+    },
+    /// Decode the QR codes in images: one line `PATH<TAB>TEXT` per code found (\n, \t,
+    /// \r and \\ escaped), nothing for an image without one
+    Decode {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+    },
+    /// Pull the pass keys and forward waiting scans now; fails while scans still wait
+    Sync,
+    /// Show the enrolment, the pass keys held and the queue
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KASIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.with_ansi(false).without_time().init();
+    }
+}
+
+fn default_root() -> PathBuf {
+    directories::ProjectDirs::from("kz", "KasipTech", "kasip-kiosk")
+        .map(|dirs| dirs.data_dir().to_owned())
+        .unwrap_or_else(|| PathBuf::from("kasip-kiosk-data"))
+}
+
+pub fn run(cli: Cli) -> Result<(), KioskError> {
+    let dir = KioskDir::new(cli.data_dir.unwrap_or_else(default_root));
+    match cli.command {
+        Command::Enroll {
+            agent,
+            code,
+            fingerprint,
+        } => enroll(&dir, &agent, &code, fingerprint.as_deref()),
+        Command::Run {
+            frames,
+            wedge,
+            camera,
+            once,
+            status_listen,
+            refresh_secs,
+            repeat_secs,
+            retry_max_secs,
+        } => {
+            let input = match (frames, wedge, camera) {
+                (Some(path), _, _) if path == "-" => Input::Stdin,
+                (Some(path), _, _) => Input::Files(PathBuf::from(path)),
+                (None, true, _) => Input::Wedge,
+                (None, false, index) => Input::Camera(index.unwrap_or(0)),
+            };
+            let status_listen = match status_listen.as_str() {
+                "off" | "" => None,
+                address => Some(address.parse::<SocketAddr>().map_err(|_| {
+                    KioskError::Usage(format!(
+                        "--status-listen {address}: expected an address like 127.0.0.1:8765, or off"
+                    ))
+                })?),
+            };
+            run_kiosk(
+                &dir,
+                RunOptions {
+                    input,
+                    once,
+                    status_listen,
+                    refresh_secs,
+                    repeat_secs,
+                    retry_max_secs,
+                },
+            )
+        }
+        Command::Decode { images } => decode_images(&images),
+        Command::Sync => {
+            let report = sync_now(&dir)?;
+            println!(
+                "forwarded {} scan(s) ({} refused by the agent)",
+                report.delivered, report.refused_by_agent
+            );
+            Ok(())
+        }
+        Command::Status { json } => status(&dir, json),
+    }
+}
+
+fn enroll(
+    dir: &KioskDir,
+    agent: &str,
+    code: &str,
+    fingerprint: Option<&str>,
+) -> Result<(), KioskError> {
+    let store = KioskStore::open(dir)?;
+    let client = AgentClient::new(agent, fingerprint)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| KioskError::Server(format!("cannot start the async runtime: {error}")))?;
+    let answer = runtime.block_on(client.enrol(code))?;
+    let seen = client.seen_fingerprint().unwrap_or_default();
+    write_credential(dir, &answer.credential)?;
+    store.save_enrolment(
+        &Enrolment {
+            agent_url: agent.trim().trim_end_matches('/').to_owned(),
+            kiosk_id: answer.kiosk_id,
+            place_kind: answer.place.kind.clone(),
+            place: answer.place.description.clone(),
+            fingerprint: seen.clone(),
+            pass_window_secs: answer.pass_window_secs,
+        },
+        unix_now(),
+    )?;
+    drop(store);
+    println!(
+        "enrolled as kiosk {} for {}",
+        answer.kiosk_id, answer.place.description
+    );
+    if !seen.is_empty() {
+        println!("agent certificate SHA-256: {seen} (pinned)");
+        if fingerprint.is_none() {
+            println!("compare it with the fingerprint `kasip-agent kiosk add` printed; enrol again with --fingerprint if they differ");
+        }
+    }
+    match sync_now(dir) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            eprintln!("warning: pass keys not pulled yet: {error}");
+            Ok(())
+        }
+    }
+}
+
+fn decode_images(images: &[PathBuf]) -> Result<(), KioskError> {
+    let mut unreadable = 0;
+    for path in images {
+        let frame = std::fs::read(path)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| Luma::from_encoded(&bytes).map_err(|error| error.to_string()));
+        match frame {
+            Ok(frame) => {
+                for text in decode(&frame) {
+                    println!("{}\t{}", path.display(), escape_line(&text));
+                }
+            }
+            Err(reason) => {
+                unreadable += 1;
+                eprintln!("error: {}: {reason}", path.display());
+            }
+        }
+    }
+    if unreadable > 0 {
+        return Err(KioskError::Usage(format!(
+            "{unreadable} image(s) could not be read (PNG or JPEG expected)"
+        )));
+    }
+    Ok(())
+}
+
+fn status(dir: &KioskDir, json: bool) -> Result<(), KioskError> {
+    let store = KioskStore::open(dir)?;
+    let Some(enrolment) = store.enrolment()? else {
+        return Err(KioskError::NotEnrolled {
+            dir: dir.root().to_owned(),
+        });
+    };
+    let queue = store.queue_state()?;
+    if json {
+        let value = serde_json::json!({
+            "kiosk_id": enrolment.kiosk_id,
+            "place": enrolment.place,
+            "agent": enrolment.agent_url,
+            "fingerprint": enrolment.fingerprint,
+            "queue": queue,
+        });
+        println!("{value:#}");
+        return Ok(());
+    }
+    println!("kiosk {} for {}", enrolment.kiosk_id, enrolment.place);
+    println!("agent: {} (certificate {})", enrolment.agent_url, enrolment.fingerprint);
+    println!(
+        "pass keys: {} student(s){}",
+        queue.pass_holders,
+        queue
+            .keys_fetched_at
+            .map(|at| format!(", pulled at {at}"))
+            .unwrap_or_else(|| ", never pulled".into())
+    );
+    println!(
+        "scans: {} waiting{}, {} forwarded ({} refused by the agent)",
+        queue.waiting,
+        queue
+            .oldest_waiting_at
+            .map(|at| format!(" (oldest from {at})"))
+            .unwrap_or_default(),
+        queue.forwarded,
+        queue.refused_by_agent
+    );
+    Ok(())
+}

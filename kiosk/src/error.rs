@@ -1,0 +1,42 @@
+//! The kiosk's one error type; each message says what to do.
+
+use std::path::PathBuf;
+
+/// Exit code for bad usage (sysexits' EX_USAGE), as the agent uses.
+pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KioskError {
+    #[error("{dir} holds no enrolled kiosk; run `kasip-kiosk enroll --agent URL --code CODE` with the code from `kasip-agent kiosk add`")]
+    NotEnrolled { dir: PathBuf },
+    #[error("{path} can be read by other users; run `chmod 600 {path}` (or enrol again)")]
+    CredentialExposed { path: PathBuf },
+    #[error("kiosk database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    /// The agent could not be reached or refused; the sentence says which and why.
+    #[error("{0}")]
+    Agent(String),
+    #[error("{0}")]
+    Server(String),
+}
+
+impl KioskError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Deciding a pass on the kiosk, offline (design §5.3): signature under a key the agent
+//! registered for that student, |now − t| ≤ window, student active, not seen before.
+
+use kasip_core::{PassError, PassPublicKey, StudentPass};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::error::KioskError;
+use crate::store::{AcceptedScan, KioskStore};
+
+/// Why a pass was refused at the kiosk. Each has a message in kk, ru and en.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotAPass,
+    UnknownStudent,
+    Forged,
+    Stale,
+    FromTheFuture,
+    Replayed,
+    Inactive,
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAPass => "not_a_pass",
+            Self::UnknownStudent => "unknown_student",
+            Self::Forged => "forged",
+            Self::Stale => "stale",
+            Self::FromTheFuture => "from_the_future",
+            Self::Replayed => "replayed",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// What the kiosk shows for one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: recorded and queued for the agent.
+    Accepted {
+        iin: String,
+        name: String,
+        scan_id: String,
+    },
+    /// The pass this kiosk just accepted, still in front of the camera: green again,
+    /// nothing new recorded.
+    Repeat { iin: String, name: String },
+    Refused {
+        refusal: Refusal,
+        /// The student the pass names, when it parsed.
+        iin: Option<String>,
+    },
+}
+
+pub struct Verifier {
+    /// Largest |now − t| accepted (the agent's `kiosk.pass_window_secs`).
+    pub window_secs: i64,
+    /// A pass accepted here less than this long ago is the same presentation, not a
+    /// replay: the camera sees it in many frames.
+    pub repeat_secs: i64,
+}
+
+impl Verifier {
+    pub fn check(
+        &self,
+        store: &mut KioskStore,
+        text: &str,
+        now: i64,
+    ) -> Result<Verdict, KioskError> {
+        let refused = |refusal, iin: Option<&str>| {
+            Ok(Verdict::Refused {
+                refusal,
+                iin: iin.map(str::to_owned),
+            })
+        };
+        let Ok(pass) = StudentPass::parse(text.trim()) else {
+            return refused(Refusal::NotAPass, None);
+        };
+        let iin = pass.student.as_string();
+        let Some(holder) = store.holder(&iin)? else {
+            return refused(Refusal::UnknownStudent, Some(&iin));
+        };
+        let keys: Vec<PassPublicKey> = holder
+            .keys
+            .iter()
+            .filter_map(|key| PassPublicKey::from_base64url(key).ok())
+            .collect();
+        if !pass.verify_signature(&keys) {
+            return refused(Refusal::Forged, Some(&iin));
+        }
+        match pass.check_fresh(now, self.window_secs) {
+            Ok(()) => {}
+            Err(PassError::FromTheFuture { .. }) => {
+                return refused(Refusal::FromTheFuture, Some(&iin))
+            }
+            Err(_) => return refused(Refusal::Stale, Some(&iin)),
+        }
+        if !holder.active {
+            return refused(Refusal::Inactive, Some(&iin));
+        }
+        if let Some(seen_at) = store.seen_at(&iin, pass.signed_at)? {
+            if now - seen_at < self.repeat_secs {
+                return Ok(Verdict::Repeat {
+                    iin,
+                    name: holder.name,
+                });
+            }
+            return refused(Refusal::Replayed, Some(&iin));
+        }
+        let scan_id = new_scan_id()?;
+        store.accept(
+            &AcceptedScan {
+                scan_id: &scan_id,
+                iin: &iin,
+                name: &holder.name,
+                pass: text.trim(),
+                signed_at: pass.signed_at,
+                scanned_at: now,
+            },
+            now - 2 * self.window_secs,
+        )?;
+        Ok(Verdict::Accepted {
+            iin,
+            name: holder.name,
+            scan_id,
+        })
+    }
+}
+
+/// 128 random bits, hex: the scan's id for idempotent forwarding.
+fn new_scan_id() -> Result<String, KioskError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KioskError::Server("the system's random source failed".into()))?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
