@@ -53,6 +53,8 @@ pub enum Command {
     ///
     /// On a data directory that does not exist yet, first initialises it with the demo
     /// college and seeds demo data, so `kasip-agent serve` alone shows a working agent.
+    /// A repeated flag takes its last value (a wrapper script may add its own --listen).
+    #[command(args_override_self = true)]
     Serve {
         /// Address and port to listen on [default: server.listen from config.toml]
         #[arg(long, value_name = "ADDR:PORT")]
@@ -201,7 +203,12 @@ pub enum KioskCommand {
     /// agent's certificate fingerprint, for `kasip-kiosk enroll` on the kiosk
     Add {
         /// A classroom door: scans mark the lesson held in this room (as in the timetable)
-        #[arg(long, value_name = "ROOM", required_unless_present = "entrance", conflicts_with = "entrance")]
+        #[arg(
+            long,
+            value_name = "ROOM",
+            required_unless_present = "entrance",
+            conflicts_with = "entrance"
+        )]
         room: Option<String>,
         /// With --room: the site of the room, when room names repeat across sites
         #[arg(long, value_name = "SITE", requires = "room")]

@@ -637,7 +637,9 @@ pub fn kiosk(data_dir: &DataDir, command: crate::cli::KioskCommand) -> Result<()
                     site: site.trim().to_owned(),
                 },
                 (None, None) => {
-                    return Err(AgentError::Usage("give --room ROOM or --entrance SITE".into()))
+                    return Err(AgentError::Usage(
+                        "give --room ROOM or --entrance SITE".into(),
+                    ))
                 }
             };
             let issued = crate::kiosks::add(connection, &place, "cli", now)
@@ -645,7 +647,11 @@ pub fn kiosk(data_dir: &DataDir, command: crate::cli::KioskCommand) -> Result<()
                 .map_err(|error| AgentError::Operation(error.to_string()))?;
             if let Place::Room { room, .. } = &place {
                 let lessons: i64 = connection
-                    .query_row("SELECT COUNT(*) FROM lessons WHERE room = ?1", [room], |row| row.get(0))
+                    .query_row(
+                        "SELECT COUNT(*) FROM lessons WHERE room = ?1",
+                        [room],
+                        |row| row.get(0),
+                    )
                     .map_err(database)?;
                 if lessons == 0 {
                     eprintln!("warning: no lesson in the timetable is in room '{room}' yet; scans there will mark nothing until one is");

@@ -216,9 +216,15 @@ pub enum EnrolRefusal {
 impl EnrolRefusal {
     pub fn message(&self) -> &'static str {
         match self {
-            Self::UnknownCode => "unknown enrolment code; check it, or issue a new one with `kasip-agent kiosk add`",
-            Self::Expired => "this enrolment code has expired; issue a new one with `kasip-agent kiosk add`",
-            Self::AlreadyUsed => "this enrolment code was already used; issue a new one with `kasip-agent kiosk add`",
+            Self::UnknownCode => {
+                "unknown enrolment code; check it, or issue a new one with `kasip-agent kiosk add`"
+            }
+            Self::Expired => {
+                "this enrolment code has expired; issue a new one with `kasip-agent kiosk add`"
+            }
+            Self::AlreadyUsed => {
+                "this enrolment code was already used; issue a new one with `kasip-agent kiosk add`"
+            }
         }
     }
 }
@@ -292,7 +298,13 @@ pub fn authenticate(connection: &Connection, credential: &str) -> rusqlite::Resu
             "SELECT id, place, room, site, revoked_at FROM kiosks WHERE credential_hash = ?1",
         )?
         .query_row([secret_hash(credential)], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .optional()?;
     Ok(match row {
@@ -516,10 +528,14 @@ pub enum ScanOutcome {
         repeated: bool,
     },
     /// Campus presence at an entrance.
-    Presence { student: String },
+    Presence {
+        student: String,
+    },
     /// A valid pass at a room kiosk with no lesson of the student's group there then:
     /// kept, not a mark.
-    NoLesson { student: String },
+    NoLesson {
+        student: String,
+    },
     Refused(ScanRefusal),
 }
 
@@ -535,7 +551,14 @@ impl ScanOutcome {
 }
 
 /// kiosk, student, outcome, reason, event, lesson of a scan already received.
-type EarlierScan = (i64, String, String, Option<String>, Option<i64>, Option<i64>);
+type EarlierScan = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
 
 /// Decides one forwarded scan inside the writer's transaction.
 pub fn decide_scan(
@@ -545,24 +568,23 @@ pub fn decide_scan(
     settings: &Settings,
     now: i64,
 ) -> rusqlite::Result<ScanOutcome> {
-    let earlier: Option<EarlierScan> =
-        transaction
-            .prepare_cached(
-                "SELECT s.kiosk_id, s.student_iin, s.outcome, s.reason, s.event_id, e.lesson_id
+    let earlier: Option<EarlierScan> = transaction
+        .prepare_cached(
+            "SELECT s.kiosk_id, s.student_iin, s.outcome, s.reason, s.event_id, e.lesson_id
                  FROM kiosk_scans s LEFT JOIN attendance_events e ON e.id = s.event_id
                  WHERE s.scan_id = ?1",
-            )?
-            .query_row([&scan.scan_id], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ))
-            })
-            .optional()?;
+        )?
+        .query_row([&scan.scan_id], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })
+        .optional()?;
     if let Some((kiosk_id, student, outcome, reason, event_id, lesson_id)) = earlier {
         // The same upload again (the answer was lost): the same answer. Another kiosk
         // reusing an id is a replay.
@@ -587,14 +609,37 @@ pub fn decide_scan(
     };
     let window = i64::from(settings.pass_window_secs);
     if scan.scanned_at > now + MAX_KIOSK_CLOCK_AHEAD_SECS {
-        return refuse(transaction, scan, Some(&pass), ScanRefusal::FromTheFuture, now, true);
+        return refuse(
+            transaction,
+            scan,
+            Some(&pass),
+            ScanRefusal::FromTheFuture,
+            now,
+            true,
+        );
     }
     match pass.check_fresh(scan.scanned_at, window) {
         Ok(()) => {}
         Err(PassError::FromTheFuture { .. }) => {
-            return refuse(transaction, scan, Some(&pass), ScanRefusal::FromTheFuture, now, true)
+            return refuse(
+                transaction,
+                scan,
+                Some(&pass),
+                ScanRefusal::FromTheFuture,
+                now,
+                true,
+            )
         }
-        Err(_) => return refuse(transaction, scan, Some(&pass), ScanRefusal::Stale, now, true),
+        Err(_) => {
+            return refuse(
+                transaction,
+                scan,
+                Some(&pass),
+                ScanRefusal::Stale,
+                now,
+                true,
+            )
+        }
     }
     let iin = pass.student.as_string();
     let student: Option<(i64, String)> = transaction
@@ -602,7 +647,14 @@ pub fn decide_scan(
         .query_row([&iin], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let Some((group_id, status)) = student else {
-        return refuse(transaction, scan, Some(&pass), ScanRefusal::UnknownStudent, now, true);
+        return refuse(
+            transaction,
+            scan,
+            Some(&pass),
+            ScanRefusal::UnknownStudent,
+            now,
+            true,
+        );
     };
     // Keys current when the pass was signed: a scan buffered on a kiosk across a
     // re-registration still verifies under the key that made it.
@@ -614,13 +666,30 @@ pub fn decide_scan(
         .query_map(rusqlite::params![&iin, pass.signed_at, window], |row| {
             row.get::<_, Vec<u8>>(0)
         })?
-        .filter_map(|key| key.ok().and_then(|key| PassPublicKey::from_bytes(&key).ok()))
+        .filter_map(|key| {
+            key.ok()
+                .and_then(|key| PassPublicKey::from_bytes(&key).ok())
+        })
         .collect();
     if !pass.verify_signature(&keys) {
-        return refuse(transaction, scan, Some(&pass), ScanRefusal::Forged, now, true);
+        return refuse(
+            transaction,
+            scan,
+            Some(&pass),
+            ScanRefusal::Forged,
+            now,
+            true,
+        );
     }
     if status != "active" {
-        return refuse(transaction, scan, Some(&pass), ScanRefusal::StudentInactive, now, true);
+        return refuse(
+            transaction,
+            scan,
+            Some(&pass),
+            ScanRefusal::StudentInactive,
+            now,
+            true,
+        );
     }
     let used: Option<String> = transaction
         .prepare_cached(
@@ -629,7 +698,14 @@ pub fn decide_scan(
         .query_row(rusqlite::params![&iin, pass.signed_at], |row| row.get(0))
         .optional()?;
     if used.is_some() {
-        return refuse(transaction, scan, Some(&pass), ScanRefusal::Replayed, now, true);
+        return refuse(
+            transaction,
+            scan,
+            Some(&pass),
+            ScanRefusal::Replayed,
+            now,
+            true,
+        );
     }
     let outcome = match &scan.kiosk.place {
         Place::Entrance { .. } => ScanOutcome::Presence {
@@ -640,9 +716,15 @@ pub fn decide_scan(
                 None => ScanOutcome::NoLesson {
                     student: iin.clone(),
                 },
-                Some((lesson_id, starts_at)) => {
-                    mark_lesson(transaction, chain, scan, &pass, lesson_id, starts_at, settings)?
-                }
+                Some((lesson_id, starts_at)) => mark_lesson(
+                    transaction,
+                    chain,
+                    scan,
+                    &pass,
+                    lesson_id,
+                    starts_at,
+                    settings,
+                )?,
             }
         }
     };

@@ -233,6 +233,47 @@ fn schema_v3_fixture_upgrades_with_its_marks_chain_and_coverage() {
 }
 
 #[test]
+fn schema_v5_fixture_upgrades_keeping_grades_and_chain_and_takes_kiosks() {
+    let dir = data_dir_with_fixture("schema-v5.sqlite");
+    let status = status(&dir.path());
+    assert_eq!(status["schema_version"], status["latest_schema_version"]);
+    let output = run(AGENT, &dir.path(), &["verify"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("attendance chain intact: 4 events"),
+        "{stdout}"
+    );
+    // From make-schema-v5.sh: one grade and its correction.
+    let database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
+    let grades: (i64, i64) = database
+        .query_row(
+            "SELECT COUNT(*), COUNT(corrects) FROM grade_events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("grades");
+    assert_eq!(grades, (2, 1));
+    let empty: i64 = database
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM pass_keys) + (SELECT COUNT(*) FROM kiosks) + (SELECT COUNT(*) FROM kiosk_scans)",
+            [],
+            |row| row.get(0),
+        )
+        .expect("new tables");
+    assert_eq!(empty, 0);
+    drop(database);
+    // The upgraded college can take a kiosk for its room 101.
+    let output = run(AGENT, &dir.path(), &["kiosk", "add", "--room", "101"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    assert!(
+        text(&output).0.contains("kiosk 1 for room 101"),
+        "{:?}",
+        text(&output)
+    );
+}
+
+#[test]
 fn a_newer_schema_is_refused_with_a_clear_message() {
     let dir = TempDataDir::new();
     assert!(run(AGENT, &dir.path(), &["init"]).status.success());

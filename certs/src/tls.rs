@@ -115,12 +115,20 @@ mod tests {
         let pem = fs::read_to_string(&cert).expect("cert");
         let fingerprint = fingerprint_pem(&pem).expect("a certificate");
         assert_eq!(fingerprint.len(), 64);
-        let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+        let body: String = pem
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
         use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD.decode(body).expect("base64");
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("base64");
         assert_eq!(fingerprint, fingerprint_der(&der));
         assert_eq!(fingerprint_pem("no certificate here"), None);
-        assert_eq!(fingerprint_pem("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"), None);
+        assert_eq!(
+            fingerprint_pem("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"),
+            None
+        );
     }
 
     #[test]

@@ -156,10 +156,14 @@ impl StudentPass {
         let clamp = |value: i128| value.clamp(0, i128::from(i64::MAX)) as i64;
         let age = i128::from(now) - i128::from(self.signed_at);
         if age > i128::from(window_secs) {
-            return Err(PassError::Stale { age_secs: clamp(age) });
+            return Err(PassError::Stale {
+                age_secs: clamp(age),
+            });
         }
         if -age > i128::from(window_secs) {
-            return Err(PassError::FromTheFuture { ahead_secs: clamp(-age) });
+            return Err(PassError::FromTheFuture {
+                ahead_secs: clamp(-age),
+            });
         }
         Ok(())
     }

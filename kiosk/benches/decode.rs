@@ -61,7 +61,9 @@ fn main() {
             let started = Instant::now();
             let (found, attempt) = decode_with(&frame, &ATTEMPTS);
             our_times.push(started.elapsed());
-            let ours = found.iter().any(|text| text.as_bytes() == expected.as_slice());
+            let ours = found
+                .iter()
+                .any(|text| text.as_bytes() == expected.as_slice());
             if ours {
                 *attempts_used
                     .entry(format!("{:?}", attempt.unwrap_or(Attempt::Plain)))
@@ -218,7 +220,10 @@ fn zbar_startup(scratch: &Path) -> Duration {
     let mut times: Vec<Duration> = (0..10)
         .map(|_| {
             let started = Instant::now();
-            let _ = Command::new("zbarimg").args(["-q", "--raw"]).arg(&blank).output();
+            let _ = Command::new("zbarimg")
+                .args(["-q", "--raw"])
+                .arg(&blank)
+                .output();
             started.elapsed()
         })
         .collect();

@@ -214,7 +214,9 @@ impl AgentClient {
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|error| CallError::Refused {
                 status: status.as_u16(),
-                message: format!("the agent's answer to {what} is not what a kiosk expects: {error}"),
+                message: format!(
+                    "the agent's answer to {what} is not what a kiosk expects: {error}"
+                ),
             });
         }
         let message = serde_json::from_slice::<serde_json::Value>(&body)

@@ -29,7 +29,8 @@ pub fn scan(kiosk: &Kiosk, index: u32) -> Result<(), KioskError> {
         ))
     };
     let format = RequestedFormat::new::<LumaFormat>(RequestedFormatType::AbsoluteHighestFrameRate);
-    let mut camera = nokhwa::Camera::new(CameraIndex::Index(index), format).map_err(camera_error)?;
+    let mut camera =
+        nokhwa::Camera::new(CameraIndex::Index(index), format).map_err(camera_error)?;
     camera.open_stream().map_err(camera_error)?;
     let mut last: Option<(String, Instant)> = None;
     loop {

@@ -108,6 +108,12 @@ fn default_root() -> PathBuf {
 }
 
 pub fn run(cli: Cli) -> Result<(), KioskError> {
+    if std::env::var_os(crate::run::CLOCK_FILE_VARIABLE).is_some() {
+        tracing::warn!(
+            "{} is set: the kiosk's clock is read from a file; never do this in production",
+            crate::run::CLOCK_FILE_VARIABLE
+        );
+    }
     let dir = KioskDir::new(cli.data_dir.unwrap_or_else(default_root));
     match cli.command {
         Command::Enroll {
@@ -229,7 +235,7 @@ fn decode_images(images: &[PathBuf]) -> Result<(), KioskError> {
         }
     }
     if unreadable > 0 {
-        return Err(KioskError::Usage(format!(
+        return Err(KioskError::Images(format!(
             "{unreadable} image(s) could not be read (PNG or JPEG expected)"
         )));
     }
@@ -256,7 +262,10 @@ fn status(dir: &KioskDir, json: bool) -> Result<(), KioskError> {
         return Ok(());
     }
     println!("kiosk {} for {}", enrolment.kiosk_id, enrolment.place);
-    println!("agent: {} (certificate {})", enrolment.agent_url, enrolment.fingerprint);
+    println!(
+        "agent: {} (certificate {})",
+        enrolment.agent_url, enrolment.fingerprint
+    );
     println!(
         "pass keys: {} student(s){}",
         queue.pass_holders,

@@ -250,11 +250,10 @@ fn read_rxing(frame: &Luma) -> Vec<String> {
 
 fn read_greyscale(frame: &Luma) -> Vec<String> {
     contained(|| {
-        let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
-            frame.width,
-            frame.height,
-            |x, y| frame.at(x, y),
-        );
+        let mut prepared =
+            rqrr::PreparedImage::prepare_from_greyscale(frame.width, frame.height, |x, y| {
+                frame.at(x, y)
+            });
         read_grids!(prepared)
     })
 }
@@ -272,8 +271,13 @@ fn read_bitmap(frame: &Luma, dark: impl Fn(u8) -> bool) -> Vec<String> {
 /// QR byte segments carry no declared encoding: UTF-8 when valid (phones write UTF-8),
 /// otherwise ISO-8859-1, the standard's default.
 fn text_of(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|error| error.into_bytes().iter().map(|&byte| char::from(byte)).collect())
+    String::from_utf8(bytes).unwrap_or_else(|error| {
+        error
+            .into_bytes()
+            .iter()
+            .map(|&byte| char::from(byte))
+            .collect()
+    })
 }
 
 /// Runs an rqrr attempt; a panic in it (seen on hostile frames) means "nothing found".

@@ -30,6 +30,9 @@ pub enum KioskError {
     Agent(String),
     #[error("{0}")]
     Server(String),
+    /// Images that could not be read as PNG or JPEG.
+    #[error("{0}")]
+    Images(String),
 }
 
 impl KioskError {

@@ -176,7 +176,9 @@ impl<R: Read> Iterator for ImageStream<R> {
             Ok(_) => {}
             Err(error) => {
                 self.failed = true;
-                return Some(Err(KioskError::Usage(format!("cannot read stdin: {error}"))));
+                return Some(Err(KioskError::Usage(format!(
+                    "cannot read stdin: {error}"
+                ))));
             }
         }
         if self.reader.read_exact(&mut first[1..]).is_err() {
@@ -272,7 +274,11 @@ mod tests {
         let files = image_files(temp.path()).expect("list");
         let names: Vec<_> = files
             .iter()
-            .map(|file| file.file_name().and_then(|name| name.to_str()).unwrap_or(""))
+            .map(|file| {
+                file.file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or("")
+            })
             .collect();
         assert_eq!(names, ["a.JPG", "b.png", "d.jpeg"]);
         let empty = tempfile::tempdir().expect("temp");

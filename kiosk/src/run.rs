@@ -133,7 +133,11 @@ impl Kiosk {
             for (scan_id, outcome, reason) in &answered {
                 if outcome == "refused" {
                     report.refused_by_agent += 1;
-                    tracing::warn!(scan_id, reason = reason.as_deref().unwrap_or(""), "the agent refused a scan");
+                    tracing::warn!(
+                        scan_id,
+                        reason = reason.as_deref().unwrap_or(""),
+                        "the agent refused a scan"
+                    );
                 }
             }
             report.delivered += answered.len();
@@ -243,10 +247,20 @@ impl Kiosk {
     }
 }
 
+/// Black-box tests move the kiosk's clock with the agent's: a file holding a Unix time,
+/// read on every call. Production never sets it; the kiosk warns when it is set.
+pub const CLOCK_FILE_VARIABLE: &str = "KASIP_UNSAFE_CLOCK_FILE";
+
+/// The kiosk's time: the system clock, or the test clock file.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+    std::env::var_os(CLOCK_FILE_VARIABLE)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs() as i64)
+        })
 }
 
 /// Keeps the queue moving: forwards when a scan arrives or every few seconds; backs off
@@ -343,7 +357,10 @@ pub fn run(dir: &KioskDir, options: RunOptions) -> Result<(), KioskError> {
                         .with_store(|store| store.queue_state())
                         .map(|state| state.waiting)
                         .unwrap_or_default();
-                    println!("{waiting} scan(s) wait for the agent: {}", KioskError::from(error));
+                    println!(
+                        "{waiting} scan(s) wait for the agent: {}",
+                        KioskError::from(error)
+                    );
                     Ok(())
                 }
             };

@@ -216,7 +216,12 @@ impl KioskStore {
                 )?;
                 for holder in holders {
                     let keys = serde_json::to_string(&holder.keys).unwrap_or_else(|_| "[]".into());
-                    insert.execute(rusqlite::params![holder.iin, holder.name, holder.active, keys])?;
+                    insert.execute(rusqlite::params![
+                        holder.iin,
+                        holder.name,
+                        holder.active,
+                        keys
+                    ])?;
                 }
             }
             transaction.execute(
@@ -262,7 +267,11 @@ impl KioskStore {
     }
 
     /// Records an accepted scan: replay cache and queue in one commit.
-    pub fn accept(&mut self, scan: &AcceptedScan<'_>, forget_before: i64) -> Result<(), KioskError> {
+    pub fn accept(
+        &mut self,
+        scan: &AcceptedScan<'_>,
+        forget_before: i64,
+    ) -> Result<(), KioskError> {
         let AcceptedScan {
             scan_id,
             iin,
@@ -442,7 +451,10 @@ mod tests {
                 scanned_at: 1005,
             };
             store.accept(&scan, 900).expect("accept");
-            assert_eq!(store.seen_at("900101300017", 1000).expect("read"), Some(1005));
+            assert_eq!(
+                store.seen_at("900101300017", 1000).expect("read"),
+                Some(1005)
+            );
             // The same pass cannot be queued twice.
             let again = AcceptedScan {
                 scan_id: "s2",
@@ -452,7 +464,10 @@ mod tests {
             assert!(store.accept(&again, 900).is_err());
         }
         let mut store = KioskStore::open(&dir).expect("reopen");
-        assert_eq!(store.seen_at("900101300017", 1000).expect("read"), Some(1005));
+        assert_eq!(
+            store.seen_at("900101300017", 1000).expect("read"),
+            Some(1005)
+        );
         let waiting = store.waiting(10).expect("waiting");
         assert_eq!(waiting.len(), 1);
         assert_eq!(waiting[0].scan_id, "s1");

@@ -238,4 +238,5 @@ impl Default for TempDataDir {
     }
 }
 pub use reqwest;
+pub mod frames;
 pub mod webdriver;

@@ -194,13 +194,11 @@ pub async fn scans(
         Ok(kiosk) => kiosk,
         Err(response) => return response,
     };
-    let upload: ScanUpload = match parse_json(
-        &body,
-        "{\"scans\": [{\"id\", \"pass\", \"scanned_at\"}]}",
-    ) {
-        Ok(upload) => upload,
-        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
-    };
+    let upload: ScanUpload =
+        match parse_json(&body, "{\"scans\": [{\"id\", \"pass\", \"scanned_at\"}]}") {
+            Ok(upload) => upload,
+            Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+        };
     if upload.scans.len() > MAX_SCANS_PER_UPLOAD {
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
