@@ -91,6 +91,37 @@ pub enum KioskError {
     Random,
 }
 
+/// Letters and digits an installer types without confusing 0/O or 1/I/L.
+const CODE_ALPHABET: &[u8; 30] = b"23456789ABCDEFGHJKMNPQRSTUVWXY";
+const CODE_CHARS: usize = 16;
+
+/// A one-time code like `7KQM-2XWH-PR4D-9TNB` (78 bits; enrolment is rate limited).
+fn enrolment_code() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let random = ring::rand::SystemRandom::new();
+    let mut code = String::with_capacity(CODE_CHARS + 3);
+    while code.len() < CODE_CHARS + 3 {
+        let mut byte = [0u8; 1];
+        random.fill(&mut byte).ok()?;
+        // 240 = 8 × 30: rejecting the rest keeps every letter equally likely.
+        if byte[0] < 240 {
+            if code.len() % 5 == 4 {
+                code.push('-');
+            }
+            code.push(char::from(CODE_ALPHABET[usize::from(byte[0] % 30)]));
+        }
+    }
+    Some(code)
+}
+
+/// The code as typed, without dashes, spaces or case.
+fn normalised_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
 /// Registers a kiosk place and issues its one-time enrolment code.
 pub fn add(
     connection: &Connection,
@@ -123,7 +154,7 @@ pub fn add(
             }));
         }
     }
-    let Ok(code) = random_token(15) else {
+    let Some(code) = enrolment_code() else {
         return Ok(Err(KioskError::Random));
     };
     let expires_at = now + CODE_TTL_SECS;
@@ -134,7 +165,7 @@ pub fn add(
             place.kind(),
             room.trim(),
             site,
-            secret_hash(&code),
+            secret_hash(&normalised_code(&code)),
             expires_at,
             now,
             created_by
@@ -242,7 +273,7 @@ pub fn enrol(
         .query_row(
             "SELECT id, place, room, site, code_expires_at, enrolled_at, revoked_at
              FROM kiosks WHERE code_hash = ?1",
-            [secret_hash(code.trim())],
+            [secret_hash(&normalised_code(code))],
             |row| {
                 Ok((
                     row.get(0)?,

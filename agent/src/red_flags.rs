@@ -14,7 +14,7 @@ use crate::coverage::student_months;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedFlag {
     /// Stable name: idle_group, unlicensed_site, beneficiary_without_attendance,
-    /// shared_device, two_rooms_at_once, manual_share_outlier.
+    /// shared_device, two_rooms_at_once, manual_share_outlier, in_class_not_on_campus.
     pub kind: &'static str,
     /// Who or what it is about: a group code, site, IIN, device or teacher.
     pub subject: String,
@@ -42,6 +42,8 @@ struct MonthMark {
     end: String,
     lesson_id: i64,
     place: String,
+    /// The lesson's site for offline lessons; empty online or when unknown.
+    site: String,
     teacher_iin: String,
     present: bool,
     manual: bool,
@@ -51,7 +53,8 @@ fn month_marks(connection: &Connection, month: Month) -> rusqlite::Result<Vec<Mo
     let mut statement = connection.prepare(
         "SELECT e.student_iin, l.date, l.start_time, l.end_time, l.id,
                 CASE l.mode WHEN 'online' THEN 'online' ELSE COALESCE(s.name, '') || ' ' || l.room END,
-                l.teacher_iin, e.status, e.method
+                l.teacher_iin, e.status, e.method,
+                CASE l.mode WHEN 'online' THEN '' ELSE COALESCE(s.name, '') END
          FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id LEFT JOIN sites s ON s.id = l.site_id
          WHERE l.date BETWEEN ?1 AND ?2
            AND e.id = (SELECT MAX(x.id) FROM attendance_events x
@@ -70,12 +73,14 @@ fn month_marks(connection: &Connection, month: Month) -> rusqlite::Result<Vec<Mo
                 row.get::<_, String>(6)?,
                 row.get::<_, String>(7)?,
                 row.get::<_, String>(8)?,
+                row.get::<_, String>(9)?,
             ))
         },
     )?;
     let mut marks = Vec::new();
     for row in rows {
-        let (student_iin, date, start, end, lesson_id, place, teacher_iin, status, method) = row?;
+        let (student_iin, date, start, end, lesson_id, place, teacher_iin, status, method, site) =
+            row?;
         let Ok(date) = Date::parse(&date) else {
             continue;
         };
@@ -86,6 +91,7 @@ fn month_marks(connection: &Connection, month: Month) -> rusqlite::Result<Vec<Mo
             end,
             lesson_id,
             place,
+            site,
             teacher_iin,
             present: status == "present" || status == "late",
             manual: method == "manual",
@@ -121,7 +127,90 @@ pub fn red_flags_for_month(
     shared_devices(connection, month, rules, &mut flags)?;
     two_rooms_at_once(&marks, &mut flags);
     manual_share_outliers(&marks, rules, &mut flags);
+    in_class_not_on_campus(connection, month, settings, &marks, &mut flags)?;
     Ok(flags)
+}
+
+/// Students marked present in class on days they never passed the entrance kiosk of
+/// that site. Only sites with an entrance kiosk, and only from the day it was enrolled:
+/// without one, nobody's entry is recorded.
+fn in_class_not_on_campus(
+    connection: &Connection,
+    month: Month,
+    settings: &Settings,
+    marks: &[MonthMark],
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let local_date = |unix: i64| crate::commands::local_date(settings, unix);
+    let mut statement = connection.prepare(
+        "SELECT site, MIN(enrolled_at) FROM kiosks
+         WHERE place = 'entrance' AND enrolled_at IS NOT NULL GROUP BY site",
+    )?;
+    let watched: HashMap<String, Date> = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(site, enrolled_at)| (site, local_date(enrolled_at)))
+        .collect();
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let mut statement = connection.prepare(
+        "SELECT s.student_iin, s.scanned_at, k.site FROM kiosk_scans s JOIN kiosks k ON k.id = s.kiosk_id
+         WHERE s.outcome = 'presence'",
+    )?;
+    let mut entered: std::collections::HashSet<(String, Date, String)> = Default::default();
+    for row in statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })? {
+        let (iin, at, site) = row?;
+        let date = local_date(at);
+        if date.calendar_month() == month {
+            entered.insert((iin, date, site));
+        }
+    }
+    // student → (site, days without an entry, first such day)
+    let mut missing: BTreeMap<String, (String, BTreeMap<Date, ()>)> = BTreeMap::new();
+    for mark in marks
+        .iter()
+        .filter(|mark| mark.present && !mark.site.is_empty())
+    {
+        let Some(since) = watched.get(&mark.site) else {
+            continue;
+        };
+        if mark.date < *since
+            || entered.contains(&(mark.student_iin.clone(), mark.date, mark.site.clone()))
+        {
+            continue;
+        }
+        missing
+            .entry(mark.student_iin.clone())
+            .or_insert_with(|| (mark.site.clone(), BTreeMap::new()))
+            .1
+            .insert(mark.date, ());
+    }
+    for (student, (site, days)) in missing {
+        let first = days
+            .keys()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        flags.push(RedFlag {
+            kind: "in_class_not_on_campus",
+            subject: student,
+            detail: format!(
+                "marked present in class at {site} on {} day(s) without passing its entrance kiosk, first {first}",
+                days.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Groups with a run of at least N working days (Mon–Fri) without a lesson held.

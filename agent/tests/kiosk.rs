@@ -315,9 +315,24 @@ fn refusals_at_the_kiosk_name_the_reason_and_nothing_reaches_the_agent() {
     assert!(lines
         .iter()
         .any(|line| line.contains("do not show a screenshot")));
-    // Only Alice's scan travelled; the agent has one kiosk mark and nothing for the rest.
+    // Alice's scan is the one mark; every refused pass (not the stray URL) reached the
+    // agent as a security event, checked again there.
+    assert!(
+        lines.contains(&"forwarded 1 scan(s) to the agent; reported 6 refused pass(es)".to_owned()),
+        "{lines:?}"
+    );
     assert_eq!(kiosk_marks(&college), 1);
-    assert_eq!(kiosk.status()["queue"]["forwarded"], 1);
+    assert_eq!(kiosk.status()["queue"]["forwarded"], 7);
+    assert_eq!(kiosk.status()["queue"]["refusals_reported"], 6);
+    for (kind, count) in [
+        ("kiosk_replayed_pass", 1),
+        ("kiosk_stale_pass", 1),
+        ("kiosk_pass_from_the_future", 1),
+        ("kiosk_forged_pass", 2), // Bob's forged pass; Carol has no key at all
+        ("kiosk_student_inactive", 1),
+    ] {
+        assert_eq!(college.security_events(kind), count, "{kind}");
+    }
     assert_eq!(
         college.count(&format!(
             "SELECT COUNT(*) FROM attendance_events WHERE student_iin IN ('{bob}', '{carol}', '{dana}')"
@@ -362,7 +377,7 @@ fn with_the_agent_down_scans_wait_survive_a_kiosk_restart_and_arrive_exactly_onc
     );
 
     // A restarted kiosk keeps its queue and its replay cache: the same passes again
-    // are replays, and nothing new is queued.
+    // are replays (queued only as reports for the agent's security log).
     let again = kiosk.scan(&frames);
     assert!(
         verdicts(&again)
@@ -370,7 +385,7 @@ fn with_the_agent_down_scans_wait_survive_a_kiosk_restart_and_arrive_exactly_onc
             .all(|(kind, detail)| kind == "REFUSE" && detail == "replayed"),
         "{again:?}"
     );
-    assert_eq!(kiosk.status()["queue"]["waiting"], 3);
+    assert_eq!(kiosk.status()["queue"]["waiting"], 6);
 
     // The agent comes back on its address; the kiosk forwards each scan once.
     let clock = college.clock_file.display().to_string();
@@ -383,7 +398,10 @@ fn with_the_agent_down_scans_wait_survive_a_kiosk_restart_and_arrive_exactly_onc
     let output = kiosk.run(&["sync"]);
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("forwarded 3 scan(s)"), "{stdout}");
+    assert!(
+        stdout.contains("forwarded 3 scan(s) to the agent; reported 3 refused pass(es)"),
+        "{stdout}"
+    );
     let output = kiosk.run(&["sync"]);
     assert!(
         text(&output).0.contains("forwarded 0 scan(s)"),
@@ -391,7 +409,8 @@ fn with_the_agent_down_scans_wait_survive_a_kiosk_restart_and_arrive_exactly_onc
         text(&output)
     );
     assert_eq!(kiosk_marks(&college), 3);
-    assert_eq!(college.count("SELECT COUNT(*) FROM kiosk_scans"), 3);
+    assert_eq!(college.security_events("kiosk_replayed_pass"), 3);
+    assert_eq!(college.count("SELECT COUNT(*) FROM kiosk_scans"), 6);
 
     // An upload the agent stored but whose answer was lost is sent again: same answer,
     // no second mark (idempotent by scan id).
@@ -407,18 +426,58 @@ fn with_the_agent_down_scans_wait_survive_a_kiosk_restart_and_arrive_exactly_onc
         text(&output)
     );
     assert_eq!(kiosk_marks(&college), 3);
-    assert_eq!(college.count("SELECT COUNT(*) FROM kiosk_scans"), 3);
+    assert_eq!(college.count("SELECT COUNT(*) FROM kiosk_scans"), 6);
+    assert_eq!(
+        college.security_events("kiosk_replayed_pass"),
+        3,
+        "no second event either"
+    );
 }
 
 #[test]
-fn an_entrance_kiosk_records_campus_presence_shown_on_the_student_page() {
+fn an_entrance_kiosk_records_campus_presence_shown_on_the_student_page_and_flags_who_skipped_it() {
     let college = College::new(2);
     let iin = college.group_a[0].clone();
     let key = student_with_pass(&college, &iin);
+    let other = college.group_a[1].clone();
+    let other_key = student_with_pass(&college, &other);
     let kiosk = Kiosk::enrol(&college, &["--entrance", "Главный корпус"]);
     let lines = kiosk.scan(&[frame(&pass(&key, &iin, now()))]);
     assert_eq!(verdicts(&lines)[0].0, "ACCEPT", "{lines:?}");
     assert_eq!(kiosk_marks(&college), 0, "an entrance marks no lesson");
+    // Both are marked in room 101 of that site; only the first came through the door.
+    let door = Kiosk::enrol(&college, &["--room", "101"]);
+    let lines = door.scan(&[
+        frame(&pass(&key, &iin, now() - 1)),
+        frame(&pass(&other_key, &other, now() - 1)),
+    ]);
+    assert_eq!(verdicts(&lines).len(), 2, "{lines:?}");
+    assert_eq!(kiosk_marks(&college), 2);
+    let output = run_with(
+        AGENT,
+        &college.dir.path(),
+        &["red-flags", "--month", "2026-11", "--json"],
+        &[],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let flags: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let skipped: Vec<&Value> = flags
+        .as_array()
+        .expect("flags")
+        .iter()
+        .filter(|flag| flag["kind"] == "in_class_not_on_campus")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{flags}");
+    assert_eq!(skipped[0]["subject"], other.as_str());
+    assert!(
+        skipped[0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Главный корпус on 1 day(s)"),
+        "{}",
+        skipped[0]
+    );
     assert_eq!(
         college.count("SELECT COUNT(*) FROM kiosk_scans WHERE outcome = 'presence'"),
         1

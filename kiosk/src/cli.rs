@@ -159,11 +159,7 @@ pub fn run(cli: Cli) -> Result<(), KioskError> {
         }
         Command::Decode { images } => decode_images(&images),
         Command::Sync => {
-            let report = sync_now(&dir)?;
-            println!(
-                "forwarded {} scan(s) ({} refused by the agent)",
-                report.delivered, report.refused_by_agent
-            );
+            println!("{}", sync_now(&dir)?);
             Ok(())
         }
         Command::Status { json } => status(&dir, json),
@@ -275,14 +271,15 @@ fn status(dir: &KioskDir, json: bool) -> Result<(), KioskError> {
             .unwrap_or_else(|| ", never pulled".into())
     );
     println!(
-        "scans: {} waiting{}, {} forwarded ({} refused by the agent)",
+        "scans: {} waiting{}, {} forwarded ({} refused by the agent, {} refused here and reported)",
         queue.waiting,
         queue
             .oldest_waiting_at
             .map(|at| format!(" (oldest from {at})"))
             .unwrap_or_default(),
         queue.forwarded,
-        queue.refused_by_agent
+        queue.refused_by_agent,
+        queue.refusals_reported
     );
     Ok(())
 }

@@ -56,9 +56,38 @@ pub struct Kiosk {
 /// What one forwarding round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwardReport {
+    /// Scans accepted here and delivered.
     pub delivered: usize,
+    /// Of those, refused by the agent.
     pub refused_by_agent: usize,
+    /// Passes refused here, reported for the agent's security log.
+    pub refusals_reported: usize,
     pub waiting: i64,
+}
+
+impl std::fmt::Display for ForwardReport {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "forwarded {} scan(s) to the agent",
+            self.delivered
+        )?;
+        if self.refused_by_agent > 0 {
+            write!(
+                formatter,
+                " ({} refused by the agent)",
+                self.refused_by_agent
+            )?;
+        }
+        if self.refusals_reported > 0 {
+            write!(
+                formatter,
+                "; reported {} refused pass(es)",
+                self.refusals_reported
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Kiosk {
@@ -131,16 +160,23 @@ impl Kiosk {
                 });
             }
             for (scan_id, outcome, reason) in &answered {
+                let reported = batch
+                    .iter()
+                    .any(|scan| scan.scan_id == *scan_id && scan.reported_refusal);
+                if reported {
+                    report.refusals_reported += 1;
+                    continue;
+                }
+                report.delivered += 1;
                 if outcome == "refused" {
                     report.refused_by_agent += 1;
                     tracing::warn!(
                         scan_id,
                         reason = reason.as_deref().unwrap_or(""),
-                        "the agent refused a scan"
+                        "the agent refused a scan this kiosk accepted"
                     );
                 }
             }
-            report.delivered += answered.len();
             self.with_store(|store| store.delivered(&answered, unix_now()))
                 .map_err(|error| CallError::Unreachable(error.to_string()))?;
             report.waiting = self
@@ -349,7 +385,7 @@ pub fn run(dir: &KioskDir, options: RunOptions) -> Result<(), KioskError> {
         if options.once {
             return match kiosk.forward().await {
                 Ok(report) => {
-                    println!("forwarded {} scan(s) to the agent", report.delivered);
+                    println!("{report}");
                     Ok(())
                 }
                 Err(error) => {

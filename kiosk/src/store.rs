@@ -50,9 +50,14 @@ CREATE TABLE IF NOT EXISTS scan_queue (
     scanned_at   INTEGER NOT NULL,
     forwarded_at INTEGER,
     outcome      TEXT,
-    reason       TEXT
+    reason       TEXT,
+    -- Set when the kiosk refused the pass itself: the agent records it as a security
+    -- event (once per pass and reason).
+    local_refusal TEXT
 );
 CREATE INDEX IF NOT EXISTS scan_queue_waiting ON scan_queue(seq) WHERE forwarded_at IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS scan_queue_one_report_per_refusal
+    ON scan_queue(pass, local_refusal) WHERE local_refusal IS NOT NULL;
 "#;
 
 /// Where the kiosk keeps its state.
@@ -106,6 +111,8 @@ pub struct QueuedScan {
     pub student_iin: String,
     pub pass: String,
     pub scanned_at: i64,
+    /// A pass this kiosk refused, reported for the agent's security log.
+    pub reported_refusal: bool,
 }
 
 /// A pass the kiosk accepted, about to be recorded.
@@ -125,6 +132,10 @@ pub struct QueueState {
     pub waiting: i64,
     pub oldest_waiting_at: Option<i64>,
     pub forwarded: i64,
+    /// Of those forwarded, refused here and reported as security events.
+    pub refusals_reported: i64,
+    /// Of those accepted here, refused by the agent (its key list is newer, or another
+    /// kiosk saw the pass first).
     pub refused_by_agent: i64,
     pub pass_holders: i64,
     pub keys_fetched_at: Option<i64>,
@@ -300,12 +311,32 @@ impl KioskStore {
         write(&mut self.connection).map_err(|source| self.database_error(source))
     }
 
+    /// Queues a pass the kiosk refused, so the agent records the attempt; the same pass
+    /// refused for the same reason again (still in front of the camera) is reported once.
+    pub fn report_refusal(
+        &mut self,
+        scan_id: &str,
+        iin: &str,
+        pass: &str,
+        scanned_at: i64,
+        reason: &str,
+    ) -> Result<(), KioskError> {
+        self.connection
+            .execute(
+                "INSERT OR IGNORE INTO scan_queue (scan_id, student_iin, name, pass, scanned_at, local_refusal)
+                 VALUES (?1, ?2, '', ?3, ?4, ?5)",
+                rusqlite::params![scan_id, iin, pass, scanned_at, reason],
+            )
+            .map(drop)
+            .map_err(|source| self.database_error(source))
+    }
+
     /// The oldest scans not yet delivered, in the order they were made.
     pub fn waiting(&self, limit: i64) -> Result<Vec<QueuedScan>, KioskError> {
         self.connection
             .prepare_cached(
-                "SELECT seq, scan_id, student_iin, pass, scanned_at FROM scan_queue
-                 WHERE forwarded_at IS NULL ORDER BY seq LIMIT ?1",
+                "SELECT seq, scan_id, student_iin, pass, scanned_at, local_refusal IS NOT NULL
+                 FROM scan_queue WHERE forwarded_at IS NULL ORDER BY seq LIMIT ?1",
             )
             .and_then(|mut statement| {
                 statement
@@ -316,6 +347,7 @@ impl KioskStore {
                             student_iin: row.get(2)?,
                             pass: row.get(3)?,
                             scanned_at: row.get(4)?,
+                            reported_refusal: row.get(5)?,
                         })
                     })?
                     .collect()
@@ -349,7 +381,8 @@ impl KioskStore {
                     (SELECT COUNT(*) FROM scan_queue WHERE forwarded_at IS NULL),
                     (SELECT MIN(scanned_at) FROM scan_queue WHERE forwarded_at IS NULL),
                     (SELECT COUNT(*) FROM scan_queue WHERE forwarded_at IS NOT NULL),
-                    (SELECT COUNT(*) FROM scan_queue WHERE outcome = 'refused'),
+                    (SELECT COUNT(*) FROM scan_queue WHERE forwarded_at IS NOT NULL AND local_refusal IS NOT NULL),
+                    (SELECT COUNT(*) FROM scan_queue WHERE outcome = 'refused' AND local_refusal IS NULL),
                     (SELECT COUNT(*) FROM pass_holders),
                     (SELECT fetched_at FROM key_refresh)",
                 [],
@@ -358,9 +391,10 @@ impl KioskStore {
                         waiting: row.get(0)?,
                         oldest_waiting_at: row.get(1)?,
                         forwarded: row.get(2)?,
-                        refused_by_agent: row.get(3)?,
-                        pass_holders: row.get(4)?,
-                        keys_fetched_at: row.get(5)?,
+                        refusals_reported: row.get(3)?,
+                        refused_by_agent: row.get(4)?,
+                        pass_holders: row.get(5)?,
+                        keys_fetched_at: row.get(6)?,
                     })
                 },
             )

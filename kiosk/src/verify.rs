@@ -67,18 +67,60 @@ impl Verifier {
         text: &str,
         now: i64,
     ) -> Result<Verdict, KioskError> {
-        let refused = |refusal, iin: Option<&str>| {
-            Ok(Verdict::Refused {
-                refusal,
-                iin: iin.map(str::to_owned),
-            })
-        };
-        let Ok(pass) = StudentPass::parse(text.trim()) else {
-            return refused(Refusal::NotAPass, None);
+        let text = text.trim();
+        let Ok(pass) = StudentPass::parse(text) else {
+            // Any QR code at all (a URL, a ticket): nothing to report.
+            return Ok(Verdict::Refused {
+                refusal: Refusal::NotAPass,
+                iin: None,
+            });
         };
         let iin = pass.student.as_string();
-        let Some(holder) = store.holder(&iin)? else {
-            return refused(Refusal::UnknownStudent, Some(&iin));
+        let name = match self.decide(store, &pass, now)? {
+            Ok(name) => name,
+            Err(refusal) => {
+                // Reported to the agent, which records it as a security event.
+                store.report_refusal(&new_scan_id()?, &iin, text, now, refusal.code())?;
+                return Ok(Verdict::Refused {
+                    refusal,
+                    iin: Some(iin),
+                });
+            }
+        };
+        if let Some(seen_at) = store.seen_at(&iin, pass.signed_at)? {
+            if now - seen_at < self.repeat_secs {
+                return Ok(Verdict::Repeat { iin, name });
+            }
+            store.report_refusal(&new_scan_id()?, &iin, text, now, Refusal::Replayed.code())?;
+            return Ok(Verdict::Refused {
+                refusal: Refusal::Replayed,
+                iin: Some(iin),
+            });
+        }
+        let scan_id = new_scan_id()?;
+        store.accept(
+            &AcceptedScan {
+                scan_id: &scan_id,
+                iin: &iin,
+                name: &name,
+                pass: text,
+                signed_at: pass.signed_at,
+                scanned_at: now,
+            },
+            now - 2 * self.window_secs,
+        )?;
+        Ok(Verdict::Accepted { iin, name, scan_id })
+    }
+
+    /// The student's name when the pass is theirs, fresh and they are active.
+    fn decide(
+        &self,
+        store: &KioskStore,
+        pass: &StudentPass,
+        now: i64,
+    ) -> Result<Result<String, Refusal>, KioskError> {
+        let Some(holder) = store.holder(&pass.student.as_string())? else {
+            return Ok(Err(Refusal::UnknownStudent));
         };
         let keys: Vec<PassPublicKey> = holder
             .keys
@@ -86,44 +128,17 @@ impl Verifier {
             .filter_map(|key| PassPublicKey::from_base64url(key).ok())
             .collect();
         if !pass.verify_signature(&keys) {
-            return refused(Refusal::Forged, Some(&iin));
+            return Ok(Err(Refusal::Forged));
         }
         match pass.check_fresh(now, self.window_secs) {
             Ok(()) => {}
-            Err(PassError::FromTheFuture { .. }) => {
-                return refused(Refusal::FromTheFuture, Some(&iin))
-            }
-            Err(_) => return refused(Refusal::Stale, Some(&iin)),
+            Err(PassError::FromTheFuture { .. }) => return Ok(Err(Refusal::FromTheFuture)),
+            Err(_) => return Ok(Err(Refusal::Stale)),
         }
         if !holder.active {
-            return refused(Refusal::Inactive, Some(&iin));
+            return Ok(Err(Refusal::Inactive));
         }
-        if let Some(seen_at) = store.seen_at(&iin, pass.signed_at)? {
-            if now - seen_at < self.repeat_secs {
-                return Ok(Verdict::Repeat {
-                    iin,
-                    name: holder.name,
-                });
-            }
-            return refused(Refusal::Replayed, Some(&iin));
-        }
-        let scan_id = new_scan_id()?;
-        store.accept(
-            &AcceptedScan {
-                scan_id: &scan_id,
-                iin: &iin,
-                name: &holder.name,
-                pass: text.trim(),
-                signed_at: pass.signed_at,
-                scanned_at: now,
-            },
-            now - 2 * self.window_secs,
-        )?;
-        Ok(Verdict::Accepted {
-            iin,
-            name: holder.name,
-            scan_id,
-        })
+        Ok(Ok(holder.name))
     }
 }
 
