@@ -138,11 +138,75 @@ fn main() {
     } else {
         println!("zbarimg not found (apt install zbar-tools): no comparison");
     }
-    frame_benchmark();
+    let frame_median = frame_benchmark();
+    let record_median = verdict_benchmark();
+    println!(
+        "frame to verdict on the kiosk (decode a 1280x720 frame + verify + durable record): {} (target: feedback within 300 ms)",
+        millis(frame_median + record_median)
+    );
+}
+
+/// Median time to verify a fresh pass and record it durably (SQLite, synchronous=FULL).
+fn verdict_benchmark() -> Duration {
+    use kasip_kiosk::store::{KioskDir, KioskStore, PassHolder};
+    use kasip_kiosk::verify::{Verdict, Verifier};
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    let random = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random)
+        .expect("key");
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &random)
+        .expect("key");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut store = KioskStore::open(&KioskDir::new(scratch.path())).expect("store");
+    let student = "900101300017";
+    let public_key = kasip_core::PassPublicKey::from_bytes(key.public_key().as_ref())
+        .expect("point")
+        .to_base64url();
+    store
+        .replace_holders(
+            &[PassHolder {
+                iin: student.into(),
+                name: "Бенчмарк Студент".into(),
+                active: true,
+                keys: vec![public_key],
+            }],
+            0,
+            0,
+        )
+        .expect("holders");
+    let verifier = Verifier {
+        window_secs: 30,
+        repeat_secs: 5,
+    };
+    let base = 1_790_000_000;
+    let mut times = Vec::new();
+    for index in 0..200 {
+        let signed_at = base + index;
+        let text = format!("KP1.{student}.{signed_at}");
+        let signature = key.sign(&random, text.as_bytes()).expect("sign");
+        let pass = kasip_core::StudentPass::assemble(
+            &kasip_core::Iin::parse(student).expect("iin"),
+            signed_at,
+            signature.as_ref(),
+        );
+        let started = Instant::now();
+        let verdict = verifier.check(&mut store, &pass, signed_at + 1).expect("check");
+        times.push(started.elapsed());
+        assert!(matches!(verdict, Verdict::Accepted { .. }), "{verdict:?}");
+    }
+    let (median, p95) = percentiles(&mut times);
+    println!(
+        "verify a pass and record it durably: median {}, p95 {}",
+        millis(median),
+        millis(p95)
+    );
+    median
 }
 
 /// Median decode time of 1280×720 frames with a pass QR, and of a frame with none.
-fn frame_benchmark() {
+fn frame_benchmark() -> Duration {
     let pass = "KP1.900101300017.1790000000.MEUCIQDd5l2p0qJv8mXw3L0b0lH6yZq1pX9nq7rU8vX2bP3s7wIgR2f8aQ9pL1mN4kY7sT0uV3wX6zB9cE2fH5jK8mP1qS4";
     let code = qrcode::QrCode::new(pass.as_bytes()).expect("encodable");
     let modules = code.width();
@@ -192,6 +256,7 @@ fn frame_benchmark() {
         millis(copy_median),
         median.as_secs_f64() / copy_median.as_secs_f64().max(1e-9)
     );
+    median
 }
 
 fn rotate(image: &GrayImage, degrees: u32) -> GrayImage {
