@@ -154,8 +154,8 @@ fn verdict_benchmark() -> Duration {
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
     let random = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random)
-        .expect("key");
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random).expect("key");
     let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &random)
         .expect("key");
     let scratch = tempfile::tempdir().expect("scratch");
@@ -192,7 +192,9 @@ fn verdict_benchmark() -> Duration {
             signature.as_ref(),
         );
         let started = Instant::now();
-        let verdict = verifier.check(&mut store, &pass, signed_at + 1).expect("check");
+        let verdict = verifier
+            .check(&mut store, &pass, signed_at + 1)
+            .expect("check");
         times.push(started.elapsed());
         assert!(matches!(verdict, Verdict::Accepted { .. }), "{verdict:?}");
     }
