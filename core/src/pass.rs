@@ -268,7 +268,7 @@ mod tests {
             format!("KP1.{STUDENT}.1790000000.{}", &signature[1..]),
             format!("KP1.{STUDENT}.1790000000.{signature}A"),
             format!("KP1.{STUDENT}.1790000000.{}=", &signature[..85]),
-            format!("KP1.{STUDENT}.1790000000.{}", signature.replace('-', "+")),
+            format!("KP1.{STUDENT}.1790000000.+{}", &signature[1..]), // not base64url
             format!("KP1.{STUDENT}.１７９.{signature}"),
             format!("KP1.{STUDENT}.1790000000.{}", "!".repeat(86)),
             "KP1.".to_owned() + &"9".repeat(10_000),
