@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KASIP_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// config.toml outside the data dir [default: DIR/config.toml; the system service
+    /// uses /etc/kasip/config.toml, and so does the CLI where that file exists]
+    #[arg(long, global = true, env = "KASIP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -309,7 +314,7 @@ fn print_report(label: &str, report: &ImportReport) {
 }
 
 pub fn run(cli: Cli) -> Result<(), AgentError> {
-    let data_dir = DataDir::new(cli.data_dir.unwrap_or_else(DataDir::default_root));
+    let data_dir = DataDir::from_options(cli.data_dir, cli.config);
     match cli.command {
         Command::Init {
             college_bin,
@@ -448,6 +453,54 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
     }
 }
 
+/// On SIGHUP (`systemctl reload`), the certificate and key are read again; connections
+/// already open keep theirs, new handshakes get the new one.
+fn reload_tls_on_sighup(
+    config: axum_server::tls_rustls::RustlsConfig,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+) -> Result<impl std::future::Future<Output = ()>, AgentError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|error| AgentError::Server(format!("cannot handle SIGHUP: {error}")))?;
+    Ok(async move {
+        while hangups.recv().await.is_some() {
+            match config.reload_from_pem_file(&cert_path, &key_path).await {
+                Ok(()) => tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded"),
+                Err(error) => tracing::error!(
+                    %error,
+                    cert = %cert_path.display(),
+                    "cannot reload the TLS certificate; still serving the previous one"
+                ),
+            }
+        }
+    })
+}
+
+/// Logs a warning at start and daily while the certificate expires within 30 days.
+async fn warn_before_expiry(cert_path: std::path::PathBuf, state: crate::web::AppState) {
+    loop {
+        if let Some(warning) = crate::service::expiry_warning(&cert_path, state.now()) {
+            tracing::warn!("{warning}");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+    }
+}
+
+/// Pings systemd's watchdog while the database answers; a hung agent stops pinging and
+/// is restarted.
+async fn watchdog(interval: std::time::Duration, state: crate::web::AppState) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match state.probe().await {
+            Ok(()) => {
+                crate::service::notify("WATCHDOG=1");
+            }
+            Err(error) => tracing::error!(%error, "health probe failed: not pinging the watchdog"),
+        }
+    }
+}
+
 fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(), AgentError> {
     let fresh = !data_dir.root().exists();
     if fresh {
@@ -529,10 +582,19 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         let state = crate::web::AppState::new(read_store, writer, settings, clock, public_url, secure_cookies, data_dir.clone());
         let (stop_uploader, uploader_stopped) = tokio::sync::watch::channel(false);
         let uploader = tokio::spawn(uploader.run(uploader_stopped));
+        if let crate::web::Transport::Https(config) = &transport {
+            tokio::spawn(reload_tls_on_sighup(config.clone(), cert_path.clone(), key_path.clone())?);
+            tokio::spawn(warn_before_expiry(cert_path.clone(), state.clone()));
+        }
+        if let Some(interval) = crate::service::watchdog_interval() {
+            tokio::spawn(watchdog(interval, state.clone()));
+        }
         // Tests and scripts read this exact line to learn the port.
         println!("listening on {scheme}://{bound}");
         tracing::info!(%bound, data_dir = %data_dir.root().display(), "agent started");
+        crate::service::notify(&format!("READY=1\nSTATUS=serving on {scheme}://{bound}"));
         crate::web::serve(listener, transport, state, shutdown).await?;
+        crate::service::notify("STOPPING=1");
         let _ = stop_uploader.send(true);
         if tokio::time::timeout(std::time::Duration::from_secs(10), uploader).await.is_err() {
             tracing::warn!("the uploader did not stop within 10 s; its batches stay queued");

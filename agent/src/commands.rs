@@ -37,16 +37,19 @@ impl InitOptions {
 }
 
 /// Creates the data dir, identity key, database and config (in that order: the config
-/// is written last, so its presence means a complete `init`). Refuses if any exists.
+/// is written last, so its presence means a complete `init`). Refuses if any exists,
+/// except a config kept outside the data dir (the package's conffile), which is
+/// validated and kept.
 pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentError> {
-    let already = [
-        data_dir.config_path(),
-        data_dir.database_path(),
-        data_dir.key_path(),
-    ]
-    .into_iter()
-    .any(|path| path.exists());
-    if already {
+    let external_config = data_dir.has_external_config() && data_dir.config_path().exists();
+    let mut existing = vec![data_dir.database_path(), data_dir.key_path()];
+    if !external_config {
+        existing.push(data_dir.config_path());
+    }
+    if external_config {
+        Settings::load(data_dir)?;
+    }
+    if existing.into_iter().any(|path| path.exists()) {
         return Err(AgentError::AlreadyInitialised {
             data_dir: data_dir.root().to_owned(),
         });
@@ -68,6 +71,10 @@ pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentEr
     )
     .map_err(|error| AgentError::Operation(error.to_string()))?;
     Store::create(&data_dir.database_path())?.close()?;
+    if external_config {
+        tracing::info!(data_dir = %data_dir.root().display(), config = %data_dir.config_path().display(), key = %key.thumbprint(), "data directory initialised");
+        return Ok(key.thumbprint());
+    }
     let config = default_config_text(
         &options.college_bin,
         &options.college_name,

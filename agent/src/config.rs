@@ -13,15 +13,41 @@ use crate::error::AgentError;
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    /// `config.toml` kept outside the data dir (the package's `/etc/kasip/config.toml`).
+    config: Option<PathBuf>,
 }
+
+/// Where the Debian package puts the service's state and its configuration.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/kasip";
+pub const SYSTEM_CONFIG: &str = "/etc/kasip/config.toml";
 
 impl DataDir {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self { root, config: None }
     }
 
-    /// `KASIP_DATA_DIR` or `--data-dir` wins; otherwise the per-user data directory
-    /// (`~/.local/share/kasip-agent` on Linux). The system service sets `/var/lib/kasip`.
+    /// A data dir whose `config.toml` lives at `config` instead of inside it.
+    pub fn with_config(root: PathBuf, config: Option<PathBuf>) -> Self {
+        Self { root, config }
+    }
+
+    /// With neither `--data-dir` nor `--config`: on a machine where the package is
+    /// installed (`/etc/kasip/config.toml` exists), the service's own directories, so
+    /// `sudo -u kasip kasip-agent …` acts on the running college; otherwise the per-user
+    /// data directory (`~/.local/share/kasip-agent` on Linux).
+    pub fn from_options(root: Option<PathBuf>, config: Option<PathBuf>) -> Self {
+        match (root, config) {
+            (Some(root), config) => Self::with_config(root, config),
+            (None, Some(config)) => Self::with_config(Self::default_root(), Some(config)),
+            (None, None) if Path::new(SYSTEM_CONFIG).exists() => Self::with_config(
+                PathBuf::from(SYSTEM_DATA_DIR),
+                Some(PathBuf::from(SYSTEM_CONFIG)),
+            ),
+            (None, None) => Self::new(Self::default_root()),
+        }
+    }
+
+    /// The per-user data directory (`~/.local/share/kasip-agent` on Linux).
     pub fn default_root() -> PathBuf {
         directories::ProjectDirs::from("kz", "KasipTech", "kasip-agent")
             .map(|dirs| dirs.data_dir().to_owned())
@@ -33,7 +59,14 @@ impl DataDir {
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.root.join("config.toml")
+        self.config
+            .clone()
+            .unwrap_or_else(|| self.root.join("config.toml"))
+    }
+
+    /// Whether `config.toml` is kept outside the data dir (and so is not `init`'s to write).
+    pub fn has_external_config(&self) -> bool {
+        self.config.is_some()
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -53,9 +86,9 @@ impl DataDir {
         self.root.join("tls.key")
     }
 
-    /// True once `init` has written the config (the last step it takes).
+    /// True once `init` has run: the config (its last step) and the database exist.
     pub fn is_initialised(&self) -> bool {
-        self.config_path().exists()
+        self.config_path().exists() && self.database_path().exists()
     }
 }
 

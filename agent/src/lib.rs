@@ -20,6 +20,7 @@ pub mod lessons;
 pub mod month_close;
 pub mod outbox;
 pub mod red_flags;
+pub mod service;
 pub mod staff;
 pub mod store;
 pub mod sync;

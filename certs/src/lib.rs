@@ -8,4 +8,7 @@ pub mod jws;
 pub mod tls;
 
 pub use device_key::{DeviceKey, KeyError, KEY_FILE_MODE};
-pub use tls::{fingerprint_der, fingerprint_pem, write_self_signed, TlsError};
+pub use tls::{
+    fingerprint_der, fingerprint_pem, first_certificate_der, not_after, write_self_signed,
+    TlsError,
+};

@@ -62,6 +62,82 @@ pub fn write_self_signed(
     Ok(())
 }
 
+/// The first certificate's DER in PEM text.
+pub fn first_certificate_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
+    let body: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// One DER element: (tag, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let length = rest[..count]
+            .iter()
+            .fold(0usize, |length, byte| (length << 8) | usize::from(*byte));
+        (length, &rest[count..])
+    };
+    if rest.len() < length {
+        return None;
+    }
+    Some((tag, &rest[..length], &rest[length..]))
+}
+
+/// The end of a certificate's validity (`notAfter`) as a Unix time, from its DER: for
+/// the expiry warnings and `doctor`. None when the DER is not a certificate.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (0x30, certificate, _) = der_element(der)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    // [0] version (optional), serialNumber, signature algorithm, issuer, then validity.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2;
+    }
+    for _ in 0..3 {
+        tbs = der_element(tbs)?.2;
+    }
+    let (0x30, validity, _) = der_element(tbs)? else {
+        return None;
+    };
+    let (_, _, after_not_before) = der_element(validity)?;
+    let (tag, time, _) = der_element(after_not_before)?;
+    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        // UTCTime: YY (50-99 → 19YY), GeneralizedTime: YYYY.
+        0x17 if text.len() == 12 => {
+            let year: i32 = text.get(..2)?.parse().ok()?;
+            (if year >= 50 { 1900 + year } else { 2000 + year }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (text.get(..4)?.parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let field = |range: std::ops::Range<usize>| rest.get(range)?.parse::<u8>().ok();
+    let date = kasip_core::Date::new(year, field(0..2)?, field(2..4)?)?;
+    let (hour, minute, second) = (field(4..6)?, field(6..8)?, field(8..10)?);
+    Some(
+        date.days_since_epoch() * 86_400
+            + i64::from(hour) * 3600
+            + i64::from(minute) * 60
+            + i64::from(second),
+    )
+}
+
 /// SHA-256 of a certificate's DER, lowercase hex: what a kiosk pins and an admin
 /// compares by eye.
 pub fn fingerprint_der(der: &[u8]) -> String {
@@ -74,17 +150,7 @@ pub fn fingerprint_der(der: &[u8]) -> String {
 
 /// The fingerprint of the first certificate in PEM text (the served, end-entity one).
 pub fn fingerprint_pem(pem: &str) -> Option<String> {
-    use base64::Engine;
-    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
-    let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
-    let body: String = pem[start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    Some(fingerprint_der(&der))
+    Some(fingerprint_der(&first_certificate_der(pem)?))
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
@@ -129,6 +195,22 @@ mod tests {
             fingerprint_pem("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"),
             None
         );
+    }
+
+    #[test]
+    fn not_after_reads_the_validity_end_and_nothing_from_garbage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        write_self_signed(&[], &cert, &key).expect("write");
+        let der = first_certificate_der(&fs::read_to_string(&cert).expect("cert")).expect("der");
+        let end = kasip_core::Date::new(2035, 12, 31).expect("date").days_since_epoch() * 86_400;
+        assert_eq!(not_after(&der), Some(end));
+        assert_eq!(not_after(b""), None);
+        assert_eq!(not_after(&der[..40]), None);
+        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        let mut flipped = der.clone();
+        flipped[0] = 0x31;
+        assert_eq!(not_after(&flipped), None);
     }
 
     #[test]

@@ -185,17 +185,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// 200 when the agent can read its database, 503 otherwise.
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let probe = state
-        .with_db(|store| {
+impl AppState {
+    /// Whether the agent can read its database: the health check and the watchdog's.
+    pub async fn probe(&self) -> Result<(), AgentError> {
+        self.with_db(|store| {
             store
                 .connection()
                 .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                .map(drop)
                 .map_err(|source| AgentError::from(store.error(source)))
         })
-        .await;
-    match probe {
+        .await
+    }
+}
+
+/// 200 when the agent can read its database, 503 otherwise.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.probe().await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(error) => {
             tracing::error!(%error, "health check failed");
