@@ -132,6 +132,12 @@ pub enum Command {
     /// Staff accounts: add admins and curators, set passwords
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Copy the database to FILE while the agent runs (one consistent snapshot, 0600),
+    /// then check the copy
+    Backup { file: PathBuf },
+    /// Replace the database with a backup after checking it; refuses while the agent
+    /// runs. The replaced database is kept beside it
+    Restore { file: PathBuf },
     /// Kiosks at classroom doors and entrances: add (prints the one-time enrolment code),
     /// list, revoke
     #[command(subcommand)]
@@ -439,6 +445,34 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             Ok(())
         }
         Command::Kiosk(command) => commands::kiosk(&data_dir, command),
+        Command::Backup { file } => {
+            commands::open(&data_dir)?;
+            let summary = crate::backup::backup(&data_dir, &file)?;
+            println!(
+                "backup {}: schema v{}, {} attendance events, chain head {}, {} students, {} outbox batches; integrity ok",
+                file.display(),
+                summary.schema_version,
+                summary.attendance_events,
+                if summary.chain_head.is_empty() { "(empty)" } else { &summary.chain_head },
+                summary.students,
+                summary.outbox_batches
+            );
+            Ok(())
+        }
+        Command::Restore { file } => {
+            commands::open(&data_dir)?;
+            let (summary, kept) =
+                crate::backup::restore(&data_dir, &file, crate::store::unix_now())?;
+            println!(
+                "restored {}: {} attendance events, chain head {}; the previous database is kept as {}",
+                file.display(),
+                summary.attendance_events,
+                if summary.chain_head.is_empty() { "(empty)" } else { &summary.chain_head },
+                kept.display()
+            );
+            println!("start the agent again (systemctl start kasip-agent); if it was enrolled, its start-up checkpoint with the registry will say whether this backup is older than what the registry holds");
+            Ok(())
+        }
         Command::Enroll { registry, code } => {
             let kid = commands::enroll(&data_dir, &registry, &code)?;
             println!("enrolled with {registry} as {kid}; batches will be sent from now on");
@@ -484,6 +518,35 @@ async fn warn_before_expiry(cert_path: std::path::PathBuf, state: crate::web::Ap
             tracing::warn!("{warning}");
         }
         tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+    }
+}
+
+/// Makes the day's backup once the local hour reaches `backup.hour`, checking every ten
+/// minutes, on its own connection.
+async fn nightly_backups(
+    data_dir: DataDir,
+    state: crate::web::AppState,
+    settings: std::sync::Arc<Settings>,
+) {
+    loop {
+        let now = state.now();
+        let local = now + settings.timezone.offset_seconds();
+        if local.rem_euclid(86_400) / 3600 >= i64::from(settings.backup_hour) {
+            let date = commands::local_date(&settings, now);
+            let (data_dir, keep) = (data_dir.clone(), settings.backup_keep as usize);
+            let made = tokio::task::spawn_blocking(move || {
+                let store = crate::store::Store::open(&data_dir.database_path())?;
+                crate::backup::nightly(&data_dir, &store, date, keep)
+            })
+            .await;
+            match made {
+                Ok(Ok(Some(path))) => tracing::info!(path = %path.display(), "nightly backup made"),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "nightly backup failed; will retry"),
+                Err(error) => tracing::error!(%error, "nightly backup task failed"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     }
 }
 
@@ -562,6 +625,9 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         let bound = listener
             .local_addr()
             .map_err(|error| AgentError::Server(error.to_string()))?;
+        // Held until exit: `restore` refuses while it is.
+        let service_lock = crate::backup::ServiceLock::acquire(data_dir)
+            .map_err(|error| AgentError::Server(error.to_string()))?;
         let scheme = if settings.plain_http { "http" } else { "https" };
         let public_url = if settings.public_url.is_empty() {
             format!("{scheme}://{bound}")
@@ -579,12 +645,15 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             clock.clone(),
             data_dir.clone(),
         );
-        let state = crate::web::AppState::new(read_store, writer, settings, clock, public_url, secure_cookies, data_dir.clone());
+        let state = crate::web::AppState::new(read_store, writer, settings.clone(), clock, public_url, secure_cookies, data_dir.clone());
         let (stop_uploader, uploader_stopped) = tokio::sync::watch::channel(false);
         let uploader = tokio::spawn(uploader.run(uploader_stopped));
         if let crate::web::Transport::Https(config) = &transport {
             tokio::spawn(reload_tls_on_sighup(config.clone(), cert_path.clone(), key_path.clone())?);
             tokio::spawn(warn_before_expiry(cert_path.clone(), state.clone()));
+        }
+        if settings.backup_keep > 0 {
+            tokio::spawn(nightly_backups(data_dir.clone(), state.clone(), settings.clone()));
         }
         if let Some(interval) = crate::service::watchdog_interval() {
             tokio::spawn(watchdog(interval, state.clone()));
@@ -595,6 +664,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         crate::service::notify(&format!("READY=1\nSTATUS=serving on {scheme}://{bound}"));
         crate::web::serve(listener, transport, state, shutdown).await?;
         crate::service::notify("STOPPING=1");
+        drop(service_lock);
         let _ = stop_uploader.send(true);
         if tokio::time::timeout(std::time::Duration::from_secs(10), uploader).await.is_err() {
             tracing::warn!("the uploader did not stop within 10 s; its batches stay queued");

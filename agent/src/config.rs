@@ -111,6 +111,21 @@ struct ConfigFile {
     sync: SyncSection,
     #[serde(default)]
     kiosk: KioskSection,
+    #[serde(default)]
+    backup: BackupSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BackupSection {
+    keep: u32,
+    hour: u32,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        Self { keep: 7, hour: 2 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +338,10 @@ pub struct Settings {
     pub kiosk_grace_mins: u32,
     /// Largest |scan time − pass signing time| accepted, on the kiosk and here.
     pub pass_window_secs: u32,
+    /// Nightly backups kept in `DATA_DIR/backups/`; 0 turns them off.
+    pub backup_keep: u32,
+    /// Local hour (0-23) from which the day's backup is made.
+    pub backup_hour: u32,
 }
 
 impl Settings {
@@ -499,7 +518,21 @@ impl Settings {
                 file.kiosk.pass_window_secs
             ));
         }
+        if file.backup.keep > 365 {
+            return Err(format!(
+                "backup.keep must be 0-365 nightly copies, not {}",
+                file.backup.keep
+            ));
+        }
+        if file.backup.hour > 23 {
+            return Err(format!(
+                "backup.hour must be 0-23, not {}",
+                file.backup.hour
+            ));
+        }
         Ok(Self {
+            backup_keep: file.backup.keep,
+            backup_hour: file.backup.hour,
             kiosk_grace_mins: file.kiosk.grace_mins,
             pass_window_secs: file.kiosk.pass_window_secs,
             sync,
@@ -640,6 +673,13 @@ grace_mins = 10
 # A student pass is accepted when it was signed at most this many seconds from the scan
 # (both ways), on the kiosk and on the agent. Default 30.
 pass_window_secs = 30
+
+[backup]
+# Nightly copies of the database kept in the data dir's backups/ folder (0 = none;
+# copy them off the machine too: `kasip-agent backup FILE` makes one any time). Default 7.
+keep = 7
+# Local hour (0-23) from which the day's copy is made. Default 2.
+hour = 2
 "#
     )
 }

@@ -3,6 +3,7 @@
 //! `main.rs` only parses flags and maps errors to exit codes; everything lives here.
 
 pub mod attendance;
+pub mod backup;
 pub mod checkin;
 pub mod cli;
 pub mod clock;

@@ -122,7 +122,10 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
         // UTCTime: YY (50-99 → 19YY), GeneralizedTime: YYYY.
         0x17 if text.len() == 12 => {
             let year: i32 = text.get(..2)?.parse().ok()?;
-            (if year >= 50 { 1900 + year } else { 2000 + year }, &text[2..])
+            (
+                if year >= 50 { 1900 + year } else { 2000 + year },
+                &text[2..],
+            )
         }
         0x18 if text.len() == 14 => (text.get(..4)?.parse().ok()?, &text[4..]),
         _ => return None,
@@ -203,7 +206,10 @@ mod tests {
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         write_self_signed(&[], &cert, &key).expect("write");
         let der = first_certificate_der(&fs::read_to_string(&cert).expect("cert")).expect("der");
-        let end = kasip_core::Date::new(2035, 12, 31).expect("date").days_since_epoch() * 86_400;
+        let end = kasip_core::Date::new(2035, 12, 31)
+            .expect("date")
+            .days_since_epoch()
+            * 86_400;
         assert_eq!(not_after(&der), Some(end));
         assert_eq!(not_after(b""), None);
         assert_eq!(not_after(&der[..40]), None);
