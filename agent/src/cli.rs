@@ -132,6 +132,16 @@ pub enum Command {
     /// Staff accounts: add admins and curators, set passwords
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Check this installation: permissions, database integrity and chain, free disk,
+    /// TLS certificate, clock, registry and outbox; each finding says what to do. Exit 1
+    /// when any check fails
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// Do not contact the registry
+        #[arg(long)]
+        offline: bool,
+    },
     /// Copy the database to FILE while the agent runs (one consistent snapshot, 0600),
     /// then check the copy
     Backup { file: PathBuf },
@@ -445,6 +455,35 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             Ok(())
         }
         Command::Kiosk(command) => commands::kiosk(&data_dir, command),
+        Command::Doctor { json, offline } => {
+            let findings = crate::doctor::examine(&data_dir, crate::store::unix_now(), !offline);
+            let failed = findings
+                .iter()
+                .filter(|finding| finding.health == crate::doctor::Health::Fail)
+                .count();
+            if json {
+                let report = serde_json::json!({ "ok": failed == 0, "findings": findings });
+                println!("{report:#}");
+            } else {
+                for finding in &findings {
+                    let mark = match finding.health {
+                        crate::doctor::Health::Ok => "ok  ",
+                        crate::doctor::Health::Warn => "WARN",
+                        crate::doctor::Health::Fail => "FAIL",
+                    };
+                    println!("{mark} {}: {}", finding.check, finding.detail);
+                    if !finding.fix.is_empty() && finding.health != crate::doctor::Health::Ok {
+                        println!("     fix: {}", finding.fix);
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(AgentError::Operation(format!(
+                    "{failed} check(s) failed; see the fixes above"
+                )));
+            }
+            Ok(())
+        }
         Command::Backup { file } => {
             commands::open(&data_dir)?;
             let summary = crate::backup::backup(&data_dir, &file)?;

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod coverage;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod export;
 pub mod grades;
