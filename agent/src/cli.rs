@@ -691,6 +691,15 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             tokio::spawn(reload_tls_on_sighup(config.clone(), cert_path.clone(), key_path.clone())?);
             tokio::spawn(warn_before_expiry(cert_path.clone(), state.clone()));
         }
+        if let Some(address) = settings.metrics_listen {
+            match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => {
+                    tracing::info!(%address, "metrics at /metrics");
+                    tokio::spawn(crate::web::serve_metrics(listener, state.clone()));
+                }
+                Err(error) => tracing::error!(%address, %error, "cannot serve metrics there; the agent runs without them (set metrics.listen)"),
+            }
+        }
         if settings.backup_keep > 0 {
             tokio::spawn(nightly_backups(data_dir.clone(), state.clone(), settings.clone()));
         }

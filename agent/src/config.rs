@@ -113,7 +113,25 @@ struct ConfigFile {
     kiosk: KioskSection,
     #[serde(default)]
     backup: BackupSection,
+    #[serde(default)]
+    metrics: MetricsSection,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MetricsSection {
+    listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_METRICS_LISTEN.to_owned(),
+        }
+    }
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +360,8 @@ pub struct Settings {
     pub backup_keep: u32,
     /// Local hour (0-23) from which the day's backup is made.
     pub backup_hour: u32,
+    /// Where `GET /metrics` is served; None when turned off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -530,7 +550,16 @@ impl Settings {
                 file.backup.hour
             ));
         }
+        let metrics_listen = match file.metrics.listen.trim() {
+            "" => None,
+            address => Some(address.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "metrics.listen = \"{address}\" is not an address like \"{DEFAULT_METRICS_LISTEN}\" (empty turns metrics off)"
+                )
+            })?),
+        };
         Ok(Self {
+            metrics_listen,
             backup_keep: file.backup.keep,
             backup_hour: file.backup.hour,
             kiosk_grace_mins: file.kiosk.grace_mins,
@@ -680,6 +709,11 @@ pass_window_secs = 30
 keep = 7
 # Local hour (0-23) from which the day's copy is made. Default 2.
 hour = 2
+
+[metrics]
+# Where Prometheus scrapes GET /metrics. Default "{DEFAULT_METRICS_LISTEN}" (this machine
+# only); empty turns it off. Bind to a LAN address only behind a firewall.
+listen = "{DEFAULT_METRICS_LISTEN}"
 "#
     )
 }

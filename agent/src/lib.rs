@@ -19,6 +19,7 @@ pub mod i18n;
 pub mod import;
 pub mod kiosks;
 pub mod lessons;
+pub mod metrics;
 pub mod month_close;
 pub mod outbox;
 pub mod red_flags;

@@ -425,6 +425,7 @@ pub fn sealed_head(connection: &Connection) -> rusqlite::Result<(u64, String)> {
 
 /// Records a failed attempt (shown in `sync status`), without stopping the queue.
 pub fn note_error(connection: &Connection, error: &str, now: i64) -> rusqlite::Result<()> {
+    crate::metrics::SYNC_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     connection.execute(
         "UPDATE sync_state SET last_error = ?1, last_error_at = ?2",
         rusqlite::params![error, now],
@@ -434,6 +435,7 @@ pub fn note_error(connection: &Connection, error: &str, now: i64) -> rusqlite::R
 
 /// Stops the queue until an admin runs `kasip-agent sync resume`.
 pub fn raise_alert(connection: &Connection, alert: &str, now: i64) -> rusqlite::Result<()> {
+    crate::metrics::SYNC_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     connection.execute(
         "UPDATE sync_state SET alert = ?1, alert_at = ?2, last_error = ?1, last_error_at = ?2",
         rusqlite::params![alert, now],

@@ -56,6 +56,8 @@ pub struct AppState {
     data_dir: Arc<crate::config::DataDir>,
     /// The dashboard's last red-flag computation.
     red_flags: Arc<admin::RedFlagCache>,
+    /// Request latencies for `/metrics`.
+    latencies: Arc<crate::metrics::RequestLatencies>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             secure_cookies,
             data_dir: Arc::new(data_dir),
             red_flags: Arc::default(),
+            latencies: Arc::default(),
         }
     }
 
@@ -150,6 +153,7 @@ impl RateLimiter {
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    let latencies = Arc::clone(&state.latencies);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ping", get(|| async { "pong\n" }))
@@ -181,8 +185,51 @@ pub fn router(state: AppState) -> Router {
             "/c/{token}",
             get(phone::check_in_page).post(phone::check_in),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            latencies,
+            crate::metrics::time_requests,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `GET /metrics` (Prometheus text format) on its own listener.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, state: AppState) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "the metrics listener stopped");
+    }
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let now = state.now();
+    let (settings, data_dir, latencies) = (
+        Arc::clone(&state.settings),
+        Arc::clone(&state.data_dir),
+        Arc::clone(&state.latencies),
+    );
+    let rendered = state
+        .with_db(move |store| {
+            crate::metrics::render(store.connection(), &settings, &data_dir, &latencies, now)
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await;
+    match rendered {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "metrics unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
 }
 
 impl AppState {

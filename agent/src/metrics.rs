@@ -1,0 +1,301 @@
+//! `GET /metrics` in Prometheus' text format, on its own listener (`metrics.listen`,
+//! localhost by default). Counts come from the database where it already keeps them
+//! (marks and security events are append-only, so they are true counters across
+//! restarts); request latencies are histograms kept in memory.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use rusqlite::Connection;
+
+use crate::config::{DataDir, Settings};
+
+/// Failed upload attempts since start (each a retry or an alert).
+pub static SYNC_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    /// Observations at or below each bound (not cumulative here; summed when rendered).
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Request latencies per route pattern (`/c/{token}`, not each token).
+#[derive(Default)]
+pub struct RequestLatencies {
+    routes: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl RequestLatencies {
+    pub fn observe(&self, route: &str, seconds: f64) {
+        let mut routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let histogram = routes.entry(route.to_owned()).or_default();
+        if let Some(index) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            histogram.buckets[index] += 1;
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String) {
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        out.push_str(
+            "# HELP kasip_http_request_duration_seconds Time to answer a request, by route.\n",
+        );
+        out.push_str("# TYPE kasip_http_request_duration_seconds histogram\n");
+        for (route, histogram) in routes.iter() {
+            let route = label(route);
+            let mut cumulative = 0;
+            for (bound, count) in BUCKETS.iter().zip(histogram.buckets) {
+                cumulative += count;
+                let _ = writeln!(
+                    out,
+                    "kasip_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "kasip_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(
+                out,
+                "kasip_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                histogram.sum
+            );
+            let _ = writeln!(
+                out,
+                "kasip_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                histogram.count
+            );
+        }
+    }
+}
+
+/// Times every request of the main router.
+pub async fn time_requests(
+    State(latencies): State<std::sync::Arc<RequestLatencies>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = matched
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    latencies.observe(&route, started.elapsed().as_secs_f64());
+    response
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn grouped(
+    connection: &Connection,
+    sql: &str,
+    label_name: &str,
+) -> rusqlite::Result<Vec<(String, f64)>> {
+    let mut statement = connection.prepare(sql)?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    rows.map(|row| {
+        row.map(|(value, count)| {
+            (
+                format!("{{{label_name}=\"{}\"}}", label(&value)),
+                count as f64,
+            )
+        })
+    })
+    .collect()
+}
+
+/// Everything the database knows, rendered; then the request latencies.
+pub fn render(
+    connection: &Connection,
+    settings: &Settings,
+    data_dir: &DataDir,
+    latencies: &RequestLatencies,
+    now: i64,
+) -> rusqlite::Result<String> {
+    let mut out = String::new();
+    metric(
+        &mut out,
+        "kasip_checkins_total",
+        "counter",
+        "Attendance marks recorded, by method (qr_phone, qr_typed, qr_kiosk, manual).",
+        &grouped(
+            connection,
+            "SELECT method, COUNT(*) FROM attendance_events GROUP BY method",
+            "method",
+        )?,
+    );
+    metric(
+        &mut out,
+        "kasip_rejections_total",
+        "counter",
+        "Refused check-ins, scans and sign-ins, by reason (security events).",
+        &grouped(
+            connection,
+            "SELECT kind, COUNT(*) FROM security_events GROUP BY kind",
+            "reason",
+        )?,
+    );
+    let today = crate::commands::local_date(settings, now).to_string();
+    let open: i64 = connection.query_row(
+        "SELECT COUNT(*) FROM lesson_openings o JOIN lessons l ON l.id = o.lesson_id
+         WHERE o.closed_at IS NULL AND l.date = ?1",
+        [&today],
+        |row| row.get(0),
+    )?;
+    metric(
+        &mut out,
+        "kasip_open_lessons",
+        "gauge",
+        "Lessons opened today and not closed.",
+        &[(String::new(), open as f64)],
+    );
+    let sync = crate::outbox::status(connection, now)?;
+    metric(
+        &mut out,
+        "kasip_outbox_batches",
+        "gauge",
+        "Sealed batches not yet acknowledged by the registry.",
+        &[(String::new(), sync.queued_batches as f64)],
+    );
+    metric(
+        &mut out,
+        "kasip_outbox_unsealed_records",
+        "gauge",
+        "Events not yet sealed into a batch.",
+        &[(String::new(), sync.unsealed_records as f64)],
+    );
+    metric(
+        &mut out,
+        "kasip_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest batch or event not yet acknowledged (0 when none).",
+        &[(
+            String::new(),
+            sync.oldest_unsent_age_secs.unwrap_or(0) as f64,
+        )],
+    );
+    metric(
+        &mut out,
+        "kasip_sync_alert",
+        "gauge",
+        "1 when the upload queue is stopped by an alert (see `kasip-agent sync status`).",
+        &[(String::new(), f64::from(u8::from(sync.alert.is_some())))],
+    );
+    metric(
+        &mut out,
+        "kasip_sync_errors_total",
+        "counter",
+        "Failed upload attempts since the agent started.",
+        &[(String::new(), SYNC_ERRORS.load(Ordering::Relaxed) as f64)],
+    );
+    let month = crate::commands::local_date(settings, now).calendar_month();
+    let (report, _) = crate::coverage::month_figures(
+        connection,
+        month,
+        crate::commands::local_date(settings, now),
+        &settings.coverage_rules(),
+    )?;
+    let coverage: Vec<(String, f64)> = std::iter::once(&report.college)
+        .chain(report.groups.iter())
+        .filter_map(|scope| {
+            scope.coverage_per_mille.map(|per_mille| {
+                (
+                    format!("{{scope=\"{}\"}}", label(&scope.scope)),
+                    per_mille as f64 / 1000.0,
+                )
+            })
+        })
+        .collect();
+    metric(
+        &mut out,
+        "kasip_coverage_ratio",
+        "gauge",
+        "This month's QR coverage of beneficiaries (design 5.5), college and per group.",
+        &coverage,
+    );
+    let database_bytes: u64 = ["agent.db", "agent.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(data_dir.root().join(name)).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    metric(
+        &mut out,
+        "kasip_database_bytes",
+        "gauge",
+        "Size of the database and its write-ahead log.",
+        &[(String::new(), database_bytes as f64)],
+    );
+    latencies.render(&mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_a_count_and_sum() {
+        let latencies = RequestLatencies::default();
+        latencies.observe("/c/{token}", 0.003);
+        latencies.observe("/c/{token}", 0.2);
+        latencies.observe("/c/{token}", 30.0);
+        let mut out = String::new();
+        latencies.render(&mut out);
+        assert!(out.contains(
+            "kasip_http_request_duration_seconds_bucket{route=\"/c/{token}\",le=\"0.005\"} 1\n"
+        ));
+        assert!(out.contains(
+            "kasip_http_request_duration_seconds_bucket{route=\"/c/{token}\",le=\"0.25\"} 2\n"
+        ));
+        assert!(out.contains(
+            "kasip_http_request_duration_seconds_bucket{route=\"/c/{token}\",le=\"10\"} 2\n"
+        ));
+        assert!(out.contains(
+            "kasip_http_request_duration_seconds_bucket{route=\"/c/{token}\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(out.contains("kasip_http_request_duration_seconds_count{route=\"/c/{token}\"} 3\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
