@@ -138,6 +138,17 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteFailure(pub String);
 
+/// Prefix of a failure because the disk is full or read-only: the pages say so.
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
+
+impl WriteFailure {
+    /// The disk is full or read-only: nothing was stored, reads still work, and the
+    /// writer retries with the next request.
+    pub fn is_storage_unavailable(&self) -> bool {
+        self.0.starts_with(STORAGE_UNAVAILABLE)
+    }
+}
+
 pub type CheckInResult = Result<Result<Accepted, Rejection>, WriteFailure>;
 
 pub type ManualResult = Result<Result<ManualAccepted, ManualRefusal>, WriteFailure>;
@@ -273,13 +284,22 @@ fn writer_loop(
             Err(error) => {
                 // Nothing in this group was stored: say so to every waiting client.
                 tracing::error!(%error, requests = group.len(), "cannot commit marks");
+                // A full or read-only disk is a state that passes: refuse (503) and try
+                // again with the next request, so the agent recovers by itself when space
+                // returns. Any other I/O error leaves the database in doubt.
+                let storage_unavailable = matches!(
+                    &error,
+                    rusqlite::Error::SqliteFailure(code, _)
+                        if matches!(code.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::ReadOnly)
+                );
                 for request in group {
-                    request.reply(Err(WriteFailure(format!(
-                        "the mark could not be stored: {error}"
-                    ))));
+                    request.reply(Err(WriteFailure(if storage_unavailable {
+                        format!("{STORAGE_UNAVAILABLE}: {error}")
+                    } else {
+                        format!("the mark could not be stored: {error}")
+                    })));
                 }
-                let disk_full = matches!(&error, rusqlite::Error::SqliteFailure(code, _) if code.code == rusqlite::ErrorCode::DiskFull);
-                if !disk_full {
+                if !storage_unavailable {
                     // An I/O error on commit is fatal (design §4): exit and let the service
                     // manager restart us rather than run on a database in doubt.
                     tracing::error!(

@@ -95,6 +95,24 @@ pub fn message_page(
     (status, Html(layout(lang, text(lang, title_key), body))).into_response()
 }
 
+/// 503 for a mark the writer could not store: a full or read-only disk says so plainly
+/// (IT must act; the student must be marked later), anything else asks to retry.
+pub fn write_failure_page(lang: Lang, failure: &crate::checkin::WriteFailure) -> Response {
+    if !failure.is_storage_unavailable() {
+        return failure_page(lang, &failure.0);
+    }
+    tracing::error!(detail = %failure.0, "refusing marks: the disk is full or read-only");
+    message_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        lang,
+        "error.title",
+        &format!(
+            "<p class=bad id=reason data-reason=\"storage_unavailable\">{}</p>",
+            text(lang, "error.storage_unavailable")
+        ),
+    )
+}
+
 /// 500/503 page for failures that are not the reader's fault; the detail goes to the log.
 pub fn failure_page(lang: Lang, detail: &str) -> Response {
     tracing::error!(detail, "request failed");

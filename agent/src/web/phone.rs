@@ -417,7 +417,7 @@ async fn answer_check_in(state: &AppState, lang: Lang, check_in: PhoneCheckIn) -
             }
             message_page(rejection_status(rejection), lang, "checkin.refused", &body)
         }
-        Err(failure) => failure_page(lang, &failure.0),
+        Err(failure) => super::page::write_failure_page(lang, &failure),
     }
 }
 

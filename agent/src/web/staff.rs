@@ -753,7 +753,7 @@ pub async fn manual_mark(
                 &format!("<p class=bad>{}</p>", text(lang, key)),
             )
         }
-        Err(failure) => failure_page(lang, &failure.0),
+        Err(failure) => super::page::write_failure_page(lang, &failure),
     }
 }
 

@@ -55,7 +55,18 @@ impl College {
     /// A college whose config.toml is edited by `edit` before the agent starts; it also
     /// has an admin account `admin` with the same password as the teachers.
     pub fn with_config(group_a_size: usize, edit: impl Fn(String) -> String) -> College {
+        Self::build(group_a_size, edit, |_| {})
+    }
+
+    /// Like `with_config`, with `prepare` run on the temporary directory before the data
+    /// dir is made inside it (e.g. to mount a small filesystem there).
+    pub fn build(
+        group_a_size: usize,
+        edit: impl Fn(String) -> String,
+        prepare: impl FnOnce(&TempDataDir),
+    ) -> College {
         let dir = TempDataDir::new();
+        prepare(&dir);
         let clock_file = dir.file("clock");
         fs::write(&clock_file, lesson_start_plus_one_minute().to_string()).expect("clock");
         let clock = clock_file.display().to_string();
