@@ -132,6 +132,9 @@ pub enum Command {
     /// Staff accounts: add admins and curators, set passwords
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Bring the database to this version's schema (the package's upgrade runs it; every
+    /// command also does it on open)
+    Migrate,
     /// Check this installation: permissions, database integrity and chain, free disk,
     /// TLS certificate, clock, registry and outbox; each finding says what to do. Exit 1
     /// when any check fails
@@ -455,6 +458,15 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             Ok(())
         }
         Command::Kiosk(command) => commands::kiosk(&data_dir, command),
+        Command::Migrate => {
+            let before = crate::store::schema_version_of(&data_dir.database_path())?;
+            commands::open(&data_dir)?;
+            println!(
+                "database schema version {before} → {}",
+                crate::store::latest_version()
+            );
+            Ok(())
+        }
         Command::Doctor { json, offline } => {
             let findings = crate::doctor::examine(&data_dir, crate::store::unix_now(), !offline);
             let failed = findings

@@ -748,6 +748,38 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_is_the_default_with_a_lan_listen_address() {
+        let packaged = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config.toml"),
+        )
+        .expect("packaging/config.toml");
+        let timezone = CollegeTimezone::parse(DEFAULT_TIMEZONE).expect("zone");
+        let default =
+            default_config_text(&demo_bin(), crate::demo::DEMO_COLLEGE_NAME, &timezone, &[])
+                .replace(
+                    &format!("listen = \"{DEFAULT_LISTEN}\""),
+                    "listen = \"0.0.0.0:8443\"",
+                );
+        // The packaged file adds three lines for IT at the top; the rest is the default.
+        let body: String = packaged
+            .lines()
+            .skip(3)
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let default_body: String = default
+            .lines()
+            .skip(1)
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(
+            body, default_body,
+            "regenerate packaging/config.toml from `kasip-agent init`"
+        );
+        let settings = Settings::parse(&packaged).expect("valid");
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:8443");
+    }
+
+    #[test]
     fn plain_http_only_on_loopback() {
         let config = |listen: &str| {
             format!("[college]\nbin = \"090640001233\"\nname = \"X\"\n[server]\nlisten = \"{listen}\"\nplain_http = true\n")

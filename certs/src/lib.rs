@@ -1,10 +1,12 @@
-//! Device identity keys, their files, and the LAN TLS certificate.
+//! Device identity keys, their files, the LAN TLS certificate, and the service
+//! manager's handshake (sd_notify) that agent and kiosk share.
 //!
 //! **Architecture invariant**: this crate does no network I/O. It makes, stores and loads
 //! keys and certificates; callers decide what to sign and where to send it.
 
 mod device_key;
 pub mod jws;
+pub mod service_manager;
 pub mod tls;
 
 pub use device_key::{DeviceKey, KeyError, KEY_FILE_MODE};

@@ -378,6 +378,17 @@ pub fn run(dir: &KioskDir, options: RunOptions) -> Result<(), KioskError> {
             .map_err(|error| KioskError::Server(format!("cannot start the scanner: {error}")))?;
         let shutdown = shutdown_signal()?;
         tokio::pin!(shutdown);
+        kasip_certs::service_manager::notify("READY=1\nSTATUS=scanning");
+        if let Some(interval) = kasip_certs::service_manager::watchdog_interval() {
+            // The scanner thread ends the process when it fails; while the runtime turns,
+            // the kiosk is alive.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(interval).await;
+                    kasip_certs::service_manager::notify("WATCHDOG=1");
+                }
+            });
+        }
         tokio::select! {
             finished = done => finished.unwrap_or(Ok(()))?,
             () = &mut shutdown => return Ok(()),

@@ -54,6 +54,34 @@ pub struct Store {
 }
 
 /// Seconds since the Unix epoch, for `recorded_at` columns.
+/// The schema version of the database at `path` without migrating it (0 when empty).
+pub fn schema_version_of(path: &Path) -> Result<i64, StoreError> {
+    let sqlite_error = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite_error)?;
+    let has_table: Option<i64> = connection
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sqlite_error)?;
+    if has_table.is_none() {
+        return Ok(0);
+    }
+    connection
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(sqlite_error)
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
