@@ -731,6 +731,9 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         }
         Ok::<_, AgentError>(writer_thread)
     })?;
+    // Background tasks (metrics, backups, watchdog, expiry warnings) hold the state and
+    // with it a writer handle: stop them, so the writer sees its last handle go.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     // Every request has finished and dropped its writer handle: the writer drains and
     // hands its connection back for a clean close.
     let write_store = writer_thread

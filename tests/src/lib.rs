@@ -133,6 +133,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (e.g. "HUP") and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Sends `signal` (e.g. "TERM") and waits up to 30 s for the process to exit.
     pub fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
         let status = Command::new("kill")

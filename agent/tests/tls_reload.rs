@@ -1,0 +1,170 @@
+//! `systemctl reload` (SIGHUP) swaps the served certificate for new handshakes while a
+//! connection opened before keeps working.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kasip_tests::{run, Server, TempDataDir};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
+
+/// Accepts any certificate and remembers its fingerprint: the test asks which one the
+/// agent served, not whether to trust it.
+#[derive(Debug)]
+struct Recorder {
+    seen: Arc<Mutex<Option<String>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().expect("lock") = Some(kasip_certs::fingerprint_der(end_entity));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+type Connection = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A kept-alive TLS connection to the agent and the fingerprint it was served.
+fn connect(address: &str) -> (Connection, String) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let seen = Arc::new(Mutex::new(None));
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recorder {
+            seen: Arc::clone(&seen),
+            provider,
+        }))
+        .with_no_client_auth();
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("client");
+    let socket = TcpStream::connect(address).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    assert_eq!(ping(&mut stream), "pong");
+    let fingerprint = seen.lock().expect("lock").clone().expect("a certificate");
+    (stream, fingerprint)
+}
+
+/// `GET /ping` on an open connection (HTTP/1.1 keep-alive); the body.
+fn ping(stream: &mut Connection) -> String {
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !response.ends_with(b"pong\n") {
+        let read = stream
+            .read(&mut buffer)
+            .expect("read on the open connection");
+        assert!(read > 0, "the connection was closed");
+        response.extend_from_slice(&buffer[..read]);
+    }
+    "pong".to_owned()
+}
+
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_open_connections() {
+    let dir = TempDataDir::new();
+    assert!(run(AGENT, &dir.path(), &["init"]).status.success());
+    let (served_cert, served_key) = (dir.file("served.crt"), dir.file("served.key"));
+    let (new_cert, new_key) = (dir.file("new.crt"), dir.file("new.key"));
+    kasip_certs::write_self_signed(&[], &served_cert, &served_key).expect("first pair");
+    kasip_certs::write_self_signed(&[], &new_cert, &new_key).expect("second pair");
+    let config_path = dir.path().join("config.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .expect("config")
+        .replace(
+            "tls_cert = \"\"",
+            &format!("tls_cert = \"{}\"", served_cert.display()),
+        )
+        .replace(
+            "tls_key = \"\"",
+            &format!("tls_key = \"{}\"", served_key.display()),
+        );
+    std::fs::write(&config_path, config).expect("config");
+    let fingerprint = |path: &std::path::Path| {
+        kasip_certs::fingerprint_pem(&std::fs::read_to_string(path).expect("pem")).expect("cert")
+    };
+    let (first, second) = (fingerprint(&served_cert), fingerprint(&new_cert));
+
+    let server = Server::start(AGENT, &dir.path(), &[]);
+    let (mut old_connection, served) = connect(&server.address());
+    assert_eq!(served, first);
+
+    // IT installs the new pair and reloads.
+    std::fs::rename(&new_cert, &served_cert).expect("replace cert");
+    std::fs::rename(&new_key, &served_key).expect("replace key");
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, served) = connect(&server.address());
+        if served == second {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The connection from before the reload still answers.
+    assert_eq!(ping(&mut old_connection), "pong");
+    assert_eq!(ping(&mut old_connection), "pong");
+    let (status, log) = server.stop_with("TERM");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("TLS certificate reloaded"), "{log}");
+}
