@@ -68,8 +68,10 @@ fn main() {
     let mut store = Store::open(&copy).expect("copy store");
     let key = DeviceKey::load(&dir.path().join("agent-key.pem")).expect("key");
     let bin = Bin::parse(BIN).expect("bin");
+    let agent_id = key.thumbprint();
     let sealer = Sealer {
         key: &key,
+        agent_id: &agent_id,
         college_bin: &bin,
         data_dir: &dir.path(),
         limits: SealLimits {

@@ -132,6 +132,10 @@ pub enum Command {
     /// Staff accounts: add admins and curators, set passwords
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// The agent's identity key: show it, or rotate it (the new key is announced to the
+    /// registry in a batch signed by the old one)
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Bring the database to this version's schema (the package's upgrade runs it; every
     /// command also does it on open)
     Migrate,
@@ -219,6 +223,15 @@ pub enum StaffCommand {
     },
     /// Set a password, read from standard input (teachers sign in with their IIN)
     SetPassword { login_or_iin: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Thumbprint, file and mode, public key, the agent's id at the registry
+    Show,
+    /// Make a new key; when enrolled, announce it to the registry signed by the current
+    /// key and switch once the registry acknowledges. Stop the service first
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -458,6 +471,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             Ok(())
         }
         Command::Kiosk(command) => commands::kiosk(&data_dir, command),
+        Command::Keys(command) => commands::keys(&data_dir, command),
         Command::Migrate => {
             let before = crate::store::schema_version_of(&data_dir.database_path())?;
             commands::open(&data_dir)?;

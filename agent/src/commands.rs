@@ -717,3 +717,137 @@ pub fn kiosk(data_dir: &DataDir, command: crate::cli::KioskCommand) -> Result<()
         }
     }
 }
+
+/// `kasip-agent keys show|rotate`.
+pub fn keys(data_dir: &DataDir, command: crate::cli::KeysCommand) -> Result<(), AgentError> {
+    use crate::cli::KeysCommand;
+    use std::os::unix::fs::PermissionsExt;
+    match command {
+        KeysCommand::Show => {
+            let (_, store) = open(data_dir)?;
+            let key = DeviceKey::load(&data_dir.key_path())?;
+            let mode = fs::metadata(data_dir.key_path())
+                .map(|metadata| metadata.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            let database = |source| AgentError::from(store.error(source));
+            let agent_id = crate::outbox::agent_id(store.connection(), &key).map_err(database)?;
+            let registry = crate::sync::enrolment(store.connection()).map_err(database)?;
+            println!(
+                "key file:    {} (mode {mode:o})",
+                data_dir.key_path().display()
+            );
+            println!("thumbprint:  {}", key.thumbprint());
+            println!("agent id:    {agent_id}");
+            println!(
+                "registry:    {}",
+                registry.map_or("not enrolled".to_owned(), |enrolled| enrolled.registry_url)
+            );
+            print!("{}", DeviceKey::public_key_pem(key.public_key()));
+            Ok(())
+        }
+        KeysCommand::Rotate => rotate_key(data_dir),
+    }
+}
+
+fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
+    use rusqlite::OptionalExtension;
+    let _lock = crate::backup::ServiceLock::acquire(data_dir).map_err(|_| {
+        AgentError::Usage(
+            "the agent is running and signs with the current key; stop it first (systemctl stop kasip-agent), rotate, start it"
+                .into(),
+        )
+    })?;
+    let (settings, store) = open(data_dir)?;
+    let database = |source| AgentError::from(store.error(source));
+    let connection = store.connection();
+    let key = DeviceKey::load(&data_dir.key_path())?;
+    let next_path = crate::sync::next_key_path(data_dir);
+    let io_error = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| AgentError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let now = unix_now();
+    if crate::sync::enrolment(connection)
+        .map_err(database)?
+        .is_none()
+    {
+        let unacknowledged: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM outbox_batches WHERE acked_at IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(database)?;
+        if unacknowledged > 0 {
+            return Err(AgentError::Operation(format!(
+                "{unacknowledged} batch(es) are signed with the current key and wait for enrolment; enrol first (kasip-agent enroll), then rotate"
+            )));
+        }
+        let _ = fs::remove_file(&next_path);
+        let new = DeviceKey::generate_to(&next_path)?;
+        let retired = data_dir.root().join(format!("agent-key.retired-{now}.pem"));
+        fs::copy(data_dir.key_path(), &retired).map_err(io_error("keep", &retired))?;
+        fs::rename(&next_path, data_dir.key_path()).map_err(io_error("install", &next_path))?;
+        println!(
+            "new key {} (not enrolled: nothing to announce); the old key is kept as {}",
+            new.thumbprint(),
+            retired.display()
+        );
+        return Ok(());
+    }
+    let pending: Option<String> = connection
+        .query_row(
+            "SELECT kid FROM key_rotations WHERE completed_at IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(database)?;
+    let new_kid = match pending {
+        Some(kid) => {
+            println!("a rotation to {kid} is already waiting for the registry: sending it");
+            kid
+        }
+        None => {
+            // The agent's id at the registry stays the key it enrolled with.
+            connection
+                .execute(
+                    "UPDATE sync_enrolment SET agent_id = COALESCE(agent_id, ?1)",
+                    [key.thumbprint()],
+                )
+                .map_err(database)?;
+            let _ = fs::remove_file(&next_path);
+            let new = DeviceKey::generate_to(&next_path)?;
+            connection
+                .execute(
+                    "INSERT INTO key_rotations (public_key, kid, at) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![new.public_key(), new.thumbprint(), now],
+                )
+                .map_err(database)?;
+            new.thumbprint()
+        }
+    };
+    let clock = crate::clock::from_environment();
+    let uploader = crate::sync::Uploader::new(
+        store,
+        key,
+        std::sync::Arc::new(settings),
+        clock,
+        data_dir.clone(),
+    );
+    let outcome = runtime()?.block_on(uploader.sync_now())?;
+    if uploader.key().thumbprint() == new_kid {
+        println!(
+            "new key {new_kid}: announced to the registry (signed by the old key) and acknowledged; the old key is kept as agent-key.retired-*.pem"
+        );
+        return Ok(());
+    }
+    Err(AgentError::Operation(format!(
+        "the registry has not acknowledged the new key {new_kid} yet{}; nothing is lost: the agent finishes the rotation when it does (start the service, or run `kasip-agent keys rotate` again)",
+        outcome.stopped.map(|reason| format!(" ({reason})")).unwrap_or_default()
+    )))
+}

@@ -385,8 +385,10 @@ fn sync(
                 .enable_all()
                 .build()
                 .map_err(|error| error.to_string())?;
+            let agent_id = crate::outbox::agent_id(store.connection(), &key)
+                .map_err(|error| error.to_string())?;
             runtime
-                .block_on(client.checkpoint(&key, now))
+                .block_on(client.checkpoint(&key, &agent_id, now))
                 .map_err(|error| error.to_string())
         });
     findings.push(match reachable {

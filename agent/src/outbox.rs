@@ -10,7 +10,7 @@ use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{
     sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, ContingentRecord, GradeRecord,
-    MonthCloseRecord, OverrideRecord, Receipt, BATCH_VERSION, GENESIS_PREV,
+    KeyRotationRecord, MonthCloseRecord, OverrideRecord, Receipt, BATCH_VERSION, GENESIS_PREV,
 };
 use kasip_core::Bin;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -42,6 +42,7 @@ fn source(kind: BatchKind) -> (&'static str, &'static str) {
         BatchKind::Contingent => ("contingent_events", "recorded_at"),
         BatchKind::Overrides => ("coverage_overrides", "at"),
         BatchKind::MonthClose => ("month_closes", "closed_at"),
+        BatchKind::KeyRotation => ("key_rotations", "at"),
     }
 }
 
@@ -176,6 +177,24 @@ fn pending_records(
                 ))
             })?
             .collect(),
+        BatchKind::KeyRotation => transaction
+            .prepare_cached(
+                "SELECT id, public_key, kid, at FROM key_rotations WHERE id > ?1 ORDER BY id LIMIT 1",
+            )?
+            .query_map([after], |row| {
+                use base64::Engine;
+                Ok((
+                    row.get(0)?,
+                    to_value(KeyRotationRecord {
+                        id: row.get(0)?,
+                        new_key: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(row.get::<_, Vec<u8>>(1)?),
+                        new_kid: row.get(2)?,
+                        at: row.get(3)?,
+                    }),
+                ))
+            })?
+            .collect(),
         BatchKind::MonthClose => {
             let rows: Vec<(i64, String, bool, Option<String>, String)> = transaction
                 .prepare_cached(
@@ -223,9 +242,32 @@ fn chain_head(transaction: &Transaction<'_>) -> rusqlite::Result<(u64, String)> 
         .map(|found| found.unwrap_or((0, GENESIS_PREV.to_owned())))
 }
 
+/// Whether a key rotation is sealed but not yet acknowledged: nothing else may be sealed
+/// until it is (the next batch must be signed by the next key).
+pub fn rotation_in_flight(connection: &Connection) -> rusqlite::Result<bool> {
+    connection
+        .prepare_cached(
+            "SELECT 1 FROM outbox_batches WHERE kind = 'key_rotation' AND acked_at IS NULL LIMIT 1",
+        )?
+        .query_row([], |row| row.get::<_, i64>(0))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// The agent's identity at the registry: the thumbprint it enrolled with (kept across key
+/// rotations), else the current key's.
+pub fn agent_id(connection: &Connection, key: &DeviceKey) -> rusqlite::Result<String> {
+    let stored: Option<Option<String>> = connection
+        .query_row("SELECT agent_id FROM sync_enrolment", [], |row| row.get(0))
+        .optional()?;
+    Ok(stored.flatten().unwrap_or_else(|| key.thumbprint()))
+}
+
 /// What sealing needs besides the database.
 pub struct Sealer<'a> {
     pub key: &'a DeviceKey,
+    /// The envelope's `agent`: see `agent_id`.
+    pub agent_id: &'a str,
     pub college_bin: &'a Bin,
     pub data_dir: &'a std::path::Path,
     pub limits: SealLimits,
@@ -254,6 +296,9 @@ impl Sealer<'_> {
         let mut sealed = 0;
         for kind in BatchKind::ALL {
             while sealed < most {
+                if rotation_in_flight(connection)? {
+                    return Ok(sealed);
+                }
                 let transaction =
                     connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let after = cursor(&transaction, kind)?;
@@ -270,6 +315,7 @@ impl Sealer<'_> {
                     )?;
                 let due = waiting > 0
                     && (force
+                        || kind == BatchKind::KeyRotation
                         || waiting >= self.limits.max_records
                         // An event stamped after `now` (the clock was stepped back) must
                         // not wait for the clock to catch up: it is due at once.
@@ -293,7 +339,7 @@ impl Sealer<'_> {
                 let (head_seq, head_hash) = chain_head(&transaction)?;
                 let envelope = BatchEnvelope {
                     v: BATCH_VERSION,
-                    agent: self.key.thumbprint(),
+                    agent: self.agent_id.to_owned(),
                     college_bin: self.college_bin.to_string(),
                     seq: head_seq + 1,
                     prev: head_hash,

@@ -20,6 +20,7 @@ use crate::config::{DataDir, Settings};
 use crate::error::AgentError;
 use crate::outbox::{self, SealLimits, Sealer};
 use crate::store::Store;
+use kasip_core::BatchKind;
 
 /// The registry this agent is enrolled with.
 #[derive(Debug, Clone)]
@@ -83,14 +84,91 @@ pub async fn enroll(
             rusqlite::params![client.base_url(), enrolment.registry_key, now],
         )
         .map_err(|source| store.error(source))?;
+    store
+        .connection()
+        .execute(
+            "UPDATE sync_enrolment SET agent_id = ?1",
+            [key.thumbprint()],
+        )
+        .map_err(|source| store.error(source))?;
     Ok(key.thumbprint())
+}
+
+/// Where `keys rotate` keeps the next key until the registry acknowledges it.
+pub fn next_key_path(data_dir: &DataDir) -> std::path::PathBuf {
+    data_dir.root().join("agent-key.next.pem")
+}
+
+/// Finishes a key rotation the registry has acknowledged: the next key file becomes the
+/// key (the old one kept as `agent-key.retired-<id>.pem`) and the rotation is marked
+/// done. Safe to repeat after a crash at any point: `agent-key.pem` always exists.
+/// Returns the new key when a rotation was finished.
+pub fn finish_rotation(
+    data_dir: &DataDir,
+    connection: &Connection,
+    now: i64,
+) -> Result<Option<DeviceKey>, AgentError> {
+    let pending: Option<(i64, String)> = connection
+        .query_row(
+            "SELECT r.id, r.kid FROM key_rotations r
+             WHERE r.completed_at IS NULL AND EXISTS (
+                 SELECT 1 FROM outbox_batches b WHERE b.kind = 'key_rotation'
+                 AND b.acked_at IS NOT NULL AND r.id BETWEEN b.first_id AND b.last_id)
+             ORDER BY r.id LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(|error| AgentError::Operation(error.to_string()))?;
+    let Some((id, kid)) = pending else {
+        return Ok(None);
+    };
+    let key_path = data_dir.key_path();
+    let next_path = next_key_path(data_dir);
+    if next_path.exists() {
+        let next = DeviceKey::load(&next_path)?;
+        if next.thumbprint() != kid {
+            return Err(AgentError::Operation(format!(
+                "{} is not the key announced to the registry ({kid}); keep both files and report this",
+                next_path.display()
+            )));
+        }
+        let retired = data_dir.root().join(format!("agent-key.retired-{id}.pem"));
+        let io_error = |action: &'static str, path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| AgentError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::copy(&key_path, &retired).map_err(io_error("keep", &retired))?;
+        std::fs::rename(&next_path, &key_path).map_err(io_error("install", &next_path))?;
+    }
+    let key = DeviceKey::load(&key_path)?;
+    if key.thumbprint() != kid {
+        return Err(AgentError::Operation(format!(
+            "the registry acknowledged key {kid} but {} holds {}; restore agent-key.next.pem from a backup",
+            key_path.display(),
+            key.thumbprint()
+        )));
+    }
+    connection
+        .execute(
+            "UPDATE key_rotations SET completed_at = ?2 WHERE id = ?1",
+            rusqlite::params![id, now],
+        )
+        .map_err(|error| AgentError::Operation(error.to_string()))?;
+    tracing::info!(kid = %kid, "key rotation finished: the registry acknowledged the new key");
+    Ok(Some(key))
 }
 
 /// The uploader's view of the agent: its own database connection, key and settings.
 #[derive(Clone)]
 pub struct Uploader {
     store: Arc<Mutex<Store>>,
-    key: Arc<DeviceKey>,
+    /// Replaced when a key rotation finishes.
+    key: Arc<std::sync::RwLock<Arc<DeviceKey>>>,
     settings: Arc<Settings>,
     clock: Arc<dyn Clock>,
     data_dir: Arc<DataDir>,
@@ -121,7 +199,7 @@ impl Uploader {
     ) -> Self {
         Self {
             store: Arc::new(Mutex::new(store)),
-            key: Arc::new(key),
+            key: Arc::new(std::sync::RwLock::new(Arc::new(key))),
             settings,
             clock,
             data_dir: Arc::new(data_dir),
@@ -130,6 +208,38 @@ impl Uploader {
 
     pub fn now(&self) -> i64 {
         self.clock.now_unix()
+    }
+
+    /// The current signing key.
+    pub fn key(&self) -> Arc<DeviceKey> {
+        Arc::clone(
+            &self
+                .key
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Finishes an acknowledged key rotation and signs with the new key from now on.
+    pub async fn finish_rotation(&self) -> Result<(), AgentError> {
+        let data_dir = Arc::clone(&self.data_dir);
+        let now = self.now();
+        let store = Arc::clone(&self.store);
+        let finished = tokio::task::spawn_blocking(move || {
+            let store = store
+                .lock()
+                .map_err(|_| AgentError::Server("the sync database lock was poisoned".into()))?;
+            finish_rotation(&data_dir, store.connection(), now)
+        })
+        .await
+        .map_err(|error| AgentError::Server(format!("sync task failed: {error}")))??;
+        if let Some(key) = finished {
+            *self
+                .key
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
+        }
+        Ok(())
     }
 
     /// Runs `work` on the uploader's connection on the blocking pool.
@@ -162,13 +272,15 @@ impl Uploader {
     }
 
     async fn seal_one(&self, force: bool) -> Result<usize, AgentError> {
-        let key = Arc::clone(&self.key);
+        let key = self.key();
         let settings = Arc::clone(&self.settings);
         let data_dir = Arc::clone(&self.data_dir);
         let now = self.now();
         self.db(move |store| {
+            let agent_id = outbox::agent_id(store.connection(), &key)?;
             let sealer = Sealer {
                 key: &key,
+                agent_id: &agent_id,
                 college_bin: &settings.college_bin,
                 data_dir: data_dir.root(),
                 limits: SealLimits {
@@ -194,7 +306,12 @@ impl Uploader {
     /// the agent, or holding another hash at the same seq, means this database was
     /// restored from an old backup or forked: alarm, never overwrite.
     pub async fn check_checkpoint(&self, client: &RegistryClient) -> Result<Step, AgentError> {
-        let checkpoint = match client.checkpoint(&self.key, self.now()).await {
+        let key = self.key();
+        let agent_key = Arc::clone(&key);
+        let agent_id = self
+            .db(move |store| outbox::agent_id(store.connection(), &agent_key))
+            .await?;
+        let checkpoint = match client.checkpoint(&key, &agent_id, self.now()).await {
             Ok(checkpoint) => checkpoint,
             Err(kasip_sync::SyncError::Refused {
                 status: 401,
@@ -302,6 +419,9 @@ impl Uploader {
                     outbox::acknowledge(store.connection_mut(), seq, &receipt_jws, &receipt, now)
                 })
                 .await?;
+                if batch.kind == BatchKind::KeyRotation.as_str() {
+                    self.finish_rotation().await?;
+                }
                 Ok(Step::Sent)
             }
             Upload::Retry {
@@ -366,7 +486,7 @@ impl Uploader {
         let bin = self.settings.college_bin.to_string();
         let now = self.now();
         let list = client
-            .beneficiaries(&self.key, &bin, now)
+            .beneficiaries(&self.key(), &bin, now)
             .await
             .map_err(sync_failure)?;
         let report = self
@@ -379,6 +499,8 @@ impl Uploader {
     /// fails: `sync --now`. Sealing (this process's CPU) overlaps with the registry's
     /// checking (its CPU), so a month's backlog drains at the slower of the two rates.
     pub async fn sync_now(&self) -> Result<SyncNow, AgentError> {
+        // A rotation acknowledged just before a crash is finished before anything else.
+        self.finish_rotation().await?;
         let sealer = self.clone();
         let mut sealing = tokio::spawn(async move { sealer.seal(true).await });
         let enrolled = self
@@ -430,6 +552,9 @@ impl Uploader {
 
     /// The service's loop: seal due batches, send, pull beneficiaries, until `stop`.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        if let Err(error) = self.finish_rotation().await {
+            tracing::error!(%error, "cannot finish the acknowledged key rotation");
+        }
         let mut session = Session {
             backoff: Backoff::new(Duration::from_secs(1), self.settings.sync.backoff_cap),
             client: None,

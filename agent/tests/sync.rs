@@ -969,3 +969,107 @@ fn a_trickling_registry_hits_the_request_timeout_and_is_retried_not_alerted() {
     );
     assert_one_for_one(&college, &registry);
 }
+
+#[test]
+fn a_rotated_key_is_announced_under_the_old_one_and_the_registry_follows() {
+    let mut college = quick_college(4);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 2);
+    wait_for(
+        &college,
+        "the first marks to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    let show = |college: &College| {
+        let output = agent_run(college, &["keys", "show"]);
+        assert!(output.status.success(), "{:?}", text(&output));
+        let stdout = text(&output).0;
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+        };
+        (field("thumbprint:"), field("agent id:"))
+    };
+    let (old_key, agent_id) = show(&college);
+    assert_eq!(old_key, agent_id);
+
+    // The running service signs with the key: rotation waits for it to stop.
+    let output = agent_run(&college, &["keys", "rotate"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).1.contains("stop it first"),
+        "{:?}",
+        text(&output)
+    );
+    college.server.kill();
+    let output = agent_run(&college, &["keys", "rotate"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("acknowledged"), "{stdout}");
+    let (new_key, same_agent) = show(&college);
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        same_agent, agent_id,
+        "the agent keeps its id at the registry"
+    );
+    let retired: Vec<_> = fs::read_dir(college.dir.path())
+        .expect("data dir")
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("agent-key.retired-")
+        })
+        .collect();
+    assert_eq!(retired.len(), 1, "the old key is kept, not deleted");
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM agent_keys WHERE retired_at IS NOT NULL"),
+        1
+    );
+
+    // Back in service with the new key: new marks are accepted, nothing alerts.
+    college.kill_and_restart();
+    let teacher = college.teacher(TEACHER_A);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    for iin in &college.group_a[2..4] {
+        let (status, body) = check_in(&college.bound_phone(iin), &url);
+        assert_eq!(status, 200, "{body}");
+    }
+    let status = wait_for(
+        &college,
+        "the marks after the rotation to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert!(status["alert"].is_null(), "{status:#}");
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'attendance'"),
+        4
+    );
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'key_rotation'"),
+        1
+    );
+    // An auditor follows the rotation: every batch verifies under the key of its time.
+    let export = registry.dir.file("export");
+    registry.command(&[
+        "export-batches",
+        "--bin",
+        DEMO_BIN,
+        export.to_str().expect("path"),
+    ]);
+    let output = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify_batches.py"))
+        .arg(&export)
+        .output()
+        .expect("python3");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1 key rotation(s)"), "{stdout}");
+}

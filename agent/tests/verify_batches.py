@@ -2,10 +2,13 @@
 
 Usage: python3 verify_batches.py DIR   (DIR from `kasip-registry export-batches`)
 
-Loads DIR/agent.pub (PEM) with Python's `cryptography`, verifies every DIR/<seq>.jws
-(Ed25519 over the JWS signing input), and walks the chain: seq 1, 2, 3, ... with no gap,
-each `prev` the SHA-256 (hex) of the previous file's exact bytes, `agent` the key's
-RFC 7638 thumbprint. Prints "N batches verified, M records" or exits 1 naming the fault.
+Loads DIR/agent.pub (PEM, the key the agent enrolled with) with Python's `cryptography`,
+verifies every DIR/<seq>.jws (Ed25519 over the JWS signing input) under the key current
+at that point, and walks the chain: seq 1, 2, 3, ... with no gap, each `prev` the SHA-256
+(hex) of the previous file's exact bytes, `agent` the enrolment key's RFC 7638 thumbprint,
+the header's `kid` the signing key's. A `key_rotation` batch, verified under the old key,
+names the next key (its thumbprint checked); later batches must verify under it.
+Prints "N batches verified, M records, K key rotation(s)" or exits 1 naming the fault.
 """
 import base64
 import hashlib
@@ -14,6 +17,7 @@ import os
 import sys
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 
@@ -26,11 +30,15 @@ def fail(message):
     sys.exit(1)
 
 
+def thumbprint_of(raw):
+    jwk = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64.urlsafe_b64encode(hashlib.sha256(jwk.encode()).digest()).decode().rstrip("=")
+
+
 folder = sys.argv[1]
 key = load_pem_public_key(open(os.path.join(folder, "agent.pub"), "rb").read())
-raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-jwk = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % base64.urlsafe_b64encode(raw).decode().rstrip("=")
-thumbprint = base64.urlsafe_b64encode(hashlib.sha256(jwk.encode()).digest()).decode().rstrip("=")
+thumbprint = thumbprint_of(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+agent_id, key_id, rotations = thumbprint, thumbprint, 0
 
 seqs = sorted(int(name[:-4]) for name in os.listdir(folder) if name.endswith(".jws"))
 if seqs != list(range(1, len(seqs) + 1)):
@@ -40,8 +48,11 @@ records = 0
 for seq in seqs:
     data = open(os.path.join(folder, "%d.jws" % seq), "rb").read()
     header, payload, signature = data.decode().split(".")
-    if json.loads(b64(header))["alg"] not in ("Ed25519", "EdDSA"):
+    protected = json.loads(b64(header))
+    if protected["alg"] not in ("Ed25519", "EdDSA"):
         fail("batch %d: unexpected alg" % seq)
+    if protected["kid"] != key_id:
+        fail("batch %d: kid is not the current key's thumbprint" % seq)
     try:
         key.verify(b64(signature), (header + "." + payload).encode())
     except InvalidSignature:
@@ -51,8 +62,15 @@ for seq in seqs:
         fail("batch file %d carries seq %d" % (seq, batch["seq"]))
     if batch["prev"] != prev:
         fail("batch %d: prev does not match the hash of batch %d" % (seq, seq - 1))
-    if batch["agent"] != thumbprint:
-        fail("batch %d: agent is not the key's thumbprint" % seq)
+    if batch["agent"] != agent_id:
+        fail("batch %d: agent is not the enrolment key's thumbprint" % seq)
     records += len(batch["records"])
+    if batch["kind"] == "key_rotation":
+        for record in batch["records"]:
+            raw = b64(record["new_key"])
+            if thumbprint_of(raw) != record["new_kid"]:
+                fail("batch %d: new_kid is not the thumbprint of new_key" % seq)
+            key, key_id = Ed25519PublicKey.from_public_bytes(raw), record["new_kid"]
+            rotations += 1
     prev = hashlib.sha256(data).hexdigest()
-print("%d batches verified, %d records" % (len(seqs), records))
+print("%d batches verified, %d records, %d key rotation(s)" % (len(seqs), records, rotations))

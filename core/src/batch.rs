@@ -26,16 +26,20 @@ pub enum BatchKind {
     Contingent,
     MonthClose,
     Overrides,
+    /// The agent announces its next signing key, signed by the current one.
+    KeyRotation,
 }
 
 impl BatchKind {
     /// Every kind, in the order the agent seals them.
-    pub const ALL: [BatchKind; 5] = [
+    /// A key rotation comes last: every batch sealed before it is signed by the old key.
+    pub const ALL: [BatchKind; 6] = [
         BatchKind::Attendance,
         BatchKind::Grades,
         BatchKind::Contingent,
         BatchKind::Overrides,
         BatchKind::MonthClose,
+        BatchKind::KeyRotation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl BatchKind {
             BatchKind::Contingent => "contingent",
             BatchKind::MonthClose => "month_close",
             BatchKind::Overrides => "overrides",
+            BatchKind::KeyRotation => "key_rotation",
         }
     }
 
@@ -288,6 +293,17 @@ pub struct MonthCloseRecord {
     pub statement: String,
 }
 
+/// The agent's next Ed25519 public key (base64url, 32 bytes) and its RFC 7638
+/// thumbprint; the batch carrying it is signed by the key it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotationRecord {
+    pub id: u64,
+    pub new_key: String,
+    pub new_kid: String,
+    pub at: i64,
+}
+
 /// Checks one record of `kind` and returns its permanent id, or why it is refused.
 pub fn check_record(kind: BatchKind, record: &Value) -> Result<u64, String> {
     fn parse<T: for<'de> Deserialize<'de>>(record: &Value) -> Result<T, String> {
@@ -373,6 +389,25 @@ pub fn check_record(kind: BatchKind, record: &Value) -> Result<u64, String> {
             Month::parse(&record.month).map_err(|error| format!("month: {error}"))?;
             if record.statement.split('.').count() != 3 {
                 return Err("statement: not a compact JWS".into());
+            }
+            Ok(record.id)
+        }
+        BatchKind::KeyRotation => {
+            use base64::Engine;
+            let record: KeyRotationRecord = parse(record)?;
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&record.new_key)
+                .map_err(|_| "new_key: not base64url")?;
+            if key.len() != 32 {
+                return Err("new_key: not a 32-byte Ed25519 public key".into());
+            }
+            if record.new_kid.len() != 43
+                || !record
+                    .new_kid
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+            {
+                return Err("new_kid: not an RFC 7638 SHA-256 thumbprint".into());
             }
             Ok(record.id)
         }

@@ -282,8 +282,15 @@ impl RegistryClient {
     }
 
     /// The last batch the registry holds from this agent.
-    pub async fn checkpoint(&self, key: &DeviceKey, now: i64) -> Result<Checkpoint, SyncError> {
-        let path = format!("/v1/agents/{}/checkpoint", key.thumbprint());
+    /// The registry's last seq and hash for `agent_id` (the thumbprint the agent enrolled
+    /// with; it stays when the signing key `key` rotates).
+    pub async fn checkpoint(
+        &self,
+        key: &DeviceKey,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<Checkpoint, SyncError> {
+        let path = format!("/v1/agents/{agent_id}/checkpoint");
         let text = self.get_signed(key, &path, now).await?;
         let checkpoint: Checkpoint =
             serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;

@@ -342,7 +342,7 @@ INSERT INTO sync_state (id) VALUES (1);
     },
     Migration {
         version: 6,
-        description: "student passes, kiosks, kiosk scans and campus presence",
+        description: "student passes, kiosks, kiosk scans, campus presence, key rotations",
         sql: r#"
 -- Public halves of the pass keys phones create with WebCrypto (design §5.3). A new key
 -- for a student, or a new binding, replaces the old one; replaced keys stay so a scan
@@ -387,6 +387,19 @@ CREATE TABLE kiosk_scans (
 CREATE UNIQUE INDEX kiosk_scans_one_use_per_pass ON kiosk_scans(student_iin, pass_signed_at)
     WHERE outcome != 'refused';
 CREATE INDEX kiosk_scans_by_student ON kiosk_scans(student_iin, scanned_at);
+-- The agent's identity at the registry: the key thumbprint it enrolled with. It stays
+-- when the signing key rotates (NULL for enrolments made before: the current key's).
+ALTER TABLE sync_enrolment ADD COLUMN agent_id TEXT;
+-- Key rotations (`kasip-agent keys rotate`): the next public key, announced to the
+-- registry in a batch signed by the current key; completed when that batch is acknowledged
+-- and the next key file becomes the key.
+CREATE TABLE key_rotations (
+    id           INTEGER PRIMARY KEY,
+    public_key   BLOB NOT NULL,
+    kid          TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    completed_at INTEGER
+);
 "#,
     },
 ];

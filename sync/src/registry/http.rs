@@ -200,13 +200,13 @@ async fn authenticated(
     };
     let lookup = kid.clone();
     let agent = state.with_store(move |store| store.agent(&lookup)).await?;
-    let Some((public_key, bin)) = agent.map_err(internal)? else {
+    let Some(signer) = agent.map_err(internal)? else {
         return Err(error(StatusCode::UNAUTHORIZED, "unknown agent"));
     };
     let now = (state.clock)();
-    crate::auth::verify(&header, &public_key, "GET", &path, now)
+    crate::auth::verify(&header, &signer.public_key, "GET", &path, now)
         .map_err(|reason| error(StatusCode::UNAUTHORIZED, &reason))?;
-    Ok((kid, bin))
+    Ok((signer.agent_id, signer.bin))
 }
 
 async fn checkpoint(

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use kasip_certs::jws::{protected_header, sign_compact, verify_compact};
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{
-    check_record, sha256_hex, BatchEnvelope, Outcome, Receipt, RecordOutcome, BATCH_VERSION,
-    GENESIS_PREV,
+    check_record, sha256_hex, BatchEnvelope, BatchKind, KeyRotationRecord, Outcome, Receipt,
+    RecordOutcome, BATCH_VERSION, GENESIS_PREV,
 };
 use kasip_core::{to_canonical_json, Bin, Iin};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS agents (
     public_key  BLOB NOT NULL,
     enrolled_at INTEGER NOT NULL
 );
+-- The keys an agent signs with: its enrolment key, then each key it rotated to in a
+-- key_rotation batch signed by the previous one. `agents.kid` stays the agent's id.
+CREATE TABLE IF NOT EXISTS agent_keys (
+    kid        TEXT PRIMARY KEY,
+    agent      TEXT NOT NULL REFERENCES agents(kid),
+    public_key BLOB NOT NULL,
+    added_at   INTEGER NOT NULL,
+    retired_at INTEGER
+);
+INSERT OR IGNORE INTO agent_keys (kid, agent, public_key, added_at)
+    SELECT kid, kid, public_key, enrolled_at FROM agents;
 CREATE TABLE IF NOT EXISTS batches (
     agent       TEXT NOT NULL REFERENCES agents(kid),
     seq         INTEGER NOT NULL,
@@ -65,6 +76,14 @@ CREATE TABLE IF NOT EXISTS beneficiaries (
     PRIMARY KEY (bin, iin)
 );
 "#;
+
+/// Who signs with a key: the agent's id (its enrolment thumbprint), college and key.
+#[derive(Debug, Clone)]
+pub struct SigningAgent {
+    pub public_key: Vec<u8>,
+    pub bin: String,
+    pub agent_id: String,
+}
 
 /// How long an enrolment code is valid.
 pub const ENROLMENT_CODE_SECS: i64 = 7 * 24 * 3600;
@@ -253,6 +272,13 @@ impl RegistryStore {
                         rusqlite::params![kid, bin, public_key, now],
                     )
                 })
+                .and_then(|_| {
+                    transaction.execute(
+                        "INSERT INTO agent_keys (kid, agent, public_key, added_at) VALUES (?1, ?1, ?2, ?3)
+                         ON CONFLICT (kid) DO NOTHING",
+                        rusqlite::params![kid, public_key, now],
+                    )
+                })
                 .and_then(|_| transaction.commit());
             result.map_err(|source| RegistryError::Database {
                 path: self.path.clone(),
@@ -263,12 +289,22 @@ impl RegistryStore {
     }
 
     /// The enrolled key and college of `kid`.
-    pub fn agent(&self, kid: &str) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
+    /// The agent that signs with the current (not retired) key `kid`.
+    pub fn agent(&self, kid: &str) -> Result<Option<SigningAgent>, RegistryError> {
         self.connection
-            .prepare_cached("SELECT public_key, bin FROM agents WHERE kid = ?1")
+            .prepare_cached(
+                "SELECT k.public_key, a.bin, a.kid FROM agent_keys k JOIN agents a ON a.kid = k.agent
+                 WHERE k.kid = ?1 AND k.retired_at IS NULL",
+            )
             .and_then(|mut statement| {
                 statement
-                    .query_row([kid], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .query_row([kid], |row| {
+                        Ok(SigningAgent {
+                            public_key: row.get(0)?,
+                            bin: row.get(1)?,
+                            agent_id: row.get(2)?,
+                        })
+                    })
                     .optional()
             })
             .map_err(|source| self.fail(source))
@@ -279,9 +315,14 @@ impl RegistryStore {
         let Some(kid) = crate::auth::jws_kid(jws) else {
             return Ok(Verdict::Bad("not a compact JWS with a kid".into()));
         };
-        let Some((public_key, bin)) = self.agent(&kid)? else {
+        let Some(SigningAgent {
+            public_key,
+            bin,
+            agent_id,
+        }) = self.agent(&kid)?
+        else {
             return Ok(Verdict::UnknownAgent(format!(
-                "no agent with key {kid} is enrolled; run `kasip-agent enroll`"
+                "no agent with key {kid} is enrolled (or the key was rotated away); run `kasip-agent enroll`"
             )));
         };
         // The algorithm comes from the enrolled key (Ed25519), never from the header.
@@ -293,12 +334,41 @@ impl RegistryStore {
             Ok(envelope) => envelope,
             Err(error) => return Ok(Verdict::Bad(error.to_string())),
         };
-        if envelope.agent != kid {
+        if envelope.agent != agent_id {
             return Ok(Verdict::Bad(format!(
-                "payload agent {} is not the signing key {kid}",
+                "payload agent {} is not the agent {agent_id} that key {kid} belongs to",
                 envelope.agent
             )));
         }
+        // A rotation's new key must be what its thumbprint says.
+        let mut new_keys = Vec::new();
+        if envelope.kind == BatchKind::KeyRotation {
+            for record in &envelope.records {
+                let parsed: Option<KeyRotationRecord> = serde_json::from_value(record.clone()).ok();
+                let new_key = parsed.as_ref().and_then(|record| {
+                    base64::Engine::decode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        &record.new_key,
+                    )
+                    .ok()
+                });
+                match (parsed, new_key) {
+                    (Some(record), Some(new_key))
+                        if kasip_certs::DeviceKey::thumbprint_of(&new_key).as_deref()
+                            == Some(record.new_kid.as_str()) =>
+                    {
+                        new_keys.push((record.new_kid, new_key));
+                    }
+                    _ => {
+                        return Ok(Verdict::Bad(
+                            "key_rotation: new_kid is not the thumbprint of new_key".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        let kid_signing = kid;
+        let kid = agent_id;
         if envelope.college_bin != bin {
             return Ok(Verdict::Bad(format!(
                 "payload college_bin {} is not the enrolled college {bin}",
@@ -453,6 +523,20 @@ impl RegistryStore {
                 ],
             )
             .map_err(fail)?;
+        for (new_kid, new_key) in &new_keys {
+            transaction
+                .execute(
+                    "INSERT INTO agent_keys (kid, agent, public_key, added_at) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![new_kid, kid, new_key, now],
+                )
+                .map_err(fail)?;
+            transaction
+                .execute(
+                    "UPDATE agent_keys SET retired_at = ?2 WHERE kid = ?1",
+                    rusqlite::params![kid_signing, now],
+                )
+                .map_err(fail)?;
+        }
         transaction.commit().map_err(fail)?;
         Ok(Verdict::Stored(receipt_jws))
     }
