@@ -244,3 +244,36 @@ pub fn nightly(
     }
     Ok(made)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nightly_copies_are_made_once_a_day_and_the_oldest_beyond_keep_are_removed() {
+        let temp = tempfile::tempdir().expect("temp");
+        let data_dir = DataDir::new(temp.path().join("data"));
+        fs::create_dir_all(data_dir.root()).expect("dir");
+        let store = Store::create(&data_dir.database_path()).expect("db");
+        let day = |d: u8| kasip_core::Date::new(2026, 11, d).expect("date");
+        for d in 1..=9 {
+            let made = nightly(&data_dir, &store, day(d), 7).expect("backup");
+            assert!(made.is_some(), "day {d}");
+        }
+        assert_eq!(nightly(&data_dir, &store, day(9), 7).expect("again"), None);
+        let mut kept: Vec<String> = fs::read_dir(data_dir.root().join("backups"))
+            .expect("backups")
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(kept.len(), 7, "{kept:?}");
+        assert_eq!(kept[0], "agent-2026-11-03.db");
+        assert_eq!(kept[6], "agent-2026-11-09.db");
+        let newest = data_dir.root().join("backups/agent-2026-11-09.db");
+        assert_eq!(
+            inspect(&newest).expect("a usable copy").attendance_events,
+            0
+        );
+    }
+}
