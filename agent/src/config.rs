@@ -704,7 +704,7 @@ grace_mins = 10
 pass_window_secs = 30
 
 [backup]
-# Nightly copies of the database kept in the data dir's backups/ folder (0 = none;
+# Nightly copies of the database kept in the data dir's backups/ folder (0 for none;
 # copy them off the machine too: `kasip-agent backup FILE` makes one any time). Default 7.
 keep = 7
 # Local hour (0-23) from which the day's copy is made. Default 2.
