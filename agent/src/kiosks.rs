@@ -591,6 +591,69 @@ type EarlierScan = (
     Option<i64>,
 );
 
+/// One scan as a kiosk uploads it, before any decision.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct UploadedScan {
+    pub id: String,
+    pub pass: String,
+    pub scanned_at: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct ScanUpload {
+    scans: Vec<UploadedScan>,
+}
+
+const MAX_SCAN_ID_CHARS: usize = 64;
+
+/// Why an upload body was refused: the HTTP status and the sentence for the kiosk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRefusal {
+    pub too_large: bool,
+    pub message: String,
+}
+
+/// Parses `POST /kiosk/scans`: `{"scans": [{"id", "pass", "scanned_at"}]}`, at most
+/// `MAX_SCANS_PER_UPLOAD`, ids 1-64 of `[A-Za-z0-9_-]`. The pass text is checked later,
+/// per scan, where a refusal is recorded.
+pub fn parse_scan_upload(body: &[u8]) -> Result<Vec<UploadedScan>, UploadRefusal> {
+    let refuse = |too_large, message: String| UploadRefusal { too_large, message };
+    let upload: ScanUpload = serde_json::from_slice(body).map_err(|error| {
+        refuse(
+            false,
+            format!("expected {{\"scans\": [{{\"id\", \"pass\", \"scanned_at\"}}]}}: {error}"),
+        )
+    })?;
+    if upload.scans.len() > MAX_SCANS_PER_UPLOAD {
+        return Err(refuse(
+            true,
+            format!("at most {MAX_SCANS_PER_UPLOAD} scans per upload"),
+        ));
+    }
+    let valid_id = |id: &str| {
+        !id.is_empty()
+            && id.len() <= MAX_SCAN_ID_CHARS
+            && id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    };
+    if let Some((index, scan)) = upload
+        .scans
+        .iter()
+        .enumerate()
+        .find(|(_, scan)| !valid_id(&scan.id))
+    {
+        return Err(refuse(
+            false,
+            format!(
+                "scan {index}: id {:?} must be 1-{MAX_SCAN_ID_CHARS} letters, digits, '-' or '_'",
+                scan.id.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    Ok(upload.scans)
+}
+
 /// Decides one forwarded scan inside the writer's transaction.
 pub fn decide_scan(
     transaction: &Transaction<'_>,

@@ -10,14 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::error::AgentError;
-use crate::kiosks::{
-    EnrolRefusal, Kiosk, KioskIdentity, KioskScan, Place, ScanOutcome, MAX_SCANS_PER_UPLOAD,
-};
+use crate::kiosks::{EnrolRefusal, Kiosk, KioskIdentity, KioskScan, Place, ScanOutcome};
 
 /// Wrong enrolment codes share one limiter key: guessing codes locks enrolment for all
 /// for a few minutes, which an admin standing at a kiosk can live with.
 const ENROL_LIMITER_KEY: &str = "kiosk-enrolment";
-const MAX_SCAN_ID_CHARS: usize = 64;
 
 fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -165,26 +162,6 @@ pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-#[derive(Deserialize)]
-struct ScanUpload {
-    scans: Vec<ScanItem>,
-}
-
-#[derive(Deserialize)]
-struct ScanItem {
-    id: String,
-    pass: String,
-    scanned_at: i64,
-}
-
-fn valid_scan_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_SCAN_ID_CHARS
-        && id
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-}
-
 pub async fn scans(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -194,33 +171,14 @@ pub async fn scans(
         Ok(kiosk) => kiosk,
         Err(response) => return response,
     };
-    let upload: ScanUpload =
-        match parse_json(&body, "{\"scans\": [{\"id\", \"pass\", \"scanned_at\"}]}") {
-            Ok(upload) => upload,
-            Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
-        };
-    if upload.scans.len() > MAX_SCANS_PER_UPLOAD {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {MAX_SCANS_PER_UPLOAD} scans per upload"),
-        );
-    }
-    if let Some((index, item)) = upload
-        .scans
-        .iter()
-        .enumerate()
-        .find(|(_, item)| !valid_scan_id(&item.id))
-    {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "scan {index}: id {:?} must be 1-{MAX_SCAN_ID_CHARS} letters, digits, '-' or '_'",
-                item.id.chars().take(80).collect::<String>()
-            ),
-        );
-    }
-    let scans = upload
-        .scans
+    let uploaded = match crate::kiosks::parse_scan_upload(&body) {
+        Ok(uploaded) => uploaded,
+        Err(refusal) if refusal.too_large => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, refusal.message)
+        }
+        Err(refusal) => return json_error(StatusCode::BAD_REQUEST, refusal.message),
+    };
+    let scans = uploaded
         .into_iter()
         .map(|item| KioskScan {
             kiosk: kiosk.clone(),

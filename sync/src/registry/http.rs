@@ -103,21 +103,27 @@ pub fn router(state: RegistryState) -> Router {
         .with_state(state)
 }
 
-async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
-    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not JSON");
-    };
-    let (Some(code), Some(bin), Some(public_key)) = (
+/// `POST /v1/enrolments`: `{code, college_bin, public_key (base64url)}` → (code, BIN,
+/// key bytes), or the sentence for a 400. The key and BIN are judged by `enrol`.
+pub fn parse_enrolment(body: &[u8]) -> Result<(String, String, Vec<u8>), &'static str> {
+    let request =
+        serde_json::from_slice::<serde_json::Value>(body).map_err(|_| "the body is not JSON")?;
+    match (
         request["code"].as_str().map(str::to_owned),
         request["college_bin"].as_str().map(str::to_owned),
         request["public_key"]
             .as_str()
             .and_then(|key| URL_SAFE_NO_PAD.decode(key).ok()),
-    ) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected {code, college_bin, public_key (base64url)}",
-        );
+    ) {
+        (Some(code), Some(bin), Some(public_key)) => Ok((code, bin, public_key)),
+        _ => Err("expected {code, college_bin, public_key (base64url)}"),
+    }
+}
+
+async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
+    let (code, bin, public_key) = match parse_enrolment(&body) {
+        Ok(parsed) => parsed,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let now = (state.clock)();
     let answer = state

@@ -1,0 +1,26 @@
+//! What the registry reads from an agent: the compact JWS, its kid, the batch envelope,
+//! every record kind, receipts and request authorizations.
+#![no_main]
+
+use kasip_core::batch::{check_record, BatchEnvelope, BatchKind, Receipt};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = BatchEnvelope::parse(data);
+    let _ = Receipt::parse(data);
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        for kind in BatchKind::ALL {
+            let _ = check_record(kind, &value);
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = kasip_sync::auth::jws_kid(text);
+    let _ = kasip_sync::auth::claimed_agent(text);
+    let key = kasip_certs::DeviceKey::from_seed(&[7; 32]).expect("a seed");
+    if let Ok(verified) = kasip_certs::jws::verify_compact(text, key.public_key()) {
+        let _ = BatchEnvelope::parse(&verified.payload);
+    }
+    let _ = kasip_sync::auth::verify(text, key.public_key(), "GET", "/v1/x", 0);
+});
