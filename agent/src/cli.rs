@@ -587,13 +587,15 @@ async fn warn_before_expiry(cert_path: std::path::PathBuf, state: crate::web::Ap
 }
 
 /// Makes the day's backup once the local hour reaches `backup.hour`, checking every ten
-/// minutes, on its own connection.
+/// minutes (the first time ten minutes after start: a restart does not copy the
+/// database while the agent is starting), on its own connection.
 async fn nightly_backups(
     data_dir: DataDir,
     state: crate::web::AppState,
     settings: std::sync::Arc<Settings>,
 ) {
     loop {
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
         let now = state.now();
         let local = now + settings.timezone.offset_seconds();
         if local.rem_euclid(86_400) / 3600 >= i64::from(settings.backup_hour) {
@@ -611,7 +613,6 @@ async fn nightly_backups(
                 Err(error) => tracing::error!(%error, "nightly backup task failed"),
             }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     }
 }
 

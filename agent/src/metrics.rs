@@ -44,7 +44,13 @@ impl RequestLatencies {
             .routes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let histogram = routes.entry(route.to_owned()).or_default();
+        // Routes are a few dozen patterns: allocate a key only the first time one is seen.
+        if !routes.contains_key(route) {
+            routes.insert(route.to_owned(), Histogram::default());
+        }
+        let Some(histogram) = routes.get_mut(route) else {
+            return;
+        };
         if let Some(index) = BUCKETS.iter().position(|bound| seconds <= *bound) {
             histogram.buckets[index] += 1;
         }
@@ -97,12 +103,10 @@ pub async fn time_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = matched
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
-    latencies.observe(&route, started.elapsed().as_secs_f64());
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    latencies.observe(route, started.elapsed().as_secs_f64());
     response
 }
 

@@ -3,86 +3,29 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kasip_certs::tls::PinnedCertificate;
 use kasip_tests::{run, Server, TempDataDir};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
-
-/// Accepts any certificate and remembers its fingerprint: the test asks which one the
-/// agent served, not whether to trust it.
-#[derive(Debug)]
-struct Recorder {
-    seen: Arc<Mutex<Option<String>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().expect("lock") = Some(kasip_certs::fingerprint_der(end_entity));
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            certificate,
-            signature,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            certificate,
-            signature,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 type Connection = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A kept-alive TLS connection to the agent and the fingerprint it was served.
 fn connect(address: &str) -> (Connection, String) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let seen = Arc::new(Mutex::new(None));
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+    // Any certificate, remembered: the test asks which one was served, not whether to
+    // trust it.
+    let verifier = PinnedCertificate::new(None, Arc::clone(&provider));
+    let seen = verifier.seen();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recorder {
-            seen: Arc::clone(&seen),
-            provider,
-        }))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     let connection = rustls::ClientConnection::new(
         Arc::new(config),

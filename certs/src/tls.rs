@@ -171,6 +171,100 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     file.sync_all().map_err(write_error)
 }
 
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// Accepts exactly the certificate with the expected fingerprint; with none expected
+/// (first enrolment), accepts any and remembers what it saw. The handshake signature is
+/// still verified, so whoever answers holds that certificate's key.
+#[derive(Debug)]
+pub struct PinnedCertificate {
+    expected: Option<String>,
+    seen: Arc<Mutex<Option<String>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedCertificate {
+    /// Accepts only `expected` (lower-case hex SHA-256 of the DER), or any when None.
+    pub fn new(expected: Option<String>, provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            expected,
+            seen: Arc::new(Mutex::new(None)),
+            provider,
+        }
+    }
+
+    /// Where the fingerprint of the last certificate presented is kept.
+    pub fn seen(&self) -> Arc<Mutex<Option<String>>> {
+        Arc::clone(&self.seen)
+    }
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let fingerprint = fingerprint_der(end_entity.as_ref());
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint.clone());
+        match &self.expected {
+            Some(expected)
+                if !kasip_core::constant_time_eq(expected.as_bytes(), fingerprint.as_bytes()) =>
+            {
+                Err(rustls::Error::General(format!(
+                    "the agent's certificate has fingerprint {fingerprint}, not the pinned {expected}"
+                )))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,85 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 
 use crate::error::KioskError;
 use crate::store::{PassHolder, QueuedScan};
-
-/// Accepts exactly the certificate with the expected fingerprint; with none expected
-/// (first enrolment), accepts any and remembers what it saw. The handshake signature is
-/// still verified, so whoever answers holds that certificate's key.
-#[derive(Debug)]
-struct PinnedCertificate {
-    expected: Option<String>,
-    seen: Arc<Mutex<Option<String>>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let fingerprint = kasip_certs::fingerprint_der(end_entity.as_ref());
-        *self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint.clone());
-        match &self.expected {
-            Some(expected)
-                if !kasip_core::constant_time_eq(expected.as_bytes(), fingerprint.as_bytes()) =>
-            {
-                Err(rustls::Error::General(format!(
-                    "the agent's certificate has fingerprint {fingerprint}, not the pinned {expected}"
-                )))
-            }
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            certificate,
-            signature,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            certificate,
-            signature,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// Why a call failed: the forwarder retries `Unreachable` and waits out `Refused`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,12 +89,11 @@ impl AgentClient {
             )));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let seen = Arc::new(Mutex::new(None));
-        let verifier = PinnedCertificate {
-            expected: fingerprint.map(|text| text.trim().to_ascii_lowercase().replace(':', "")),
-            seen: Arc::clone(&seen),
-            provider: Arc::clone(&provider),
-        };
+        let verifier = kasip_certs::tls::PinnedCertificate::new(
+            fingerprint.map(|text| text.trim().to_ascii_lowercase().replace(':', "")),
+            Arc::clone(&provider),
+        );
+        let seen = verifier.seen();
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|error| KioskError::Server(format!("TLS set-up: {error}")))?

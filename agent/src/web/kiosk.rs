@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::page::json_error;
 use super::AppState;
 use crate::error::AgentError;
 use crate::kiosks::{EnrolRefusal, Kiosk, KioskIdentity, KioskScan, Place, ScanOutcome};
@@ -15,10 +16,6 @@ use crate::kiosks::{EnrolRefusal, Kiosk, KioskIdentity, KioskScan, Place, ScanOu
 /// Wrong enrolment codes share one limiter key: guessing codes locks enrolment for all
 /// for a few minutes, which an admin standing at a kiosk can live with.
 const ENROL_LIMITER_KEY: &str = "kiosk-enrolment";
-
-fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
-}
 
 fn unavailable(error: &AgentError) -> Response {
     tracing::error!(%error, "kiosk request failed");

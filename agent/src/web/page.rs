@@ -113,6 +113,15 @@ pub fn write_failure_page(lang: Lang, failure: &crate::checkin::WriteFailure) ->
     )
 }
 
+/// `{"error": sentence}` with `status`: the JSON APIs' (kiosk, pass key) refusals.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
 /// 500/503 page for failures that are not the reader's fault; the detail goes to the log.
 pub fn failure_page(lang: Lang, detail: &str) -> Response {
     tracing::error!(detail, "request failed");

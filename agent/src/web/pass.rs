@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::page::{cookie, escape_html, failure_page, message_page, set_cookie};
+use super::page::{cookie, escape_html, failure_page, json_error, message_page, set_cookie};
 use super::phone::{LangQuery, CREDENTIAL_COOKIE};
 use super::AppState;
 use crate::checkin::secret_hash;
@@ -100,10 +100,6 @@ pub struct KeyRegistration {
     proof: String,
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
-}
-
 pub async fn register_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -130,7 +126,7 @@ pub async fn register_key(
         Err(error) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
-                &format!("expected {{\"public_key\", \"proof\"}}: {error}"),
+                format!("expected {{\"public_key\", \"proof\"}}: {error}"),
             )
         }
     };
