@@ -565,7 +565,10 @@ fn reload_tls_on_sighup(
     Ok(async move {
         while hangups.recv().await.is_some() {
             match config.reload_from_pem_file(&cert_path, &key_path).await {
-                Ok(()) => tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded"),
+                Ok(()) => {
+                    crate::web::https_only_http1(&config);
+                    tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded")
+                }
                 Err(error) => tracing::error!(
                     %error,
                     cert = %cert_path.display(),
@@ -683,6 +686,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
                         reason: format!("cannot load the TLS certificate and key ({}): {error}", key_path.display()),
                     }
                 })?;
+            crate::web::https_only_http1(&config);
             crate::web::Transport::Https(config)
         };
         let listener = std::net::TcpListener::bind(address)

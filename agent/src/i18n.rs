@@ -96,6 +96,24 @@ const CATALOG: &[(&str, &str, &str, &str)] = &[
         "The agent's disk is full or read-only: the mark was NOT stored. Tell IT; the agent resumes by itself once there is space.",
     ),
     (
+        "error.too_large",
+        "Сұрау тым үлкен: ештеңе сақталмады.",
+        "Запрос слишком большой: ничего не сохранено.",
+        "The request is too large: nothing was stored.",
+    ),
+    (
+        "error.too_slow",
+        "Сұрау тым баяу жіберілді: ештеңе сақталмады. Қайталаңыз.",
+        "Запрос передавался слишком медленно: ничего не сохранено. Повторите.",
+        "The request arrived too slowly: nothing was stored. Try again.",
+    ),
+    (
+        "error.not_found",
+        "Мұндай бет жоқ.",
+        "Такой страницы нет.",
+        "There is no such page.",
+    ),
+    (
         "error.unavailable",
         "Агент қазір сұрауды орындай алмайды. Бір минуттан кейін қайталаңыз.",
         "Агент сейчас не может выполнить запрос. Повторите через минуту.",

@@ -1,42 +1,17 @@
 //! `systemctl reload` (SIGHUP) swaps the served certificate for new handshakes while a
 //! connection opened before keeps working.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kasip_certs::tls::PinnedCertificate;
+use common::{tls_connect, TlsStream as Connection, AGENT};
 use kasip_tests::{run, Server, TempDataDir};
-use rustls::pki_types::ServerName;
-
-const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
-
-type Connection = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A kept-alive TLS connection to the agent and the fingerprint it was served.
 fn connect(address: &str) -> (Connection, String) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    // Any certificate, remembered: the test asks which one was served, not whether to
-    // trust it.
-    let verifier = PinnedCertificate::new(None, Arc::clone(&provider));
-    let seen = verifier.seen();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    let connection = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from("localhost").expect("name"),
-    )
-    .expect("client");
-    let socket = TcpStream::connect(address).expect("connect");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut stream = rustls::StreamOwned::new(connection, socket);
+    let (mut stream, seen) = tls_connect(address);
     assert_eq!(ping(&mut stream), "pong");
     let fingerprint = seen.lock().expect("lock").clone().expect("a certificate");
     (stream, fingerprint)

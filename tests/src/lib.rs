@@ -127,6 +127,11 @@ impl Server {
             .to_owned()
     }
 
+    /// The process id, to read its memory and open files from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a power cut would, and waits for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -207,6 +212,23 @@ pub fn http_client() -> reqwest::blocking::Client {
 /// A browser-like HTTPS client for `server`: trusts the agent's self-signed certificate
 /// from its data dir, keeps cookies, and does not follow redirects (tests check them).
 pub fn browser(data_dir: &Path) -> reqwest::blocking::Client {
+    browser_builder(data_dir).build().expect("HTTPS client")
+}
+
+/// Like `browser`, asking for pages in `language` ("kk", "ru" or "en").
+pub fn browser_in(data_dir: &Path, language: &str) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT_LANGUAGE,
+        reqwest::header::HeaderValue::from_str(language).expect("language"),
+    );
+    browser_builder(data_dir)
+        .default_headers(headers)
+        .build()
+        .expect("HTTPS client")
+}
+
+fn browser_builder(data_dir: &Path) -> reqwest::blocking::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pem = std::fs::read(data_dir.join("tls.crt")).expect("the agent's tls.crt");
     let certificate = reqwest::Certificate::from_pem(&pem).expect("PEM certificate");
@@ -215,8 +237,6 @@ pub fn browser(data_dir: &Path) -> reqwest::blocking::Client {
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
-        .build()
-        .expect("HTTPS client")
 }
 
 /// A fresh temporary directory; `path()` is a not-yet-existing data dir inside it.

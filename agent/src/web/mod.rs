@@ -15,7 +15,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -152,6 +151,11 @@ impl RateLimiter {
 /// Request bodies are forms and small JSON: 64 KiB is generous, 20 MB is refused.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// A client has this long to send a request's headers, and again its body; an idle
+/// kept-alive connection is closed after it too. Phones send a request in milliseconds;
+/// a slow client (slowloris) cannot hold a connection, and so a file descriptor, longer.
+pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub fn router(state: AppState) -> Router {
     let latencies = Arc::clone(&state.latencies);
     Router::new()
@@ -189,8 +193,77 @@ pub fn router(state: AppState) -> Router {
             latencies,
             crate::metrics::time_requests,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(read_body_in_time))
         .with_state(state)
+}
+
+/// Reads the whole body before any handler runs, so that every route, including those
+/// that ignore their body, refuses one larger than `MAX_BODY_BYTES` (413) or one sent
+/// too slowly (408); nothing is recorded for either.
+async fn read_body_in_time(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let lang = page::language(None, request.headers());
+    let too_large = || {
+        page::message_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            lang,
+            "error.title",
+            &format!(
+                "<p class=bad>{}</p>",
+                crate::i18n::text(lang, "error.too_large")
+            ),
+        )
+    };
+    let declared_length = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(
+        CLIENT_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return page::message_page(
+                StatusCode::REQUEST_TIMEOUT,
+                lang,
+                "error.title",
+                &format!(
+                    "<p class=bad>{}</p>",
+                    crate::i18n::text(lang, "error.too_slow")
+                ),
+            )
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let lang = page::language(None, &headers);
+    page::message_page(
+        StatusCode::NOT_FOUND,
+        lang,
+        "error.title",
+        &format!(
+            "<p class=bad>{}</p>",
+            crate::i18n::text(lang, "error.not_found")
+        ),
+    )
 }
 
 /// `GET /metrics` (Prometheus text format) on its own listener.
@@ -279,23 +352,43 @@ pub async fn serve(
         shutdown.await;
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
+    // HTTP/1.1 only (see `https_only_http1`), and no more than `CLIENT_READ_TIMEOUT` to
+    // send a request's headers or to start the next one on a kept-alive connection.
     let result = match transport {
         Transport::Https(config) => {
-            axum_server::from_tcp_rustls(listener, config)
+            let mut server = axum_server::from_tcp_rustls(listener, config)
                 .map_err(|error| AgentError::Server(error.to_string()))?
                 .handle(handle)
-                .serve(app)
-                .await
+                .http1_only();
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(CLIENT_READ_TIMEOUT));
+            server.serve(app).await
         }
         Transport::PlainHttp => {
-            axum_server::from_tcp(listener)
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(|error| AgentError::Server(error.to_string()))?
                 .handle(handle)
-                .serve(app)
-                .await
+                .http1_only();
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(CLIENT_READ_TIMEOUT));
+            server.serve(app).await
         }
     };
     result.map_err(|error| AgentError::Server(error.to_string()))
+}
+
+/// Offers only HTTP/1.1 in the TLS handshake. HTTP/2 has no header-read or idle timeout
+/// in hyper, so an idle HTTP/2 connection could be held open for ever; phones make a few
+/// small requests, for which HTTP/1.1 with keep-alive is as fast. Called after every
+/// (re)load of the certificate, which resets the protocol list.
+pub fn https_only_http1(config: &axum_server::tls_rustls::RustlsConfig) {
+    let mut inner = (*config.get_inner()).clone();
+    inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.reload_from_config(Arc::new(inner));
 }
 
 /// Installs the SIGTERM (systemd's stop) and SIGINT (Ctrl-C) handlers now, and returns a

@@ -2,9 +2,13 @@
 //! HTTPS, with helpers that act as a teacher's browser and as students' phones.
 #![allow(dead_code)] // each test file uses a different part
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
+use std::net::TcpStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kasip_core::{Date, Iin, Sex};
 use kasip_tests::reqwest::blocking::Client;
@@ -176,6 +180,46 @@ impl College {
         self.count("SELECT COUNT(*) FROM attendance_events")
     }
 
+    /// Every row of every table a refused request must leave alone: all but the
+    /// security log, sign-in sessions and the attempt counters of binding codes (a
+    /// refusal is meant to write those) and the outbox (sealed in the background).
+    pub fn recorded(&self) -> Recorded {
+        let db = self.db();
+        let mut tables = db
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN \
+                 ('security_events', 'staff_sessions', 'binding_codes', 'sqlite_sequence', \
+                  'outbox_batches', 'outbox_cursors', 'sync_state')",
+            )
+            .expect("tables");
+        let names: Vec<String> = tables
+            .query_map([], |row| row.get(0))
+            .expect("tables")
+            .map(|name| name.expect("name"))
+            .collect();
+        let tables = names
+            .into_iter()
+            .map(|table| {
+                let mut statement = db
+                    .prepare(&format!("SELECT * FROM {table}"))
+                    .expect("select");
+                let columns = statement.column_count();
+                let rows = statement
+                    .query_map([], |row| {
+                        (0..columns)
+                            .map(|index| row.get::<_, rusqlite::types::Value>(index))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(|values| format!("{values:?}"))
+                    })
+                    .expect("rows")
+                    .map(|row| row.expect("row"))
+                    .collect();
+                (table, rows)
+            })
+            .collect::<BTreeMap<_, _>>();
+        Recorded(tables)
+    }
+
     pub fn security_events(&self, kind: &str) -> i64 {
         self.db()
             .query_row(
@@ -310,6 +354,38 @@ impl College {
     }
 }
 
+/// The rows of the tables `College::recorded` watches.
+#[derive(PartialEq, Eq)]
+pub struct Recorded(BTreeMap<String, Vec<String>>);
+
+impl std::fmt::Debug for Recorded {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts: BTreeMap<_, _> = self
+            .0
+            .iter()
+            .map(|(table, rows)| (table, rows.len()))
+            .collect();
+        write!(formatter, "{counts:?}")
+    }
+}
+
+impl Recorded {
+    /// Panics naming each table whose rows differ from `before`'s.
+    pub fn assert_unchanged_since(&self, before: &Recorded) {
+        let changed: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(table, rows)| before.0.get(*table) != Some(*rows))
+            .map(|(table, rows)| format!("{table}: {:?} → {rows:?}", before.0.get(table)))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "recorded although refused:\n{}",
+            changed.join("\n")
+        );
+    }
+}
+
 pub fn csrf_of(html: &str) -> String {
     let start = html.find("name=csrf value=\"").expect("csrf field") + "name=csrf value=\"".len();
     html[start..]
@@ -329,4 +405,31 @@ pub fn reason_of(body: &str) -> String {
         .nth(1)
         .map(|rest| rest.chars().take_while(|c| *c != '"').collect())
         .unwrap_or_default()
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A raw TLS connection to the agent at `address` (no HTTP client on top, so a test can
+/// write requests byte by byte) and the fingerprint of the certificate it was served.
+pub fn tls_connect(address: &str) -> (TlsStream, Arc<Mutex<Option<String>>>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Any certificate, remembered: tests ask which one was served, not whether to trust it.
+    let verifier = kasip_certs::tls::PinnedCertificate::new(None, Arc::clone(&provider));
+    let seen = verifier.seen();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("client");
+    let socket = TcpStream::connect(address).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    (rustls::StreamOwned::new(connection, socket), seen)
 }
