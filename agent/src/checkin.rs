@@ -286,12 +286,23 @@ fn writer_loop(
                 tracing::error!(%error, requests = group.len(), "cannot commit marks");
                 // A full or read-only disk is a state that passes: refuse (503) and try
                 // again with the next request, so the agent recovers by itself when space
-                // returns. Any other I/O error leaves the database in doubt.
+                // returns. So is a lock held longer than busy_timeout (a long import or
+                // backup). Any other I/O error leaves the database in doubt.
+                let code = match &error {
+                    rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+                    _ => None,
+                };
                 let storage_unavailable = matches!(
-                    &error,
-                    rusqlite::Error::SqliteFailure(code, _)
-                        if matches!(code.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::ReadOnly)
+                    code,
+                    Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::ReadOnly)
                 );
+                let passes = storage_unavailable
+                    || matches!(
+                        code,
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    );
                 for request in group {
                     request.reply(Err(WriteFailure(if storage_unavailable {
                         format!("{STORAGE_UNAVAILABLE}: {error}")
@@ -299,7 +310,7 @@ fn writer_loop(
                         format!("the mark could not be stored: {error}")
                     })));
                 }
-                if !storage_unavailable {
+                if !passes {
                     // An I/O error on commit is fatal (design §4): exit and let the service
                     // manager restart us rather than run on a database in doubt.
                     tracing::error!(
@@ -319,7 +330,12 @@ fn decide_group(
     settings: &Settings,
     now: i64,
 ) -> rusqlite::Result<Vec<Answer>> {
-    let transaction = store.connection_mut().transaction()?;
+    // IMMEDIATE: take the write lock first (waiting up to busy_timeout for the other
+    // connections); a deferred transaction that read the chain head and then writes fails
+    // at once with SQLITE_BUSY if another connection committed meanwhile.
+    let transaction = store
+        .connection_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut chain = ChainWriter::read_head(&transaction)?;
     let mut answers = Vec::with_capacity(group.len());
     for request in group {

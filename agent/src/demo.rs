@@ -281,7 +281,9 @@ fn seed_attendance(
     hand_marker: &Iin,
     random: &mut DemoRandom,
 ) -> rusqlite::Result<usize> {
-    let transaction = store.connection_mut().transaction()?;
+    let transaction = store
+        .connection_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let marked: i64 =
         transaction.query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
             row.get(0)

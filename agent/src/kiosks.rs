@@ -469,7 +469,8 @@ pub fn register_pass_key(
     let Ok(student) = Iin::parse(&iin) else {
         return Ok(Err(PassKeyRefusal::NotBound));
     };
-    let transaction = connection.unchecked_transaction()?;
+    let transaction =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
     let same: Option<i64> = transaction
         .query_row(
             "SELECT id FROM pass_keys WHERE binding_id = ?1 AND public_key = ?2 AND replaced_at IS NULL",

@@ -645,7 +645,8 @@ pub fn apply_beneficiaries(
     list: &BeneficiaryList,
     now: i64,
 ) -> rusqlite::Result<Result<serde_json::Value, AgentError>> {
-    let transaction = connection.transaction()?;
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let roster_beneficiaries: i64 = transaction.query_row(
         "SELECT COUNT(*) FROM students WHERE beneficiary = 1",
         [],

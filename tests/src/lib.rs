@@ -175,9 +175,17 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the process; when a test is failing, prints what it logged (its last 200
+    /// lines), which is often why.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            std::thread::sleep(Duration::from_millis(50));
+            let log: Vec<String> = self.stderr_lines.try_iter().collect();
+            let tail = &log[log.len().saturating_sub(200)..];
+            eprintln!("--- log of {} ---\n{}", self.url, tail.join("\n"));
+        }
     }
 }
 

@@ -224,7 +224,10 @@ pub fn import(
         path: path.clone(),
         source,
     };
-    let transaction = store.connection_mut().transaction().map_err(sqlite_error)?;
+    let transaction = store
+        .connection_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
     let mut errors = Vec::new();
     let mut report = match kind {
         ImportKind::Students => students::apply(&transaction, &table, options, &mut errors),

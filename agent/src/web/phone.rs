@@ -191,7 +191,7 @@ pub async fn bind(
                 None => random_token(32).map_err(|error| AgentError::Operation(error.to_string()))?,
             };
             let device_id = kasip_core::batch::to_hex(&secret_hash(&device));
-            let transaction = connection.unchecked_transaction().map_err(failure)?;
+            let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate).map_err(failure)?;
             transaction
                 .execute("UPDATE binding_codes SET used_at = ?2 WHERE code_hash = ?1", rusqlite::params![code_hash, now])
                 .map_err(failure)?;

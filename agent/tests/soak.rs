@@ -1,0 +1,349 @@
+//! Soak: minutes of mixed load on one agent — phones checking in, a projector polling
+//! its code, an admin reloading the dashboard, batches syncing to the reference
+//! registry — with the agent's memory and open files sampled every second.
+//!
+//! `KASIP_SOAK_SECS` sets the length (120 s by default, as CI runs it; the long run in
+//! TESTING.md is 1800). The figures are printed; run with `--nocapture` to see them.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::registry::{assert_one_for_one, drained, enrol, quick_college, wait_for, Registry};
+use common::{check_in, csrf_of, College, PASSWORD};
+use kasip_core::Date;
+use kasip_tests::reqwest::blocking::Client;
+use kasip_tests::{browser, run_with, text};
+
+/// Check-ins per second the phones keep up (a busy college's morning, sustained).
+const CHECK_INS_PER_SECOND: f64 = 25.0;
+const STUDENTS: usize = 200;
+/// Memory the agent may gain between the end of warm-up and the end of the run.
+const RSS_GROWTH_BOUND_KIB: u64 = 24 * 1024;
+
+fn soak_duration() -> Duration {
+    let seconds = std::env::var("KASIP_SOAK_SECS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(seconds)
+}
+
+/// Resident memory (KiB) and open file descriptors of a process.
+fn sample(pid: u32) -> (u64, usize) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    (rss, fds)
+}
+
+/// Latencies in milliseconds, tagged with the second of the run they started in.
+#[derive(Default)]
+struct Timings(Vec<(f64, f64)>);
+
+impl Timings {
+    fn record(&mut self, started: Instant, run_start: Instant) {
+        self.0.push((
+            started.duration_since(run_start).as_secs_f64(),
+            started.elapsed().as_secs_f64() * 1000.0,
+        ));
+    }
+
+    /// (p50, p95, p99) of the requests started within `[from, to)` seconds.
+    fn percentiles(&self, from: f64, to: f64) -> (f64, f64, f64) {
+        let mut window: Vec<f64> = self
+            .0
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, millis)| *millis)
+            .collect();
+        assert!(
+            !window.is_empty(),
+            "no requests between {from} s and {to} s"
+        );
+        window.sort_by(f64::total_cmp);
+        let at = |quantile: f64| window[((window.len() - 1) as f64 * quantile).round() as usize];
+        (at(0.5), at(0.95), at(0.99))
+    }
+}
+
+/// An admin's browser, signed in (admins may open and show any lesson).
+fn admin(college: &College) -> Client {
+    let client = browser(&college.dir.path());
+    let form = client
+        .get(college.url("/login"))
+        .send()
+        .expect("form")
+        .text()
+        .expect("body");
+    let response = client
+        .post(college.url("/login"))
+        .form(&[
+            ("login", "admin"),
+            ("password", PASSWORD),
+            ("csrf", &csrf_of(&form)),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(response.status(), 303);
+    client
+}
+
+/// Lessons of group ПО-21 on consecutive days from 2026-11-24, six a day: at least
+/// `count`. Returns (id, unix time one minute after its start) in order.
+fn timetable(college: &College, count: usize) -> Vec<(i64, i64)> {
+    let slots = ["09:00", "10:40", "12:20", "14:00", "15:40", "17:20"];
+    let first = Date::new(2026, 11, 24).expect("date").days_since_epoch();
+    let mut csv = String::from("date;start;end;group;discipline;teacher_iin;site;room;mode\n");
+    for index in 0..count {
+        let day = Date::from_days_since_epoch(first + (index / slots.len()) as i64);
+        let start = slots[index % slots.len()];
+        let (hour, minute): (u32, u32) = (
+            start[..2].parse().expect("hour"),
+            start[3..].parse().expect("minute"),
+        );
+        let end = format!("{:02}:{:02}", hour + (minute + 90) / 60, (minute + 90) % 60);
+        let _ = writeln!(
+            csv,
+            "{day};{start};{end};ПО-21;Математика;{};Главный корпус;101;offline",
+            common::TEACHER_A
+        );
+    }
+    let file = college.dir.file("soak-timetable.csv");
+    fs::write(&file, csv).expect("csv");
+    let output = run_with(
+        common::AGENT,
+        &college.dir.path(),
+        &["import", "timetable", file.to_str().expect("path")],
+        &[],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let db = college.db();
+    let mut statement = db
+        .prepare("SELECT id, date, start_time FROM lessons WHERE date >= '2026-11-24' ORDER BY date, start_time")
+        .expect("lessons");
+    let lessons: Vec<(i64, i64)> = statement
+        .query_map([], |row| {
+            let (id, date, start): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let day = Date::parse(&date).expect("date").days_since_epoch();
+            let minutes: i64 = start[..2].parse::<i64>().expect("hour") * 60
+                + start[3..].parse::<i64>().expect("minute");
+            // Almaty is UTC+5.
+            Ok((id, day * 86_400 + minutes * 60 - 5 * 3600 + 60))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(lessons.len() >= count);
+    lessons
+}
+
+#[test]
+fn mixed_load_keeps_memory_open_files_and_latency_steady() {
+    let duration = soak_duration();
+    let college = quick_college(STUDENTS);
+    let mut registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    let lessons_needed =
+        (duration.as_secs_f64() * CHECK_INS_PER_SECOND / STUDENTS as f64).ceil() as usize + 2;
+    let lessons = timetable(&college, lessons_needed);
+    let pid = college.server.pid();
+    let (_, idle_fds) = sample(pid);
+    let phones: Vec<(String, Client)> = college
+        .group_a
+        .iter()
+        .map(|iin| (iin.clone(), college.bound_phone(iin)))
+        .collect();
+
+    let run_start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let shown_lesson = Arc::new(AtomicI64::new(lessons[0].0));
+    let staff = Arc::new(Mutex::new(admin(&college)));
+    let samples = Arc::new(Mutex::new(Vec::<(f64, u64, usize)>::new()));
+    let display_timings = Arc::new(Mutex::new(Timings::default()));
+    let dashboard_timings = Arc::new(Mutex::new(Timings::default()));
+    let mut background = Vec::new();
+    {
+        let (stop, samples) = (Arc::clone(&stop), Arc::clone(&samples));
+        background.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (rss, fds) = sample(pid);
+                let at = run_start.elapsed().as_secs_f64();
+                samples.lock().expect("samples").push((at, rss, fds));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }));
+    }
+    // The projector polls its lesson's code every second, the dashboard every five.
+    for (path_of, period, timings) in [
+        (
+            (|lesson: i64| format!("/display/{lesson}/current")) as fn(i64) -> String,
+            Duration::from_secs(1),
+            Arc::clone(&display_timings),
+        ),
+        (
+            (|_| "/admin".to_owned()) as fn(i64) -> String,
+            Duration::from_secs(5),
+            Arc::clone(&dashboard_timings),
+        ),
+    ] {
+        let (stop, shown_lesson, staff) = (
+            Arc::clone(&stop),
+            Arc::clone(&shown_lesson),
+            Arc::clone(&staff),
+        );
+        let base = college.server.url.clone();
+        background.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let client = staff.lock().expect("staff").clone();
+                let url = format!("{base}{}", path_of(shown_lesson.load(Ordering::Relaxed)));
+                let started = Instant::now();
+                let response = client.get(&url).send().expect("staff page");
+                let status = response.status();
+                let _ = response.bytes();
+                // A session that expired with the simulated day is renewed by the driver.
+                assert!(
+                    status == 200 || status == 401 || status == 303,
+                    "{url}: {status}"
+                );
+                if status == 200 {
+                    timings.lock().expect("timings").record(started, run_start);
+                }
+                std::thread::sleep(period);
+            }
+        }));
+    }
+
+    // The phones: every student of the group checks in to each lesson in turn, paced.
+    let mut check_in_timings = Timings::default();
+    let pace = Duration::from_secs_f64(1.0 / CHECK_INS_PER_SECOND);
+    let mut next_due = Instant::now();
+    let mut lessons_held = 0;
+    let mut day_signed_in = i64::MIN;
+    'lessons: for (lesson, at) in &lessons {
+        college.set_clock(*at);
+        if at / 86_400 != day_signed_in {
+            *staff.lock().expect("staff") = admin(&college);
+            day_signed_in = at / 86_400;
+        }
+        let client = staff.lock().expect("staff").clone();
+        college.open_lesson(&client, *lesson);
+        let url = college.shown_url(&client, *lesson);
+        shown_lesson.store(*lesson, Ordering::Relaxed);
+        lessons_held += 1;
+        for (iin, phone) in &phones {
+            if run_start.elapsed() >= duration {
+                break 'lessons;
+            }
+            std::thread::sleep(next_due.saturating_duration_since(Instant::now()));
+            next_due += pace;
+            let started = Instant::now();
+            let (status, body) = check_in(phone, &url);
+            assert_eq!(status, 200, "{iin}: {body}");
+            check_in_timings.record(started, run_start);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in background {
+        thread.join().expect("load thread");
+    }
+    let elapsed = run_start.elapsed().as_secs_f64();
+    let check_ins = check_in_timings.0.len();
+
+    // Every mark reached the registry once; then, with every client gone and the idle
+    // connections closed by the agent, no descriptor is left behind.
+    wait_for(
+        &college,
+        "the outbox to drain",
+        Duration::from_secs(120),
+        drained,
+    );
+    assert_one_for_one(&college, &registry);
+    assert_eq!(college.marks() as usize, check_ins);
+    drop(phones);
+    drop(staff);
+    std::thread::sleep(kasip_agent::web::CLIENT_READ_TIMEOUT + Duration::from_secs(2));
+    let (_, final_fds) = sample(pid);
+    registry.stop();
+
+    let samples = samples.lock().expect("samples").clone();
+    let warm = elapsed * 0.2;
+    let rss_after_warm_up = samples
+        .iter()
+        .filter(|(at, ..)| *at >= warm)
+        .map(|(_, rss, _)| *rss)
+        .next()
+        .expect("samples after warm-up");
+    let rss_peak = samples
+        .iter()
+        .map(|(_, rss, _)| *rss)
+        .max()
+        .expect("samples");
+    let rss_end = samples.last().expect("samples").1;
+    let fds_peak = samples.iter().map(|(.., fds)| *fds).max().expect("samples");
+    let third = elapsed / 3.0;
+    let first = check_in_timings.percentiles(0.0, third);
+    let last = check_in_timings.percentiles(2.0 * third, elapsed);
+    let display = display_timings
+        .lock()
+        .expect("timings")
+        .percentiles(0.0, elapsed);
+    let dashboard = dashboard_timings
+        .lock()
+        .expect("timings")
+        .percentiles(0.0, elapsed);
+    eprintln!(
+        "soak {elapsed:.0} s: {check_ins} check-ins in {lessons_held} lessons ({:.1}/s), \
+         {} display polls, {} dashboard loads\n\
+         RSS KiB: after warm-up {rss_after_warm_up}, peak {rss_peak}, end {rss_end} \
+         (end/warm-up {:.2})\n\
+         fds: idle before {idle_fds}, peak under load {fds_peak}, idle after {final_fds}\n\
+         check-in ms p50/p95/p99: first third {:.1}/{:.1}/{:.1}, last third {:.1}/{:.1}/{:.1} \
+         (last/first p95 {:.2})\n\
+         display ms p50/p95/p99 {:.1}/{:.1}/{:.1}; dashboard ms {:.1}/{:.1}/{:.1}",
+        check_ins as f64 / elapsed,
+        display_timings.lock().expect("timings").0.len(),
+        dashboard_timings.lock().expect("timings").0.len(),
+        rss_end as f64 / rss_after_warm_up as f64,
+        first.0,
+        first.1,
+        first.2,
+        last.0,
+        last.1,
+        last.2,
+        last.1 / first.1,
+        display.0,
+        display.1,
+        display.2,
+        dashboard.0,
+        dashboard.1,
+        dashboard.2,
+    );
+    assert!(
+        rss_peak <= rss_after_warm_up + RSS_GROWTH_BOUND_KIB,
+        "memory grew from {rss_after_warm_up} KiB after warm-up to a peak of {rss_peak} KiB"
+    );
+    assert!(
+        final_fds <= idle_fds + 2,
+        "open files: {idle_fds} before the load, {final_fds} after it"
+    );
+    // Steady: the last third is not markedly slower than the first (a same-run ratio;
+    // generous, as the machine is shared).
+    assert!(
+        last.1 <= first.1 * 3.0 + 20.0,
+        "check-in p95 went from {:.1} ms to {:.1} ms",
+        first.1,
+        last.1
+    );
+}
