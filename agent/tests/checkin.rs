@@ -359,3 +359,32 @@ fn a_row_edited_behind_the_agents_back_fails_verify_at_that_row() {
     let stderr = text(&verify).1;
     assert!(stderr.contains("broken at event 2"), "{stderr}");
 }
+
+/// A CLI import or a backup may hold the write lock for a while: a check-in meanwhile
+/// waits for it and is stored (it once failed at once with SQLITE_BUSY and the agent
+/// exited, because the writer read before it asked for the lock).
+#[test]
+fn a_check_in_waits_for_another_writer_and_is_stored() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    let phone = college.bound_phone(&college.group_a[0]);
+    let other_writer = college.db();
+    other_writer
+        .execute_batch(
+            "BEGIN IMMEDIATE; INSERT INTO security_events (at, kind, detail) VALUES (0, 'test', 'held lock');",
+        )
+        .expect("hold the write lock");
+    let check_in = std::thread::spawn(move || check_in(&phone, &url));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    other_writer.execute_batch("COMMIT").expect("commit");
+    let (status, body) = check_in.join().expect("phone");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(college.marks(), 1);
+    let health = kasip_tests::browser(&college.dir.path())
+        .get(college.url("/healthz"))
+        .send()
+        .expect("the agent is still running");
+    assert_eq!(health.status(), 200);
+}
