@@ -264,6 +264,9 @@ fn brute_force_of_staff_passwords() {
     assert_eq!(attempt(PASSWORD).status(), 303);
 }
 
+/// A form's fields without its CSRF token.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
 #[test]
 fn csrf_on_staff_forms() {
     let college = College::new(3);
@@ -272,7 +275,7 @@ fn csrf_on_staff_forms() {
     let before = college.recorded();
     let lesson = college.lesson_a;
     let student = college.group_a[0].as_str();
-    let forms: Vec<(&Client, String, Vec<(&str, &str)>)> = vec![
+    let forms: Vec<(&Client, String, Form)> = vec![
         (&teacher, format!("/teacher/lessons/{lesson}/open"), vec![]),
         (&teacher, format!("/teacher/lessons/{lesson}/close"), vec![]),
         (

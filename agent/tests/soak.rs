@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::registry::{assert_one_for_one, drained, enrol, quick_college, wait_for, Registry};
 use common::{check_in, csrf_of, College, PASSWORD};
-use kasip_core::Date;
+use kasip_tests::browser;
 use kasip_tests::reqwest::blocking::Client;
-use kasip_tests::{browser, run_with, text};
 
 /// Check-ins per second the phones keep up (a busy college's morning, sustained).
 const CHECK_INS_PER_SECOND: f64 = 25.0;
@@ -99,56 +97,6 @@ fn admin(college: &College) -> Client {
     client
 }
 
-/// Lessons of group ПО-21 on consecutive days from 2026-11-24, six a day: at least
-/// `count`. Returns (id, unix time one minute after its start) in order.
-fn timetable(college: &College, count: usize) -> Vec<(i64, i64)> {
-    let slots = ["09:00", "10:40", "12:20", "14:00", "15:40", "17:20"];
-    let first = Date::new(2026, 11, 24).expect("date").days_since_epoch();
-    let mut csv = String::from("date;start;end;group;discipline;teacher_iin;site;room;mode\n");
-    for index in 0..count {
-        let day = Date::from_days_since_epoch(first + (index / slots.len()) as i64);
-        let start = slots[index % slots.len()];
-        let (hour, minute): (u32, u32) = (
-            start[..2].parse().expect("hour"),
-            start[3..].parse().expect("minute"),
-        );
-        let end = format!("{:02}:{:02}", hour + (minute + 90) / 60, (minute + 90) % 60);
-        let _ = writeln!(
-            csv,
-            "{day};{start};{end};ПО-21;Математика;{};Главный корпус;101;offline",
-            common::TEACHER_A
-        );
-    }
-    let file = college.dir.file("soak-timetable.csv");
-    fs::write(&file, csv).expect("csv");
-    let output = run_with(
-        common::AGENT,
-        &college.dir.path(),
-        &["import", "timetable", file.to_str().expect("path")],
-        &[],
-        None,
-    );
-    assert!(output.status.success(), "{:?}", text(&output));
-    let db = college.db();
-    let mut statement = db
-        .prepare("SELECT id, date, start_time FROM lessons WHERE date >= '2026-11-24' ORDER BY date, start_time")
-        .expect("lessons");
-    let lessons: Vec<(i64, i64)> = statement
-        .query_map([], |row| {
-            let (id, date, start): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let day = Date::parse(&date).expect("date").days_since_epoch();
-            let minutes: i64 = start[..2].parse::<i64>().expect("hour") * 60
-                + start[3..].parse::<i64>().expect("minute");
-            // Almaty is UTC+5.
-            Ok((id, day * 86_400 + minutes * 60 - 5 * 3600 + 60))
-        })
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    assert!(lessons.len() >= count);
-    lessons
-}
-
 #[test]
 fn mixed_load_keeps_memory_open_files_and_latency_steady() {
     let duration = soak_duration();
@@ -157,7 +105,7 @@ fn mixed_load_keeps_memory_open_files_and_latency_steady() {
     enrol(&college, &registry);
     let lessons_needed =
         (duration.as_secs_f64() * CHECK_INS_PER_SECOND / STUDENTS as f64).ceil() as usize + 2;
-    let lessons = timetable(&college, lessons_needed);
+    let lessons = college.more_lessons(lessons_needed);
     let pid = college.server.pid();
     let (_, idle_fds) = sample(pid);
     let phones: Vec<(String, Client)> = college

@@ -152,6 +152,57 @@ impl College {
         }
     }
 
+    /// Lessons of group ПО-21 on consecutive days from 2026-11-24, six a day: at least
+    /// `count`. Returns (id, unix time one minute after its start) in order.
+    pub fn more_lessons(&self, count: usize) -> Vec<(i64, i64)> {
+        let slots = ["09:00", "10:40", "12:20", "14:00", "15:40", "17:20"];
+        let first = Date::new(2026, 11, 24).expect("date").days_since_epoch();
+        let mut csv = String::from("date;start;end;group;discipline;teacher_iin;site;room;mode\n");
+        for index in 0..count {
+            let day = Date::from_days_since_epoch(first + (index / slots.len()) as i64);
+            let start = slots[index % slots.len()];
+            let (hour, minute): (u32, u32) = (
+                start[..2].parse().expect("hour"),
+                start[3..].parse().expect("minute"),
+            );
+            let end = format!("{:02}:{:02}", hour + (minute + 90) / 60, (minute + 90) % 60);
+            let _ = writeln!(
+                csv,
+                "{day};{start};{end};ПО-21;Математика;{};Главный корпус;101;offline",
+                TEACHER_A
+            );
+        }
+        let file = self.dir.file("soak-timetable.csv");
+        fs::write(&file, csv).expect("csv");
+        let output = run_with(
+            AGENT,
+            &self.dir.path(),
+            &["import", "timetable", file.to_str().expect("path")],
+            &[],
+            None,
+        );
+        assert!(output.status.success(), "{:?}", text(&output));
+        let db = self.db();
+        let mut statement = db
+            .prepare("SELECT id, date, start_time FROM lessons WHERE date >= '2026-11-24' ORDER BY date, start_time")
+            .expect("lessons");
+        let lessons: Vec<(i64, i64)> = statement
+            .query_map([], |row| {
+                let (id, date, start): (i64, String, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let day = Date::parse(&date).expect("date").days_since_epoch();
+                let minutes: i64 = start[..2].parse::<i64>().expect("hour") * 60
+                    + start[3..].parse::<i64>().expect("minute");
+                // Almaty is UTC+5.
+                Ok((id, day * 86_400 + minutes * 60 - 5 * 3600 + 60))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(lessons.len() >= count);
+        lessons
+    }
+
     /// Kills the agent with SIGKILL (no shutdown of any kind) and starts it again.
     pub fn kill_and_restart(&mut self) {
         self.server.kill();
