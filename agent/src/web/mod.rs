@@ -57,6 +57,8 @@ pub struct AppState {
     red_flags: Arc<admin::RedFlagCache>,
     /// Request latencies for `/metrics`.
     latencies: Arc<crate::metrics::RequestLatencies>,
+    /// Staff password checks, one at a time off the database lock.
+    passwords: crate::staff::PasswordChecker,
 }
 
 impl AppState {
@@ -68,8 +70,10 @@ impl AppState {
         public_url: String,
         secure_cookies: bool,
         data_dir: crate::config::DataDir,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, AgentError> {
+        let passwords = crate::staff::PasswordChecker::start()
+            .map_err(|error| AgentError::Server(error.to_string()))?;
+        Ok(Self {
             db: Arc::new(Mutex::new(db)),
             writer,
             settings,
@@ -82,7 +86,8 @@ impl AppState {
             data_dir: Arc::new(data_dir),
             red_flags: Arc::default(),
             latencies: Arc::default(),
-        }
+            passwords,
+        })
     }
 
     pub fn now(&self) -> i64 {

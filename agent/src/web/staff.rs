@@ -226,25 +226,36 @@ pub async fn login(
             state.secure_cookies,
         );
     }
-    let (login_name, password) = (form.login.clone(), form.password.clone());
-    let outcome = state
+    let login_name = form.login.clone();
+    let account = state
         .with_db(move |store| {
-            let member = accounts::check_password(store.connection(), &login_name, &password).map_err(|error| AgentError::Operation(error.to_string()))?;
-            match member {
-                Some(member) => {
-                    let (token, _) = accounts::start_session(store.connection(), member.id, now).map_err(|error| AgentError::Operation(error.to_string()))?;
-                    Ok(Some(token))
-                }
-                None => {
-                    store
-                        .connection()
-                        .execute(
-                            "INSERT INTO security_events (at, kind, detail) VALUES (?1, 'login_failed', ?2)",
-                            rusqlite::params![now, login_name.chars().take(64).collect::<String>()],
-                        )
-                        .map_err(|source| AgentError::from(store.error(source)))?;
-                    Ok(None)
-                }
+            accounts::find_account(store.connection(), &login_name)
+                .map_err(|error| AgentError::Operation(error.to_string()))
+        })
+        .await;
+    let account = match account {
+        Ok(account) => account,
+        Err(error) => return failure_page(lang, &error.to_string()),
+    };
+    // Off the database lock: the check takes tens of milliseconds.
+    let member = state.passwords.check(account, form.password.clone()).await;
+    let login_name = form.login.clone();
+    let outcome = state
+        .with_db(move |store| match member {
+            Some(member) => {
+                let (token, _) = accounts::start_session(store.connection(), member.id, now)
+                    .map_err(|error| AgentError::Operation(error.to_string()))?;
+                Ok(Some(token))
+            }
+            None => {
+                store
+                    .connection()
+                    .execute(
+                        "INSERT INTO security_events (at, kind, detail) VALUES (?1, 'login_failed', ?2)",
+                        rusqlite::params![now, login_name.chars().take(64).collect::<String>()],
+                    )
+                    .map_err(|source| AgentError::from(store.error(source)))?;
+                Ok(None)
             }
         })
         .await;
