@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::registry::{
-    agent_run, assert_one_for_one, drained, enrol, quick_college_batching, sync_status, wait_for,
-    Registry,
+    agent_run, assert_one_for_one, drained, enrol, quick_college_batching, wait_for, Registry,
 };
 use common::{check_in, TEACHER_A};
 use kasip_tests::text;
