@@ -527,8 +527,9 @@ fn credential_of(kiosk: &Kiosk) -> String {
     fs::read_to_string(kiosk.dir.path().join("credential")).expect("credential")
 }
 
+/// The attack table's "replayed pass" row (and a stolen credential inventing passes).
 #[test]
-fn the_agent_checks_every_forwarded_scan_again_and_refuses_a_revoked_kiosk() {
+fn the_agent_checks_every_forwarded_scan_again_and_counts_a_replayed_pass_once() {
     let college = College::new(3);
     let alice = college.group_a[0].clone();
     let alice_key = student_with_pass(&college, &alice);
@@ -564,6 +565,20 @@ fn the_agent_checks_every_forwarded_scan_again_and_refuses_a_revoked_kiosk() {
     assert_eq!(body["results"][0]["reason"], "replayed_pass");
     assert_eq!(kiosk_marks(&college), 1);
     assert_eq!(college.security_events("kiosk_replayed_pass"), 1);
+}
+
+/// The attack table's "kiosk with a revoked credential" row.
+#[test]
+fn a_revoked_kiosk_credential_is_refused_and_records_nothing() {
+    let college = College::new(3);
+    let alice = college.group_a[0].clone();
+    let alice_key = student_with_pass(&college, &alice);
+    let door = Kiosk::enrol(&college, &["--room", "101"]);
+    let other_door = Kiosk::enrol(&college, &["--room", "101"]);
+    let credential = credential_of(&door);
+    let scan =
+        |id: &str, text: &str, at: i64| json!([{ "id": id, "pass": text, "scanned_at": at }]);
+    let good = pass(&alice_key, &alice, now());
 
     // Revoked: the credential stops working at once, with a sentence that says so; the
     // kiosk keeps what it scanned.
@@ -581,6 +596,7 @@ fn the_agent_checks_every_forwarded_scan_again_and_refuses_a_revoked_kiosk() {
         None,
     );
     assert!(output.status.success(), "{:?}", text(&output));
+    let before = college.recorded();
     let (status, body) = upload(&college, &credential, scan("after-1", &good, now()));
     assert_eq!(status, 401);
     assert!(
@@ -606,6 +622,9 @@ fn the_agent_checks_every_forwarded_scan_again_and_refuses_a_revoked_kiosk() {
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(listed[0]["state"], "revoked");
     assert_eq!(listed[1]["state"], "enrolled");
+    college.recorded().assert_unchanged_since(&before);
+    assert_eq!(kiosk_marks(&college), 0);
+    drop(other_door);
 }
 
 #[test]
