@@ -1,7 +1,9 @@
-//! A full disk under a running agent (a small tmpfs under its data dir; needs root, as
-//! CI runs): marks are refused with 503 and a sentence that says why, reads keep
-//! working, nothing is corrupted, and once space returns the agent records marks again
-//! without a restart.
+//! Disk faults on a small tmpfs under the data dir (needs root, as CI runs). A full disk
+//! under a running agent: marks are refused with 503 and a sentence that says why, reads
+//! keep working, nothing is corrupted, and once space returns the agent records marks
+//! again without a restart. A read-only remount (the kernel's answer to disk errors;
+//! it refuses while the agent holds the database open for writing, so it follows a
+//! crash): the agent will not start, says why, and loses nothing.
 
 mod common;
 
@@ -24,15 +26,11 @@ impl Drop for Mount {
     }
 }
 
-#[test]
-fn a_full_disk_refuses_marks_with_503_keeps_reads_and_recovers_by_itself() {
-    if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
-        return;
-    }
+/// A college whose temporary directory is a 24 MB tmpfs.
+fn college_on_tmpfs(students: usize) -> (College, Mount) {
     let mut mount = None;
     let college = College::build(
-        40,
+        students,
         |config| config,
         |dir| {
             let point = dir.file("");
@@ -45,7 +43,25 @@ fn a_full_disk_refuses_marks_with_503_keeps_reads_and_recovers_by_itself() {
             mount = Some(Mount(point));
         },
     );
-    let _mount = mount.expect("mounted");
+    (college, mount.expect("mounted"))
+}
+
+fn remount(mount: &Mount, mode: &str) {
+    let status = Command::new("mount")
+        .args(["-o", &format!("remount,{mode}")])
+        .arg(&mount.0)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "remount {mode}");
+}
+
+#[test]
+fn a_full_disk_refuses_marks_with_503_keeps_reads_and_recovers_by_itself() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let (college, _mount) = college_on_tmpfs(40);
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
     let url = college.shown_url(&teacher, college.lesson_a);
@@ -117,6 +133,71 @@ fn a_full_disk_refuses_marks_with_503_keeps_reads_and_recovers_by_itself() {
         .expect("integrity");
     assert_eq!(integrity, "ok");
     let clock = college.clock_file.display().to_string();
+    let verify = kasip_tests::run_with(
+        common::AGENT,
+        &college.dir.path(),
+        &["verify"],
+        &[("KASIP_UNSAFE_CLOCK_FILE", clock.as_str())],
+        None,
+    );
+    assert!(verify.status.success(), "{:?}", kasip_tests::text(&verify));
+}
+
+#[test]
+fn a_read_only_remount_stops_the_agent_with_the_reason_and_loses_nothing() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let (mut college, mount) = college_on_tmpfs(6);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    let phones: Vec<_> = college
+        .group_a
+        .iter()
+        .map(|iin| college.bound_phone(iin))
+        .collect();
+    for phone in &phones[..3] {
+        assert_eq!(check_in(phone, &url).0, 200);
+    }
+    // The disk fails under the agent: it dies, the kernel remounts read-only.
+    college.server.kill();
+    remount(&mount, "ro");
+    let clock = college.clock_file.display().to_string();
+    let mut serve = Command::new(common::AGENT)
+        .arg("--data-dir")
+        .arg(college.dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("KASIP_UNSAFE_CLOCK_FILE", &clock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while serve.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve kept running on a read-only data dir");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = serve.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("read-only filesystem"), "{stderr}");
+    assert!(stderr.contains("mount -o remount,rw"), "{stderr}");
+
+    // Writable again: everything from before is there, and marking goes on.
+    remount(&mount, "rw");
+    college.kill_and_restart();
+    assert_eq!(college.marks(), 3);
+    let teacher = college.teacher(TEACHER_A);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    for phone in &phones[3..] {
+        assert_eq!(check_in(phone, &url).0, 200);
+    }
+    assert_eq!(college.marks(), 6);
     let verify = kasip_tests::run_with(
         common::AGENT,
         &college.dir.path(),

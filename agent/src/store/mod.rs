@@ -30,6 +30,17 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "database {path} is on a read-only filesystem (the kernel remounts a disk read-only \
+         after errors); nothing was changed: check the disk (`dmesg`), make it writable again \
+         (`mount -o remount,rw`) and start the agent again"
+    )]
+    ReadOnlyFilesystem { path: PathBuf },
+    #[error(
+        "database {path} is not writable by this user; the service runs as `kasip`: \
+         `chown -R kasip:kasip` the data directory, or run the command as that user"
+    )]
+    NotWritable { path: PathBuf },
     #[error("database {path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -116,11 +127,36 @@ impl Store {
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Self, StoreError> {
-        let sqlite_error = |source| StoreError::Sqlite {
-            path: path.to_owned(),
-            source,
+        // SQLite says only "unable to open database file", or opens a file it cannot
+        // write read-only without a word: name the usual causes.
+        let not_writable = || match std::fs::OpenOptions::new().append(true).open(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                Some(StoreError::ReadOnlyFilesystem {
+                    path: path.to_owned(),
+                })
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                Some(StoreError::NotWritable {
+                    path: path.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        let sqlite_error = |source| {
+            not_writable().unwrap_or_else(|| StoreError::Sqlite {
+                path: path.to_owned(),
+                source,
+            })
         };
         let connection = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+        if connection
+            .is_readonly(rusqlite::MAIN_DB)
+            .unwrap_or(false)
+        {
+            if let Some(error) = not_writable() {
+                return Err(error);
+            }
+        }
         // FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
         // and a 2xx must mean the mark is on disk (design §4).
         connection
