@@ -20,9 +20,9 @@ use common::{College, TEACHER_A};
 use kasip_tests::reqwest::blocking::Client;
 use kasip_tests::text;
 
-const STUDENTS: usize = 80;
-const PHONE_THREADS: usize = 4;
-/// Each phone thread's pause between check-ins: the group takes about 300 ms.
+const STUDENTS: usize = 160;
+const PHONE_THREADS: usize = 16;
+/// Each phone thread's pause between check-ins: the group takes about 250 ms.
 const PACE: Duration = Duration::from_millis(15);
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -129,7 +129,7 @@ fn sigkill_under_check_in_load_loses_no_answered_mark_and_counts_none_twice() {
                 })
             })
             .collect();
-        let kill_after = Duration::from_millis(20 + moments.next_millis(300));
+        let kill_after = Duration::from_millis(20 + moments.next_millis(200));
         let started = Instant::now();
         std::thread::sleep(kill_after);
         college.kill_and_restart();

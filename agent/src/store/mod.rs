@@ -149,10 +149,7 @@ impl Store {
             })
         };
         let connection = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
-        if connection
-            .is_readonly(rusqlite::MAIN_DB)
-            .unwrap_or(false)
-        {
+        if connection.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             if let Some(error) = not_writable() {
                 return Err(error);
             }
