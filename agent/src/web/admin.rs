@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use kasip_core::{per_mille_text, Month, ScopeCoverage};
 use serde::Deserialize;
 
-use super::page::{escape_html, failure_page, language, layout, message_page};
+use super::page::{escape_html, failure_page, language, layout, message_page, refusal};
 use super::staff::signed_in;
 use super::AppState;
 use crate::commands::local_date;
@@ -206,12 +206,7 @@ async fn authorise(
         return Err(Redirect::to("/login").into_response());
     };
     if member.role != Role::Admin {
-        return Err(message_page(
-            StatusCode::FORBIDDEN,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "staff.not_yours")),
-        ));
+        return Err(refusal(StatusCode::FORBIDDEN, lang, "staff.not_yours"));
     }
     let month = match query_month {
         Some(text) => Month::parse(text).map_err(|error| {
@@ -418,14 +413,7 @@ pub async fn export(
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
-    let bad_request = |lang| {
-        message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
-        )
-    };
+    let bad_request = |lang| refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
     let table = match table_name.as_str() {
         "coverage" | "red-flags" | "security-events" => {
             let dashboard = match load(&state, month, Flags::Fresh).await {
@@ -577,36 +565,16 @@ pub async fn close_month(
 ) -> Response {
     let lang = language(None, &headers);
     let Some((member, csrf)) = signed_in(&state, &headers).await else {
-        return message_page(
-            StatusCode::UNAUTHORIZED,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "staff.sign_in_first")),
-        );
+        return refusal(StatusCode::UNAUTHORIZED, lang, "staff.sign_in_first");
     };
     if !kasip_core::constant_time_eq(csrf.as_bytes(), form.csrf.as_bytes()) {
-        return message_page(
-            StatusCode::FORBIDDEN,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "staff.csrf")),
-        );
+        return refusal(StatusCode::FORBIDDEN, lang, "staff.csrf");
     }
     if member.role != Role::Admin {
-        return message_page(
-            StatusCode::FORBIDDEN,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "staff.not_yours")),
-        );
+        return refusal(StatusCode::FORBIDDEN, lang, "staff.not_yours");
     }
     let Ok(month) = Month::parse(&form.month) else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
-        );
+        return refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
     };
     let now = state.now();
     let settings = state.settings.clone();
@@ -760,12 +728,7 @@ pub async fn student_page(
         Err(response) => return response,
     };
     let Ok(iin) = kasip_core::Iin::parse(query.iin.trim()) else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "bind.bad_iin")),
-        );
+        return refusal(StatusCode::BAD_REQUEST, lang, "bind.bad_iin");
     };
     let settings = std::sync::Arc::clone(&state.settings);
     let marks = state

@@ -211,17 +211,7 @@ async fn read_body_in_time(
     next: axum::middleware::Next,
 ) -> Response {
     let lang = page::language(None, request.headers());
-    let too_large = || {
-        page::message_page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            lang,
-            "error.title",
-            &format!(
-                "<p class=bad>{}</p>",
-                crate::i18n::text(lang, "error.too_large")
-            ),
-        )
-    };
+    let too_large = || page::refusal(StatusCode::PAYLOAD_TOO_LARGE, lang, "error.too_large");
     let declared_length = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -239,17 +229,7 @@ async fn read_body_in_time(
     {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(_)) => return too_large(),
-        Err(_) => {
-            return page::message_page(
-                StatusCode::REQUEST_TIMEOUT,
-                lang,
-                "error.title",
-                &format!(
-                    "<p class=bad>{}</p>",
-                    crate::i18n::text(lang, "error.too_slow")
-                ),
-            )
-        }
+        Err(_) => return page::refusal(StatusCode::REQUEST_TIMEOUT, lang, "error.too_slow"),
     };
     next.run(axum::extract::Request::from_parts(
         parts,
@@ -260,15 +240,7 @@ async fn read_body_in_time(
 
 async fn not_found(headers: axum::http::HeaderMap) -> Response {
     let lang = page::language(None, &headers);
-    page::message_page(
-        StatusCode::NOT_FOUND,
-        lang,
-        "error.title",
-        &format!(
-            "<p class=bad>{}</p>",
-            crate::i18n::text(lang, "error.not_found")
-        ),
-    )
+    page::refusal(StatusCode::NOT_FOUND, lang, "error.not_found")
 }
 
 /// `GET /metrics` (Prometheus text format) on its own listener.

@@ -95,6 +95,16 @@ pub fn message_page(
     (status, Html(layout(lang, text(lang, title_key), body))).into_response()
 }
 
+/// A refusal page: `status` and the catalog sentence `key` in the reader's language.
+pub fn refusal(status: StatusCode, lang: Lang, key: &'static str) -> Response {
+    message_page(
+        status,
+        lang,
+        "error.title",
+        &format!("<p class=bad>{}</p>", text(lang, key)),
+    )
+}
+
 /// 503 for a mark the writer could not store: a full or read-only disk says so plainly
 /// (IT must act; the student must be marked later), anything else asks to retry.
 pub fn write_failure_page(lang: Lang, failure: &crate::checkin::WriteFailure) -> Response {
@@ -125,10 +135,5 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
 /// 500/503 page for failures that are not the reader's fault; the detail goes to the log.
 pub fn failure_page(lang: Lang, detail: &str) -> Response {
     tracing::error!(detail, "request failed");
-    message_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        lang,
-        "error.title",
-        &format!("<p class=bad>{}</p>", text(lang, "error.unavailable")),
-    )
+    refusal(StatusCode::SERVICE_UNAVAILABLE, lang, "error.unavailable")
 }

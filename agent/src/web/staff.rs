@@ -10,7 +10,8 @@ use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use super::page::{
-    cookie, double_submit_ok, escape_html, failure_page, language, layout, message_page, set_cookie,
+    cookie, double_submit_ok, escape_html, failure_page, language, layout, message_page, refusal,
+    set_cookie,
 };
 use super::AppState;
 use crate::checkin::{ManualMark, ManualRefusal};
@@ -50,12 +51,7 @@ fn constant_time_eq(left: &str, right: &str) -> bool {
 }
 
 fn forbidden(lang: Lang, key: &'static str) -> Response {
-    message_page(
-        StatusCode::FORBIDDEN,
-        lang,
-        "error.title",
-        &format!("<p class=bad>{}</p>", text(lang, key)),
-    )
+    refusal(StatusCode::FORBIDDEN, lang, key)
 }
 
 fn unauthorised(lang: Lang) -> Response {
@@ -598,14 +594,7 @@ pub async fn record_grade(
             Ok(authorised) => authorised,
             Err(response) => return response,
         };
-    let bad_input = || {
-        message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
-        )
-    };
+    let bad_input = || refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
     let parsed = (
         Iin::parse(&form.student),
         crate::grades::Assessment::parse(&form.assessment),
@@ -674,20 +663,10 @@ pub async fn manual_mark(
     let (Ok(student_iin), Some(status)) =
         (Iin::parse(&form.student), MarkStatus::parse(&form.status))
     else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
-        );
+        return refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
     };
     if form.reason.chars().count() > 200 {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "mark.bad_input")),
-        );
+        return refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
     }
     let mark = ManualMark {
         lesson_id,
@@ -945,12 +924,7 @@ pub async fn issue_binding_code(
         return forbidden(lang, "staff.not_yours");
     }
     let Ok(iin) = Iin::parse(form.iin.trim()) else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            "error.title",
-            &format!("<p class=bad>{}</p>", text(lang, "bind.bad_iin")),
-        );
+        return refusal(StatusCode::BAD_REQUEST, lang, "bind.bad_iin");
     };
     let now = state.now();
     let issued = state
