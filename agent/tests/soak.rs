@@ -240,6 +240,20 @@ fn mixed_load_keeps_memory_open_files_and_latency_steady() {
         .expect("samples");
     let rss_end = samples.last().expect("samples").1;
     let fds_peak = samples.iter().map(|(.., fds)| *fds).max().expect("samples");
+    let rss_by_tenth: Vec<String> = (1..=10)
+        .map(|tenth| {
+            let (from, until) = (
+                elapsed * f64::from(tenth - 1) / 10.0,
+                elapsed * f64::from(tenth) / 10.0,
+            );
+            samples
+                .iter()
+                .filter(|(at, ..)| *at > from && *at <= until)
+                .map(|(_, rss, _)| *rss)
+                .max()
+                .map_or_else(|| "-".to_owned(), |rss| (rss / 1024).to_string())
+        })
+        .collect();
     let third = elapsed / 3.0;
     let first = check_in_timings.percentiles(0.0, third);
     let last = check_in_timings.percentiles(2.0 * third, elapsed);
@@ -255,7 +269,7 @@ fn mixed_load_keeps_memory_open_files_and_latency_steady() {
         "soak {elapsed:.0} s: {check_ins} check-ins in {lessons_held} lessons ({:.1}/s), \
          {} display polls, {} dashboard loads\n\
          RSS KiB: after warm-up {rss_after_warm_up}, peak {rss_peak}, end {rss_end} \
-         (end/warm-up {:.2})\n\
+         (end/warm-up {:.2}); peak MiB in each tenth of the run: {}\n\
          fds: idle before {idle_fds}, peak under load {fds_peak}, idle after {final_fds}\n\
          check-in ms p50/p95/p99: first third {:.1}/{:.1}/{:.1}, last third {:.1}/{:.1}/{:.1} \
          (last/first p95 {:.2})\n\
@@ -264,6 +278,7 @@ fn mixed_load_keeps_memory_open_files_and_latency_steady() {
         display_timings.lock().expect("timings").0.len(),
         dashboard_timings.lock().expect("timings").0.len(),
         rss_end as f64 / rss_after_warm_up as f64,
+        rss_by_tenth.join(" "),
         first.0,
         first.1,
         first.2,
