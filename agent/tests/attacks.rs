@@ -42,24 +42,7 @@ fn phone(college: &College, iin: &str) -> Client {
 
 /// A signed-in staff browser reading English.
 fn staff(college: &College, login: &str) -> Client {
-    let client = english(college);
-    let form = client
-        .get(college.url("/login"))
-        .send()
-        .expect("form")
-        .text()
-        .expect("body");
-    let response = client
-        .post(college.url("/login"))
-        .form(&[
-            ("login", login),
-            ("password", PASSWORD),
-            ("csrf", &csrf_of(&form)),
-        ])
-        .send()
-        .expect("login");
-    assert_eq!(response.status(), 303, "{login} signs in");
-    client
+    college.sign_in(english(college), login)
 }
 
 /// Lesson A open, and its current classroom URL.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::registry::{assert_one_for_one, drained, enrol, quick_college, wait_for, Registry};
-use common::{check_in, csrf_of, College, PASSWORD};
+use common::{check_in, College};
 use kasip_tests::browser;
 use kasip_tests::reqwest::blocking::Client;
 
@@ -77,24 +77,7 @@ impl Timings {
 
 /// An admin's browser, signed in (admins may open and show any lesson).
 fn admin(college: &College) -> Client {
-    let client = browser(&college.dir.path());
-    let form = client
-        .get(college.url("/login"))
-        .send()
-        .expect("form")
-        .text()
-        .expect("body");
-    let response = client
-        .post(college.url("/login"))
-        .form(&[
-            ("login", "admin"),
-            ("password", PASSWORD),
-            ("csrf", &csrf_of(&form)),
-        ])
-        .send()
-        .expect("login");
-    assert_eq!(response.status(), 303);
-    client
+    college.sign_in(browser(&college.dir.path()), "admin")
 }
 
 #[test]

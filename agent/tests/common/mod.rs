@@ -285,7 +285,12 @@ impl College {
 
     /// A teacher's browser, signed in.
     pub fn teacher(&self, iin: &str) -> Client {
-        let client = browser(&self.dir.path());
+        self.sign_in(browser(&self.dir.path()), iin)
+    }
+
+    /// `client` after signing in as `login` (a staff login or a teacher's IIN) with the
+    /// test password through the login form, as a browser does.
+    pub fn sign_in(&self, client: Client, login: &str) -> Client {
         let form = client
             .get(self.url("/login"))
             .send()
@@ -295,7 +300,7 @@ impl College {
         let response = client
             .post(self.url("/login"))
             .form(&[
-                ("login", iin),
+                ("login", login),
                 ("password", PASSWORD),
                 ("csrf", &csrf_of(&form)),
             ])
@@ -304,7 +309,7 @@ impl College {
         assert_eq!(
             response.status(),
             303,
-            "{}",
+            "{login} signs in: {}",
             response.text().unwrap_or_default()
         );
         client
