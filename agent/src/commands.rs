@@ -107,9 +107,11 @@ pub fn local_date(settings: &Settings, unix_time: i64) -> Date {
     Date::from_days_since_epoch((unix_time + settings.timezone.offset_seconds()).div_euclid(86_400))
 }
 
-/// The college's local date now, by the system clock (CLI commands).
+/// The college's local date now, by the agent's clock (CLI commands). The same clock as
+/// `serve` and the other commands: the demo once seeded by the system clock while
+/// `red-flags` read the test clock, so its test failed on any real date past that month.
 pub fn local_today(settings: &Settings) -> Date {
-    local_date(settings, unix_now())
+    local_date(settings, crate::clock::from_environment().now_unix())
 }
 
 /// Opens the initialised data dir's settings and database.
