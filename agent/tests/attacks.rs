@@ -409,6 +409,30 @@ fn staff_and_admin_endpoints_without_a_session_and_with_the_wrong_role() {
     college.recorded().assert_unchanged_since(&before);
 }
 
+/// Regression: a body a little over the limit was refused before it was read, so a client
+/// still writing it got a broken pipe instead of the 413 now and then (the kiosk test's
+/// 70 kB upload did).
+#[test]
+fn a_body_just_over_the_limit_gets_its_answer_not_a_broken_pipe() {
+    let college = College::new(3);
+    let client = english(&college);
+    let before = college.recorded();
+    for attempt in 0..20 {
+        let response = client
+            .post(college.url("/bind"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b'a'; 200 * 1024])
+            .send()
+            .unwrap_or_else(|error| panic!("attempt {attempt}: no answer: {error:?}"));
+        assert_refused(
+            response,
+            413,
+            "The request is too large: nothing was stored.",
+        );
+    }
+    college.recorded().assert_unchanged_since(&before);
+}
+
 #[test]
 fn a_twenty_megabyte_request_body() {
     let college = College::new(3);
