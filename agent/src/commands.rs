@@ -458,7 +458,7 @@ pub fn red_flags(
     json: bool,
 ) -> Result<(), AgentError> {
     let (settings, store) = open(data_dir)?;
-    let today = local_date(&settings, crate::clock::from_environment().now_unix());
+    let today = local_today(&settings);
     let flags = crate::red_flags::red_flags_for_month(
         store.connection(),
         month,

@@ -18,7 +18,7 @@ use common::registry::{
     agent_run, assert_one_for_one, drained, enrol, quick_college_batching, wait_for, Registry,
 };
 use common::{check_in, TEACHER_A};
-use kasip_tests::text;
+use kasip_tests::{memory_kib, text};
 use serde_json::Value;
 
 const DAYS: usize = 30;
@@ -38,12 +38,7 @@ const DRAIN_GROWTH_BOUND_KIB: u64 = 16 * 1024;
 const OFFLINE_GROWTH_BOUND_KIB: u64 = 32 * 1024;
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    memory_kib(&pid.to_string(), "VmRSS")
 }
 
 #[test]

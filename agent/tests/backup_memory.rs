@@ -9,16 +9,7 @@ use std::fs;
 use kasip_agent::backup::nightly;
 use kasip_agent::config::DataDir;
 use kasip_agent::store::Store;
-
-/// A `/proc/self/status` field in KiB.
-fn status_kib(field: &str) -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .expect("status")
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
-}
+use kasip_tests::memory_kib;
 
 /// What the copy may add to the process's peak: the small copy cache (2 MiB) and
 /// SQLite's buffers, with room for the allocator; the old 32 MB cache went ~30 MiB past it.
@@ -55,11 +46,11 @@ fn a_nightly_copy_of_a_large_database_keeps_a_small_page_cache() {
     let day = kasip_core::Date::new(2026, 12, 1).expect("date");
 
     fs::write("/proc/self/clear_refs", "5").expect("reset the peak (Linux clear_refs)");
-    let resident_before = status_kib("VmRSS:");
+    let resident_before = memory_kib("self", "VmRSS");
     let copy = nightly(&data_dir, &store, day, 7)
         .expect("backup")
         .expect("a new copy");
-    let peak = status_kib("VmHWM:");
+    let peak = memory_kib("self", "VmHWM");
 
     assert!(fs::metadata(&copy).expect("copy").len() > 40_000_000);
     let added = peak.saturating_sub(resident_before);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::registry::{assert_one_for_one, drained, enrol, quick_college, wait_for, Registry};
 use common::{check_in, College};
-use kasip_tests::browser;
 use kasip_tests::reqwest::blocking::Client;
+use kasip_tests::{browser, memory_kib};
 
 /// Check-ins per second the phones keep up (a busy college's morning, sustained).
 const CHECK_INS_PER_SECOND: f64 = 25.0;
@@ -33,12 +33,7 @@ fn soak_duration() -> Duration {
 
 /// Resident memory (KiB) and open file descriptors of a process.
 fn sample(pid: u32) -> (u64, usize) {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
+    let rss = memory_kib(&pid.to_string(), "VmRSS");
     let fds = fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fds")
         .count();

@@ -45,6 +45,17 @@ pub fn run_with(
         .unwrap_or_else(|error| panic!("cannot wait for {binary}: {error}"))
 }
 
+/// A memory field of `/proc/{process}/status` in KiB (`process`: a pid, or "self"), such
+/// as "VmRSS" (resident now) or "VmHWM" (the peak).
+pub fn memory_kib(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap_or_else(|error| panic!("/proc/{process}/status: {error}"))
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{process}/status"))
+}
+
 /// Text of a process's stdout and stderr, for assertions and failure messages.
 pub fn text(output: &Output) -> (String, String) {
     (

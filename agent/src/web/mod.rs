@@ -222,9 +222,11 @@ async fn read_body_in_time(
         discard_body(&mut body).await;
         return too_large();
     }
-    let bytes = match tokio::time::timeout(CLIENT_READ_TIMEOUT, read_up_to_limit(&mut body)).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => {
+    let limited = http_body_util::Limited::new(&mut body, MAX_BODY_BYTES);
+    let collected = http_body_util::BodyExt::collect(limited);
+    let bytes = match tokio::time::timeout(CLIENT_READ_TIMEOUT, collected).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             discard_body(&mut body).await;
             return too_large();
         }
@@ -235,21 +237,6 @@ async fn read_body_in_time(
         axum::body::Body::from(bytes),
     ))
     .await
-}
-
-/// The whole body, or None once it passes `MAX_BODY_BYTES` (or breaks off).
-async fn read_up_to_limit(body: &mut axum::body::Body) -> Option<axum::body::Bytes> {
-    use http_body_util::BodyExt;
-    let mut collected = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Some(data) = frame.ok()?.data_ref() {
-            if collected.len() + data.len() > MAX_BODY_BYTES {
-                return None;
-            }
-            collected.extend_from_slice(data);
-        }
-    }
-    Some(collected.into())
 }
 
 /// What is read and thrown away of a body over the limit before the 413 goes out. A
