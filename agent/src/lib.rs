@@ -2,6 +2,7 @@
 //!
 //! `main.rs` only parses flags and maps errors to exit codes; everything lives here.
 
+pub mod allocator;
 pub mod attendance;
 pub mod backup;
 pub mod checkin;

@@ -56,6 +56,47 @@ pub fn memory_kib(process: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{process}/status"))
 }
 
+/// How many heaps glibc's malloc has mapped for arenas other than the main one, in a
+/// process (a pid, or "self"). Each is an anonymous 64 MiB reservation aligned to its size
+/// (glibc's `arena.c`: a read-write part that grows, the rest `---p`), which is how they
+/// are told apart from thread stacks and other mappings. One per arena unless an arena
+/// outgrew 64 MiB.
+pub fn malloc_arena_heaps(process: &str) -> usize {
+    const HEAP_MAX: u64 = 64 << 20;
+    let maps = std::fs::read_to_string(format!("/proc/{process}/maps"))
+        .unwrap_or_else(|error| panic!("/proc/{process}/maps: {error}"));
+    // (start, end, permissions) of the anonymous mappings, in address order.
+    let anonymous: Vec<(u64, u64, &str)> = maps
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() != 5 || fields[4] != "0" {
+                return None;
+            }
+            let (start, end) = fields[0].split_once('-')?;
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+                fields[1],
+            ))
+        })
+        .collect();
+    anonymous
+        .iter()
+        .enumerate()
+        .filter(|(at, (start, end, permissions))| {
+            if start % HEAP_MAX != 0 || *permissions != "rw-p" {
+                return false;
+            }
+            let reserved_end = match anonymous.get(at + 1) {
+                Some((next_start, next_end, "---p")) if next_start == end => *next_end,
+                _ => *end,
+            };
+            reserved_end - start == HEAP_MAX
+        })
+        .count()
+}
+
 /// Text of a process's stdout and stderr, for assertions and failure messages.
 pub fn text(output: &Output) -> (String, String) {
     (
