@@ -19,10 +19,10 @@ use crate::staff::random_token;
 pub const CODE_TTL_SECS: i64 = 86_400;
 /// A kiosk clock this far ahead of the agent's is not believed.
 const MAX_KIOSK_CLOCK_AHEAD_SECS: i64 = 300;
-/// Scans accepted in one upload: 300 real scans (~180 bytes of JSON each) stay under the
-/// 64 KiB body limit, so a full upload is refused for its count, never for its size. The
-/// kiosk sends 200.
-pub const MAX_SCANS_PER_UPLOAD: usize = 300;
+/// Scans accepted in one upload: so many that a full upload of real passes under the
+/// longest ids still fits the request body limit (a test below), so an upload is refused
+/// for its count, never for its size. The kiosk sends 200.
+pub const MAX_SCANS_PER_UPLOAD: usize = 250;
 
 /// Where a kiosk stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1007,4 +1007,41 @@ pub fn campus_presence(
         Ok((row.get(0)?, row.get(1)?))
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_upload_of_the_longest_scans_fits_the_body_limit() {
+        // A real pass: `KP1.{IIN}.{unix time}.{86 characters of signature}`.
+        let pass = format!(
+            "KP1.{}.{}.{}",
+            "9".repeat(12),
+            1_764_000_000,
+            "A".repeat(86)
+        );
+        let scans: Vec<serde_json::Value> = (0..MAX_SCANS_PER_UPLOAD)
+            .map(|_| {
+                serde_json::json!({
+                    "id": "i".repeat(MAX_SCAN_ID_CHARS),
+                    "pass": pass,
+                    "scanned_at": 9_999_999_999_i64,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "scans": scans }).to_string();
+        assert!(
+            body.len() <= crate::web::MAX_BODY_BYTES,
+            "{} scans take {} bytes, over the {}-byte body limit",
+            MAX_SCANS_PER_UPLOAD,
+            body.len(),
+            crate::web::MAX_BODY_BYTES
+        );
+        assert_eq!(
+            parse_scan_upload(body.as_bytes()).map(|scans| scans.len()),
+            Ok(MAX_SCANS_PER_UPLOAD)
+        );
+    }
 }

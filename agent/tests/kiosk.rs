@@ -698,7 +698,7 @@ fn hostile_kiosk_and_pass_requests_are_refused_and_change_nothing() {
         (
             json!({ "scans": too_many }).to_string().into_bytes(),
             413,
-            "at most 300",
+            "at most 250",
         ),
         (vec![b'['; 70_000], 413, ""),
     ];

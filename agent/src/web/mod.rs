@@ -154,7 +154,7 @@ impl RateLimiter {
 }
 
 /// Request bodies are forms and small JSON: 64 KiB is generous, 20 MB is refused.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A client has this long to send a request's headers, and again its body; an idle
 /// kept-alive connection is closed after it too. Phones send a request in milliseconds;
