@@ -5,8 +5,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 if dpkg -s libclang-dev >/dev/null 2>&1; then
-    # One build: two would compile the dependencies they share twice when their
-    # features differ.
     cargo build --release -p kasip-agent -p kasip-sync -p kasip-kiosk --features kasip-kiosk/camera
 else
     echo "libclang-dev is not installed: the packaged kasip-kiosk has no camera support" >&2

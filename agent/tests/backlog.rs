@@ -37,10 +37,6 @@ const DRAIN_GROWTH_BOUND_KIB: u64 = 16 * 1024;
 /// (19 MiB, as they once did) or 1 KiB kept per check-in would break it.
 const OFFLINE_GROWTH_BOUND_KIB: u64 = 32 * 1024;
 
-fn rss_kib(pid: u32) -> u64 {
-    memory_kib(&pid.to_string(), "VmRSS")
-}
-
 #[test]
 fn a_thirty_day_backlog_drains_exactly_once_through_faults_and_restarts_in_bounded_memory() {
     // The group's size: 40 in CI (3,600 marks); the long form raises it, so that the
@@ -77,7 +73,7 @@ fn a_thirty_day_backlog_drains_exactly_once_through_faults_and_restarts_in_bound
             assert_eq!(status, 200, "{body}");
         }
         if rss_first_day.is_none() && *at >= lessons[2].1 {
-            rss_first_day = Some(rss_kib(pid));
+            rss_first_day = Some(memory_kib(pid, "VmRSS"));
         }
     }
     let waiting = wait_for(
@@ -90,7 +86,7 @@ fn a_thirty_day_backlog_drains_exactly_once_through_faults_and_restarts_in_bound
     assert_eq!(waiting["alert"], Value::Null, "an outage is not an alert");
     let rss_first_day = rss_first_day.expect("sampled");
     let backlog_bytes: i64 = college.count("SELECT SUM(length(jws)) FROM outbox_batches");
-    let rss_before_drain = rss_kib(pid);
+    let rss_before_drain = memory_kib(pid, "VmRSS");
 
     // Back, with faults; the agent's memory sampled throughout the drain.
     registry.start(&FAULTS);
@@ -100,7 +96,7 @@ fn a_thirty_day_backlog_drains_exactly_once_through_faults_and_restarts_in_bound
         let (sampling, peak) = (Arc::clone(&sampling), Arc::clone(&peak));
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
-                let rss = rss_kib(pid);
+                let rss = memory_kib(pid, "VmRSS");
                 let mut peak = peak.lock().expect("peak");
                 *peak = (*peak).max(rss);
                 drop(peak);

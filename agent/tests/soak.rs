@@ -33,7 +33,7 @@ fn soak_duration() -> Duration {
 
 /// Resident memory (KiB) and open file descriptors of a process.
 fn sample(pid: u32) -> (u64, usize) {
-    let rss = memory_kib(&pid.to_string(), "VmRSS");
+    let rss = memory_kib(pid, "VmRSS");
     let fds = fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fds")
         .count();
@@ -197,7 +197,7 @@ fn mixed_load_keeps_memory_open_files_and_latency_steady() {
     );
     assert_one_for_one(&college, &registry);
     assert_eq!(college.marks() as usize, check_ins);
-    let arena_heaps = malloc_arena_heaps(&pid.to_string());
+    let arena_heaps = malloc_arena_heaps(pid);
     drop(phones);
     drop(staff);
     std::thread::sleep(kasip_agent::web::CLIENT_READ_TIMEOUT + Duration::from_secs(2));

@@ -47,7 +47,7 @@ pub fn run_with(
 
 /// A memory field of `/proc/{process}/status` in KiB (`process`: a pid, or "self"), such
 /// as "VmRSS" (resident now) or "VmHWM" (the peak).
-pub fn memory_kib(process: &str, field: &str) -> u64 {
+pub fn memory_kib(process: impl std::fmt::Display, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{process}/status"))
         .unwrap_or_else(|error| panic!("/proc/{process}/status: {error}"))
         .lines()
@@ -61,7 +61,7 @@ pub fn memory_kib(process: &str, field: &str) -> u64 {
 /// (glibc's `arena.c`: a read-write part that grows, the rest `---p`), which is how they
 /// are told apart from thread stacks and other mappings. One per arena unless an arena
 /// outgrew 64 MiB.
-pub fn malloc_arena_heaps(process: &str) -> usize {
+pub fn malloc_arena_heaps(process: impl std::fmt::Display) -> usize {
     const HEAP_MAX: u64 = 64 << 20;
     let maps = std::fs::read_to_string(format!("/proc/{process}/maps"))
         .unwrap_or_else(|error| panic!("/proc/{process}/maps: {error}"));
