@@ -8,6 +8,7 @@ use kasip_agent::error::{AgentError, EXIT_USAGE};
 
 fn main() -> ExitCode {
     kasip_agent::allocator::limit_arenas();
+    kasip_agent::allocator::configure_sqlite_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

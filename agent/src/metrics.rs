@@ -267,6 +267,32 @@ pub fn render(
         "Size of the database and its write-ahead log.",
         &[(String::new(), database_bytes as f64)],
     );
+    let sqlite = crate::allocator::sqlite_memory();
+    metric(
+        &mut out,
+        "kasip_sqlite_page_slots_used",
+        "gauge",
+        &format!(
+            "Slots of SQLite's page-cache block (of {}) holding a page; always 0 if SQLite \
+             refused the block.",
+            crate::allocator::SQLITE_PAGE_SLOTS
+        ),
+        &[(String::new(), sqlite.page_slots_used as f64)],
+    );
+    metric(
+        &mut out,
+        "kasip_sqlite_page_overflow_bytes",
+        "gauge",
+        "Page-cache bytes SQLite took from malloc because the reserved block was full.",
+        &[(String::new(), sqlite.page_overflow_bytes as f64)],
+    );
+    metric(
+        &mut out,
+        "kasip_sqlite_malloc_bytes",
+        "gauge",
+        "Memory SQLite holds from malloc (statements, schema, page overflow).",
+        &[(String::new(), sqlite.malloc_bytes as f64)],
+    );
     latencies.render(&mut out);
     Ok(out)
 }

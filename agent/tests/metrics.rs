@@ -81,6 +81,11 @@ fn metrics_are_scraped_in_prometheus_text_format() {
     );
     assert_eq!(value_of(&metrics, "kasip_sync_alert"), 0.0);
     assert!(value_of(&metrics, "kasip_database_bytes") > 0.0);
+    // The pages SQLite just read for these figures sit in the block the agent reserved
+    // (`allocator::configure_sqlite_memory`), and a database this small fits in it.
+    assert!(value_of(&metrics, "kasip_sqlite_page_slots_used") > 0.0);
+    assert_eq!(value_of(&metrics, "kasip_sqlite_page_overflow_bytes"), 0.0);
+    assert!(value_of(&metrics, "kasip_sqlite_malloc_bytes") > 0.0);
     // ПО-21: 2 of 3 beneficiaries QR-tracked.
     assert_eq!(
         value_of(&metrics, "kasip_coverage_ratio{scope=\"ПО-21\"}"),
