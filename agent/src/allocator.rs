@@ -5,9 +5,11 @@
 //! core) and keeps what is freed inside each. Under the soak's steady load the agent's
 //! resident memory grew ~1.3 MiB a minute with glibc's defaults while its live heap stayed
 //! flat (a heap profile: ~28 MiB, 20 of them the password checker's block): the growth was
-//! freed memory spread over ten arenas. Two arenas shared by all threads halve the growth
-//! (they do not stop it; TESTING.md, Soak). The agent sets this itself, so that
-//! `cargo run`, the tests and the systemd unit all run the allocator the soak measured.
+//! freed memory spread over ten arenas. Two arenas shared by all threads halved it; the
+//! rest was SQLite's page cache going through malloc at every check-in, which
+//! [`configure_sqlite_memory`] takes out of the heap (TESTING.md, Soak). The agent sets
+//! both itself, so that `cargo run`, the tests and the systemd unit all run the
+//! allocator the soak measured.
 
 /// Arenas shared by all of the agent's threads.
 pub const ARENAS: i32 = 2;

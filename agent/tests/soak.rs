@@ -20,8 +20,10 @@ use kasip_tests::{browser, malloc_arena_heaps, memory_kib};
 /// Check-ins per second the phones keep up (a busy college's morning, sustained).
 const CHECK_INS_PER_SECOND: f64 = 25.0;
 const STUDENTS: usize = 200;
-/// Memory the agent may gain between the end of warm-up and the end of the run.
-const RSS_GROWTH_BOUND_KIB: u64 = 24 * 1024;
+/// Memory the agent may gain between the end of warm-up and the end of the run. Measured:
+/// +1.2 MiB in 120 s, +1.5 in 30 minutes; with SQLite's pages going through malloc (before
+/// `allocator::configure_sqlite_memory`) the same 30 minutes gained 15.1 MiB.
+const RSS_GROWTH_BOUND_KIB: u64 = 8 * 1024;
 
 fn soak_duration() -> Duration {
     let seconds = std::env::var("KASIP_SOAK_SECS")
