@@ -7,19 +7,26 @@
 //! flat (a heap profile: ~28 MiB, 20 of them the password checker's block): the growth was
 //! freed memory spread over ten arenas. Two arenas shared by all threads halved it; the
 //! rest was SQLite's page cache going through malloc at every check-in, which
-//! [`configure_sqlite_memory`] takes out of the heap (TESTING.md, Soak). The agent sets
-//! both itself, so that `cargo run`, the tests and the systemd unit all run the
-//! allocator the soak measured.
+//! `configure_sqlite_memory` takes out of the heap (TESTING.md, Soak). The agent sets
+//! both itself ([`configure`]), so that `cargo run`, the tests and the systemd unit all
+//! run the allocator the soak measured.
 
 /// Arenas shared by all of the agent's threads.
 pub const ARENAS: i32 = 2;
 
+/// Sets up malloc and SQLite for a long life. Call it first thing in `main`, before any
+/// thread exists or any database is opened: a thread that has allocated keeps the arena
+/// it had, and SQLite accepts its configuration only before it initialises.
+pub fn configure() {
+    limit_arenas();
+    configure_sqlite_memory();
+}
+
 /// Limits glibc's malloc to [`ARENAS`] arenas, unless the operator chose otherwise with
-/// `MALLOC_ARENA_MAX` (glibc reads that itself at start). Call it first thing in `main`,
-/// before any thread exists: a thread that has allocated keeps the arena it had.
+/// `MALLOC_ARENA_MAX` (glibc reads that itself at start).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-pub fn limit_arenas() {
+fn limit_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
@@ -31,7 +38,7 @@ pub fn limit_arenas() {
 
 /// Other allocators (musl, other systems) have no per-thread arenas to limit.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn limit_arenas() {}
+fn limit_arenas() {}
 
 /// Page-cache slots SQLite takes from one block reserved at start, shared by all of the
 /// agent's connections; a page beyond them comes from malloc as before.
@@ -49,11 +56,10 @@ const SQLITE_PAGE_BYTES: usize = 4096;
 /// a minute for as long as the soak ran, though little of it was in use (TESTING.md,
 /// Soak). Now pages come from one block reserved here and go back to a free list SQLite
 /// keeps, and statement journals are kept in 1 KiB chunks, which malloc recycles.
-/// Call it first thing in `main`, before any database is opened: SQLite accepts its
-/// configuration only before it initialises. A refusal leaves SQLite on malloc, which
-/// is correct, only less frugal.
+/// A refusal (SQLite already initialised) leaves SQLite on malloc, which is correct,
+/// only less frugal.
 #[allow(unsafe_code)]
-pub fn configure_sqlite_memory() {
+fn configure_sqlite_memory() {
     use rusqlite::ffi;
     use std::ffi::{c_int, c_void};
     // SAFETY: SQLITE_CONFIG_STMTJRNL_SPILL takes one int; negative means "in memory, in

@@ -7,8 +7,7 @@ use kasip_agent::cli::{init_logging, run, Cli};
 use kasip_agent::error::{AgentError, EXIT_USAGE};
 
 fn main() -> ExitCode {
-    kasip_agent::allocator::limit_arenas();
-    kasip_agent::allocator::configure_sqlite_memory();
+    kasip_agent::allocator::configure();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

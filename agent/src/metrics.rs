@@ -126,6 +126,11 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// A metric with one sample and no labels.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    metric(out, name, kind, help, &[(String::new(), value)]);
+}
+
 fn grouped(
     connection: &Connection,
     sql: &str,
@@ -184,51 +189,48 @@ pub fn render(
         [&today],
         |row| row.get(0),
     )?;
-    metric(
+    single(
         &mut out,
         "kasip_open_lessons",
         "gauge",
         "Lessons opened today and not closed.",
-        &[(String::new(), open as f64)],
+        open as f64,
     );
     let sync = crate::outbox::status(connection, now)?;
-    metric(
+    single(
         &mut out,
         "kasip_outbox_batches",
         "gauge",
         "Sealed batches not yet acknowledged by the registry.",
-        &[(String::new(), sync.queued_batches as f64)],
+        sync.queued_batches as f64,
     );
-    metric(
+    single(
         &mut out,
         "kasip_outbox_unsealed_records",
         "gauge",
         "Events not yet sealed into a batch.",
-        &[(String::new(), sync.unsealed_records as f64)],
+        sync.unsealed_records as f64,
     );
-    metric(
+    single(
         &mut out,
         "kasip_outbox_oldest_age_seconds",
         "gauge",
         "Age of the oldest batch or event not yet acknowledged (0 when none).",
-        &[(
-            String::new(),
-            sync.oldest_unsent_age_secs.unwrap_or(0) as f64,
-        )],
+        sync.oldest_unsent_age_secs.unwrap_or(0) as f64,
     );
-    metric(
+    single(
         &mut out,
         "kasip_sync_alert",
         "gauge",
         "1 when the upload queue is stopped by an alert (see `kasip-agent sync status`).",
-        &[(String::new(), f64::from(u8::from(sync.alert.is_some())))],
+        f64::from(u8::from(sync.alert.is_some())),
     );
-    metric(
+    single(
         &mut out,
         "kasip_sync_errors_total",
         "counter",
         "Failed upload attempts since the agent started.",
-        &[(String::new(), SYNC_ERRORS.load(Ordering::Relaxed) as f64)],
+        SYNC_ERRORS.load(Ordering::Relaxed) as f64,
     );
     let month = crate::commands::local_date(settings, now).calendar_month();
     let (report, _) = crate::coverage::month_figures(
@@ -260,15 +262,15 @@ pub fn render(
         .filter_map(|name| std::fs::metadata(data_dir.root().join(name)).ok())
         .map(|metadata| metadata.len())
         .sum();
-    metric(
+    single(
         &mut out,
         "kasip_database_bytes",
         "gauge",
         "Size of the database and its write-ahead log.",
-        &[(String::new(), database_bytes as f64)],
+        database_bytes as f64,
     );
     let sqlite = crate::allocator::sqlite_memory();
-    metric(
+    single(
         &mut out,
         "kasip_sqlite_page_slots_used",
         "gauge",
@@ -277,21 +279,21 @@ pub fn render(
              refused the block.",
             crate::allocator::SQLITE_PAGE_SLOTS
         ),
-        &[(String::new(), sqlite.page_slots_used as f64)],
+        sqlite.page_slots_used as f64,
     );
-    metric(
+    single(
         &mut out,
         "kasip_sqlite_page_overflow_bytes",
         "gauge",
         "Page-cache bytes SQLite took from malloc because the reserved block was full.",
-        &[(String::new(), sqlite.page_overflow_bytes as f64)],
+        sqlite.page_overflow_bytes as f64,
     );
-    metric(
+    single(
         &mut out,
         "kasip_sqlite_malloc_bytes",
         "gauge",
         "Memory SQLite holds from malloc (statements, schema, page overflow).",
-        &[(String::new(), sqlite.malloc_bytes as f64)],
+        sqlite.malloc_bytes as f64,
     );
     latencies.render(&mut out);
     Ok(out)
