@@ -119,8 +119,7 @@ fn main() {
         store.connection(),
         month,
         today,
-        &settings,
-        &settings.red_flags,
+        &settings.red_flag_settings(),
     )
     .expect("flags");
     let flags_time = flags_started.elapsed();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::config::DataDir;
+use crate::data_dir::DataDir;
 use crate::error::AgentError;
 use crate::store::{latest_version, Store};
 

@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kasip_core::{CollegeTimezone, Date};
 
 /// A source of the current Unix time in seconds.
 pub trait Clock: Send + Sync {
@@ -14,7 +17,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix(&self) -> i64 {
-        crate::store::unix_now()
+        unix_now()
     }
 }
 
@@ -28,7 +31,7 @@ impl Clock for FileClock {
         std::fs::read_to_string(&self.path)
             .ok()
             .and_then(|text| text.trim().parse().ok())
-            .unwrap_or_else(crate::store::unix_now)
+            .unwrap_or_else(unix_now)
     }
 }
 
@@ -43,4 +46,17 @@ pub fn from_environment() -> Arc<dyn Clock> {
         }
         None => Arc::new(SystemClock),
     }
+}
+
+/// The system's Unix time in seconds. Only the clocks above and timestamps that are not
+/// evidence (file names, log lines) read it; everything a test must move reads a `Clock`.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// The college's local date at `unix_time`.
+pub fn local_date(timezone: &CollegeTimezone, unix_time: i64) -> Date {
+    Date::from_days_since_epoch((unix_time + timezone.offset_seconds()).div_euclid(86_400))
 }

@@ -2,95 +2,13 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kasip_core::{Bin, CollegeTimezone};
 use serde::Deserialize;
 
+pub use crate::data_dir::{DataDir, SYSTEM_CONFIG, SYSTEM_DATA_DIR};
 use crate::error::AgentError;
-
-/// Where a college's state lives; every path the agent touches is derived here.
-#[derive(Debug, Clone)]
-pub struct DataDir {
-    root: PathBuf,
-    /// `config.toml` kept outside the data dir (the package's `/etc/kasip/config.toml`).
-    config: Option<PathBuf>,
-}
-
-/// Where the Debian package puts the service's state and its configuration.
-pub const SYSTEM_DATA_DIR: &str = "/var/lib/kasip";
-pub const SYSTEM_CONFIG: &str = "/etc/kasip/config.toml";
-
-impl DataDir {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root, config: None }
-    }
-
-    /// A data dir whose `config.toml` lives at `config` instead of inside it.
-    pub fn with_config(root: PathBuf, config: Option<PathBuf>) -> Self {
-        Self { root, config }
-    }
-
-    /// With neither `--data-dir` nor `--config`: on a machine where the package is
-    /// installed (`/etc/kasip/config.toml` exists), the service's own directories, so
-    /// `sudo -u kasip kasip-agent …` acts on the running college; otherwise the per-user
-    /// data directory (`~/.local/share/kasip-agent` on Linux).
-    pub fn from_options(root: Option<PathBuf>, config: Option<PathBuf>) -> Self {
-        match (root, config) {
-            (Some(root), config) => Self::with_config(root, config),
-            (None, Some(config)) => Self::with_config(Self::default_root(), Some(config)),
-            (None, None) if Path::new(SYSTEM_CONFIG).exists() => Self::with_config(
-                PathBuf::from(SYSTEM_DATA_DIR),
-                Some(PathBuf::from(SYSTEM_CONFIG)),
-            ),
-            (None, None) => Self::new(Self::default_root()),
-        }
-    }
-
-    /// The per-user data directory (`~/.local/share/kasip-agent` on Linux).
-    pub fn default_root() -> PathBuf {
-        directories::ProjectDirs::from("kz", "KasipTech", "kasip-agent")
-            .map(|dirs| dirs.data_dir().to_owned())
-            .unwrap_or_else(|| PathBuf::from("kasip-data"))
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn config_path(&self) -> PathBuf {
-        self.config
-            .clone()
-            .unwrap_or_else(|| self.root.join("config.toml"))
-    }
-
-    /// Whether `config.toml` is kept outside the data dir (and so is not `init`'s to write).
-    pub fn has_external_config(&self) -> bool {
-        self.config.is_some()
-    }
-
-    pub fn database_path(&self) -> PathBuf {
-        self.root.join("agent.db")
-    }
-
-    pub fn key_path(&self) -> PathBuf {
-        self.root.join("agent-key.pem")
-    }
-
-    /// The self-signed LAN certificate made at `init` (used unless config names PEM files).
-    pub fn tls_cert_path(&self) -> PathBuf {
-        self.root.join("tls.crt")
-    }
-
-    pub fn tls_key_path(&self) -> PathBuf {
-        self.root.join("tls.key")
-    }
-
-    /// True once `init` has run: the config (its last step) and the database exist.
-    pub fn is_initialised(&self) -> bool {
-        self.config_path().exists() && self.database_path().exists()
-    }
-}
 
 /// `config.toml` as written on disk; unknown keys are refused so a typo is not ignored.
 #[derive(Debug, Deserialize)]
@@ -365,6 +283,57 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The college's local date at `unix_time`.
+    pub fn local_date(&self, unix_time: i64) -> kasip_core::Date {
+        crate::clock::local_date(&self.timezone, unix_time)
+    }
+
+    /// The college's local date now, by the agent's clock (CLI commands). The same clock as
+    /// `serve` and the other commands: the demo once seeded by the system clock while
+    /// `red-flags` read the test clock, so its test failed on any real date past that month.
+    pub fn local_today(&self) -> kasip_core::Date {
+        self.local_date(crate::clock::from_environment().now_unix())
+    }
+
+    /// What the red flags read: thresholds, what counts as QR, the zone.
+    pub fn red_flag_settings(&self) -> crate::red_flags::RedFlagSettings {
+        crate::red_flags::RedFlagSettings {
+            rules: self.red_flags.clone(),
+            coverage: self.coverage_rules(),
+            timezone: self.timezone.clone(),
+        }
+    }
+
+    /// What a month close reads: the college and its rules.
+    pub fn month_close_settings(&self) -> crate::month_close::MonthCloseSettings {
+        crate::month_close::MonthCloseSettings {
+            college_bin: self.college_bin.clone(),
+            college_name: self.college_name.clone(),
+            red_flags: self.red_flag_settings(),
+        }
+    }
+
+    /// The college's zone and when an open lesson closes by itself.
+    pub fn lesson_times(&self) -> crate::lessons::LessonTimes {
+        crate::lessons::LessonTimes {
+            timezone: self.timezone.clone(),
+            auto_close_grace_mins: self.auto_close_grace_mins,
+        }
+    }
+
+    /// What the mark writer decides with.
+    pub fn mark_rules(&self) -> crate::marks::MarkRules {
+        crate::marks::MarkRules {
+            lessons: self.lesson_times(),
+            qr_period_secs: self.qr_period_secs,
+            late_after_mins: self.late_after_mins,
+            kiosk_grace_mins: self.kiosk_grace_mins,
+            pass_window_secs: self.pass_window_secs,
+            coverage: self.coverage_rules(),
+            coverage_policy: self.coverage_policy,
+        }
+    }
+
     /// The coverage thresholds and what counts as QR.
     pub fn coverage_rules(&self) -> crate::coverage::CoverageRules {
         crate::coverage::CoverageRules {

@@ -55,6 +55,7 @@ pub fn is_qr_method(method: &str, rules: &CoverageRules) -> bool {
 }
 
 /// Thresholds and what counts as QR.
+#[derive(Debug, Clone)]
 pub struct CoverageRules {
     pub student_qr_share: PerMille,
     pub min_coverage: PerMille,

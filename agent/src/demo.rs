@@ -389,7 +389,7 @@ fn members_iin_at(
 
 /// What a phone's identity looks like in the marks: the hex SHA-256 of its cookie.
 fn demo_device_id(owner_iin: &str) -> String {
-    kasip_core::batch::to_hex(&crate::checkin::secret_hash(&format!(
+    kasip_core::batch::to_hex(&crate::secrets::secret_hash(&format!(
         "demo phone of {owner_iin}"
     )))
 }

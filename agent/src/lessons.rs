@@ -1,12 +1,18 @@
 //! Lessons from the timetable: listing a day, opening and closing, and whether a lesson
 //! is open at a given moment.
 
-use kasip_core::{Date, TimeOfDay};
+use kasip_core::{CollegeTimezone, Date, TimeOfDay};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::config::Settings;
+/// What lessons need of the college's settings: its zone and how long past its end an
+/// open lesson closes by itself.
+#[derive(Debug, Clone)]
+pub struct LessonTimes {
+    pub timezone: CollegeTimezone,
+    pub auto_close_grace_mins: u32,
+}
 
 /// Why a lesson could not be opened or closed.
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +60,18 @@ pub struct LessonSummary {
 }
 
 /// The Unix time of a local date and time in the college's zone.
-pub fn local_to_unix(date: Date, time: TimeOfDay, settings: &Settings) -> i64 {
+pub fn local_to_unix(date: Date, time: TimeOfDay, times: &LessonTimes) -> i64 {
     date.days_since_epoch() * 86_400 + i64::from(time.minutes_after_midnight()) * 60
-        - settings.timezone.offset_seconds()
+        - times.timezone.offset_seconds()
 }
 
 /// Parses stored `date` and `HH:MM` text back into Unix time; stored values were
 /// validated on import, so a failure means a hand-edited database.
-pub fn stored_to_unix(date: &str, time: &str, settings: &Settings) -> Option<i64> {
+pub fn stored_to_unix(date: &str, time: &str, times: &LessonTimes) -> Option<i64> {
     Some(local_to_unix(
         Date::parse(date).ok()?,
         TimeOfDay::parse(time).ok()?,
-        settings,
+        times,
     ))
 }
 
@@ -86,7 +92,7 @@ pub fn open_lesson_at(
     connection: &Connection,
     lesson_id: i64,
     now: i64,
-    settings: &Settings,
+    times: &LessonTimes,
 ) -> rusqlite::Result<Option<OpenLesson>> {
     let row: Option<OpeningRow> = connection
         .prepare_cached(
@@ -101,12 +107,12 @@ pub fn open_lesson_at(
         return Ok(None);
     };
     let (Some(starts_at), Some(ends_at)) = (
-        stored_to_unix(&date, &start, settings),
-        stored_to_unix(&date, &end, settings),
+        stored_to_unix(&date, &start, times),
+        stored_to_unix(&date, &end, times),
     ) else {
         return Ok(None);
     };
-    let auto_closes_at = ends_at + i64::from(settings.auto_close_grace_mins) * 60;
+    let auto_closes_at = ends_at + i64::from(times.auto_close_grace_mins) * 60;
     if closed_at.is_some() || now > auto_closes_at {
         return Ok(None);
     }
@@ -203,7 +209,7 @@ fn summaries(
     filter: &str,
     params: &[&dyn rusqlite::ToSql],
     now: i64,
-    settings: &Settings,
+    times: &LessonTimes,
 ) -> rusqlite::Result<Vec<LessonSummary>> {
     let sql = format!("{SUMMARY_SQL} {filter} ORDER BY l.date, l.start_time, g.code");
     let mut statement = connection.prepare_cached(&sql)?;
@@ -212,8 +218,8 @@ fn summaries(
         let end: String = row.get(3)?;
         let opened: bool = row.get(11)?;
         let closed_at: Option<i64> = row.get(12)?;
-        let past_grace = stored_to_unix(&date, &end, settings)
-            .is_some_and(|ends_at| now > ends_at + i64::from(settings.auto_close_grace_mins) * 60);
+        let past_grace = stored_to_unix(&date, &end, times)
+            .is_some_and(|ends_at| now > ends_at + i64::from(times.auto_close_grace_mins) * 60);
         let state = match (opened, closed_at) {
             (true, None) if !past_grace => LessonState::Open,
             (true, _) => LessonState::Closed,
@@ -244,14 +250,14 @@ pub fn list_for_date(
     connection: &Connection,
     date: Date,
     now: i64,
-    settings: &Settings,
+    times: &LessonTimes,
 ) -> rusqlite::Result<Vec<LessonSummary>> {
     summaries(
         connection,
         "WHERE l.date = ?1",
         &[&date.to_string()],
         now,
-        settings,
+        times,
     )
 }
 
@@ -260,9 +266,9 @@ pub fn summary(
     connection: &Connection,
     lesson_id: i64,
     now: i64,
-    settings: &Settings,
+    times: &LessonTimes,
 ) -> rusqlite::Result<Option<LessonSummary>> {
-    Ok(summaries(connection, "WHERE l.id = ?1", &[&lesson_id], now, settings)?.pop())
+    Ok(summaries(connection, "WHERE l.id = ?1", &[&lesson_id], now, times)?.pop())
 }
 
 /// Discipline, group code and room (or "online"): what a confirmation page names.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -15,9 +15,6 @@ use axum::response::Response;
 use rusqlite::Connection;
 
 use crate::config::{DataDir, Settings};
-
-/// Failed upload attempts since start (each a retry or an alert).
-pub static SYNC_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -182,7 +179,7 @@ pub fn render(
             "reason",
         )?,
     );
-    let today = crate::commands::local_date(settings, now).to_string();
+    let today = settings.local_date(now).to_string();
     let open: i64 = connection.query_row(
         "SELECT COUNT(*) FROM lesson_openings o JOIN lessons l ON l.id = o.lesson_id
          WHERE o.closed_at IS NULL AND l.date = ?1",
@@ -230,13 +227,13 @@ pub fn render(
         "kasip_sync_errors_total",
         "counter",
         "Failed upload attempts since the agent started.",
-        SYNC_ERRORS.load(Ordering::Relaxed) as f64,
+        crate::outbox::SYNC_ERRORS.load(Ordering::Relaxed) as f64,
     );
-    let month = crate::commands::local_date(settings, now).calendar_month();
+    let month = settings.local_date(now).calendar_month();
     let (report, _) = crate::coverage::month_figures(
         connection,
         month,
-        crate::commands::local_date(settings, now),
+        settings.local_date(now),
         &settings.coverage_rules(),
     )?;
     let coverage: Vec<(String, f64)> = std::iter::once(&report.college)

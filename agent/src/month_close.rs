@@ -18,12 +18,21 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::{DataDir, Settings};
 use crate::coverage::{coverage_for_month, is_qr_method};
+use crate::data_dir::DataDir;
 use crate::error::AgentError;
-use crate::red_flags::red_flags_for_month;
+use crate::html::escape_html;
+use crate::red_flags::{red_flags_for_month, RedFlagSettings};
 use crate::store::Store;
-use crate::web::escape_html;
+
+/// What a month close reads of the college's settings.
+#[derive(Debug, Clone)]
+pub struct MonthCloseSettings {
+    pub college_bin: kasip_core::Bin,
+    pub college_name: String,
+    /// The flags the statement lists, with the coverage rule they and the totals use.
+    pub red_flags: RedFlagSettings,
+}
 
 /// One beneficiary's month in the statement.
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +81,7 @@ pub struct CloseRequest<'a> {
 pub fn close(
     store: &Store,
     data_dir: &DataDir,
-    settings: &Settings,
+    settings: &MonthCloseSettings,
     key: &DeviceKey,
     request: &CloseRequest<'_>,
 ) -> Result<MonthClosed, AgentError> {
@@ -102,9 +111,9 @@ pub fn close(
             "{month} has not ended yet (today is {today}); to close it early pass --force --reason TEXT"
         )));
     }
-    let rules = settings.coverage_rules();
+    let rules = settings.red_flags.coverage.clone();
     let coverage = coverage_for_month(connection, month, None, &rules).map_err(failure(store))?;
-    let flags = red_flags_for_month(connection, month, today, settings, &settings.red_flags)
+    let flags = red_flags_for_month(connection, month, today, &settings.red_flags)
         .map_err(failure(store))?;
     let students = student_totals(store, month, settings)?;
 
@@ -113,7 +122,9 @@ pub fn close(
         reasons.push(format!(
             "college coverage {} is below the minimum {}",
             per_mille_text(coverage.college.coverage_per_mille),
-            per_mille_text(Some(u64::from(settings.min_coverage.thousandths())))
+            per_mille_text(Some(u64::from(
+                settings.red_flags.coverage.min_coverage.thousandths()
+            )))
         ));
     }
     for group in coverage.groups.iter().filter(|group| !group.holds) {
@@ -135,8 +146,8 @@ pub fn close(
         "compliant": compliant,
         "reasons": reasons,
         "forced_reason": force_reason,
-        "min_coverage_per_mille": settings.min_coverage.thousandths(),
-        "student_qr_share_per_mille": settings.student_qr_share.thousandths(),
+        "min_coverage_per_mille": settings.red_flags.coverage.min_coverage.thousandths(),
+        "student_qr_share_per_mille": settings.red_flags.coverage.student_qr_share.thousandths(),
         "coverage": serde_json::to_value(&coverage).map_err(|error| AgentError::Operation(error.to_string()))?,
         "students": serde_json::to_value(&students).map_err(|error| AgentError::Operation(error.to_string()))?,
         "red_flags": serde_json::to_value(&flags).map_err(|error| AgentError::Operation(error.to_string()))?,
@@ -201,10 +212,10 @@ pub fn close(
 fn student_totals(
     store: &Store,
     month: Month,
-    settings: &Settings,
+    settings: &MonthCloseSettings,
 ) -> Result<Vec<StudentTotals>, AgentError> {
     let connection = store.connection();
-    let rules = settings.coverage_rules();
+    let rules = settings.red_flags.coverage.clone();
     // Who counts, and their present/QR counts, exactly as the coverage rule sees them.
     let months =
         crate::coverage::student_months(connection, month, None, &rules).map_err(failure(store))?;
@@ -310,7 +321,7 @@ fn students_table(month: Month, students: &[StudentTotals]) -> crate::export::Ta
 }
 
 fn report_html(
-    settings: &Settings,
+    settings: &MonthCloseSettings,
     month: Month,
     compliant: bool,
     reasons: &[String],

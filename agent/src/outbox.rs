@@ -17,6 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
+/// Failed upload attempts since start (each a retry or an alert), for `/metrics`.
+pub static SYNC_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// When a batch is sealed.
 #[derive(Debug, Clone, Copy)]
 pub struct SealLimits {
@@ -471,7 +474,7 @@ pub fn sealed_head(connection: &Connection) -> rusqlite::Result<(u64, String)> {
 
 /// Records a failed attempt (shown in `sync status`), without stopping the queue.
 pub fn note_error(connection: &Connection, error: &str, now: i64) -> rusqlite::Result<()> {
-    crate::metrics::SYNC_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SYNC_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     connection.execute(
         "UPDATE sync_state SET last_error = ?1, last_error_at = ?2",
         rusqlite::params![error, now],
@@ -481,7 +484,7 @@ pub fn note_error(connection: &Connection, error: &str, now: i64) -> rusqlite::R
 
 /// Stops the queue until an admin runs `kasip-agent sync resume`.
 pub fn raise_alert(connection: &Connection, alert: &str, now: i64) -> rusqlite::Result<()> {
-    crate::metrics::SYNC_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SYNC_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     connection.execute(
         "UPDATE sync_state SET alert = ?1, alert_at = ?2, last_error = ?1, last_error_at = ?2",
         rusqlite::params![alert, now],

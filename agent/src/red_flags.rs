@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
-use kasip_core::{Date, Month};
+use kasip_core::{CollegeTimezone, Date, Month};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::coverage::student_months;
+use crate::coverage::{student_months, CoverageRules};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +32,16 @@ pub struct RedFlagRules {
     /// A teacher's manual share above the median by more than this (thousandths) flags.
     pub manual_share_margin_per_mille: u64,
     pub manual_share_min_marks: u64,
+}
+
+/// Everything the red flags read of the college's settings.
+#[derive(Debug, Clone)]
+pub struct RedFlagSettings {
+    pub rules: RedFlagRules,
+    /// What counts as QR (the beneficiary flag reads the month's marks through it).
+    pub coverage: CoverageRules,
+    /// The college's zone: entrance scans are counted by local day.
+    pub timezone: CollegeTimezone,
 }
 
 /// What the flags need of a lesson, shared by all of its marks.
@@ -131,14 +140,14 @@ pub fn red_flags_for_month(
     connection: &Connection,
     month: Month,
     today: Date,
-    settings: &Settings,
-    rules: &RedFlagRules,
+    settings: &RedFlagSettings,
 ) -> rusqlite::Result<Vec<RedFlag>> {
+    let rules = &settings.rules;
     let marks = month_marks(connection, month)?;
     let mut flags = Vec::new();
     idle_groups(connection, month, today, rules, &mut flags)?;
     unlicensed_sites(connection, month, rules, &mut flags)?;
-    for student in student_months(connection, month, None, &settings.coverage_rules())? {
+    for student in student_months(connection, month, None, &settings.coverage)? {
         if student.present == 0 {
             flags.push(RedFlag {
                 kind: "beneficiary_without_attendance",
@@ -153,7 +162,7 @@ pub fn red_flags_for_month(
     shared_devices(connection, month, rules, &mut flags)?;
     two_rooms_at_once(&marks, &mut flags);
     manual_share_outliers(&marks, rules, &mut flags);
-    in_class_not_on_campus(connection, month, settings, &marks, &mut flags)?;
+    in_class_not_on_campus(connection, month, &settings.timezone, &marks, &mut flags)?;
     Ok(flags)
 }
 
@@ -163,11 +172,11 @@ pub fn red_flags_for_month(
 fn in_class_not_on_campus(
     connection: &Connection,
     month: Month,
-    settings: &Settings,
+    timezone: &CollegeTimezone,
     marks: &[MonthMark],
     flags: &mut Vec<RedFlag>,
 ) -> rusqlite::Result<()> {
-    let local_date = |unix: i64| crate::commands::local_date(settings, unix);
+    let local_date = |unix: i64| crate::clock::local_date(timezone, unix);
     let mut statement = connection.prepare(
         "SELECT site, MIN(enrolled_at) FROM kiosks
          WHERE place = 'entrance' AND enrolled_at IS NOT NULL GROUP BY site",

@@ -7,13 +7,10 @@ use kasip_core::Iin;
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{Connection, OptionalExtension};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-
-use crate::checkin::secret_hash;
+use crate::secrets::{random_token, secret_hash};
 
 /// A staff role; each sees a different part of the college.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Teacher,
     Curator,
@@ -57,8 +54,8 @@ pub enum StaffError {
     UnknownStudent(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
-    #[error("the system random generator failed")]
-    Random,
+    #[error(transparent)]
+    Random(#[from] crate::secrets::RandomUnavailable),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -70,15 +67,6 @@ pub struct StaffMember {
     pub login: String,
     pub role: Role,
     pub teacher_iin: Option<String>,
-}
-
-/// `bytes` random bytes as base64url text.
-pub fn random_token(bytes: usize) -> Result<String, StaffError> {
-    let mut buffer = vec![0u8; bytes];
-    SystemRandom::new()
-        .fill(&mut buffer)
-        .map_err(|_| StaffError::Random)?;
-    Ok(URL_SAFE_NO_PAD.encode(buffer))
 }
 
 fn valid_login(login: &str) -> bool {
@@ -315,7 +303,7 @@ fn new_salt() -> Result<SaltString, StaffError> {
     let mut salt_bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut salt_bytes)
-        .map_err(|_| StaffError::Random)?;
+        .map_err(|_| StaffError::Random(crate::secrets::RandomUnavailable))?;
     SaltString::encode_b64(&salt_bytes).map_err(|error| StaffError::Hash(error.to_string()))
 }
 
@@ -398,7 +386,7 @@ pub fn issue_binding_code(
     let mut bytes = [0u8; 8];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| StaffError::Random)?;
+        .map_err(|_| StaffError::Random(crate::secrets::RandomUnavailable))?;
     let mut value = u64::from_be_bytes(bytes);
     // 8 characters from a 30-letter alphabet: ~6.6e11 codes, 5 guesses allowed per code.
     let alphabet = b"23456789ABCDEFGHJKMNPQRSTUVWXY";

@@ -125,6 +125,22 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
         text(&again)
     );
 
+    // A phone's check-in after the close is an adjustment of November too: every mark
+    // goes through one record_mark (phone check-ins were once stored unfiled).
+    assert_eq!(
+        check_in(&college.bound_phone(&college.group_a[2]), &url).0,
+        200
+    );
+    assert_eq!(
+        college.count(
+            "SELECT COUNT(*) FROM month_adjustments a JOIN attendance_events e ON e.id = a.event_id
+             WHERE a.month = '2026-11' AND e.method = 'qr_phone' AND e.student_iin = ?1"
+                .replace("?1", &format!("'{}'", college.group_a[2]))
+                .as_str()
+        ),
+        1
+    );
+
     // A correction after the close is an adjustment of November, not an edit.
     let csrf = college.csrf(&teacher);
     let student = college.group_a[1].clone();
@@ -141,7 +157,7 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
     assert_eq!(response.status(), 303);
     assert_eq!(
         college.count("SELECT COUNT(*) FROM month_adjustments WHERE month = '2026-11'"),
-        1
+        2
     );
     // The signed statement is untouched by the later mark.
     assert_eq!(

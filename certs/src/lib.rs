@@ -4,6 +4,7 @@
 //! **Architecture invariant**: this crate does no network I/O. It makes, stores and loads
 //! keys and certificates; callers decide what to sign and where to send it.
 
+pub mod agent_auth;
 mod device_key;
 pub mod jws;
 pub mod service_manager;

@@ -9,6 +9,14 @@ pub enum MarkStatus {
     Excused,
 }
 
+impl MarkStatus {
+    /// Whether the student was there: present or late. The one definition; SQL reads the
+    /// `present_marks` view, which says the same.
+    pub fn counts_as_present(self) -> bool {
+        matches!(self, Self::Present | Self::Late)
+    }
+}
+
 /// How a mark was taken. QR methods count towards the coverage rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MarkMethod {

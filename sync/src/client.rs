@@ -328,7 +328,7 @@ impl RegistryClient {
             .get(format!("{}{path}", self.base))
             .header(
                 "authorization",
-                crate::auth::authorization(key, "GET", path, now),
+                kasip_certs::agent_auth::authorization(key, "GET", path, now),
             )
             .send()
             .await

@@ -49,7 +49,7 @@ pub fn apply(
     errors: &mut Vec<RowError>,
 ) -> rusqlite::Result<ImportReport> {
     let mut report = ImportReport::default();
-    let now = crate::store::unix_now();
+    let now = crate::clock::unix_now();
     for row in &table.rows {
         let mut check = RowCheck::new(row.number, errors);
         let iin = check.field("iin", table.value(row, "iin"), Iin::parse);

@@ -16,7 +16,7 @@ use kasip_core::Date;
 use crate::store::Store;
 
 /// Which export a file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportKind {
     Students,
     Teachers,

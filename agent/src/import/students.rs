@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Transaction};
 
 use super::table::{ColumnSpec, Table};
 use super::{read_person, ImportOptions, ImportReport, RowCheck, RowError};
-use crate::store::unix_now;
+use crate::clock::unix_now;
 
 pub const COLUMNS: &[ColumnSpec] = &[
     ColumnSpec {

@@ -6,8 +6,9 @@
 
 mod migrations;
 
+use crate::clock::unix_now;
+
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
@@ -91,12 +92,6 @@ pub fn schema_version_of(path: &Path) -> Result<i64, StoreError> {
             |row| row.get(0),
         )
         .map_err(sqlite_error)
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 impl Store {

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use super::page::{escape_html, failure_page, language, layout, message_page, refusal};
 use super::staff::signed_in;
 use super::AppState;
-use crate::commands::local_date;
 use crate::coverage::{month_figures, CoverageReport};
 use crate::error::AgentError;
 use crate::export::Cell;
@@ -65,7 +64,7 @@ struct Dashboard {
     report: CoverageReport,
     trend: crate::coverage::CoverageTrend,
     flags: Vec<RedFlag>,
-    security_events: Vec<(i64, String, String)>,
+    security_events: Vec<crate::security_events::RecentEvent>,
     sync: crate::outbox::SyncStatus,
 }
 
@@ -130,7 +129,7 @@ enum Flags {
 
 async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard, AgentError> {
     let settings = state.settings.clone();
-    let today = local_date(&settings, state.now());
+    let today = settings.local_date(state.now());
     let cached = match flags {
         Flags::Cached => state
             .red_flags
@@ -143,16 +142,17 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
             let rules = settings.coverage_rules();
-            let (report, trend) = month_figures(connection, month, today, &rules).map_err(failure)?;
+            let (report, trend) =
+                month_figures(connection, month, today, &rules).map_err(failure)?;
             let flags = match cached {
                 Some(flags) => flags,
-                None => red_flags_for_month(connection, month, today, &settings, &settings.red_flags)
-                    .map_err(failure)?,
+                None => {
+                    red_flags_for_month(connection, month, today, &settings.red_flag_settings())
+                        .map_err(failure)?
+                }
             };
-            let security_events = connection
-                .prepare("SELECT at, kind, COALESCE(student_iin, '') FROM security_events ORDER BY id DESC LIMIT 20")
-                .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect())
-                .map_err(failure)?;
+            let security_events =
+                crate::security_events::recent(connection, 20).map_err(failure)?;
             let sync = crate::outbox::status(connection, now).map_err(failure)?;
             Ok((report, trend, flags, security_events, sync))
         })
@@ -171,15 +171,14 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
 fn refresh_red_flags(state: AppState, month: Month) {
     tokio::spawn(async move {
         let settings = state.settings.clone();
-        let today = local_date(&settings, state.now());
+        let today = settings.local_date(state.now());
         let computed = state
             .with_db(move |store| {
                 red_flags_for_month(
                     store.connection(),
                     month,
                     today,
-                    &settings,
-                    &settings.red_flags,
+                    &settings.red_flag_settings(),
                 )
                 .map_err(|source| AgentError::from(store.error(source)))
             })
@@ -217,7 +216,7 @@ async fn authorise(
                 &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
             )
         })?,
-        None => local_date(&state.settings, state.now()).calendar_month(),
+        None => state.settings.local_date(state.now()).calendar_month(),
     };
     Ok((lang, month))
 }
@@ -280,7 +279,14 @@ pub async fn dashboard(
     let events: String = dashboard
         .security_events
         .iter()
-        .map(|(at, kind, iin)| format!("<li>{at}: {} {}</li>", escape_html(kind), escape_html(iin)))
+        .map(|event| {
+            format!(
+                "<li>{}: {} {}</li>",
+                event.at,
+                escape_html(&event.kind),
+                escape_html(&event.student_iin)
+            )
+        })
         .collect();
     let body = format!(
         "<h1>{title} — {month}</h1>\
@@ -443,11 +449,11 @@ pub async fn export(
                     rows: dashboard
                         .security_events
                         .iter()
-                        .map(|(at, kind, iin)| {
+                        .map(|event| {
                             vec![
-                                Cell::Number(*at as f64),
-                                kind.clone().into(),
-                                iin.clone().into(),
+                                Cell::Number(event.at as f64),
+                                event.kind.clone().into(),
+                                event.student_iin.clone().into(),
                             ]
                         })
                         .collect(),
@@ -585,12 +591,18 @@ pub async fn close_month(
             let key = kasip_certs::DeviceKey::load(&data_dir.key_path())?;
             let request = crate::month_close::CloseRequest {
                 month,
-                today: local_date(&settings, now),
+                today: settings.local_date(now),
                 now,
                 force_reason: reason.as_deref(),
                 closed_by: &member.login,
             };
-            crate::month_close::close(store, &data_dir, &settings, &key, &request)
+            crate::month_close::close(
+                store,
+                &data_dir,
+                &settings.month_close_settings(),
+                &key,
+                &request,
+            )
         })
         .await;
     match closed {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::page::json_error;
 use super::AppState;
 use crate::error::AgentError;
-use crate::kiosks::{EnrolRefusal, Kiosk, KioskIdentity, KioskScan, Place, ScanOutcome};
+use crate::kiosks::{EnrolRefusal, Kiosk, KioskIdentity, Place};
+use crate::marks::{KioskScan, ScanOutcome};
 
 /// Wrong enrolment codes share one limiter key: guessing codes locks enrolment for all
 /// for a few minutes, which an admin standing at a kiosk can live with.
@@ -219,4 +220,36 @@ pub async fn scans(
         answers.push(answer);
     }
     Json(serde_json::json!({ "results": answers })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kiosks::{parse_scan_upload, MAX_SCANS_PER_UPLOAD, MAX_SCAN_ID_CHARS};
+
+    #[test]
+    fn a_full_upload_of_the_longest_scans_fits_the_body_limit() {
+        // As long as a pass the kiosk forwards can be.
+        let pass = "A".repeat(kasip_core::pass::MAX_PASS_CHARS);
+        let scans: Vec<serde_json::Value> = (0..MAX_SCANS_PER_UPLOAD)
+            .map(|_| {
+                serde_json::json!({
+                    "id": "i".repeat(MAX_SCAN_ID_CHARS),
+                    "pass": pass,
+                    "scanned_at": 9_999_999_999_i64,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "scans": scans }).to_string();
+        assert!(
+            body.len() <= crate::web::MAX_BODY_BYTES,
+            "{} scans take {} bytes, over the {}-byte body limit",
+            MAX_SCANS_PER_UPLOAD,
+            body.len(),
+            crate::web::MAX_BODY_BYTES
+        );
+        assert_eq!(
+            parse_scan_upload(body.as_bytes()).map(|scans| scans.len()),
+            Ok(MAX_SCANS_PER_UPLOAD)
+        );
+    }
 }

@@ -21,10 +21,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use kasip_core::ClassroomToken;
 
-use crate::checkin::MarkWriter;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::AgentError;
+use crate::marks::MarkWriter;
 use crate::store::Store;
 
 pub use page::escape_html;

@@ -3,22 +3,8 @@
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
+pub use crate::html::escape_html;
 use crate::i18n::{text, Lang};
-
-pub fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
-}
 
 /// The reader's language: `?lang=`, then the `lang` cookie, then Accept-Language.
 pub fn language(query_lang: Option<&str>, headers: &HeaderMap) -> Lang {
@@ -107,7 +93,7 @@ pub fn refusal(status: StatusCode, lang: Lang, key: &'static str) -> Response {
 
 /// 503 for a mark the writer could not store: a full or read-only disk says so plainly
 /// (IT must act; the student must be marked later), anything else asks to retry.
-pub fn write_failure_page(lang: Lang, failure: &crate::checkin::WriteFailure) -> Response {
+pub fn write_failure_page(lang: Lang, failure: &crate::marks::WriteFailure) -> Response {
     if !failure.is_storage_unavailable() {
         return failure_page(lang, &failure.0);
     }

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use super::page::{cookie, escape_html, failure_page, json_error, message_page, set_cookie};
 use super::phone::{LangQuery, CREDENTIAL_COOKIE};
 use super::AppState;
-use crate::checkin::secret_hash;
 use crate::error::AgentError;
 use crate::i18n::text;
 use crate::kiosks::PassKeyRefusal;
-use crate::staff::random_token;
+use crate::secrets::random_token;
+use crate::secrets::secret_hash;
 
 const PASS_CSRF_COOKIE: &str = "kasip_pass_csrf";
 const PASS_CSRF_HEADER: &str = "x-kasip-csrf";

@@ -9,11 +9,13 @@ use serde::Deserialize;
 
 use super::page::{cookie, double_submit_ok, escape_html, failure_page, message_page, set_cookie};
 use super::AppState;
-use crate::checkin::{secret_hash, Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 use crate::error::AgentError;
 use crate::i18n::{text, Lang};
 use crate::lessons::open_lesson_at;
-use crate::staff::{random_token, BINDING_CODE_MAX_FAILURES};
+use crate::marks::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
+use crate::secrets::random_token;
+use crate::secrets::secret_hash;
+use crate::staff::BINDING_CODE_MAX_FAILURES;
 
 /// Cookie holding the phone's binding credential (256-bit random; stored hashed).
 pub const CREDENTIAL_COOKIE: &str = "kasip_credential";
@@ -354,8 +356,9 @@ async fn offer_binding(state: &AppState, lang: Lang, token: ClassroomToken) -> O
     let token_for_check = token.clone();
     let fresh = state
         .with_db(move |store| {
-            let lesson = open_lesson_at(store.connection(), lesson_id, now, &settings)
-                .map_err(|source| AgentError::from(store.error(source)))?;
+            let lesson =
+                open_lesson_at(store.connection(), lesson_id, now, &settings.lesson_times())
+                    .map_err(|source| AgentError::from(store.error(source)))?;
             Ok(lesson.is_some_and(|lesson| {
                 token_for_check
                     .verify(
@@ -529,7 +532,7 @@ pub async fn typed_check_in(
                 .map_err(failure)?;
             let current = step_at(now, settings.qr_period_secs);
             for lesson_id in lesson_ids {
-                let Some(lesson) = open_lesson_at(connection, lesson_id, now, &settings).map_err(failure)? else {
+                let Some(lesson) = open_lesson_at(connection, lesson_id, now, &settings.lesson_times()).map_err(failure)? else {
                     continue;
                 };
                 let key = LessonKey::new(&lesson.qr_key);

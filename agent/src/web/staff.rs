@@ -14,12 +14,13 @@ use super::page::{
     set_cookie,
 };
 use super::AppState;
-use crate::checkin::{ManualMark, ManualRefusal};
-use crate::commands::{local_date, RosterCounts};
 use crate::error::AgentError;
 use crate::i18n::{text, Lang};
 use crate::lessons::{self, LessonState, LessonSummary};
-use crate::staff::{self as accounts, random_token, Role, StaffMember, SESSION_SECS};
+use crate::marks::{ManualMark, ManualRefusal};
+use crate::roster::RosterCounts;
+use crate::secrets::random_token;
+use crate::staff::{self as accounts, Role, StaffMember, SESSION_SECS};
 
 const SESSION_COOKIE: &str = "kasip_session";
 const LOGIN_CSRF_COOKIE: &str = "kasip_login_csrf";
@@ -100,7 +101,8 @@ async fn accessible_lesson(
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let Some(lesson) =
-                lessons::summary(store.connection(), lesson_id, now, &settings).map_err(failure)?
+                lessons::summary(store.connection(), lesson_id, now, &settings.lesson_times())
+                    .map_err(failure)?
             else {
                 return Ok(None);
             };
@@ -118,7 +120,7 @@ pub async fn home(
 ) -> Response {
     let lang = language(query.lang.as_deref(), &headers);
     // The agent's clock, not the system's: the same clock decides the codes.
-    let today = local_date(&state.settings, state.now());
+    let today = state.settings.local_date(state.now());
     let counts = match state
         .with_db(move |store| RosterCounts::read(store, today))
         .await
@@ -303,7 +305,7 @@ pub async fn logout(
                     .connection()
                     .execute(
                         "DELETE FROM staff_sessions WHERE token_hash = ?1",
-                        [crate::checkin::secret_hash(&token)],
+                        [crate::secrets::secret_hash(&token)],
                     )
                     .map_err(|source| AgentError::from(store.error(source)))
             })
@@ -329,13 +331,13 @@ pub async fn teacher_page(
     let settings = state.settings.clone();
     let now = state.now();
     // The agent's clock, not the system's: the same clock decides the codes.
-    let today = local_date(&state.settings, state.now());
+    let today = state.settings.local_date(state.now());
     let visible = {
         let member = member.clone();
         state
             .with_db(move |store| {
                 let failure = |source| AgentError::from(store.error(source));
-                let all = lessons::list_for_date(store.connection(), today, now, &settings).map_err(failure)?;
+                let all = lessons::list_for_date(store.connection(), today, now, &settings.lesson_times()).map_err(failure)?;
                 let rules = settings.coverage_rules();
                 // The group's coverage this month, so a teacher sees it before marking by hand.
                 let mut coverage_by_group: std::collections::HashMap<String, (Option<u64>, bool)> =
@@ -793,7 +795,7 @@ pub async fn display_current(
     let settings = state.settings.clone();
     let key = state
         .with_db(move |store| {
-            lessons::open_lesson_at(store.connection(), lesson_id, now, &settings)
+            lessons::open_lesson_at(store.connection(), lesson_id, now, &settings.lesson_times())
                 .map(|open| open.map(|open| open.qr_key))
                 .map_err(|source| AgentError::from(store.error(source)))
         })

@@ -10,5 +10,5 @@ fuzz_target!(|data: &[u8]| {
             let _ = kasip_core::StudentPass::parse(&scan.pass);
         }
     }
-    let _ = kasip_sync::registry::http::parse_enrolment(data);
+    let _ = kasip_registry::http::parse_enrolment(data);
 });

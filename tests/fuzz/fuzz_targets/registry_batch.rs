@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = kasip_sync::auth::jws_kid(text);
-    let _ = kasip_sync::auth::claimed_agent(text);
+    let _ = kasip_certs::agent_auth::jws_kid(text);
+    let _ = kasip_certs::agent_auth::claimed_agent(text);
     let key = kasip_certs::DeviceKey::from_seed(&[7; 32]).expect("a seed");
     if let Ok(verified) = kasip_certs::jws::verify_compact(text, key.public_key()) {
         let _ = BatchEnvelope::parse(&verified.payload);
     }
-    let _ = kasip_sync::auth::verify(text, key.public_key(), "GET", "/v1/x", 0);
+    let _ = kasip_certs::agent_auth::verify(text, key.public_key(), "GET", "/v1/x", 0);
 });

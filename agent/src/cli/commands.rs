@@ -5,14 +5,17 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use kasip_certs::DeviceKey;
-use kasip_core::{Bin, CollegeTimezone, Date};
+use kasip_core::{Bin, CollegeTimezone};
 use serde::Serialize;
 
+use crate::clock::unix_now;
 use crate::config::{default_config_text, DataDir, Settings};
 use crate::demo;
 use crate::error::AgentError;
 use crate::import::{import, ImportKind, ImportOptions, ImportReport};
-use crate::store::{latest_version, unix_now, Store};
+use crate::roster::RosterCounts;
+use crate::staff::Role;
+use crate::store::{latest_version, Store};
 
 /// What `init` should write.
 pub struct InitOptions {
@@ -102,18 +105,6 @@ fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), AgentError> {
     file.sync_all().map_err(io_error)
 }
 
-/// The college's local date at `unix_time`.
-pub fn local_date(settings: &Settings, unix_time: i64) -> Date {
-    Date::from_days_since_epoch((unix_time + settings.timezone.offset_seconds()).div_euclid(86_400))
-}
-
-/// The college's local date now, by the agent's clock (CLI commands). The same clock as
-/// `serve` and the other commands: the demo once seeded by the system clock while
-/// `red-flags` read the test clock, so its test failed on any real date past that month.
-pub fn local_today(settings: &Settings) -> Date {
-    local_date(settings, crate::clock::from_environment().now_unix())
-}
-
 /// Opens the initialised data dir's settings and database.
 pub fn open(data_dir: &DataDir) -> Result<(Settings, Store), AgentError> {
     let settings = Settings::load(data_dir)?;
@@ -136,7 +127,7 @@ pub fn import_file(
     })?;
     let options = ImportOptions {
         skip_invalid,
-        today: local_today(&settings),
+        today: settings.local_today(),
         source: format!("import {}", file.display()),
     };
     let report =
@@ -152,7 +143,7 @@ pub fn import_file(
 pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
     let (settings, mut store) = open(data_dir)?;
     let report =
-        demo::seed(&mut store, local_today(&settings), &settings.timezone).map_err(|source| {
+        demo::seed(&mut store, settings.local_today(), &settings.timezone).map_err(|source| {
             AgentError::Import {
                 file: "demo data".into(),
                 source: Box::new(source),
@@ -160,47 +151,6 @@ pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
         })?;
     store.close()?;
     Ok(report)
-}
-
-/// Counts of what the database holds.
-#[derive(Debug, Serialize)]
-pub struct RosterCounts {
-    pub sites: i64,
-    pub groups: i64,
-    pub students: i64,
-    pub beneficiaries: i64,
-    pub teachers: i64,
-    pub lessons: i64,
-    pub lessons_today: i64,
-    pub contingent_events: i64,
-}
-
-impl RosterCounts {
-    pub fn read(store: &Store, today: Date) -> Result<Self, AgentError> {
-        let count = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<i64, AgentError> {
-            store
-                .connection()
-                .query_row(sql, params, |row| row.get(0))
-                .map_err(|source| AgentError::from(store.error(source)))
-        };
-        Ok(Self {
-            sites: count("SELECT COUNT(*) FROM sites", &[])?,
-            groups: count("SELECT COUNT(*) FROM study_groups", &[])?,
-            students: count("SELECT COUNT(*) FROM students", &[])?,
-            beneficiaries: count(
-                "SELECT COUNT(*) FROM students WHERE beneficiary = 1
-                 AND status NOT IN ('expelled', 'deceased')",
-                &[],
-            )?,
-            teachers: count("SELECT COUNT(*) FROM teachers", &[])?,
-            lessons: count("SELECT COUNT(*) FROM lessons", &[])?,
-            lessons_today: count(
-                "SELECT COUNT(*) FROM lessons WHERE date = ?1",
-                &[&today.to_string()],
-            )?,
-            contingent_events: count("SELECT COUNT(*) FROM contingent_events", &[])?,
-        })
-    }
 }
 
 /// `kasip-agent status`.
@@ -225,7 +175,7 @@ pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
         schema_version: store.schema_version()?,
         latest_schema_version: latest_version(),
         key_thumbprint: key.thumbprint(),
-        counts: RosterCounts::read(&store, local_today(&settings))?,
+        counts: RosterCounts::read(&store, settings.local_today())?,
     })
 }
 
@@ -238,8 +188,8 @@ fn staff_failure(error: crate::staff::StaffError) -> AgentError {
 }
 
 /// `kasip-agent lesson …`: what a teacher does on their page, for IT and tests.
-pub fn lesson(data_dir: &DataDir, command: crate::cli::LessonCommand) -> Result<(), AgentError> {
-    use crate::cli::LessonCommand;
+pub fn lesson(data_dir: &DataDir, command: super::LessonCommand) -> Result<(), AgentError> {
+    use super::LessonCommand;
     use crate::lessons;
     let (settings, store) = open(data_dir)?;
     let now = crate::clock::from_environment().now_unix();
@@ -249,9 +199,10 @@ pub fn lesson(data_dir: &DataDir, command: crate::cli::LessonCommand) -> Result<
     );
     match command {
         LessonCommand::List { date, json } => {
-            let date = date.unwrap_or_else(|| local_date(&settings, now));
-            let list = lessons::list_for_date(store.connection(), date, now, &settings)
-                .map_err(|source| AgentError::from(store.error(source)))?;
+            let date = date.unwrap_or_else(|| settings.local_date(now));
+            let list =
+                lessons::list_for_date(store.connection(), date, now, &settings.lesson_times())
+                    .map_err(|source| AgentError::from(store.error(source)))?;
             if json {
                 let text = serde_json::to_string_pretty(&list)
                     .map_err(|error| AgentError::Operation(error.to_string()))?;
@@ -323,8 +274,8 @@ pub fn verify(data_dir: &DataDir) -> Result<(), AgentError> {
 }
 
 /// `kasip-agent staff …`.
-pub fn staff(data_dir: &DataDir, command: crate::cli::StaffCommand) -> Result<(), AgentError> {
-    use crate::cli::StaffCommand;
+pub fn staff(data_dir: &DataDir, command: super::StaffCommand) -> Result<(), AgentError> {
+    use super::StaffCommand;
     let (_, store) = open(data_dir)?;
     match command {
         StaffCommand::Add {
@@ -332,11 +283,11 @@ pub fn staff(data_dir: &DataDir, command: crate::cli::StaffCommand) -> Result<()
             login,
             groups,
         } => {
-            crate::staff::add(store.connection(), &login, role, &groups, unix_now())
+            crate::staff::add(store.connection(), &login, role.into(), &groups, unix_now())
                 .map_err(staff_failure)?;
             println!(
                 "added {} '{login}'; set a password with `kasip-agent staff set-password {login}`",
-                role.as_str()
+                Role::from(role).as_str()
             );
         }
         StaffCommand::SetPassword { login_or_iin } => {
@@ -458,13 +409,12 @@ pub fn red_flags(
     json: bool,
 ) -> Result<(), AgentError> {
     let (settings, store) = open(data_dir)?;
-    let today = local_today(&settings);
+    let today = settings.local_today();
     let flags = crate::red_flags::red_flags_for_month(
         store.connection(),
         month,
         today,
-        &settings,
-        &settings.red_flags,
+        &settings.red_flag_settings(),
     )
     .map_err(|source| AgentError::from(store.error(source)))?;
     if json {
@@ -496,12 +446,18 @@ pub fn month_close(
     );
     let request = crate::month_close::CloseRequest {
         month,
-        today: local_date(&settings, now),
+        today: settings.local_date(now),
         now,
         force_reason,
         closed_by: &by,
     };
-    let closed = crate::month_close::close(&store, data_dir, &settings, &key, &request)?;
+    let closed = crate::month_close::close(
+        &store,
+        data_dir,
+        &settings.month_close_settings(),
+        &key,
+        &request,
+    )?;
     store.close()?;
     Ok(closed)
 }
@@ -525,8 +481,8 @@ pub fn enroll(data_dir: &DataDir, registry: &str, code: &str) -> Result<String, 
 }
 
 /// `kasip-agent sync …`.
-pub fn sync(data_dir: &DataDir, command: crate::cli::SyncCommand) -> Result<(), AgentError> {
-    use crate::cli::SyncCommand;
+pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), AgentError> {
+    use super::SyncCommand;
     let (settings, store) = open(data_dir)?;
     let clock = crate::clock::from_environment();
     match command {
@@ -624,8 +580,8 @@ fn print_sync_status(status: &crate::outbox::SyncStatus) {
     }
 }
 
-pub fn kiosk(data_dir: &DataDir, command: crate::cli::KioskCommand) -> Result<(), AgentError> {
-    use crate::cli::KioskCommand;
+pub fn kiosk(data_dir: &DataDir, command: super::KioskCommand) -> Result<(), AgentError> {
+    use super::KioskCommand;
     use crate::kiosks::Place;
     let (settings, store) = open(data_dir)?;
     let connection = store.connection();
@@ -721,8 +677,8 @@ pub fn kiosk(data_dir: &DataDir, command: crate::cli::KioskCommand) -> Result<()
 }
 
 /// `kasip-agent keys show|rotate`.
-pub fn keys(data_dir: &DataDir, command: crate::cli::KeysCommand) -> Result<(), AgentError> {
-    use crate::cli::KeysCommand;
+pub fn keys(data_dir: &DataDir, command: super::KeysCommand) -> Result<(), AgentError> {
+    use super::KeysCommand;
     use std::os::unix::fs::PermissionsExt;
     match command {
         KeysCommand::Show => {

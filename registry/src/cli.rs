@@ -10,8 +10,8 @@ use kasip_core::Bin;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::http::{serve, Faults, RegistryState};
-use super::store::{RegistryError, RegistryStore};
+use crate::http::{serve, Faults, RegistryState};
+use crate::store::{RegistryError, RegistryStore};
 
 /// The reference e-Qazyna registry: enrols college agents, receives their signed batches
 /// and serves beneficiary lists. For tests, pilots and demos.

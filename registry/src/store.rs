@@ -312,7 +312,7 @@ impl RegistryStore {
 
     /// Judges and (when good) stores one batch, atomically: design §5.4.
     pub fn receive(&mut self, jws: &str, now: i64) -> Result<Verdict, RegistryError> {
-        let Some(kid) = crate::auth::jws_kid(jws) else {
+        let Some(kid) = kasip_certs::agent_auth::jws_kid(jws) else {
             return Ok(Verdict::Bad("not a compact JWS with a kid".into()));
         };
         let Some(SigningAgent {

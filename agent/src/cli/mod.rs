@@ -4,15 +4,16 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use kasip_core::{Bin, CollegeTimezone, Date, Iin, Month};
 
-use crate::staff::Role;
+pub mod commands;
 
-use crate::commands::{self, InitOptions};
 use crate::config::{DataDir, Settings};
 use crate::error::AgentError;
 use crate::import::{ImportKind, ImportReport};
+use crate::staff::Role;
+use commands::InitOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,7 +75,7 @@ pub enum Command {
     Import {
         /// Which export the file is
         #[arg(value_enum)]
-        kind: ImportKind,
+        kind: ImportKindArg,
         /// The CSV file
         file: PathBuf,
         /// Import the valid rows and list the bad ones instead of importing nothing
@@ -209,13 +210,52 @@ pub enum LessonCommand {
     Close { id: i64 },
 }
 
+/// `--role`: the staff roles as the command line spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Teacher,
+    Curator,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Teacher => Role::Teacher,
+            RoleArg::Curator => Role::Curator,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Which LMS export `import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportKindArg {
+    Students,
+    Teachers,
+    Timetable,
+    /// Grades from the LMS: iin;discipline;assessment;score;credits;date
+    Grades,
+}
+
+impl From<ImportKindArg> for ImportKind {
+    fn from(kind: ImportKindArg) -> Self {
+        match kind {
+            ImportKindArg::Students => ImportKind::Students,
+            ImportKindArg::Teachers => ImportKind::Teachers,
+            ImportKindArg::Timetable => ImportKind::Timetable,
+            ImportKindArg::Grades => ImportKind::Grades,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
     /// Add an admin or curator account (teachers sign in with their IIN after
     /// `set-password`)
     Add {
         #[arg(long, value_enum)]
-        role: Role,
+        role: RoleArg,
         login: String,
         /// A group the curator looks after (repeat for several)
         #[arg(long = "group", value_name = "CODE")]
@@ -387,7 +427,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             file,
             skip_invalid,
         } => {
-            let report = commands::import_file(&data_dir, kind, &file, skip_invalid)?;
+            let report = commands::import_file(&data_dir, kind.into(), &file, skip_invalid)?;
             print_report(&file.display().to_string(), &report);
             Ok(())
         }
@@ -482,7 +522,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             Ok(())
         }
         Command::Doctor { json, offline } => {
-            let findings = crate::doctor::examine(&data_dir, crate::store::unix_now(), !offline);
+            let findings = crate::doctor::examine(&data_dir, crate::clock::unix_now(), !offline);
             let failed = findings
                 .iter()
                 .filter(|finding| finding.health == crate::doctor::Health::Fail)
@@ -527,7 +567,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
         Command::Restore { file } => {
             commands::open(&data_dir)?;
             let (summary, kept) =
-                crate::backup::restore(&data_dir, &file, crate::store::unix_now())?;
+                crate::backup::restore(&data_dir, &file, crate::clock::unix_now())?;
             println!(
                 "restored {}: {} attendance events, chain head {}; the previous database is kept as {}",
                 file.display(),
@@ -602,7 +642,7 @@ async fn nightly_backups(
         let now = state.now();
         let local = now + settings.timezone.offset_seconds();
         if local.rem_euclid(86_400) / 3600 >= i64::from(settings.backup_hour) {
-            let date = commands::local_date(&settings, now);
+            let date = settings.local_date(now);
             let (data_dir, keep) = (data_dir.clone(), settings.backup_keep as usize);
             let made = tokio::task::spawn_blocking(move || {
                 let store = crate::store::Store::open(&data_dir.database_path())?;
@@ -706,7 +746,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         };
         let clock = crate::clock::from_environment();
         let settings = std::sync::Arc::new(settings);
-        let (writer, writer_thread) = crate::checkin::MarkWriter::start(write_store, settings.clone(), clock.clone());
+        let (writer, writer_thread) = crate::marks::MarkWriter::start(write_store, settings.mark_rules(), clock.clone());
         let secure_cookies = !matches!(transport, crate::web::Transport::PlainHttp);
         let uploader = crate::sync::Uploader::new(
             sync_store,

@@ -1,5 +1,6 @@
 //! The reference registry: what e-Qazyna's receiving side does, for tests, pilots and
-//! demos. `kasip-registry` is its thin binary over `cli::main`.
+//! demos. `kasip-registry` is its thin binary over `cli::main`. It shares with the agent
+//! only the wire types in `kasip-core` and the request signatures in `kasip-certs`.
 
 pub mod cli;
 pub mod http;

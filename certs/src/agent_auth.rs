@@ -4,8 +4,8 @@
 //! key, that method and path are this request's, and that `iat` is within
 //! `MAX_SKEW_SECS` of its clock.
 
-use kasip_certs::jws::{protected_header, sign_compact, verify_compact};
-use kasip_certs::DeviceKey;
+use crate::jws::{protected_header, sign_compact, verify_compact};
+use crate::DeviceKey;
 use kasip_core::to_canonical_json;
 use serde_json::json;
 

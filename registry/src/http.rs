@@ -23,7 +23,7 @@ use ring::rand::SecureRandom;
 use serde_json::json;
 use tower::ServiceExt;
 
-use super::store::{RegistryStore, Verdict};
+use crate::store::{RegistryStore, Verdict};
 
 /// Faults to inject, for tests and demos.
 #[derive(Debug, Clone, Copy, Default)]
@@ -129,7 +129,7 @@ async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body
     let answer = state
         .with_store(move |store| {
             let verdict = store.enrol(&code, &bin, &public_key, now)?;
-            Ok::<_, super::store::RegistryError>((
+            Ok::<_, crate::store::RegistryError>((
                 verdict,
                 store.registry_key().public_key_base64url(),
                 bin,
@@ -198,7 +198,7 @@ async fn authenticated(
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let Some(kid) = crate::auth::claimed_agent(&header) else {
+    let Some(kid) = kasip_certs::agent_auth::claimed_agent(&header) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "a KasipAgent authorization is required",
@@ -210,7 +210,7 @@ async fn authenticated(
         return Err(error(StatusCode::UNAUTHORIZED, "unknown agent"));
     };
     let now = (state.clock)();
-    crate::auth::verify(&header, &signer.public_key, "GET", &path, now)
+    kasip_certs::agent_auth::verify(&header, &signer.public_key, "GET", &path, now)
         .map_err(|reason| error(StatusCode::UNAUTHORIZED, &reason))?;
     Ok((signer.agent_id, signer.bin))
 }

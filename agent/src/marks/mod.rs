@@ -1,0 +1,281 @@
+//! Recording marks: one path for every mark, whatever its source.
+//!
+//! Every mark goes through `MarkWriter`: one thread owns the write connection, takes all
+//! requests waiting at that moment, decides each in order inside one transaction, commits
+//! once, and only then answers. A reply of `Ok` therefore means the mark is on disk. Each
+//! source has its own decision (`phone`, `kiosk`, `manual`); all of them end in
+//! `record::record_mark`, the only code that appends to the attendance chain.
+
+mod kiosk;
+mod manual;
+mod phone;
+mod record;
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::oneshot;
+
+pub use kiosk::{KioskScan, ScanOutcome, ScanRefusal};
+pub use manual::{ManualAccepted, ManualMark, ManualRefusal};
+pub use phone::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
+pub use record::{MarkSource, MarkToRecord, RecordedMark};
+
+use crate::attendance::ChainWriter;
+use crate::clock::Clock;
+use crate::coverage::{CoveragePolicy, CoverageRules};
+use crate::lessons::LessonTimes;
+use crate::store::Store;
+
+/// Most requests decided in one transaction: bounds the latency a burst adds.
+const MAX_GROUP: usize = 512;
+
+/// What the writer decides with: the parts of the college's settings that judge a mark.
+#[derive(Debug, Clone)]
+pub struct MarkRules {
+    pub lessons: LessonTimes,
+    /// How long one classroom code is shown.
+    pub qr_period_secs: u32,
+    /// A QR mark this long after the lesson's start is `late`.
+    pub late_after_mins: u32,
+    /// Minutes around a lesson in which a room kiosk's scan marks it.
+    pub kiosk_grace_mins: u32,
+    /// Largest |scan time − pass signing time| accepted.
+    pub pass_window_secs: u32,
+    pub coverage: CoverageRules,
+    /// What a manual mark that would break the coverage rule needs.
+    pub coverage_policy: CoveragePolicy,
+}
+
+/// Why a mark could not be stored at all (not the student's fault).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure(pub String);
+
+/// Prefix of a failure because the disk is full or read-only: the pages say so.
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
+
+impl WriteFailure {
+    /// The disk is full or read-only: nothing was stored, reads still work, and the
+    /// writer retries with the next request.
+    pub fn is_storage_unavailable(&self) -> bool {
+        self.0.starts_with(STORAGE_UNAVAILABLE)
+    }
+}
+
+pub type CheckInResult = Result<Result<Accepted, Rejection>, WriteFailure>;
+
+pub type ManualResult = Result<Result<ManualAccepted, ManualRefusal>, WriteFailure>;
+
+pub type KioskScanResult = Result<ScanOutcome, WriteFailure>;
+
+enum Request {
+    Phone(PhoneCheckIn, oneshot::Sender<CheckInResult>),
+    Manual(ManualMark, oneshot::Sender<ManualResult>),
+    Kiosk(KioskScan, oneshot::Sender<KioskScanResult>),
+}
+
+enum Answer {
+    Phone(Result<Accepted, Rejection>),
+    Manual(Result<ManualAccepted, ManualRefusal>),
+    Kiosk(ScanOutcome),
+}
+
+impl Request {
+    fn reply(self, answer: Result<Answer, WriteFailure>) {
+        let wrong_kind = || WriteFailure("internal error: wrong answer kind".into());
+        // decide_group answers each request with its own kind; a mismatch still answers
+        // rather than leave a client hanging.
+        match (self, answer) {
+            (Request::Phone(_, reply), Ok(Answer::Phone(answer))) => drop(reply.send(Ok(answer))),
+            (Request::Manual(_, reply), Ok(Answer::Manual(answer))) => drop(reply.send(Ok(answer))),
+            (Request::Kiosk(_, reply), Ok(Answer::Kiosk(answer))) => drop(reply.send(Ok(answer))),
+            (Request::Phone(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
+            (Request::Manual(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
+            (Request::Kiosk(_, reply), Err(failure)) => drop(reply.send(Err(failure))),
+            (Request::Phone(_, reply), Ok(_)) => drop(reply.send(Err(wrong_kind()))),
+            (Request::Manual(_, reply), Ok(_)) => drop(reply.send(Err(wrong_kind()))),
+            (Request::Kiosk(_, reply), Ok(_)) => drop(reply.send(Err(wrong_kind()))),
+        }
+    }
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct MarkWriter {
+    sender: mpsc::Sender<Request>,
+}
+
+impl MarkWriter {
+    /// Starts the writer thread on its own connection. It stops when every handle is
+    /// dropped, after finishing what it was given.
+    pub fn start(
+        store: Store,
+        rules: MarkRules,
+        clock: Arc<dyn Clock>,
+    ) -> (Self, thread::JoinHandle<Store>) {
+        let (sender, receiver) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("mark-writer".into())
+            .spawn(move || writer_loop(store, receiver, &rules, clock.as_ref()))
+            .unwrap_or_else(|error| panic!("cannot start the mark writer thread: {error}"));
+        (Self { sender }, handle)
+    }
+
+    /// Decides and stores a phone check-in; resolves after commit.
+    pub async fn phone_check_in(&self, check_in: PhoneCheckIn) -> CheckInResult {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request::Phone(check_in, reply))
+            .map_err(|_| WriteFailure("the mark writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| WriteFailure("the mark writer stopped before answering".into()))?
+    }
+
+    /// Records a manual mark; resolves after commit. The one door for manual marks: the
+    /// coverage policy hooks in `decide_manual`.
+    pub async fn record_manual_mark(&self, mark: ManualMark) -> ManualResult {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request::Manual(mark, reply))
+            .map_err(|_| WriteFailure("the mark writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| WriteFailure("the mark writer stopped before answering".into()))?
+    }
+
+    /// Decides and stores the scans a kiosk forwarded, in order; resolves after commit.
+    pub async fn kiosk_scans(&self, scans: Vec<KioskScan>) -> Vec<KioskScanResult> {
+        let mut answers = Vec::with_capacity(scans.len());
+        for scan in scans {
+            let (reply, answer) = oneshot::channel();
+            let sent = self.sender.send(Request::Kiosk(scan, reply));
+            answers.push(sent.map(|()| answer));
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Err(_) => Err(WriteFailure("the mark writer has stopped".into())),
+                Ok(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(WriteFailure(
+                        "the mark writer stopped before answering".into(),
+                    ))
+                }),
+            });
+        }
+        results
+    }
+}
+
+fn writer_loop(
+    mut store: Store,
+    receiver: mpsc::Receiver<Request>,
+    rules: &MarkRules,
+    clock: &dyn Clock,
+) -> Store {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let now = clock.now_unix();
+        let outcome = decide_group(&mut store, &group, rules, now);
+        match outcome {
+            Ok(answers) => {
+                for (request, answer) in group.into_iter().zip(answers) {
+                    request.reply(Ok(answer));
+                }
+            }
+            Err(error) => {
+                // Nothing in this group was stored: say so to every waiting client.
+                tracing::error!(%error, requests = group.len(), "cannot commit marks");
+                // A full or read-only disk is a state that passes: refuse (503) and try
+                // again with the next request, so the agent recovers by itself when space
+                // returns. So is a lock held longer than busy_timeout (a long import or
+                // backup). Any other I/O error leaves the database in doubt.
+                let code = match &error {
+                    rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+                    _ => None,
+                };
+                let storage_unavailable = matches!(
+                    code,
+                    Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::ReadOnly)
+                );
+                let passes = storage_unavailable
+                    || matches!(
+                        code,
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    );
+                for request in group {
+                    request.reply(Err(WriteFailure(if storage_unavailable {
+                        format!("{STORAGE_UNAVAILABLE}: {error}")
+                    } else {
+                        format!("the mark could not be stored: {error}")
+                    })));
+                }
+                if !passes {
+                    // An I/O error on commit is fatal (design §4): exit and let the service
+                    // manager restart us rather than run on a database in doubt.
+                    tracing::error!(
+                        "exiting after a storage error; the service manager restarts the agent"
+                    );
+                    std::process::exit(74);
+                }
+            }
+        }
+    }
+    store
+}
+
+fn decide_group(
+    store: &mut Store,
+    group: &[Request],
+    rules: &MarkRules,
+    now: i64,
+) -> rusqlite::Result<Vec<Answer>> {
+    // IMMEDIATE: take the write lock first (waiting up to busy_timeout for the other
+    // connections); a deferred transaction that read the chain head and then writes fails
+    // at once with SQLITE_BUSY if another connection committed meanwhile.
+    let transaction = store
+        .connection_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut chain = ChainWriter::read_head(&transaction)?;
+    let mut answers = Vec::with_capacity(group.len());
+    for request in group {
+        match request {
+            Request::Phone(check_in, _) => {
+                let answer = phone::decide_phone(&transaction, &mut chain, check_in, rules, now)?;
+                if let Err(rejection) = &answer {
+                    phone::record_refusal(&transaction, now, *rejection, check_in)?;
+                }
+                answers.push(Answer::Phone(answer));
+            }
+            Request::Kiosk(scan, _) => {
+                answers.push(Answer::Kiosk(kiosk::decide_scan(
+                    &transaction,
+                    &mut chain,
+                    scan,
+                    rules,
+                    now,
+                )?));
+            }
+            Request::Manual(mark, _) => {
+                answers.push(Answer::Manual(manual::decide_manual(
+                    &transaction,
+                    &mut chain,
+                    mark,
+                    rules,
+                    now,
+                )?));
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(answers)
+}

@@ -1,0 +1,230 @@
+//! A phone's check-in, decided on the writer thread: credential → lesson open → token
+//! fresh and genuine → student active and in the group → not a repeat → device not used
+//! for another student → `record_mark`.
+
+use kasip_core::{ClassroomToken, Iin, LessonKey, MarkMethod, MarkStatus, TokenError};
+use rusqlite::{OptionalExtension, Transaction};
+
+use super::record::{record_mark, MarkSource, MarkToRecord};
+use super::MarkRules;
+use crate::attendance::ChainWriter;
+use crate::lessons::open_lesson_at;
+use crate::security_events::{self, SecurityEvent};
+
+/// Why a check-in was refused. Each is recorded as a security event, never as a mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    MalformedToken,
+    ForgedToken,
+    StaleToken,
+    LessonNotOpen,
+    NotInGroup,
+    DeviceNotBound,
+    DeviceUsedForAnotherStudent,
+    StudentInactive,
+}
+
+impl Rejection {
+    /// The security event kind, and the catalog key (`reject.<kind>`) of its message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MalformedToken => "malformed_token",
+            Self::ForgedToken => "forged_token",
+            Self::StaleToken => "stale_token",
+            Self::LessonNotOpen => "lesson_not_open",
+            Self::NotInGroup => "not_in_group",
+            Self::DeviceNotBound => "device_not_bound",
+            Self::DeviceUsedForAnotherStudent => "device_used_for_another_student",
+            Self::StudentInactive => "student_inactive",
+        }
+    }
+
+    pub fn message_key(&self) -> &'static str {
+        match self {
+            Self::MalformedToken => "reject.malformed_token",
+            Self::ForgedToken => "reject.forged_token",
+            Self::StaleToken => "reject.stale_token",
+            Self::LessonNotOpen => "reject.lesson_not_open",
+            Self::NotInGroup => "reject.not_in_group",
+            Self::DeviceNotBound => "reject.device_not_bound",
+            Self::DeviceUsedForAnotherStudent => "reject.device_used_for_another_student",
+            Self::StudentInactive => "reject.student_inactive",
+        }
+    }
+}
+
+/// A phone's check-in as the HTTP edge parsed it.
+pub struct PhoneCheckIn {
+    /// The classroom token, or how it failed to parse.
+    pub token: Result<ClassroomToken, TokenError>,
+    /// SHA-256 of the device credential cookie, if the phone sent one.
+    pub credential_hash: Option<Vec<u8>>,
+    /// Whether the code was typed (`qr_typed`) rather than scanned.
+    pub typed: bool,
+    /// When the token was last seen fresh, if earlier than now: a check-in intent from a
+    /// phone that had to bind first. Honoured for `INTENT_SECS`.
+    pub fresh_at: Option<i64>,
+}
+
+/// How long a fresh token, once presented, holds a check-in open while the student binds.
+pub const INTENT_SECS: i64 = 120;
+
+/// An accepted check-in: new or a repeat of an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub event_id: i64,
+    pub student_iin: String,
+    pub student_name: String,
+    pub lesson_id: i64,
+    pub status: MarkStatus,
+    pub recorded_at: i64,
+    pub repeated: bool,
+}
+
+/// Records a refused check-in as a security event, naming the phone's student and
+/// device when its credential is known (even revoked).
+pub(super) fn record_refusal(
+    transaction: &Transaction<'_>,
+    now: i64,
+    rejection: Rejection,
+    check_in: &PhoneCheckIn,
+) -> rusqlite::Result<()> {
+    let lesson_id = check_in.token.as_ref().ok().map(|token| token.lesson);
+    let binding: Option<(String, String)> = match &check_in.credential_hash {
+        Some(hash) => transaction
+            .prepare_cached(
+                "SELECT student_iin, device_id FROM device_bindings WHERE credential_hash = ?1",
+            )?
+            .query_row([hash], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+        None => None,
+    };
+    let (student_iin, device_id) = binding.unzip();
+    security_events::record(
+        transaction,
+        now,
+        &SecurityEvent {
+            kind: rejection.kind(),
+            lesson_id,
+            student_iin: student_iin.as_deref(),
+            device_id: device_id.as_deref(),
+            detail: if check_in.typed { "typed code" } else { "" },
+        },
+    )
+}
+
+pub(super) fn decide_phone(
+    transaction: &Transaction<'_>,
+    chain: &mut ChainWriter,
+    check_in: &PhoneCheckIn,
+    rules: &MarkRules,
+    now: i64,
+) -> rusqlite::Result<Result<Accepted, Rejection>> {
+    let token = match &check_in.token {
+        Ok(token) => token,
+        Err(_) => return Ok(Err(Rejection::MalformedToken)),
+    };
+    let Some(credential_hash) = &check_in.credential_hash else {
+        return Ok(Err(Rejection::DeviceNotBound));
+    };
+    let binding: Option<(String, String)> = transaction
+        .prepare_cached(
+            "SELECT student_iin, device_id FROM device_bindings
+             WHERE credential_hash = ?1 AND revoked_at IS NULL",
+        )?
+        .query_row([credential_hash], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((student_iin, device_id)) = binding else {
+        return Ok(Err(Rejection::DeviceNotBound));
+    };
+    let Some(lesson) = open_lesson_at(transaction, token.lesson, now, &rules.lessons)? else {
+        // A forged id for a lesson that is not open is still "not open": there is no key
+        // to check the tag against, and the student's fix is the same.
+        return Ok(Err(Rejection::LessonNotOpen));
+    };
+    let seen_fresh_at = match check_in.fresh_at {
+        Some(fresh_at) if now - fresh_at <= INTENT_SECS && fresh_at <= now => fresh_at,
+        _ => now,
+    };
+    let current_step = kasip_core::step_at(seen_fresh_at, rules.qr_period_secs);
+    match token.verify(&LessonKey::new(&lesson.qr_key), current_step) {
+        Ok(()) => {}
+        Err(TokenError::Forged | TokenError::Malformed) => return Ok(Err(Rejection::ForgedToken)),
+        Err(TokenError::Stale { .. } | TokenError::FromTheFuture) => {
+            return Ok(Err(Rejection::StaleToken))
+        }
+    }
+    let student: Option<(i64, String, String)> = transaction
+        .prepare_cached(
+            "SELECT group_id, status, last_name || ' ' || first_name FROM students WHERE iin = ?1",
+        )?
+        .query_row([&student_iin], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((group_id, status, student_name)) = student else {
+        return Ok(Err(Rejection::DeviceNotBound));
+    };
+    if status != "active" {
+        return Ok(Err(Rejection::StudentInactive));
+    }
+    if group_id != lesson.group_id {
+        return Ok(Err(Rejection::NotInGroup));
+    }
+    let method = if check_in.typed {
+        MarkMethod::QrTyped
+    } else {
+        MarkMethod::QrPhone
+    };
+    if let Some(earlier) =
+        super::record::first_qr_mark(transaction, lesson.lesson_id, &student_iin)?
+    {
+        return Ok(Ok(Accepted {
+            event_id: earlier.event_id,
+            student_iin,
+            student_name,
+            lesson_id: lesson.lesson_id,
+            status: earlier.status,
+            recorded_at: earlier.recorded_at,
+            repeated: true,
+        }));
+    }
+    let device_used: Option<i64> = transaction
+        .prepare_cached(
+            "SELECT 1 FROM attendance_events
+             WHERE lesson_id = ?1 AND device_id = ?2 AND student_iin != ?3 LIMIT 1",
+        )?
+        .query_row(
+            rusqlite::params![lesson.lesson_id, &device_id, &student_iin],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if device_used.is_some() {
+        return Ok(Err(Rejection::DeviceUsedForAnotherStudent));
+    }
+    let student = Iin::parse(&student_iin).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+    })?;
+    // A repeat is answered before the device check: the same phone scanning twice is fine.
+    let mark = MarkToRecord {
+        lesson_id: lesson.lesson_id,
+        student,
+        at: now,
+        source: MarkSource::Qr {
+            method,
+            device_id: device_id.clone(),
+            token_step: Some(token.step),
+            lesson_starts_at: lesson.starts_at,
+        },
+    };
+    let recorded = record_mark(transaction, chain, rules.late_after_mins, mark)?;
+    Ok(Ok(Accepted {
+        event_id: recorded.event_id,
+        student_iin,
+        student_name,
+        lesson_id: lesson.lesson_id,
+        status: recorded.status,
+        recorded_at: recorded.recorded_at,
+        repeated: recorded.repeated,
+    }))
+}

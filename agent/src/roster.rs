@@ -1,0 +1,48 @@
+//! What the college's roster holds, counted for `status`, the teacher page and metrics.
+
+use kasip_core::Date;
+use serde::Serialize;
+
+use crate::error::AgentError;
+use crate::store::Store;
+
+/// Counts of what the database holds.
+#[derive(Debug, Serialize)]
+pub struct RosterCounts {
+    pub sites: i64,
+    pub groups: i64,
+    pub students: i64,
+    pub beneficiaries: i64,
+    pub teachers: i64,
+    pub lessons: i64,
+    pub lessons_today: i64,
+    pub contingent_events: i64,
+}
+
+impl RosterCounts {
+    pub fn read(store: &Store, today: Date) -> Result<Self, AgentError> {
+        let count = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<i64, AgentError> {
+            store
+                .connection()
+                .query_row(sql, params, |row| row.get(0))
+                .map_err(|source| AgentError::from(store.error(source)))
+        };
+        Ok(Self {
+            sites: count("SELECT COUNT(*) FROM sites", &[])?,
+            groups: count("SELECT COUNT(*) FROM study_groups", &[])?,
+            students: count("SELECT COUNT(*) FROM students", &[])?,
+            beneficiaries: count(
+                "SELECT COUNT(*) FROM students WHERE beneficiary = 1
+                 AND status NOT IN ('expelled', 'deceased')",
+                &[],
+            )?,
+            teachers: count("SELECT COUNT(*) FROM teachers", &[])?,
+            lessons: count("SELECT COUNT(*) FROM lessons", &[])?,
+            lessons_today: count(
+                "SELECT COUNT(*) FROM lessons WHERE date = ?1",
+                &[&today.to_string()],
+            )?,
+            contingent_events: count("SELECT COUNT(*) FROM contingent_events", &[])?,
+        })
+    }
+}
