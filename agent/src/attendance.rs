@@ -207,3 +207,56 @@ pub fn verify_chain(connection: &Connection) -> rusqlite::Result<ChainCheck> {
         },
     })
 }
+
+/// One mark of a student, as the admin's student page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudentMark {
+    pub date: String,
+    pub start: String,
+    pub discipline: String,
+    pub status: MarkStatus,
+    pub method: MarkMethod,
+    /// The staff login of a manual mark; empty otherwise.
+    pub marked_by: String,
+}
+
+/// Every mark of the student for lessons in `month`, in lesson order (corrections after
+/// what they correct).
+pub fn student_month_marks(
+    connection: &Connection,
+    student: &Iin,
+    month: kasip_core::Month,
+) -> rusqlite::Result<Vec<StudentMark>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT l.date, l.start_time, l.discipline, e.status, e.method, COALESCE(e.marked_by, '')
+         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+         WHERE e.student_iin = ?1 AND l.date BETWEEN ?2 AND ?3 ORDER BY l.date, l.start_time, e.id",
+    )?;
+    let rows = statement.query_map(
+        rusqlite::params![
+            student.as_string(),
+            month.first_day().to_string(),
+            month.last_day().to_string()
+        ],
+        |row| {
+            let stored = |index: usize, text: String| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    index,
+                    rusqlite::types::Type::Text,
+                    format!("unknown stored value {text:?}").into(),
+                )
+            };
+            let status: String = row.get(3)?;
+            let method: String = row.get(4)?;
+            Ok(StudentMark {
+                date: row.get(0)?,
+                start: row.get(1)?,
+                discipline: row.get(2)?,
+                status: MarkStatus::parse(&status).ok_or_else(|| stored(3, status))?,
+                method: MarkMethod::parse(&method).ok_or_else(|| stored(4, method))?,
+                marked_by: row.get(5)?,
+            })
+        },
+    )?;
+    rows.collect()
+}

@@ -5,13 +5,16 @@ use std::fmt::Write;
 
 use kasip_core::{Bin, CollegeTimezone, Date, Iin, MarkMethod, MarkStatus, Sex, TimeOfDay};
 
-use crate::attendance::{ChainWriter, NewMark};
+use crate::attendance::ChainWriter;
 use crate::import::{import, ImportError, ImportKind, ImportOptions, ImportReport};
+use crate::marks::{record_mark, MarkSource, MarkToRecord};
 use crate::store::Store;
 
 /// The demo college's BIN (valid check digit; not a real organisation's number).
 pub const DEMO_BIN: &str = "090640001233";
 pub const DEMO_COLLEGE_NAME: &str = "Алматы политехникалық колледжі (демо)";
+/// The default `lesson.late_after_mins`: demo check-ins all fall before it.
+const DEMO_LATE_AFTER_MINS: u32 = 10;
 
 pub fn demo_bin() -> Bin {
     // DEMO_BIN is a constant whose check digit is verified by a unit test.
@@ -350,28 +353,38 @@ fn seed_attendance(
             } else {
                 iin.clone()
             };
-            let qr = method == MarkMethod::QrPhone;
-            new_marks.push(NewMark {
+            // Within the first ten minutes: on time under the default lateness rule.
+            let at = lesson_start + 60 + random.below(540) as i64;
+            let source = if method == MarkMethod::QrPhone {
+                MarkSource::Qr {
+                    method,
+                    device_id: demo_device_id(&phone_owner),
+                    token_step: None,
+                    lesson_starts_at: lesson_start,
+                }
+            } else {
+                MarkSource::Manual {
+                    status: mark_status,
+                    marked_by: teacher.clone(),
+                    reason: None,
+                }
+            };
+            new_marks.push(MarkToRecord {
                 lesson_id,
-                student_iin,
-                status: mark_status,
-                method,
-                recorded_at: lesson_start + 60 + random.below(600) as i64,
-                device_id: qr.then(|| demo_device_id(&phone_owner)),
-                token_step: None,
-                marked_by: (!qr).then(|| teacher.clone()),
-                reason: None,
-                corrects: None,
+                student: student_iin,
+                at,
+                source,
             });
         }
     }
     drop(members_of);
     let mut chain = ChainWriter::read_head(&transaction)?;
-    for mark in &new_marks {
-        chain.append(&transaction, mark)?;
+    let count = new_marks.len();
+    for mark in new_marks {
+        record_mark(&transaction, &mut chain, DEMO_LATE_AFTER_MINS, mark)?;
     }
     transaction.commit()?;
-    Ok(new_marks.len())
+    Ok(count)
 }
 
 fn members_iin_at(

@@ -124,3 +124,29 @@ pub fn record(
         Recorded::Added
     })
 }
+
+/// Records a grade given on a lesson's page: only for a student of that lesson's group
+/// (`None` otherwise, nothing stored).
+pub fn record_for_group(
+    connection: &rusqlite::Connection,
+    grade: &NewGrade,
+    group_code: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Recorded>> {
+    let in_group = connection
+        .query_row(
+            "SELECT 1 FROM students s JOIN study_groups g ON g.id = s.group_id WHERE s.iin = ?1 AND g.code = ?2",
+            rusqlite::params![grade.student.as_string(), group_code],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !in_group {
+        return Ok(None);
+    }
+    let transaction =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    let recorded = record(&transaction, grade, now)?;
+    transaction.commit()?;
+    Ok(Some(recorded))
+}

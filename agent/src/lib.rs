@@ -7,36 +7,37 @@
 // Foundation: no domain knowledge.
 pub mod allocator;
 pub mod clock;
-pub mod data_dir;
+pub mod secrets;
 pub mod html;
 pub mod i18n;
-pub mod secrets;
-pub mod service;
+pub mod data_dir;
 pub mod store;
+pub mod service;
 
 // Domain: each module takes its own rules, never the whole `Settings`.
 pub mod attendance;
-pub mod backup;
-pub mod coverage;
-pub mod demo;
-pub mod error;
-pub mod export;
-pub mod grades;
-pub mod import;
-pub mod kiosks;
-pub mod lessons;
-pub mod marks;
-pub mod month_close;
-pub mod outbox;
-pub mod red_flags;
-pub mod roster;
 pub mod security_events;
 pub mod staff;
+pub mod lessons;
+pub mod coverage;
+pub mod grades;
+pub mod import;
+pub mod error;
+pub mod roster;
+pub mod kiosks;
+pub mod phones;
+pub mod marks;
+pub mod red_flags;
+pub mod export;
+pub mod month_close;
+pub mod outbox;
+pub mod backup;
+pub mod demo;
 
 // Edge: configuration, the service's tasks, the web and the CLI.
-pub mod cli;
 pub mod config;
+pub mod sync;
 pub mod doctor;
 pub mod metrics;
-pub mod sync;
 pub mod web;
+pub mod cli;

@@ -46,3 +46,16 @@ impl RosterCounts {
         })
     }
 }
+
+/// The active students of the group `group_code` as (IIN, "Last First"), by name.
+pub fn active_students_of_group(
+    connection: &rusqlite::Connection,
+    group_code: &str,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT s.iin, s.last_name || ' ' || s.first_name FROM students s JOIN study_groups g ON g.id = s.group_id
+         WHERE g.code = ?1 AND s.status = 'active' ORDER BY s.last_name, s.first_name",
+    )?;
+    let rows = statement.query_map([group_code], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}

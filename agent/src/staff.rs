@@ -408,6 +408,65 @@ pub fn issue_binding_code(
     Ok(code)
 }
 
+/// Whether `member` may see and act on a lesson taught by `teacher_iin` to the group
+/// `group_code`: admins any, teachers their own, curators their groups'.
+pub fn may_act_on_lesson(
+    connection: &Connection,
+    member: &StaffMember,
+    teacher_iin: &str,
+    group_code: &str,
+) -> rusqlite::Result<bool> {
+    Ok(match member.role {
+        Role::Admin => true,
+        Role::Teacher => member.teacher_iin.as_deref() == Some(teacher_iin),
+        Role::Curator => curates_group(connection, member.id, group_code)?,
+    })
+}
+
+/// Whether curator `staff_id` looks after the group `group_code`.
+fn curates_group(
+    connection: &Connection,
+    staff_id: i64,
+    group_code: &str,
+) -> rusqlite::Result<bool> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT 1 FROM curator_groups cg JOIN study_groups g ON g.id = cg.group_id
+             WHERE cg.staff_id = ?1 AND g.code = ?2",
+        )?
+        .query_row(rusqlite::params![staff_id, group_code], |row| {
+            row.get::<_, i64>(0)
+        })
+        .optional()?
+        .is_some())
+}
+
+/// A failed sign-in is a security event naming the login tried (at most 64 characters).
+pub fn record_failed_sign_in(
+    connection: &Connection,
+    login: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let login: String = login.chars().take(64).collect();
+    crate::security_events::record(
+        connection,
+        now,
+        &crate::security_events::SecurityEvent {
+            kind: "login_failed",
+            detail: &login,
+            ..Default::default()
+        },
+    )
+}
+
+/// Ends the session whose cookie is `token` (signing out).
+pub fn end_session(connection: &Connection, token: &str) -> rusqlite::Result<usize> {
+    connection.execute(
+        "DELETE FROM staff_sessions WHERE token_hash = ?1",
+        [secret_hash(token)],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

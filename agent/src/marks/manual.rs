@@ -8,7 +8,7 @@ use super::record::{record_mark, MarkSource, MarkToRecord};
 use super::MarkRules;
 use crate::attendance::ChainWriter;
 use crate::coverage::CoveragePolicy;
-use crate::staff::{Role, StaffMember};
+use crate::staff::{may_act_on_lesson, Role, StaffMember};
 
 /// A manual mark by staff (method `manual`), for students who cannot scan.
 pub struct ManualMark {
@@ -61,33 +61,23 @@ pub(super) fn decide_manual(
     if mark.reason.trim().is_empty() && mark.status != MarkStatus::Present {
         return Ok(Err(ManualRefusal::ReasonRequired));
     }
-    let lesson: Option<(i64, String, bool)> = transaction
+    let lesson: Option<(i64, String, String, bool)> = transaction
         .prepare_cached(
-            "SELECT l.group_id, l.teacher_iin, o.lesson_id IS NOT NULL
-             FROM lessons l LEFT JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",
+            "SELECT l.group_id, g.code, l.teacher_iin, o.lesson_id IS NOT NULL
+             FROM lessons l JOIN study_groups g ON g.id = l.group_id
+             LEFT JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",
         )?
         .query_row([mark.lesson_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()?;
-    let Some((group_id, teacher_iin, held)) = lesson else {
+    let Some((group_id, group_code, teacher_iin, held)) = lesson else {
         return Ok(Err(ManualRefusal::UnknownLesson));
     };
     if !held {
         return Ok(Err(ManualRefusal::LessonNotHeld));
     }
-    let allowed = match mark.marker.role {
-        Role::Admin => true,
-        Role::Teacher => mark.marker.teacher_iin.as_deref() == Some(teacher_iin.as_str()),
-        Role::Curator => transaction
-            .prepare_cached("SELECT 1 FROM curator_groups WHERE staff_id = ?1 AND group_id = ?2")?
-            .query_row(rusqlite::params![mark.marker.id, group_id], |row| {
-                row.get::<_, i64>(0)
-            })
-            .optional()?
-            .is_some(),
-    };
-    if !allowed {
+    if !may_act_on_lesson(transaction, &mark.marker, &teacher_iin, &group_code)? {
         return Ok(Err(ManualRefusal::NotYourLesson));
     }
     let student_group: Option<i64> = transaction

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 pub use kiosk::{KioskScan, ScanOutcome, ScanRefusal};
 pub use manual::{ManualAccepted, ManualMark, ManualRefusal};
 pub use phone::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
-pub use record::{MarkSource, MarkToRecord, RecordedMark};
+pub use record::{record_mark, MarkSource, MarkToRecord, RecordedMark};
 
 use crate::attendance::ChainWriter;
 use crate::clock::Clock;

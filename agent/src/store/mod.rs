@@ -242,6 +242,13 @@ impl Store {
         &self.path
     }
 
+    /// Reads one row: whether the database answers at all (health checks).
+    pub fn probe(&self) -> rusqlite::Result<()> {
+        self.connection
+            .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?;
+        Ok(())
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.connection
     }

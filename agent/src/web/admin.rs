@@ -746,8 +746,9 @@ pub async fn student_page(
     let marks = state
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
-            let presence = crate::kiosks::campus_presence(store.connection(), &iin.as_string(), 1000)
-                .map_err(failure)?;
+            let presence =
+                crate::kiosks::campus_presence(store.connection(), &iin.as_string(), 1000)
+                    .map_err(failure)?;
             let presence: Vec<(String, String)> = presence
                 .into_iter()
                 .filter_map(|(at, site)| {
@@ -755,25 +756,14 @@ pub async fn student_page(
                     let date = kasip_core::Date::from_days_since_epoch(local.div_euclid(86_400));
                     (date.calendar_month() == month).then(|| {
                         let seconds = local.rem_euclid(86_400);
-                        (format!("{date} {:02}:{:02}", seconds / 3600, seconds % 3600 / 60), site)
+                        (
+                            format!("{date} {:02}:{:02}", seconds / 3600, seconds % 3600 / 60),
+                            site,
+                        )
                     })
                 })
                 .collect();
-            let marks = store
-                .connection()
-                .prepare(
-                    "SELECT l.date, l.start_time, l.discipline, e.status, e.method, COALESCE(e.marked_by, '')
-                     FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
-                     WHERE e.student_iin = ?1 AND l.date BETWEEN ?2 AND ?3 ORDER BY l.date, l.start_time, e.id",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(
-                            rusqlite::params![iin.as_string(), month.first_day().to_string(), month.last_day().to_string()],
-                            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?, row.get::<_, String>(4)?, row.get::<_, String>(5)?)),
-                        )?
-                        .collect::<Result<Vec<_>, _>>()
-                })
+            let marks = crate::attendance::student_month_marks(store.connection(), &iin, month)
                 .map_err(failure)?;
             Ok((marks, presence))
         })
@@ -784,11 +774,15 @@ pub async fn student_page(
     };
     let rows: String = marks
         .iter()
-        .map(|(date, start, discipline, status, method, marked_by)| {
+        .map(|mark| {
             format!(
-                "<tr><td>{date} {start}</td><td>{}</td><td>{status}</td><td>{method}</td><td>{}</td></tr>",
-                escape_html(discipline),
-                escape_html(marked_by)
+                "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                mark.date,
+                mark.start,
+                escape_html(&mark.discipline),
+                mark.status.as_str(),
+                mark.method.as_str(),
+                escape_html(&mark.marked_by)
             )
         })
         .collect();

@@ -309,9 +309,7 @@ impl AppState {
     pub async fn probe(&self) -> Result<(), AgentError> {
         self.with_db(|store| {
             store
-                .connection()
-                .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
-                .map(drop)
+                .probe()
                 .map_err(|source| AgentError::from(store.error(source)))
         })
         .await

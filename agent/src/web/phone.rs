@@ -3,8 +3,7 @@
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kasip_core::{normalise_typed_code, step_at, typed_code, ClassroomToken, Iin, LessonKey};
-use rusqlite::OptionalExtension;
+use kasip_core::{normalise_typed_code, step_at, ClassroomToken, Iin, LessonKey};
 use serde::Deserialize;
 
 use super::page::{cookie, double_submit_ok, escape_html, failure_page, message_page, set_cookie};
@@ -13,9 +12,9 @@ use crate::error::AgentError;
 use crate::i18n::{text, Lang};
 use crate::lessons::open_lesson_at;
 use crate::marks::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
+use crate::phones::BindOutcome;
 use crate::secrets::random_token;
 use crate::secrets::secret_hash;
-use crate::staff::BINDING_CODE_MAX_FAILURES;
 
 /// Cookie holding the phone's binding credential (256-bit random; stored hashed).
 pub const CREDENTIAL_COOKIE: &str = "kasip_credential";
@@ -107,13 +106,6 @@ pub struct BindForm {
     csrf: String,
 }
 
-enum BindOutcome {
-    Bound { credential: String, device: String },
-    BadIin,
-    WrongCode,
-    Locked,
-}
-
 pub async fn bind(
     State(state): State<AppState>,
     Query(query): Query<LangQuery>,
@@ -147,73 +139,19 @@ pub async fn bind(
     let iin_text = form.iin.trim().to_owned();
     let outcome = state
         .with_db(move |store| {
-            let failure = |source| AgentError::from(store.error(source));
             let Ok(iin) = Iin::parse(&iin_text) else {
                 return Ok(BindOutcome::BadIin);
             };
-            let connection = store.connection();
-            let pending: Option<(Vec<u8>, i64)> = connection
-                .query_row(
-                    "SELECT code_hash, failed_attempts FROM binding_codes
-                     WHERE student_iin = ?1 AND used_at IS NULL AND expires_at > ?2
-                     ORDER BY expires_at DESC LIMIT 1",
-                    rusqlite::params![iin.as_string(), now],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-                .map_err(failure)?;
-            let Some((code_hash, failed_attempts)) = pending else {
-                return Ok(BindOutcome::WrongCode);
-            };
-            if failed_attempts >= BINDING_CODE_MAX_FAILURES {
-                return Ok(BindOutcome::Locked);
-            }
-            if secret_hash(&code) != code_hash {
-                connection
-                    .execute(
-                        "UPDATE binding_codes SET failed_attempts = failed_attempts + 1 WHERE code_hash = ?1",
-                        [&code_hash],
-                    )
-                    .map_err(failure)?;
-                connection
-                    .execute(
-                        "INSERT INTO security_events (at, kind, student_iin, detail) VALUES (?1, 'binding_code_wrong', ?2, '')",
-                        rusqlite::params![now, iin.as_string()],
-                    )
-                    .map_err(failure)?;
-                return Ok(if failed_attempts + 1 >= BINDING_CODE_MAX_FAILURES {
-                    BindOutcome::Locked
-                } else {
-                    BindOutcome::WrongCode
-                });
-            }
-            let credential = random_token(32).map_err(|error| AgentError::Operation(error.to_string()))?;
-            let device = match existing_device.filter(|device| device.len() >= 32 && device.len() <= 64) {
-                Some(device) => device,
-                None => random_token(32).map_err(|error| AgentError::Operation(error.to_string()))?,
-            };
-            let device_id = kasip_core::batch::to_hex(&secret_hash(&device));
-            let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate).map_err(failure)?;
-            transaction
-                .execute("UPDATE binding_codes SET used_at = ?2 WHERE code_hash = ?1", rusqlite::params![code_hash, now])
-                .map_err(failure)?;
-            // One active phone per student: binding a new one revokes the old, and its
-            // pass key with it (the new phone makes its own on /pass).
-            transaction
-                .execute(
-                    "UPDATE device_bindings SET revoked_at = ?2 WHERE student_iin = ?1 AND revoked_at IS NULL",
-                    rusqlite::params![iin.as_string(), now],
-                )
-                .map_err(failure)?;
-            crate::kiosks::replace_pass_keys(&transaction, &iin.as_string(), now).map_err(failure)?;
-            transaction
-                .execute(
-                    "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at) VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![secret_hash(&credential), iin.as_string(), device_id, now],
-                )
-                .map_err(failure)?;
-            transaction.commit().map_err(failure)?;
-            Ok(BindOutcome::Bound { credential, device })
+            crate::phones::bind(store.connection(), &iin, &code, existing_device, now).map_err(
+                |error| match error {
+                    crate::phones::BindError::Sqlite(source) => {
+                        AgentError::from(store.error(source))
+                    }
+                    crate::phones::BindError::Random(error) => {
+                        AgentError::Operation(error.to_string())
+                    }
+                },
+            )
         })
         .await;
     let (status, notice_key) = match outcome {
@@ -522,33 +460,14 @@ pub async fn typed_check_in(
     let found = state
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
-            let connection = store.connection();
-            let mut statement = connection
-                .prepare_cached("SELECT lesson_id FROM lesson_openings WHERE closed_at IS NULL")
-                .map_err(failure)?;
-            let lesson_ids: Vec<i64> = statement
-                .query_map([], |row| row.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(failure)?;
-            let current = step_at(now, settings.qr_period_secs);
-            for lesson_id in lesson_ids {
-                let Some(lesson) = open_lesson_at(connection, lesson_id, now, &settings.lesson_times()).map_err(failure)? else {
-                    continue;
-                };
-                let key = LessonKey::new(&lesson.qr_key);
-                for step in [current, current.saturating_sub(1)] {
-                    if typed_code(&key, lesson_id, step) == code {
-                        return Ok(Some(ClassroomToken::mint(&key, lesson_id, step)));
-                    }
-                }
-            }
-            connection
-                .execute(
-                    "INSERT INTO security_events (at, kind, detail) VALUES (?1, 'typed_code_unknown', ?2)",
-                    rusqlite::params![now, code],
-                )
-                .map_err(failure)?;
-            Ok(None)
+            crate::phones::token_for_typed_code(
+                store.connection(),
+                &code,
+                now,
+                settings.qr_period_secs,
+                &settings.lesson_times(),
+            )
+            .map_err(failure)
         })
         .await;
     match found {

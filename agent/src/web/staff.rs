@@ -6,7 +6,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use kasip_core::{step_at, typed_code, ClassroomToken, Iin, LessonKey, MarkStatus};
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use super::page::{
@@ -48,7 +47,7 @@ pub(super) async fn signed_in(
 }
 
 fn constant_time_eq(left: &str, right: &str) -> bool {
-    kasip_core::constant_time_eq(left.as_bytes(), right.as_bytes())
+    crate::secrets::same_secret(left.as_bytes(), right.as_bytes())
 }
 
 fn forbidden(lang: Lang, key: &'static str) -> Response {
@@ -66,26 +65,6 @@ fn unauthorised(lang: Lang) -> Response {
             text(lang, "login.title")
         ),
     )
-}
-
-/// Whether `member` may see and act on `lesson`.
-fn may_access(
-    connection: &rusqlite::Connection,
-    member: &StaffMember,
-    lesson: &LessonSummary,
-) -> rusqlite::Result<bool> {
-    Ok(match member.role {
-        Role::Admin => true,
-        Role::Teacher => member.teacher_iin.as_deref() == Some(lesson.teacher_iin.as_str()),
-        Role::Curator => connection
-            .query_row(
-                "SELECT 1 FROM curator_groups cg JOIN study_groups g ON g.id = cg.group_id WHERE cg.staff_id = ?1 AND g.code = ?2",
-                rusqlite::params![member.id, lesson.group],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?
-            .is_some(),
-    })
 }
 
 /// The lesson if it exists and `member` may act on it.
@@ -106,9 +85,14 @@ async fn accessible_lesson(
             else {
                 return Ok(None);
             };
-            Ok(may_access(store.connection(), &member, &lesson)
-                .map_err(failure)?
-                .then_some(lesson))
+            Ok(accounts::may_act_on_lesson(
+                store.connection(),
+                &member,
+                &lesson.teacher_iin,
+                &lesson.group,
+            )
+            .map_err(failure)?
+            .then_some(lesson))
         })
         .await
 }
@@ -246,12 +230,7 @@ pub async fn login(
                 Ok(Some(token))
             }
             None => {
-                store
-                    .connection()
-                    .execute(
-                        "INSERT INTO security_events (at, kind, detail) VALUES (?1, 'login_failed', ?2)",
-                        rusqlite::params![now, login_name.chars().take(64).collect::<String>()],
-                    )
+                accounts::record_failed_sign_in(store.connection(), &login_name, now)
                     .map_err(|source| AgentError::from(store.error(source)))?;
                 Ok(None)
             }
@@ -301,12 +280,7 @@ pub async fn logout(
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         let _ = state
             .with_db(move |store| {
-                store
-                    .connection()
-                    .execute(
-                        "DELETE FROM staff_sessions WHERE token_hash = ?1",
-                        [crate::secrets::secret_hash(&token)],
-                    )
+                accounts::end_session(store.connection(), &token)
                     .map_err(|source| AgentError::from(store.error(source)))
             })
             .await;
@@ -337,22 +311,32 @@ pub async fn teacher_page(
         state
             .with_db(move |store| {
                 let failure = |source| AgentError::from(store.error(source));
-                let all = lessons::list_for_date(store.connection(), today, now, &settings.lesson_times()).map_err(failure)?;
+                let all = lessons::list_for_date(
+                    store.connection(),
+                    today,
+                    now,
+                    &settings.lesson_times(),
+                )
+                .map_err(failure)?;
                 let rules = settings.coverage_rules();
                 // The group's coverage this month, so a teacher sees it before marking by hand.
                 let mut coverage_by_group: std::collections::HashMap<String, (Option<u64>, bool)> =
                     std::collections::HashMap::new();
                 let mut visible = Vec::new();
                 for lesson in all {
-                    if may_access(store.connection(), &member, &lesson).map_err(failure)? {
-                        let students: Vec<(String, String)> = store
-                            .connection()
-                            .prepare_cached(
-                                "SELECT s.iin, s.last_name || ' ' || s.first_name FROM students s JOIN study_groups g ON g.id = s.group_id
-                                 WHERE g.code = ?1 AND s.status = 'active' ORDER BY s.last_name, s.first_name",
-                            )
-                            .and_then(|mut statement| statement.query_map([&lesson.group], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
-                            .map_err(failure)?;
+                    if accounts::may_act_on_lesson(
+                        store.connection(),
+                        &member,
+                        &lesson.teacher_iin,
+                        &lesson.group,
+                    )
+                    .map_err(failure)?
+                    {
+                        let students = crate::roster::active_students_of_group(
+                            store.connection(),
+                            &lesson.group,
+                        )
+                        .map_err(failure)?;
                         if !coverage_by_group.contains_key(&lesson.group) {
                             let report = crate::coverage::coverage_for_month(
                                 store.connection(),
@@ -366,7 +350,10 @@ pub async fn teacher_page(
                                 (report.college.coverage_per_mille, report.college.holds),
                             );
                         }
-                        let coverage = coverage_by_group.get(&lesson.group).copied().unwrap_or((None, true));
+                        let coverage = coverage_by_group
+                            .get(&lesson.group)
+                            .copied()
+                            .unwrap_or((None, true));
                         visible.push((lesson, students, coverage));
                     }
                 }
@@ -623,25 +610,8 @@ pub async fn record_grade(
     let recorded = state
         .with_db(move |store| {
             let failure = |source| AgentError::from(store.error(source));
-            let connection = store.connection();
-            // Only a student of the lesson's group gets a grade from its page.
-            let in_group = connection
-                .query_row(
-                    "SELECT 1 FROM students s JOIN study_groups g ON g.id = s.group_id WHERE s.iin = ?1 AND g.code = ?2",
-                    rusqlite::params![grade.student.as_string(), group],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(failure)?
-                .is_some();
-            if !in_group {
-                return Ok(None);
-            }
-            let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)
-                .map_err(failure)?;
-            let recorded = crate::grades::record(&transaction, &grade, now).map_err(failure)?;
-            transaction.commit().map_err(failure)?;
-            Ok(Some(recorded))
+            crate::grades::record_for_group(store.connection(), &grade, &group, now)
+                .map_err(failure)
         })
         .await;
     match recorded {
