@@ -10,8 +10,13 @@ use serde_json::Value;
 
 use crate::{to_canonical_json, Bin, Date, Iin, MarkMethod, MarkStatus, Month, TimeOfDay};
 
-/// The envelope version this code writes and reads.
+/// The envelope version this code writes.
 pub const BATCH_VERSION: u64 = 1;
+/// Every envelope version this code reads. A sealed batch is resent byte for byte, so
+/// after a bump an agent may still hold batches of the older version: raise the end
+/// with `BATCH_VERSION`, and raise the start only when no agent can hold such a batch
+/// (ARCHITECTURE.md, "Bump the batch format").
+pub const SUPPORTED_BATCH_VERSIONS: std::ops::RangeInclusive<u64> = 1..=BATCH_VERSION;
 /// `prev` of the first batch: no batch came before it.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The most records one batch may carry (`sync.batch_max_records` is capped to it).
@@ -65,8 +70,11 @@ pub enum BatchError {
     Envelope(String),
     #[error("payload is not in canonical JSON (RFC 8785) form")]
     NotCanonical,
-    #[error("envelope version {0} is not supported (expected {BATCH_VERSION})")]
-    Version(u64),
+    #[error("envelope version {found} is not supported (this side reads {} to {})", supported.start(), supported.end())]
+    Version {
+        found: u64,
+        supported: std::ops::RangeInclusive<u64>,
+    },
     #[error("field {field}: {reason}")]
     Field { field: &'static str, reason: String },
 }
@@ -101,10 +109,21 @@ impl BatchEnvelope {
     /// Records are checked one by one with `check_record`, so one bad record is
     /// quarantined instead of refusing the whole batch.
     pub fn parse(payload: &[u8]) -> Result<Self, BatchError> {
+        Self::parse_versions(payload, SUPPORTED_BATCH_VERSIONS)
+    }
+
+    /// `parse` reading the envelope versions in `supported` (tests simulate a bump).
+    pub fn parse_versions(
+        payload: &[u8],
+        supported: std::ops::RangeInclusive<u64>,
+    ) -> Result<Self, BatchError> {
         let envelope: BatchEnvelope = serde_json::from_slice(payload)
             .map_err(|error| BatchError::Envelope(error.to_string()))?;
-        if envelope.v != BATCH_VERSION {
-            return Err(BatchError::Version(envelope.v));
+        if !supported.contains(&envelope.v) {
+            return Err(BatchError::Version {
+                found: envelope.v,
+                supported,
+            });
         }
         if envelope.to_canonical()?.as_bytes() != payload {
             return Err(BatchError::NotCanonical);
@@ -443,6 +462,45 @@ mod tests {
         let parsed = BatchEnvelope::parse(canonical.as_bytes()).expect("parse");
         assert_eq!(parsed, envelope());
         assert_eq!(check_record(parsed.kind, &parsed.records[0]), Ok(1));
+    }
+
+    #[test]
+    fn a_batch_sealed_under_an_older_version_still_parses_after_a_bump() {
+        // Today's batches are version 1, and this side reads them.
+        assert!(SUPPORTED_BATCH_VERSIONS.contains(&1));
+        assert!(SUPPORTED_BATCH_VERSIONS.contains(&BATCH_VERSION));
+        let sealed_v1 = envelope().to_canonical().expect("canonical");
+        // A bump to version 2 keeps reading the version-1 bytes an agent still resends,
+        // reads version 2, and refuses what it does not know.
+        let bumped = 1..=2;
+        assert_eq!(
+            BatchEnvelope::parse_versions(sealed_v1.as_bytes(), bumped.clone()),
+            Ok(envelope())
+        );
+        let v2 = BatchEnvelope {
+            v: 2,
+            ..envelope()
+        };
+        let sealed_v2 = v2.to_canonical().expect("canonical");
+        assert_eq!(
+            BatchEnvelope::parse_versions(sealed_v2.as_bytes(), bumped.clone()),
+            Ok(v2)
+        );
+        let v3 = BatchEnvelope {
+            v: 3,
+            ..envelope()
+        }
+        .to_canonical()
+        .expect("canonical");
+        let refused = BatchEnvelope::parse_versions(v3.as_bytes(), bumped);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.to_string().contains("version 3 is not supported (this side reads 1 to 2)")),
+            "{refused:?}"
+        );
+        // Dropping version 1 too early is what strands sealed batches: the parse says so.
+        assert!(BatchEnvelope::parse_versions(sealed_v1.as_bytes(), 2..=2).is_err());
     }
 
     #[test]
