@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use kasip_core::{Bin, CollegeTimezone};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::data_dir::{DataDir, SYSTEM_CONFIG, SYSTEM_DATA_DIR};
 use crate::error::AgentError;
 
 /// `config.toml` as written on disk; unknown keys are refused so a typo is not ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     college: CollegeSection,
@@ -35,7 +35,7 @@ struct ConfigFile {
     metrics: MetricsSection,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct MetricsSection {
     listen: String,
@@ -51,7 +51,7 @@ impl Default for MetricsSection {
 
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct BackupSection {
     keep: u32,
@@ -64,7 +64,7 @@ impl Default for BackupSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct KioskSection {
     grace_mins: u32,
@@ -80,7 +80,7 @@ impl Default for KioskSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct SyncSection {
     registry_ca_file: String,
@@ -119,7 +119,7 @@ pub struct SyncSettings {
     pub beneficiary_pull_secs: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RedFlagsSection {
     idle_working_days: u32,
@@ -141,7 +141,7 @@ impl Default for RedFlagsSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct CoverageSection {
     min_coverage: f64,
@@ -159,7 +159,7 @@ impl Default for CoverageSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct QrSection {
     period_secs: u32,
@@ -175,7 +175,7 @@ impl Default for QrSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct LessonSection {
     late_after_mins: u32,
@@ -191,7 +191,7 @@ impl Default for LessonSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CollegeSection {
     bin: String,
@@ -200,7 +200,7 @@ struct CollegeSection {
     timezone: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
     #[serde(default = "default_listen")]
@@ -558,133 +558,140 @@ fn listen_is_loopback(listen: &SocketAddr) -> bool {
     listen.ip().is_loopback()
 }
 
-/// The text `init` writes: every key with its default and what it is for.
+/// What each key of `config.toml` means, in file order. The values are not here: the
+/// generated file takes them from the sections' `Default`s, the one place they are set.
+const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
+    ("college", &[
+        ("bin", "The college's BIN (12 digits with a valid check digit), as registered with e-Qazyna."),
+        ("name", "The college's official name, shown on every page and in reports."),
+        ("timezone", "Time zone of the college's timetable: Asia/Almaty (default) or another Kazakh zone,\nUTC, or UTC+HH:MM. All Kazakh zones are UTC+05:00 since 2024-03-01."),
+    ]),
+    ("server", &[
+        ("listen", "Address and port of the agent's web server. The default serves this machine only;\nuse \"0.0.0.0:8443\" to serve teachers and phones on the college LAN."),
+        ("public_url", "The address phones open when they scan a classroom QR, e.g. \"https://agent.college.kz\"\nfor online lessons reached from outside the LAN. Empty (default): the listen address."),
+        ("tls_names", "Extra host names and IP addresses for the self-signed certificate made at init, e.g.\n[\"agent.college.kz\", \"192.168.1.10\"]. localhost and 127.0.0.1 are always included."),
+        ("tls_cert", "PEM certificate chain to serve instead of the self-signed one (e.g. from the college's\nCA); set together with tls_key. Empty (default): the data dir's tls.crt."),
+        ("tls_key", "The PEM private key of tls_cert (mode 0600). Empty (default): the data dir's tls.key."),
+        ("plain_http", "Serve plain HTTP instead of HTTPS. Only allowed on a loopback listen address, for\ndevelopment."),
+    ]),
+    ("qr", &[
+        ("period_secs", "Seconds between classroom code rotations (5-60). A code is accepted for its own period\nand the one before, so at most twice this long."),
+        ("typed_code_counts_as_qr", "Whether a typed fallback code counts as a QR mark for the coverage rule."),
+    ]),
+    ("lesson", &[
+        ("late_after_mins", "Minutes after a lesson's start after which a check-in is recorded as late."),
+        ("auto_close_grace_mins", "Minutes after a lesson's end after which an open lesson closes by itself."),
+    ]),
+    ("coverage", &[
+        ("min_coverage", "The pilot's rule: the share of beneficiaries who must be QR-tracked in a month, per\ngroup and for the college."),
+        ("student_qr_share", "A student is QR-tracked in a month when at least this share of their present marks\ncame from QR (phone, kiosk, and typed codes if qr.typed_code_counts_as_qr)."),
+        ("policy", "A manual mark that would take its group below min_coverage for the month so far:\n\"warn\" accepts it and says so; \"require-override\" needs an admin's override with a\nreason, recorded and sent to the registry; \"block\" refuses it."),
+    ]),
+    ("red_flags", &[
+        ("idle_working_days", "A group with no lesson held (opened or marked) for this many working days in a row."),
+        ("licensed_addresses", "The college's licensed addresses, exactly as the sites' addresses are written; a\nlesson at a site with another address is flagged. Empty (default): check off."),
+        ("students_per_device", "One device used to check in this many different students in a month."),
+        ("manual_share_margin", "A teacher whose share of manual marks exceeds the college median by more than this\n(a fraction) is flagged."),
+        ("manual_share_min_marks", "Teachers with fewer present marks in the month are not compared."),
+    ]),
+    ("sync", &[
+        ("registry_ca_file", "The registry is set by `kasip-agent enroll --registry URL --code CODE`.\nA PEM file with the CA certificate of a pilot registry, trusted besides the system's\nroots. Empty (default): the system's roots only."),
+        ("batch_max_records", "A batch is sealed when this many records wait (at most 20000) ..."),
+        ("batch_max_age_secs", "... or when the oldest waiting record is this old."),
+        ("backoff_cap_secs", "Upload retries back off exponentially with jitter up to this wait. There is no retry\nlimit: nothing is ever dropped."),
+        ("connect_timeout_secs", "Seconds to wait for a connection to the registry."),
+        ("request_timeout_secs", "Seconds one whole request may take, answer included."),
+        ("beneficiary_pull_secs", "How often the beneficiary list is pulled from the registry (21600: 6 hours)."),
+    ]),
+    ("kiosk", &[
+        ("grace_mins", "Kiosks are added with `kasip-agent kiosk add --room ROOM | --entrance SITE`.\nA room kiosk's scan marks the lesson in its room from this many minutes before the\nlesson starts to this many after it ends."),
+        ("pass_window_secs", "A student pass is accepted when it was signed at most this many seconds from the scan\n(both ways), on the kiosk and on the agent."),
+    ]),
+    ("backup", &[
+        ("keep", "Nightly copies of the database kept in the data dir's backups/ folder (0 for none;\ncopy them off the machine too: `kasip-agent backup FILE` makes one any time)."),
+        ("hour", "Local hour (0-23) from which the day's copy is made."),
+    ]),
+    ("metrics", &[
+        ("listen", "Where Prometheus scrapes GET /metrics. The default serves this machine only; empty\nturns it off. Bind to a LAN address only behind a firewall."),
+    ]),
+];
+
+/// The documented `config.toml` that `init` writes: every key with its comment and its
+/// default (from the sections' `Default`s), and the college's own values.
 pub fn default_config_text(
     bin: &Bin,
     name: &str,
     timezone: &CollegeTimezone,
     tls_names: &[String],
 ) -> String {
-    let name = toml_string(name);
-    let tls_names = tls_names
-        .iter()
-        .map(|tls_name| toml_string(tls_name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let timezone = toml_string(timezone.name());
-    format!(
-        r#"# KasipTech college agent configuration.
-# Every key is listed with its default. After editing, run `kasip-agent validate`.
+    render_documented(&default_config_file(bin, name, timezone, tls_names))
+}
 
-[college]
-# The college's BIN (12 digits with a valid check digit), as registered with e-Qazyna.
-bin = "{bin}"
-# The college's official name, shown on every page and in reports.
-name = {name}
-# Time zone of the college's timetable: Asia/Almaty (default) or another Kazakh zone,
-# UTC, or UTC+HH:MM. All Kazakh zones are UTC+05:00 since 2024-03-01.
-timezone = {timezone}
+/// The college's values with every other key at its default.
+fn default_config_file(
+    bin: &Bin,
+    name: &str,
+    timezone: &CollegeTimezone,
+    tls_names: &[String],
+) -> ConfigFile {
+    ConfigFile {
+        college: CollegeSection {
+            bin: bin.to_string(),
+            name: name.to_owned(),
+            timezone: timezone.name().to_owned(),
+        },
+        server: ServerSection {
+            tls_names: tls_names.to_vec(),
+            ..ServerSection::default()
+        },
+        qr: QrSection::default(),
+        lesson: LessonSection::default(),
+        coverage: CoverageSection::default(),
+        red_flags: RedFlagsSection::default(),
+        sync: SyncSection::default(),
+        kiosk: KioskSection::default(),
+        backup: BackupSection::default(),
+        metrics: MetricsSection::default(),
+    }
+}
 
-[server]
-# Address and port of the agent's web server. Default "{DEFAULT_LISTEN}" (this machine
-# only); use "0.0.0.0:8443" to serve teachers and phones on the college LAN.
-listen = "{DEFAULT_LISTEN}"
-# The address phones open when they scan a classroom QR, e.g. "https://agent.college.kz"
-# for online lessons reached from outside the LAN. Empty (default): the listen address.
-public_url = ""
-# Extra host names and IP addresses for the self-signed certificate made at init, e.g.
-# ["agent.college.kz", "192.168.1.10"]. localhost and 127.0.0.1 are always included.
-tls_names = [{tls_names}]
-# PEM certificate chain to serve instead of the self-signed one (e.g. from the college's
-# CA); set together with tls_key. Empty (default): the data dir's tls.crt.
-tls_cert = ""
-# The PEM private key of tls_cert (mode 0600). Empty (default): the data dir's tls.key.
-tls_key = ""
-# Serve plain HTTP instead of HTTPS. Only allowed on a loopback listen address, for
-# development. Default false.
-plain_http = false
+/// `file` as TOML, each key under its comment from `KEY_DOCS`. A key without a comment,
+/// or a comment without a key, is a programming error caught by the tests.
+fn render_documented(file: &ConfigFile) -> String {
+    let values =
+        toml::Value::try_from(file).unwrap_or_else(|_| toml::Value::Table(Default::default()));
+    let mut text = String::from(
+        "# KasipTech college agent configuration.\n\
+         # Every key is listed with its default. After editing, run `kasip-agent validate`.\n",
+    );
+    for (section, keys) in KEY_DOCS {
+        text.push_str(&format!("\n[{section}]\n"));
+        for (key, doc) in *keys {
+            for line in doc.lines() {
+                text.push_str(&format!("# {line}\n"));
+            }
+            let value = values
+                .get(section)
+                .and_then(|table| table.get(key))
+                .map_or_else(|| "\"\"".to_owned(), toml_value);
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    text
+}
 
-[qr]
-# Seconds between classroom code rotations (5-60). A code is accepted for its own period
-# and the one before, so at most twice this long. Default 10.
-period_secs = 10
-# Whether a typed fallback code counts as a QR mark for the coverage rule. Default true.
-typed_code_counts_as_qr = true
-
-[lesson]
-# Minutes after a lesson's start after which a check-in is recorded as late. Default 10.
-late_after_mins = 10
-# Minutes after a lesson's end after which an open lesson closes by itself. Default 15.
-auto_close_grace_mins = 15
-
-[coverage]
-# The pilot's rule: the share of beneficiaries who must be QR-tracked in a month, per
-# group and for the college. Default 0.5.
-min_coverage = 0.5
-# A student is QR-tracked in a month when at least this share of their present marks
-# came from QR (phone, kiosk, and typed codes if qr.typed_code_counts_as_qr). Default 0.5.
-student_qr_share = 0.5
-# A manual mark that would take its group below min_coverage for the month so far:
-# "warn" accepts it and says so; "require-override" (default) needs an admin's override
-# with a reason, recorded and sent to the registry; "block" refuses it.
-policy = "require-override"
-
-[red_flags]
-# A group with no lesson held (opened or marked) for this many working days in a row.
-# Default 3.
-idle_working_days = 3
-# The college's licensed addresses, exactly as the sites' addresses are written; a
-# lesson at a site with another address is flagged. Empty (default): check off.
-licensed_addresses = []
-# One device used to check in this many different students in a month. Default 2.
-students_per_device = 2
-# A teacher whose share of manual marks exceeds the college median by more than this
-# (a fraction) is flagged. Default 0.3.
-manual_share_margin = 0.3
-# Teachers with fewer present marks in the month are not compared. Default 20.
-manual_share_min_marks = 20
-
-[sync]
-# The registry is set by `kasip-agent enroll --registry URL --code CODE`.
-# A PEM file with the CA certificate of a pilot registry, trusted besides the system's
-# roots. Empty (default): the system's roots only.
-registry_ca_file = ""
-# A batch is sealed when this many records wait (default 5000, at most 20000) ...
-batch_max_records = 5000
-# ... or when the oldest waiting record is this old. Default 60.
-batch_max_age_secs = 60
-# Upload retries back off exponentially with jitter up to this wait. There is no retry
-# limit: nothing is ever dropped. Default 300.
-backoff_cap_secs = 300
-# Seconds to wait for a connection to the registry. Default 10.
-connect_timeout_secs = 10
-# Seconds one whole request may take, answer included. Default 60.
-request_timeout_secs = 60
-# How often the beneficiary list is pulled from the registry. Default 21600 (6 hours).
-beneficiary_pull_secs = 21600
-
-[kiosk]
-# Kiosks are added with `kasip-agent kiosk add --room ROOM | --entrance SITE`.
-# A room kiosk's scan marks the lesson in its room from this many minutes before the
-# lesson starts to this many after it ends. Default 10.
-grace_mins = 10
-# A student pass is accepted when it was signed at most this many seconds from the scan
-# (both ways), on the kiosk and on the agent. Default 30.
-pass_window_secs = 30
-
-[backup]
-# Nightly copies of the database kept in the data dir's backups/ folder (0 for none;
-# copy them off the machine too: `kasip-agent backup FILE` makes one any time). Default 7.
-keep = 7
-# Local hour (0-23) from which the day's copy is made. Default 2.
-hour = 2
-
-[metrics]
-# Where Prometheus scrapes GET /metrics. Default "{DEFAULT_METRICS_LISTEN}" (this machine
-# only); empty turns it off. Bind to a LAN address only behind a firewall.
-listen = "{DEFAULT_METRICS_LISTEN}"
-"#
-    )
+/// One value as it is written after `key = `: strings in TOML's basic form (with
+/// escapes, so any name round-trips), arrays of them inline.
+fn toml_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => toml_string(text),
+        toml::Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+        ),
+        toml::Value::Float(number) if number.fract() == 0.0 => format!("{number:.1}"),
+        other => other.to_string(),
+    }
 }
 
 fn toml_string(text: &str) -> String {
@@ -714,6 +721,38 @@ mod tests {
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.timezone.offset_seconds(), 5 * 3600);
         assert_eq!(settings.tls_names, ["agent.college.kz"]);
+    }
+
+    #[test]
+    fn every_key_has_one_comment_and_every_comment_a_key() {
+        let timezone = CollegeTimezone::parse(DEFAULT_TIMEZONE).expect("zone");
+        let text = default_config_text(&demo_bin(), "College", &timezone, &[]);
+        let file = default_config_file(&demo_bin(), "College", &timezone, &[]);
+        let written = toml::Value::try_from(&file).expect("toml");
+        let written = written.as_table().expect("table");
+        let mut keys_written: Vec<String> = written
+            .iter()
+            .flat_map(|(section, table)| {
+                table
+                    .as_table()
+                    .expect("section")
+                    .keys()
+                    .map(move |key| format!("{section}.{key}"))
+            })
+            .collect();
+        let mut keys_documented: Vec<String> = KEY_DOCS
+            .iter()
+            .flat_map(|(section, keys)| keys.iter().map(move |(key, _)| format!("{section}.{key}")))
+            .collect();
+        keys_written.sort();
+        keys_documented.sort();
+        assert_eq!(keys_written, keys_documented);
+        // Each default appears once, from the section's Default.
+        assert!(text.contains(&format!(
+            "period_secs = {}\n",
+            QrSection::default().period_secs
+        )));
+        assert!(text.contains(&format!("keep = {}\n", BackupSection::default().keep)));
     }
 
     #[test]

@@ -477,26 +477,20 @@ mod tests {
             BatchEnvelope::parse_versions(sealed_v1.as_bytes(), bumped.clone()),
             Ok(envelope())
         );
-        let v2 = BatchEnvelope {
-            v: 2,
-            ..envelope()
-        };
+        let v2 = BatchEnvelope { v: 2, ..envelope() };
         let sealed_v2 = v2.to_canonical().expect("canonical");
         assert_eq!(
             BatchEnvelope::parse_versions(sealed_v2.as_bytes(), bumped.clone()),
             Ok(v2)
         );
-        let v3 = BatchEnvelope {
-            v: 3,
-            ..envelope()
-        }
-        .to_canonical()
-        .expect("canonical");
+        let v3 = BatchEnvelope { v: 3, ..envelope() }
+            .to_canonical()
+            .expect("canonical");
         let refused = BatchEnvelope::parse_versions(v3.as_bytes(), bumped);
         assert!(
-            refused
-                .as_ref()
-                .is_err_and(|error| error.to_string().contains("version 3 is not supported (this side reads 1 to 2)")),
+            refused.as_ref().is_err_and(|error| error
+                .to_string()
+                .contains("version 3 is not supported (this side reads 1 to 2)")),
             "{refused:?}"
         );
         // Dropping version 1 too early is what strands sealed batches: the parse says so.

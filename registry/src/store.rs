@@ -792,9 +792,11 @@ mod tests {
             prev: GENESIS_PREV.into(),
             kind: BatchKind::Grades,
             created: NOW,
-            records: vec![json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
+            records: vec![
+                json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
                 "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
-                "recorded_at": NOW, "recorded_by": "import:grades.csv"})],
+                "recorded_at": NOW, "recorded_by": "import:grades.csv"}),
+            ],
         };
         let payload = envelope.to_canonical().expect("canonical");
         sign_compact(agent, &protected_header(agent), payload.as_bytes())
