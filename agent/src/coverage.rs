@@ -333,12 +333,10 @@ pub fn tally_mismatches(connection: &Connection) -> rusqlite::Result<Vec<(String
     let mut statement = connection.prepare(
         "WITH recomputed AS (
              SELECT l.date, e.student_iin,
-                    SUM(e.status IN ('present', 'late')) AS present,
-                    SUM(e.status IN ('present', 'late') AND e.method IN ('qr_phone', 'qr_kiosk')) AS qr,
-                    SUM(e.status IN ('present', 'late') AND e.method = 'qr_typed') AS typed
-             FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
-             WHERE e.id = (SELECT MAX(x.id) FROM attendance_events x
-                           WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)
+                    SUM(e.counts_as_present) AS present,
+                    SUM(e.counts_as_present AND e.method IN ('qr_phone', 'qr_kiosk')) AS qr,
+                    SUM(e.counts_as_present AND e.method = 'qr_typed') AS typed
+             FROM latest_marks e JOIN lessons l ON l.id = e.lesson_id
              GROUP BY l.date, e.student_iin),
          kept AS (SELECT date, student_iin, present, qr, typed FROM mark_tally)
          SELECT date, student_iin FROM (SELECT * FROM recomputed EXCEPT SELECT * FROM kept)

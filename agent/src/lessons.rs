@@ -194,10 +194,7 @@ SELECT l.id, l.date, l.start_time, l.end_time, g.code, l.discipline, l.teacher_i
        t.last_name || ' ' || t.first_name, COALESCE(s.name, ''), l.room, l.mode,
        o.lesson_id IS NOT NULL, o.closed_at,
        (SELECT COUNT(*) FROM students st WHERE st.group_id = l.group_id AND st.status = 'active'),
-       (SELECT COUNT(*) FROM attendance_events e
-         WHERE e.lesson_id = l.id AND e.status IN ('present', 'late')
-           AND e.id = (SELECT MAX(id) FROM attendance_events
-                       WHERE lesson_id = l.id AND student_iin = e.student_iin))
+       (SELECT COUNT(*) FROM latest_marks e WHERE e.lesson_id = l.id AND e.counts_as_present)
 FROM lessons l
 JOIN study_groups g ON g.id = l.group_id
 JOIN teachers t ON t.iin = l.teacher_iin

@@ -102,11 +102,9 @@ fn month_marks(connection: &Connection, month: Month) -> rusqlite::Result<Vec<Mo
         lessons.insert(id, Rc::new(lesson));
     }
     let mut statement = connection.prepare(
-        "SELECT e.student_iin, e.lesson_id, e.status, e.method
-         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
-         WHERE l.date BETWEEN ?1 AND ?2
-           AND e.id = (SELECT MAX(x.id) FROM attendance_events x
-                       WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin)",
+        "SELECT e.student_iin, e.lesson_id, e.counts_as_present, e.method
+         FROM latest_marks e JOIN lessons l ON l.id = e.lesson_id
+         WHERE l.date BETWEEN ?1 AND ?2",
     )?;
     let mut students: HashSet<Rc<str>> = HashSet::new();
     let mut marks = Vec::new();
@@ -124,11 +122,10 @@ fn month_marks(connection: &Connection, month: Month) -> rusqlite::Result<Vec<Mo
                 interned
             }
         };
-        let status = text_at(row, 2)?;
         marks.push(MonthMark {
             student_iin,
             lesson: Rc::clone(lesson),
-            present: status == "present" || status == "late",
+            present: row.get(2)?,
             manual: text_at(row, 3)? == "manual",
         });
     }

@@ -402,6 +402,21 @@ CREATE TABLE key_rotations (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        description: "latest_marks view: the mark that counts per lesson and student",
+        sql: r#"
+-- The mark that decides a student's attendance at a lesson is the latest one (a
+-- correction replaces a mark), and it counts as present when it is present or late
+-- (MarkStatus::counts_as_present says the same in Rust). Readers use this view instead
+-- of repeating both rules.
+CREATE VIEW latest_marks AS
+SELECT e.*, e.status IN ('present', 'late') AS counts_as_present
+FROM attendance_events e
+WHERE e.id = (SELECT MAX(x.id) FROM attendance_events x
+              WHERE x.lesson_id = e.lesson_id AND x.student_iin = e.student_iin);
+"#,
+    },
 ];
 
 /// The schema version this build writes.
