@@ -11,6 +11,7 @@ pub mod date;
 pub mod iin;
 pub mod pass;
 pub mod roster;
+pub mod text;
 pub mod token;
 
 pub use attendance::{MarkMethod, MarkStatus};
@@ -24,6 +25,7 @@ pub use roster::{
     parse_yes_no, CollegeTimezone, Discipline, FieldError, GroupCode, LessonMode, PersonName,
     RoomName, SiteName, StudentStatus,
 };
+pub use text::{Lang, Text};
 pub use token::{
     constant_time_eq, normalise_typed_code, step_at, typed_code, ClassroomToken, LessonKey,
     TokenError,

@@ -39,16 +39,18 @@ impl Rejection {
         }
     }
 
-    pub fn message_key(&self) -> &'static str {
+    pub fn message_key(&self) -> kasip_core::Text {
         match self {
-            Self::MalformedToken => "reject.malformed_token",
-            Self::ForgedToken => "reject.forged_token",
-            Self::StaleToken => "reject.stale_token",
-            Self::LessonNotOpen => "reject.lesson_not_open",
-            Self::NotInGroup => "reject.not_in_group",
-            Self::DeviceNotBound => "reject.device_not_bound",
-            Self::DeviceUsedForAnotherStudent => "reject.device_used_for_another_student",
-            Self::StudentInactive => "reject.student_inactive",
+            Self::MalformedToken => kasip_core::Text::RejectMalformedToken,
+            Self::ForgedToken => kasip_core::Text::RejectForgedToken,
+            Self::StaleToken => kasip_core::Text::RejectStaleToken,
+            Self::LessonNotOpen => kasip_core::Text::RejectLessonNotOpen,
+            Self::NotInGroup => kasip_core::Text::RejectNotInGroup,
+            Self::DeviceNotBound => kasip_core::Text::RejectDeviceNotBound,
+            Self::DeviceUsedForAnotherStudent => {
+                kasip_core::Text::RejectDeviceUsedForAnotherStudent
+            }
+            Self::StudentInactive => kasip_core::Text::RejectStudentInactive,
         }
     }
 }

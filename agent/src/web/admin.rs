@@ -17,7 +17,7 @@ use super::AppState;
 use crate::coverage::{month_figures, CoverageReport};
 use crate::error::AgentError;
 use crate::export::Cell;
-use crate::i18n::{text, Lang};
+use crate::i18n::{text, Lang, Text};
 use crate::red_flags::{red_flags_for_month, RedFlag};
 use crate::staff::Role;
 
@@ -205,14 +205,14 @@ async fn authorise(
         return Err(Redirect::to("/login").into_response());
     };
     if member.role != Role::Admin {
-        return Err(refusal(StatusCode::FORBIDDEN, lang, "staff.not_yours"));
+        return Err(refusal(StatusCode::FORBIDDEN, lang, Text::StaffNotYours));
     }
     let month = match query_month {
         Some(text) => Month::parse(text).map_err(|error| {
             message_page(
                 StatusCode::BAD_REQUEST,
                 lang,
-                "error.title",
+                Text::ErrorTitle,
                 &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
             )
         })?,
@@ -301,43 +301,43 @@ pub async fn dashboard(
          <button>{close}</button></form>\
          {sync}<h2>{flags_title}</h2><ul id=red-flags>{flags}</ul><h2>{events_title}</h2><ul>{events}</ul>",
         sync = sync_section(lang, &dashboard.sync),
-        title = text(lang, "admin.dashboard"),
-        red_flags = text(lang, "admin.red_flags"),
+        title = text(lang, Text::AdminDashboard),
+        red_flags = text(lang, Text::AdminRedFlags),
         csrf = escape_html(&csrf),
-        reason = text(lang, "admin.close_reason"),
-        close = text(lang, "admin.close_month"),
+        reason = text(lang, Text::AdminCloseReason),
+        close = text(lang, Text::AdminCloseMonth),
         college_value = college.coverage_per_mille.map_or(-1, |value| value as i64),
-        coverage_label = text(lang, "mark.group_coverage"),
+        coverage_label = text(lang, Text::MarkGroupCoverage),
         college_pct = per_mille_text(college.coverage_per_mille),
         tracked = college.qr_tracked,
         beneficiaries = college.beneficiaries,
-        qr_label = text(lang, "admin.qr_share"),
+        qr_label = text(lang, Text::AdminQrShare),
         qr_share = per_mille_text(college.qr_share_per_mille),
         projection_value = dashboard.trend.projected_month_end.map_or(-1, |value| value as i64),
-        projection_label = text(lang, "admin.projection"),
+        projection_label = text(lang, Text::AdminProjection),
         projection = per_mille_text(dashboard.trend.projected_month_end),
         trend_head = dashboard.trend.weeks.iter().map(|(end, _)| format!("<th>≤ {end}</th>")).collect::<String>(),
         trend_row = dashboard.trend.weeks.iter().map(|(_, value)| format!("<td>{}</td>", per_mille_text(*value))).collect::<String>(),
         chart = coverage_chart(&dashboard.report.groups, dashboard.report.min_coverage_per_mille),
-        group = text(lang, "status.groups"),
-        flags_title = text(lang, "admin.red_flags"),
-        events_title = text(lang, "admin.security_events"),
+        group = text(lang, Text::StatusGroups),
+        flags_title = text(lang, Text::AdminRedFlags),
+        events_title = text(lang, Text::AdminSecurityEvents),
     );
-    Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
+    Html(layout(lang, text(lang, Text::AdminDashboard), &body)).into_response()
 }
 
 /// The registry queue: an alert in red when it stopped, otherwise its depth.
 fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
-    let mut html = format!("<h2>{}</h2>", text(lang, "sync.title"));
+    let mut html = format!("<h2>{}</h2>", text(lang, Text::SyncTitle));
     match (&sync.alert, &sync.registry) {
         (Some(alert), _) => html.push_str(&format!(
             "<p id=sync-alert class=bad>{}: {}</p>",
-            text(lang, "sync.alert"),
+            text(lang, Text::SyncAlert),
             escape_html(alert)
         )),
         (None, None) => html.push_str(&format!(
             "<p id=sync>{}</p>",
-            text(lang, "sync.not_enrolled")
+            text(lang, Text::SyncNotEnrolled)
         )),
         // A day's backlog is not an outage the admin can ignore: shown in red.
         (None, Some(registry)) => html.push_str(&format!(
@@ -351,7 +351,7 @@ fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
             escape_html(registry),
             sync.queued_batches,
             sync.queued_records + sync.unsealed_records,
-            text(lang, "sync.oldest"),
+            text(lang, Text::SyncOldest),
             sync.oldest_unsent_age_secs
                 .map_or("—".to_owned(), |age| format!("{} min", age / 60)),
         )),
@@ -359,14 +359,14 @@ fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
     if let Some(error) = sync.last_error.as_ref().filter(|_| sync.alert.is_none()) {
         html.push_str(&format!(
             "<p class=bad>{}: {}</p>",
-            text(lang, "sync.last_error"),
+            text(lang, Text::SyncLastError),
             escape_html(error)
         ));
     }
     if let Some(report) = &sync.beneficiary_pull {
         html.push_str(&format!(
             "<p id=beneficiary-pull>{}: {} / {}</p>",
-            text(lang, "sync.beneficiary_pull"),
+            text(lang, Text::SyncBeneficiaryPull),
             report["listed"],
             report["changed"],
         ));
@@ -383,7 +383,7 @@ fn sync_section(lang: Lang, sync: &crate::outbox::SyncStatus) -> String {
             .collect();
         html.push_str(&format!(
             "<p id=unknown-beneficiaries class=bad>{}: {}</p>",
-            text(lang, "sync.unknown_students"),
+            text(lang, Text::SyncUnknownStudents),
             iins.join(", ")
         ));
     }
@@ -419,7 +419,7 @@ pub async fn export(
         Ok(authorised) => authorised,
         Err(response) => return response,
     };
-    let bad_request = |lang| refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
+    let bad_request = |lang| refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
     let table = match table_name.as_str() {
         "coverage" | "red-flags" | "security-events" => {
             let dashboard = match load(&state, month, Flags::Fresh).await {
@@ -571,16 +571,16 @@ pub async fn close_month(
 ) -> Response {
     let lang = language(None, &headers);
     let Some((member, csrf)) = signed_in(&state, &headers).await else {
-        return refusal(StatusCode::UNAUTHORIZED, lang, "staff.sign_in_first");
+        return refusal(StatusCode::UNAUTHORIZED, lang, Text::StaffSignInFirst);
     };
     if !kasip_core::constant_time_eq(csrf.as_bytes(), form.csrf.as_bytes()) {
-        return refusal(StatusCode::FORBIDDEN, lang, "staff.csrf");
+        return refusal(StatusCode::FORBIDDEN, lang, Text::StaffCsrf);
     }
     if member.role != Role::Admin {
-        return refusal(StatusCode::FORBIDDEN, lang, "staff.not_yours");
+        return refusal(StatusCode::FORBIDDEN, lang, Text::StaffNotYours);
     }
     let Ok(month) = Month::parse(&form.month) else {
-        return refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
+        return refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
     };
     let now = state.now();
     let settings = state.settings.clone();
@@ -609,7 +609,7 @@ pub async fn close_month(
         Ok(closed) => message_page(
             StatusCode::OK,
             lang,
-            "admin.close_month",
+            Text::AdminCloseMonth,
             &format!(
                 "<p id=verdict class={}>{month}: {}</p><p>{}</p>",
                 if closed.compliant { "ok" } else { "bad" },
@@ -624,7 +624,7 @@ pub async fn close_month(
         Err(error) => message_page(
             StatusCode::CONFLICT,
             lang,
-            "error.title",
+            Text::ErrorTitle,
             &format!(
                 "<p class=bad id=refusal>{}</p>",
                 escape_html(&error.to_string())
@@ -710,9 +710,9 @@ pub async fn group_page(
     let body = format!(
         "<h1>{} — {month}</h1><table><tr><th></th><th>{}</th><th>QR</th><th></th></tr>{rows}</table><p><a href=\"/admin?month={month}\">←</a></p>",
         escape_html(&query.code),
-        text(lang, "mark.present"),
+        text(lang, Text::MarkPresent),
     );
-    Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
+    Html(layout(lang, text(lang, Text::AdminDashboard), &body)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -740,7 +740,7 @@ pub async fn student_page(
         Err(response) => return response,
     };
     let Ok(iin) = kasip_core::Iin::parse(query.iin.trim()) else {
-        return refusal(StatusCode::BAD_REQUEST, lang, "bind.bad_iin");
+        return refusal(StatusCode::BAD_REQUEST, lang, Text::BindBadIin);
     };
     let settings = std::sync::Arc::clone(&state.settings);
     let marks = state
@@ -794,7 +794,7 @@ pub async fn student_page(
     let body = format!(
         "<h1>{} — {month}</h1><table id=marks>{rows}</table><h2>{}</h2><table id=campus-presence>{presence_rows}</table>",
         escape_html(&query.iin),
-        text(lang, "admin.campus_presence"),
+        text(lang, Text::AdminCampusPresence),
     );
-    Html(layout(lang, text(lang, "admin.dashboard"), &body)).into_response()
+    Html(layout(lang, text(lang, Text::AdminDashboard), &body)).into_response()
 }

@@ -24,6 +24,7 @@ use kasip_core::ClassroomToken;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::AgentError;
+use crate::i18n::Text;
 use crate::marks::MarkWriter;
 use crate::store::Store;
 
@@ -211,7 +212,7 @@ async fn read_body_in_time(
     next: axum::middleware::Next,
 ) -> Response {
     let lang = page::language(None, request.headers());
-    let too_large = || page::refusal(StatusCode::PAYLOAD_TOO_LARGE, lang, "error.too_large");
+    let too_large = || page::refusal(StatusCode::PAYLOAD_TOO_LARGE, lang, Text::ErrorTooLarge);
     let declared_length = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -230,7 +231,7 @@ async fn read_body_in_time(
             discard_body(&mut body).await;
             return too_large();
         }
-        Err(_) => return page::refusal(StatusCode::REQUEST_TIMEOUT, lang, "error.too_slow"),
+        Err(_) => return page::refusal(StatusCode::REQUEST_TIMEOUT, lang, Text::ErrorTooSlow),
     };
     next.run(axum::extract::Request::from_parts(
         parts,
@@ -262,7 +263,7 @@ async fn discard_body(body: &mut axum::body::Body) {
 
 async fn not_found(headers: axum::http::HeaderMap) -> Response {
     let lang = page::language(None, &headers);
-    page::refusal(StatusCode::NOT_FOUND, lang, "error.not_found")
+    page::refusal(StatusCode::NOT_FOUND, lang, Text::ErrorNotFound)
 }
 
 /// `GET /metrics` (Prometheus text format) on its own listener.

@@ -4,7 +4,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 pub use crate::html::escape_html;
-use crate::i18n::{text, Lang};
+use crate::i18n::{text, Lang, Text};
 
 /// The reader's language: `?lang=`, then the `lang` cookie, then Accept-Language.
 pub fn language(query_lang: Option<&str>, headers: &HeaderMap) -> Lang {
@@ -50,8 +50,7 @@ pub fn double_submit_ok(headers: &HeaderMap, cookie_name: &str, form_token: &str
 
 /// A whole page in the shared layout, with a language switcher.
 pub fn layout(lang: Lang, title: &str, body: &str) -> String {
-    let switcher = Lang::ALL
-        .iter()
+    let switcher = Lang::all()
         .map(|choice| format!("<a href=\"?lang={0}\">{0}</a>", choice.code()))
         .collect::<Vec<_>>()
         .join(" · ");
@@ -62,7 +61,7 @@ pub fn layout(lang: Lang, title: &str, body: &str) -> String {
          <footer>{language}: {switcher}</footer></body></html>",
         code = lang.code(),
         title = escape_html(title),
-        language = text(lang, "language"),
+        language = text(lang, Text::Language),
     )
 }
 
@@ -72,21 +71,16 @@ border-bottom:1px solid #ddd;text-align:left}input,select,button{font-size:1.1re
 .ok{color:#0a6b2d}.bad{color:#a40e26}footer{margin-top:2rem;color:#555;text-align:center}";
 
 /// A page with a status code: a confirmation or a refusal in the reader's language.
-pub fn message_page(
-    status: StatusCode,
-    lang: Lang,
-    title_key: &'static str,
-    body: &str,
-) -> Response {
+pub fn message_page(status: StatusCode, lang: Lang, title_key: Text, body: &str) -> Response {
     (status, Html(layout(lang, text(lang, title_key), body))).into_response()
 }
 
 /// A refusal page: `status` and the catalog sentence `key` in the reader's language.
-pub fn refusal(status: StatusCode, lang: Lang, key: &'static str) -> Response {
+pub fn refusal(status: StatusCode, lang: Lang, key: Text) -> Response {
     message_page(
         status,
         lang,
-        "error.title",
+        Text::ErrorTitle,
         &format!("<p class=bad>{}</p>", text(lang, key)),
     )
 }
@@ -101,10 +95,10 @@ pub fn write_failure_page(lang: Lang, failure: &crate::marks::WriteFailure) -> R
     message_page(
         StatusCode::SERVICE_UNAVAILABLE,
         lang,
-        "error.title",
+        Text::ErrorTitle,
         &format!(
             "<p class=bad id=reason data-reason=\"storage_unavailable\">{}</p>",
-            text(lang, "error.storage_unavailable")
+            text(lang, Text::ErrorStorageUnavailable)
         ),
     )
 }
@@ -121,5 +115,9 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
 /// 500/503 page for failures that are not the reader's fault; the detail goes to the log.
 pub fn failure_page(lang: Lang, detail: &str) -> Response {
     tracing::error!(detail, "request failed");
-    refusal(StatusCode::SERVICE_UNAVAILABLE, lang, "error.unavailable")
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        lang,
+        Text::ErrorUnavailable,
+    )
 }

@@ -11,7 +11,7 @@ use super::page::{cookie, escape_html, failure_page, json_error, message_page, s
 use super::phone::{LangQuery, CREDENTIAL_COOKIE};
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::text;
+use crate::i18n::{text, Text};
 use crate::kiosks::PassKeyRefusal;
 use crate::secrets::random_token;
 use crate::secrets::secret_hash;
@@ -67,13 +67,13 @@ pub async fn page(
         key = escape_html(key.as_deref().unwrap_or("")),
         now = state.now(),
         name = escape_html(&name),
-        registering = escape_html(text(lang, "pass.registering")),
-        ready = escape_html(text(lang, "pass.ready")),
-        failed = escape_html(text(lang, "pass.failed")),
-        unsupported = escape_html(text(lang, "pass.unsupported")),
-        preparing = text(lang, "pass.preparing"),
+        registering = escape_html(text(lang, Text::PassRegistering)),
+        ready = escape_html(text(lang, Text::PassReady)),
+        failed = escape_html(text(lang, Text::PassFailed)),
+        unsupported = escape_html(text(lang, Text::PassUnsupported)),
+        preparing = text(lang, Text::PassPreparing),
     );
-    let mut response = message_page(StatusCode::OK, lang, "pass.title", &body);
+    let mut response = message_page(StatusCode::OK, lang, Text::PassTitle, &body);
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(PASS_CSRF_COOKIE, &csrf, 86_400, state.secure_cookies),
@@ -85,11 +85,11 @@ fn not_bound(lang: crate::i18n::Lang) -> Response {
     message_page(
         StatusCode::UNAUTHORIZED,
         lang,
-        "pass.title",
+        Text::PassTitle,
         &format!(
             "<p class=bad>{}</p><p><a href=\"/bind\">{}</a></p>",
-            text(lang, "pass.not_bound"),
-            text(lang, "bind.title")
+            text(lang, Text::PassNotBound),
+            text(lang, Text::BindTitle)
         ),
     )
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::page::{cookie, double_submit_ok, escape_html, failure_page, message_page, set_cookie};
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::{text, Lang};
+use crate::i18n::{text, Lang, Text};
 use crate::lessons::open_lesson_at;
 use crate::marks::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 use crate::phones::BindOutcome;
@@ -69,12 +69,12 @@ fn bind_page(
          <p><label>{iin}<br><input name=iin inputmode=numeric autocomplete=off maxlength=12 required></label></p>\
          <p><label>{code}<br><input name=code autocomplete=off maxlength=16 required></label></p>\
          <p><button>{submit}</button></p></form><p>{hint}</p>",
-        iin = text(lang, "bind.iin"),
-        code = text(lang, "bind.code"),
-        submit = text(lang, "bind.submit"),
-        hint = text(lang, "bind.hint"),
+        iin = text(lang, Text::BindIin),
+        code = text(lang, Text::BindCode),
+        submit = text(lang, Text::BindSubmit),
+        hint = text(lang, Text::BindHint),
     );
-    let mut response = message_page(status, lang, "bind.title", &body);
+    let mut response = message_page(status, lang, Text::BindTitle, &body);
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(BIND_CSRF_COOKIE, &csrf, 3600, secure),
@@ -120,7 +120,7 @@ pub async fn bind(
             StatusCode::FORBIDDEN,
             lang,
             form.intent.as_deref(),
-            Some(text(lang, "staff.csrf")),
+            Some(text(lang, Text::StaffCsrf)),
             state.secure_cookies,
         );
     }
@@ -130,7 +130,7 @@ pub async fn bind(
             StatusCode::TOO_MANY_REQUESTS,
             lang,
             form.intent.as_deref(),
-            Some(text(lang, "bind.locked")),
+            Some(text(lang, Text::BindLocked)),
             state.secure_cookies,
         );
     }
@@ -167,9 +167,9 @@ pub async fn bind(
             )
             .await;
         }
-        Ok(BindOutcome::BadIin) => (StatusCode::BAD_REQUEST, "bind.bad_iin"),
-        Ok(BindOutcome::WrongCode) => (StatusCode::FORBIDDEN, "bind.wrong_code"),
-        Ok(BindOutcome::Locked) => (StatusCode::TOO_MANY_REQUESTS, "bind.locked"),
+        Ok(BindOutcome::BadIin) => (StatusCode::BAD_REQUEST, Text::BindBadIin),
+        Ok(BindOutcome::WrongCode) => (StatusCode::FORBIDDEN, Text::BindWrongCode),
+        Ok(BindOutcome::Locked) => (StatusCode::TOO_MANY_REQUESTS, Text::BindLocked),
         Err(error) => return failure_page(lang, &error.to_string()),
     };
     if status != StatusCode::BAD_REQUEST {
@@ -217,11 +217,11 @@ async fn finish_binding(
         None => message_page(
             StatusCode::OK,
             lang,
-            "bind.title",
+            Text::BindTitle,
             &format!(
                 "<p class=ok>{}</p><p><a href=\"/pass\">{}</a></p>",
-                text(lang, "bind.done"),
-                text(lang, "pass.title")
+                text(lang, Text::BindDone),
+                text(lang, Text::PassTitle)
             ),
         ),
     };
@@ -253,10 +253,10 @@ pub async fn check_in_page(
     let body = format!(
         "<form id=checkin method=post action=\"{action}\"><p>{wait}</p><button>{submit}</button></form>\
          <script>document.getElementById('checkin').submit()</script>",
-        wait = text(lang, "checkin.sending"),
-        submit = text(lang, "checkin.submit"),
+        wait = text(lang, Text::CheckinSending),
+        submit = text(lang, Text::CheckinSubmit),
     );
-    message_page(StatusCode::OK, lang, "checkin.title", &body)
+    message_page(StatusCode::OK, lang, Text::CheckinTitle, &body)
 }
 
 pub async fn check_in(
@@ -322,7 +322,7 @@ async fn offer_binding(state: &AppState, lang: Lang, token: ClassroomToken) -> O
         StatusCode::FORBIDDEN,
         lang,
         Some(&intent),
-        Some(text(lang, "reject.device_not_bound")),
+        Some(text(lang, Text::RejectDeviceNotBound)),
         state.secure_cookies,
     ))
 }
@@ -353,10 +353,15 @@ async fn answer_check_in(state: &AppState, lang: Lang, check_in: PhoneCheckIn) -
             if rejection == Rejection::DeviceNotBound {
                 body.push_str(&format!(
                     "<p><a href=\"/bind\">{}</a></p>",
-                    text(lang, "bind.title")
+                    text(lang, Text::BindTitle)
                 ));
             }
-            message_page(rejection_status(rejection), lang, "checkin.refused", &body)
+            message_page(
+                rejection_status(rejection),
+                lang,
+                Text::CheckinRefused,
+                &body,
+            )
         }
         Err(failure) => super::page::write_failure_page(lang, &failure),
     }
@@ -405,8 +410,8 @@ async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Respo
         })
         .unwrap_or_default();
     let status_key = match accepted.status {
-        kasip_core::MarkStatus::Late => "checkin.late",
-        _ => "checkin.present",
+        kasip_core::MarkStatus::Late => Text::CheckinLate,
+        _ => Text::CheckinPresent,
     };
     let body = format!(
         "<p class=ok id=confirmation data-event=\"{event}\" style=\"font-size:1.6rem\">✓ {status}</p>\
@@ -414,9 +419,9 @@ async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Respo
         event = accepted.event_id,
         status = text(lang, status_key),
         name = escape_html(&accepted.student_name),
-        repeated = if accepted.repeated { format!("<p>{}</p>", text(lang, "checkin.already")) } else { String::new() },
+        repeated = if accepted.repeated { format!("<p>{}</p>", text(lang, Text::CheckinAlready)) } else { String::new() },
     );
-    message_page(StatusCode::OK, lang, "checkin.title", &body)
+    message_page(StatusCode::OK, lang, Text::CheckinTitle, &body)
 }
 
 pub async fn typed_form(Query(query): Query<LangQuery>, headers: HeaderMap) -> Response {
@@ -425,10 +430,10 @@ pub async fn typed_form(Query(query): Query<LangQuery>, headers: HeaderMap) -> R
         "<form method=post action=\"/c\"><p><label>{label}<br>\
          <input name=code autocomplete=off maxlength=12 autocapitalize=characters required></label></p>\
          <p><button>{submit}</button></p></form>",
-        label = text(lang, "typed.label"),
-        submit = text(lang, "checkin.submit"),
+        label = text(lang, Text::TypedLabel),
+        submit = text(lang, Text::CheckinSubmit),
     );
-    message_page(StatusCode::OK, lang, "checkin.title", &body)
+    message_page(StatusCode::OK, lang, Text::CheckinTitle, &body)
 }
 
 #[derive(Deserialize)]
@@ -450,8 +455,8 @@ pub async fn typed_check_in(
         return message_page(
             StatusCode::BAD_REQUEST,
             lang,
-            "checkin.refused",
-            &format!("<p class=bad>{}</p>", text(lang, "reject.typed_code")),
+            Text::CheckinRefused,
+            &format!("<p class=bad>{}</p>", text(lang, Text::RejectTypedCode)),
         );
     };
     let settings = state.settings.clone();
@@ -483,8 +488,8 @@ pub async fn typed_check_in(
         Ok(None) => message_page(
             StatusCode::FORBIDDEN,
             lang,
-            "checkin.refused",
-            &format!("<p class=bad>{}</p>", text(lang, "reject.typed_code")),
+            Text::CheckinRefused,
+            &format!("<p class=bad>{}</p>", text(lang, Text::RejectTypedCode)),
         ),
         Err(error) => failure_page(lang, &error.to_string()),
     }

@@ -14,7 +14,7 @@ use super::page::{
 };
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::{text, Lang};
+use crate::i18n::{text, Lang, Text};
 use crate::lessons::{self, LessonState, LessonSummary};
 use crate::marks::{ManualMark, ManualRefusal};
 use crate::roster::RosterCounts;
@@ -50,7 +50,7 @@ fn constant_time_eq(left: &str, right: &str) -> bool {
     crate::secrets::same_secret(left.as_bytes(), right.as_bytes())
 }
 
-fn forbidden(lang: Lang, key: &'static str) -> Response {
+fn forbidden(lang: Lang, key: Text) -> Response {
     refusal(StatusCode::FORBIDDEN, lang, key)
 }
 
@@ -58,11 +58,11 @@ fn unauthorised(lang: Lang) -> Response {
     message_page(
         StatusCode::UNAUTHORIZED,
         lang,
-        "error.title",
+        Text::ErrorTitle,
         &format!(
             "<p class=bad>{}</p><p><a href=\"/login\">{}</a></p>",
-            text(lang, "staff.sign_in_first"),
-            text(lang, "login.title")
+            text(lang, Text::StaffSignInFirst),
+            text(lang, Text::LoginTitle)
         ),
     )
 }
@@ -113,27 +113,27 @@ pub async fn home(
         Err(error) => return failure_page(lang, &error.to_string()),
     };
     let rows: String = [
-        ("status.students", counts.students),
-        ("status.beneficiaries", counts.beneficiaries),
-        ("status.groups", counts.groups),
-        ("status.teachers", counts.teachers),
-        ("status.sites", counts.sites),
-        ("status.lessons_today", counts.lessons_today),
+        (Text::StatusStudents, counts.students),
+        (Text::StatusBeneficiaries, counts.beneficiaries),
+        (Text::StatusGroups, counts.groups),
+        (Text::StatusTeachers, counts.teachers),
+        (Text::StatusSites, counts.sites),
+        (Text::StatusLessonsToday, counts.lessons_today),
     ]
     .iter()
-    .map(|(key, value)| format!("<tr><th>{}</th><td>{value}</td></tr>", text(lang, key)))
+    .map(|(key, value)| format!("<tr><th>{}</th><td>{value}</td></tr>", text(lang, *key)))
     .collect();
     let body = format!(
         "<h1>{title}</h1><h2>{college}</h2><p>{running}</p><table>{rows}</table>\
          <p><a href=\"/login\">{login}</a> · <a href=\"/bind\">{bind}</a> · <a href=\"/c\">{typed}</a></p>",
-        title = text(lang, "agent.title"),
+        title = text(lang, Text::AgentTitle),
         college = escape_html(&state.settings.college_name),
-        running = text(lang, "agent.running"),
-        login = text(lang, "login.title"),
-        bind = text(lang, "bind.title"),
-        typed = text(lang, "typed.label"),
+        running = text(lang, Text::AgentRunning),
+        login = text(lang, Text::LoginTitle),
+        bind = text(lang, Text::BindTitle),
+        typed = text(lang, Text::TypedLabel),
     );
-    Html(layout(lang, text(lang, "agent.title"), &body)).into_response()
+    Html(layout(lang, text(lang, Text::AgentTitle), &body)).into_response()
 }
 
 fn login_page(lang: Lang, status: StatusCode, error: Option<&str>, secure: bool) -> Response {
@@ -146,13 +146,16 @@ fn login_page(lang: Lang, status: StatusCode, error: Option<&str>, secure: bool)
          <p><label>{login}<br><input name=login autocomplete=username required></label></p>\
          <p><label>{password}<br><input name=password type=password autocomplete=current-password required></label></p>\
          <p><button>{submit}</button></p></form>",
-        title = text(lang, "login.title"),
-        login = text(lang, "login.login"),
-        password = text(lang, "login.password"),
-        submit = text(lang, "login.submit"),
+        title = text(lang, Text::LoginTitle),
+        login = text(lang, Text::LoginLogin),
+        password = text(lang, Text::LoginPassword),
+        submit = text(lang, Text::LoginSubmit),
     );
-    let mut response =
-        (status, Html(layout(lang, text(lang, "login.title"), &body))).into_response();
+    let mut response = (
+        status,
+        Html(layout(lang, text(lang, Text::LoginTitle), &body)),
+    )
+        .into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, secure),
@@ -195,7 +198,7 @@ pub async fn login(
         return login_page(
             lang,
             StatusCode::FORBIDDEN,
-            Some(text(lang, "staff.csrf")),
+            Some(text(lang, Text::StaffCsrf)),
             state.secure_cookies,
         );
     }
@@ -204,7 +207,7 @@ pub async fn login(
         return login_page(
             lang,
             StatusCode::TOO_MANY_REQUESTS,
-            Some(text(lang, "login.locked")),
+            Some(text(lang, Text::LoginLocked)),
             state.secure_cookies,
         );
     }
@@ -251,7 +254,7 @@ pub async fn login(
             login_page(
                 lang,
                 StatusCode::UNAUTHORIZED,
-                Some(text(lang, "login.wrong")),
+                Some(text(lang, Text::LoginWrong)),
                 state.secure_cookies,
             )
         }
@@ -275,7 +278,7 @@ pub async fn logout(
         return unauthorised(lang);
     };
     if !constant_time_eq(&csrf, &form.csrf) {
-        return forbidden(lang, "staff.csrf");
+        return forbidden(lang, Text::StaffCsrf);
     }
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         let _ = state
@@ -375,15 +378,15 @@ pub async fn teacher_page(
             LessonState::Scheduled => format!(
                 "<form method=post action=\"/teacher/lessons/{id}/open\">{csrf_field}<button>{open}</button></form>",
                 id = lesson.id,
-                open = text(lang, "lesson.open")
+                open = text(lang, Text::LessonOpen)
             ),
             LessonState::Open => format!(
                 "<a href=\"/display/{id}\">{display}</a> <form method=post action=\"/teacher/lessons/{id}/close\">{csrf_field}<button>{close}</button></form>",
                 id = lesson.id,
-                display = text(lang, "lesson.display"),
-                close = text(lang, "lesson.close")
+                display = text(lang, Text::LessonDisplay),
+                close = text(lang, Text::LessonClose)
             ),
-            LessonState::Closed => text(lang, "lesson.closed").to_owned(),
+            LessonState::Closed => text(lang, Text::LessonClosed).to_owned(),
         };
         let manual = if lesson.state == LessonState::Scheduled {
             String::new()
@@ -400,17 +403,17 @@ pub async fn teacher_page(
                  <option value=absent>{absent}</option><option value=excused>{excused}</option></select>\
                  <input name=reason placeholder=\"{reason}\" maxlength=200>{override_field}<button>{save}</button></form>",
                 override_field = if member.role == Role::Admin {
-                    format!("<input name=override_reason placeholder=\"{}\" maxlength=200>", text(lang, "mark.override_reason"))
+                    format!("<input name=override_reason placeholder=\"{}\" maxlength=200>", text(lang, Text::MarkOverrideReason))
                 } else {
                     String::new()
                 },
                 id = lesson.id,
-                present = text(lang, "mark.present"),
-                late = text(lang, "mark.late"),
-                absent = text(lang, "mark.absent"),
-                excused = text(lang, "mark.excused"),
-                reason = text(lang, "mark.reason"),
-                save = text(lang, "mark.save"),
+                present = text(lang, Text::MarkPresent),
+                late = text(lang, Text::MarkLate),
+                absent = text(lang, Text::MarkAbsent),
+                excused = text(lang, Text::MarkExcused),
+                reason = text(lang, Text::MarkReason),
+                save = text(lang, Text::MarkSave),
             ) + &format!(
                 "<form method=post action=\"/teacher/lessons/{id}/grades\" class=grade>{csrf_field}<select name=student>{options}</select>\
                  <select name=assessment><option value=current>{current}</option><option value=midterm>{midterm}</option>\
@@ -418,19 +421,19 @@ pub async fn teacher_page(
                  <input name=score type=number min=0 max=100 required placeholder=\"0–100\">\
                  <input name=credits type=number min=0 max=60 value=0 title=\"{credits}\"><button>{save}</button></form>",
                 id = lesson.id,
-                current = text(lang, "grade.current"),
-                midterm = text(lang, "grade.midterm"),
-                exam = text(lang, "grade.exam"),
-                practice = text(lang, "grade.practice"),
-                credits = text(lang, "grade.credits"),
-                save = text(lang, "grade.save"),
+                current = text(lang, Text::GradeCurrent),
+                midterm = text(lang, Text::GradeMidterm),
+                exam = text(lang, Text::GradeExam),
+                practice = text(lang, Text::GradePractice),
+                credits = text(lang, Text::GradeCredits),
+                save = text(lang, Text::GradeSave),
             )
         };
         rows.push_str(&format!(
             "<tr><td>{start}–{end}</td><td>{group}</td><td>{discipline}</td><td>{room}</td><td>{checked}/{expected}</td>\
              <td class=\"{coverage_class}\" title=\"{coverage_title}\">{coverage_text}</td><td>{actions}{manual}</td></tr>",
             coverage_class = if *holds { "ok" } else { "bad" },
-            coverage_title = text(lang, "mark.group_coverage"),
+            coverage_title = text(lang, Text::MarkGroupCoverage),
             coverage_text = kasip_core::per_mille_text(*coverage),
             start = lesson.start,
             end = lesson.end,
@@ -445,10 +448,10 @@ pub async fn teacher_page(
         format!(
             "<p><a href=\"/admin\">{dashboard}</a></p><h2>{codes}</h2><form method=post action=\"/admin/binding-codes\">{csrf_field}\
              <input name=iin inputmode=numeric maxlength=12 placeholder=\"{iin}\" required><button>{issue}</button></form>",
-            dashboard = text(lang, "admin.dashboard"),
-            codes = text(lang, "admin.binding_codes"),
-            iin = text(lang, "bind.iin"),
-            issue = text(lang, "admin.issue_code"),
+            dashboard = text(lang, Text::AdminDashboard),
+            codes = text(lang, Text::AdminBindingCodes),
+            iin = text(lang, Text::BindIin),
+            issue = text(lang, Text::AdminIssueCode),
         )
     } else {
         String::new()
@@ -456,12 +459,12 @@ pub async fn teacher_page(
     let body = format!(
         "<h1>{title}</h1><p>{who}: {login}</p><table>{rows}</table>{admin_tools}\
          <form method=post action=\"/logout\">{csrf_field}<button>{logout}</button></form>",
-        title = text(lang, "teacher.title"),
-        who = text(lang, "teacher.signed_in_as"),
+        title = text(lang, Text::TeacherTitle),
+        who = text(lang, Text::TeacherSignedInAs),
         login = escape_html(&member.login),
-        logout = text(lang, "logout"),
+        logout = text(lang, Text::Logout),
     );
-    Html(layout(lang, text(lang, "teacher.title"), &body)).into_response()
+    Html(layout(lang, text(lang, Text::TeacherTitle), &body)).into_response()
 }
 
 /// Checks session, CSRF and access for a lesson action; Err is the response to send.
@@ -476,11 +479,11 @@ async fn authorise_lesson_action(
         return Err(unauthorised(lang));
     };
     if !constant_time_eq(&csrf, form_csrf) {
-        return Err(forbidden(lang, "staff.csrf"));
+        return Err(forbidden(lang, Text::StaffCsrf));
     }
     match accessible_lesson(state, &member, lesson_id).await {
         Ok(Some(lesson)) => Ok((member, lesson, lang)),
-        Ok(None) => Err(forbidden(lang, "staff.not_yours")),
+        Ok(None) => Err(forbidden(lang, Text::StaffNotYours)),
         Err(error) => Err(failure_page(lang, &error.to_string())),
     }
 }
@@ -525,7 +528,7 @@ async fn act_on_lesson(
         (Err(error), _) => message_page(
             StatusCode::CONFLICT,
             lang,
-            "error.title",
+            Text::ErrorTitle,
             &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
         ),
     }
@@ -583,7 +586,7 @@ pub async fn record_grade(
             Ok(authorised) => authorised,
             Err(response) => return response,
         };
-    let bad_input = || refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
+    let bad_input = || refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
     let parsed = (
         Iin::parse(&form.student),
         crate::grades::Assessment::parse(&form.assessment),
@@ -635,10 +638,10 @@ pub async fn manual_mark(
     let (Ok(student_iin), Some(status)) =
         (Iin::parse(&form.student), MarkStatus::parse(&form.status))
     else {
-        return refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
+        return refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
     };
     if form.reason.chars().count() > 200 {
-        return refusal(StatusCode::BAD_REQUEST, lang, "mark.bad_input");
+        return refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
     }
     let mark = ManualMark {
         lesson_id,
@@ -652,7 +655,7 @@ pub async fn manual_mark(
     let coverage_change = |before: Option<u64>, after: Option<u64>| {
         format!(
             "<p>{}: {} → {}</p>",
-            text(lang, "mark.group_coverage"),
+            text(lang, Text::MarkGroupCoverage),
             percent(before),
             percent(after)
         )
@@ -664,10 +667,10 @@ pub async fn manual_mark(
                 Some((before, after)) => message_page(
                     StatusCode::OK,
                     lang,
-                    "mark.saved",
+                    Text::MarkSaved,
                     &format!(
                         "<p class=bad id=warning>{}</p>{}<p><a href=\"/teacher\">←</a></p>",
-                        text(lang, "mark.below_rule_warning"),
+                        text(lang, Text::MarkBelowRuleWarning),
                         coverage_change(before, after)
                     ),
                 ),
@@ -680,38 +683,40 @@ pub async fn manual_mark(
         Ok(Err(ManualRefusal::NeedsOverride { before, after })) => message_page(
             StatusCode::CONFLICT,
             lang,
-            "error.title",
+            Text::ErrorTitle,
             &format!(
                 "<p class=bad id=refusal>{}</p>{}",
-                text(lang, "mark.needs_override"),
+                text(lang, Text::MarkNeedsOverride),
                 coverage_change(before, after)
             ),
         ),
         Ok(Err(ManualRefusal::Blocked { before, after })) => message_page(
             StatusCode::CONFLICT,
             lang,
-            "error.title",
+            Text::ErrorTitle,
             &format!(
                 "<p class=bad id=refusal>{}</p>{}",
-                text(lang, "mark.blocked"),
+                text(lang, Text::MarkBlocked),
                 coverage_change(before, after)
             ),
         ),
         Ok(Err(refusal)) => {
             let (status, key) = match refusal {
-                ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, "mark.unknown_lesson"),
-                ManualRefusal::LessonNotHeld => (StatusCode::CONFLICT, "mark.not_held"),
-                ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, "staff.not_yours"),
-                ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, "reject.not_in_group"),
-                ManualRefusal::ReasonRequired => (StatusCode::BAD_REQUEST, "mark.reason_required"),
+                ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, Text::MarkUnknownLesson),
+                ManualRefusal::LessonNotHeld => (StatusCode::CONFLICT, Text::MarkNotHeld),
+                ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, Text::StaffNotYours),
+                ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, Text::RejectNotInGroup),
+                ManualRefusal::ReasonRequired => {
+                    (StatusCode::BAD_REQUEST, Text::MarkReasonRequired)
+                }
                 ManualRefusal::NeedsOverride { .. } | ManualRefusal::Blocked { .. } => {
-                    (StatusCode::CONFLICT, "mark.blocked")
+                    (StatusCode::CONFLICT, Text::MarkBlocked)
                 }
             };
             message_page(
                 status,
                 lang,
-                "error.title",
+                Text::ErrorTitle,
                 &format!("<p class=bad>{}</p>", text(lang, key)),
             )
         }
@@ -758,7 +763,7 @@ pub async fn display_current(
     };
     let lesson = match accessible_lesson(&state, &member, lesson_id).await {
         Ok(Some(lesson)) => lesson,
-        Ok(None) => return forbidden(lang, "staff.not_yours"),
+        Ok(None) => return forbidden(lang, Text::StaffNotYours),
         Err(error) => return failure_page(lang, &error.to_string()),
     };
     let now = state.now();
@@ -819,7 +824,7 @@ pub async fn display_page(
     };
     let lesson = match accessible_lesson(&state, &member, lesson_id).await {
         Ok(Some(lesson)) => lesson,
-        Ok(None) => return forbidden(lang, "staff.not_yours"),
+        Ok(None) => return forbidden(lang, Text::StaffNotYours),
         Err(error) => return failure_page(lang, &error.to_string()),
     };
     let room = if lesson.mode == "online" {
@@ -866,8 +871,8 @@ h1{{font-size:5vh;margin:.5vh 0}}h2{{font-size:4vh;margin:.5vh 0;font-weight:500
         end = lesson.end,
         checked = lesson.checked_in,
         expected = lesson.expected,
-        typed_label = text(lang, "display.typed"),
-        count_label = text(lang, "display.count"),
+        typed_label = text(lang, Text::DisplayTyped),
+        count_label = text(lang, Text::DisplayCount),
     );
     Html(page).into_response()
 }
@@ -890,13 +895,13 @@ pub async fn issue_binding_code(
         return unauthorised(lang);
     };
     if !constant_time_eq(&csrf, &form.csrf) {
-        return forbidden(lang, "staff.csrf");
+        return forbidden(lang, Text::StaffCsrf);
     }
     if member.role != Role::Admin {
-        return forbidden(lang, "staff.not_yours");
+        return forbidden(lang, Text::StaffNotYours);
     }
     let Ok(iin) = Iin::parse(form.iin.trim()) else {
-        return refusal(StatusCode::BAD_REQUEST, lang, "bind.bad_iin");
+        return refusal(StatusCode::BAD_REQUEST, lang, Text::BindBadIin);
     };
     let now = state.now();
     let issued = state
@@ -909,9 +914,9 @@ pub async fn issue_binding_code(
         Ok(code) => message_page(
             StatusCode::OK,
             lang,
-            "admin.binding_codes",
+            Text::AdminBindingCodes,
             &format!("<p>{}</p><p id=code style=\"font-size:2rem;font-family:monospace\">{code}</p><p><a href=\"/teacher\">←</a></p>", escape_html(&form.iin)),
         ),
-        Err(error) => message_page(StatusCode::NOT_FOUND, lang, "error.title", &format!("<p class=bad>{}</p>", escape_html(&error.to_string()))),
+        Err(error) => message_page(StatusCode::NOT_FOUND, lang, Text::ErrorTitle, &format!("<p class=bad>{}</p>", escape_html(&error.to_string()))),
     }
 }
