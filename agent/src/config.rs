@@ -307,7 +307,7 @@ impl Settings {
     /// What a month close reads: the college and its rules.
     pub fn month_close_settings(&self) -> crate::month_close::MonthCloseSettings {
         crate::month_close::MonthCloseSettings {
-            college_bin: self.college_bin.clone(),
+            college_bin: self.college_bin,
             college_name: self.college_name.clone(),
             red_flags: self.red_flag_settings(),
         }

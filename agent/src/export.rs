@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use kasip_core::{Lang, Text};
+
 /// A cell: text stays text (IINs keep their leading zeros), counts are numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -33,11 +35,23 @@ impl From<u64> for Cell {
 #[derive(Debug, Clone)]
 pub struct Table {
     pub name: String,
-    pub headers: Vec<&'static str>,
+    pub headers: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
 }
 
 impl Table {
+    /// A table whose header row is `columns` in `lang`.
+    pub fn headed(name: String, lang: Lang, columns: &[Text], rows: Vec<Vec<Cell>>) -> Self {
+        Self {
+            name,
+            headers: columns
+                .iter()
+                .map(|column| lang.text(*column).to_owned())
+                .collect(),
+            rows,
+        }
+    }
+
     /// `;`-separated with a BOM, so Excel in ru-KZ opens it as columns.
     pub fn to_csv(&self) -> String {
         let mut csv = String::from("\u{feff}");
@@ -77,7 +91,7 @@ impl Table {
             &sheet_name
         })?;
         for (column, header) in self.headers.iter().enumerate() {
-            worksheet.write_string_with_format(0, column as u16, *header, &bold)?;
+            worksheet.write_string_with_format(0, column as u16, header.as_str(), &bold)?;
         }
         for (index, row) in self.rows.iter().enumerate() {
             let row_number = index as u32 + 1;
@@ -101,7 +115,7 @@ mod tests {
     fn sample() -> Table {
         Table {
             name: "coverage 2026-11".into(),
-            headers: vec!["iin", "name", "present"],
+            headers: vec!["iin".into(), "name".into(), "present".into()],
             rows: vec![
                 vec!["060315500016".into(), "Әлі; \"Қ\"".into(), 3u64.into()],
                 vec!["060315600022".into(), "Дана".into(), 0u64.into()],

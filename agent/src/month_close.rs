@@ -7,13 +7,13 @@
 //! into a `month_close` batch, and written to `DATA_DIR/statements/` for people.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 
+use askama::Template;
 use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
-use kasip_core::{per_mille_text, to_canonical_json, Date, Month};
+use kasip_core::{per_mille_text, to_canonical_json, Date, Lang, Month, Sentence, Text};
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::json;
@@ -21,7 +21,6 @@ use serde_json::json;
 use crate::coverage::{coverage_for_month, is_qr_method};
 use crate::data_dir::DataDir;
 use crate::error::AgentError;
-use crate::html::escape_html;
 use crate::red_flags::{red_flags_for_month, RedFlagSettings};
 use crate::store::Store;
 
@@ -53,7 +52,7 @@ pub struct StudentTotals {
 #[derive(Debug)]
 pub struct MonthClosed {
     pub compliant: bool,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Sentence>,
     pub statement: PathBuf,
     pub html: PathBuf,
     pub csv: PathBuf,
@@ -74,6 +73,8 @@ pub struct CloseRequest<'a> {
     /// Why a month is closed before its end; required then.
     pub force_reason: Option<&'a str>,
     pub closed_by: &'a str,
+    /// The language of the HTML, CSV and XLSX reports (the signed statement is English).
+    pub lang: Lang,
 }
 
 /// Closes a month. Refuses a month already closed, and one not yet ended unless a reason
@@ -91,6 +92,7 @@ pub fn close(
         now,
         force_reason,
         closed_by,
+        lang,
     } = *request;
     let connection = store.connection();
     let closed_at: Option<i64> = connection
@@ -119,19 +121,29 @@ pub fn close(
 
     let mut reasons = Vec::new();
     if !coverage.college.holds {
-        reasons.push(format!(
-            "college coverage {} is below the minimum {}",
-            per_mille_text(coverage.college.coverage_per_mille),
-            per_mille_text(Some(u64::from(
-                settings.red_flags.coverage.min_coverage.thousandths()
-            )))
+        reasons.push(Sentence::new(
+            Text::CloseCollegeBelow,
+            &[
+                (
+                    "coverage",
+                    &per_mille_text(coverage.college.coverage_per_mille),
+                ),
+                (
+                    "minimum",
+                    &per_mille_text(Some(u64::from(
+                        settings.red_flags.coverage.min_coverage.thousandths(),
+                    ))),
+                ),
+            ],
         ));
     }
     for group in coverage.groups.iter().filter(|group| !group.holds) {
-        reasons.push(format!(
-            "group {} coverage {} is below the minimum",
-            group.scope,
-            per_mille_text(group.coverage_per_mille)
+        reasons.push(Sentence::new(
+            Text::CloseGroupBelow,
+            &[
+                ("group", &group.scope),
+                ("coverage", &per_mille_text(group.coverage_per_mille)),
+            ],
         ));
     }
     let compliant = coverage.college.holds;
@@ -176,7 +188,7 @@ pub fn close(
         format!("month-close-{month}.jws"),
         jws.as_bytes(),
     )?;
-    let table = students_table(month, &students);
+    let table = students_table(month, lang, &students);
     let csv = write(
         "reports",
         format!("month-close-{month}.csv"),
@@ -189,7 +201,19 @@ pub fn close(
     let html = write(
         "reports",
         format!("month-close-{month}.html"),
-        report_html(settings, month, compliant, &reasons, &students, &flags).as_bytes(),
+        MonthCloseReport {
+            lang,
+            college: &settings.college_name,
+            month,
+            compliant,
+            reasons: &reasons,
+            columns: STUDENT_COLUMNS,
+            students: &students,
+            flags: &flags,
+        }
+        .render()
+        .map_err(|error| AgentError::Operation(format!("HTML report: {error}")))?
+        .as_bytes(),
     )?;
     connection
         .execute(
@@ -284,23 +308,28 @@ fn student_totals(
         .collect())
 }
 
+/// The report's columns, in order.
+const STUDENT_COLUMNS: &[Text] = &[
+    Text::ColIin,
+    Text::ColName,
+    Text::ColGroup,
+    Text::ColLessonsScheduled,
+    Text::ColPresent,
+    Text::ColLate,
+    Text::ColAbsent,
+    Text::ColExcused,
+    Text::ColQrMarks,
+    Text::ColQrTracked,
+];
+
 /// The per-student totals as a table, for the CSV and XLSX reports.
-fn students_table(month: Month, students: &[StudentTotals]) -> crate::export::Table {
-    crate::export::Table {
-        name: format!("month close {month}"),
-        headers: vec![
-            "iin",
-            "name",
-            "group",
-            "lessons_scheduled",
-            "present",
-            "late",
-            "absent",
-            "excused",
-            "qr_marks",
-            "qr_tracked",
-        ],
-        rows: students
+fn students_table(month: Month, lang: Lang, students: &[StudentTotals]) -> crate::export::Table {
+    let yes_no = |yes: bool| lang.text(if yes { Text::AnswerYes } else { Text::AnswerNo });
+    crate::export::Table::headed(
+        format!("month close {month}"),
+        lang,
+        STUDENT_COLUMNS,
+        students
             .iter()
             .map(|student| {
                 vec![
@@ -313,60 +342,23 @@ fn students_table(month: Month, students: &[StudentTotals]) -> crate::export::Ta
                     student.absent.into(),
                     student.excused.into(),
                     student.qr_marks.into(),
-                    if student.qr_tracked { "yes" } else { "no" }.into(),
+                    yes_no(student.qr_tracked).into(),
                 ]
             })
             .collect(),
-    }
+    )
 }
 
-fn report_html(
-    settings: &MonthCloseSettings,
+/// The HTML report an admin opens or prints.
+#[derive(Template)]
+#[template(path = "month_close_report.html")]
+struct MonthCloseReport<'a> {
+    lang: Lang,
+    college: &'a str,
     month: Month,
     compliant: bool,
-    reasons: &[String],
-    students: &[StudentTotals],
-    flags: &[crate::red_flags::RedFlag],
-) -> String {
-    let mut rows = String::new();
-    for student in students {
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            student.iin,
-            escape_html(&student.name),
-            escape_html(&student.group),
-            student.lessons_scheduled,
-            student.present,
-            student.late,
-            student.absent,
-            student.excused,
-            student.qr_marks,
-            if student.qr_tracked { "✓" } else { "✗" }
-        );
-    }
-    let reasons: String = reasons
-        .iter()
-        .map(|reason| format!("<li>{}</li>", escape_html(reason)))
-        .collect();
-    let flags: String = flags
-        .iter()
-        .map(|flag| {
-            format!(
-                "<li>{}: {} — {}</li>",
-                flag.kind,
-                escape_html(&flag.subject),
-                escape_html(&flag.detail)
-            )
-        })
-        .collect();
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{college} {month}</title></head><body>\
-         <h1>{college}</h1><h2>{month}: {verdict}</h2><ul>{reasons}</ul>\
-         <table border=1 cellpadding=4><tr><th>IIN</th><th>Name</th><th>Group</th><th>Scheduled</th><th>Present</th>\
-         <th>Late</th><th>Absent</th><th>Excused</th><th>QR marks</th><th>QR-tracked</th></tr>{rows}</table>\
-         <h3>Red flags</h3><ul>{flags}</ul></body></html>",
-        college = escape_html(&settings.college_name),
-        verdict = if compliant { "compliant" } else { "NON-COMPLIANT" },
-    )
+    reasons: &'a [Sentence],
+    columns: &'a [Text],
+    students: &'a [StudentTotals],
+    flags: &'a [crate::red_flags::RedFlag],
 }

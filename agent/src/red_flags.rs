@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
-use kasip_core::{CollegeTimezone, Date, Month};
+use kasip_core::{CollegeTimezone, Date, Month, Sentence, Text};
 use rusqlite::Connection;
 use serde::Serialize;
 
@@ -18,8 +18,8 @@ pub struct RedFlag {
     pub kind: &'static str,
     /// Who or what it is about: a group code, site, IIN, device or teacher.
     pub subject: String,
-    /// What was seen, in words an admin can check.
-    pub detail: String,
+    /// What was seen, in words an admin can check (in any language).
+    pub detail: Sentence,
 }
 
 /// Thresholds from `[red_flags]` in config.
@@ -149,9 +149,13 @@ pub fn red_flags_for_month(
             flags.push(RedFlag {
                 kind: "beneficiary_without_attendance",
                 subject: student.iin.clone(),
-                detail: format!(
-                    "{} ({}) has no attendance in {month}",
-                    student.name, student.group
+                detail: Sentence::new(
+                    Text::FlagBeneficiaryWithoutAttendance,
+                    &[
+                        ("name", &student.name),
+                        ("group", &student.group),
+                        ("month", &month),
+                    ],
                 ),
             });
         }
@@ -241,9 +245,9 @@ fn in_class_not_on_campus(
         flags.push(RedFlag {
             kind: "in_class_not_on_campus",
             subject: student,
-            detail: format!(
-                "marked present in class at {site} on {} day(s) without passing its entrance kiosk, first {first}",
-                days.len()
+            detail: Sentence::new(
+                Text::FlagInClassNotOnCampus,
+                &[("site", &site), ("days", &days.len()), ("first", &first)],
             ),
         });
     }
@@ -305,7 +309,10 @@ fn idle_groups(
                 flags.push(RedFlag {
                     kind: "idle_group",
                     subject: group,
-                    detail: format!("no lessons held for {longest} working days, {from} to {to}"),
+                    detail: Sentence::new(
+                        Text::FlagIdleGroup,
+                        &[("days", &longest), ("from", &from), ("to", &to)],
+                    ),
                 });
             }
         }
@@ -345,8 +352,9 @@ fn unlicensed_sites(
             flags.push(RedFlag {
                 kind: "unlicensed_site",
                 subject: site,
-                detail: format!(
-                    "{lessons} lesson(s) at '{address}', which is not a licensed address"
+                detail: Sentence::new(
+                    Text::FlagUnlicensedSite,
+                    &[("lessons", &lessons), ("address", &address)],
                 ),
             });
         }
@@ -385,7 +393,10 @@ fn shared_devices(
         flags.push(RedFlag {
             kind: "shared_device",
             subject: device.chars().take(12).collect(),
-            detail: format!("one device checked in {students} students: {iins}"),
+            detail: Sentence::new(
+                Text::FlagSharedDevice,
+                &[("students", &students), ("iins", &iins)],
+            ),
         });
     }
     Ok(())
@@ -410,14 +421,29 @@ fn two_rooms_at_once(marks: &[MonthMark], flags: &mut Vec<RedFlag>) {
                     flags.push(RedFlag {
                         kind: "two_rooms_at_once",
                         subject: student.to_owned(),
-                        detail: format!(
-                            "present in {} ({}–{}) and {} ({}–{}) on {date}",
-                            first.place.trim(),
-                            first.start,
-                            first.end,
-                            second.place.trim(),
-                            second.start,
-                            second.end
+                        detail: Sentence::new(
+                            Text::FlagTwoRoomsAtOnce,
+                            &[
+                                (
+                                    "first",
+                                    &format!(
+                                        "{} ({}–{})",
+                                        first.place.trim(),
+                                        first.start,
+                                        first.end
+                                    ),
+                                ),
+                                (
+                                    "second",
+                                    &format!(
+                                        "{} ({}–{})",
+                                        second.place.trim(),
+                                        second.start,
+                                        second.end
+                                    ),
+                                ),
+                                ("date", &date),
+                            ],
                         ),
                     });
                 }
@@ -448,9 +474,14 @@ fn manual_share_outliers(marks: &[MonthMark], rules: &RedFlagRules, flags: &mut 
             flags.push(RedFlag {
                 kind: "manual_share_outlier",
                 subject: teacher.to_owned(),
-                detail: format!(
-                    "{manual} of {total} present marks by hand ({}.{}%), the college median is {}.{}%",
-                    share / 10, share % 10, median / 10, median % 10
+                detail: Sentence::new(
+                    Text::FlagManualShareOutlier,
+                    &[
+                        ("manual", &manual),
+                        ("total", &total),
+                        ("share", &format!("{}.{}%", share / 10, share % 10)),
+                        ("median", &format!("{}.{}%", median / 10, median % 10)),
+                    ],
                 ),
             });
         }

@@ -25,7 +25,10 @@ fn assert_refused(response: Response, status: u16, sentence: &str) -> String {
     let actual = response.status().as_u16();
     let body = response.text().expect("body");
     assert_eq!(actual, status, "{body}");
-    assert!(body.contains(sentence), "expected {sentence:?} in: {body}");
+    assert!(
+        kasip_tests::page_text(&body).contains(sentence),
+        "expected {sentence:?} in: {body}"
+    );
     body
 }
 

@@ -107,10 +107,14 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
         })
         .sum();
     assert_eq!(present_total as i64, college.marks());
+    // The reports are in the default language (ru) unless `--lang` says otherwise.
+    let html = fs::read_to_string(college.dir.path().join("reports/month-close-2026-11.html"))
+        .expect("html");
+    let russian = kasip_core::Lang::from_code("ru").expect("ru");
     assert!(
-        fs::read_to_string(college.dir.path().join("reports/month-close-2026-11.html"))
-            .expect("html")
-            .contains("NON-COMPLIANT")
+        html.contains(russian.text(kasip_core::Text::CloseNonCompliant))
+            && html.contains(russian.text(kasip_core::Text::ColQrTracked)),
+        "{html}"
     );
     assert_eq!(
         &fs::read(college.dir.path().join("reports/month-close-2026-11.xlsx")).expect("xlsx")[..2],

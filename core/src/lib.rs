@@ -25,7 +25,7 @@ pub use roster::{
     parse_yes_no, CollegeTimezone, Discipline, FieldError, GroupCode, LessonMode, PersonName,
     RoomName, SiteName, StudentStatus,
 };
-pub use text::{Lang, Text};
+pub use text::{Lang, Sentence, Text};
 pub use token::{
     constant_time_eq, normalise_typed_code, step_at, typed_code, ClassroomToken, LessonKey,
     TokenError,

@@ -102,7 +102,7 @@ pub fn check_catalogs() -> Vec<CatalogProblem> {
                     file: file.clone(),
                     problem: format!("{} is missing", key.key()),
                 }),
-                Some(value) if value.is_empty() => problems.push(CatalogProblem {
+                Some(&"") => problems.push(CatalogProblem {
                     file: file.clone(),
                     problem: format!("{} is blank", key.key()),
                 }),
@@ -141,9 +141,7 @@ impl Lang {
         let primary = code.trim().split(['-', '_']).next()?.to_ascii_lowercase();
         catalogs()
             .iter()
-            .position(|catalog| {
-                catalog.code == primary || catalog.aliases.iter().any(|alias| *alias == primary)
-            })
+            .position(|catalog| catalog.code == primary || catalog.aliases.contains(&primary))
             .map(Lang)
     }
 
@@ -210,6 +208,49 @@ pub fn text(lang: Lang, key: Text) -> &'static str {
     lang.text(key)
 }
 
+/// A catalog sentence with the values that fill its `{name}` placeholders: something a
+/// program found (a red flag, a reason a month is not compliant) kept apart from its
+/// words, so each reader gets it in their language. Serialises as English, for JSON that
+/// people of every language and the registry read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentence {
+    key: Text,
+    values: Vec<(&'static str, String)>,
+}
+
+impl Sentence {
+    pub fn new(key: Text, values: &[(&'static str, &dyn std::fmt::Display)]) -> Self {
+        Self {
+            key,
+            values: values
+                .iter()
+                .map(|(name, value)| (*name, value.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The sentence in `lang`.
+    pub fn in_lang(&self, lang: Lang) -> String {
+        let values: Vec<(&str, &str)> = self
+            .values
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        lang.fill(self.key, &values)
+    }
+
+    /// The sentence in English.
+    pub fn in_english(&self) -> String {
+        self.in_lang(Lang::from_code("en").unwrap_or_else(Lang::fallback))
+    }
+}
+
+impl serde::Serialize for Sentence {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.in_english())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +275,54 @@ mod tests {
                 "line 3: agent.title appears twice"
             ]
         );
+    }
+
+    #[test]
+    fn a_sentence_reads_in_each_language_and_serialises_as_english() {
+        let sentence = Sentence::new(
+            Text::FlagSharedDevice,
+            &[("students", &3), ("iins", &"A, B, C")],
+        );
+        assert_eq!(
+            sentence.in_english(),
+            "one device checked in 3 students: A, B, C"
+        );
+        let ru = Lang::from_code("ru").expect("ru");
+        assert_eq!(
+            sentence.in_lang(ru),
+            "одно устройство отметило 3 студентов: A, B, C"
+        );
+        assert_eq!(
+            serde_json::to_string(&sentence).expect("json"),
+            "\"one device checked in 3 students: A, B, C\""
+        );
+    }
+
+    #[test]
+    fn every_placeholder_of_a_sentence_is_in_every_language() {
+        // A translation that drops or renames `{name}` would show a blank or a raw brace.
+        let placeholders = |text: &str| {
+            let mut found: Vec<String> = text
+                .split('{')
+                .skip(1)
+                .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
+                .collect();
+            found.sort();
+            found
+        };
+        let english = Lang::from_code("en").expect("en");
+        for key in Text::ALL {
+            let expected = placeholders(english.text(*key));
+            for lang in Lang::all() {
+                assert_eq!(
+                    placeholders(lang.text(*key)),
+                    expected,
+                    "{} in {}",
+                    key.key(),
+                    lang.code()
+                );
+            }
+        }
     }
 
     #[test]

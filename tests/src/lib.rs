@@ -241,6 +241,20 @@ impl Drop for Server {
     }
 }
 
+/// A page's text as a reader sees it: the character references HTML escaping writes
+/// (`&#39;`, `&amp;`…) turned back into characters, so a test can look for a sentence.
+pub fn page_text(html: &str) -> String {
+    html.replace("&#39;", "'")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#60;", "<")
+        .replace("&lt;", "<")
+        .replace("&#62;", ">")
+        .replace("&gt;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
 /// The path of another workspace package's binary (`CARGO_BIN_EXE_*` names only the
 /// package's own). `cargo test --workspace` builds every binary before any test runs.
 pub fn workspace_binary(name: &str) -> String {

@@ -425,7 +425,12 @@ pub fn red_flags(
         println!("no red flags in {month}");
     } else {
         for flag in &flags {
-            println!("{:<32} {:<16} {}", flag.kind, flag.subject, flag.detail);
+            println!(
+                "{:<32} {:<16} {}",
+                flag.kind,
+                flag.subject,
+                flag.detail.in_english()
+            );
         }
     }
     Ok(())
@@ -436,6 +441,7 @@ pub fn month_close(
     data_dir: &DataDir,
     month: kasip_core::Month,
     force_reason: Option<&str>,
+    lang: kasip_core::Lang,
 ) -> Result<crate::month_close::MonthClosed, AgentError> {
     let (settings, store) = open(data_dir)?;
     let key = DeviceKey::load(&data_dir.key_path())?;
@@ -450,6 +456,7 @@ pub fn month_close(
         now,
         force_reason,
         closed_by: &by,
+        lang,
     };
     let closed = crate::month_close::close(
         &store,

@@ -117,6 +117,10 @@ pub enum Command {
         /// Why the month is closed early
         #[arg(long)]
         reason: Option<String>,
+        /// Language of the HTML, CSV and XLSX reports: kk, ru or en (the signed
+        /// statement is always English)
+        #[arg(long, value_parser = parse_lang, default_value = kasip_core::text::FALLBACK_LANGUAGE)]
+        lang: kasip_core::Lang,
     },
     /// The 50% QR coverage rule for a month: college and groups, and who is not tracked
     Coverage {
@@ -316,6 +320,16 @@ pub enum StudentCommand {
     },
 }
 
+fn parse_lang(text: &str) -> Result<kasip_core::Lang, String> {
+    kasip_core::Lang::from_code(text).ok_or_else(|| {
+        let known: Vec<&str> = kasip_core::Lang::all().map(|lang| lang.code()).collect();
+        format!(
+            "'{text}' is not a language of the catalog ({})",
+            known.join(", ")
+        )
+    })
+}
+
 fn parse_month(text: &str) -> Result<Month, String> {
     Month::parse(text).map_err(|error| error.to_string())
 }
@@ -467,11 +481,13 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             month,
             force,
             reason,
+            lang,
         } => {
             let closed = commands::month_close(
                 &data_dir,
                 month,
                 force.then_some(reason.as_deref()).flatten(),
+                lang,
             )?;
             println!(
                 "{month} closed: {} beneficiaries, {}",
@@ -483,7 +499,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
                 }
             );
             for reason in &closed.reasons {
-                println!("  {reason}");
+                println!("  {}", reason.in_english());
             }
             println!("statement: {}", closed.statement.display());
             println!(

@@ -4,6 +4,8 @@
 //! and stop it themselves; `main` passes SIGTERM/Ctrl-C.
 
 mod admin;
+mod error;
+mod extract;
 mod kiosk;
 mod page;
 mod pass;
@@ -27,8 +29,6 @@ use crate::error::AgentError;
 use crate::i18n::Text;
 use crate::marks::MarkWriter;
 use crate::store::Store;
-
-pub use page::escape_html;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -212,7 +212,10 @@ async fn read_body_in_time(
     next: axum::middleware::Next,
 ) -> Response {
     let lang = page::language(None, request.headers());
-    let too_large = || page::refusal(StatusCode::PAYLOAD_TOO_LARGE, lang, Text::ErrorTooLarge);
+    let too_large = || {
+        error::WebError::refused(lang, StatusCode::PAYLOAD_TOO_LARGE, Text::ErrorTooLarge)
+            .into_response()
+    };
     let declared_length = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -231,7 +234,10 @@ async fn read_body_in_time(
             discard_body(&mut body).await;
             return too_large();
         }
-        Err(_) => return page::refusal(StatusCode::REQUEST_TIMEOUT, lang, Text::ErrorTooSlow),
+        Err(_) => {
+            return error::WebError::refused(lang, StatusCode::REQUEST_TIMEOUT, Text::ErrorTooSlow)
+                .into_response()
+        }
     };
     next.run(axum::extract::Request::from_parts(
         parts,
@@ -261,9 +267,8 @@ async fn discard_body(body: &mut axum::body::Body) {
     .await;
 }
 
-async fn not_found(headers: axum::http::HeaderMap) -> Response {
-    let lang = page::language(None, &headers);
-    page::refusal(StatusCode::NOT_FOUND, lang, Text::ErrorNotFound)
+async fn not_found(extract::PageLang(lang): extract::PageLang) -> error::WebError {
+    error::WebError::refused(lang, StatusCode::NOT_FOUND, Text::ErrorNotFound)
 }
 
 /// `GET /metrics` (Prometheus text format) on its own listener.

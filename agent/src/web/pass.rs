@@ -1,20 +1,22 @@
 //! `/pass`: the student's rotating pass on their bound phone (design §5.3), and the
 //! registration of its public key.
 
-use axum::extract::{Query, State};
+use askama::Template;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::page::{cookie, escape_html, failure_page, json_error, message_page, set_cookie};
-use super::phone::{LangQuery, CREDENTIAL_COOKIE};
+use super::error::{MessagePage, OrFailure, Paragraph, WebError};
+use super::extract::PageLang;
+use super::page::{cookie, json_error, render, set_cookie, with_cookie};
+use super::phone::CREDENTIAL_COOKIE;
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::{text, Text};
+use crate::i18n::{Lang, Text};
 use crate::kiosks::PassKeyRefusal;
-use crate::secrets::random_token;
-use crate::secrets::secret_hash;
+use crate::secrets::{random_token, secret_hash};
 
 const PASS_CSRF_COOKIE: &str = "kasip_pass_csrf";
 const PASS_CSRF_HEADER: &str = "x-kasip-csrf";
@@ -33,14 +35,36 @@ pub async fn script() -> Response {
         .into_response()
 }
 
+#[derive(Template)]
+#[template(path = "pass.html")]
+struct PassPage {
+    lang: Lang,
+    iin: String,
+    key: String,
+    csrf: String,
+    now: i64,
+    refresh_secs: u32,
+    name: String,
+}
+
 pub async fn page(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
+    PageLang(lang): PageLang,
     headers: HeaderMap,
-) -> Response {
-    let lang = query.lang(&headers);
+) -> Result<Response, WebError> {
+    let not_bound = || {
+        WebError::page(
+            StatusCode::UNAUTHORIZED,
+            MessagePage::new(
+                lang,
+                Text::PassTitle,
+                vec![Paragraph::bad(lang.text(Text::PassNotBound))],
+            )
+            .link("/bind", lang.text(Text::BindTitle)),
+        )
+    };
     let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE) else {
-        return not_bound(lang);
+        return Err(not_bound());
     };
     let credential_hash = secret_hash(&credential);
     let found = state
@@ -48,50 +72,28 @@ pub async fn page(
             crate::kiosks::pass_state(store.connection(), &credential_hash)
                 .map_err(|source| AgentError::from(store.error(source)))
         })
-        .await;
-    let (iin, name, key) = match found {
-        Ok(Some(found)) => found,
-        Ok(None) => return not_bound(lang),
-        Err(error) => return failure_page(lang, &error.to_string()),
+        .await
+        .or_failure(lang)?;
+    let Some((iin, name, key)) = found else {
+        return Err(not_bound());
     };
     let csrf = random_token(24).unwrap_or_default();
-    let body = format!(
-        "<style>#pass-qr svg{{width:min(92vw,80vh);height:auto;display:block;margin:auto;background:#fff}}\
-         #pass-name{{font-size:1.6rem;text-align:center;margin:.5rem 0}}#pass-status{{text-align:center}}</style>\
-         <div id=pass data-iin=\"{iin}\" data-key=\"{key}\" data-csrf=\"{csrf}\" data-now=\"{now}\" \
-         data-refresh-secs=\"{REFRESH_SECS}\" data-text-registering=\"{registering}\" data-text-ready=\"{ready}\" \
-         data-text-failed=\"{failed}\" data-text-unsupported=\"{unsupported}\">\
-         <p id=pass-name>{name}</p><div id=pass-qr></div><p id=pass-status>{preparing}</p></div>\
-         <script src=\"/pass.js\"></script>",
-        iin = iin.as_string(),
-        key = escape_html(key.as_deref().unwrap_or("")),
-        now = state.now(),
-        name = escape_html(&name),
-        registering = escape_html(text(lang, Text::PassRegistering)),
-        ready = escape_html(text(lang, Text::PassReady)),
-        failed = escape_html(text(lang, Text::PassFailed)),
-        unsupported = escape_html(text(lang, Text::PassUnsupported)),
-        preparing = text(lang, Text::PassPreparing),
+    let page = render(
+        StatusCode::OK,
+        &PassPage {
+            lang,
+            iin: iin.as_string(),
+            key: key.unwrap_or_default(),
+            csrf: csrf.clone(),
+            now: state.now(),
+            refresh_secs: REFRESH_SECS,
+            name,
+        },
     );
-    let mut response = message_page(StatusCode::OK, lang, Text::PassTitle, &body);
-    response.headers_mut().append(
-        header::SET_COOKIE,
+    Ok(with_cookie(
+        page,
         set_cookie(PASS_CSRF_COOKIE, &csrf, 86_400, state.secure_cookies),
-    );
-    response
-}
-
-fn not_bound(lang: crate::i18n::Lang) -> Response {
-    message_page(
-        StatusCode::UNAUTHORIZED,
-        lang,
-        Text::PassTitle,
-        &format!(
-            "<p class=bad>{}</p><p><a href=\"/bind\">{}</a></p>",
-            text(lang, Text::PassNotBound),
-            text(lang, Text::BindTitle)
-        ),
-    )
+    ))
 }
 
 #[derive(Deserialize)]

@@ -1,20 +1,22 @@
 //! What a student's phone does: bind once, then check in by scanning or typing a code.
 
+use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use kasip_core::{normalise_typed_code, step_at, ClassroomToken, Iin, LessonKey};
 use serde::Deserialize;
 
-use super::page::{cookie, double_submit_ok, escape_html, failure_page, message_page, set_cookie};
+use super::error::{MessagePage, OrFailure, Paragraph, WebError};
+use super::extract::PageLang;
+use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::{text, Lang, Text};
+use crate::i18n::{Lang, Text};
 use crate::lessons::open_lesson_at;
 use crate::marks::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 use crate::phones::BindOutcome;
-use crate::secrets::random_token;
-use crate::secrets::secret_hash;
+use crate::secrets::{random_token, secret_hash};
 
 /// Cookie holding the phone's binding credential (256-bit random; stored hashed).
 pub const CREDENTIAL_COOKIE: &str = "kasip_credential";
@@ -22,72 +24,51 @@ pub const CREDENTIAL_COOKIE: &str = "kasip_credential";
 pub const DEVICE_COOKIE: &str = "kasip_device";
 const TEN_YEARS_SECS: i64 = 10 * 365 * 86_400;
 
-#[derive(Deserialize)]
-pub struct LangQuery {
-    lang: Option<String>,
-    intent: Option<String>,
-}
-
-fn lang_of(query: &LangQuery, headers: &HeaderMap) -> Lang {
-    super::page::language(query.lang.as_deref(), headers)
-}
-
-impl LangQuery {
-    /// The reader's language: `?lang=`, cookie, then Accept-Language.
-    pub fn lang(&self, headers: &HeaderMap) -> Lang {
-        lang_of(self, headers)
-    }
-}
-
 /// Cookie and hidden field pairing the binding form with the browser that loaded it, so
 /// a hostile site cannot bind a student's phone to the attacker's account (login CSRF).
 const BIND_CSRF_COOKIE: &str = "kasip_bind_csrf";
 
-/// The binding form as a page with `status`, an optional message above it, and a fresh
+#[derive(Template)]
+#[template(path = "bind.html")]
+struct BindPage<'a> {
+    lang: Lang,
+    csrf: String,
+    intent: Option<&'a str>,
+    notice: Option<Text>,
+}
+
+/// The binding form as a page with `status`, an optional notice above it, and a fresh
 /// double-submit CSRF token (cookie + hidden field).
 fn bind_page(
     status: StatusCode,
     lang: Lang,
     intent: Option<&str>,
-    notice: Option<&str>,
+    notice: Option<Text>,
     secure: bool,
 ) -> Response {
     let csrf = random_token(24).unwrap_or_default();
-    let intent_field = intent
-        .map(|intent| {
-            format!(
-                "<input type=hidden name=intent value=\"{}\">",
-                escape_html(intent)
-            )
-        })
-        .unwrap_or_default();
-    let notice = notice
-        .map(|notice| format!("<p class=bad>{notice}</p>"))
-        .unwrap_or_default();
-    let body = format!(
-        "{notice}<form method=post action=\"/bind\"><input type=hidden name=csrf value=\"{csrf}\">{intent_field}\
-         <p><label>{iin}<br><input name=iin inputmode=numeric autocomplete=off maxlength=12 required></label></p>\
-         <p><label>{code}<br><input name=code autocomplete=off maxlength=16 required></label></p>\
-         <p><button>{submit}</button></p></form><p>{hint}</p>",
-        iin = text(lang, Text::BindIin),
-        code = text(lang, Text::BindCode),
-        submit = text(lang, Text::BindSubmit),
-        hint = text(lang, Text::BindHint),
+    let page = render(
+        status,
+        &BindPage {
+            lang,
+            csrf: csrf.clone(),
+            intent,
+            notice,
+        },
     );
-    let mut response = message_page(status, lang, Text::BindTitle, &body);
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(BIND_CSRF_COOKIE, &csrf, 3600, secure),
-    );
-    response
+    with_cookie(page, set_cookie(BIND_CSRF_COOKIE, &csrf, 3600, secure))
+}
+
+#[derive(Deserialize)]
+pub struct IntentQuery {
+    intent: Option<String>,
 }
 
 pub async fn bind_form(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
-    headers: HeaderMap,
+    PageLang(lang): PageLang,
+    Query(query): Query<IntentQuery>,
 ) -> Response {
-    let lang = lang_of(&query, &headers);
     bind_page(
         StatusCode::OK,
         lang,
@@ -108,31 +89,26 @@ pub struct BindForm {
 
 pub async fn bind(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
+    PageLang(lang): PageLang,
     headers: HeaderMap,
     Form(form): Form<BindForm>,
-) -> Response {
-    let lang = lang_of(&query, &headers);
+) -> Result<Response, WebError> {
     let now = state.now();
-    let csrf_ok = double_submit_ok(&headers, BIND_CSRF_COOKIE, &form.csrf);
-    if !csrf_ok {
-        return bind_page(
-            StatusCode::FORBIDDEN,
+    let refuse = |status, notice| {
+        Ok(bind_page(
+            status,
             lang,
             form.intent.as_deref(),
-            Some(text(lang, Text::StaffCsrf)),
+            Some(notice),
             state.secure_cookies,
-        );
+        ))
+    };
+    if !double_submit_ok(&headers, BIND_CSRF_COOKIE, &form.csrf) {
+        return refuse(StatusCode::FORBIDDEN, Text::StaffCsrf);
     }
     let limiter_key = format!("bind:{}", form.iin.trim());
     if state.limiter.is_locked(&limiter_key, now) {
-        return bind_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            lang,
-            form.intent.as_deref(),
-            Some(text(lang, Text::BindLocked)),
-            state.secure_cookies,
-        );
+        return refuse(StatusCode::TOO_MANY_REQUESTS, Text::BindLocked);
     }
     let existing_device = cookie(&headers, DEVICE_COOKIE);
     let code = form.code.trim().to_uppercase();
@@ -153,35 +129,29 @@ pub async fn bind(
                 },
             )
         })
-        .await;
-    let (status, notice_key) = match outcome {
-        Ok(BindOutcome::Bound { credential, device }) => {
-            return finish_binding(
+        .await
+        .or_failure(lang)?;
+    let (status, notice) = match outcome {
+        BindOutcome::Bound { credential, device } => {
+            state.limiter.clear(&limiter_key);
+            return Ok(finish_binding(
                 &state,
                 lang,
                 now,
-                &limiter_key,
                 form.intent.as_deref(),
                 credential,
                 device,
             )
-            .await;
+            .await);
         }
-        Ok(BindOutcome::BadIin) => (StatusCode::BAD_REQUEST, Text::BindBadIin),
-        Ok(BindOutcome::WrongCode) => (StatusCode::FORBIDDEN, Text::BindWrongCode),
-        Ok(BindOutcome::Locked) => (StatusCode::TOO_MANY_REQUESTS, Text::BindLocked),
-        Err(error) => return failure_page(lang, &error.to_string()),
+        BindOutcome::BadIin => (StatusCode::BAD_REQUEST, Text::BindBadIin),
+        BindOutcome::WrongCode => (StatusCode::FORBIDDEN, Text::BindWrongCode),
+        BindOutcome::Locked => (StatusCode::TOO_MANY_REQUESTS, Text::BindLocked),
     };
     if status != StatusCode::BAD_REQUEST {
         state.limiter.record_failure(&limiter_key, now);
     }
-    bind_page(
-        status,
-        lang,
-        form.intent.as_deref(),
-        Some(text(lang, notice_key)),
-        state.secure_cookies,
-    )
+    refuse(status, notice)
 }
 
 /// After a successful binding: set the phone's cookies and, when the phone came with a
@@ -190,12 +160,10 @@ async fn finish_binding(
     state: &AppState,
     lang: Lang,
     now: i64,
-    limiter_key: &str,
     intent: Option<&str>,
     credential: String,
     device: String,
 ) -> Response {
-    state.limiter.clear(limiter_key);
     let intent = intent.and_then(|intent| {
         let mut intents = state
             .intents
@@ -204,7 +172,7 @@ async fn finish_binding(
         intents.retain(|_, (_, seen_at)| now - *seen_at <= INTENT_SECS);
         intents.remove(intent)
     });
-    let mut response = match intent {
+    let response = match intent {
         Some((token, seen_at)) => {
             let check_in = PhoneCheckIn {
                 token: Ok(token),
@@ -214,20 +182,16 @@ async fn finish_binding(
             };
             answer_check_in(state, lang, check_in).await
         }
-        None => message_page(
-            StatusCode::OK,
+        None => MessagePage::new(
             lang,
             Text::BindTitle,
-            &format!(
-                "<p class=ok>{}</p><p><a href=\"/pass\">{}</a></p>",
-                text(lang, Text::BindDone),
-                text(lang, Text::PassTitle)
-            ),
-        ),
+            vec![Paragraph::ok(lang.text(Text::BindDone))],
+        )
+        .link("/pass", lang.text(Text::PassTitle))
+        .respond(StatusCode::OK),
     };
-    let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
+    let response = with_cookie(
+        response,
         set_cookie(
             CREDENTIAL_COOKIE,
             &credential,
@@ -235,37 +199,30 @@ async fn finish_binding(
             state.secure_cookies,
         ),
     );
-    headers.append(
-        header::SET_COOKIE,
+    with_cookie(
+        response,
         set_cookie(DEVICE_COOKIE, &device, TEN_YEARS_SECS, state.secure_cookies),
-    );
-    response
+    )
+}
+
+#[derive(Template)]
+#[template(path = "checkin_post.html")]
+struct CheckInPostPage {
+    lang: Lang,
+    token: String,
 }
 
 /// GET never records anything: it shows a page that posts the check-in by itself.
-pub async fn check_in_page(
-    Path(token): Path<String>,
-    Query(query): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let lang = lang_of(&query, &headers);
-    let action = format!("/c/{}", escape_html(&token));
-    let body = format!(
-        "<form id=checkin method=post action=\"{action}\"><p>{wait}</p><button>{submit}</button></form>\
-         <script>document.getElementById('checkin').submit()</script>",
-        wait = text(lang, Text::CheckinSending),
-        submit = text(lang, Text::CheckinSubmit),
-    );
-    message_page(StatusCode::OK, lang, Text::CheckinTitle, &body)
+pub async fn check_in_page(Path(token): Path<String>, PageLang(lang): PageLang) -> Response {
+    render(StatusCode::OK, &CheckInPostPage { lang, token })
 }
 
 pub async fn check_in(
     State(state): State<AppState>,
     Path(token_text): Path<String>,
-    Query(query): Query<LangQuery>,
+    PageLang(lang): PageLang,
     headers: HeaderMap,
 ) -> Response {
-    let lang = lang_of(&query, &headers);
     let token = ClassroomToken::parse(&token_text);
     let credential_hash =
         cookie(&headers, CREDENTIAL_COOKIE).map(|credential| secret_hash(&credential));
@@ -322,7 +279,7 @@ async fn offer_binding(state: &AppState, lang: Lang, token: ClassroomToken) -> O
         StatusCode::FORBIDDEN,
         lang,
         Some(&intent),
-        Some(text(lang, Text::RejectDeviceNotBound)),
+        Some(Text::RejectDeviceNotBound),
         state.secure_cookies,
     ))
 }
@@ -342,29 +299,38 @@ fn rejection_status(rejection: Rejection) -> StatusCode {
 
 /// Sends a check-in to the writer and renders its answer.
 async fn answer_check_in(state: &AppState, lang: Lang, check_in: PhoneCheckIn) -> Response {
+    use axum::response::IntoResponse;
     match state.writer.phone_check_in(check_in).await {
         Ok(Ok(accepted)) => confirmation(state, lang, accepted).await,
         Ok(Err(rejection)) => {
-            let mut body = format!(
-                "<p class=bad id=reason data-reason=\"{}\">{}</p>",
-                rejection.kind(),
-                text(lang, rejection.message_key())
-            );
-            if rejection == Rejection::DeviceNotBound {
-                body.push_str(&format!(
-                    "<p><a href=\"/bind\">{}</a></p>",
-                    text(lang, Text::BindTitle)
-                ));
-            }
-            message_page(
-                rejection_status(rejection),
+            let page = MessagePage::new(
                 lang,
                 Text::CheckinRefused,
-                &body,
-            )
+                vec![Paragraph::bad(lang.text(rejection.message_key()))
+                    .id("reason")
+                    .reason(rejection.kind())],
+            );
+            let page = if rejection == Rejection::DeviceNotBound {
+                page.link("/bind", lang.text(Text::BindTitle))
+            } else {
+                page
+            };
+            page.respond(rejection_status(rejection))
         }
-        Err(failure) => super::page::write_failure_page(lang, &failure),
+        Err(failure) => WebError::write_failure(lang, &failure).into_response(),
     }
+}
+
+#[derive(Template)]
+#[template(path = "confirmation.html")]
+struct ConfirmationPage {
+    lang: Lang,
+    event_id: i64,
+    status: Text,
+    student: String,
+    lesson: String,
+    time: String,
+    repeated: bool,
 }
 
 async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Response {
@@ -394,46 +360,37 @@ async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Respo
             }),
     };
     let local_seconds = accepted.recorded_at + state.settings.timezone.offset_seconds();
-    let time = format!(
-        "{:02}:{:02}",
-        local_seconds.rem_euclid(86_400) / 3600,
-        local_seconds.rem_euclid(3600) / 60
-    );
-    let lesson_text = lesson
-        .map(|(discipline, group, room)| {
-            format!(
-                "{} · {} · {}",
-                escape_html(&discipline),
-                escape_html(&group),
-                escape_html(&room)
-            )
-        })
-        .unwrap_or_default();
-    let status_key = match accepted.status {
-        kasip_core::MarkStatus::Late => Text::CheckinLate,
-        _ => Text::CheckinPresent,
-    };
-    let body = format!(
-        "<p class=ok id=confirmation data-event=\"{event}\" style=\"font-size:1.6rem\">✓ {status}</p>\
-         <p><b id=student>{name}</b></p><p>{lesson_text}</p><p>{time}</p>{repeated}",
-        event = accepted.event_id,
-        status = text(lang, status_key),
-        name = escape_html(&accepted.student_name),
-        repeated = if accepted.repeated { format!("<p>{}</p>", text(lang, Text::CheckinAlready)) } else { String::new() },
-    );
-    message_page(StatusCode::OK, lang, Text::CheckinTitle, &body)
+    render(
+        StatusCode::OK,
+        &ConfirmationPage {
+            lang,
+            event_id: accepted.event_id,
+            status: match accepted.status {
+                kasip_core::MarkStatus::Late => Text::CheckinLate,
+                _ => Text::CheckinPresent,
+            },
+            student: accepted.student_name,
+            lesson: lesson
+                .map(|(discipline, group, room)| format!("{discipline} · {group} · {room}"))
+                .unwrap_or_default(),
+            time: format!(
+                "{:02}:{:02}",
+                local_seconds.rem_euclid(86_400) / 3600,
+                local_seconds.rem_euclid(3600) / 60
+            ),
+            repeated: accepted.repeated,
+        },
+    )
 }
 
-pub async fn typed_form(Query(query): Query<LangQuery>, headers: HeaderMap) -> Response {
-    let lang = lang_of(&query, &headers);
-    let body = format!(
-        "<form method=post action=\"/c\"><p><label>{label}<br>\
-         <input name=code autocomplete=off maxlength=12 autocapitalize=characters required></label></p>\
-         <p><button>{submit}</button></p></form>",
-        label = text(lang, Text::TypedLabel),
-        submit = text(lang, Text::CheckinSubmit),
-    );
-    message_page(StatusCode::OK, lang, Text::CheckinTitle, &body)
+#[derive(Template)]
+#[template(path = "typed.html")]
+struct TypedPage {
+    lang: Lang,
+}
+
+pub async fn typed_form(PageLang(lang): PageLang) -> Response {
+    render(StatusCode::OK, &TypedPage { lang })
 }
 
 #[derive(Deserialize)]
@@ -443,28 +400,31 @@ pub struct TypedForm {
 
 pub async fn typed_check_in(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
+    PageLang(lang): PageLang,
     headers: HeaderMap,
     Form(form): Form<TypedForm>,
-) -> Response {
-    let lang = lang_of(&query, &headers);
+) -> Result<Response, WebError> {
     let now = state.now();
     let credential_hash =
         cookie(&headers, CREDENTIAL_COOKIE).map(|credential| secret_hash(&credential));
+    let unknown_code = |status| {
+        WebError::page(
+            status,
+            MessagePage::new(
+                lang,
+                Text::CheckinRefused,
+                vec![Paragraph::bad(lang.text(Text::RejectTypedCode))],
+            ),
+        )
+    };
     let Some(code) = normalise_typed_code(&form.code) else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            lang,
-            Text::CheckinRefused,
-            &format!("<p class=bad>{}</p>", text(lang, Text::RejectTypedCode)),
-        );
+        return Err(unknown_code(StatusCode::BAD_REQUEST));
     };
     let settings = state.settings.clone();
     // The typed code names no lesson: find the open lesson whose current or previous
     // code it is, and turn it into that lesson's token.
     let found = state
         .with_db(move |store| {
-            let failure = |source| AgentError::from(store.error(source));
             crate::phones::token_for_typed_code(
                 store.connection(),
                 &code,
@@ -472,26 +432,18 @@ pub async fn typed_check_in(
                 settings.qr_period_secs,
                 &settings.lesson_times(),
             )
-            .map_err(failure)
+            .map_err(|source| AgentError::from(store.error(source)))
         })
-        .await;
-    match found {
-        Ok(Some(token)) => {
-            let check_in = PhoneCheckIn {
-                token: Ok(token),
-                credential_hash,
-                typed: true,
-                fresh_at: None,
-            };
-            answer_check_in(&state, lang, check_in).await
-        }
-        Ok(None) => message_page(
-            StatusCode::FORBIDDEN,
-            lang,
-            Text::CheckinRefused,
-            &format!("<p class=bad>{}</p>", text(lang, Text::RejectTypedCode)),
-        ),
-        Err(error) => failure_page(lang, &error.to_string()),
-    }
-    .into_response()
+        .await
+        .or_failure(lang)?;
+    let Some(token) = found else {
+        return Err(unknown_code(StatusCode::FORBIDDEN));
+    };
+    let check_in = PhoneCheckIn {
+        token: Ok(token),
+        credential_hash,
+        typed: true,
+        fresh_at: None,
+    };
+    Ok(answer_check_in(&state, lang, check_in).await)
 }

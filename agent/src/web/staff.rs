@@ -1,84 +1,42 @@
 //! What staff do in the browser: sign in, see today's lessons, open and close them, show
 //! the rotating classroom code, and mark students who cannot scan.
 
-use axum::extract::{Form, Path, Query, State};
+use askama::Template;
+use axum::extract::{Form, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use kasip_core::{step_at, typed_code, ClassroomToken, Iin, LessonKey, MarkStatus};
 use serde::{Deserialize, Serialize};
 
-use super::page::{
-    cookie, double_submit_ok, escape_html, failure_page, language, layout, message_page, refusal,
-    set_cookie,
+use super::error::{MessagePage, OrFailure, Paragraph, WebError};
+use super::extract::{
+    AdminForm, CsrfField, CsrfOnly, PageLang, Staff, StaffForm, StaffPage, SESSION_COOKIE,
 };
+use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
 use super::AppState;
-use crate::error::AgentError;
-use crate::i18n::{text, Lang, Text};
+use crate::i18n::{Lang, Text};
 use crate::lessons::{self, LessonState, LessonSummary};
 use crate::marks::{ManualMark, ManualRefusal};
 use crate::roster::RosterCounts;
 use crate::secrets::random_token;
-use crate::staff::{self as accounts, Role, StaffMember, SESSION_SECS};
+use crate::staff::{self as accounts, StaffMember, SESSION_SECS};
 
-const SESSION_COOKIE: &str = "kasip_session";
 const LOGIN_CSRF_COOKIE: &str = "kasip_login_csrf";
 
-#[derive(Deserialize)]
-pub struct LangQuery {
-    lang: Option<String>,
-}
-
-/// The signed-in member and the session's CSRF token.
-pub(super) async fn signed_in(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Option<(StaffMember, String)> {
-    let token = cookie(headers, SESSION_COOKIE)?;
-    let now = state.now();
-    state
-        .with_db(move |store| {
-            accounts::session(store.connection(), &token, now)
-                .map_err(|error| AgentError::Operation(error.to_string()))
-        })
-        .await
-        .ok()
-        .flatten()
-}
-
-fn constant_time_eq(left: &str, right: &str) -> bool {
-    crate::secrets::same_secret(left.as_bytes(), right.as_bytes())
-}
-
-fn forbidden(lang: Lang, key: Text) -> Response {
-    refusal(StatusCode::FORBIDDEN, lang, key)
-}
-
-fn unauthorised(lang: Lang) -> Response {
-    message_page(
-        StatusCode::UNAUTHORIZED,
-        lang,
-        Text::ErrorTitle,
-        &format!(
-            "<p class=bad>{}</p><p><a href=\"/login\">{}</a></p>",
-            text(lang, Text::StaffSignInFirst),
-            text(lang, Text::LoginTitle)
-        ),
-    )
-}
-
-/// The lesson if it exists and `member` may act on it.
+/// The lesson if it exists and `member` may act on it; 403 otherwise.
 async fn accessible_lesson(
     state: &AppState,
     member: &StaffMember,
+    lang: Lang,
     lesson_id: i64,
-) -> Result<Option<LessonSummary>, AgentError> {
+) -> Result<LessonSummary, WebError> {
     let settings = state.settings.clone();
     let now = state.now();
     let member = member.clone();
-    state
+    let lesson = state
         .with_db(move |store| {
-            let failure = |source| AgentError::from(store.error(source));
+            let failure = |source| crate::error::AgentError::from(store.error(source));
             let Some(lesson) =
                 lessons::summary(store.connection(), lesson_id, now, &settings.lesson_times())
                     .map_err(failure)?
@@ -95,85 +53,69 @@ async fn accessible_lesson(
             .then_some(lesson))
         })
         .await
+        .or_failure(lang)?;
+    lesson.ok_or_else(|| WebError::refused(lang, StatusCode::FORBIDDEN, Text::StaffNotYours))
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage<'a> {
+    lang: Lang,
+    college: &'a str,
+    rows: Vec<(Text, i64)>,
 }
 
 pub async fn home(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let lang = language(query.lang.as_deref(), &headers);
+    PageLang(lang): PageLang,
+) -> Result<Response, WebError> {
     // The agent's clock, not the system's: the same clock decides the codes.
     let today = state.settings.local_date(state.now());
-    let counts = match state
+    let counts = state
         .with_db(move |store| RosterCounts::read(store, today))
         .await
-    {
-        Ok(counts) => counts,
-        Err(error) => return failure_page(lang, &error.to_string()),
-    };
-    let rows: String = [
-        (Text::StatusStudents, counts.students),
-        (Text::StatusBeneficiaries, counts.beneficiaries),
-        (Text::StatusGroups, counts.groups),
-        (Text::StatusTeachers, counts.teachers),
-        (Text::StatusSites, counts.sites),
-        (Text::StatusLessonsToday, counts.lessons_today),
-    ]
-    .iter()
-    .map(|(key, value)| format!("<tr><th>{}</th><td>{value}</td></tr>", text(lang, *key)))
-    .collect();
-    let body = format!(
-        "<h1>{title}</h1><h2>{college}</h2><p>{running}</p><table>{rows}</table>\
-         <p><a href=\"/login\">{login}</a> · <a href=\"/bind\">{bind}</a> · <a href=\"/c\">{typed}</a></p>",
-        title = text(lang, Text::AgentTitle),
-        college = escape_html(&state.settings.college_name),
-        running = text(lang, Text::AgentRunning),
-        login = text(lang, Text::LoginTitle),
-        bind = text(lang, Text::BindTitle),
-        typed = text(lang, Text::TypedLabel),
-    );
-    Html(layout(lang, text(lang, Text::AgentTitle), &body)).into_response()
-}
-
-fn login_page(lang: Lang, status: StatusCode, error: Option<&str>, secure: bool) -> Response {
-    let csrf = random_token(24).unwrap_or_default();
-    let error = error
-        .map(|error| format!("<p class=bad>{error}</p>"))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>{title}</h1>{error}<form method=post action=\"/login\"><input type=hidden name=csrf value=\"{csrf}\">\
-         <p><label>{login}<br><input name=login autocomplete=username required></label></p>\
-         <p><label>{password}<br><input name=password type=password autocomplete=current-password required></label></p>\
-         <p><button>{submit}</button></p></form>",
-        title = text(lang, Text::LoginTitle),
-        login = text(lang, Text::LoginLogin),
-        password = text(lang, Text::LoginPassword),
-        submit = text(lang, Text::LoginSubmit),
-    );
-    let mut response = (
-        status,
-        Html(layout(lang, text(lang, Text::LoginTitle), &body)),
-    )
-        .into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, secure),
-    );
-    response
-}
-
-pub async fn login_form(
-    State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Response {
-    login_page(
-        language(query.lang.as_deref(), &headers),
+        .or_failure(lang)?;
+    Ok(render(
         StatusCode::OK,
-        None,
-        state.secure_cookies,
-    )
+        &HomePage {
+            lang,
+            college: &state.settings.college_name,
+            rows: vec![
+                (Text::StatusStudents, counts.students),
+                (Text::StatusBeneficiaries, counts.beneficiaries),
+                (Text::StatusGroups, counts.groups),
+                (Text::StatusTeachers, counts.teachers),
+                (Text::StatusSites, counts.sites),
+                (Text::StatusLessonsToday, counts.lessons_today),
+            ],
+        },
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    lang: Lang,
+    csrf: String,
+    error: Option<Text>,
+}
+
+/// The sign-in form with a fresh double-submit token (cookie + hidden field).
+fn login_page(lang: Lang, status: StatusCode, error: Option<Text>, secure: bool) -> Response {
+    let csrf = random_token(24).unwrap_or_default();
+    let page = render(
+        status,
+        &LoginPage {
+            lang,
+            csrf: csrf.clone(),
+            error,
+        },
+    );
+    with_cookie(page, set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, secure))
+}
+
+pub async fn login_form(State(state): State<AppState>, PageLang(lang): PageLang) -> Response {
+    login_page(lang, StatusCode::OK, None, state.secure_cookies)
 }
 
 #[derive(Deserialize)]
@@ -186,306 +128,189 @@ pub struct LoginForm {
 
 pub async fn login(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
+    PageLang(lang): PageLang,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
-) -> Response {
-    let lang = language(query.lang.as_deref(), &headers);
+) -> Result<Response, WebError> {
     let now = state.now();
+    let refuse = |status, error| Ok(login_page(lang, status, Some(error), state.secure_cookies));
     // Double-submit: the form's token must equal the cookie set with the form.
-    let csrf_ok = double_submit_ok(&headers, LOGIN_CSRF_COOKIE, &form.csrf);
-    if !csrf_ok {
-        return login_page(
-            lang,
-            StatusCode::FORBIDDEN,
-            Some(text(lang, Text::StaffCsrf)),
-            state.secure_cookies,
-        );
+    if !double_submit_ok(&headers, LOGIN_CSRF_COOKIE, &form.csrf) {
+        return refuse(StatusCode::FORBIDDEN, Text::StaffCsrf);
     }
     let limiter_key = format!("login:{}", form.login.trim().to_lowercase());
     if state.limiter.is_locked(&limiter_key, now) {
-        return login_page(
-            lang,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(text(lang, Text::LoginLocked)),
-            state.secure_cookies,
-        );
+        return refuse(StatusCode::TOO_MANY_REQUESTS, Text::LoginLocked);
     }
     let login_name = form.login.clone();
     let account = state
         .with_db(move |store| {
             accounts::find_account(store.connection(), &login_name)
-                .map_err(|error| AgentError::Operation(error.to_string()))
+                .map_err(|error| crate::error::AgentError::Operation(error.to_string()))
         })
-        .await;
-    let account = match account {
-        Ok(account) => account,
-        Err(error) => return failure_page(lang, &error.to_string()),
-    };
+        .await
+        .or_failure(lang)?;
     // Off the database lock: the check takes tens of milliseconds.
     let member = state.passwords.check(account, form.password.clone()).await;
     let login_name = form.login.clone();
-    let outcome = state
+    let token = state
         .with_db(move |store| match member {
-            Some(member) => {
-                let (token, _) = accounts::start_session(store.connection(), member.id, now)
-                    .map_err(|error| AgentError::Operation(error.to_string()))?;
-                Ok(Some(token))
-            }
-            None => {
-                accounts::record_failed_sign_in(store.connection(), &login_name, now)
-                    .map_err(|source| AgentError::from(store.error(source)))?;
-                Ok(None)
-            }
+            Some(member) => accounts::start_session(store.connection(), member.id, now)
+                .map(|(token, _)| Some(token))
+                .map_err(|error| crate::error::AgentError::Operation(error.to_string())),
+            None => accounts::record_failed_sign_in(store.connection(), &login_name, now)
+                .map(|()| None)
+                .map_err(|source| crate::error::AgentError::from(store.error(source))),
         })
-        .await;
-    match outcome {
-        Ok(Some(token)) => {
+        .await
+        .or_failure(lang)?;
+    match token {
+        Some(token) => {
             state.limiter.clear(&limiter_key);
-            let mut response = Redirect::to("/teacher").into_response();
-            response.headers_mut().append(
-                header::SET_COOKIE,
+            Ok(with_cookie(
+                Redirect::to("/teacher").into_response(),
                 set_cookie(SESSION_COOKIE, &token, SESSION_SECS, state.secure_cookies),
-            );
-            response
+            ))
         }
-        Ok(None) => {
+        None => {
             state.limiter.record_failure(&limiter_key, now);
-            login_page(
-                lang,
-                StatusCode::UNAUTHORIZED,
-                Some(text(lang, Text::LoginWrong)),
-                state.secure_cookies,
-            )
+            refuse(StatusCode::UNAUTHORIZED, Text::LoginWrong)
         }
-        Err(error) => failure_page(lang, &error.to_string()),
     }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    _signed_in: StaffForm<CsrfOnly>,
 ) -> Response {
-    let lang = language(None, &headers);
-    let Some((_, csrf)) = signed_in(&state, &headers).await else {
-        return unauthorised(lang);
-    };
-    if !constant_time_eq(&csrf, &form.csrf) {
-        return forbidden(lang, Text::StaffCsrf);
-    }
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        let _ = state
+        let ended = state
             .with_db(move |store| {
                 accounts::end_session(store.connection(), &token)
-                    .map_err(|source| AgentError::from(store.error(source)))
+                    .map_err(|source| crate::error::AgentError::from(store.error(source)))
             })
             .await;
+        if let Err(error) = ended {
+            tracing::error!(%error, "a session could not be ended; it expires by itself");
+        }
     }
-    let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
+    with_cookie(
+        Redirect::to("/login").into_response(),
         set_cookie(SESSION_COOKIE, "", 0, state.secure_cookies),
-    );
-    response
+    )
+}
+
+/// One lesson row of the teacher's page.
+struct LessonRow {
+    id: i64,
+    start: String,
+    end: String,
+    group: String,
+    discipline: String,
+    room: String,
+    state: LessonState,
+    checked_in: i64,
+    expected: i64,
+    /// The group's coverage this month, so a teacher sees it before marking by hand.
+    coverage: String,
+    coverage_holds: bool,
+    /// (IIN, name) of the group's active students.
+    students: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "teacher.html")]
+struct TeacherPage {
+    lang: Lang,
+    login: String,
+    csrf: String,
+    is_admin: bool,
+    lessons: Vec<LessonRow>,
 }
 
 pub async fn teacher_page(
     State(state): State<AppState>,
-    Query(query): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let lang = language(query.lang.as_deref(), &headers);
-    let Some((member, csrf)) = signed_in(&state, &headers).await else {
-        return Redirect::to("/login").into_response();
-    };
+    StaffPage(staff): StaffPage,
+) -> Result<Response, WebError> {
     let settings = state.settings.clone();
     let now = state.now();
     // The agent's clock, not the system's: the same clock decides the codes.
-    let today = state.settings.local_date(state.now());
-    let visible = {
-        let member = member.clone();
-        state
-            .with_db(move |store| {
-                let failure = |source| AgentError::from(store.error(source));
-                let all = lessons::list_for_date(
-                    store.connection(),
-                    today,
-                    now,
-                    &settings.lesson_times(),
-                )
+    let today = state.settings.local_date(now);
+    let member = staff.member.clone();
+    let lessons = state
+        .with_db(move |store| {
+            let failure = |source| crate::error::AgentError::from(store.error(source));
+            let connection = store.connection();
+            let all = lessons::list_for_date(connection, today, now, &settings.lesson_times())
                 .map_err(failure)?;
-                let rules = settings.coverage_rules();
-                // The group's coverage this month, so a teacher sees it before marking by hand.
-                let mut coverage_by_group: std::collections::HashMap<String, (Option<u64>, bool)> =
-                    std::collections::HashMap::new();
-                let mut visible = Vec::new();
-                for lesson in all {
-                    if accounts::may_act_on_lesson(
-                        store.connection(),
-                        &member,
-                        &lesson.teacher_iin,
-                        &lesson.group,
-                    )
-                    .map_err(failure)?
-                    {
-                        let students = crate::roster::active_students_of_group(
-                            store.connection(),
-                            &lesson.group,
-                        )
-                        .map_err(failure)?;
-                        if !coverage_by_group.contains_key(&lesson.group) {
-                            let report = crate::coverage::coverage_for_month(
-                                store.connection(),
-                                today.calendar_month(),
-                                Some(&lesson.group),
-                                &rules,
-                            )
-                            .map_err(failure)?;
-                            coverage_by_group.insert(
-                                lesson.group.clone(),
-                                (report.college.coverage_per_mille, report.college.holds),
-                            );
-                        }
-                        let coverage = coverage_by_group
-                            .get(&lesson.group)
-                            .copied()
-                            .unwrap_or((None, true));
-                        visible.push((lesson, students, coverage));
-                    }
+            let rules = settings.coverage_rules();
+            let mut coverage_by_group: std::collections::HashMap<String, (Option<u64>, bool)> =
+                std::collections::HashMap::new();
+            let mut rows = Vec::new();
+            for lesson in all {
+                if !accounts::may_act_on_lesson(
+                    connection,
+                    &member,
+                    &lesson.teacher_iin,
+                    &lesson.group,
+                )
+                .map_err(failure)?
+                {
+                    continue;
                 }
-                Ok(visible)
-            })
-            .await
-    };
-    let visible = match visible {
-        Ok(visible) => visible,
-        Err(error) => return failure_page(lang, &error.to_string()),
-    };
-    let csrf_field = format!(
-        "<input type=hidden name=csrf value=\"{}\">",
-        escape_html(&csrf)
-    );
-    let mut rows = String::new();
-    for (lesson, students, (coverage, holds)) in &visible {
-        let actions = match lesson.state {
-            LessonState::Scheduled => format!(
-                "<form method=post action=\"/teacher/lessons/{id}/open\">{csrf_field}<button>{open}</button></form>",
-                id = lesson.id,
-                open = text(lang, Text::LessonOpen)
-            ),
-            LessonState::Open => format!(
-                "<a href=\"/display/{id}\">{display}</a> <form method=post action=\"/teacher/lessons/{id}/close\">{csrf_field}<button>{close}</button></form>",
-                id = lesson.id,
-                display = text(lang, Text::LessonDisplay),
-                close = text(lang, Text::LessonClose)
-            ),
-            LessonState::Closed => text(lang, Text::LessonClosed).to_owned(),
-        };
-        let manual = if lesson.state == LessonState::Scheduled {
-            String::new()
-        } else {
-            let options: String = students
-                .iter()
-                .map(|(iin, name)| {
-                    format!("<option value=\"{iin}\">{}</option>", escape_html(name))
-                })
-                .collect();
-            format!(
-                "<form method=post action=\"/teacher/lessons/{id}/marks\">{csrf_field}<select name=student>{options}</select>\
-                 <select name=status><option value=present>{present}</option><option value=late>{late}</option>\
-                 <option value=absent>{absent}</option><option value=excused>{excused}</option></select>\
-                 <input name=reason placeholder=\"{reason}\" maxlength=200>{override_field}<button>{save}</button></form>",
-                override_field = if member.role == Role::Admin {
-                    format!("<input name=override_reason placeholder=\"{}\" maxlength=200>", text(lang, Text::MarkOverrideReason))
-                } else {
-                    String::new()
-                },
-                id = lesson.id,
-                present = text(lang, Text::MarkPresent),
-                late = text(lang, Text::MarkLate),
-                absent = text(lang, Text::MarkAbsent),
-                excused = text(lang, Text::MarkExcused),
-                reason = text(lang, Text::MarkReason),
-                save = text(lang, Text::MarkSave),
-            ) + &format!(
-                "<form method=post action=\"/teacher/lessons/{id}/grades\" class=grade>{csrf_field}<select name=student>{options}</select>\
-                 <select name=assessment><option value=current>{current}</option><option value=midterm>{midterm}</option>\
-                 <option value=exam>{exam}</option><option value=practice>{practice}</option></select>\
-                 <input name=score type=number min=0 max=100 required placeholder=\"0–100\">\
-                 <input name=credits type=number min=0 max=60 value=0 title=\"{credits}\"><button>{save}</button></form>",
-                id = lesson.id,
-                current = text(lang, Text::GradeCurrent),
-                midterm = text(lang, Text::GradeMidterm),
-                exam = text(lang, Text::GradeExam),
-                practice = text(lang, Text::GradePractice),
-                credits = text(lang, Text::GradeCredits),
-                save = text(lang, Text::GradeSave),
-            )
-        };
-        rows.push_str(&format!(
-            "<tr><td>{start}–{end}</td><td>{group}</td><td>{discipline}</td><td>{room}</td><td>{checked}/{expected}</td>\
-             <td class=\"{coverage_class}\" title=\"{coverage_title}\">{coverage_text}</td><td>{actions}{manual}</td></tr>",
-            coverage_class = if *holds { "ok" } else { "bad" },
-            coverage_title = text(lang, Text::MarkGroupCoverage),
-            coverage_text = kasip_core::per_mille_text(*coverage),
-            start = lesson.start,
-            end = lesson.end,
-            group = escape_html(&lesson.group),
-            discipline = escape_html(&lesson.discipline),
-            room = escape_html(if lesson.mode == "online" { "online" } else { &lesson.room }),
-            checked = lesson.checked_in,
-            expected = lesson.expected,
-        ));
-    }
-    let admin_tools = if member.role == Role::Admin {
-        format!(
-            "<p><a href=\"/admin\">{dashboard}</a></p><h2>{codes}</h2><form method=post action=\"/admin/binding-codes\">{csrf_field}\
-             <input name=iin inputmode=numeric maxlength=12 placeholder=\"{iin}\" required><button>{issue}</button></form>",
-            dashboard = text(lang, Text::AdminDashboard),
-            codes = text(lang, Text::AdminBindingCodes),
-            iin = text(lang, Text::BindIin),
-            issue = text(lang, Text::AdminIssueCode),
-        )
-    } else {
-        String::new()
-    };
-    let body = format!(
-        "<h1>{title}</h1><p>{who}: {login}</p><table>{rows}</table>{admin_tools}\
-         <form method=post action=\"/logout\">{csrf_field}<button>{logout}</button></form>",
-        title = text(lang, Text::TeacherTitle),
-        who = text(lang, Text::TeacherSignedInAs),
-        login = escape_html(&member.login),
-        logout = text(lang, Text::Logout),
-    );
-    Html(layout(lang, text(lang, Text::TeacherTitle), &body)).into_response()
-}
-
-/// Checks session, CSRF and access for a lesson action; Err is the response to send.
-async fn authorise_lesson_action(
-    state: &AppState,
-    headers: &HeaderMap,
-    lesson_id: i64,
-    form_csrf: &str,
-) -> Result<(StaffMember, LessonSummary, Lang), Response> {
-    let lang = language(None, headers);
-    let Some((member, csrf)) = signed_in(state, headers).await else {
-        return Err(unauthorised(lang));
-    };
-    if !constant_time_eq(&csrf, form_csrf) {
-        return Err(forbidden(lang, Text::StaffCsrf));
-    }
-    match accessible_lesson(state, &member, lesson_id).await {
-        Ok(Some(lesson)) => Ok((member, lesson, lang)),
-        Ok(None) => Err(forbidden(lang, Text::StaffNotYours)),
-        Err(error) => Err(failure_page(lang, &error.to_string())),
-    }
+                let students = crate::roster::active_students_of_group(connection, &lesson.group)
+                    .map_err(failure)?;
+                if !coverage_by_group.contains_key(&lesson.group) {
+                    let report = crate::coverage::coverage_for_month(
+                        connection,
+                        today.calendar_month(),
+                        Some(&lesson.group),
+                        &rules,
+                    )
+                    .map_err(failure)?;
+                    coverage_by_group.insert(
+                        lesson.group.clone(),
+                        (report.college.coverage_per_mille, report.college.holds),
+                    );
+                }
+                let (coverage, holds) = coverage_by_group
+                    .get(&lesson.group)
+                    .copied()
+                    .unwrap_or((None, true));
+                rows.push(LessonRow {
+                    id: lesson.id,
+                    room: if lesson.mode == "online" {
+                        "online".to_owned()
+                    } else {
+                        lesson.room
+                    },
+                    start: lesson.start,
+                    end: lesson.end,
+                    group: lesson.group,
+                    discipline: lesson.discipline,
+                    state: lesson.state,
+                    checked_in: lesson.checked_in,
+                    expected: lesson.expected,
+                    coverage: kasip_core::per_mille_text(coverage),
+                    coverage_holds: holds,
+                    students,
+                });
+            }
+            Ok(rows)
+        })
+        .await
+        .or_failure(staff.lang)?;
+    Ok(render(
+        StatusCode::OK,
+        &TeacherPage {
+            lang: staff.lang,
+            is_admin: staff.is_admin(),
+            login: staff.member.login,
+            csrf: staff.csrf,
+            lessons,
+        },
+    ))
 }
 
 /// Opening and closing a lesson differ only in the call and where the teacher goes next.
@@ -498,58 +323,50 @@ enum LessonAction {
 async fn act_on_lesson(
     state: AppState,
     lesson_id: i64,
-    headers: HeaderMap,
-    csrf: String,
+    staff: Staff,
     action: LessonAction,
-) -> Response {
-    let (member, _, lang) = match authorise_lesson_action(&state, &headers, lesson_id, &csrf).await
-    {
-        Ok(authorised) => authorised,
-        Err(response) => return response,
-    };
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
     let now = state.now();
-    let result = state
+    let login = staff.member.login;
+    let done = state
         .with_db(move |store| {
             let connection = store.connection();
-            match action {
-                LessonAction::Open => {
-                    lessons::open(connection, lesson_id, &member.login, now).map(drop)
-                }
-                LessonAction::Close => lessons::close(connection, lesson_id, &member.login, now),
-            }
-            .map_err(|error| AgentError::Operation(error.to_string()))
+            Ok(match action {
+                LessonAction::Open => lessons::open(connection, lesson_id, &login, now).map(drop),
+                LessonAction::Close => lessons::close(connection, lesson_id, &login, now),
+            })
         })
-        .await;
-    match (result, action) {
+        .await
+        .or_failure(lang)?;
+    match (done, action) {
         (Ok(()), LessonAction::Open) => {
-            Redirect::to(&format!("/display/{lesson_id}")).into_response()
+            Ok(Redirect::to(&format!("/display/{lesson_id}")).into_response())
         }
-        (Ok(()), LessonAction::Close) => Redirect::to("/teacher").into_response(),
-        (Err(error), _) => message_page(
-            StatusCode::CONFLICT,
+        (Ok(()), LessonAction::Close) => Ok(Redirect::to("/teacher").into_response()),
+        (Err(refusal), _) => Err(WebError::refused_because(
             lang,
-            Text::ErrorTitle,
-            &format!("<p class=bad>{}</p>", escape_html(&error.to_string())),
-        ),
+            StatusCode::CONFLICT,
+            refusal,
+        )),
     }
 }
 
 pub async fn open_lesson(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    act_on_lesson(state, lesson_id, headers, form.csrf, LessonAction::Open).await
+    posted: StaffForm<CsrfOnly>,
+) -> Result<Response, WebError> {
+    act_on_lesson(state, lesson_id, posted.staff, LessonAction::Open).await
 }
 
 pub async fn close_lesson(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    act_on_lesson(state, lesson_id, headers, form.csrf, LessonAction::Close).await
+    posted: StaffForm<CsrfOnly>,
+) -> Result<Response, WebError> {
+    act_on_lesson(state, lesson_id, posted.staff, LessonAction::Close).await
 }
 
 #[derive(Deserialize)]
@@ -565,8 +382,15 @@ pub struct ManualMarkForm {
     override_reason: String,
 }
 
+impl CsrfField for ManualMarkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Deserialize)]
 pub struct GradeForm {
+    #[serde(default)]
     csrf: String,
     student: String,
     assessment: String,
@@ -574,19 +398,21 @@ pub struct GradeForm {
     credits: String,
 }
 
+impl CsrfField for GradeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// A grade for a student of the lesson's group, dated the lesson's day, in its discipline.
 pub async fn record_grade(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
-    headers: HeaderMap,
-    Form(form): Form<GradeForm>,
-) -> Response {
-    let (member, lesson, lang) =
-        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
-            Ok(authorised) => authorised,
-            Err(response) => return response,
-        };
-    let bad_input = || refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
+    StaffForm { staff, form }: StaffForm<GradeForm>,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    let lesson = accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
+    let bad_input = || WebError::refused(lang, StatusCode::BAD_REQUEST, Text::MarkBadInput);
     let parsed = (
         Iin::parse(&form.student),
         crate::grades::Assessment::parse(&form.assessment),
@@ -597,7 +423,7 @@ pub async fn record_grade(
     );
     let (Ok(student), Ok(assessment), Ok(score), Ok(credits), Ok(discipline), Ok(date)) = parsed
     else {
-        return bad_input();
+        return Err(bad_input());
     };
     let grade = crate::grades::NewGrade {
         student,
@@ -606,100 +432,83 @@ pub async fn record_grade(
         score,
         credits,
         date,
-        recorded_by: member.login.clone(),
+        recorded_by: staff.member.login,
     };
     let now = state.now();
-    let group = lesson.group.clone();
+    let group = lesson.group;
     let recorded = state
         .with_db(move |store| {
-            let failure = |source| AgentError::from(store.error(source));
             crate::grades::record_for_group(store.connection(), &grade, &group, now)
-                .map_err(failure)
+                .map_err(|source| crate::error::AgentError::from(store.error(source)))
         })
-        .await;
+        .await
+        .or_failure(lang)?;
     match recorded {
-        Ok(Some(_)) => Redirect::to("/teacher").into_response(),
-        Ok(None) => bad_input(),
-        Err(error) => failure_page(lang, &error.to_string()),
+        Some(_) => Ok(Redirect::to("/teacher").into_response()),
+        None => Err(bad_input()),
     }
 }
 
 pub async fn manual_mark(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
-    headers: HeaderMap,
-    Form(form): Form<ManualMarkForm>,
-) -> Response {
-    let (member, _, lang) =
-        match authorise_lesson_action(&state, &headers, lesson_id, &form.csrf).await {
-            Ok(authorised) => authorised,
-            Err(response) => return response,
-        };
+    StaffForm { staff, form }: StaffForm<ManualMarkForm>,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
     let (Ok(student_iin), Some(status)) =
         (Iin::parse(&form.student), MarkStatus::parse(&form.status))
     else {
-        return refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
+        return Err(WebError::refused(
+            lang,
+            StatusCode::BAD_REQUEST,
+            Text::MarkBadInput,
+        ));
     };
     if form.reason.chars().count() > 200 {
-        return refusal(StatusCode::BAD_REQUEST, lang, Text::MarkBadInput);
+        return Err(WebError::refused(
+            lang,
+            StatusCode::BAD_REQUEST,
+            Text::MarkBadInput,
+        ));
     }
     let mark = ManualMark {
         lesson_id,
         student_iin,
         status,
         reason: form.reason,
-        marker: member,
+        marker: staff.member,
         override_reason: Some(form.override_reason).filter(|reason| !reason.trim().is_empty()),
     };
-    let percent = kasip_core::per_mille_text;
     let coverage_change = |before: Option<u64>, after: Option<u64>| {
-        format!(
-            "<p>{}: {} → {}</p>",
-            text(lang, Text::MarkGroupCoverage),
-            percent(before),
-            percent(after)
+        Paragraph::plain(format!(
+            "{}: {} → {}",
+            lang.text(Text::MarkGroupCoverage),
+            kasip_core::per_mille_text(before),
+            kasip_core::per_mille_text(after)
+        ))
+    };
+    let refused_below_rule = |key: Text, before, after| {
+        WebError::page(
+            StatusCode::CONFLICT,
+            MessagePage::new(
+                lang,
+                Text::ErrorTitle,
+                vec![
+                    Paragraph::bad(lang.text(key)).id("refusal"),
+                    coverage_change(before, after),
+                ],
+            ),
         )
     };
-    match state.writer.record_manual_mark(mark).await {
-        Ok(Ok(accepted)) => {
-            let mut response = match accepted.below_rule {
-                None => Redirect::to("/teacher").into_response(),
-                Some((before, after)) => message_page(
-                    StatusCode::OK,
-                    lang,
-                    Text::MarkSaved,
-                    &format!(
-                        "<p class=bad id=warning>{}</p>{}<p><a href=\"/teacher\">←</a></p>",
-                        text(lang, Text::MarkBelowRuleWarning),
-                        coverage_change(before, after)
-                    ),
-                ),
-            };
-            if let Ok(value) = HeaderValue::from_str(&accepted.event_id.to_string()) {
-                response.headers_mut().insert("x-event-id", value);
-            }
-            response
+    let accepted = match state.writer.record_manual_mark(mark).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(ManualRefusal::NeedsOverride { before, after })) => {
+            return Err(refused_below_rule(Text::MarkNeedsOverride, before, after))
         }
-        Ok(Err(ManualRefusal::NeedsOverride { before, after })) => message_page(
-            StatusCode::CONFLICT,
-            lang,
-            Text::ErrorTitle,
-            &format!(
-                "<p class=bad id=refusal>{}</p>{}",
-                text(lang, Text::MarkNeedsOverride),
-                coverage_change(before, after)
-            ),
-        ),
-        Ok(Err(ManualRefusal::Blocked { before, after })) => message_page(
-            StatusCode::CONFLICT,
-            lang,
-            Text::ErrorTitle,
-            &format!(
-                "<p class=bad id=refusal>{}</p>{}",
-                text(lang, Text::MarkBlocked),
-                coverage_change(before, after)
-            ),
-        ),
+        Ok(Err(ManualRefusal::Blocked { before, after })) => {
+            return Err(refused_below_rule(Text::MarkBlocked, before, after))
+        }
         Ok(Err(refusal)) => {
             let (status, key) = match refusal {
                 ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, Text::MarkUnknownLesson),
@@ -713,15 +522,27 @@ pub async fn manual_mark(
                     (StatusCode::CONFLICT, Text::MarkBlocked)
                 }
             };
-            message_page(
-                status,
-                lang,
-                Text::ErrorTitle,
-                &format!("<p class=bad>{}</p>", text(lang, key)),
-            )
+            return Err(WebError::refused(lang, status, key));
         }
-        Err(failure) => super::page::write_failure_page(lang, &failure),
+        Err(failure) => return Err(WebError::write_failure(lang, &failure)),
+    };
+    let mut response = match accepted.below_rule {
+        None => Redirect::to("/teacher").into_response(),
+        Some((before, after)) => MessagePage::new(
+            lang,
+            Text::MarkSaved,
+            vec![
+                Paragraph::bad(lang.text(Text::MarkBelowRuleWarning)).id("warning"),
+                coverage_change(before, after),
+            ],
+        )
+        .link("/teacher", "←")
+        .respond(StatusCode::OK),
+    };
+    if let Ok(value) = HeaderValue::from_str(&accepted.event_id.to_string()) {
+        response.headers_mut().insert("x-event-id", value);
     }
+    Ok(response)
 }
 
 /// What the display page fetches every second: the agent's clock decides the code.
@@ -738,9 +559,8 @@ pub struct DisplayNow {
     pub seconds_left: u64,
 }
 
-fn qr_svg(url: &str) -> Result<(String, i16), String> {
-    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|error| error.to_string())?;
+fn qr_svg(url: &str) -> Result<(String, i16), qrcode::types::QrError> {
+    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)?;
     let version = match code.version() {
         qrcode::Version::Normal(version) | qrcode::Version::Micro(version) => version,
     };
@@ -755,44 +575,35 @@ fn qr_svg(url: &str) -> Result<(String, i16), String> {
 pub async fn display_current(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
-    headers: HeaderMap,
-) -> Response {
-    let lang = language(None, &headers);
-    let Some((member, _)) = signed_in(&state, &headers).await else {
-        return unauthorised(lang);
-    };
-    let lesson = match accessible_lesson(&state, &member, lesson_id).await {
-        Ok(Some(lesson)) => lesson,
-        Ok(None) => return forbidden(lang, Text::StaffNotYours),
-        Err(error) => return failure_page(lang, &error.to_string()),
-    };
+    staff: Staff,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    let lesson = accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
     let now = state.now();
     let settings = state.settings.clone();
     let key = state
         .with_db(move |store| {
             lessons::open_lesson_at(store.connection(), lesson_id, now, &settings.lesson_times())
                 .map(|open| open.map(|open| open.qr_key))
-                .map_err(|source| AgentError::from(store.error(source)))
+                .map_err(|source| crate::error::AgentError::from(store.error(source)))
         })
-        .await;
+        .await
+        .or_failure(lang)?;
     let period = u64::from(state.settings.qr_period_secs);
     let step = step_at(now, state.settings.qr_period_secs);
     let seconds_left = period - (now.max(0) as u64 % period);
     let (url, svg, typed, version) = match key {
-        Ok(Some(key)) => {
+        Some(key) => {
             let key = LessonKey::new(&key);
             let url = format!(
                 "{}/c/{}",
                 state.public_url,
                 ClassroomToken::mint(&key, lesson_id, step)
             );
-            match qr_svg(&url) {
-                Ok((svg, version)) => (url, svg, typed_code(&key, lesson_id, step), version),
-                Err(error) => return failure_page(lang, &error),
-            }
+            let (svg, version) = qr_svg(&url).or_failure(lang)?;
+            (url, svg, typed_code(&key, lesson_id, step), version)
         }
-        Ok(None) => (String::new(), String::new(), String::new(), 0),
-        Err(error) => return failure_page(lang, &error.to_string()),
+        None => (String::new(), String::new(), String::new(), 0),
     };
     let mut response = Json(DisplayNow {
         state: lesson.state,
@@ -809,72 +620,36 @@ pub async fn display_current(
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "display.html")]
+struct DisplayPage {
+    lang: Lang,
+    lesson: LessonSummary,
+    room: String,
 }
 
 pub async fn display_page(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
-    Query(query): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let lang = language(query.lang.as_deref(), &headers);
-    let Some((member, _)) = signed_in(&state, &headers).await else {
-        return Redirect::to("/login").into_response();
-    };
-    let lesson = match accessible_lesson(&state, &member, lesson_id).await {
-        Ok(Some(lesson)) => lesson,
-        Ok(None) => return forbidden(lang, Text::StaffNotYours),
-        Err(error) => return failure_page(lang, &error.to_string()),
-    };
+    StaffPage(staff): StaffPage,
+) -> Result<Response, WebError> {
+    let lesson = accessible_lesson(&state, &staff.member, staff.lang, lesson_id).await?;
     let room = if lesson.mode == "online" {
         "online".to_owned()
     } else {
         format!("{} · {}", lesson.site, lesson.room)
     };
-    let page = format!(
-        r#"<!doctype html><html lang="{code}"><head><meta charset="utf-8"><title>{discipline}</title>
-<style>html,body{{margin:0;height:100%;background:#fff;color:#111;font-family:system-ui,sans-serif}}
-body{{display:flex;flex-direction:column;align-items:center;justify-content:center}}
-h1{{font-size:5vh;margin:.5vh 0}}h2{{font-size:4vh;margin:.5vh 0;font-weight:500}}
-#qr svg{{height:66vh;width:66vh;display:block}}#count{{font-size:5vh;font-weight:700}}
-#typed{{font-size:4vh;letter-spacing:.4em;font-family:monospace}}.meta{{font-size:3vh;color:#333}}</style></head>
-<body><h1>{discipline}</h1><h2>{group} · {room}</h2><div id="qr"></div>
-<div class="meta">{typed_label} <span id="typed"></span> · {start}–{end}</div>
-<div><span class="meta">{count_label}</span> <span id="count">{checked}/{expected}</span></div>
-<script>
-(function() {{
-  var shownStep = -1;
-  function refresh() {{
-    fetch('/display/{id}/current', {{cache: 'no-store', credentials: 'same-origin'}})
-      .then(function(r) {{ return r.json(); }})
-      .then(function(now) {{
-        if (now.step !== shownStep) {{
-          document.getElementById('qr').innerHTML = now.svg;
-          document.getElementById('typed').textContent = now.typed_code;
-          shownStep = now.step;
-        }}
-        document.getElementById('count').textContent = now.checked_in + '/' + now.expected;
-      }})
-      .catch(function() {{}})
-      .then(function() {{ setTimeout(refresh, 1000); }});
-  }}
-  refresh();
-}})();
-</script></body></html>"#,
-        code = lang.code(),
-        id = lesson.id,
-        discipline = escape_html(&lesson.discipline),
-        group = escape_html(&lesson.group),
-        room = escape_html(&room),
-        start = lesson.start,
-        end = lesson.end,
-        checked = lesson.checked_in,
-        expected = lesson.expected,
-        typed_label = text(lang, Text::DisplayTyped),
-        count_label = text(lang, Text::DisplayCount),
-    );
-    Html(page).into_response()
+    Ok(render(
+        StatusCode::OK,
+        &DisplayPage {
+            lang: staff.lang,
+            lesson,
+            room,
+        },
+    ))
 }
 
 #[derive(Deserialize)]
@@ -884,39 +659,49 @@ pub struct IssueCodeForm {
     iin: String,
 }
 
+impl CsrfField for IssueCodeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// Admin only: a one-time binding code for a student, shown once.
 pub async fn issue_binding_code(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<IssueCodeForm>,
-) -> Response {
-    let lang = language(None, &headers);
-    let Some((member, csrf)) = signed_in(&state, &headers).await else {
-        return unauthorised(lang);
-    };
-    if !constant_time_eq(&csrf, &form.csrf) {
-        return forbidden(lang, Text::StaffCsrf);
-    }
-    if member.role != Role::Admin {
-        return forbidden(lang, Text::StaffNotYours);
-    }
+    AdminForm(StaffForm { staff, form }): AdminForm<IssueCodeForm>,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
     let Ok(iin) = Iin::parse(form.iin.trim()) else {
-        return refusal(StatusCode::BAD_REQUEST, lang, Text::BindBadIin);
+        return Err(WebError::refused(
+            lang,
+            StatusCode::BAD_REQUEST,
+            Text::BindBadIin,
+        ));
     };
     let now = state.now();
     let issued = state
-        .with_db(move |store| {
-            accounts::issue_binding_code(store.connection(), &iin, now)
-                .map_err(|error| AgentError::Operation(error.to_string()))
-        })
-        .await;
+        .with_db(move |store| Ok(accounts::issue_binding_code(store.connection(), &iin, now)))
+        .await
+        .or_failure(lang)?;
     match issued {
-        Ok(code) => message_page(
-            StatusCode::OK,
+        Ok(code) => Ok(MessagePage::new(
             lang,
             Text::AdminBindingCodes,
-            &format!("<p>{}</p><p id=code style=\"font-size:2rem;font-family:monospace\">{code}</p><p><a href=\"/teacher\">←</a></p>", escape_html(&form.iin)),
-        ),
-        Err(error) => message_page(StatusCode::NOT_FOUND, lang, Text::ErrorTitle, &format!("<p class=bad>{}</p>", escape_html(&error.to_string()))),
+            vec![
+                Paragraph::plain(form.iin.trim()),
+                Paragraph {
+                    class: "code",
+                    ..Paragraph::plain(code)
+                }
+                .id("code"),
+            ],
+        )
+        .link("/teacher", "←")
+        .respond(StatusCode::OK)),
+        Err(refusal) => Err(WebError::refused_because(
+            lang,
+            StatusCode::NOT_FOUND,
+            refusal,
+        )),
     }
 }

@@ -1,0 +1,180 @@
+//! Extractors: what a handler needs of a request before it starts — the reader's
+//! language, the signed-in staff member (and whether an admin), and a staff form whose
+//! CSRF token matches the session's. Each refuses with a `WebError`, so a handler's
+//! first line is its work.
+
+use axum::extract::{Form, FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::page::{cookie, language};
+use super::AppState;
+use crate::i18n::{Lang, Text};
+use crate::staff::{Role, StaffMember};
+
+/// Cookie holding a staff session's token (256-bit random; stored hashed).
+pub const SESSION_COOKIE: &str = "kasip_session";
+
+#[derive(Deserialize)]
+struct LangParam {
+    lang: Option<String>,
+}
+
+fn lang_of(parts: &Parts) -> Lang {
+    let chosen = Query::<LangParam>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|query| query.0.lang);
+    language(chosen.as_deref(), &parts.headers)
+}
+
+/// The reader's language: `?lang=`, the `lang` cookie, then Accept-Language.
+pub struct PageLang(pub Lang);
+
+impl FromRequestParts<AppState> for PageLang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(lang_of(parts)))
+    }
+}
+
+/// A signed-in staff member, the session's CSRF token and the reader's language; 401
+/// when not signed in (actions and polls; pages use `StaffPage`).
+pub struct Staff {
+    pub member: StaffMember,
+    pub csrf: String,
+    pub lang: Lang,
+}
+
+impl Staff {
+    pub fn is_admin(&self) -> bool {
+        self.member.role == Role::Admin
+    }
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        let lang = lang_of(parts);
+        let not_signed_in = WebError::SignInFirst { lang };
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(not_signed_in);
+        };
+        let now = state.now();
+        let session = state
+            .with_db(move |store| {
+                crate::staff::session(store.connection(), &token, now)
+                    .map_err(|error| crate::error::AgentError::Operation(error.to_string()))
+            })
+            .await;
+        match session {
+            Ok(Some((member, csrf))) => Ok(Self { member, csrf, lang }),
+            Ok(None) => Err(not_signed_in),
+            Err(error) => Err(WebError::failure(lang, error)),
+        }
+    }
+}
+
+/// `Staff` for a page: not signed in goes to the sign-in page instead of a 401.
+pub struct StaffPage(pub Staff);
+
+impl FromRequestParts<AppState> for StaffPage {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        match Staff::from_request_parts(parts, state).await {
+            Ok(staff) => Ok(Self(staff)),
+            Err(WebError::SignInFirst { .. }) => Err(WebError::ToLogin),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// A signed-in admin, for a page: not signed in goes to the sign-in page, any other
+/// staff member gets 403.
+pub struct Admin(pub Staff);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        let StaffPage(staff) = StaffPage::from_request_parts(parts, state).await?;
+        if !staff.is_admin() {
+            return Err(WebError::refused(
+                staff.lang,
+                StatusCode::FORBIDDEN,
+                Text::StaffNotYours,
+            ));
+        }
+        Ok(Self(staff))
+    }
+}
+
+/// A form posted by staff: it carries the session's CSRF token.
+pub trait CsrfField {
+    fn csrf(&self) -> &str;
+}
+
+/// A signed-in member's form whose CSRF token is the session's: 401 when not signed in,
+/// 400 for a form that does not parse, 403 for a wrong or missing token.
+pub struct StaffForm<T> {
+    pub staff: Staff,
+    pub form: T,
+}
+
+impl<T: DeserializeOwned + CsrfField + Send> FromRequest<AppState> for StaffForm<T> {
+    type Rejection = WebError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, WebError> {
+        let (mut parts, body) = request.into_parts();
+        let staff = Staff::from_request_parts(&mut parts, state).await?;
+        let request = Request::from_parts(parts, body);
+        let Form(form) = Form::<T>::from_request(request, state).await.map_err(|_| {
+            WebError::refused(staff.lang, StatusCode::BAD_REQUEST, Text::ErrorBadForm)
+        })?;
+        if !crate::secrets::same_secret(staff.csrf.as_bytes(), form.csrf().as_bytes()) {
+            return Err(WebError::refused(
+                staff.lang,
+                StatusCode::FORBIDDEN,
+                Text::StaffCsrf,
+            ));
+        }
+        Ok(Self { staff, form })
+    }
+}
+
+/// A `StaffForm` posted by an admin; any other member gets 403 (after the CSRF check).
+pub struct AdminForm<T>(pub StaffForm<T>);
+
+impl<T: DeserializeOwned + CsrfField + Send> FromRequest<AppState> for AdminForm<T> {
+    type Rejection = WebError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, WebError> {
+        let form = StaffForm::<T>::from_request(request, state).await?;
+        if !form.staff.is_admin() {
+            return Err(WebError::refused(
+                form.staff.lang,
+                StatusCode::FORBIDDEN,
+                Text::StaffNotYours,
+            ));
+        }
+        Ok(Self(form))
+    }
+}
+
+/// A form with only the CSRF token (sign out, open, close).
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl CsrfField for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
