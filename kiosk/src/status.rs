@@ -1,5 +1,5 @@
 //! The full-screen status page a browser in kiosk mode shows beside the camera: green
-//! with the student's name, or red with the reason, in kk/ru/en. Served on localhost;
+//! with the student's name, or red with the reason, in every language of the catalog. Served on localhost;
 //! the page long-polls `/status.json?after=N`, so a verdict shows as soon as it exists.
 
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::KioskError;
+use kasip_core::{Lang, Text};
+
 use crate::verify::{Refusal, Verdict};
 
 /// What the screen shows now.
@@ -94,8 +96,43 @@ async fn status_json(State(board): State<StatusBoard>, Query(query): Query<After
     ([(header::CACHE_CONTROL, "no-store")], Json(screen)).into_response()
 }
 
-async fn page() -> Html<&'static str> {
-    Html(PAGE)
+/// The screen's words in every catalog language, keyed as the page's script reads them
+/// (the screen's state, or a refusal's code).
+fn screen_texts() -> serde_json::Value {
+    let words: &[(&str, Text)] = &[
+        ("idle", Text::KioskIdle),
+        ("accepted", Text::KioskAccepted),
+        ("repeat", Text::KioskRepeat),
+        ("refused", Text::KioskRefused),
+    ];
+    let refusals = Refusal::ALL
+        .iter()
+        .map(|refusal| (refusal.code(), refusal.text()));
+    Lang::all()
+        .map(|lang| {
+            let texts: serde_json::Map<String, serde_json::Value> = words
+                .iter()
+                .copied()
+                .chain(refusals.clone())
+                .map(|(code, key)| (code.to_owned(), lang.text(key).into()))
+                .collect();
+            (lang.code().to_owned(), serde_json::Value::Object(texts))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+async fn page() -> Html<String> {
+    let languages: String = Lang::all()
+        .map(|lang| format!("<a href=\"?lang={0}\">{0}</a>", lang.code()))
+        .collect();
+    // JSON of catalog text inside a script: `<` escaped so no text can close the tag.
+    let texts = screen_texts().to_string().replace('<', "\\u003c");
+    Html(
+        PAGE.replace("__TEXT__", &texts)
+            .replace("__LANGUAGES__", &languages)
+            .replace("__FALLBACK__", kasip_core::text::FALLBACK_LANGUAGE),
+    )
 }
 
 /// Serves the page on `listen` until the process ends; returns the bound address.
@@ -122,18 +159,36 @@ pub async fn serve(listen: SocketAddr, board: StatusBoard) -> Result<SocketAddr,
     Ok(address)
 }
 
-/// The message for a refusal in English, for the stdout line and logs.
-pub fn refusal_text(refusal: Refusal) -> &'static str {
-    match refusal {
-        Refusal::NotAPass => "this QR code is not a student pass",
-        Refusal::UnknownStudent => {
-            "no pass key is registered for this student: open /pass on the linked phone while on the college network"
+/// The message for a refusal in English, for the stdout line and logs (lower case, as
+/// every log line is).
+pub fn refusal_text(refusal: Refusal) -> String {
+    let sentence = Lang::from_code("en")
+        .unwrap_or_else(Lang::fallback)
+        .text(refusal.text());
+    let mut characters = sentence.chars();
+    characters.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(characters).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_carries_every_language_and_every_refusal_from_the_catalog() {
+        let texts = screen_texts();
+        for lang in Lang::all() {
+            let words = &texts[lang.code()];
+            assert_eq!(words["idle"], lang.text(Text::KioskIdle));
+            for refusal in Refusal::ALL {
+                assert_eq!(words[refusal.code()], lang.text(refusal.text()));
+            }
         }
-        Refusal::Forged => "the pass's signature does not match this student's key",
-        Refusal::Stale => "the pass is too old: keep the pass page open, do not show a screenshot",
-        Refusal::FromTheFuture => "the pass is from the future: the phone's clock is wrong",
-        Refusal::Replayed => "this pass was already used",
-        Refusal::Inactive => "the student's status does not allow check-in (expelled or on leave)",
+        assert_eq!(
+            refusal_text(Refusal::Replayed),
+            "this pass was already used"
+        );
     }
 }
 
@@ -148,31 +203,12 @@ body.accepted,body.repeat{background:#0a7d32}body.refused{background:#b3141f}
 nav{position:fixed;bottom:1vmin;right:2vmin;font-size:2.5vmin}nav a{color:#ddd;margin-left:1vmin}
 </style></head>
 <body class="idle"><main><div id="title"></div><div id="detail"></div></main>
-<nav><a href="?lang=kk">kk</a><a href="?lang=ru">ru</a><a href="?lang=en">en</a></nav>
+<nav>__LANGUAGES__</nav>
 <script>
 "use strict";
-const TEXT = {
-  kk: {idle: "Рұқсатнаманы камераға көрсетіңіз", accepted: "Белгіленді", repeat: "Белгіленіп қойған",
-       refused: "Қабылданбады", not_a_pass: "Бұл QR-код студент рұқсатнамасы емес",
-       unknown_student: "Бұл студенттің кілті тіркелмеген: байланыстырылған телефонда /pass бетін ашыңыз",
-       forged: "Рұқсатнама қолтаңбасы сәйкес емес", stale: "Рұқсатнама ескірген: скриншот емес, бетті ашық ұстаңыз",
-       from_the_future: "Телефон сағаты дұрыс емес", replayed: "Бұл рұқсатнама бұрын пайдаланылған",
-       inactive: "Студент мәртебесі белгілеуге рұқсат бермейді"},
-  ru: {idle: "Покажите пропуск камере", accepted: "Отмечено", repeat: "Уже отмечено",
-       refused: "Отказ", not_a_pass: "Этот QR-код не пропуск студента",
-       unknown_student: "Ключ этого студента не зарегистрирован: откройте /pass на привязанном телефоне",
-       forged: "Подпись пропуска не совпадает", stale: "Пропуск устарел: держите страницу открытой, скриншот не подойдёт",
-       from_the_future: "Часы телефона идут неверно", replayed: "Этот пропуск уже использован",
-       inactive: "Статус студента не позволяет отмечаться"},
-  en: {idle: "Show your pass to the camera", accepted: "Checked in", repeat: "Already checked in",
-       refused: "Refused", not_a_pass: "This QR code is not a student pass",
-       unknown_student: "No pass key registered for this student: open /pass on the linked phone",
-       forged: "The pass's signature does not match", stale: "The pass is too old: keep the page open, a screenshot will not work",
-       from_the_future: "The phone's clock is wrong", replayed: "This pass was already used",
-       inactive: "The student's status does not allow check-in"},
-};
-const lang = (new URLSearchParams(location.search).get("lang") || navigator.language || "ru").slice(0, 2);
-const text = TEXT[lang] || TEXT.ru;
+const TEXT = __TEXT__;
+const lang = (new URLSearchParams(location.search).get("lang") || navigator.language || "__FALLBACK__").slice(0, 2);
+const text = TEXT[lang] || TEXT["__FALLBACK__"];
 let seq = 0, idleTimer = null;
 function show(screen) {
   document.body.className = screen.state;

@@ -7,7 +7,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::error::KioskError;
 use crate::store::{AcceptedScan, KioskStore};
 
-/// Why a pass was refused at the kiosk. Each has a message in kk, ru and en.
+/// Why a pass was refused at the kiosk. Each has a message in the catalog (`text`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     NotAPass,
@@ -20,6 +20,31 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, for the screen's message table.
+    pub const ALL: [Refusal; 7] = [
+        Self::NotAPass,
+        Self::UnknownStudent,
+        Self::Forged,
+        Self::Stale,
+        Self::FromTheFuture,
+        Self::Replayed,
+        Self::Inactive,
+    ];
+
+    /// What the screen and the stdout line say, from the catalog.
+    pub fn text(&self) -> kasip_core::Text {
+        use kasip_core::Text;
+        match self {
+            Self::NotAPass => Text::KioskNotAPass,
+            Self::UnknownStudent => Text::KioskUnknownStudent,
+            Self::Forged => Text::KioskForged,
+            Self::Stale => Text::KioskStale,
+            Self::FromTheFuture => Text::KioskFromTheFuture,
+            Self::Replayed => Text::KioskReplayed,
+            Self::Inactive => Text::KioskInactive,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotAPass => "not_a_pass",

@@ -671,3 +671,101 @@ pub async fn student_page(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::page::hostile;
+    use super::*;
+
+    fn scope() -> ScopeCoverage {
+        ScopeCoverage {
+            scope: hostile::TEXT.into(),
+            beneficiaries: 2,
+            qr_tracked: 1,
+            coverage_per_mille: Some(500),
+            present_marks: 3,
+            qr_marks: 2,
+            qr_share_per_mille: Some(666),
+            holds: true,
+            not_tracked: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn admin_pages_escape_hostile_names() {
+        let lang = Lang::fallback();
+        let dashboard = DashboardPage {
+            lang,
+            month: Month::parse("2026-11").expect("month"),
+            csrf: hostile::TEXT.into(),
+            college: scope(),
+            college_value: 500,
+            projection_value: -1,
+            trend: CoverageTrend {
+                weeks: vec![(hostile::TEXT.into(), Some(500))],
+                projected_month_end: None,
+            },
+            chart: CoverageChart::new(&[scope()], 500),
+            groups: vec![scope()],
+            sync: SyncStatus {
+                registry: Some(hostile::TEXT.into()),
+                queued_batches: 0,
+                queued_records: 0,
+                unsealed_records: 0,
+                oldest_unsent_age_secs: None,
+                acknowledged_batches: 0,
+                acknowledged_records: 0,
+                rejected_records: 0,
+                last_success_at: None,
+                last_error: Some(hostile::TEXT.into()),
+                last_error_at: None,
+                alert: None,
+                last_beneficiary_pull_at: None,
+                beneficiary_pull: None,
+            },
+            queued: 0,
+            queued_records: 0,
+            backlog_over_a_day: false,
+            oldest: "—".into(),
+            beneficiary_pull: Some((hostile::TEXT.into(), "0".into())),
+            unknown_beneficiaries: vec![hostile::TEXT.into()],
+            flags: Vec::new(),
+            security_events: vec![RecentEvent {
+                at: 0,
+                kind: hostile::TEXT.into(),
+                student_iin: hostile::TEXT.into(),
+            }],
+        };
+        hostile::assert_escaped(&dashboard.render().expect("dashboard"));
+        let student = StudentMonth {
+            iin: hostile::TEXT.into(),
+            name: hostile::TEXT.into(),
+            group: hostile::TEXT.into(),
+            present: 1,
+            qr: 1,
+        };
+        let group = GroupPage {
+            lang,
+            month: Month::parse("2026-11").expect("month"),
+            code: hostile::TEXT.into(),
+            students: vec![student],
+            student_qr_share: PerMille::from_fraction(0.5).expect("share"),
+        };
+        hostile::assert_escaped(&group.render().expect("group"));
+        let student = StudentPage {
+            lang,
+            month: Month::parse("2026-11").expect("month"),
+            iin: hostile::TEXT.into(),
+            marks: vec![crate::attendance::StudentMark {
+                date: "2026-11-23".into(),
+                start: "09:00".into(),
+                discipline: hostile::TEXT.into(),
+                status: kasip_core::MarkStatus::Present,
+                method: kasip_core::MarkMethod::Manual,
+                marked_by: hostile::TEXT.into(),
+            }],
+            presence: vec![("2026-11-23 08:50".into(), hostile::TEXT.into())],
+        };
+        hostile::assert_escaped(&student.render().expect("student"));
+    }
+}

@@ -221,3 +221,22 @@ impl<T, E: Display> OrFailure<T> for Result<T, E> {
         self.map_err(|error| WebError::failure(lang, error))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::page::hostile;
+    use super::*;
+
+    #[test]
+    fn message_pages_escape_what_they_are_given() {
+        let page = MessagePage::new(
+            Lang::fallback(),
+            Text::ErrorTitle,
+            vec![Paragraph::bad(hostile::TEXT)
+                .id("refusal")
+                .reason(hostile::TEXT)],
+        )
+        .link(hostile::TEXT, hostile::TEXT);
+        hostile::assert_escaped(&page.render().expect("message"));
+    }
+}

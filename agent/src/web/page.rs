@@ -79,3 +79,23 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     )
         .into_response()
 }
+
+/// For the pages' tests: text no page may show as markup, and the check that it did not.
+#[cfg(test)]
+pub mod hostile {
+    /// A name or code as an attacker would choose it.
+    pub const TEXT: &str = "<script>alert(1)</script>\"'&";
+
+    /// `html` shows `TEXT` only escaped, in text and in attributes.
+    pub fn assert_escaped(html: &str) {
+        assert!(!html.contains("<script>alert"), "unescaped: {html}");
+        assert!(
+            !html.contains("\"'&"),
+            "unescaped quote or ampersand: {html}"
+        );
+        assert!(
+            html.contains("&#60;script&#62;alert(1)"),
+            "not shown at all: {html}"
+        );
+    }
+}

@@ -170,3 +170,23 @@ pub async fn register_key(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::page::hostile;
+    use super::*;
+
+    #[test]
+    fn the_pass_page_escapes_hostile_names() {
+        let page = PassPage {
+            lang: Lang::fallback(),
+            iin: "060315500016".into(),
+            key: hostile::TEXT.into(),
+            csrf: String::new(),
+            now: 0,
+            refresh_secs: REFRESH_SECS,
+            name: hostile::TEXT.into(),
+        };
+        hostile::assert_escaped(&page.render().expect("pass"));
+    }
+}

@@ -447,3 +447,36 @@ pub async fn typed_check_in(
     };
     Ok(answer_check_in(&state, lang, check_in).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::page::hostile;
+    use super::*;
+
+    #[test]
+    fn phone_pages_escape_hostile_names() {
+        let lang = Lang::fallback();
+        let bind = BindPage {
+            lang,
+            csrf: String::new(),
+            intent: Some(hostile::TEXT),
+            notice: Some(Text::BindWrongCode),
+        };
+        hostile::assert_escaped(&bind.render().expect("bind"));
+        let post = CheckInPostPage {
+            lang,
+            token: hostile::TEXT.into(),
+        };
+        hostile::assert_escaped(&post.render().expect("post"));
+        let confirmation = ConfirmationPage {
+            lang,
+            event_id: 1,
+            status: Text::CheckinPresent,
+            student: hostile::TEXT.into(),
+            lesson: hostile::TEXT.into(),
+            time: "09:01".into(),
+            repeated: true,
+        };
+        hostile::assert_escaped(&confirmation.render().expect("confirmation"));
+    }
+}

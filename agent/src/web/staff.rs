@@ -705,3 +705,76 @@ pub async fn issue_binding_code(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::page::hostile;
+    use super::*;
+
+    fn lesson() -> LessonSummary {
+        LessonSummary {
+            id: 1,
+            date: "2026-11-23".into(),
+            start: "09:00".into(),
+            end: "10:30".into(),
+            group: hostile::TEXT.into(),
+            discipline: hostile::TEXT.into(),
+            teacher_iin: "850515400012".into(),
+            teacher_name: hostile::TEXT.into(),
+            site: hostile::TEXT.into(),
+            room: hostile::TEXT.into(),
+            mode: "offline".into(),
+            state: LessonState::Open,
+            checked_in: 0,
+            expected: 1,
+        }
+    }
+
+    #[test]
+    fn staff_pages_escape_hostile_names() {
+        let lang = Lang::fallback();
+        let home = HomePage {
+            lang,
+            college: hostile::TEXT,
+            rows: vec![(Text::StatusStudents, 1)],
+        };
+        hostile::assert_escaped(&home.render().expect("home"));
+        let teacher = TeacherPage {
+            lang,
+            login: hostile::TEXT.into(),
+            csrf: hostile::TEXT.into(),
+            is_admin: true,
+            lessons: vec![LessonRow {
+                id: 1,
+                start: "09:00".into(),
+                end: "10:30".into(),
+                group: hostile::TEXT.into(),
+                discipline: hostile::TEXT.into(),
+                room: hostile::TEXT.into(),
+                state: LessonState::Open,
+                checked_in: 0,
+                expected: 1,
+                coverage: "50.0%".into(),
+                coverage_holds: true,
+                students: vec![(hostile::TEXT.into(), hostile::TEXT.into())],
+            }],
+        };
+        hostile::assert_escaped(&teacher.render().expect("teacher"));
+        let display = DisplayPage {
+            lang,
+            lesson: lesson(),
+            room: hostile::TEXT.into(),
+        };
+        hostile::assert_escaped(&display.render().expect("display"));
+        let login = LoginPage {
+            lang,
+            csrf: hostile::TEXT.into(),
+            error: Some(Text::LoginWrong),
+        };
+        let login = login.render().expect("login");
+        assert!(
+            login.contains("name=csrf value=\"&#60;script&#62;"),
+            "{login}"
+        );
+    }
+}
