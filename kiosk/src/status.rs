@@ -171,27 +171,6 @@ pub fn refusal_text(refusal: Refusal) -> String {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_page_carries_every_language_and_every_refusal_from_the_catalog() {
-        let texts = screen_texts();
-        for lang in Lang::all() {
-            let words = &texts[lang.code()];
-            assert_eq!(words["idle"], lang.text(Text::KioskIdle));
-            for refusal in Refusal::ALL {
-                assert_eq!(words[refusal.code()], lang.text(refusal.text()));
-            }
-        }
-        assert_eq!(
-            refusal_text(Refusal::Replayed),
-            "this pass was already used"
-        );
-    }
-}
-
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>KasipTech kiosk</title>
@@ -228,3 +207,24 @@ async function poll() {
 show({state: "idle", name: ""});
 fetch("/status.json").then((r) => r.json()).then((screen) => { seq = screen.seq; poll(); });
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_carries_every_language_and_every_refusal_from_the_catalog() {
+        let texts = screen_texts();
+        for lang in Lang::all() {
+            let words = &texts[lang.code()];
+            assert_eq!(words["idle"], lang.text(Text::KioskIdle));
+            for refusal in Refusal::ALL {
+                assert_eq!(words[refusal.code()], lang.text(refusal.text()));
+            }
+        }
+        assert_eq!(
+            refusal_text(Refusal::Replayed),
+            "this pass was already used"
+        );
+    }
+}
