@@ -34,7 +34,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 /// Checks a database file without changing it: integrity, schema, chain; summarises it.
 pub fn inspect(path: &Path) -> Result<BackupSummary, AgentError> {
     let database = |source: rusqlite::Error| {
-        AgentError::Operation(format!(
+        AgentError::Refused(format!(
             "{} is not a usable agent database: {source}",
             path.display()
         ))
@@ -48,7 +48,7 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, AgentError> {
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .map_err(database)?;
     if integrity != "ok" {
-        return Err(AgentError::Operation(format!(
+        return Err(AgentError::Refused(format!(
             "{} fails SQLite's integrity check: {integrity}",
             path.display()
         )));
@@ -60,7 +60,7 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, AgentError> {
         .map_err(database)?
         .unwrap_or(0);
     if schema_version > latest_version() {
-        return Err(AgentError::Operation(format!(
+        return Err(AgentError::Refused(format!(
             "{} has schema version {schema_version}, newer than this agent's {}; use a newer kasip-agent",
             path.display(),
             latest_version()
@@ -69,7 +69,7 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, AgentError> {
     let chain_head = match crate::attendance::verify_chain(&connection).map_err(database)? {
         crate::attendance::ChainCheck::Intact { head, .. } => head,
         crate::attendance::ChainCheck::Broken { row_id, reason } => {
-            return Err(AgentError::Operation(format!(
+            return Err(AgentError::Refused(format!(
                 "{}: attendance chain broken at event {row_id}: {reason}",
                 path.display()
             )))

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", kasip_agent::error::report(&error));
             if let AgentError::Import { file, source } = &error {
                 if let kasip_agent::import::ImportError::Rejected(rows) = source.as_ref() {
                     for row in rows {

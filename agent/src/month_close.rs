@@ -104,7 +104,7 @@ pub fn close(
         .optional()
         .map_err(failure(store))?;
     if closed_at.is_some() {
-        return Err(AgentError::Operation(format!(
+        return Err(AgentError::Refused(format!(
             "{month} is already closed; later corrections are recorded as adjustments"
         )));
     }
@@ -160,12 +160,12 @@ pub fn close(
         "forced_reason": force_reason,
         "min_coverage_per_mille": settings.red_flags.coverage.min_coverage.thousandths(),
         "student_qr_share_per_mille": settings.red_flags.coverage.student_qr_share.thousandths(),
-        "coverage": serde_json::to_value(&coverage).map_err(|error| AgentError::Operation(error.to_string()))?,
-        "students": serde_json::to_value(&students).map_err(|error| AgentError::Operation(error.to_string()))?,
-        "red_flags": serde_json::to_value(&flags).map_err(|error| AgentError::Operation(error.to_string()))?,
+        "coverage": serde_json::to_value(&coverage).map_err(AgentError::json("the JSON output"))?,
+        "students": serde_json::to_value(&students).map_err(AgentError::json("the JSON output"))?,
+        "red_flags": serde_json::to_value(&flags).map_err(AgentError::json("the JSON output"))?,
     });
     let canonical = to_canonical_json(&payload)
-        .map_err(|error| AgentError::Operation(format!("statement: {error}")))?;
+        .map_err(|error| AgentError::Refused(format!("statement: {error}")))?;
     let jws = sign_compact(key, &protected_header(key), canonical.as_bytes());
 
     let write = |folder: &str, name: String, contents: &[u8]| -> Result<PathBuf, AgentError> {
@@ -196,7 +196,7 @@ pub fn close(
     )?;
     let xlsx_bytes = table
         .to_xlsx()
-        .map_err(|error| AgentError::Operation(format!("XLSX report: {error}")))?;
+        .map_err(|error| AgentError::Refused(format!("XLSX report: {error}")))?;
     let xlsx = write("reports", format!("month-close-{month}.xlsx"), &xlsx_bytes)?;
     let html = write(
         "reports",
@@ -212,7 +212,7 @@ pub fn close(
             flags: &flags,
         }
         .render()
-        .map_err(|error| AgentError::Operation(format!("HTML report: {error}")))?
+        .map_err(|error| AgentError::Refused(format!("HTML report: {error}")))?
         .as_bytes(),
     )?;
     connection

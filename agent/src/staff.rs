@@ -53,7 +53,9 @@ pub enum StaffError {
     #[error("no student with IIN {0}; import students first")]
     UnknownStudent(String),
     #[error("cannot hash the password: {0}")]
-    Hash(String),
+    Hash(argon2::password_hash::Error),
+    #[error("cannot start the password thread")]
+    Thread(#[source] std::io::Error),
     #[error(transparent)]
     Random(#[from] crate::secrets::RandomUnavailable),
     #[error(transparent)]
@@ -173,7 +175,7 @@ pub fn set_password(
     let id = find_or_create_teacher(connection, login_or_iin, now)?;
     let hash = Argon2::default()
         .hash_password(password.as_bytes(), &new_salt()?)
-        .map_err(|error| StaffError::Hash(error.to_string()))?
+        .map_err(StaffError::Hash)?
         .to_string();
     connection.execute(
         "UPDATE staff SET password_hash = ?2 WHERE id = ?1",
@@ -234,7 +236,7 @@ impl PasswordChecker {
     pub fn start() -> Result<Self, StaffError> {
         let dummy = Argon2::default()
             .hash_password(b"no such account", &new_salt()?)
-            .map_err(|error| StaffError::Hash(error.to_string()))?
+            .map_err(StaffError::Hash)?
             .to_string();
         let (requests, queue) = std::sync::mpsc::channel::<Verification>();
         std::thread::Builder::new()
@@ -252,9 +254,7 @@ impl PasswordChecker {
                     let _ = reply.send(matches);
                 }
             })
-            .map_err(|error| {
-                StaffError::Hash(format!("cannot start the password thread: {error}"))
-            })?;
+            .map_err(StaffError::Thread)?;
         Ok(Self { requests })
     }
 
@@ -304,7 +304,7 @@ fn new_salt() -> Result<SaltString, StaffError> {
     SystemRandom::new()
         .fill(&mut salt_bytes)
         .map_err(|_| StaffError::Random(crate::secrets::RandomUnavailable))?;
-    SaltString::encode_b64(&salt_bytes).map_err(|error| StaffError::Hash(error.to_string()))
+    SaltString::encode_b64(&salt_bytes).map_err(StaffError::Hash)
 }
 
 /// Session lifetime: a teaching day.

@@ -53,11 +53,11 @@ pub fn client(settings: &Settings, registry_url: &str) -> Result<RegistryClient,
             request: settings.sync.request_timeout,
         },
     )
-    .map_err(|error| AgentError::Operation(error.to_string()))
+    .map_err(AgentError::Registry)
 }
 
 fn sync_failure(error: kasip_sync::SyncError) -> AgentError {
-    AgentError::Operation(error.to_string())
+    AgentError::Registry(error)
 }
 
 /// `kasip-agent enroll`: sends the public key and BIN with the one-time code.
@@ -118,8 +118,7 @@ pub fn finish_rotation(
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
-        .optional()
-        .map_err(|error| AgentError::Operation(error.to_string()))?;
+        .optional()?;
     let Some((id, kid)) = pending else {
         return Ok(None);
     };
@@ -128,7 +127,7 @@ pub fn finish_rotation(
     if next_path.exists() {
         let next = DeviceKey::load(&next_path)?;
         if next.thumbprint() != kid {
-            return Err(AgentError::Operation(format!(
+            return Err(AgentError::Refused(format!(
                 "{} is not the key announced to the registry ({kid}); keep both files and report this",
                 next_path.display()
             )));
@@ -147,18 +146,16 @@ pub fn finish_rotation(
     }
     let key = DeviceKey::load(&key_path)?;
     if key.thumbprint() != kid {
-        return Err(AgentError::Operation(format!(
+        return Err(AgentError::Refused(format!(
             "the registry acknowledged key {kid} but {} holds {}; restore agent-key.next.pem from a backup",
             key_path.display(),
             key.thumbprint()
         )));
     }
-    connection
-        .execute(
-            "UPDATE key_rotations SET completed_at = ?2 WHERE id = ?1",
-            rusqlite::params![id, now],
-        )
-        .map_err(|error| AgentError::Operation(error.to_string()))?;
+    connection.execute(
+        "UPDATE key_rotations SET completed_at = ?2 WHERE id = ?1",
+        rusqlite::params![id, now],
+    )?;
     tracing::info!(kid = %kid, "key rotation finished: the registry acknowledged the new key");
     Ok(Some(key))
 }
@@ -226,13 +223,13 @@ impl Uploader {
         let now = self.now();
         let store = Arc::clone(&self.store);
         let finished = tokio::task::spawn_blocking(move || {
-            let store = store
-                .lock()
-                .map_err(|_| AgentError::Server("the sync database lock was poisoned".into()))?;
+            let store = store.lock().map_err(|_| {
+                AgentError::task("a sync step before this one (the lock is poisoned)", None)
+            })?;
             finish_rotation(&data_dir, store.connection(), now)
         })
         .await
-        .map_err(|error| AgentError::Server(format!("sync task failed: {error}")))??;
+        .map_err(|error| AgentError::task("the sync task", Some(Box::new(error))))??;
         if let Some(key) = finished {
             *self
                 .key
@@ -249,14 +246,14 @@ impl Uploader {
     ) -> Result<T, AgentError> {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
-            let mut store = store
-                .lock()
-                .map_err(|_| AgentError::Server("the sync database lock was poisoned".into()))?;
+            let mut store = store.lock().map_err(|_| {
+                AgentError::task("a sync step before this one (the lock is poisoned)", None)
+            })?;
             let result = work(&mut store);
             result.map_err(|source| AgentError::from(store.error(source)))
         })
         .await
-        .map_err(|error| AgentError::Server(format!("sync task failed: {error}")))?
+        .map_err(|error| AgentError::task("the sync task", Some(Box::new(error))))?
     }
 
     /// Seals the due batches (all pending events when `force`), one batch per turn on
@@ -534,11 +531,11 @@ impl Uploader {
         };
         let sealed = (&mut sealing)
             .await
-            .map_err(|error| AgentError::Server(format!("sealing task failed: {error}")))??;
+            .map_err(|error| AgentError::task("the sealing task", Some(Box::new(error))))??;
         let beneficiaries = match self.pull_beneficiaries(&client).await {
             Ok(report) => Some(report),
             Err(error) => {
-                tracing::warn!(%error, "beneficiary pull failed");
+                tracing::warn!(error = %crate::error::report(&error), "beneficiary pull failed");
                 None
             }
         };
@@ -553,7 +550,7 @@ impl Uploader {
     /// The service's loop: seal due batches, send, pull beneficiaries, until `stop`.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         if let Err(error) = self.finish_rotation().await {
-            tracing::error!(%error, "cannot finish the acknowledged key rotation");
+            tracing::error!(error = %crate::error::report(&error), "cannot finish the acknowledged key rotation");
         }
         let mut session = Session {
             backoff: Backoff::new(Duration::from_secs(1), self.settings.sync.backoff_cap),
@@ -567,7 +564,7 @@ impl Uploader {
                 Ok(Step::Wait { delay, .. }) => delay,
                 Ok(Step::Empty | Step::NotEnrolled | Step::Stopped(_)) => Duration::from_secs(1),
                 Err(error) => {
-                    tracing::error!(%error, "sync step failed");
+                    tracing::error!(error = %crate::error::report(&error), "sync step failed");
                     session.backoff.next_delay(None)
                 }
             };
@@ -584,7 +581,7 @@ impl Uploader {
         }
         // Seal what is due so a clean stop leaves nothing half-decided.
         if let Err(error) = self.seal(false).await {
-            tracing::warn!(%error, "sealing at shutdown failed");
+            tracing::warn!(error = %crate::error::report(&error), "sealing at shutdown failed");
         }
     }
 
@@ -610,7 +607,7 @@ impl Uploader {
         if now >= session.next_pull_at {
             session.next_pull_at = now + self.settings.sync.beneficiary_pull_secs;
             if let Err(error) = self.pull_beneficiaries(client).await {
-                tracing::warn!(%error, "beneficiary pull failed; will try again at the next interval");
+                tracing::warn!(error = %crate::error::report(&error), "beneficiary pull failed; will try again at the next interval");
                 session.next_pull_at = now + 60;
             }
         }
@@ -653,7 +650,7 @@ pub fn apply_beneficiaries(
         |row| row.get(0),
     )?;
     if list.students.is_empty() && roster_beneficiaries > 0 {
-        return Ok(Err(AgentError::Operation(format!(
+        return Ok(Err(AgentError::Refused(format!(
             "the registry listed no students for {} while the roster has {roster_beneficiaries} beneficiaries; \
              nothing was changed (ask the registry whether its list is complete)",
             list.college_bin

@@ -1,5 +1,6 @@
-//! Device identity keys, their files, the LAN TLS certificate, and the service
-//! manager's handshake (sd_notify) that agent and kiosk share.
+//! Device identity keys, their files, the LAN TLS certificate, request signatures, and
+//! the process plumbing the binaries share (logging, stop signals, error reports,
+//! private files, the service manager's sd_notify).
 //!
 //! **Architecture invariant**: this crate does no network I/O. It makes, stores and loads
 //! keys and certificates; callers decide what to sign and where to send it.
@@ -7,6 +8,7 @@
 pub mod agent_auth;
 mod device_key;
 pub mod jws;
+pub mod process;
 pub mod service_manager;
 pub mod tls;
 

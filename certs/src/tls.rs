@@ -10,8 +10,8 @@ use crate::device_key::KEY_FILE_MODE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot make a TLS certificate: {0}")]
-    Generate(String),
+    #[error("cannot make a TLS certificate")]
+    Generate(#[source] rcgen::Error),
     #[error("cannot write {path}: {source}")]
     Write {
         path: std::path::PathBuf,
@@ -39,7 +39,7 @@ pub fn write_self_signed(
             .cloned()
             .collect::<Vec<_>>(),
     )
-    .map_err(|error| TlsError::Generate(error.to_string()))?;
+    .map_err(TlsError::Generate)?;
     for name in &subject_alt_names {
         if let Ok(address) = name.parse::<IpAddr>() {
             params
@@ -52,11 +52,8 @@ pub fn write_self_signed(
         .push(rcgen::DnType::CommonName, "KasipTech college agent");
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2035, 12, 31);
-    let key_pair =
-        rcgen::KeyPair::generate().map_err(|error| TlsError::Generate(error.to_string()))?;
-    let certificate = params
-        .self_signed(&key_pair)
-        .map_err(|error| TlsError::Generate(error.to_string()))?;
+    let key_pair = rcgen::KeyPair::generate().map_err(TlsError::Generate)?;
+    let certificate = params.self_signed(&key_pair).map_err(TlsError::Generate)?;
     write_new(key_path, key_pair.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
     write_new(cert_path, certificate.pem().as_bytes(), 0o644)?;
     Ok(())

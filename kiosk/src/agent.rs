@@ -96,7 +96,7 @@ impl AgentClient {
         let seen = verifier.seen();
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|error| KioskError::Server(format!("TLS set-up: {error}")))?
+            .map_err(KioskError::Tls)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
@@ -107,7 +107,7 @@ impl AgentClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kasip-kiosk/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|error| KioskError::Server(format!("HTTP client: {error}")))?;
+            .map_err(KioskError::Http)?;
         Ok(Self { base, http, seen })
     }
 

@@ -1,6 +1,5 @@
 //! `kasip-kiosk`'s commands.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -88,18 +87,7 @@ pub enum Command {
     },
 }
 
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KASIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.with_ansi(false).without_time().init();
-    }
-}
+pub use kasip_certs::process::init_logging;
 
 fn default_root() -> PathBuf {
     directories::ProjectDirs::from("kz", "KasipTech", "kasip-kiosk")
@@ -177,7 +165,7 @@ fn enroll(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| KioskError::Server(format!("cannot start the async runtime: {error}")))?;
+        .map_err(KioskError::runtime("cannot start the async runtime"))?;
     let answer = runtime.block_on(client.enrol(code))?;
     let seen = client.seen_fingerprint().unwrap_or_default();
     write_credential(dir, &answer.credential)?;

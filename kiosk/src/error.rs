@@ -28,14 +28,31 @@ pub enum KioskError {
     /// The agent could not be reached or refused; the sentence says which and why.
     #[error("{0}")]
     Agent(String),
-    #[error("{0}")]
-    Server(String),
-    /// Images that could not be read as PNG or JPEG.
+    /// The process could not set up what it runs on (runtime, signals, listener).
+    #[error("{what}")]
+    Runtime {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS to the agent")]
+    Tls(#[source] rustls::Error),
+    #[error("cannot set up the HTTP client")]
+    Http(#[source] reqwest::Error),
+    #[error("the system's random source failed; nothing was changed")]
+    Random,
+    /// Images that could not be read as PNG or JPEG: how many, and the first's reason.
     #[error("{0}")]
     Images(String),
 }
 
 impl KioskError {
+    /// The process could not do `what` (a sentence with the fix).
+    pub fn runtime(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Runtime { what, source }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) => EXIT_USAGE,

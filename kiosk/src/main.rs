@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", kasip_certs::process::report(&error));
             ExitCode::from(error.exit_code())
         }
     }

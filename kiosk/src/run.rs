@@ -342,7 +342,7 @@ pub fn run(dir: &KioskDir, options: RunOptions) -> Result<(), KioskError> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|error| KioskError::Server(format!("cannot start the async runtime: {error}")))?;
+        .map_err(KioskError::runtime("cannot start the async runtime"))?;
     runtime.block_on(async move {
         if let Some(listen) = options.status_listen {
             let address = crate::status::serve(listen, kiosk.board()).await?;
@@ -375,7 +375,7 @@ pub fn run(dir: &KioskDir, options: RunOptions) -> Result<(), KioskError> {
             .spawn(move || {
                 let _ = done_sender.send(scanner.scan(&input));
             })
-            .map_err(|error| KioskError::Server(format!("cannot start the scanner: {error}")))?;
+            .map_err(KioskError::runtime("cannot start the scanner"))?;
         let shutdown = shutdown_signal()?;
         tokio::pin!(shutdown);
         kasip_certs::service_manager::notify("READY=1\nSTATUS=scanning");
@@ -424,7 +424,7 @@ pub fn sync_now(dir: &KioskDir) -> Result<ForwardReport, KioskError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| KioskError::Server(format!("cannot start the async runtime: {error}")))?;
+        .map_err(KioskError::runtime("cannot start the async runtime"))?;
     runtime.block_on(async {
         let holders = kiosk.refresh_keys().await?;
         println!("pass keys: {holders} student(s)");
@@ -433,16 +433,6 @@ pub fn sync_now(dir: &KioskDir) -> Result<ForwardReport, KioskError> {
 }
 
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, KioskError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let install = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|error| KioskError::Server(format!("cannot handle {name}: {error}")))
-    };
-    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
+    kasip_certs::process::shutdown_signal()
+        .map_err(|(what, source)| KioskError::runtime(what)(source))
 }

@@ -146,7 +146,7 @@ pub async fn serve(listen: SocketAddr, board: StatusBoard) -> Result<SocketAddr,
         })?;
     let address = listener
         .local_addr()
-        .map_err(|error| KioskError::Server(error.to_string()))?;
+        .map_err(KioskError::runtime("cannot read the status page's address"))?;
     let app = Router::new()
         .route("/", get(page))
         .route("/status.json", get(status_json))

@@ -428,7 +428,6 @@ fn create_private_dir(path: &Path) -> Result<(), KioskError> {
 /// Writes the credential file with mode 0600 (replacing an old one).
 pub fn write_credential(dir: &KioskDir, credential: &str) -> Result<(), KioskError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.credential_path();
     let io_error = |source| KioskError::Io {
         action: "write",
@@ -436,13 +435,7 @@ pub fn write_credential(dir: &KioskDir, credential: &str) -> Result<(), KioskErr
         source,
     };
     let temporary = dir.root().join("credential.new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io_error)?;
+    let mut file = kasip_certs::process::create_private_file(&temporary).map_err(io_error)?;
     file.write_all(credential.as_bytes()).map_err(io_error)?;
     file.sync_all().map_err(io_error)?;
     std::fs::rename(&temporary, &path).map_err(io_error)

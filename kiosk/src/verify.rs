@@ -172,6 +172,6 @@ fn new_scan_id() -> Result<String, KioskError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| KioskError::Server("the system's random source failed".into()))?;
+        .map_err(|_| KioskError::Random)?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }

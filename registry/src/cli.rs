@@ -127,14 +127,12 @@ fn check_rate(name: &str, rate: f64) -> Result<f64, RegistryError> {
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, RegistryError> {
-    let io = |path: &Path, error: &dyn std::fmt::Display| {
-        RegistryError::Io(format!("{}: {error}", path.display()))
-    };
+    let read = |path: &Path| RegistryError::io(format!("cannot read {}", path.display()));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|error| io(cert, &error))?
+        .map_err(read(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|error| io(cert, &error))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|error| io(key, &error))?;
+        .map_err(read(cert))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(read(key))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -144,24 +142,22 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Re
             .with_no_client_auth()
             .with_single_cert(chain, key_der)
     })
-    .map_err(|error| io(cert, &error))?;
+    .map_err(RegistryError::io(format!(
+        "cannot serve TLS with {} and {}",
+        cert.display(),
+        key.display()
+    )))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kasip_certs::process::init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => 0,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", kasip_certs::process::report(&error));
             1
         }
     }
@@ -189,7 +185,7 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
         }
         Command::ImportBeneficiaries { bin: text, file } => {
             let csv = std::fs::read_to_string(&file)
-                .map_err(|error| RegistryError::Io(format!("{}: {error}", file.display())))?;
+                .map_err(RegistryError::io(format!("cannot read {}", file.display())))?;
             let count = store()?.import_beneficiaries(&bin(&text)?, &csv)?;
             println!("{count} student(s) listed for {text}");
         }
@@ -205,14 +201,13 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                     "no agent of {college} is enrolled"
                 )));
             };
-            let io =
-                |error: std::io::Error| RegistryError::Io(format!("{}: {error}", out.display()));
-            std::fs::create_dir_all(&out).map_err(io)?;
+            let io = || RegistryError::io(format!("cannot write into {}", out.display()));
+            std::fs::create_dir_all(&out).map_err(io())?;
             let batches = store.batches_of(&college)?;
             for (_, seq, jws) in &batches {
-                std::fs::write(out.join(format!("{seq}.jws")), jws).map_err(io)?;
+                std::fs::write(out.join(format!("{seq}.jws")), jws).map_err(io())?;
             }
-            std::fs::write(out.join("agent.pub"), DeviceKey::public_key_pem(key)).map_err(io)?;
+            std::fs::write(out.join("agent.pub"), DeviceKey::public_key_pem(key)).map_err(io())?;
             println!(
                 "{} batch(es) of {college} written to {}",
                 batches.len(),
@@ -240,42 +235,26 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             };
             let state = RegistryState::new(store()?, clock());
             let runtime = tokio::runtime::Runtime::new()
-                .map_err(|error| RegistryError::Io(error.to_string()))?;
+                .map_err(RegistryError::io("cannot start the async runtime"))?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
-                    .map_err(|error| {
-                        RegistryError::Io(format!("cannot listen on {listen}: {error}"))
-                    })?;
+                    .map_err(RegistryError::io(format!("cannot listen on {listen}")))?;
                 let address = listener
                     .local_addr()
-                    .map_err(|error| RegistryError::Io(error.to_string()))?;
+                    .map_err(RegistryError::io("cannot read the listening address"))?;
                 let scheme = if tls.is_some() { "https" } else { "http" };
-                let shutdown = shutdown_signal()?;
+                let shutdown = kasip_certs::process::shutdown_signal()
+                    .map_err(|(what, source)| RegistryError::io(what)(source))?;
                 tracing::info!(?faults, "serving");
                 // Tests and scripts read this exact line (stdout) to learn the port.
                 println!("listening on {scheme}://{address}");
                 serve(listener, tls, state, faults, shutdown)
                     .await
-                    .map_err(|error| RegistryError::Io(error.to_string()))
+                    .map_err(RegistryError::io("the registry's server stopped"))
             })?;
             eprintln!("registry stopped");
         }
     }
     Ok(())
-}
-
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, RegistryError>
-{
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|error| RegistryError::Io(format!("cannot handle SIGTERM: {error}")))?;
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|error| RegistryError::Io(format!("cannot handle SIGINT: {error}")))?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }

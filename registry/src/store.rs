@@ -99,8 +99,30 @@ pub enum RegistryError {
     Key(#[from] kasip_certs::KeyError),
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Io(String),
+    /// `what` could not be done; the sentence names the file or address.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the system random generator failed; nothing was changed")]
+    Random,
+    #[error("cannot write the receipt")]
+    Receipt(#[source] kasip_core::BatchError),
+}
+
+impl RegistryError {
+    /// `what` failed with `source` (an I/O, TLS or server error).
+    pub fn io<E: std::error::Error + Send + Sync + 'static>(
+        what: impl Into<String>,
+    ) -> impl FnOnce(E) -> Self {
+        let what = what.into();
+        move |source| Self::Io {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// What the registry answers to a batch, before it becomes HTTP.
@@ -127,8 +149,10 @@ pub struct RegistryStore {
 impl RegistryStore {
     /// Opens (creating when needed) the registry in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|error| RegistryError::Io(format!("{}: {error}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(RegistryError::io(format!(
+            "cannot create {}",
+            data_dir.display()
+        )))?;
         let key_path = data_dir.join("registry-key.pem");
         let key = if key_path.exists() {
             DeviceKey::load(&key_path)?
@@ -198,7 +222,7 @@ impl RegistryStore {
         }
         let mut bytes = [0u8; 10];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-            .map_err(|_| RegistryError::Io("the system random generator failed".into()))?;
+            .map_err(|_| RegistryError::Random)?;
         // Crockford base32: no I, L, O, U to misread when typed from paper.
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let code: String = bytes
@@ -506,7 +530,7 @@ impl RegistryStore {
             &protected_header(&self.key),
             receipt
                 .to_canonical()
-                .map_err(|error| RegistryError::Io(error.to_string()))?
+                .map_err(RegistryError::Receipt)?
                 .as_bytes(),
         );
         transaction

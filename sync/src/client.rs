@@ -27,12 +27,15 @@ pub enum SyncError {
     BadUrl(String),
     #[error("cannot read the registry CA file {path}: {reason}")]
     CaFile { path: String, reason: String },
-    #[error("cannot reach the registry: {0}")]
-    Network(String),
+    #[error("cannot reach the registry: {}", describe(.0))]
+    Network(#[source] reqwest::Error),
     #[error("the registry answered {status}: {message}")]
     Refused { status: u16, message: String },
+    /// The answer broke the protocol in the way the sentence describes.
     #[error("the registry's answer is not what the protocol says: {0}")]
     Protocol(String),
+    #[error("the registry's answer is not the JSON the protocol says")]
+    Answer(#[source] serde_json::Error),
 }
 
 /// What one upload attempt came to.
@@ -157,9 +160,7 @@ impl RegistryClient {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|error| SyncError::Network(error.to_string()))?;
+        let http = builder.build().map_err(SyncError::Network)?;
         Ok(Self { http, base })
     }
 
@@ -186,7 +187,7 @@ impl RegistryClient {
             .json(&body)
             .send()
             .await
-            .map_err(|error| SyncError::Network(error.to_string()))?;
+            .map_err(SyncError::Network)?;
         let (status, text) = read(response).await?;
         if status != StatusCode::CREATED {
             return Err(SyncError::Refused {
@@ -194,8 +195,7 @@ impl RegistryClient {
                 message: error_message(&text),
             });
         }
-        let answer: serde_json::Value =
-            serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;
+        let answer: serde_json::Value = serde_json::from_str(&text).map_err(SyncError::Answer)?;
         let registry_key = answer["registry_key"]
             .as_str()
             .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
@@ -292,8 +292,7 @@ impl RegistryClient {
     ) -> Result<Checkpoint, SyncError> {
         let path = format!("/v1/agents/{agent_id}/checkpoint");
         let text = self.get_signed(key, &path, now).await?;
-        let checkpoint: Checkpoint =
-            serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;
+        let checkpoint: Checkpoint = serde_json::from_str(&text).map_err(SyncError::Answer)?;
         if checkpoint.last_seq > 0 && !is_sha256_hex(&checkpoint.last_hash) {
             return Err(SyncError::Protocol(
                 "checkpoint hash is not a SHA-256".into(),
@@ -311,8 +310,7 @@ impl RegistryClient {
     ) -> Result<BeneficiaryList, SyncError> {
         let path = format!("/v1/colleges/{college_bin}/beneficiaries");
         let text = self.get_signed(key, &path, now).await?;
-        let list: BeneficiaryList =
-            serde_json::from_str(&text).map_err(|error| SyncError::Protocol(error.to_string()))?;
+        let list: BeneficiaryList = serde_json::from_str(&text).map_err(SyncError::Answer)?;
         if list.college_bin != college_bin {
             return Err(SyncError::Protocol(format!(
                 "asked for college {college_bin}, got the list of {}",
@@ -332,7 +330,7 @@ impl RegistryClient {
             )
             .send()
             .await
-            .map_err(|error| SyncError::Network(describe(&error)))?;
+            .map_err(SyncError::Network)?;
         let (status, text) = read(response).await?;
         if status != StatusCode::OK {
             return Err(SyncError::Refused {
@@ -348,11 +346,7 @@ impl RegistryClient {
 async fn read(mut response: reqwest::Response) -> Result<(StatusCode, String), SyncError> {
     let status = response.status();
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|error| SyncError::Network(describe(&error)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(SyncError::Network)? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(SyncError::Protocol(format!(
                 "answer larger than {MAX_ANSWER_BYTES} bytes"

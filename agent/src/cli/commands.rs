@@ -71,8 +71,7 @@ pub fn init(data_dir: &DataDir, options: &InitOptions) -> Result<String, AgentEr
         &options.tls_names,
         &data_dir.tls_cert_path(),
         &data_dir.tls_key_path(),
-    )
-    .map_err(|error| AgentError::Operation(error.to_string()))?;
+    )?;
     Store::create(&data_dir.database_path())?.close()?;
     if external_config {
         tracing::info!(data_dir = %data_dir.root().display(), config = %data_dir.config_path().display(), key = %key.thumbprint(), "data directory initialised");
@@ -180,11 +179,11 @@ pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
 }
 
 fn lesson_failure(error: crate::lessons::LessonError) -> AgentError {
-    AgentError::Operation(error.to_string())
+    AgentError::Lesson(error)
 }
 
 fn staff_failure(error: crate::staff::StaffError) -> AgentError {
-    AgentError::Operation(error.to_string())
+    AgentError::Staff(error)
 }
 
 /// `kasip-agent lesson …`: what a teacher does on their page, for IT and tests.
@@ -205,7 +204,7 @@ pub fn lesson(data_dir: &DataDir, command: super::LessonCommand) -> Result<(), A
                     .map_err(|source| AgentError::from(store.error(source)))?;
             if json {
                 let text = serde_json::to_string_pretty(&list)
-                    .map_err(|error| AgentError::Operation(error.to_string()))?;
+                    .map_err(AgentError::json("the JSON output"))?;
                 println!("{text}");
             } else if list.is_empty() {
                 println!("no lessons on {date}");
@@ -260,14 +259,14 @@ pub fn verify(data_dir: &DataDir) -> Result<(), AgentError> {
                     println!("coverage tally matches the marks");
                     Ok(())
                 }
-                Some((date, iin)) => Err(AgentError::Operation(format!(
+                Some((date, iin)) => Err(AgentError::Refused(format!(
                     "the coverage tally differs from the marks for {} student-day(s), first {iin} on {date}; \
                      the marks themselves are intact: restore the database from a backup and report this",
                     mismatches.len()
                 ))),
             }
         }
-        crate::attendance::ChainCheck::Broken { row_id, reason } => Err(AgentError::Operation(format!(
+        crate::attendance::ChainCheck::Broken { row_id, reason } => Err(AgentError::Refused(format!(
             "attendance chain broken at event {row_id}: {reason}; restore the database from a backup and report this"
         ))),
     }
@@ -332,7 +331,7 @@ pub fn issue_binding_codes(
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|source| AgentError::from(store.error(source)))?;
             if rows.is_empty() {
-                return Err(AgentError::Operation(format!(
+                return Err(AgentError::Refused(format!(
                     "group '{group}' has no active students"
                 )));
             }
@@ -344,7 +343,7 @@ pub fn issue_binding_codes(
     let mut codes = Vec::with_capacity(students.len());
     for (student_iin, name) in students {
         let parsed = kasip_core::Iin::parse(&student_iin)
-            .map_err(|error| AgentError::Operation(format!("stored IIN {student_iin}: {error}")))?;
+            .map_err(|error| AgentError::Refused(format!("stored IIN {student_iin}: {error}")))?;
         let code =
             crate::staff::issue_binding_code(connection, &parsed, now).map_err(staff_failure)?;
         codes.push((student_iin, code, name));
@@ -365,8 +364,8 @@ pub fn coverage(
     let report = crate::coverage::coverage_for_month(store.connection(), month, group, &rules)
         .map_err(|source| AgentError::from(store.error(source)))?;
     if json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|error| AgentError::Operation(error.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&report).map_err(AgentError::json("the JSON output"))?;
         println!("{text}");
         return Ok(());
     }
@@ -418,8 +417,8 @@ pub fn red_flags(
     )
     .map_err(|source| AgentError::from(store.error(source)))?;
     if json {
-        let text = serde_json::to_string_pretty(&flags)
-            .map_err(|error| AgentError::Operation(error.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&flags).map_err(AgentError::json("the JSON output"))?;
         println!("{text}");
     } else if flags.is_empty() {
         println!("no red flags in {month}");
@@ -473,7 +472,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| AgentError::Server(format!("cannot start the async runtime: {error}")))
+        .map_err(AgentError::server("cannot start the async runtime"))
 }
 
 /// `kasip-agent enroll`.
@@ -498,7 +497,7 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
                 .map_err(|source| AgentError::from(store.error(source)))?;
             if json {
                 let text = serde_json::to_string_pretty(&status)
-                    .map_err(|error| AgentError::Operation(error.to_string()))?;
+                    .map_err(AgentError::json("the JSON output"))?;
                 println!("{text}");
             } else {
                 print_sync_status(&status);
@@ -540,7 +539,7 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
             }
             match outcome.stopped {
                 None => Ok(()),
-                Some(reason) => Err(AgentError::Operation(format!(
+                Some(reason) => Err(AgentError::Refused(format!(
                     "sending stopped: {reason}; the queue is kept and the service keeps trying (see `kasip-agent sync status`)"
                 ))),
             }
@@ -614,9 +613,7 @@ pub fn kiosk(data_dir: &DataDir, command: super::KioskCommand) -> Result<(), Age
                     ))
                 }
             };
-            let issued = crate::kiosks::add(connection, &place, "cli", now)
-                .map_err(database)?
-                .map_err(|error| AgentError::Operation(error.to_string()))?;
+            let issued = crate::kiosks::add(connection, &place, "cli", now).map_err(database)??;
             if let Place::Room { room, .. } = &place {
                 let lessons: i64 = connection
                     .query_row(
@@ -652,7 +649,7 @@ pub fn kiosk(data_dir: &DataDir, command: super::KioskCommand) -> Result<(), Age
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&rows)
-                        .map_err(|error| AgentError::Operation(error.to_string()))?
+                        .map_err(AgentError::json("the JSON output"))?
                 );
             } else if rows.is_empty() {
                 println!("no kiosks; add one with `kasip-agent kiosk add --room ROOM` or `--entrance SITE`");
@@ -674,9 +671,7 @@ pub fn kiosk(data_dir: &DataDir, command: super::KioskCommand) -> Result<(), Age
             Ok(())
         }
         KioskCommand::Revoke { id } => {
-            crate::kiosks::revoke(connection, id, now)
-                .map_err(database)?
-                .map_err(|error| AgentError::Operation(error.to_string()))?;
+            crate::kiosks::revoke(connection, id, now).map_err(database)??;
             println!("kiosk {id} revoked; its scans are refused from now on");
             Ok(())
         }
@@ -748,7 +743,7 @@ fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
             )
             .map_err(database)?;
         if unacknowledged > 0 {
-            return Err(AgentError::Operation(format!(
+            return Err(AgentError::Refused(format!(
                 "{unacknowledged} batch(es) are signed with the current key and wait for enrolment; enrol first (kasip-agent enroll), then rotate"
             )));
         }
@@ -811,7 +806,7 @@ fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
         );
         return Ok(());
     }
-    Err(AgentError::Operation(format!(
+    Err(AgentError::Refused(format!(
         "the registry has not acknowledged the new key {new_kid} yet{}; nothing is lost: the agent finishes the rotation when it does (start the service, or run `kasip-agent keys rotate` again)",
         outcome.stopped.map(|reason| format!(" ({reason})")).unwrap_or_default()
     )))

@@ -1,6 +1,5 @@
 //! Command-line flags as clap parses them; `run` turns them into calls on the library.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -352,18 +351,7 @@ fn parse_timezone(text: &str) -> Result<CollegeTimezone, String> {
 
 /// Human format on a terminal; plain lines without colours or timestamps otherwise, since
 /// journald stamps each line itself.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KASIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.with_ansi(false).without_time().init();
-    }
-}
+pub use kasip_certs::process::init_logging;
 
 fn print_report(label: &str, report: &ImportReport) {
     println!(
@@ -449,7 +437,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             let status = commands::status(&data_dir)?;
             if json {
                 let text = serde_json::to_string_pretty(&status)
-                    .map_err(|error| AgentError::Server(error.to_string()))?;
+                    .map_err(AgentError::json("the status"))?;
                 println!("{text}");
             } else {
                 let counts = &status.counts;
@@ -560,7 +548,7 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
                 }
             }
             if failed > 0 {
-                return Err(AgentError::Operation(format!(
+                return Err(AgentError::Refused(format!(
                     "{failed} check(s) failed; see the fixes above"
                 )));
             }
@@ -616,8 +604,8 @@ fn reload_tls_on_sighup(
     key_path: std::path::PathBuf,
 ) -> Result<impl std::future::Future<Output = ()>, AgentError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = signal(SignalKind::hangup())
-        .map_err(|error| AgentError::Server(format!("cannot handle SIGHUP: {error}")))?;
+    let mut hangups =
+        signal(SignalKind::hangup()).map_err(AgentError::server("cannot handle SIGHUP"))?;
     Ok(async move {
         while hangups.recv().await.is_some() {
             match config.reload_from_pem_file(&cert_path, &key_path).await {
@@ -626,7 +614,7 @@ fn reload_tls_on_sighup(
                     tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded")
                 }
                 Err(error) => tracing::error!(
-                    %error,
+                    error = %crate::error::report(&error),
                     cert = %cert_path.display(),
                     "cannot reload the TLS certificate; still serving the previous one"
                 ),
@@ -668,8 +656,12 @@ async fn nightly_backups(
             match made {
                 Ok(Ok(Some(path))) => tracing::info!(path = %path.display(), "nightly backup made"),
                 Ok(Ok(None)) => {}
-                Ok(Err(error)) => tracing::error!(%error, "nightly backup failed; will retry"),
-                Err(error) => tracing::error!(%error, "nightly backup task failed"),
+                Ok(Err(error)) => {
+                    tracing::error!(error = %crate::error::report(&error), "nightly backup failed; will retry")
+                }
+                Err(error) => {
+                    tracing::error!(error = %crate::error::report(&error), "nightly backup task failed")
+                }
             }
         }
     }
@@ -684,7 +676,9 @@ async fn watchdog(interval: std::time::Duration, state: crate::web::AppState) {
             Ok(()) => {
                 crate::service::notify("WATCHDOG=1");
             }
-            Err(error) => tracing::error!(%error, "health probe failed: not pinging the watchdog"),
+            Err(error) => {
+                tracing::error!(error = %crate::error::report(&error), "health probe failed: not pinging the watchdog")
+            }
         }
     }
 }
@@ -720,13 +714,12 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         .unwrap_or_else(|| (data_dir.tls_cert_path(), data_dir.tls_key_path()));
     if !settings.plain_http && settings.tls_pem.is_none() && !cert_path.exists() {
         // A data dir made before TLS existed: make its self-signed pair now.
-        kasip_certs::write_self_signed(&settings.tls_names, &cert_path, &key_path)
-            .map_err(|error| AgentError::Operation(error.to_string()))?;
+        kasip_certs::write_self_signed(&settings.tls_names, &cert_path, &key_path)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|error| AgentError::Server(format!("cannot start the async runtime: {error}")))?;
+        .map_err(AgentError::server("cannot start the async runtime"))?;
     let writer_thread = runtime.block_on(async move {
         let shutdown = crate::web::shutdown_signal()?;
         let transport = if settings.plain_http {
@@ -747,13 +740,12 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         };
         let listener = std::net::TcpListener::bind(address)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-            .map_err(|error| AgentError::Server(format!("cannot listen on {address}: {error}; is another agent running? choose another port with --listen")))?;
+            .map_err(AgentError::server(format!("cannot listen on {address} (is another agent running? choose another port with --listen)")))?;
         let bound = listener
             .local_addr()
-            .map_err(|error| AgentError::Server(error.to_string()))?;
+            .map_err(AgentError::server("cannot read the listening address"))?;
         // Held until exit: `restore` refuses while it is.
-        let service_lock = crate::backup::ServiceLock::acquire(data_dir)
-            .map_err(|error| AgentError::Server(error.to_string()))?;
+        let service_lock = crate::backup::ServiceLock::acquire(data_dir)?;
         let scheme = if settings.plain_http { "http" } else { "https" };
         let public_url = if settings.public_url.is_empty() {
             format!("{scheme}://{bound}")
@@ -784,7 +776,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
                     tracing::info!(%address, "metrics at /metrics");
                     tokio::spawn(crate::web::serve_metrics(listener, state.clone()));
                 }
-                Err(error) => tracing::error!(%address, %error, "cannot serve metrics there; the agent runs without them (set metrics.listen)"),
+                Err(error) => tracing::error!(%address, error = %crate::error::report(&error), "cannot serve metrics there; the agent runs without them (set metrics.listen)"),
             }
         }
         if settings.backup_keep > 0 {
@@ -813,7 +805,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
     // hands its connection back for a clean close.
     let write_store = writer_thread
         .join()
-        .map_err(|_| AgentError::Server("the mark writer thread panicked".into()))?;
+        .map_err(|_| AgentError::task("the mark writer thread", None))?;
     write_store.close()?;
     tracing::info!("shut down cleanly");
     Ok(())

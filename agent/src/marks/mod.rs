@@ -192,7 +192,7 @@ fn writer_loop(
             }
             Err(error) => {
                 // Nothing in this group was stored: say so to every waiting client.
-                tracing::error!(%error, requests = group.len(), "cannot commit marks");
+                tracing::error!(error = %crate::error::report(&error), requests = group.len(), "cannot commit marks");
                 // A full or read-only disk is a state that passes: refuse (503) and try
                 // again with the next request, so the agent recovers by itself when space
                 // returns. So is a lock held longer than busy_timeout (a long import or

@@ -166,7 +166,7 @@ fn refresh_red_flags(state: AppState, month: Month) {
             Ok(flags) => state.red_flags.store(month, &flags),
             Err(error) => {
                 state.red_flags.refresh_failed();
-                tracing::error!(%error, "red flags could not be recomputed");
+                tracing::error!(error = %crate::error::report(&error), "red flags could not be recomputed");
             }
         }
     });

@@ -150,10 +150,10 @@ impl WebError {
         )
     }
 
-    pub fn failure(lang: Lang, error: impl Display) -> Self {
+    pub fn failure(lang: Lang, error: &(dyn std::error::Error + 'static)) -> Self {
         Self::Failure {
             lang,
-            detail: error.to_string(),
+            detail: crate::error::report(error),
         }
     }
 
@@ -166,7 +166,10 @@ impl WebError {
                 detail: failure.0.clone(),
             }
         } else {
-            Self::failure(lang, &failure.0)
+            Self::Failure {
+                lang,
+                detail: failure.0.clone(),
+            }
         }
     }
 }
@@ -216,9 +219,9 @@ pub trait OrFailure<T> {
     fn or_failure(self, lang: Lang) -> Result<T, WebError>;
 }
 
-impl<T, E: Display> OrFailure<T> for Result<T, E> {
+impl<T, E: std::error::Error + 'static> OrFailure<T> for Result<T, E> {
     fn or_failure(self, lang: Lang) -> Result<T, WebError> {
-        self.map_err(|error| WebError::failure(lang, error))
+        self.map_err(|error| WebError::failure(lang, &error))
     }
 }
 

@@ -68,13 +68,13 @@ impl FromRequestParts<AppState> for Staff {
         let session = state
             .with_db(move |store| {
                 crate::staff::session(store.connection(), &token, now)
-                    .map_err(|error| crate::error::AgentError::Operation(error.to_string()))
+                    .map_err(crate::error::AgentError::Staff)
             })
             .await;
         match session {
             Ok(Some((member, csrf))) => Ok(Self { member, csrf, lang }),
             Ok(None) => Err(not_signed_in),
-            Err(error) => Err(WebError::failure(lang, error)),
+            Err(error) => Err(WebError::failure(lang, &error)),
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::marks::{KioskScan, ScanOutcome};
 const ENROL_LIMITER_KEY: &str = "kiosk-enrolment";
 
 fn unavailable(error: &AgentError) -> Response {
-    tracing::error!(%error, "kiosk request failed");
+    tracing::error!(error = %crate::error::report(error), "kiosk request failed");
     json_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "the agent cannot read or write its database right now; the kiosk retries",

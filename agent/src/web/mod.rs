@@ -72,8 +72,7 @@ impl AppState {
         secure_cookies: bool,
         data_dir: crate::config::DataDir,
     ) -> Result<Self, AgentError> {
-        let passwords = crate::staff::PasswordChecker::start()
-            .map_err(|error| AgentError::Server(error.to_string()))?;
+        let passwords = crate::staff::PasswordChecker::start()?;
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
             writer,
@@ -102,13 +101,13 @@ impl AppState {
     ) -> Result<T, AgentError> {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
-            let store = db
-                .lock()
-                .map_err(|_| AgentError::Server("the database lock was poisoned".into()))?;
+            let store = db.lock().map_err(|_| {
+                AgentError::task("a reader before this one (the lock is poisoned)", None)
+            })?;
             work(&store)
         })
         .await
-        .map_err(|error| AgentError::Server(format!("database task failed: {error}")))?
+        .map_err(|error| AgentError::task("the database task", Some(Box::new(error))))?
     }
 }
 
@@ -277,7 +276,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, state: AppState) {
         .route("/metrics", get(metrics))
         .with_state(state);
     if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "the metrics listener stopped");
+        tracing::error!(error = %crate::error::report(&error), "the metrics listener stopped");
     }
 }
 
@@ -304,7 +303,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         )
             .into_response(),
         Err(error) => {
-            tracing::error!(%error, "metrics unavailable");
+            tracing::error!(error = %crate::error::report(&error), "metrics unavailable");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
         }
     }
@@ -327,7 +326,7 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
     match state.probe().await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(error) => {
-            tracing::error!(%error, "health check failed");
+            tracing::error!(error = %crate::error::report(&error), "health check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
         }
     }
@@ -360,7 +359,7 @@ pub async fn serve(
     let result = match transport {
         Transport::Https(config) => {
             let mut server = axum_server::from_tcp_rustls(listener, config)
-                .map_err(|error| AgentError::Server(error.to_string()))?
+                .map_err(AgentError::server("cannot serve HTTPS on the listener"))?
                 .handle(handle)
                 .http1_only();
             server
@@ -371,7 +370,7 @@ pub async fn serve(
         }
         Transport::PlainHttp => {
             let mut server = axum_server::from_tcp(listener)
-                .map_err(|error| AgentError::Server(error.to_string()))?
+                .map_err(AgentError::server("cannot serve HTTP on the listener"))?
                 .handle(handle)
                 .http1_only();
             server
@@ -381,7 +380,7 @@ pub async fn serve(
             server.serve(app).await
         }
     };
-    result.map_err(|error| AgentError::Server(error.to_string()))
+    result.map_err(AgentError::server("the web server stopped"))
 }
 
 /// Offers only HTTP/1.1 in the TLS handshake. HTTP/2 has no header-read or idle timeout
@@ -394,20 +393,8 @@ pub fn https_only_http1(config: &axum_server::tls_rustls::RustlsConfig) {
     config.reload_from_config(Arc::new(inner));
 }
 
-/// Installs the SIGTERM (systemd's stop) and SIGINT (Ctrl-C) handlers now, and returns a
-/// future that resolves on either. Call it before announcing readiness: a signal that
-/// arrives before the handler exists would kill the process without a clean close.
+/// The stop signals' future (`kasip_certs::process::shutdown_signal`), installed now.
 pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, AgentError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let install = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|error| AgentError::Server(format!("cannot handle {name}: {error}")))
-    };
-    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
-            _ = interrupt.recv() => tracing::info!("interrupt received, shutting down"),
-        }
-    })
+    kasip_certs::process::shutdown_signal()
+        .map_err(|(what, source)| AgentError::server(what)(source))
 }

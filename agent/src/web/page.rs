@@ -13,7 +13,7 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
-            tracing::error!(%error, "a page failed to render");
+            tracing::error!(error = %crate::error::report(&error), "a page failed to render");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the page failed to render\n",

@@ -162,7 +162,7 @@ pub async fn register_key(
             "the key is not a P-256 public key, or the proof pass is not signed by it for this student now",
         ),
         Err(error) => {
-            tracing::error!(%error, "cannot register a pass key");
+            tracing::error!(error = %crate::error::report(&error), "cannot register a pass key");
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the agent cannot store the key right now; try again in a minute",

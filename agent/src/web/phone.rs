@@ -123,9 +123,7 @@ pub async fn bind(
                     crate::phones::BindError::Sqlite(source) => {
                         AgentError::from(store.error(source))
                     }
-                    crate::phones::BindError::Random(error) => {
-                        AgentError::Operation(error.to_string())
-                    }
+                    crate::phones::BindError::Random(error) => AgentError::Random(error),
                 },
             )
         })

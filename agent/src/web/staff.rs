@@ -146,7 +146,7 @@ pub async fn login(
     let account = state
         .with_db(move |store| {
             accounts::find_account(store.connection(), &login_name)
-                .map_err(|error| crate::error::AgentError::Operation(error.to_string()))
+                .map_err(crate::error::AgentError::Staff)
         })
         .await
         .or_failure(lang)?;
@@ -157,7 +157,7 @@ pub async fn login(
         .with_db(move |store| match member {
             Some(member) => accounts::start_session(store.connection(), member.id, now)
                 .map(|(token, _)| Some(token))
-                .map_err(|error| crate::error::AgentError::Operation(error.to_string())),
+                .map_err(crate::error::AgentError::Staff),
             None => accounts::record_failed_sign_in(store.connection(), &login_name, now)
                 .map(|()| None)
                 .map_err(|source| crate::error::AgentError::from(store.error(source))),
@@ -192,7 +192,7 @@ pub async fn logout(
             })
             .await;
         if let Err(error) = ended {
-            tracing::error!(%error, "a session could not be ended; it expires by itself");
+            tracing::error!(error = %crate::error::report(&error), "a session could not be ended; it expires by itself");
         }
     }
     with_cookie(

@@ -1,0 +1,104 @@
+//! The process plumbing the three binaries (agent, kiosk, registry) share: logging, the
+//! stop signals, the whole cause chain of an error for a person, and files only the
+//! service's user may read. `service_manager` is the fourth part: sd_notify.
+
+use std::error::Error;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The mode of every secret the product writes: keys, credentials, backups.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Logs to standard error at `KASIP_LOG` (default `info`): with colours and times on a
+/// terminal, plain under the service manager (journald adds the time).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KASIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::io::stderr().is_terminal() {
+        builder.try_init()
+    } else {
+        builder.with_ansi(false).without_time().try_init()
+    };
+}
+
+/// Installs the SIGTERM (the service manager's stop) and SIGINT (Ctrl-C) handlers now,
+/// and returns a future that resolves on either. Call it before announcing readiness: a
+/// signal that arrives before the handler exists kills the process without a clean stop.
+/// The error names the signal that could not be handled.
+pub fn shutdown_signal(
+) -> Result<impl Future<Output = ()> + Send + 'static, (&'static str, std::io::Error)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|error| ("cannot handle SIGTERM", error))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|error| ("cannot handle SIGINT", error))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => tracing::info!("interrupt received, shutting down"),
+        }
+    })
+}
+
+/// `error` and each of its causes, joined with ": ": what a person reads. A cause whose
+/// words the message already carries is not repeated.
+pub fn report(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// Creates (or truncates) `path` readable by its owner only, whatever the umask.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write the report")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_report_carries_every_cause_once() {
+        let error = Outer(std::io::Error::other("disk full"));
+        assert_eq!(report(&error), "cannot write the report: disk full");
+        let io = std::io::Error::other("disk full");
+        assert_eq!(report(&io), "disk full");
+    }
+
+    #[test]
+    fn private_files_are_the_owners_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("secret");
+        drop(create_private_file(&path).expect("create"));
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, PRIVATE_FILE_MODE);
+    }
+}
