@@ -344,15 +344,7 @@ pub fn authenticate(connection: &Connection, credential: &str) -> rusqlite::Resu
     })
 }
 
-/// A student as a kiosk needs them to decide offline.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct PassHolder {
-    pub iin: String,
-    pub name: String,
-    pub active: bool,
-    /// base64url uncompressed P-256 points.
-    pub keys: Vec<String>,
-}
+pub use kasip_core::wire::{PassHolder, UploadedScan};
 
 /// Every student with a current pass key.
 pub fn pass_keys(connection: &Connection) -> rusqlite::Result<Vec<PassHolder>> {
@@ -494,19 +486,6 @@ pub fn replace_pass_keys(connection: &Connection, iin: &str, now: i64) -> rusqli
     Ok(())
 }
 
-/// One scan as a kiosk uploads it, before any decision.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct UploadedScan {
-    pub id: String,
-    pub pass: String,
-    pub scanned_at: i64,
-}
-
-#[derive(serde::Deserialize)]
-struct ScanUpload {
-    scans: Vec<UploadedScan>,
-}
-
 /// Longest scan id a kiosk may send.
 pub const MAX_SCAN_ID_CHARS: usize = 64;
 
@@ -522,7 +501,7 @@ pub struct UploadRefusal {
 /// per scan, where a refusal is recorded.
 pub fn parse_scan_upload(body: &[u8]) -> Result<Vec<UploadedScan>, UploadRefusal> {
     let refuse = |too_large, message: String| UploadRefusal { too_large, message };
-    let upload: ScanUpload = serde_json::from_slice(body).map_err(|error| {
+    let upload: kasip_core::wire::ScanUpload = serde_json::from_slice(body).map_err(|error| {
         refuse(
             false,
             format!("expected {{\"scans\": [{{\"id\", \"pass\", \"scanned_at\"}}]}}: {error}"),

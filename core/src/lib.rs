@@ -13,6 +13,7 @@ pub mod pass;
 pub mod roster;
 pub mod text;
 pub mod token;
+pub mod wire;
 
 pub use attendance::{MarkMethod, MarkStatus};
 pub use batch::{BatchEnvelope, BatchError, BatchKind};

@@ -5,10 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::error::KioskError;
-use crate::store::{PassHolder, QueuedScan};
+use crate::store::QueuedScan;
 
 /// Why a call failed: the forwarder retries `Unreachable` and waits out `Refused`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,39 +28,10 @@ impl From<CallError> for KioskError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct EnrolAnswer {
-    pub kiosk_id: i64,
-    pub credential: String,
-    pub place: PlaceAnswer,
-    pub pass_window_secs: i64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct PlaceAnswer {
-    pub kind: String,
-    pub description: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct KeyList {
-    pub generated_at: i64,
-    pub pass_window_secs: i64,
-    pub students: Vec<PassHolder>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ScanAnswer {
-    pub id: String,
-    pub outcome: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ScanAnswers {
-    results: Vec<ScanAnswer>,
-}
+pub use kasip_core::wire::{
+    KioskEnrolAnswer as EnrolAnswer, KioskPlace as PlaceAnswer, PassKeyList as KeyList, ScanAnswer,
+};
+use kasip_core::wire::{KioskEnrolRequest, ScanAnswers, ScanUpload, UploadedScan};
 
 pub struct AgentClient {
     base: String,
@@ -161,10 +130,12 @@ impl AgentClient {
     }
 
     pub async fn enrol(&self, code: &str) -> Result<EnrolAnswer, CallError> {
-        let request = self
-            .http
-            .post(format!("{}/kiosk/enroll", self.base))
-            .json(&serde_json::json!({ "code": code.trim() }));
+        let request =
+            self.http
+                .post(format!("{}/kiosk/enroll", self.base))
+                .json(&KioskEnrolRequest {
+                    code: code.trim().to_owned(),
+                });
         self.call(request, "enrolment").await
     }
 
@@ -181,16 +152,16 @@ impl AgentClient {
         credential: &str,
         scans: &[QueuedScan],
     ) -> Result<Vec<ScanAnswer>, CallError> {
-        let body = serde_json::json!({
-            "scans": scans
+        let body = ScanUpload {
+            scans: scans
                 .iter()
-                .map(|scan| serde_json::json!({
-                    "id": scan.scan_id,
-                    "pass": scan.pass,
-                    "scanned_at": scan.scanned_at,
-                }))
-                .collect::<Vec<_>>(),
-        });
+                .map(|scan| UploadedScan {
+                    id: scan.scan_id.clone(),
+                    pass: scan.pass.clone(),
+                    scanned_at: scan.scanned_at,
+                })
+                .collect(),
+        };
         let request = self
             .http
             .post(format!("{}/kiosk/scans", self.base))

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::KioskError;
 
@@ -94,14 +94,7 @@ pub struct Enrolment {
     pub pass_window_secs: i64,
 }
 
-/// A student as the agent's key list gives them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PassHolder {
-    pub iin: String,
-    pub name: String,
-    pub active: bool,
-    pub keys: Vec<String>,
-}
+pub use kasip_core::wire::PassHolder;
 
 /// A scan waiting for (or delivered to) the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use kasip_core::wire::{
+    BeneficiaryList, Checkpoint, EnrolmentAnswer, EnrolmentRequest, ErrorAnswer, ListedStudent,
+    ReceiptAnswer,
+};
 use ring::rand::SecureRandom;
 use serde_json::json;
 use tower::ServiceExt;
@@ -69,7 +73,14 @@ impl RegistryState {
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    (status, Json(json!({ "error": message }))).into_response()
+    (
+        status,
+        Json(ErrorAnswer {
+            error: message.to_owned(),
+            expected_seq: None,
+        }),
+    )
+        .into_response()
 }
 
 fn internal(error: impl std::fmt::Display) -> Response<Body> {
@@ -106,18 +117,12 @@ pub fn router(state: RegistryState) -> Router {
 /// `POST /v1/enrolments`: `{code, college_bin, public_key (base64url)}` → (code, BIN,
 /// key bytes), or the sentence for a 400. The key and BIN are judged by `enrol`.
 pub fn parse_enrolment(body: &[u8]) -> Result<(String, String, Vec<u8>), &'static str> {
-    let request =
-        serde_json::from_slice::<serde_json::Value>(body).map_err(|_| "the body is not JSON")?;
-    match (
-        request["code"].as_str().map(str::to_owned),
-        request["college_bin"].as_str().map(str::to_owned),
-        request["public_key"]
-            .as_str()
-            .and_then(|key| URL_SAFE_NO_PAD.decode(key).ok()),
-    ) {
-        (Some(code), Some(bin), Some(public_key)) => Ok((code, bin, public_key)),
-        _ => Err("expected {code, college_bin, public_key (base64url)}"),
-    }
+    const SHAPE: &str = "expected {code, college_bin, public_key (base64url)}";
+    let request: EnrolmentRequest = serde_json::from_slice(body).map_err(|_| SHAPE)?;
+    let public_key = URL_SAFE_NO_PAD
+        .decode(&request.public_key)
+        .map_err(|_| SHAPE)?;
+    Ok((request.code, request.college_bin, public_key))
 }
 
 async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
@@ -144,7 +149,11 @@ async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body
             tracing::info!(%kid, %bin, "agent enrolled");
             (
                 StatusCode::CREATED,
-                Json(json!({"agent": kid, "college_bin": bin, "registry_key": registry_key})),
+                Json(EnrolmentAnswer {
+                    agent: kid,
+                    college_bin: bin,
+                    registry_key,
+                }),
             )
                 .into_response()
         }
@@ -163,10 +172,10 @@ async fn receive_batch(State(state): State<RegistryState>, body: Bytes) -> Respo
         Err(response) => response,
         Ok(Err(failure)) => internal(failure),
         Ok(Ok(Verdict::Stored(receipt))) => {
-            (StatusCode::CREATED, Json(json!({ "receipt": receipt }))).into_response()
+            (StatusCode::CREATED, Json(ReceiptAnswer { receipt })).into_response()
         }
         Ok(Ok(Verdict::AlreadyStored(receipt))) => {
-            (StatusCode::OK, Json(json!({ "receipt": receipt }))).into_response()
+            (StatusCode::OK, Json(ReceiptAnswer { receipt })).into_response()
         }
         Ok(Ok(Verdict::Conflict {
             expected_seq,
@@ -175,7 +184,10 @@ async fn receive_batch(State(state): State<RegistryState>, body: Bytes) -> Respo
             tracing::warn!(%message, expected_seq, "batch conflict");
             (
                 StatusCode::CONFLICT,
-                Json(json!({"error": message, "expected_seq": expected_seq})),
+                Json(ErrorAnswer {
+                    error: message,
+                    expected_seq: Some(expected_seq),
+                }),
             )
                 .into_response()
         }
@@ -237,9 +249,11 @@ async fn checkpoint(
     {
         Err(response) => response,
         Ok(Err(failure)) => internal(failure),
-        Ok(Ok((last_seq, last_hash))) => {
-            Json(json!({"last_seq": last_seq, "last_hash": last_hash})).into_response()
-        }
+        Ok(Ok((last_seq, last_hash))) => Json(Checkpoint {
+            last_seq,
+            last_hash,
+        })
+        .into_response(),
     }
 }
 
@@ -265,13 +279,17 @@ async fn beneficiaries(
     match listed {
         Err(response) => response,
         Ok(Err(failure)) => internal(failure),
-        Ok(Ok(students)) => Json(json!({
-            "college_bin": bin,
-            "students": students
+        Ok(Ok(students)) => Json(BeneficiaryList {
+            college_bin: bin,
+            students: students
                 .into_iter()
-                .map(|(iin, beneficiary, voucher)| json!({"iin": iin, "beneficiary": beneficiary, "voucher": voucher}))
-                .collect::<Vec<_>>(),
-        }))
+                .map(|(iin, beneficiary, voucher)| ListedStudent {
+                    iin,
+                    beneficiary,
+                    voucher,
+                })
+                .collect(),
+        })
         .into_response(),
     }
 }

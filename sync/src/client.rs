@@ -10,9 +10,8 @@ use base64::Engine;
 use kasip_certs::jws::verify_compact;
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{is_sha256_hex, Receipt};
+use kasip_core::wire::{EnrolmentAnswer, EnrolmentRequest, ErrorAnswer, ReceiptAnswer};
 use reqwest::StatusCode;
-use serde::Deserialize;
-use serde_json::json;
 
 /// Answers larger than this are refused (a receipt for 20,000 records is ~1 MB).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -64,34 +63,12 @@ pub enum Upload {
     },
 }
 
-/// The last batch the registry holds from this agent.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Checkpoint {
-    pub last_seq: u64,
-    /// Empty when `last_seq` is 0.
-    pub last_hash: String,
-}
+pub use kasip_core::wire::{BeneficiaryList, Checkpoint, ListedStudent};
 
 /// What enrolment returns: the registry's key, which signs its receipts.
 #[derive(Debug, Clone)]
 pub struct Enrolment {
     pub registry_key: Vec<u8>,
-}
-
-/// One entry of the registry's beneficiary list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListedStudent {
-    pub iin: String,
-    pub beneficiary: bool,
-    pub voucher: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BeneficiaryList {
-    pub college_bin: String,
-    pub students: Vec<ListedStudent>,
 }
 
 #[derive(Clone)]
@@ -176,11 +153,11 @@ impl RegistryClient {
         college_bin: &str,
         key: &DeviceKey,
     ) -> Result<Enrolment, SyncError> {
-        let body = json!({
-            "code": code,
-            "college_bin": college_bin,
-            "public_key": key.public_key_base64url(),
-        });
+        let body = EnrolmentRequest {
+            code: code.to_owned(),
+            college_bin: college_bin.to_owned(),
+            public_key: key.public_key_base64url(),
+        };
         let response = self
             .http
             .post(format!("{}/v1/enrolments", self.base))
@@ -195,10 +172,10 @@ impl RegistryClient {
                 message: error_message(&text),
             });
         }
-        let answer: serde_json::Value = serde_json::from_str(&text).map_err(SyncError::Answer)?;
-        let registry_key = answer["registry_key"]
-            .as_str()
-            .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
+        let answer: EnrolmentAnswer = serde_json::from_str(&text).map_err(SyncError::Answer)?;
+        let registry_key = URL_SAFE_NO_PAD
+            .decode(&answer.registry_key)
+            .ok()
             .filter(|bytes| bytes.len() == 32)
             .ok_or_else(|| SyncError::Protocol("no 32-byte registry_key in the answer".into()))?;
         Ok(Enrolment { registry_key })
@@ -256,8 +233,8 @@ impl RegistryClient {
                 }
             }
             StatusCode::CONFLICT => {
-                let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                match answer["expected_seq"].as_u64() {
+                let answer = serde_json::from_str::<ErrorAnswer>(&text).ok();
+                match answer.and_then(|answer| answer.expected_seq) {
                     Some(expected_seq) => Upload::Conflict {
                         expected_seq,
                         message: error_message(&text),
@@ -374,10 +351,9 @@ fn describe(error: &reqwest::Error) -> String {
 
 /// The registry's `{"error": …}` text, or the start of the body.
 fn error_message(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|value| value["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| text.chars().take(300).collect())
+    serde_json::from_str::<ErrorAnswer>(text)
+        .map(|answer| answer.error)
+        .unwrap_or_else(|_| text.chars().take(300).collect())
 }
 
 /// Checks the receipt's signature under the registry's key and that it is for this
@@ -388,12 +364,9 @@ pub fn verified_receipt(
     hash: &str,
     registry_key: &[u8],
 ) -> Result<(String, Receipt), String> {
-    let answer: serde_json::Value =
-        serde_json::from_str(text).map_err(|_| "the answer is not JSON".to_owned())?;
-    let receipt_jws = answer["receipt"]
-        .as_str()
-        .ok_or("the answer carries no receipt")?
-        .to_owned();
+    let answer: ReceiptAnswer = serde_json::from_str(text)
+        .map_err(|_| "the answer is not {\"receipt\": JWS}".to_owned())?;
+    let receipt_jws = answer.receipt;
     let verified = verify_compact(&receipt_jws, registry_key).map_err(|error| error.to_string())?;
     let receipt = Receipt::parse(&verified.payload).map_err(|error| error.to_string())?;
     if receipt.seq != seq || receipt.hash != hash {
@@ -463,7 +436,7 @@ mod tests {
                 &kasip_certs::jws::protected_header(key),
                 payload.as_bytes(),
             );
-            json!({ "receipt": jws }).to_string()
+            serde_json::json!({ "receipt": jws }).to_string()
         };
         let good = sign(&registry, &receipt);
         assert!(verified_receipt(&good, 5, &hash, registry.public_key()).is_ok());

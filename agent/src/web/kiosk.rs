@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use kasip_core::wire::{
+    KioskEnrolAnswer, KioskEnrolRequest, KioskPlace, PassKeyList, ScanAnswer, ScanAnswers,
+};
 
 use super::page::json_error;
 use super::AppState;
@@ -31,26 +33,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Resul
     serde_json::from_slice(body).map_err(|error| format!("expected {shape}: {error}"))
 }
 
-#[derive(Deserialize)]
-struct EnrolRequest {
-    code: String,
-}
-
-#[derive(Serialize)]
-struct PlaceView<'a> {
-    kind: &'a str,
-    room: &'a str,
-    site: &'a str,
-    description: String,
-}
-
-fn place_view(place: &Place) -> PlaceView<'_> {
+fn place_view(place: &Place) -> KioskPlace {
     let (room, site) = match place {
-        Place::Room { room, site } => (room.as_str(), site.as_str()),
-        Place::Entrance { site } => ("", site.as_str()),
+        Place::Room { room, site } => (room.clone(), site.clone()),
+        Place::Entrance { site } => (String::new(), site.clone()),
     };
-    PlaceView {
-        kind: place.kind(),
+    KioskPlace {
+        kind: place.kind().to_owned(),
         room,
         site,
         description: place.describe(),
@@ -65,7 +54,7 @@ pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Re
             "too many wrong enrolment codes; wait five minutes and type the code again",
         );
     }
-    let request: EnrolRequest = match parse_json(&body, "{\"code\": \"...\"}") {
+    let request: KioskEnrolRequest = match parse_json(&body, "{\"code\": \"...\"}") {
         Ok(request) => request,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
@@ -79,12 +68,12 @@ pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Re
         Ok(Ok((kiosk, credential))) => {
             state.limiter.clear(ENROL_LIMITER_KEY);
             tracing::info!(kiosk = kiosk.id, place = %kiosk.place.describe(), "kiosk enrolled");
-            Json(serde_json::json!({
-                "kiosk_id": kiosk.id,
-                "credential": credential,
-                "place": place_view(&kiosk.place),
-                "pass_window_secs": state.settings.pass_window_secs,
-            }))
+            Json(KioskEnrolAnswer {
+                kiosk_id: kiosk.id,
+                credential,
+                place: place_view(&kiosk.place),
+                pass_window_secs: i64::from(state.settings.pass_window_secs),
+            })
             .into_response()
         }
         Ok(Err(refusal)) => {
@@ -149,12 +138,12 @@ pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Response
         })
         .await;
     match holders {
-        Ok(holders) => Json(serde_json::json!({
-            "kiosk_id": kiosk.id,
-            "generated_at": state.now(),
-            "pass_window_secs": state.settings.pass_window_secs,
-            "students": holders,
-        }))
+        Ok(holders) => Json(PassKeyList {
+            kiosk_id: kiosk.id,
+            generated_at: state.now(),
+            pass_window_secs: i64::from(state.settings.pass_window_secs),
+            students: holders,
+        })
         .into_response(),
         Err(error) => unavailable(&error),
     }
@@ -199,27 +188,35 @@ pub async fn scans(
                 );
             }
         };
-        let mut answer = serde_json::json!({ "id": id, "outcome": outcome.code() });
-        match &outcome {
+        let mut answer = ScanAnswer {
+            id,
+            outcome: outcome.code().to_owned(),
+            reason: None,
+            student: None,
+            event_id: None,
+            lesson_id: None,
+            repeated: None,
+        };
+        match outcome {
             ScanOutcome::Marked {
                 student,
                 event_id,
                 lesson_id,
                 repeated,
             } => {
-                answer["student"] = student.as_str().into();
-                answer["event_id"] = (*event_id).into();
-                answer["lesson_id"] = (*lesson_id).into();
-                answer["repeated"] = (*repeated).into();
+                answer.student = Some(student);
+                answer.event_id = Some(event_id);
+                answer.lesson_id = Some(lesson_id);
+                answer.repeated = Some(repeated);
             }
             ScanOutcome::Presence { student } | ScanOutcome::NoLesson { student } => {
-                answer["student"] = student.as_str().into();
+                answer.student = Some(student);
             }
-            ScanOutcome::Refused(refusal) => answer["reason"] = refusal.code().into(),
+            ScanOutcome::Refused(refusal) => answer.reason = Some(refusal.code().to_owned()),
         }
         answers.push(answer);
     }
-    Json(serde_json::json!({ "results": answers })).into_response()
+    Json(ScanAnswers { results: answers }).into_response()
 }
 
 #[cfg(test)]

@@ -1,0 +1,190 @@
+//! The JSON both ends of each HTTP API speak, defined once: the registry's (enrolment,
+//! checkpoint, beneficiary list, answers with a receipt or an error) and the kiosk API on
+//! the agent (enrolment, the pass key list, scan uploads and their answers). Each end
+//! serialises and parses these types, so a field renamed on one side breaks the build of
+//! the other, not a college's sync. The batch envelope and the receipt are in `batch`.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/enrolments`: the agent's public key and BIN with the registry's one-time code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentRequest {
+    pub code: String,
+    pub college_bin: String,
+    /// The Ed25519 public key, base64url without padding.
+    pub public_key: String,
+}
+
+/// The registry's answer to an enrolment: the agent's id and the key that signs receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentAnswer {
+    pub agent: String,
+    pub college_bin: String,
+    /// base64url without padding.
+    pub registry_key: String,
+}
+
+/// `GET /v1/agents/{id}/checkpoint`: the last batch the registry holds from this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub last_seq: u64,
+    /// Empty when `last_seq` is 0.
+    pub last_hash: String,
+}
+
+/// One entry of the registry's beneficiary list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedStudent {
+    pub iin: String,
+    pub beneficiary: bool,
+    pub voucher: String,
+}
+
+/// `GET /v1/colleges/{bin}/beneficiaries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeneficiaryList {
+    pub college_bin: String,
+    pub students: Vec<ListedStudent>,
+}
+
+/// 200/201 to a batch: the registry's signed receipt (a compact JWS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptAnswer {
+    pub receipt: String,
+}
+
+/// Every refusal of both APIs: a sentence, and for a chain conflict the seq expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_seq: Option<u64>,
+}
+
+/// `POST /kiosk/enroll`: the one-time code the admin read out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KioskEnrolRequest {
+    pub code: String,
+}
+
+/// Where an enrolled kiosk stands, as the agent describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KioskPlace {
+    /// `room` or `entrance`.
+    pub kind: String,
+    #[serde(default)]
+    pub room: String,
+    #[serde(default)]
+    pub site: String,
+    pub description: String,
+}
+
+/// The agent's answer to a kiosk's enrolment: its id, its credential (shown once) and
+/// the pass freshness window it must apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KioskEnrolAnswer {
+    pub kiosk_id: i64,
+    pub credential: String,
+    pub place: KioskPlace,
+    pub pass_window_secs: i64,
+}
+
+/// A student as a kiosk needs them to decide offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassHolder {
+    pub iin: String,
+    pub name: String,
+    pub active: bool,
+    /// base64url uncompressed P-256 points.
+    pub keys: Vec<String>,
+}
+
+/// `GET /kiosk/keys`: every student with a current pass key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassKeyList {
+    pub kiosk_id: i64,
+    pub generated_at: i64,
+    pub pass_window_secs: i64,
+    pub students: Vec<PassHolder>,
+}
+
+/// One scan as a kiosk uploads it, before any decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedScan {
+    pub id: String,
+    pub pass: String,
+    pub scanned_at: i64,
+}
+
+/// `POST /kiosk/scans`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanUpload {
+    pub scans: Vec<UploadedScan>,
+}
+
+/// What the agent decided for one uploaded scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanAnswer {
+    pub id: String,
+    /// `marked`, `presence`, `no_lesson` or `refused`.
+    pub outcome: String,
+    /// A refusal's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lesson_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<bool>,
+}
+
+/// The answer to an upload, in the upload's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanAnswers {
+    pub results: Vec<ScanAnswer>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_read_what_the_other_end_wrote_and_hostile_bodies_are_refused() {
+        let answer = ScanAnswer {
+            id: "s-1".into(),
+            outcome: "refused".into(),
+            reason: Some("replayed_pass".into()),
+            student: None,
+            event_id: None,
+            lesson_id: None,
+            repeated: None,
+        };
+        let text = serde_json::to_string(&answer).expect("json");
+        assert_eq!(
+            text,
+            r#"{"id":"s-1","outcome":"refused","reason":"replayed_pass"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ScanAnswer>(&text).expect("parse"),
+            answer
+        );
+        for hostile in [
+            r#"{"college_bin":"090640001233","students":[{"iin":"1","beneficiary":"yes","voucher":""}]}"#,
+            r#"{"college_bin":"090640001233","students":[],"extra":1}"#,
+            r#"{"college_bin":5,"students":[]}"#,
+            "",
+            "[]",
+        ] {
+            assert!(
+                serde_json::from_str::<BeneficiaryList>(hostile).is_err(),
+                "{hostile}"
+            );
+        }
+        assert!(serde_json::from_str::<Checkpoint>(r#"{"last_seq":-1,"last_hash":""}"#).is_err());
+    }
+}
