@@ -68,6 +68,7 @@ fn marks_per_student(college: &College, lesson: i64) -> HashMap<String, i64> {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // a random seed, not a time the agent reads
 fn sigkill_under_check_in_load_loses_no_answered_mark_and_counts_none_twice() {
     let cycles = env_number("KASIP_CRASH_CYCLES", 5) as usize;
     let seed = env_number(

@@ -93,6 +93,7 @@ fn bin(text: &str) -> Result<Bin, RegistryError> {
     Bin::parse(text).map_err(|error| RegistryError::Usage(format!("--bin '{text}': {error}")))
 }
 
+#[allow(clippy::disallowed_methods)] // the registry's one reader of the system time
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

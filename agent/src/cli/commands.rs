@@ -319,16 +319,7 @@ pub fn issue_binding_codes(
     let students: Vec<(String, String)> = match (iin, group) {
         (Some(iin), _) => vec![(iin.as_string(), String::new())],
         (None, Some(group)) => {
-            let mut statement = connection
-                .prepare(
-                    "SELECT s.iin, s.last_name || ' ' || s.first_name FROM students s
-                     JOIN study_groups g ON g.id = s.group_id
-                     WHERE g.code = ?1 AND s.status = 'active' ORDER BY s.last_name, s.first_name",
-                )
-                .map_err(|source| AgentError::from(store.error(source)))?;
-            let rows = statement
-                .query_map([group], |row| Ok((row.get(0)?, row.get(1)?)))
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            let rows = crate::roster::active_students_of_group(connection, group)
                 .map_err(|source| AgentError::from(store.error(source)))?;
             if rows.is_empty() {
                 return Err(AgentError::Refused(format!(

@@ -1,5 +1,6 @@
-//! JSON bodies the agent and the registry accept from the network: a kiosk's scan
-//! upload, and the pass-key registration and enrolment shapes, parsed as the handlers do.
+//! JSON bodies the agent, the kiosk and the registry accept from the network: a kiosk's
+//! scan upload, the registry's enrolment, and every answer of `kasip_core::wire` the
+//! agent and the kiosk read from the other end.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,4 +12,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = kasip_registry::http::parse_enrolment(data);
+    use kasip_core::wire;
+    let _ = serde_json::from_slice::<wire::EnrolmentAnswer>(data);
+    let _ = serde_json::from_slice::<wire::Checkpoint>(data);
+    let _ = serde_json::from_slice::<wire::BeneficiaryList>(data);
+    let _ = serde_json::from_slice::<wire::ReceiptAnswer>(data);
+    let _ = serde_json::from_slice::<wire::ErrorAnswer>(data);
+    let _ = serde_json::from_slice::<wire::KioskEnrolAnswer>(data);
+    let _ = serde_json::from_slice::<wire::PassKeyList>(data);
+    let _ = serde_json::from_slice::<wire::ScanAnswers>(data);
 });
