@@ -5,7 +5,7 @@
 use kasip_core::{ClassroomToken, Iin, LessonKey, MarkMethod, MarkStatus, TokenError};
 use rusqlite::{OptionalExtension, Transaction};
 
-use super::record::{record_mark, MarkSource, MarkToRecord};
+use super::record::{record_mark_admitted, MarkSource, MarkToRecord};
 use super::MarkRules;
 use crate::attendance::ChainWriter;
 use crate::lessons::open_lesson_at;
@@ -178,36 +178,9 @@ pub(super) fn decide_phone(
     } else {
         MarkMethod::QrPhone
     };
-    if let Some(earlier) =
-        super::record::first_qr_mark(transaction, lesson.lesson_id, &student_iin)?
-    {
-        return Ok(Ok(Accepted {
-            event_id: earlier.event_id,
-            student_iin,
-            student_name,
-            lesson_id: lesson.lesson_id,
-            status: earlier.status,
-            recorded_at: earlier.recorded_at,
-            repeated: true,
-        }));
-    }
-    let device_used: Option<i64> = transaction
-        .prepare_cached(
-            "SELECT 1 FROM attendance_events
-             WHERE lesson_id = ?1 AND device_id = ?2 AND student_iin != ?3 LIMIT 1",
-        )?
-        .query_row(
-            rusqlite::params![lesson.lesson_id, &device_id, &student_iin],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if device_used.is_some() {
-        return Ok(Err(Rejection::DeviceUsedForAnotherStudent));
-    }
     let student = Iin::parse(&student_iin).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
     })?;
-    // A repeat is answered before the device check: the same phone scanning twice is fine.
     let mark = MarkToRecord {
         lesson_id: lesson.lesson_id,
         student,
@@ -219,7 +192,34 @@ pub(super) fn decide_phone(
             lesson_starts_at: lesson.starts_at,
         },
     };
-    let recorded = record_mark(transaction, chain, rules.late_after_mins, mark)?;
+    // A repeat is answered before this check (the same phone scanning twice is fine);
+    // a phone that already checked in another student for the lesson is refused.
+    let device_check = |transaction: &Transaction<'_>| {
+        let device_used: Option<i64> = transaction
+            .prepare_cached(
+                "SELECT 1 FROM attendance_events
+                 WHERE lesson_id = ?1 AND device_id = ?2 AND student_iin != ?3 LIMIT 1",
+            )?
+            .query_row(
+                rusqlite::params![lesson.lesson_id, &device_id, &student_iin],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(match device_used {
+            Some(_) => Err(Rejection::DeviceUsedForAnotherStudent),
+            None => Ok(()),
+        })
+    };
+    let recorded = match record_mark_admitted(
+        transaction,
+        chain,
+        rules.late_after_mins,
+        mark,
+        device_check,
+    )? {
+        Ok(recorded) => recorded,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
     Ok(Ok(Accepted {
         event_id: recorded.event_id,
         student_iin,

@@ -57,6 +57,24 @@ pub fn record_mark(
     late_after_mins: u32,
     mark: MarkToRecord,
 ) -> rusqlite::Result<RecordedMark> {
+    let admitted = record_mark_admitted(transaction, chain, late_after_mins, mark, |_| {
+        Ok(Ok::<(), std::convert::Infallible>(()))
+    })?;
+    Ok(match admitted {
+        Ok(recorded) => recorded,
+        Err(never) => match never {},
+    })
+}
+
+/// `record_mark` with a source's own last check (`admit`), run after a repeated QR mark
+/// has been answered and before anything is appended; its refusal appends nothing.
+pub fn record_mark_admitted<Refusal>(
+    transaction: &Transaction<'_>,
+    chain: &mut ChainWriter,
+    late_after_mins: u32,
+    mark: MarkToRecord,
+    admit: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<Result<(), Refusal>>,
+) -> rusqlite::Result<Result<RecordedMark, Refusal>> {
     let iin = mark.student.as_string();
     let new_mark = match mark.source {
         MarkSource::Qr {
@@ -66,7 +84,7 @@ pub fn record_mark(
             lesson_starts_at,
         } => {
             if let Some(earlier) = first_qr_mark(transaction, mark.lesson_id, &iin)? {
-                return Ok(earlier);
+                return Ok(Ok(earlier));
             }
             let late = mark.at > lesson_starts_at + i64::from(late_after_mins) * 60;
             NewMark {
@@ -103,18 +121,21 @@ pub fn record_mark(
             corrects: latest_mark(transaction, mark.lesson_id, &iin)?,
         },
     };
+    if let Err(refusal) = admit(transaction)? {
+        return Ok(Err(refusal));
+    }
     let event_id = chain.append(transaction, &new_mark)?;
     file_closed_month_adjustment(transaction, event_id, new_mark.lesson_id)?;
-    Ok(RecordedMark {
+    Ok(Ok(RecordedMark {
         event_id,
         status: new_mark.status,
         recorded_at: new_mark.recorded_at,
         repeated: false,
-    })
+    }))
 }
 
 /// The student's first QR mark for the lesson: a second scan answers it again.
-pub(super) fn first_qr_mark(
+fn first_qr_mark(
     transaction: &Transaction<'_>,
     lesson_id: i64,
     iin: &str,
