@@ -208,6 +208,14 @@ pub fn verify_chain(connection: &Connection) -> rusqlite::Result<ChainCheck> {
     })
 }
 
+/// How many marks were recorded by each method (for `/metrics`).
+pub fn marks_by_method(connection: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut statement = connection
+        .prepare_cached("SELECT method, COUNT(*) FROM attendance_events GROUP BY method")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
 /// One mark of a student, as the admin's student page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StudentMark {

@@ -153,14 +153,7 @@ fn database(data_dir: &DataDir, findings: &mut Vec<Finding>) -> Option<Store> {
             return None;
         }
     };
-    let integrity: Result<Vec<String>, rusqlite::Error> = store
-        .connection()
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| row.get::<_, String>(0))?
-                .collect()
-        });
+    let integrity = store.integrity_check();
     match integrity {
         Ok(lines) if lines == ["ok"] => findings.push(finding(
             "database",

@@ -283,3 +283,22 @@ pub fn label(connection: &Connection, lesson_id: i64) -> rusqlite::Result<Option
         })
         .optional()
 }
+
+/// Lessons of `date` opened and not closed.
+pub fn open_on(connection: &Connection, date: Date) -> rusqlite::Result<i64> {
+    connection.query_row(
+        "SELECT COUNT(*) FROM lesson_openings o JOIN lessons l ON l.id = o.lesson_id
+         WHERE o.closed_at IS NULL AND l.date = ?1",
+        [date.to_string()],
+        |row| row.get(0),
+    )
+}
+
+/// Lessons of the timetable held in `room`, on any day.
+pub fn count_in_room(connection: &Connection, room: &str) -> rusqlite::Result<i64> {
+    connection.query_row(
+        "SELECT COUNT(*) FROM lessons WHERE room = ?1",
+        [room],
+        |row| row.get(0),
+    )
+}

@@ -30,6 +30,7 @@ pub mod red_flags;
 pub mod export;
 pub mod month_close;
 pub mod outbox;
+pub mod registry_link;
 pub mod backup;
 pub mod demo;
 

@@ -128,24 +128,17 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     metric(out, name, kind, help, &[(String::new(), value)]);
 }
 
-fn grouped(
-    connection: &Connection,
-    sql: &str,
-    label_name: &str,
-) -> rusqlite::Result<Vec<(String, f64)>> {
-    let mut statement = connection.prepare(sql)?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    rows.map(|row| {
-        row.map(|(value, count)| {
+/// (value, count) pairs as samples labelled `label_name`.
+fn grouped(counts: Vec<(String, i64)>, label_name: &str) -> Vec<(String, f64)> {
+    counts
+        .into_iter()
+        .map(|(value, count)| {
             (
                 format!("{{{label_name}=\"{}\"}}", label(&value)),
                 count as f64,
             )
         })
-    })
-    .collect()
+        .collect()
 }
 
 /// Everything the database knows, rendered; then the request latencies.
@@ -162,11 +155,7 @@ pub fn render(
         "kasip_checkins_total",
         "counter",
         "Attendance marks recorded, by method (qr_phone, qr_typed, qr_kiosk, manual).",
-        &grouped(
-            connection,
-            "SELECT method, COUNT(*) FROM attendance_events GROUP BY method",
-            "method",
-        )?,
+        &grouped(crate::attendance::marks_by_method(connection)?, "method"),
     );
     metric(
         &mut out,
@@ -174,18 +163,11 @@ pub fn render(
         "counter",
         "Refused check-ins, scans and sign-ins, by reason (security events).",
         &grouped(
-            connection,
-            "SELECT kind, COUNT(*) FROM security_events GROUP BY kind",
+            crate::security_events::counts_by_kind(connection)?,
             "reason",
-        )?,
+        ),
     );
-    let today = settings.local_date(now).to_string();
-    let open: i64 = connection.query_row(
-        "SELECT COUNT(*) FROM lesson_openings o JOIN lessons l ON l.id = o.lesson_id
-         WHERE o.closed_at IS NULL AND l.date = ?1",
-        [&today],
-        |row| row.get(0),
-    )?;
+    let open = crate::lessons::open_on(connection, settings.local_date(now))?;
     single(
         &mut out,
         "kasip_open_lessons",

@@ -54,3 +54,11 @@ pub fn recent(connection: &Connection, limit: i64) -> rusqlite::Result<Vec<Recen
     })?;
     rows.collect()
 }
+
+/// How many events of each kind were recorded (for `/metrics`).
+pub fn counts_by_kind(connection: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut statement =
+        connection.prepare_cached("SELECT kind, COUNT(*) FROM security_events GROUP BY kind")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}

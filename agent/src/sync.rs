@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kasip_certs::DeviceKey;
-use kasip_sync::client::{BeneficiaryList, Timeouts};
+use kasip_sync::client::Timeouts;
 use kasip_sync::{Backoff, RegistryClient, Upload};
-use rusqlite::{Connection, OptionalExtension};
-use serde_json::json;
+use rusqlite::Connection;
 
 use crate::clock::Clock;
 use crate::config::{DataDir, Settings};
@@ -22,27 +21,7 @@ use crate::outbox::{self, SealLimits, Sealer};
 use crate::store::Store;
 use kasip_core::BatchKind;
 
-/// The registry this agent is enrolled with.
-#[derive(Debug, Clone)]
-pub struct Enrolled {
-    pub registry_url: String,
-    pub registry_key: Vec<u8>,
-}
-
-pub fn enrolment(connection: &Connection) -> rusqlite::Result<Option<Enrolled>> {
-    connection
-        .query_row(
-            "SELECT registry_url, registry_key FROM sync_enrolment",
-            [],
-            |row| {
-                Ok(Enrolled {
-                    registry_url: row.get(0)?,
-                    registry_key: row.get(1)?,
-                })
-            },
-        )
-        .optional()
-}
+pub use crate::registry_link::{enrolment, Enrolled};
 
 pub fn client(settings: &Settings, registry_url: &str) -> Result<RegistryClient, AgentError> {
     RegistryClient::new(
@@ -75,22 +54,14 @@ pub async fn enroll(
         .enrol(code, &settings.college_bin.to_string(), &key)
         .await
         .map_err(sync_failure)?;
-    store
-        .connection()
-        .execute(
-            "INSERT INTO sync_enrolment (id, registry_url, registry_key, enrolled_at) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET registry_url = excluded.registry_url,
-                 registry_key = excluded.registry_key, enrolled_at = excluded.enrolled_at",
-            rusqlite::params![client.base_url(), enrolment.registry_key, now],
-        )
-        .map_err(|source| store.error(source))?;
-    store
-        .connection()
-        .execute(
-            "UPDATE sync_enrolment SET agent_id = ?1",
-            [key.thumbprint()],
-        )
-        .map_err(|source| store.error(source))?;
+    crate::registry_link::store_enrolment(
+        store.connection(),
+        client.base_url(),
+        &enrolment.registry_key,
+        &key.thumbprint(),
+        now,
+    )
+    .map_err(|source| store.error(source))?;
     Ok(key.thumbprint())
 }
 
@@ -108,18 +79,7 @@ pub fn finish_rotation(
     connection: &Connection,
     now: i64,
 ) -> Result<Option<DeviceKey>, AgentError> {
-    let pending: Option<(i64, String)> = connection
-        .query_row(
-            "SELECT r.id, r.kid FROM key_rotations r
-             WHERE r.completed_at IS NULL AND EXISTS (
-                 SELECT 1 FROM outbox_batches b WHERE b.kind = 'key_rotation'
-                 AND b.acked_at IS NOT NULL AND r.id BETWEEN b.first_id AND b.last_id)
-             ORDER BY r.id LIMIT 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
-    let Some((id, kid)) = pending else {
+    let Some((id, kid)) = crate::registry_link::acknowledged_rotation(connection)? else {
         return Ok(None);
     };
     let key_path = data_dir.key_path();
@@ -152,10 +112,7 @@ pub fn finish_rotation(
             key.thumbprint()
         )));
     }
-    connection.execute(
-        "UPDATE key_rotations SET completed_at = ?2 WHERE id = ?1",
-        rusqlite::params![id, now],
-    )?;
+    crate::registry_link::complete_rotation(connection, id, now)?;
     tracing::info!(kid = %kid, "key rotation finished: the registry acknowledged the new key");
     Ok(Some(key))
 }
@@ -634,95 +591,4 @@ pub struct SyncNow {
     pub beneficiaries: Option<serde_json::Value>,
 }
 
-/// Applies the registry's list: each listed student of the roster gets the registry's
-/// flag and voucher status, each change logged; a roster beneficiary the registry does
-/// not list stops being one; a listed student the roster lacks is reported, not invented.
-pub fn apply_beneficiaries(
-    connection: &mut Connection,
-    list: &BeneficiaryList,
-    now: i64,
-) -> rusqlite::Result<Result<serde_json::Value, AgentError>> {
-    let transaction =
-        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let roster_beneficiaries: i64 = transaction.query_row(
-        "SELECT COUNT(*) FROM students WHERE beneficiary = 1",
-        [],
-        |row| row.get(0),
-    )?;
-    if list.students.is_empty() && roster_beneficiaries > 0 {
-        return Ok(Err(AgentError::Refused(format!(
-            "the registry listed no students for {} while the roster has {roster_beneficiaries} beneficiaries; \
-             nothing was changed (ask the registry whether its list is complete)",
-            list.college_bin
-        ))));
-    }
-    let mut unknown = Vec::new();
-    let mut invalid = Vec::new();
-    let mut changed = 0;
-    let mut listed = std::collections::HashSet::new();
-    let change = |iin: &str, before: (bool, String), after: (bool, &str)| -> rusqlite::Result<()> {
-        transaction.execute(
-            "INSERT INTO beneficiary_events (student_iin, beneficiary_before, beneficiary_after,
-                 voucher_before, voucher_after, at, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'registry')",
-            rusqlite::params![iin, before.0, after.0, before.1, after.1, now],
-        )?;
-        transaction.execute(
-            "UPDATE students SET beneficiary = ?2, voucher = ?3 WHERE iin = ?1",
-            rusqlite::params![iin, after.0, after.1],
-        )?;
-        Ok(())
-    };
-    for student in &list.students {
-        let Ok(iin) = kasip_core::Iin::parse(&student.iin) else {
-            invalid.push(student.iin.clone());
-            continue;
-        };
-        let iin = iin.to_string();
-        listed.insert(iin.clone());
-        let current: Option<(bool, String)> = transaction
-            .query_row(
-                "SELECT beneficiary, voucher FROM students WHERE iin = ?1",
-                [&iin],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let voucher: String = student.voucher.chars().take(64).collect();
-        match current {
-            None => unknown.push(iin),
-            Some(before) if before.0 != student.beneficiary || before.1 != voucher => {
-                change(&iin, before, (student.beneficiary, &voucher))?;
-                changed += 1;
-            }
-            Some(_) => {}
-        }
-    }
-    let unlisted: Vec<(String, String)> = transaction
-        .prepare("SELECT iin, voucher FROM students WHERE beneficiary = 1")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (iin, voucher) in unlisted {
-        if !listed.contains(&iin) {
-            change(&iin, (true, voucher), (false, ""))?;
-            changed += 1;
-        }
-    }
-    let report = json!({
-        "at": now,
-        "listed": list.students.len(),
-        "changed": changed,
-        "unknown_to_roster": unknown,
-        "invalid_iins": invalid,
-    });
-    transaction.execute(
-        "UPDATE sync_state SET last_pull_at = ?1, pull_report = ?2",
-        rusqlite::params![now, report.to_string()],
-    )?;
-    transaction.commit()?;
-    if !unknown.is_empty() {
-        tracing::warn!(
-            count = unknown.len(),
-            "the registry lists students the roster lacks; see `kasip-agent sync status`"
-        );
-    }
-    Ok(Ok(report))
-}
+pub use crate::registry_link::apply_beneficiaries;

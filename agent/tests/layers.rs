@@ -1,7 +1,8 @@
 //! The architecture's absences, checked (ARCHITECTURE.md, "Layers" and "Invariants"):
 //! - the agent's modules are declared in layer order in `lib.rs`, and none uses a module
 //!   declared below it (so there is no cycle and no upward import);
-//! - the web edge holds no SQL and never names `rusqlite`;
+//! - the edge (config, the service's tasks, web, CLI) holds no SQL: it calls domain
+//!   functions; the web edge does not even name `rusqlite`;
 //! - only `marks/record.rs` appends to the attendance chain;
 //! - only the CLI knows clap;
 //! - `kasip-sync` (the client) depends on no database and not on the registry.
@@ -117,10 +118,12 @@ fn the_layer_rule_itself_catches_an_upward_import() {
     assert!(code_lines("// use crate::web").next().is_none());
 }
 
+/// The edge modules (lib.rs's third group): configuration, tasks, web, CLI.
+const EDGE: &[&str] = &["config", "sync", "doctor", "metrics", "web", "cli"];
+
 #[test]
-fn the_web_edge_holds_no_sql() {
-    let forbidden = [
-        "rusqlite",
+fn the_edge_holds_no_sql() {
+    let sql = [
         "SELECT ",
         "INSERT ",
         "UPDATE ",
@@ -130,21 +133,27 @@ fn the_web_edge_holds_no_sql() {
         ".prepare(",
         ".prepare_cached(",
     ];
+    let order = layer_order();
+    let first_edge = order
+        .iter()
+        .position(|name| name == EDGE[0])
+        .expect("config is declared");
+    assert_eq!(&order[first_edge..], EDGE, "lib.rs's edge modules");
     let mut found = Vec::new();
-    for (path, text) in sources(&agent_src().join("web")) {
+    for (path, text) in sources(&agent_src()) {
+        if !EDGE.contains(&module_of(&path).as_str()) {
+            continue;
+        }
+        // The web edge does not even hold a connection: it calls `with_db` closures
+        // over domain functions. The other edge modules may pass one along.
+        let web = module_of(&path) == "web";
         for (number, line) in code_lines(&text) {
-            for word in forbidden {
-                if line.contains(word) {
-                    found.push(format!("{}:{number}: {}", path.display(), line.trim()));
-                }
+            if sql.iter().any(|word| line.contains(word)) || (web && line.contains("rusqlite")) {
+                found.push(format!("{}:{number}: {}", path.display(), line.trim()));
             }
         }
     }
-    assert!(
-        found.is_empty(),
-        "SQL in the web edge:\n{}",
-        found.join("\n")
-    );
+    assert!(found.is_empty(), "SQL in the edge:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -606,13 +606,7 @@ pub fn kiosk(data_dir: &DataDir, command: super::KioskCommand) -> Result<(), Age
             };
             let issued = crate::kiosks::add(connection, &place, "cli", now).map_err(database)??;
             if let Place::Room { room, .. } = &place {
-                let lessons: i64 = connection
-                    .query_row(
-                        "SELECT COUNT(*) FROM lessons WHERE room = ?1",
-                        [room],
-                        |row| row.get(0),
-                    )
-                    .map_err(database)?;
+                let lessons = crate::lessons::count_in_room(connection, room).map_err(database)?;
                 if lessons == 0 {
                     eprintln!("warning: no lesson in the timetable is in room '{room}' yet; scans there will mark nothing until one is");
                 }
@@ -701,7 +695,6 @@ pub fn keys(data_dir: &DataDir, command: super::KeysCommand) -> Result<(), Agent
 }
 
 fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
-    use rusqlite::OptionalExtension;
     let _lock = crate::backup::ServiceLock::acquire(data_dir).map_err(|_| {
         AgentError::Usage(
             "the agent is running and signs with the current key; stop it first (systemctl stop kasip-agent), rotate, start it"
@@ -726,13 +719,8 @@ fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
         .map_err(database)?
         .is_none()
     {
-        let unacknowledged: i64 = connection
-            .query_row(
-                "SELECT COUNT(*) FROM outbox_batches WHERE acked_at IS NULL",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(database)?;
+        let unacknowledged =
+            crate::registry_link::unacknowledged_batches(connection).map_err(database)?;
         if unacknowledged > 0 {
             return Err(AgentError::Refused(format!(
                 "{unacknowledged} batch(es) are signed with the current key and wait for enrolment; enrol first (kasip-agent enroll), then rotate"
@@ -750,35 +738,23 @@ fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
         );
         return Ok(());
     }
-    let pending: Option<String> = connection
-        .query_row(
-            "SELECT kid FROM key_rotations WHERE completed_at IS NULL",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(database)?;
+    let pending = crate::registry_link::waiting_rotation(connection).map_err(database)?;
     let new_kid = match pending {
         Some(kid) => {
             println!("a rotation to {kid} is already waiting for the registry: sending it");
             kid
         }
         None => {
-            // The agent's id at the registry stays the key it enrolled with.
-            connection
-                .execute(
-                    "UPDATE sync_enrolment SET agent_id = COALESCE(agent_id, ?1)",
-                    [key.thumbprint()],
-                )
-                .map_err(database)?;
             let _ = fs::remove_file(&next_path);
             let new = DeviceKey::generate_to(&next_path)?;
-            connection
-                .execute(
-                    "INSERT INTO key_rotations (public_key, kid, at) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![new.public_key(), new.thumbprint(), now],
-                )
-                .map_err(database)?;
+            crate::registry_link::start_rotation(
+                connection,
+                &key.thumbprint(),
+                new.public_key(),
+                &new.thumbprint(),
+                now,
+            )
+            .map_err(database)?;
             new.thumbprint()
         }
     };

@@ -242,6 +242,13 @@ impl Store {
         &self.path
     }
 
+    /// SQLite's own check of every page and index: `["ok"]` or the problems found.
+    pub fn integrity_check(&self) -> rusqlite::Result<Vec<String>> {
+        let mut statement = self.connection.prepare("PRAGMA integrity_check")?;
+        let lines = statement.query_map([], |row| row.get::<_, String>(0))?;
+        lines.collect()
+    }
+
     /// Reads one row: whether the database answers at all (health checks).
     pub fn probe(&self) -> rusqlite::Result<()> {
         self.connection
