@@ -1,19 +1,22 @@
 //! Frames from a camera (feature `camera`: nokhwa, V4L on Linux; needs libclang-dev to
-//! build). Without the feature, asking for a camera says how to get one.
+//! build). Without the feature, asking for a camera says how to get one. The camera
+//! hands each new reading to `on_texts` (the kiosk's `handle`), so it knows nothing of
+//! what a kiosk does with a pass.
+
+use std::time::Instant;
 
 use crate::error::KioskError;
-use crate::run::Kiosk;
 
 #[cfg(not(feature = "camera"))]
-pub fn scan(_kiosk: &Kiosk, _index: u32) -> Result<(), KioskError> {
+pub fn scan(_index: u32, _on_texts: impl FnMut(&[String], Instant)) -> Result<(), KioskError> {
     Err(KioskError::Usage(
         "this kasip-kiosk was built without camera support; rebuild with `cargo build --release -p kasip-kiosk --features camera` (apt install libclang-dev first), or read frames with --frames PATH, --frames - or --wedge".into(),
     ))
 }
 
 #[cfg(feature = "camera")]
-pub fn scan(kiosk: &Kiosk, index: u32) -> Result<(), KioskError> {
-    use std::time::{Duration, Instant};
+pub fn scan(index: u32, mut on_texts: impl FnMut(&[String], Instant)) -> Result<(), KioskError> {
+    use std::time::Duration;
 
     use nokhwa::pixel_format::LumaFormat;
     use nokhwa::utils::{CameraIndex, RequestedFormat, RequestedFormatType};
@@ -52,6 +55,6 @@ pub fn scan(kiosk: &Kiosk, index: u32) -> Result<(), KioskError> {
             continue;
         }
         last = Some((first.clone(), Instant::now()));
-        kiosk.handle(&texts, &format!("camera{index}"), started, true);
+        on_texts(&texts, started);
     }
 }

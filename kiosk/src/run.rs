@@ -278,7 +278,12 @@ impl Kiosk {
                 }
                 Ok(())
             }
-            Input::Camera(index) => crate::camera::scan(self, *index),
+            Input::Camera(index) => {
+                let label = format!("camera{index}");
+                crate::camera::scan(*index, |texts, started| {
+                    self.handle(texts, &label, started, true)
+                })
+            }
         }
     }
 }
