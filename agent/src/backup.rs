@@ -133,8 +133,11 @@ fn vacuum_into(store: &Store, target: &Path) -> Result<(), AgentError> {
         .execute("VACUUM INTO ?1", [target_text])
         .map_err(|source| AgentError::from(store.error(source)))?;
     // Personal data: only the agent's user may read it.
-    fs::set_permissions(target, fs::Permissions::from_mode(0o600))
-        .map_err(io_error("restrict", target))?;
+    fs::set_permissions(
+        target,
+        fs::Permissions::from_mode(kasip_certs::KEY_FILE_MODE),
+    )
+    .map_err(io_error("restrict", target))?;
     Ok(())
 }
 
@@ -199,8 +202,11 @@ pub fn restore(
     fs::copy(source, &partial).map_err(io_error("copy", source))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))
-            .map_err(io_error("restrict", &partial))?;
+        fs::set_permissions(
+            &partial,
+            fs::Permissions::from_mode(kasip_certs::KEY_FILE_MODE),
+        )
+        .map_err(io_error("restrict", &partial))?;
         fs::File::open(&partial)
             .and_then(|file| file.sync_all())
             .map_err(io_error("sync", &partial))?;

@@ -8,7 +8,6 @@
 pub mod allocator;
 pub mod clock;
 pub mod secrets;
-pub mod i18n;
 pub mod data_dir;
 pub mod store;
 pub mod service;

@@ -295,7 +295,7 @@ fn recompute(memory: &mut Vec<argon2::Block>, stored_hash: &str, password: &str)
     Argon2::new(algorithm, version, params)
         .hash_password_into_with_memory(password.as_bytes(), salt, &mut output, &mut memory[..])
         .ok()?;
-    Some(kasip_core::constant_time_eq(&output, expected.as_bytes()))
+    Some(crate::secrets::same_secret(&output, expected.as_bytes()))
 }
 
 /// A random 16-byte salt for a new argon2 hash.

@@ -9,8 +9,7 @@ use std::io::IsTerminal;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// The mode of every secret the product writes: keys, credentials, backups.
-pub const PRIVATE_FILE_MODE: u32 = 0o600;
+use crate::KEY_FILE_MODE;
 
 /// Logs to standard error at `KASIP_LOG` (default `info`): with colours and times on a
 /// terminal, plain under the service manager (journald adds the time).
@@ -68,7 +67,7 @@ pub fn create_private_file(path: &Path) -> std::io::Result<File> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(PRIVATE_FILE_MODE)
+        .mode(KEY_FILE_MODE)
         .open(path)
 }
 
@@ -99,6 +98,6 @@ mod tests {
             .expect("metadata")
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, PRIVATE_FILE_MODE);
+        assert_eq!(mode & 0o777, KEY_FILE_MODE);
     }
 }

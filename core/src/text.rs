@@ -2,8 +2,8 @@
 //! agent's pages, the kiosk's screen, red-flag details, month-close reports and export
 //! headers all take their words from here.
 //!
-//! One file per language under `core/text/` (`key = text` lines; `@name`, `@order` and
-//! `@aliases` lines describe the language). `build.rs` makes the `Text` enum from
+//! One file per language under `core/text/` (`key = text` lines; `@order` places the
+//! language in the switcher, `@aliases` lists other codes readers send for it). `build.rs` makes the `Text` enum from
 //! `en.txt`, so a key is checked at compile time, and embeds every file; a test checks
 //! each file has every key, no other, and no blank. A new language is one new file.
 //! Texts with a `{name}` placeholder are filled by `Lang::fill`.
@@ -21,7 +21,6 @@ pub const FALLBACK_LANGUAGE: &str = "ru";
 #[derive(Debug)]
 struct Catalog {
     code: &'static str,
-    name: String,
     order: i64,
     aliases: Vec<String>,
     texts: HashMap<&'static str, &'static str>,
@@ -37,7 +36,6 @@ pub struct CatalogProblem {
 fn parse(code: &'static str, text: &'static str) -> (Catalog, Vec<CatalogProblem>) {
     let mut catalog = Catalog {
         code,
-        name: code.to_owned(),
         order: i64::MAX,
         aliases: Vec::new(),
         texts: HashMap::new(),
@@ -58,7 +56,6 @@ fn parse(code: &'static str, text: &'static str) -> (Catalog, Vec<CatalogProblem
         };
         let (key, value) = (key.trim(), value.trim());
         match key {
-            "@name" => catalog.name = value.to_owned(),
             "@order" => catalog.order = value.parse().unwrap_or(i64::MAX),
             "@aliases" => {
                 catalog.aliases = value
@@ -177,11 +174,6 @@ impl Lang {
         self.catalog().code
     }
 
-    /// The language's own name (`Қазақша`), for the switcher.
-    pub fn name(self) -> &'static str {
-        &self.catalog().name
-    }
-
     /// The text of `key`; a key missing from this file (which the test refuses) falls
     /// back to the fallback language, then to the key itself, never to a blank.
     pub fn text(self, key: Text) -> &'static str {
@@ -201,11 +193,6 @@ impl Lang {
         }
         filled
     }
-}
-
-/// The text of `key` in `lang`.
-pub fn text(lang: Lang, key: Text) -> &'static str {
-    lang.text(key)
 }
 
 /// A catalog sentence with the values that fill its `{name}` placeholders: something a
@@ -342,6 +329,6 @@ mod tests {
         assert_eq!(code(Lang::negotiate(None, Some(";;;q=,"))), "ru");
         assert_eq!(code(Lang::all().next().expect("a language")), "kk");
         let kk = Lang::from_code("kk").expect("kk");
-        assert_eq!(text(kk, Text::StatusGroups), "Топтар");
+        assert_eq!(kk.text(Text::StatusGroups), "Топтар");
     }
 }

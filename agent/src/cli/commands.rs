@@ -459,6 +459,23 @@ pub fn month_close(
     Ok(closed)
 }
 
+/// The service's uploader, driven from the command line (`sync now`, `keys rotate`).
+fn uploader(
+    store: Store,
+    key: DeviceKey,
+    settings: Settings,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    data_dir: &DataDir,
+) -> crate::sync::Uploader {
+    crate::sync::Uploader::new(
+        store,
+        key,
+        std::sync::Arc::new(settings),
+        clock,
+        data_dir.clone(),
+    )
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -508,13 +525,7 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
         }
         SyncCommand::Now => {
             let key = DeviceKey::load(&data_dir.key_path())?;
-            let uploader = crate::sync::Uploader::new(
-                store,
-                key,
-                std::sync::Arc::new(settings),
-                clock,
-                data_dir.clone(),
-            );
+            let uploader = uploader(store, key, settings, clock, data_dir);
             let outcome = runtime()?.block_on(uploader.sync_now())?;
             println!(
                 "{} batch(es) sealed, {} sent and acknowledged",
@@ -758,13 +769,12 @@ fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
             new.thumbprint()
         }
     };
-    let clock = crate::clock::from_environment();
-    let uploader = crate::sync::Uploader::new(
+    let uploader = uploader(
         store,
         key,
-        std::sync::Arc::new(settings),
-        clock,
-        data_dir.clone(),
+        settings,
+        crate::clock::from_environment(),
+        data_dir,
     );
     let outcome = runtime()?.block_on(uploader.sync_now())?;
     if uploader.key().thumbprint() == new_kid {

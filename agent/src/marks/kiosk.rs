@@ -158,38 +158,15 @@ pub(super) fn decide_scan(
         Err(_) => return refuse(transaction, scan, None, ScanRefusal::Malformed, now, true),
     };
     let window = i64::from(rules.pass_window_secs);
+    // Every refusal from here on names the pass's student and is remembered by scan id.
+    let refused = |refusal| refuse(transaction, scan, Some(&pass), refusal, now, true);
     if scan.scanned_at > now + MAX_KIOSK_CLOCK_AHEAD_SECS {
-        return refuse(
-            transaction,
-            scan,
-            Some(&pass),
-            ScanRefusal::FromTheFuture,
-            now,
-            true,
-        );
+        return refused(ScanRefusal::FromTheFuture);
     }
     match pass.check_fresh(scan.scanned_at, window) {
         Ok(()) => {}
-        Err(PassError::FromTheFuture { .. }) => {
-            return refuse(
-                transaction,
-                scan,
-                Some(&pass),
-                ScanRefusal::FromTheFuture,
-                now,
-                true,
-            )
-        }
-        Err(_) => {
-            return refuse(
-                transaction,
-                scan,
-                Some(&pass),
-                ScanRefusal::Stale,
-                now,
-                true,
-            )
-        }
+        Err(PassError::FromTheFuture { .. }) => return refused(ScanRefusal::FromTheFuture),
+        Err(_) => return refused(ScanRefusal::Stale),
     }
     let iin = pass.student.as_string();
     let student: Option<(i64, String)> = transaction
@@ -197,14 +174,7 @@ pub(super) fn decide_scan(
         .query_row([&iin], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let Some((group_id, status)) = student else {
-        return refuse(
-            transaction,
-            scan,
-            Some(&pass),
-            ScanRefusal::UnknownStudent,
-            now,
-            true,
-        );
+        return refused(ScanRefusal::UnknownStudent);
     };
     // Keys current when the pass was signed: a scan buffered on a kiosk across a
     // re-registration still verifies under the key that made it.
@@ -222,24 +192,10 @@ pub(super) fn decide_scan(
         })
         .collect();
     if !pass.verify_signature(&keys) {
-        return refuse(
-            transaction,
-            scan,
-            Some(&pass),
-            ScanRefusal::Forged,
-            now,
-            true,
-        );
+        return refused(ScanRefusal::Forged);
     }
     if status != "active" {
-        return refuse(
-            transaction,
-            scan,
-            Some(&pass),
-            ScanRefusal::StudentInactive,
-            now,
-            true,
-        );
+        return refused(ScanRefusal::StudentInactive);
     }
     let used: Option<String> = transaction
         .prepare_cached(
@@ -248,14 +204,7 @@ pub(super) fn decide_scan(
         .query_row(rusqlite::params![&iin, pass.signed_at], |row| row.get(0))
         .optional()?;
     if used.is_some() {
-        return refuse(
-            transaction,
-            scan,
-            Some(&pass),
-            ScanRefusal::Replayed,
-            now,
-            true,
-        );
+        return refused(ScanRefusal::Replayed);
     }
     let outcome = match &scan.kiosk.place {
         Place::Entrance { .. } => ScanOutcome::Presence {

@@ -68,7 +68,7 @@ pub fn record_mark(
 
 /// `record_mark` with a source's own last check (`admit`), run after a repeated QR mark
 /// has been answered and before anything is appended; its refusal appends nothing.
-pub fn record_mark_admitted<Refusal>(
+pub(super) fn record_mark_admitted<Refusal>(
     transaction: &Transaction<'_>,
     chain: &mut ChainWriter,
     late_after_mins: u32,

@@ -20,10 +20,10 @@ use super::AppState;
 use crate::coverage::{month_figures, CoverageReport, CoverageTrend};
 use crate::error::AgentError;
 use crate::export::{Cell, Table};
-use crate::i18n::{Lang, Text};
 use crate::outbox::SyncStatus;
 use crate::red_flags::{red_flags_for_month, RedFlag};
 use crate::security_events::RecentEvent;
+use kasip_core::{Lang, Text};
 
 #[derive(Deserialize)]
 pub struct MonthQuery {

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::page::render;
-use crate::i18n::{Lang, Text};
 use crate::marks::WriteFailure;
+use kasip_core::{Lang, Text};
 
 /// One paragraph of a message page.
 pub struct Paragraph {

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::error::WebError;
 use super::page::{cookie, language};
 use super::AppState;
-use crate::i18n::{Lang, Text};
 use crate::staff::{Role, StaffMember};
+use kasip_core::{Lang, Text};
 
 /// Cookie holding a staff session's token (256-bit random; stored hashed).
 pub const SESSION_COOKIE: &str = "kasip_session";

@@ -26,9 +26,9 @@ use kasip_core::ClassroomToken;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::AgentError;
-use crate::i18n::Text;
 use crate::marks::MarkWriter;
 use crate::store::Store;
+use kasip_core::Text;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::i18n::Lang;
+use kasip_core::Lang;
 
 /// `template` as an HTML page with `status`. A template that fails to render (a bug: the
 /// templates are checked at compile time) is a 500 and a log line, never a panic.

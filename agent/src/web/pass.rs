@@ -14,9 +14,9 @@ use super::page::{cookie, json_error, render, set_cookie, with_cookie};
 use super::phone::CREDENTIAL_COOKIE;
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::{Lang, Text};
 use crate::kiosks::PassKeyRefusal;
 use crate::secrets::{random_token, secret_hash};
+use kasip_core::{Lang, Text};
 
 const PASS_CSRF_COOKIE: &str = "kasip_pass_csrf";
 const PASS_CSRF_HEADER: &str = "x-kasip-csrf";

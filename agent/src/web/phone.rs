@@ -12,11 +12,11 @@ use super::extract::PageLang;
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
 use super::AppState;
 use crate::error::AgentError;
-use crate::i18n::{Lang, Text};
 use crate::lessons::open_lesson_at;
 use crate::marks::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 use crate::phones::BindOutcome;
 use crate::secrets::{random_token, secret_hash};
+use kasip_core::{Lang, Text};
 
 /// Cookie holding the phone's binding credential (256-bit random; stored hashed).
 pub const CREDENTIAL_COOKIE: &str = "kasip_credential";

@@ -15,12 +15,12 @@ use super::extract::{
 };
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
 use super::AppState;
-use crate::i18n::{Lang, Text};
 use crate::lessons::{self, LessonState, LessonSummary};
 use crate::marks::{ManualMark, ManualRefusal};
 use crate::roster::RosterCounts;
 use crate::secrets::random_token;
 use crate::staff::{self as accounts, StaffMember, SESSION_SECS};
+use kasip_core::{Lang, Text};
 
 const LOGIN_CSRF_COOKIE: &str = "kasip_login_csrf";
 
