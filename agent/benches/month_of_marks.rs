@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several benches, each using a part
 //! A month of marks for a 5,000-student college (≈ 630,000 marks), shared by the
 //! coverage and sync benches: 200 groups of 25, six lessons on each working day, one
 //! mark per student per lesson (a third by hand), written straight into the tables.
@@ -11,6 +12,11 @@ pub const STUDENTS: usize = GROUPS * STUDENTS_PER_GROUP;
 const LESSONS_PER_DAY: usize = 6;
 
 pub fn seed(store: &mut Store, month: Month) {
+    seed_groups(store, month, GROUPS);
+}
+
+/// `seed` with `groups` groups of `STUDENTS_PER_GROUP` (the dashboard's scale bench).
+pub fn seed_groups(store: &mut Store, month: Month, groups: usize) {
     let working_days: Vec<Date> = (0..30)
         .map(|offset| month.first_day().add_days(offset))
         .filter(|day| day.iso_weekday() <= 5)
@@ -23,7 +29,7 @@ pub fn seed(store: &mut Store, month: Month) {
         let birth = Date::new(2006, 3, 15).expect("date");
         let mut serial = 0u16;
         let mut iins = Vec::new();
-        while iins.len() < GROUPS * STUDENTS_PER_GROUP {
+        while iins.len() < groups * STUDENTS_PER_GROUP {
             for sex in [Sex::Female, Sex::Male] {
                 if let Some(iin) =
                     Iin::from_parts(birth.add_days(i64::from(serial / 9000)), sex, serial % 9000)
@@ -34,7 +40,7 @@ pub fn seed(store: &mut Store, month: Month) {
             serial += 1;
         }
         let mut lesson_id = 0i64;
-        for group in 0..GROUPS {
+        for group in 0..groups {
             transaction
                 .execute(
                     "INSERT INTO study_groups (id, code) VALUES (?1, ?2)",

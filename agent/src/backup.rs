@@ -111,7 +111,12 @@ pub fn backup(data_dir: &DataDir, target: &Path) -> Result<BackupSummary, AgentE
         )));
     }
     let store = Store::open(&data_dir.database_path())?;
-    vacuum_into(&store, target)?;
+    // Copied under a temporary name and renamed when whole: a killed backup never leaves
+    // a file under the name the admin will later restore from.
+    let partial = kasip_certs::process::partial_path(target);
+    let _ = fs::remove_file(&partial);
+    vacuum_into(&store, &partial)?;
+    kasip_certs::process::finish_file(&partial, target).map_err(io_error("move", &partial))?;
     inspect(target)
 }
 
@@ -236,10 +241,10 @@ pub fn nightly(
     let made = if target.exists() {
         None
     } else {
-        let partial = directory.join(format!("agent-{date}.db.partial"));
+        let partial = kasip_certs::process::partial_path(&target);
         let _ = fs::remove_file(&partial);
         vacuum_into(store, &partial)?;
-        fs::rename(&partial, &target).map_err(io_error("move", &partial))?;
+        kasip_certs::process::finish_file(&partial, &target).map_err(io_error("move", &partial))?;
         Some(target)
     };
     let mut copies: Vec<PathBuf> = fs::read_dir(&directory)

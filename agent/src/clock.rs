@@ -61,3 +61,9 @@ pub fn unix_now() -> i64 {
 pub fn local_date(timezone: &CollegeTimezone, unix_time: i64) -> Date {
     Date::from_days_since_epoch((unix_time + timezone.offset_seconds()).div_euclid(86_400))
 }
+
+/// The college's local time of day at `unix_time`, as `HH:MM`.
+pub fn local_time_text(timezone: &CollegeTimezone, unix_time: i64) -> String {
+    let minutes = (unix_time + timezone.offset_seconds()).rem_euclid(86_400) / 60;
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}

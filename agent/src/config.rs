@@ -30,9 +30,27 @@ struct ConfigFile {
     #[serde(default)]
     kiosk: KioskSection,
     #[serde(default)]
+    security: SecuritySection,
+    #[serde(default)]
     backup: BackupSection,
     #[serde(default)]
     metrics: MetricsSection,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct SecuritySection {
+    staff_idle_mins: u32,
+    events_keep_days: u32,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            staff_idle_mins: 30,
+            events_keep_days: 365,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -179,6 +197,7 @@ impl Default for QrSection {
 #[serde(deny_unknown_fields, default)]
 struct LessonSection {
     late_after_mins: u32,
+    open_early_mins: u32,
     auto_close_grace_mins: u32,
 }
 
@@ -186,6 +205,7 @@ impl Default for LessonSection {
     fn default() -> Self {
         Self {
             late_after_mins: 10,
+            open_early_mins: 10,
             auto_close_grace_mins: 15,
         }
     }
@@ -259,6 +279,7 @@ pub struct Settings {
     pub qr_period_secs: u32,
     pub typed_code_counts_as_qr: bool,
     pub late_after_mins: u32,
+    pub open_early_mins: u32,
     pub auto_close_grace_mins: u32,
     /// Share of a group's (or the college's) beneficiaries that must be QR-tracked.
     pub min_coverage: kasip_core::PerMille,
@@ -278,6 +299,10 @@ pub struct Settings {
     pub backup_keep: u32,
     /// Local hour (0-23) from which the day's backup is made.
     pub backup_hour: u32,
+    /// Minutes without a request after which a staff session ends.
+    pub staff_idle_mins: u32,
+    /// Days security events are kept.
+    pub security_events_keep_days: u32,
     /// Where `GET /metrics` is served; None when turned off.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -313,10 +338,11 @@ impl Settings {
         }
     }
 
-    /// The college's zone and when an open lesson closes by itself.
+    /// The college's zone and the lessons' window.
     pub fn lesson_times(&self) -> crate::lessons::LessonTimes {
         crate::lessons::LessonTimes {
             timezone: self.timezone.clone(),
+            open_early_mins: self.open_early_mins,
             auto_close_grace_mins: self.auto_close_grace_mins,
         }
     }
@@ -495,6 +521,13 @@ impl Settings {
                 60..=7 * 86_400,
             )? as i64,
         };
+        if file.lesson.open_early_mins > crate::lessons::MAX_OPEN_EARLY_MINS {
+            return Err(format!(
+                "lesson.open_early_mins must be 0-{} minutes, not {}",
+                crate::lessons::MAX_OPEN_EARLY_MINS,
+                file.lesson.open_early_mins
+            ));
+        }
         if !(1..=240).contains(&file.kiosk.grace_mins) {
             return Err(format!(
                 "kiosk.grace_mins must be 1-240 minutes, not {}",
@@ -505,6 +538,18 @@ impl Settings {
             return Err(format!(
                 "kiosk.pass_window_secs must be 5-300 seconds, not {}",
                 file.kiosk.pass_window_secs
+            ));
+        }
+        if !(5..=720).contains(&file.security.staff_idle_mins) {
+            return Err(format!(
+                "security.staff_idle_mins must be 5-720 minutes, not {}",
+                file.security.staff_idle_mins
+            ));
+        }
+        if !(30..=3650).contains(&file.security.events_keep_days) {
+            return Err(format!(
+                "security.events_keep_days must be 30-3650 days, not {}",
+                file.security.events_keep_days
             ));
         }
         if file.backup.keep > 365 {
@@ -528,6 +573,8 @@ impl Settings {
             })?),
         };
         Ok(Self {
+            staff_idle_mins: file.security.staff_idle_mins,
+            security_events_keep_days: file.security.events_keep_days,
             metrics_listen,
             backup_keep: file.backup.keep,
             backup_hour: file.backup.hour,
@@ -549,6 +596,7 @@ impl Settings {
             qr_period_secs: file.qr.period_secs,
             typed_code_counts_as_qr: file.qr.typed_code_counts_as_qr,
             late_after_mins: file.lesson.late_after_mins,
+            open_early_mins: file.lesson.open_early_mins,
             auto_close_grace_mins: file.lesson.auto_close_grace_mins,
         })
     }
@@ -580,7 +628,8 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
     ]),
     ("lesson", &[
         ("late_after_mins", "Minutes after a lesson's start after which a check-in is recorded as late."),
-        ("auto_close_grace_mins", "Minutes after a lesson's end after which an open lesson closes by itself."),
+        ("open_early_mins", "Minutes before a lesson's start from which it can be opened and take check-ins (0-15)."),
+        ("auto_close_grace_mins", "Minutes after a lesson's end after which an open lesson closes by itself. Until then\nit takes check-ins and staff marks; later, only an admin's late entry with a reason."),
     ]),
     ("coverage", &[
         ("min_coverage", "The pilot's rule: the share of beneficiaries who must be QR-tracked in a month, per\ngroup and for the college."),
@@ -604,8 +653,12 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         ("beneficiary_pull_secs", "How often the beneficiary list is pulled from the registry (21600: 6 hours)."),
     ]),
     ("kiosk", &[
-        ("grace_mins", "Kiosks are added with `kasip-agent kiosk add --room ROOM | --entrance SITE`.\nA room kiosk's scan marks the lesson in its room from this many minutes before the\nlesson starts to this many after it ends."),
+        ("grace_mins", "Kiosks are added with `kasip-agent kiosk add --room ROOM | --entrance SITE`.\nA room kiosk's scan marks the lesson in its room from this many minutes before the\nlesson starts to this many after it ends, never outside the lesson's own window."),
         ("pass_window_secs", "A student pass is accepted when it was signed at most this many seconds from the scan\n(both ways), on the kiosk and on the agent."),
+    ]),
+    ("security", &[
+        ("staff_idle_mins", "A staff session unused this many minutes ends (5-720); a session ends after 12 hours\nin any case, and at once when its password changes or its account is disabled."),
+        ("events_keep_days", "Security events (refused check-ins, wrong codes, failed sign-ins) older than this many\ndays are deleted (30-3650)."),
     ]),
     ("backup", &[
         ("keep", "Nightly copies of the database kept in the data dir's backups/ folder (0 for none;\ncopy them off the machine too: `kasip-agent backup FILE` makes one any time)."),
@@ -650,6 +703,7 @@ fn default_config_file(
         red_flags: RedFlagsSection::default(),
         sync: SyncSection::default(),
         kiosk: KioskSection::default(),
+        security: SecuritySection::default(),
         backup: BackupSection::default(),
         metrics: MetricsSection::default(),
     }

@@ -64,6 +64,8 @@ pub struct CoverageRules {
 
 struct Beneficiary {
     month: StudentMonth,
+    /// Marks before this date do not count: the student's enrolment (contingent history).
+    counts_from: Option<Date>,
     /// Marks on or after this date do not count (expelled, deceased, on leave).
     counts_until: Option<Date>,
 }
@@ -85,12 +87,16 @@ pub struct MonthTally {
 }
 
 impl MonthTally {
-    /// Reads `month` for the college or one group.
+    /// Reads `month` for the college or one group: for a closed month, the figures its
+    /// statement counted; otherwise the beneficiaries enrolled by its end and their marks.
     pub fn read(
         connection: &Connection,
         month: Month,
         group: Option<&str>,
     ) -> rusqlite::Result<Self> {
+        if let Some(closed) = Self::read_closed(connection, month, group)? {
+            return Ok(closed);
+        }
         let first_day = month.first_day();
         let mut beneficiaries = Vec::new();
         let mut index_of: HashMap<String, usize> = HashMap::new();
@@ -98,7 +104,9 @@ impl MonthTally {
             "SELECT s.iin, s.last_name || ' ' || s.first_name, g.code, s.status,
                     COALESCE(s.status_date,
                              (SELECT effective_date FROM contingent_events c
-                              WHERE c.student_iin = s.iin ORDER BY c.id DESC LIMIT 1))
+                              WHERE c.student_iin = s.iin ORDER BY c.id DESC LIMIT 1)),
+                    (SELECT MIN(effective_date) FROM contingent_events c
+                     WHERE c.student_iin = s.iin AND c.change = 'enrolled' AND c.status = 'active')
              FROM students s JOIN study_groups g ON g.id = s.group_id
              WHERE s.beneficiary = 1 AND (?1 IS NULL OR g.code = ?1)",
         )?;
@@ -109,10 +117,19 @@ impl MonthTally {
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
                 row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })?;
         for row in rows {
-            let (iin, name, group_code, status, status_date) = row?;
+            let (iin, name, group_code, status, status_date, enrolled) = row?;
+            // Enrolled after the month: not its beneficiary. A student imported before
+            // the contingent history existed, or first imported already gone or on leave
+            // (enrolled at a date nobody gave), has no enrolment date and counts
+            // throughout, up to their status's date.
+            let counts_from = enrolled.as_deref().and_then(|date| Date::parse(date).ok());
+            if counts_from.is_some_and(|from| from > month.last_day()) {
+                continue;
+            }
             let effective = status_date
                 .as_deref()
                 .and_then(|date| Date::parse(date).ok());
@@ -134,6 +151,7 @@ impl MonthTally {
                     present: 0,
                     qr: 0,
                 },
+                counts_from,
                 counts_until,
             });
         }
@@ -179,6 +197,44 @@ impl MonthTally {
         })
     }
 
+    /// A closed month's beneficiaries with the counts its statement froze; None when
+    /// the month is not closed.
+    fn read_closed(
+        connection: &Connection,
+        month: Month,
+        group: Option<&str>,
+    ) -> rusqlite::Result<Option<Self>> {
+        let closed: bool = connection
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM month_closes WHERE month = ?1)")?
+            .query_row([month.to_string()], |row| row.get(0))?;
+        if !closed {
+            return Ok(None);
+        }
+        let mut statement = connection.prepare_cached(
+            "SELECT student_iin, name, group_code, present, qr FROM closed_month_students
+             WHERE month = ?1 AND (?2 IS NULL OR group_code = ?2)",
+        )?;
+        let beneficiaries = statement
+            .query_map(rusqlite::params![month.to_string(), group], |row| {
+                Ok(Beneficiary {
+                    month: StudentMonth {
+                        iin: row.get(0)?,
+                        name: row.get(1)?,
+                        group: row.get(2)?,
+                        present: row.get(3)?,
+                        qr: row.get(4)?,
+                    },
+                    counts_from: None,
+                    counts_until: None,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(Self {
+            beneficiaries,
+            days: Vec::new(),
+        }))
+    }
+
     /// Each beneficiary's month counting lesson days up to and including `through`,
     /// sorted by group and name.
     pub fn through(&self, through: Date, rules: &CoverageRules) -> Vec<StudentMonth> {
@@ -188,8 +244,13 @@ impl MonthTally {
             .map(|beneficiary| beneficiary.month.clone())
             .collect();
         for day in &self.days {
-            let counts_until = self.beneficiaries[day.beneficiary].counts_until;
-            if day.date > through || counts_until.is_some_and(|until| day.date >= until) {
+            let beneficiary = &self.beneficiaries[day.beneficiary];
+            if day.date > through
+                || beneficiary.counts_from.is_some_and(|from| day.date < from)
+                || beneficiary
+                    .counts_until
+                    .is_some_and(|until| day.date >= until)
+            {
                 continue;
             }
             let student = &mut students[day.beneficiary];
@@ -227,7 +288,8 @@ pub fn coverage_for_month(
     Ok(report_of(month, &students, rules))
 }
 
-fn report_of(month: Month, students: &[StudentMonth], rules: &CoverageRules) -> CoverageReport {
+/// The coverage report of `students`' month: the college and each group.
+pub fn report_of(month: Month, students: &[StudentMonth], rules: &CoverageRules) -> CoverageReport {
     let all: Vec<&StudentMonth> = students.iter().collect();
     let college = coverage_of("college", &all, rules.student_qr_share, rules.min_coverage);
     let mut group_codes: Vec<&str> = students

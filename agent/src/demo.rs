@@ -367,6 +367,7 @@ fn seed_attendance(
                     status: mark_status,
                     marked_by: teacher.clone(),
                     reason: None,
+                    late_entry: false,
                 }
             };
             new_marks.push(MarkToRecord {
@@ -415,6 +416,16 @@ pub struct DemoReport {
     pub marks: usize,
 }
 
+/// 1 September of the academic year `today` falls in.
+fn academic_year_start(today: Date) -> Date {
+    let year = if today.month() >= 9 {
+        today.year()
+    } else {
+        today.year() - 1
+    };
+    Date::new(year, 9, 1).unwrap_or(today)
+}
+
 /// Seeds (or refreshes: imports are upserts) the demo college into `store`.
 pub fn seed(
     store: &mut Store,
@@ -430,7 +441,12 @@ pub fn seed(
     let (teachers, teacher_iins) = teachers_csv(&mut random);
     let teachers = import(store, ImportKind::Teachers, teachers.as_bytes(), &options)?;
     let students = students_csv(&mut random, today);
-    let students = import(store, ImportKind::Students, students.as_bytes(), &options)?;
+    // Enrolled when the academic year began, so the week's earlier marks count.
+    let enrolment = ImportOptions {
+        today: academic_year_start(today),
+        ..options.clone()
+    };
+    let students = import(store, ImportKind::Students, students.as_bytes(), &enrolment)?;
     let timetable = timetable_csv(&teacher_iins, today);
     let timetable = import(store, ImportKind::Timetable, timetable.as_bytes(), &options)?;
     let hand_marker = &teacher_iins[HAND_MARKING_TEACHER];

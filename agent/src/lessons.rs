@@ -6,12 +6,72 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-/// What lessons need of the college's settings: its zone and how long past its end an
-/// open lesson closes by itself.
+/// What lessons need of the college's settings: its zone and the lesson's window, from
+/// `open_early_mins` before its start to `auto_close_grace_mins` after its end. Outside it
+/// a lesson cannot be opened, takes no check-in, and a staff mark is a late entry.
 #[derive(Debug, Clone)]
 pub struct LessonTimes {
     pub timezone: CollegeTimezone,
+    pub open_early_mins: u32,
     pub auto_close_grace_mins: u32,
+}
+
+/// The largest `lesson.open_early_mins`: a code shown earlier would let a student check
+/// in and leave before the lesson begins.
+pub const MAX_OPEN_EARLY_MINS: u32 = 15;
+
+/// When a lesson may be opened and take marks: [opens_at, closes_at], Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LessonWindow {
+    pub starts_at: i64,
+    pub opens_at: i64,
+    pub closes_at: i64,
+}
+
+/// Where a moment falls against a lesson's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowPosition {
+    NotYet,
+    Within,
+    Ended,
+}
+
+impl LessonWindow {
+    /// The window of a lesson stored as `date`, `start`, `end`; None for a hand-edited row.
+    pub fn of_stored(date: &str, start: &str, end: &str, times: &LessonTimes) -> Option<Self> {
+        let starts_at = stored_to_unix(date, start, times)?;
+        let ends_at = stored_to_unix(date, end, times)?;
+        Some(Self {
+            starts_at,
+            opens_at: starts_at - i64::from(times.open_early_mins) * 60,
+            closes_at: ends_at + i64::from(times.auto_close_grace_mins) * 60,
+        })
+    }
+
+    pub fn position(&self, now: i64) -> WindowPosition {
+        if now < self.opens_at {
+            WindowPosition::NotYet
+        } else if now > self.closes_at {
+            WindowPosition::Ended
+        } else {
+            WindowPosition::Within
+        }
+    }
+}
+
+/// A lesson's window by id; None when there is no such lesson.
+pub fn window_of(
+    connection: &Connection,
+    lesson_id: i64,
+    times: &LessonTimes,
+) -> rusqlite::Result<Option<LessonWindow>> {
+    let row: Option<(String, String, String)> = connection
+        .prepare_cached("SELECT date, start_time, end_time FROM lessons WHERE id = ?1")?
+        .query_row([lesson_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    Ok(row.and_then(|(date, start, end)| LessonWindow::of_stored(&date, &start, &end, times)))
 }
 
 /// Why a lesson could not be opened or closed.
@@ -23,19 +83,55 @@ pub enum LessonError {
     AlreadyClosed(i64),
     #[error("lesson {0} is not open")]
     NotOpen(i64),
+    #[error("lesson {0} is not open yet: it can be opened from {1} (its start, less lesson.open_early_mins)")]
+    NotOpenYet(i64, String),
+    #[error("lesson {0} has ended; an admin can enter its marks as late entries, with a reason")]
+    Ended(i64),
     #[error("the system random generator failed")]
     Random,
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
 
+impl LessonError {
+    /// The sentence a teacher's page shows, where there is one.
+    pub fn text(&self) -> Option<kasip_core::Text> {
+        use kasip_core::Text;
+        match self {
+            Self::NotFound(_) => Some(Text::MarkUnknownLesson),
+            Self::AlreadyClosed(_) => Some(Text::LessonAlreadyClosed),
+            Self::NotOpen(_) => Some(Text::LessonClosed),
+            Self::NotOpenYet(..) => Some(Text::LessonNotOpenYet),
+            Self::Ended(_) => Some(Text::LessonEnded),
+            Self::Random | Self::Sqlite(_) => None,
+        }
+    }
+}
+
+impl LessonState {
+    /// What a projector shows instead of a code, in words; None while open.
+    pub fn notice(self) -> Option<kasip_core::Text> {
+        use kasip_core::Text;
+        match self {
+            Self::Scheduled => Some(Text::LessonNotOpenYet),
+            Self::Open => None,
+            Self::Closed => Some(Text::LessonClosed),
+            Self::Ended => Some(Text::LessonEnded),
+        }
+    }
+}
+
 /// Where a lesson stands at a moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LessonState {
+    /// Not opened, and its window has not passed.
     Scheduled,
     Open,
+    /// Opened, then closed by staff within its window.
     Closed,
+    /// Its window has passed, opened or not.
+    Ended,
 }
 
 /// One lesson as the teacher's list and the display page show it.
@@ -87,7 +183,7 @@ pub struct OpenLesson {
 /// group, teacher, date, start, end, QR key, closed at.
 type OpeningRow = (i64, String, String, String, String, Vec<u8>, Option<i64>);
 
-/// The lesson when it is open at `now`: opened, not closed, not past end + grace.
+/// The lesson when it is open at `now`: opened, not closed, inside its window.
 pub fn open_lesson_at(
     connection: &Connection,
     lesson_id: i64,
@@ -106,14 +202,11 @@ pub fn open_lesson_at(
     let Some((group_id, teacher_iin, date, start, end, qr_key, closed_at)) = row else {
         return Ok(None);
     };
-    let (Some(starts_at), Some(ends_at)) = (
-        stored_to_unix(&date, &start, times),
-        stored_to_unix(&date, &end, times),
-    ) else {
+    let Some(window) = LessonWindow::of_stored(&date, &start, &end, times) else {
         return Ok(None);
     };
-    let auto_closes_at = ends_at + i64::from(times.auto_close_grace_mins) * 60;
-    if closed_at.is_some() || now > auto_closes_at {
+    // The window, not only the opening: a clock stepped back must not reopen a lesson.
+    if closed_at.is_some() || window.position(now) != WindowPosition::Within {
         return Ok(None);
     }
     Ok(Some(OpenLesson {
@@ -121,24 +214,28 @@ pub fn open_lesson_at(
         group_id,
         teacher_iin,
         qr_key,
-        starts_at,
+        starts_at: window.starts_at,
     }))
 }
 
-/// Opens a lesson with a fresh random QR key; opening an open lesson changes nothing.
+/// Opens a lesson inside its window with a fresh random QR key; opening an open lesson
+/// changes nothing.
 pub fn open(
     connection: &Connection,
     lesson_id: i64,
     by: &str,
     now: i64,
+    times: &LessonTimes,
 ) -> Result<LessonState, LessonError> {
-    let exists: Option<i64> = connection
-        .query_row("SELECT id FROM lessons WHERE id = ?1", [lesson_id], |row| {
-            row.get(0)
-        })
-        .optional()?;
-    if exists.is_none() {
-        return Err(LessonError::NotFound(lesson_id));
+    let window =
+        window_of(connection, lesson_id, times)?.ok_or(LessonError::NotFound(lesson_id))?;
+    match window.position(now) {
+        WindowPosition::NotYet => {
+            let opens = crate::clock::local_time_text(&times.timezone, window.opens_at);
+            return Err(LessonError::NotOpenYet(lesson_id, opens));
+        }
+        WindowPosition::Ended => return Err(LessonError::Ended(lesson_id)),
+        WindowPosition::Within => {}
     }
     let opening: Option<Option<i64>> = connection
         .query_row(
@@ -212,20 +309,22 @@ fn summaries(
     let mut statement = connection.prepare_cached(&sql)?;
     let rows = statement.query_map(params, |row| {
         let date: String = row.get(1)?;
+        let start: String = row.get(2)?;
         let end: String = row.get(3)?;
         let opened: bool = row.get(11)?;
         let closed_at: Option<i64> = row.get(12)?;
-        let past_grace = stored_to_unix(&date, &end, times)
-            .is_some_and(|ends_at| now > ends_at + i64::from(times.auto_close_grace_mins) * 60);
-        let state = match (opened, closed_at) {
-            (true, None) if !past_grace => LessonState::Open,
-            (true, _) => LessonState::Closed,
-            (false, _) => LessonState::Scheduled,
+        let position = LessonWindow::of_stored(&date, &start, &end, times)
+            .map_or(WindowPosition::Ended, |window| window.position(now));
+        let state = match (position, opened, closed_at) {
+            (WindowPosition::Ended, _, _) => LessonState::Ended,
+            (_, true, None) => LessonState::Open,
+            (_, true, Some(_)) => LessonState::Closed,
+            (_, false, _) => LessonState::Scheduled,
         };
         Ok(LessonSummary {
             id: row.get(0)?,
             date,
-            start: row.get(2)?,
+            start,
             end,
             group: row.get(4)?,
             discipline: row.get(5)?,

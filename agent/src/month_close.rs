@@ -18,7 +18,7 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::coverage::{coverage_for_month, is_qr_method};
+use crate::coverage::is_qr_method;
 use crate::data_dir::DataDir;
 use crate::error::AgentError;
 use crate::red_flags::{red_flags_for_month, RedFlagSettings};
@@ -114,10 +114,14 @@ pub fn close(
         )));
     }
     let rules = settings.red_flags.coverage.clone();
-    let coverage = coverage_for_month(connection, month, None, &rules).map_err(failure(store))?;
+    // Who counts and their present/QR counts, once: the statement, the reports and the
+    // figures frozen for the closed month all come from these.
+    let frozen =
+        crate::coverage::student_months(connection, month, None, &rules).map_err(failure(store))?;
+    let coverage = crate::coverage::report_of(month, &frozen, &rules);
     let flags = red_flags_for_month(connection, month, today, &settings.red_flags)
         .map_err(failure(store))?;
-    let students = student_totals(store, month, settings)?;
+    let students = student_totals(store, month, &frozen, &rules)?;
 
     let mut reasons = Vec::new();
     if !coverage.college.holds {
@@ -176,11 +180,14 @@ pub fn close(
             source,
         })?;
         let path = dir.join(name);
-        fs::write(&path, contents).map_err(|source| AgentError::Io {
-            action: "write",
-            path: path.clone(),
-            source,
-        })?;
+        // Whole and on disk before the database records the close; personal data, so
+        // the service's user's only.
+        kasip_certs::process::write_file_atomically(&path, contents, kasip_certs::KEY_FILE_MODE)
+            .map_err(|source| AgentError::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            })?;
         Ok(path)
     };
     let statement = write(
@@ -215,13 +222,18 @@ pub fn close(
         .map_err(|error| AgentError::Refused(format!("HTML report: {error}")))?
         .as_bytes(),
     )?;
-    connection
-        .execute(
-            "INSERT INTO month_closes (month, closed_at, closed_by, forced_reason, compliant, statement_path, statement)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            rusqlite::params![month.to_string(), now, closed_by, force_reason, compliant, statement.display().to_string(), jws],
-        )
-        .map_err(failure(store))?;
+    record_close(
+        connection,
+        month,
+        now,
+        closed_by,
+        force_reason,
+        compliant,
+        &statement,
+        &jws,
+        &frozen,
+    )
+    .map_err(failure(store))?;
     Ok(MonthClosed {
         compliant,
         reasons,
@@ -233,16 +245,51 @@ pub fn close(
     })
 }
 
+/// The close and the figures it froze, in one transaction.
+#[allow(clippy::too_many_arguments)] // one row's columns
+fn record_close(
+    connection: &rusqlite::Connection,
+    month: Month,
+    now: i64,
+    closed_by: &str,
+    force_reason: Option<&str>,
+    compliant: bool,
+    statement: &std::path::Path,
+    jws: &str,
+    frozen: &[kasip_core::StudentMonth],
+) -> rusqlite::Result<()> {
+    let transaction =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    transaction.execute(
+        "INSERT INTO month_closes (month, closed_at, closed_by, forced_reason, compliant, statement_path, statement)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![month.to_string(), now, closed_by, force_reason, compliant, statement.display().to_string(), jws],
+    )?;
+    let mut insert = transaction.prepare(
+        "INSERT INTO closed_month_students (month, student_iin, name, group_code, present, qr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for student in frozen {
+        insert.execute(rusqlite::params![
+            month.to_string(),
+            student.iin,
+            student.name,
+            student.group,
+            student.present as i64,
+            student.qr as i64
+        ])?;
+    }
+    drop(insert);
+    transaction.commit()
+}
+
 fn student_totals(
     store: &Store,
     month: Month,
-    settings: &MonthCloseSettings,
+    months: &[kasip_core::StudentMonth],
+    rules: &crate::coverage::CoverageRules,
 ) -> Result<Vec<StudentTotals>, AgentError> {
     let connection = store.connection();
-    let rules = settings.red_flags.coverage.clone();
-    // Who counts, and their present/QR counts, exactly as the coverage rule sees them.
-    let months =
-        crate::coverage::student_months(connection, month, None, &rules).map_err(failure(store))?;
     let (first, last) = (month.first_day().to_string(), month.last_day().to_string());
     let mut scheduled: HashMap<String, u64> = HashMap::new();
     let mut statement = connection
@@ -281,7 +328,7 @@ fn student_totals(
     for row in rows {
         let (iin, status, method) = row.map_err(failure(store))?;
         *by_status.entry((iin.clone(), status)).or_default() += 1;
-        if is_qr_method(&method, &rules) {
+        if is_qr_method(&method, rules) {
             *by_status.entry((iin, "qr".to_owned())).or_default() += 1;
         }
     }
@@ -292,7 +339,7 @@ fn student_totals(
             .unwrap_or(0)
     };
     Ok(months
-        .into_iter()
+        .iter()
         .map(|student| StudentTotals {
             lessons_scheduled: scheduled.get(&student.iin).copied().unwrap_or(0),
             present: count(&student.iin, "present"),
@@ -301,9 +348,9 @@ fn student_totals(
             excused: count(&student.iin, "excused"),
             qr_marks: student.qr,
             qr_tracked: student.is_qr_tracked(rules.student_qr_share),
-            iin: student.iin,
-            name: student.name,
-            group: student.group,
+            iin: student.iin.clone(),
+            name: student.name.clone(),
+            group: student.group.clone(),
         })
         .collect())
 }

@@ -31,15 +31,17 @@ pub enum BindError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// Trades the student's one-time `code` for a device credential. A wrong code counts
-/// against the code (it locks after `BINDING_CODE_MAX_FAILURES`) and is a security
-/// event; a right one revokes the student's earlier phone and its pass key.
+/// Trades the student's one-time `code` for a device credential. A wrong code is a
+/// security event from `client` and counts against the code (a backstop: it locks after
+/// `BINDING_CODE_MAX_FAILURES` from all clients together; the web throttle slows each
+/// client long before); a right one revokes the student's earlier phone and its pass key.
 /// `existing_device` is the phone's identity cookie, kept when it has one.
 pub fn bind(
     connection: &Connection,
     iin: &Iin,
     code: &str,
     existing_device: Option<String>,
+    client: &str,
     now: i64,
 ) -> Result<BindOutcome, BindError> {
     let pending: Option<(Vec<u8>, i64)> = connection
@@ -51,26 +53,32 @@ pub fn bind(
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
-    let Some((code_hash, failed_attempts)) = pending else {
-        return Ok(BindOutcome::WrongCode);
-    };
-    if failed_attempts >= BINDING_CODE_MAX_FAILURES {
+    if pending
+        .as_ref()
+        .is_some_and(|(_, failed_attempts)| *failed_attempts >= BINDING_CODE_MAX_FAILURES)
+    {
         return Ok(BindOutcome::Locked);
     }
+    // The same work whether or not the student has a pending code: hash, compare, and
+    // one transaction that counts the failure (the timing once told which IINs had one).
+    let (code_hash, failed_attempts) = pending.unwrap_or_else(|| (vec![0; 32], 0));
     if !same_secret(&secret_hash(code), &code_hash) {
-        connection.execute(
+        let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+        transaction.execute(
             "UPDATE binding_codes SET failed_attempts = failed_attempts + 1 WHERE code_hash = ?1",
             [&code_hash],
         )?;
         security_events::record(
-            connection,
+            &transaction,
             now,
             &SecurityEvent {
                 kind: "binding_code_wrong",
                 student_iin: Some(&iin.as_string()),
+                client: Some(client),
                 ..SecurityEvent::default()
             },
         )?;
+        transaction.commit()?;
         return Ok(if failed_attempts + 1 >= BINDING_CODE_MAX_FAILURES {
             BindOutcome::Locked
         } else {
@@ -106,10 +114,11 @@ pub fn bind(
 }
 
 /// The token of the open lesson whose current or previous typed code is `code`; an
-/// unknown code is a security event.
+/// unknown code is a security event from `client`.
 pub fn token_for_typed_code(
     connection: &Connection,
     code: &str,
+    client: &str,
     now: i64,
     qr_period_secs: u32,
     times: &LessonTimes,
@@ -140,6 +149,7 @@ pub fn token_for_typed_code(
         &SecurityEvent {
             kind: "typed_code_unknown",
             detail: code,
+            client: Some(client),
             ..SecurityEvent::default()
         },
     )?;

@@ -1,6 +1,9 @@
 //! Security events: every refusal that may be an attack (a forged or stale token, a wrong
-//! binding code, a failed sign-in) is a row here, written through `record` alone, in the
-//! transaction of the decision it explains.
+//! binding code, a failed sign-in) is recorded here, through `record` alone, in the
+//! transaction of the decision it explains. Events from a known client (the throttle's
+//! address and device) are counted on one row per kind, target and `WINDOW_SECS`, so a
+//! flood of guesses grows a number, not the database; old events go after
+//! `security.events_keep_days` (`prune`).
 
 use rusqlite::Connection;
 
@@ -12,14 +15,42 @@ pub struct SecurityEvent<'a> {
     pub student_iin: Option<&'a str>,
     pub device_id: Option<&'a str>,
     pub detail: &'a str,
+    /// Who tried, as the throttle counts them; None for events with no peer (kiosks).
+    pub client: Option<&'a str>,
 }
 
-/// Stores `event` at `at`.
+/// Events of one client, kind and target within this long share a row.
+pub const WINDOW_SECS: i64 = 600;
+
+/// Stores `event` at `at`: a new row, or one more on its client's row of the window.
 pub fn record(connection: &Connection, at: i64, event: &SecurityEvent<'_>) -> rusqlite::Result<()> {
+    if let Some(client) = event.client {
+        let counted = connection
+            .prepare_cached(
+                "UPDATE security_events SET count = count + 1, last_at = ?1, detail = ?2
+                 WHERE id = (SELECT id FROM security_events
+                             WHERE client = ?3 AND kind = ?4 AND at > ?1 - ?5
+                               AND lesson_id IS ?6 AND student_iin IS ?7 AND device_id IS ?8
+                             ORDER BY id DESC LIMIT 1)",
+            )?
+            .execute(rusqlite::params![
+                at,
+                event.detail,
+                client,
+                event.kind,
+                WINDOW_SECS,
+                event.lesson_id,
+                event.student_iin,
+                event.device_id,
+            ])?;
+        if counted > 0 {
+            return Ok(());
+        }
+    }
     connection
         .prepare_cached(
-            "INSERT INTO security_events (at, kind, lesson_id, student_iin, device_id, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO security_events (at, last_at, kind, lesson_id, student_iin, device_id, detail, client)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(rusqlite::params![
             at,
@@ -28,8 +59,17 @@ pub fn record(connection: &Connection, at: i64, event: &SecurityEvent<'_>) -> ru
             event.student_iin,
             event.device_id,
             event.detail,
+            event.client,
         ])?;
     Ok(())
+}
+
+/// Deletes the events older than `keep_days` before `now`; returns how many rows went.
+pub fn prune(connection: &Connection, now: i64, keep_days: u32) -> rusqlite::Result<usize> {
+    connection.execute(
+        "DELETE FROM security_events WHERE COALESCE(last_at, at) < ?1",
+        [now - i64::from(keep_days) * 86_400],
+    )
 }
 
 /// One stored event as the dashboard lists it.
@@ -58,7 +98,7 @@ pub fn recent(connection: &Connection, limit: i64) -> rusqlite::Result<Vec<Recen
 /// How many events of each kind were recorded (for `/metrics`).
 pub fn counts_by_kind(connection: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut statement =
-        connection.prepare_cached("SELECT kind, COUNT(*) FROM security_events GROUP BY kind")?;
+        connection.prepare_cached("SELECT kind, SUM(count) FROM security_events GROUP BY kind")?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     rows.collect()
 }

@@ -5,7 +5,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use kasip_core::Iin;
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::secrets::{random_token, secret_hash};
 
@@ -177,11 +177,43 @@ pub fn set_password(
         .hash_password(password.as_bytes(), &new_salt()?)
         .map_err(StaffError::Hash)?
         .to_string();
-    connection.execute(
+    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+    transaction.execute(
         "UPDATE staff SET password_hash = ?2 WHERE id = ?1",
         rusqlite::params![id, hash],
     )?;
+    // Whoever knew the old password is signed out everywhere.
+    transaction.execute("DELETE FROM staff_sessions WHERE staff_id = ?1", [id])?;
+    transaction.commit()?;
     Ok(())
+}
+
+/// Disables (or enables again) an account: a disabled one cannot sign in, and its
+/// sessions end at once. Returns whether the account exists.
+pub fn set_disabled(
+    connection: &Connection,
+    login_or_iin: &str,
+    disabled: bool,
+    now: i64,
+) -> Result<bool, StaffError> {
+    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+    let id: Option<i64> = transaction
+        .query_row(
+            "SELECT id FROM staff WHERE login = ?1 OR teacher_iin = ?1",
+            [login_or_iin.trim()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else {
+        return Ok(false);
+    };
+    transaction.execute(
+        "UPDATE staff SET disabled_at = ?2 WHERE id = ?1",
+        rusqlite::params![id, disabled.then_some(now)],
+    )?;
+    transaction.execute("DELETE FROM staff_sessions WHERE staff_id = ?1", [id])?;
+    transaction.commit()?;
+    Ok(true)
 }
 
 /// id, login, role, teacher IIN, password hash.
@@ -199,9 +231,18 @@ pub struct Account {
 pub fn find_account(connection: &Connection, login: &str) -> Result<Option<Account>, StaffError> {
     let row: Option<AccountRow> = connection
         .query_row(
-            "SELECT id, login, role, teacher_iin, password_hash FROM staff WHERE login = ?1 OR teacher_iin = ?1",
+            "SELECT id, login, role, teacher_iin, password_hash FROM staff
+             WHERE (login = ?1 OR teacher_iin = ?1) AND disabled_at IS NULL",
             [login.trim()],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
         )
         .optional()?;
     Ok(
@@ -319,53 +360,113 @@ pub fn start_session(
     let token = random_token(32)?;
     let csrf = random_token(24)?;
     connection.execute(
-        "INSERT INTO staff_sessions (token_hash, staff_id, csrf_token, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![secret_hash(&token), staff_id, csrf, now + SESSION_SECS],
+        "INSERT INTO staff_sessions (token_hash, staff_id, csrf_token, expires_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![secret_hash(&token), staff_id, csrf, now + SESSION_SECS, now],
     )?;
     Ok((token, csrf))
 }
 
-/// The member and CSRF token of a live session.
+/// A session's use moves its idle clock at most this often (a projector polls every
+/// second; one write a minute per session is enough).
+const SESSION_TOUCH_SECS: i64 = 60;
+
+/// The member and CSRF token of a live session at `now`: not past its 12 hours, used
+/// within `idle_secs`, its account not disabled. `now` must never go back (the caller's
+/// clock high-water mark): a session found dead is deleted, so it stays dead.
 pub fn session(
     connection: &Connection,
     token: &str,
     now: i64,
+    idle_secs: i64,
 ) -> Result<Option<(StaffMember, String)>, StaffError> {
-    let row: Option<(i64, String, String, Option<String>, String)> = connection
+    type SessionRow = (
+        i64,
+        String,
+        String,
+        Option<String>,
+        String,
+        i64,
+        Option<i64>,
+        bool,
+    );
+    let token_hash = secret_hash(token);
+    let row: Option<SessionRow> = connection
         .prepare_cached(
-            "SELECT s.id, s.login, s.role, s.teacher_iin, ss.csrf_token
+            "SELECT s.id, s.login, s.role, s.teacher_iin, ss.csrf_token, ss.expires_at,
+                    ss.last_seen_at, s.disabled_at IS NOT NULL
              FROM staff_sessions ss JOIN staff s ON s.id = ss.staff_id
-             WHERE ss.token_hash = ?1 AND ss.expires_at > ?2",
+             WHERE ss.token_hash = ?1",
         )?
-        .query_row(rusqlite::params![secret_hash(token), now], |row| {
+        .query_row([&token_hash], |row| {
             Ok((
                 row.get(0)?,
                 row.get(1)?,
                 row.get(2)?,
                 row.get(3)?,
                 row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
             ))
         })
         .optional()?;
-    Ok(row.and_then(|(id, login, role, teacher_iin, csrf)| {
-        Role::from_stored(&role).map(|role| {
-            (
-                StaffMember {
-                    id,
-                    login,
-                    role,
-                    teacher_iin,
-                },
-                csrf,
-            )
-        })
+    let Some((id, login, role, teacher_iin, csrf, expires_at, last_seen_at, disabled)) = row else {
+        return Ok(None);
+    };
+    let idle = last_seen_at.is_some_and(|seen| now - seen > idle_secs);
+    if now >= expires_at || idle || disabled {
+        connection
+            .prepare_cached("DELETE FROM staff_sessions WHERE token_hash = ?1")?
+            .execute([&token_hash])?;
+        return Ok(None);
+    }
+    if last_seen_at.is_none_or(|seen| now - seen >= SESSION_TOUCH_SECS) {
+        connection
+            .prepare_cached("UPDATE staff_sessions SET last_seen_at = ?2 WHERE token_hash = ?1")?
+            .execute(rusqlite::params![token_hash, now])?;
+    }
+    Ok(Role::from_stored(&role).map(|role| {
+        (
+            StaffMember {
+                id,
+                login,
+                role,
+                teacher_iin,
+            },
+            csrf,
+        )
     }))
+}
+
+/// The clock's high-water mark as last kept, and the latest session use: a restart
+/// starts from the later of them, so a clock set back cannot revive a session.
+pub fn clock_high_water(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row(
+        "SELECT MAX(COALESCE((SELECT at FROM clock_high_water WHERE id = 1), 0),
+                    COALESCE((SELECT MAX(last_seen_at) FROM staff_sessions), 0))",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Keeps the clock's high-water mark `at` (it only ever rises).
+pub fn keep_clock_high_water(connection: &Connection, at: i64) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO clock_high_water (id, at) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET at = MAX(at, excluded.at)",
+        [at],
+    )?;
+    Ok(())
 }
 
 /// Binding codes live a day: long enough for a curator to hand them out in class.
 pub const BINDING_CODE_SECS: i64 = 24 * 3600;
-/// Wrong guesses after which a code is locked.
-pub const BINDING_CODE_MAX_FAILURES: i64 = 5;
+/// Wrong guesses, from all clients together, after which a code is locked: a backstop
+/// against guessing from many addresses (a code is one of ~6.6e11), high enough that an
+/// outsider cannot lock a student's code with a few tries (the web throttle slows each
+/// client long before).
+pub const BINDING_CODE_MAX_FAILURES: i64 = 200;
 
 /// Issues a one-time binding code for a student, replacing any unused one.
 pub fn issue_binding_code(
@@ -388,7 +489,7 @@ pub fn issue_binding_code(
         .fill(&mut bytes)
         .map_err(|_| StaffError::Random(crate::secrets::RandomUnavailable))?;
     let mut value = u64::from_be_bytes(bytes);
-    // 8 characters from a 30-letter alphabet: ~6.6e11 codes, 5 guesses allowed per code.
+    // 8 characters from a 30-letter alphabet: ~6.6e11 codes.
     let alphabet = b"23456789ABCDEFGHJKMNPQRSTUVWXY";
     let code: String = (0..8)
         .map(|_| {
@@ -441,19 +542,26 @@ fn curates_group(
         .is_some())
 }
 
-/// A failed sign-in is a security event naming the login tried (at most 64 characters).
+/// A failed sign-in is a security event from `client`, naming the account tried when
+/// the login field names one. Anything else typed there is not stored: people type
+/// their password into the wrong field.
 pub fn record_failed_sign_in(
     connection: &Connection,
     login: &str,
+    client: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let login: String = login.chars().take(64).collect();
+    let account: Option<String> = connection
+        .prepare_cached("SELECT login FROM staff WHERE login = ?1 OR teacher_iin = ?1")?
+        .query_row([login.trim()], |row| row.get(0))
+        .optional()?;
     crate::security_events::record(
         connection,
         now,
         &crate::security_events::SecurityEvent {
             kind: "login_failed",
-            detail: &login,
+            detail: account.as_deref().unwrap_or("(no such account)"),
+            client: Some(client),
             ..Default::default()
         },
     )

@@ -398,6 +398,13 @@ impl Uploader {
                 ))
                 .await
             }
+            Upload::Refused { message } => {
+                self.alert(format!(
+                    "the registry refused batch {seq} for good (409): {message}. Later batches \
+                     chain on it, so the queue is stopped"
+                ))
+                .await
+            }
             Upload::UnknownAgent { message } => {
                 self.alert(format!(
                     "the registry does not know this agent's key (401): {message}. Enrol again with \

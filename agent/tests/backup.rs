@@ -151,3 +151,52 @@ fn a_backup_under_check_in_load_is_consistent_and_restores_identically() {
     assert!(ok);
     assert_eq!(chain(&restored).0, "60");
 }
+
+#[test]
+fn a_killed_backup_leaves_no_file_under_its_name() {
+    let college = College::new(2);
+    // 60 MB of rows, so the copy takes long enough to be killed half-way.
+    college
+        .db()
+        .execute_batch(
+            "CREATE TABLE filler (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)
+             INSERT INTO filler (body) SELECT randomblob(1000) FROM n;
+             PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .expect("filler");
+    let target = college.dir.file("killed.db");
+    let partial = college.dir.file("killed.db.partial");
+    let mut backup = std::process::Command::new(AGENT)
+        .arg("--data-dir")
+        .arg(college.dir.path())
+        .args(["backup", target.to_str().expect("path")])
+        .env("KASIP_UNSAFE_CLOCK_FILE", &college.clock_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("backup");
+    // Killed as soon as the copy has started writing (under either name).
+    let began = std::time::Instant::now();
+    while !target.exists() && !partial.exists() {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "the copy never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    backup.kill().expect("kill");
+    let _ = backup.wait();
+    assert!(
+        !target.exists(),
+        "a killed backup left {} ({} bytes) under its final name",
+        target.display(),
+        std::fs::metadata(&target)
+            .map(|meta| meta.len())
+            .unwrap_or(0)
+    );
+    // A second try after the crash makes a whole, checked copy under the name.
+    let (ok, stdout, stderr) = agent(&college, &["backup", target.to_str().expect("path")]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(target.exists() && !partial.exists());
+}

@@ -48,8 +48,10 @@ fn seeded_month_with(mode: &str, expelled_on: &str) -> TempDataDir {
         "s.csv",
         format!(
             "iin;last_name;first_name;group;beneficiary;status;status_date\n\
-             {A};A;A;ПО-21;да;;\n{B};B;B;ПО-21;да;;\n{C};C;C;ПО-21;да;;\n{D};D;D;ПО-21;да;;\n\
-             {E};E;E;ПО-21;нет;;\n{F};F;F;ВТ-21;да;;\n{G};G;G;ВТ-21;да;отчислен;{expelled_on}\n\
+             {A};A;A;ПО-21;да;;01.09.2026\n{B};B;B;ПО-21;да;;01.09.2026\n\
+             {C};C;C;ПО-21;да;;01.09.2026\n{D};D;D;ПО-21;да;;01.09.2026\n\
+             {E};E;E;ПО-21;нет;;01.09.2026\n{F};F;F;ВТ-21;да;;01.09.2026\n\
+             {G};G;G;ВТ-21;да;отчислен;{expelled_on}\n\
              {H};H;H;ВТ-21;да;академический отпуск;01.10.2026\n"
         ),
     );

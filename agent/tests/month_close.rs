@@ -175,3 +175,77 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
         statement
     );
 }
+
+/// `coverage --month M --json` on the college's clock.
+fn coverage(college: &College, month: &str) -> Value {
+    let output = common::registry::agent_run(college, &["coverage", "--month", month, "--json"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    serde_json::from_str(&text(&output).0).expect("json")
+}
+
+#[test]
+fn new_students_and_later_changes_never_move_a_past_or_closed_month() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    assert_eq!(
+        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
+        200
+    );
+    let november = coverage(&college, "2026-11");
+    let closed = common::registry::agent_run(
+        &college,
+        &["month-close", "2026-11", "--force", "--reason", "audit"],
+    );
+    assert!(closed.status.success(), "{:?}", text(&closed));
+
+    // December: new students are imported, one into ПО-21, and one of November's
+    // beneficiaries is expelled with a date in November.
+    college.set_clock(common::lesson_start_plus_one_minute() + 12 * 86_400);
+    let newcomers = common::student_iins(2, 7000);
+    let file = college.dir.file("december.csv");
+    let mut rows = String::from("iin;last_name;first_name;group;beneficiary;status;status_date\n");
+    rows.push_str(&format!("{};Жаңа;Оқушы;ПО-21;да;;\n", newcomers[0]));
+    rows.push_str(&format!("{};Жаңа;Екінші;ВТ-21;да;;\n", newcomers[1]));
+    rows.push_str(&format!(
+        "{};Студент1;Әлия;ПО-21;да;отчислен;10.11.2026\n",
+        college.group_a[1]
+    ));
+    fs::write(&file, rows).expect("csv");
+    let output = common::registry::agent_run(
+        &college,
+        &[
+            "import",
+            "students",
+            file.to_str().expect("path"),
+            "--skip-invalid",
+        ],
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+
+    // November's figures are what its statement said, to the student.
+    let after = coverage(&college, "2026-11");
+    assert_eq!(after, november, "a closed month's coverage never changes");
+    let statement = fs::read_to_string(
+        college
+            .dir
+            .path()
+            .join("statements/month-close-2026-11.jws"),
+    )
+    .expect("statement");
+    let key = DeviceKey::load(&college.dir.path().join("agent-key.pem")).expect("key");
+    let payload: Value = serde_json::from_slice(
+        &verify_compact(&statement, key.public_key())
+            .expect("jws")
+            .payload,
+    )
+    .expect("payload");
+    assert_eq!(payload["coverage"]["college"], after["college"]);
+    assert_eq!(payload["coverage"]["groups"], after["groups"]);
+
+    // An open past month does not take today's newcomers either: October has no
+    // beneficiaries at all (everyone was enrolled on 2026-11-23 or later).
+    let october = coverage(&college, "2026-10");
+    assert_eq!(october["college"]["beneficiaries"], 0, "{october}");
+}

@@ -67,7 +67,8 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
         "students",
         &write(
             "s.csv",
-            format!("iin;last_name;first_name;group;beneficiary\n{C1};C1;C1;CLEAN;да\n{C2};C2;C2;CLEAN;да\n{I1};I1;I1;IDLE;да\n{I2};I2;I2;IDLE;да\n"),
+            // Enrolled when the term began: marks count from then (contingent history).
+            format!("iin;last_name;first_name;group;beneficiary;status;status_date\n{C1};C1;C1;CLEAN;да;;01.09.2026\n{C2};C2;C2;CLEAN;да;;01.09.2026\n{I1};I1;I1;IDLE;да;;01.09.2026\n{I2};I2;I2;IDLE;да;;01.09.2026\n"),
         ),
     ]);
     let mut timetable =

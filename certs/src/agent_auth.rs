@@ -1,8 +1,9 @@
 //! How the agent proves who it is on requests that carry no batch (checkpoint,
 //! beneficiaries): `Authorization: KasipAgent <JWS>` over `{agent, method, path, iat}`,
 //! signed with the agent's key. The registry checks the signature under the enrolled
-//! key, that method and path are this request's, and that `iat` is within
-//! `MAX_SKEW_SECS` of its clock.
+//! key, that method and path are this request's, that `iat` is within `MAX_SKEW_SECS` of
+//! its clock, and that the random `jti` was not used before (`Verified::jti`: the registry
+//! remembers it), so a captured header cannot be replayed.
 
 use crate::jws::{protected_header, sign_compact, verify_compact};
 use crate::DeviceKey;
@@ -12,15 +13,41 @@ use serde_json::json;
 pub const SCHEME: &str = "KasipAgent";
 pub const MAX_SKEW_SECS: i64 = 300;
 
-/// The header value for `method path` at `now`.
-pub fn authorization(key: &DeviceKey, method: &str, path: &str, now: i64) -> String {
-    let claims = json!({"agent": key.thumbprint(), "method": method, "path": path, "iat": now});
+/// The system's random generator failed: no authorization can be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random generator failed")]
+pub struct RandomUnavailable;
+
+/// The header value for `method path` at `now`, with a fresh `jti`.
+pub fn authorization(
+    key: &DeviceKey,
+    method: &str,
+    path: &str,
+    now: i64,
+) -> Result<String, RandomUnavailable> {
+    use ring::rand::SecureRandom;
+    let mut jti = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut jti)
+        .map_err(|_| RandomUnavailable)?;
+    let jti = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti);
+    let claims =
+        json!({"agent": key.thumbprint(), "method": method, "path": path, "iat": now, "jti": jti});
     // Only strings and integers: canonical form cannot fail.
     let payload = to_canonical_json(&claims).unwrap_or_default();
-    format!(
+    Ok(format!(
         "{SCHEME} {}",
         sign_compact(key, &protected_header(key), payload.as_bytes())
-    )
+    ))
+}
+
+/// A genuine, fresh authorization: its agent, and the `jti` the verifier must not
+/// accept again (for `MAX_SKEW_SECS` either side of `iat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub agent: String,
+    pub jti: String,
+    pub iat: i64,
 }
 
 /// The `kid` an authorization header claims, before any check (to look up the key).
@@ -47,7 +74,7 @@ pub fn verify(
     method: &str,
     path: &str,
     now: i64,
-) -> Result<String, String> {
+) -> Result<Verified, String> {
     let jws = header
         .strip_prefix(SCHEME)
         .ok_or("authorization scheme is not KasipAgent")?
@@ -66,7 +93,15 @@ pub fn verify(
             now - iat
         ));
     }
-    Ok(agent.to_owned())
+    let jti = claims["jti"]
+        .as_str()
+        .filter(|jti| (16..=64).contains(&jti.len()))
+        .ok_or("claims carry no jti (a kasip-agent older than the registry: update it)")?;
+    Ok(Verified {
+        agent: agent.to_owned(),
+        jti: jti.to_owned(),
+        iat,
+    })
 }
 
 #[cfg(test)]
@@ -77,12 +112,13 @@ mod tests {
     fn only_a_fresh_header_for_this_request_under_this_key_passes() {
         let key = DeviceKey::from_seed(&[7; 32]).expect("key");
         let other = DeviceKey::from_seed(&[8; 32]).expect("key");
-        let header = authorization(&key, "GET", "/v1/x", 1000);
+        let header = authorization(&key, "GET", "/v1/x", 1000).expect("header");
         assert_eq!(claimed_agent(&header), Some(key.thumbprint()));
-        assert_eq!(
-            verify(&header, key.public_key(), "GET", "/v1/x", 1100),
-            Ok(key.thumbprint())
-        );
+        let verified = verify(&header, key.public_key(), "GET", "/v1/x", 1100).expect("valid");
+        assert_eq!((verified.agent, verified.iat), (key.thumbprint(), 1000));
+        let again = authorization(&key, "GET", "/v1/x", 1000).expect("header");
+        let second = verify(&again, key.public_key(), "GET", "/v1/x", 1000).expect("valid");
+        assert_ne!(verified.jti, second.jti, "each header is unique");
         assert!(verify(&header, other.public_key(), "GET", "/v1/x", 1000).is_err());
         assert!(verify(&header, key.public_key(), "GET", "/v1/y", 1000).is_err());
         assert!(verify(&header, key.public_key(), "POST", "/v1/x", 1000).is_err());

@@ -71,6 +71,55 @@ pub fn create_private_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// The mode of a data directory: its owner's only, like the key files inside it.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `path` (and its parents) and makes it its owner's only, whatever the umask,
+/// also when it already existed.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+}
+
+/// The temporary name `path` is written under before it takes its final name.
+pub fn partial_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Gives the finished `partial` file its final name `path`: its bytes reach the disk
+/// first, then the rename, then the directory entry. A crash at any point leaves either
+/// the old file (or none) or the whole new one under `path`, never a torn one.
+pub fn finish_file(partial: &Path, path: &Path) -> std::io::Result<()> {
+    File::open(partial)?.sync_all()?;
+    std::fs::rename(partial, path)?;
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Writes `contents` to `path` as `finish_file` does (a reader sees the old file or the
+/// whole new one), with `mode` whatever the umask.
+pub fn write_file_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let partial = partial_path(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&partial)?;
+    file.write_all(contents)?;
+    drop(file);
+    finish_file(&partial, path)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -80,6 +129,29 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("cannot write the report")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file_and_leaves_no_partial() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("report.csv");
+        std::fs::write(&path, "old").expect("old");
+        write_file_atomically(&path, b"new", 0o600).expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
+        assert!(!partial_path(&path).exists());
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_private_dir_is_the_owners_only_even_when_it_existed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("registry");
+        std::fs::create_dir(&path).expect("dir");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        create_private_dir(&path).expect("private");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
 
     #[test]
     fn a_report_carries_every_cause_once() {

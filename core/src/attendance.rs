@@ -24,6 +24,8 @@ pub enum MarkMethod {
     QrKiosk,
     QrTyped,
     Manual,
+    /// Entered by an admin after the lesson's window, with a reason: never a live mark.
+    LateEntry,
 }
 
 macro_rules! stored_names {
@@ -45,7 +47,7 @@ macro_rules! stored_names {
 }
 
 stored_names!(MarkStatus { Present => "present", Late => "late", Absent => "absent", Excused => "excused" });
-stored_names!(MarkMethod { QrPhone => "qr_phone", QrKiosk => "qr_kiosk", QrTyped => "qr_typed", Manual => "manual" });
+stored_names!(MarkMethod { QrPhone => "qr_phone", QrKiosk => "qr_kiosk", QrTyped => "qr_typed", Manual => "manual", LateEntry => "late_entry" });
 
 #[cfg(test)]
 mod tests {
@@ -66,6 +68,7 @@ mod tests {
             MarkMethod::QrKiosk,
             MarkMethod::QrTyped,
             MarkMethod::Manual,
+            MarkMethod::LateEntry,
         ] {
             assert_eq!(MarkMethod::parse(method.as_str()), Some(method));
         }

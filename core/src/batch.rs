@@ -117,6 +117,20 @@ impl BatchEnvelope {
         payload: &[u8],
         supported: std::ops::RangeInclusive<u64>,
     ) -> Result<Self, BatchError> {
+        // Counted before anything is built: a payload of millions of tiny records would
+        // otherwise become millions of JSON maps before the limit is checked.
+        #[derive(Deserialize)]
+        struct RecordCount {
+            records: Vec<serde::de::IgnoredAny>,
+        }
+        let count: RecordCount = serde_json::from_slice(payload)
+            .map_err(|error| BatchError::Envelope(error.to_string()))?;
+        if count.records.is_empty() || count.records.len() > MAX_RECORDS_PER_BATCH {
+            return Err(field(
+                "records",
+                &format!("a batch carries 1 to {MAX_RECORDS_PER_BATCH} records"),
+            ));
+        }
         let envelope: BatchEnvelope = serde_json::from_slice(payload)
             .map_err(|error| BatchError::Envelope(error.to_string()))?;
         if !supported.contains(&envelope.v) {
@@ -137,12 +151,6 @@ impl BatchEnvelope {
         }
         if !is_sha256_hex(&envelope.prev) {
             return Err(field("prev", "not a lower-case hex SHA-256"));
-        }
-        if envelope.records.is_empty() || envelope.records.len() > MAX_RECORDS_PER_BATCH {
-            return Err(field(
-                "records",
-                &format!("a batch carries 1 to {MAX_RECORDS_PER_BATCH} records"),
-            ));
         }
         Ok(envelope)
     }
@@ -536,6 +544,18 @@ mod tests {
             .expect_err("empty")
             .to_string()
             .contains("records"));
+    }
+
+    #[test]
+    fn too_many_records_are_refused_before_they_are_built() {
+        let mut text = envelope().to_canonical().expect("canonical");
+        // A million empty records in the place of the real one: refused by count.
+        let tiny = vec!["0"; 1_000_000].join(",");
+        let start = text.find("\"records\":[").expect("records") + "\"records\":[".len();
+        let end = start + text[start..].find("],").expect("end");
+        text.replace_range(start..end, &tiny);
+        let error = BatchEnvelope::parse(text.as_bytes()).expect_err("refused");
+        assert!(error.to_string().contains("1 to 20000 records"), "{error}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod http;
+mod memory;
 pub mod store;
 
 pub use http::{Faults, RegistryState};

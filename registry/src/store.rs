@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason    TEXT NOT NULL,
     body      TEXT NOT NULL
 );
+-- Authorizations of signed reads already accepted: each is single-use. Rows older than
+-- twice the allowed clock skew can no longer verify and are deleted.
+CREATE TABLE IF NOT EXISTS used_authorizations (
+    agent  TEXT NOT NULL,
+    jti    TEXT NOT NULL,
+    iat    INTEGER NOT NULL,
+    PRIMARY KEY (agent, jti)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS beneficiaries (
     bin         TEXT NOT NULL REFERENCES colleges(bin),
     iin         TEXT NOT NULL,
@@ -138,6 +146,43 @@ pub enum Verdict {
     Bad(String),
     /// 401.
     UnknownAgent(String),
+    /// 409 for good: a key rotation announces a key enrolled to another agent.
+    KeyTaken(String),
+}
+
+/// What an enrolment came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolment {
+    /// 201: the key's thumbprint, now the agent's id; the code is used up.
+    Enrolled(String),
+    /// 200: the key is already this college's agent (the agent lost the first answer and
+    /// asks again); the agent's id. The code stays unused.
+    AlreadyEnrolled(String),
+    /// 403: the code is unknown, used, expired or another college's.
+    Refused(String),
+    /// 409: the key is already another college's; the code stays unused.
+    KeyTaken(String),
+}
+
+/// The database and its WAL files, the owner's only (also for a registry made before).
+fn restrict_database_files(path: &Path) -> Result<(), RegistryError> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if file.exists() {
+            std::fs::set_permissions(
+                &file,
+                std::fs::Permissions::from_mode(kasip_certs::KEY_FILE_MODE),
+            )
+            .map_err(RegistryError::io(format!(
+                "cannot restrict {}",
+                file.display()
+            )))?;
+        }
+    }
+    Ok(())
 }
 
 pub struct RegistryStore {
@@ -149,7 +194,8 @@ pub struct RegistryStore {
 impl RegistryStore {
     /// Opens (creating when needed) the registry in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(data_dir).map_err(RegistryError::io(format!(
+        // Every college's records: the service's user's only, whatever the umask.
+        kasip_certs::process::create_private_dir(data_dir).map_err(RegistryError::io(format!(
             "cannot create {}",
             data_dir.display()
         )))?;
@@ -164,6 +210,12 @@ impl RegistryStore {
             path: path.clone(),
             source,
         };
+        // SQLite gives its -wal and -shm files the database file's mode.
+        if !path.exists() {
+            kasip_certs::process::create_private_file(&path).map_err(RegistryError::io(
+                format!("cannot create {}", path.display()),
+            ))?;
+        }
         let connection = Connection::open(&path).map_err(fail)?;
         connection
             .execute_batch(
@@ -171,6 +223,7 @@ impl RegistryStore {
                  PRAGMA busy_timeout = 10000;",
             )
             .map_err(fail)?;
+        restrict_database_files(&path)?;
         connection.execute_batch(SCHEMA).map_err(fail)?;
         Ok(Self {
             connection,
@@ -249,9 +302,11 @@ impl RegistryStore {
         bin: &str,
         public_key: &[u8],
         now: i64,
-    ) -> Result<Result<String, String>, RegistryError> {
+    ) -> Result<Enrolment, RegistryError> {
         let Some(key) = kasip_certs::DeviceKey::thumbprint_of(public_key) else {
-            return Ok(Err("public_key is not a 32-byte Ed25519 key".into()));
+            return Ok(Enrolment::Refused(
+                "public_key is not a 32-byte Ed25519 key".into(),
+            ));
         };
         let code = code.trim().to_uppercase();
         let transaction = self
@@ -272,6 +327,31 @@ impl RegistryStore {
                 path: self.path.clone(),
                 source,
             })?;
+        let holder: Option<(String, String)> = transaction
+            .query_row(
+                "SELECT a.bin, a.kid FROM agent_keys k JOIN agents a ON a.kid = k.agent WHERE k.kid = ?1",
+                [&key],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|source| RegistryError::Database {
+                path: self.path.clone(),
+                source,
+            })?;
+        match holder {
+            Some((holder_bin, agent)) if holder_bin == bin => {
+                return Ok(Enrolment::AlreadyEnrolled(agent));
+            }
+            // Binding it again would leave it with its first college while the code was
+            // spent; the rightful agent's batches would then all be refused.
+            Some(_) => {
+                return Ok(Enrolment::KeyTaken(format!(
+                    "the key {key} is already enrolled for another college; the code was not \
+                     used. An agent that moves to another college makes a new key first"
+                )));
+            }
+            None => {}
+        }
         let verdict = match found {
             None => Err("unknown enrolment code".to_owned()),
             Some((_, _, Some(_))) => Err("this enrolment code was already used".to_owned()),
@@ -309,7 +389,39 @@ impl RegistryStore {
                 source,
             })?;
         }
-        Ok(verdict)
+        Ok(match verdict {
+            Ok(kid) => Enrolment::Enrolled(kid),
+            Err(reason) => Enrolment::Refused(reason),
+        })
+    }
+
+    /// Accepts a signed read's `jti` once: false when it was used before.
+    pub fn use_authorization(
+        &mut self,
+        agent: &str,
+        jti: &str,
+        iat: i64,
+        now: i64,
+    ) -> Result<bool, RegistryError> {
+        let fail = |source| RegistryError::Database {
+            path: self.path.clone(),
+            source,
+        };
+        self.connection
+            .prepare_cached("DELETE FROM used_authorizations WHERE iat < ?1")
+            .and_then(|mut statement| {
+                statement.execute([now - 2 * kasip_certs::agent_auth::MAX_SKEW_SECS])
+            })
+            .map_err(fail)?;
+        let inserted = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO used_authorizations (agent, jti, iat) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut statement| statement.execute(rusqlite::params![agent, jti, iat]))
+            .map_err(fail)?;
+        Ok(inserted == 1)
     }
 
     /// The enrolled key and college of `kid`.
@@ -389,6 +501,21 @@ impl RegistryStore {
                         ))
                     }
                 }
+            }
+        }
+        for (new_kid, _) in &new_keys {
+            let taken: bool = self
+                .connection
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM agent_keys WHERE kid = ?1)",
+                    [new_kid],
+                    |row| row.get(0),
+                )
+                .map_err(|source| self.fail(source))?;
+            if taken {
+                return Ok(Verdict::KeyTaken(format!(
+                    "key_rotation: the key {new_kid} is already enrolled; announce a new key"
+                )));
             }
         }
         let kid_signing = kid;
@@ -837,7 +964,7 @@ mod tests {
         let enrolled = store
             .enrol(&code, BIN, agent.public_key(), NOW)
             .expect("enrol");
-        assert!(enrolled.is_ok(), "{enrolled:?}");
+        assert!(matches!(enrolled, Enrolment::Enrolled(_)), "{enrolled:?}");
 
         let verdict = store
             .receive(&sealed_under_format_1(&agent), NOW + 5)

@@ -132,3 +132,260 @@ fn cli_refuses_bad_input_with_the_reason() {
         "row 3, column iin",
     );
 }
+
+const OTHER_BIN: &str = "090640001243";
+
+fn enrolment_code(dir: &TempDataDir) -> String {
+    enrolment_code_for(dir, BIN)
+}
+
+fn enrolment_code_for(dir: &TempDataDir, bin: &str) -> String {
+    let output = run(
+        REGISTRY,
+        &dir.path(),
+        &["issue-enrolment-code", "--bin", bin],
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    text(&output)
+        .0
+        .split_whitespace()
+        .last()
+        .expect("code")
+        .to_owned()
+}
+
+fn enrol(server: &Server, code: &str, key: &kasip_certs::DeviceKey) -> (u16, String) {
+    enrol_for(server, BIN, code, key)
+}
+
+fn enrol_for(
+    server: &Server,
+    bin: &str,
+    code: &str,
+    key: &kasip_certs::DeviceKey,
+) -> (u16, String) {
+    post(
+        &format!("{}/v1/enrolments", server.url),
+        &serde_json::json!({
+            "code": code,
+            "college_bin": bin,
+            "public_key": key.public_key_base64url(),
+        })
+        .to_string(),
+    )
+}
+
+fn code_used(dir: &TempDataDir, code: &str) -> bool {
+    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
+    db.query_row(
+        "SELECT used_at IS NOT NULL FROM enrolment_codes WHERE code_hash = ?1",
+        [kasip_core::batch::sha256_hex(code.as_bytes())],
+        |row| row.get(0),
+    )
+    .expect("code")
+}
+
+#[test]
+fn an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent() {
+    let (dir, server) = registry();
+    let keys = TempDataDir::new();
+    let first = kasip_certs::DeviceKey::generate_to(&keys.file("first.pem")).expect("key");
+    let second = kasip_certs::DeviceKey::generate_to(&keys.file("second.pem")).expect("key");
+    let (status, body) = enrol(&server, &enrolment_code(&dir), &first);
+    assert_eq!(status, 201, "{body}");
+
+    // The same key for another college: 409, and that college's code stays good.
+    let other = run(
+        REGISTRY,
+        &dir.path(),
+        &["add-college", "--bin", OTHER_BIN, "--name", "Other"],
+    );
+    assert!(other.status.success(), "{:?}", text(&other));
+    let other_code = enrolment_code_for(&dir, OTHER_BIN);
+    let (status, body) = enrol_for(&server, OTHER_BIN, &other_code, &first);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("already enrolled for another college"),
+        "{body}"
+    );
+    assert!(!code_used(&dir, &other_code));
+    // The same key for its own college (an agent that lost the first answer asks again):
+    // the same enrolment, 200, and the code stays good for the next agent.
+    let code = enrolment_code(&dir);
+    let (status, body) = enrol(&server, &code, &first);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&first.thumbprint()), "{body}");
+    assert!(!code_used(&dir, &code));
+    let (status, body) = enrol(&server, &code, &second);
+    assert_eq!(
+        status, 201,
+        "the unused code still enrols a new key: {body}"
+    );
+
+    // The first agent announces the second agent's key as its next one: a permanent 409
+    // (not a 5xx an agent would retry forever), and the keys stay as they were.
+    let envelope = kasip_core::batch::BatchEnvelope {
+        v: kasip_core::batch::BATCH_VERSION,
+        agent: first.thumbprint(),
+        college_bin: BIN.into(),
+        seq: 1,
+        prev: kasip_core::batch::GENESIS_PREV.into(),
+        kind: kasip_core::batch::BatchKind::KeyRotation,
+        created: 1_764_000_000,
+        records: vec![serde_json::json!({
+            "id": 1,
+            "new_key": second.public_key_base64url(),
+            "new_kid": second.thumbprint(),
+            "at": 1_764_000_000,
+        })],
+    };
+    let payload = envelope.to_canonical().expect("canonical");
+    let jws = kasip_certs::jws::sign_compact(
+        &first,
+        &kasip_certs::jws::protected_header(&first),
+        payload.as_bytes(),
+    );
+    let (status, body) = post(&format!("{}/v1/batches", server.url), &jws);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already enrolled"), "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(
+        answer["expected_seq"].is_null(),
+        "not a sequence conflict: {body}"
+    );
+    drop(server);
+    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
+    let keys: Vec<(String, String, bool)> = db
+        .prepare("SELECT kid, agent, retired_at IS NOT NULL FROM agent_keys ORDER BY added_at, kid")
+        .expect("keys")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .expect("keys")
+        .collect::<Result<_, _>>()
+        .expect("keys");
+    let mut expected = vec![
+        (first.thumbprint(), first.thumbprint(), false),
+        (second.thumbprint(), second.thumbprint(), false),
+    ];
+    expected.sort();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, expected);
+    let batches: i64 = db
+        .query_row("SELECT COUNT(*) FROM batches", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(batches, 0);
+}
+
+#[test]
+fn the_registry_data_is_its_owners_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, server) = registry();
+    // One upload-free request is enough for the WAL files to exist.
+    let (status, _) = post(&format!("{}/v1/enrolments", server.url), "{");
+    assert_eq!(status, 400);
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // The tests run under the usual umask 022, which used to leave these 0755 and 0644.
+    assert_eq!(mode(dir.path()), 0o700);
+    for name in [
+        "registry.db",
+        "registry.db-wal",
+        "registry.db-shm",
+        "registry-key.pem",
+    ] {
+        assert_eq!(mode(dir.path().join(name)), 0o600, "{name}");
+    }
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // the registry here runs on the system clock
+fn a_signed_read_is_single_use() {
+    let (dir, server) = registry();
+    let keys = TempDataDir::new();
+    let key = kasip_certs::DeviceKey::generate_to(&keys.file("agent.pem")).expect("key");
+    let (status, body) = enrol(&server, &enrolment_code(&dir), &key);
+    assert_eq!(status, 201, "{body}");
+    let path = format!("/v1/agents/{}/checkpoint", key.thumbprint());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let header = kasip_certs::agent_auth::authorization(&key, "GET", &path, now).expect("header");
+    let get = |authorization: &str| {
+        let response = kasip_tests::http_client()
+            .get(format!("{}{path}", server.url))
+            .header("authorization", authorization)
+            .send()
+            .expect("get");
+        (response.status().as_u16(), response.text().expect("body"))
+    };
+    assert_eq!(get(&header).0, 200);
+    // The same header again, well within the clock skew: refused.
+    let (status, body) = get(&header);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("already used"), "{body}");
+    // A new header for the same read passes.
+    let fresh = kasip_certs::agent_auth::authorization(&key, "GET", &path, now).expect("header");
+    assert_eq!(get(&fresh).0, 200);
+}
+
+#[test]
+fn oversized_batches_are_refused_before_they_are_built() {
+    let (dir, server) = registry();
+    let keys = TempDataDir::new();
+    let key = kasip_certs::DeviceKey::generate_to(&keys.file("agent.pem")).expect("key");
+    assert_eq!(enrol(&server, &enrolment_code(&dir), &key).0, 201);
+    // Two million empty records, signed by the enrolled agent: refused by their count
+    // (they were once parsed into two million JSON values first).
+    let envelope = kasip_core::batch::BatchEnvelope {
+        v: kasip_core::batch::BATCH_VERSION,
+        agent: key.thumbprint(),
+        college_bin: BIN.into(),
+        seq: 1,
+        prev: kasip_core::batch::GENESIS_PREV.into(),
+        kind: kasip_core::batch::BatchKind::Attendance,
+        created: 1_764_000_000,
+        records: vec![serde_json::json!(0)],
+    };
+    let one = envelope.to_canonical().expect("canonical");
+    let many = one.replacen(
+        "\"records\":[0]",
+        &format!("\"records\":[{}]", vec!["0"; 2_000_000].join(",")),
+        1,
+    );
+    let jws = kasip_certs::jws::sign_compact(
+        &key,
+        &kasip_certs::jws::protected_header(&key),
+        many.as_bytes(),
+    );
+    let (status, body) = post(&format!("{}/v1/batches", server.url), &jws);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("1 to 20000 records"), "{body}");
+    // A body declared over the cap: 413 at once, without reading it.
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    std::io::Write::write_all(
+        &mut stream,
+        format!(
+            "POST /v1/batches HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            kasip_certs::jws::MAX_JWS_BYTES + 1
+        )
+        .as_bytes(),
+    )
+    .expect("headers");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("a batch is at most"), "{answer}");
+    drop(server);
+    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
+    let batches: i64 = db
+        .query_row("SELECT COUNT(*) FROM batches", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(batches, 0);
+}

@@ -54,6 +54,9 @@ pub enum Upload {
     Conflict { expected_seq: u64, message: String },
     /// 400: bad signature or format. Never retried: the queue stops and the admin is told.
     BadBatch { message: String },
+    /// 409 without an expected seq: refused for good (a key rotation announcing a key the
+    /// registry holds for another agent). Never retried, like `BadBatch`.
+    Refused { message: String },
     /// 401: the registry does not know this agent's key.
     UnknownAgent { message: String },
     /// Network error, 408, 429, 5xx: try again later (no earlier than `retry_after`).
@@ -166,7 +169,8 @@ impl RegistryClient {
             .await
             .map_err(SyncError::Network)?;
         let (status, text) = read(response).await?;
-        if status != StatusCode::CREATED {
+        // 200: this key was already this college's agent (an earlier answer was lost).
+        if status != StatusCode::CREATED && status != StatusCode::OK {
             return Err(SyncError::Refused {
                 status: status.as_u16(),
                 message: error_message(&text),
@@ -239,9 +243,8 @@ impl RegistryClient {
                         expected_seq,
                         message: error_message(&text),
                     },
-                    None => Upload::Retry {
-                        reason: format!("409 without expected_seq: {}", error_message(&text)),
-                        retry_after,
+                    None => Upload::Refused {
+                        message: error_message(&text),
                     },
                 }
             }
@@ -298,13 +301,12 @@ impl RegistryClient {
     }
 
     async fn get_signed(&self, key: &DeviceKey, path: &str, now: i64) -> Result<String, SyncError> {
+        let authorization = kasip_certs::agent_auth::authorization(key, "GET", path, now)
+            .map_err(|error| SyncError::Protocol(error.to_string()))?;
         let response = self
             .http
             .get(format!("{}{path}", self.base))
-            .header(
-                "authorization",
-                kasip_certs::agent_auth::authorization(key, "GET", path, now),
-            )
+            .header("authorization", authorization)
             .send()
             .await
             .map_err(SyncError::Network)?;

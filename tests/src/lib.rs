@@ -302,6 +302,25 @@ pub fn browser_in(data_dir: &Path, language: &str) -> reqwest::blocking::Client 
         .expect("HTTPS client")
 }
 
+/// Like `browser_in`, connecting from `source` (another loopback address, such as
+/// 127.0.0.2, is another client to the agent's throttles).
+pub fn browser_from(
+    data_dir: &Path,
+    language: &str,
+    source: std::net::IpAddr,
+) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT_LANGUAGE,
+        reqwest::header::HeaderValue::from_str(language).expect("language"),
+    );
+    browser_builder(data_dir)
+        .default_headers(headers)
+        .local_address(source)
+        .build()
+        .expect("HTTPS client")
+}
+
 fn browser_builder(data_dir: &Path) -> reqwest::blocking::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pem = std::fs::read(data_dir.join("tls.crt")).expect("the agent's tls.crt");

@@ -178,8 +178,20 @@ pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
     })
 }
 
-fn lesson_failure(error: crate::lessons::LessonError) -> AgentError {
-    AgentError::Lesson(error)
+/// A lesson that cannot be opened or closed, in the user's language where the catalog
+/// has the sentence.
+fn lesson_refusal(
+    lang: kasip_core::Lang,
+    id: i64,
+) -> impl Fn(crate::lessons::LessonError) -> AgentError {
+    use crate::lessons::LessonError;
+    move |error| match (&error, error.text()) {
+        (LessonError::NotOpenYet(_, opens), Some(sentence)) => {
+            AgentError::Refused(format!("lesson {id}: {} ({opens})", lang.text(sentence)))
+        }
+        (_, Some(sentence)) => AgentError::Refused(format!("lesson {id}: {}", lang.text(sentence))),
+        (_, None) => AgentError::Lesson(error),
+    }
 }
 
 fn staff_failure(error: crate::staff::StaffError) -> AgentError {
@@ -231,13 +243,14 @@ pub fn lesson(data_dir: &DataDir, command: super::LessonCommand) -> Result<(), A
                 }
             }
         }
-        LessonCommand::Open { id } => {
-            lessons::open(store.connection(), id, &by, now).map_err(lesson_failure)?;
-            println!("lesson {id} is open");
+        LessonCommand::Open { id, lang } => {
+            lessons::open(store.connection(), id, &by, now, &settings.lesson_times())
+                .map_err(lesson_refusal(lang, id))?;
+            println!("lesson {id}: {}", lang.text(kasip_core::Text::LessonOpened));
         }
-        LessonCommand::Close { id } => {
-            lessons::close(store.connection(), id, &by, now).map_err(lesson_failure)?;
-            println!("lesson {id} is closed");
+        LessonCommand::Close { id, lang } => {
+            lessons::close(store.connection(), id, &by, now).map_err(lesson_refusal(lang, id))?;
+            println!("lesson {id}: {}", lang.text(kasip_core::Text::LessonClosed));
         }
     }
     store.close()?;
@@ -301,11 +314,31 @@ pub fn staff(data_dir: &DataDir, command: super::StaffCommand) -> Result<(), Age
             let password = password.trim_end_matches(['\r', '\n']);
             crate::staff::set_password(store.connection(), &login_or_iin, password, unix_now())
                 .map_err(staff_failure)?;
-            println!("password set for '{login_or_iin}'");
+            println!("password set for '{login_or_iin}'; its sessions ended");
+        }
+        StaffCommand::Disable { login_or_iin } => {
+            set_disabled(&store, &login_or_iin, true)?;
+            println!("'{login_or_iin}' is disabled; its sessions ended");
+        }
+        StaffCommand::Enable { login_or_iin } => {
+            set_disabled(&store, &login_or_iin, false)?;
+            println!("'{login_or_iin}' is enabled");
         }
     }
     store.close()?;
     Ok(())
+}
+
+fn set_disabled(store: &Store, login_or_iin: &str, disabled: bool) -> Result<(), AgentError> {
+    let found = crate::staff::set_disabled(store.connection(), login_or_iin, disabled, unix_now())
+        .map_err(staff_failure)?;
+    if found {
+        Ok(())
+    } else {
+        Err(AgentError::Usage(format!(
+            "there is no staff account '{login_or_iin}' (a login, or a teacher's IIN)"
+        )))
+    }
 }
 
 /// `kasip-agent student issue-code IIN | --group CODE`: (IIN, code, name) per student.

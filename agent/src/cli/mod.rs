@@ -207,10 +207,21 @@ pub enum LessonCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Open a lesson so that its classroom code accepts check-ins
-    Open { id: i64 },
+    /// Open a lesson so that its classroom code accepts check-ins: from
+    /// lesson.open_early_mins before its start to auto_close_grace_mins after its end
+    Open {
+        id: i64,
+        /// Language of the answer: kk, ru or en
+        #[arg(long, value_parser = parse_lang, default_value = kasip_core::text::FALLBACK_LANGUAGE)]
+        lang: kasip_core::Lang,
+    },
     /// Close a lesson: its codes stop working at once
-    Close { id: i64 },
+    Close {
+        id: i64,
+        /// Language of the answer: kk, ru or en
+        #[arg(long, value_parser = parse_lang, default_value = kasip_core::text::FALLBACK_LANGUAGE)]
+        lang: kasip_core::Lang,
+    },
 }
 
 /// `--role`: the staff roles as the command line spells them.
@@ -264,8 +275,13 @@ pub enum StaffCommand {
         #[arg(long = "group", value_name = "CODE")]
         groups: Vec<String>,
     },
-    /// Set a password, read from standard input (teachers sign in with their IIN)
+    /// Set a password, read from standard input (teachers sign in with their IIN); the
+    /// account's sessions end
     SetPassword { login_or_iin: String },
+    /// Disable an account: it cannot sign in and its sessions end at once
+    Disable { login_or_iin: String },
+    /// Enable a disabled account again
+    Enable { login_or_iin: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -633,10 +649,12 @@ async fn warn_before_expiry(cert_path: std::path::PathBuf, state: crate::web::Ap
     }
 }
 
-/// Makes the day's backup once the local hour reaches `backup.hour`, checking every ten
-/// minutes (the first time ten minutes after start: a restart does not copy the
-/// database while the agent is starting), on its own connection.
-async fn nightly_backups(
+/// Every ten minutes, on its own connection: keeps the clock's high-water mark, deletes
+/// security events past
+/// `security.events_keep_days`, and makes the day's backup once the local hour reaches
+/// `backup.hour` (the first time ten minutes after start: a restart does not copy the
+/// database while the agent is starting).
+async fn housekeeping(
     data_dir: DataDir,
     state: crate::web::AppState,
     settings: std::sync::Arc<Settings>,
@@ -644,27 +662,49 @@ async fn nightly_backups(
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(600)).await;
         let now = state.now();
+        let high_water = state.clock_high_water();
         let local = now + settings.timezone.offset_seconds();
-        if local.rem_euclid(86_400) / 3600 >= i64::from(settings.backup_hour) {
-            let date = settings.local_date(now);
-            let (data_dir, keep) = (data_dir.clone(), settings.backup_keep as usize);
-            let made = tokio::task::spawn_blocking(move || {
-                let store = crate::store::Store::open(&data_dir.database_path())?;
+        let backup_due = local.rem_euclid(86_400) / 3600 >= i64::from(settings.backup_hour);
+        let date = settings.local_date(now);
+        let (data_dir, keep) = (data_dir.clone(), settings.backup_keep as usize);
+        let keep_days = settings.security_events_keep_days;
+        let made = tokio::task::spawn_blocking(move || {
+            let store = crate::store::Store::open(&data_dir.database_path())?;
+            crate::staff::keep_clock_high_water(store.connection(), high_water)
+                .map_err(|source| AgentError::from(store.error(source)))?;
+            prune_security_events(&store, now, keep_days)?;
+            if backup_due {
                 crate::backup::nightly(&data_dir, &store, date, keep)
-            })
-            .await;
-            match made {
-                Ok(Ok(Some(path))) => tracing::info!(path = %path.display(), "nightly backup made"),
-                Ok(Ok(None)) => {}
-                Ok(Err(error)) => {
-                    tracing::error!(error = %crate::error::report(&error), "nightly backup failed; will retry")
-                }
-                Err(error) => {
-                    tracing::error!(error = %crate::error::report(&error), "nightly backup task failed")
-                }
+            } else {
+                Ok(None)
+            }
+        })
+        .await;
+        match made {
+            Ok(Ok(Some(path))) => tracing::info!(path = %path.display(), "nightly backup made"),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %crate::error::report(&error), "housekeeping (old security events, nightly backup) failed; will retry")
+            }
+            Err(error) => {
+                tracing::error!(error = %crate::error::report(&error), "housekeeping task failed")
             }
         }
     }
+}
+
+/// Deletes the security events older than `keep_days`, saying how many went.
+fn prune_security_events(
+    store: &crate::store::Store,
+    now: i64,
+    keep_days: u32,
+) -> Result<(), AgentError> {
+    let pruned = crate::security_events::prune(store.connection(), now, keep_days)
+        .map_err(|source| AgentError::from(store.error(source)))?;
+    if pruned > 0 {
+        tracing::info!(pruned, keep_days, "old security events deleted");
+    }
+    Ok(())
 }
 
 /// Pings systemd's watchdog while the database answers; a hung agent stops pinging and
@@ -700,7 +740,13 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         );
     }
     let (settings, write_store) = commands::open(data_dir)?;
+    prune_security_events(
+        &write_store,
+        crate::clock::from_environment().now_unix(),
+        settings.security_events_keep_days,
+    )?;
     let read_store = crate::store::Store::open(&data_dir.database_path())?;
+    let reports_store = crate::store::Store::open(&data_dir.database_path())?;
     let sync_store = crate::store::Store::open(&data_dir.database_path())?;
     let address = listen.unwrap_or(settings.listen);
     if settings.plain_http && !address.ip().is_loopback() {
@@ -763,7 +809,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             clock.clone(),
             data_dir.clone(),
         );
-        let state = crate::web::AppState::new(read_store, writer, settings.clone(), clock, public_url, secure_cookies, data_dir.clone())?;
+        let state = crate::web::AppState::new(read_store, reports_store, writer, settings.clone(), clock, public_url, secure_cookies, data_dir.clone())?;
         let (stop_uploader, uploader_stopped) = tokio::sync::watch::channel(false);
         let uploader = tokio::spawn(uploader.run(uploader_stopped));
         if let crate::web::Transport::Https(config) = &transport {
@@ -780,7 +826,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             }
         }
         if settings.backup_keep > 0 {
-            tokio::spawn(nightly_backups(data_dir.clone(), state.clone(), settings.clone()));
+            tokio::spawn(housekeeping(data_dir.clone(), state.clone(), settings.clone()));
         }
         if let Some(interval) = crate::service::watchdog_interval() {
             tokio::spawn(watchdog(interval, state.clone()));

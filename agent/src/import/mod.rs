@@ -47,6 +47,7 @@ impl fmt::Display for RowError {
 }
 
 /// How an import should treat bad rows and dates it is not given.
+#[derive(Debug, Clone)]
 pub struct ImportOptions {
     /// Import the valid rows and list the rest, instead of importing nothing.
     pub skip_invalid: bool,

@@ -10,7 +10,7 @@ use super::record::{record_mark, MarkSource, MarkToRecord};
 use super::MarkRules;
 use crate::attendance::ChainWriter;
 use crate::kiosks::{Kiosk, Place};
-use crate::lessons::stored_to_unix;
+use crate::lessons::{LessonTimes, LessonWindow, WindowPosition};
 use crate::security_events::{self, SecurityEvent};
 
 /// A kiosk clock this far ahead of the agent's is not believed.
@@ -249,8 +249,8 @@ pub(super) fn decide_scan(
     Ok(outcome)
 }
 
-/// The lesson of `group_id` in `room` whose time, widened by the kiosk grace, holds
-/// `at`: (lesson id, start).
+/// The lesson of `group_id` in `room` whose window holds `at`: (lesson id, start). A
+/// kiosk's window is the lesson's, narrowed by `kiosk.grace_mins` when that is shorter.
 fn lesson_in_room(
     transaction: &Transaction<'_>,
     room: &str,
@@ -259,8 +259,13 @@ fn lesson_in_room(
     at: i64,
     rules: &MarkRules,
 ) -> rusqlite::Result<Option<(i64, i64)>> {
-    let grace = i64::from(rules.kiosk_grace_mins) * 60;
-    let date = crate::clock::local_date(&rules.lessons.timezone, at);
+    let times = &rules.lessons;
+    let kiosk_times = LessonTimes {
+        timezone: times.timezone.clone(),
+        open_early_mins: times.open_early_mins.min(rules.kiosk_grace_mins),
+        auto_close_grace_mins: times.auto_close_grace_mins.min(rules.kiosk_grace_mins),
+    };
+    let date = crate::clock::local_date(&times.timezone, at);
     let mut statement = transaction.prepare_cached(
         "SELECT l.id, l.date, l.start_time, l.end_time FROM lessons l LEFT JOIN sites s ON s.id = l.site_id
          WHERE l.room = ?1 AND l.group_id = ?2 AND l.date = ?3 AND (?4 = '' OR s.name = ?4)
@@ -279,14 +284,11 @@ fn lesson_in_room(
     )?;
     for row in rows {
         let (id, date, start, end) = row?;
-        let (Some(starts_at), Some(ends_at)) = (
-            stored_to_unix(&date, &start, &rules.lessons),
-            stored_to_unix(&date, &end, &rules.lessons),
-        ) else {
+        let Some(window) = LessonWindow::of_stored(&date, &start, &end, &kiosk_times) else {
             continue;
         };
-        if starts_at - grace <= at && at <= ends_at + grace {
-            return Ok(Some((id, starts_at)));
+        if window.position(at) == WindowPosition::Within {
+            return Ok(Some((id, window.starts_at)));
         }
     }
     Ok(None)
@@ -345,6 +347,8 @@ fn refuse(
             student_iin: student.as_deref(),
             device_id: Some(&format!("kiosk:{}", scan.kiosk.id)),
             detail: &format!("{} scan {}", scan.kiosk.place.describe(), scan.scan_id),
+            // One row per refused scan: the kiosk's credential already names the device.
+            client: None,
         },
     )?;
     if remember {

@@ -1,5 +1,9 @@
-//! A manual mark by staff (method `manual`), decided on the writer thread: lesson held →
-//! the marker may mark it → student in the group → the coverage policy → `record_mark`.
+//! A manual mark by staff, decided on the writer thread: the lesson's window → lesson held
+//! → the marker may mark it → student in the group → the coverage policy → `record_mark`.
+//!
+//! Inside the lesson's window a held lesson takes live marks (method `manual`). Before it,
+//! nothing. After it, only an admin may enter a mark, with a written reason, and it is
+//! recorded and synced as a late entry (method `late_entry`): who, when and why.
 
 use kasip_core::{Iin, MarkStatus};
 use rusqlite::{OptionalExtension, Transaction};
@@ -8,6 +12,7 @@ use super::record::{record_mark, MarkSource, MarkToRecord};
 use super::MarkRules;
 use crate::attendance::ChainWriter;
 use crate::coverage::CoveragePolicy;
+use crate::lessons::{LessonWindow, WindowPosition};
 use crate::staff::{may_act_on_lesson, Role, StaffMember};
 
 /// A manual mark by staff (method `manual`), for students who cannot scan.
@@ -34,6 +39,12 @@ pub struct ManualAccepted {
 pub enum ManualRefusal {
     UnknownLesson,
     LessonNotHeld,
+    /// The lesson's window has not begun.
+    NotOpenYet,
+    /// The window has passed and the marker is not an admin.
+    Ended,
+    /// An admin's late entry without a written reason.
+    LateEntryReasonRequired,
     NotYourLesson,
     NotInGroup,
     ReasonRequired,
@@ -50,6 +61,9 @@ pub enum ManualRefusal {
     },
 }
 
+/// group, group code, teacher, held, date, start, end.
+type LessonRow = (i64, String, String, bool, String, String, String);
+
 /// The one function every manual mark goes through.
 pub(super) fn decide_manual(
     transaction: &Transaction<'_>,
@@ -61,22 +75,42 @@ pub(super) fn decide_manual(
     if mark.reason.trim().is_empty() && mark.status != MarkStatus::Present {
         return Ok(Err(ManualRefusal::ReasonRequired));
     }
-    let lesson: Option<(i64, String, String, bool)> = transaction
+    let lesson: Option<LessonRow> = transaction
         .prepare_cached(
-            "SELECT l.group_id, g.code, l.teacher_iin, o.lesson_id IS NOT NULL
+            "SELECT l.group_id, g.code, l.teacher_iin, o.lesson_id IS NOT NULL,
+                    l.date, l.start_time, l.end_time
              FROM lessons l JOIN study_groups g ON g.id = l.group_id
              LEFT JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",
         )?
         .query_row([mark.lesson_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
         })
         .optional()?;
-    let Some((group_id, group_code, teacher_iin, held)) = lesson else {
+    let Some((group_id, group_code, teacher_iin, held, date, start, end)) = lesson else {
         return Ok(Err(ManualRefusal::UnknownLesson));
     };
-    if !held {
-        return Ok(Err(ManualRefusal::LessonNotHeld));
-    }
+    let position = LessonWindow::of_stored(&date, &start, &end, &rules.lessons)
+        .map_or(WindowPosition::Ended, |window| window.position(now));
+    let late_entry = match position {
+        WindowPosition::NotYet => return Ok(Err(ManualRefusal::NotOpenYet)),
+        WindowPosition::Within if !held => return Ok(Err(ManualRefusal::LessonNotHeld)),
+        WindowPosition::Within => false,
+        WindowPosition::Ended if mark.marker.role != Role::Admin => {
+            return Ok(Err(ManualRefusal::Ended));
+        }
+        WindowPosition::Ended if mark.reason.trim().is_empty() => {
+            return Ok(Err(ManualRefusal::LateEntryReasonRequired));
+        }
+        WindowPosition::Ended => true,
+    };
     if !may_act_on_lesson(transaction, &mark.marker, &teacher_iin, &group_code)? {
         return Ok(Err(ManualRefusal::NotYourLesson));
     }
@@ -118,6 +152,7 @@ pub(super) fn decide_manual(
                 status: mark.status,
                 marked_by: mark.marker.login.clone(),
                 reason: Some(mark.reason.trim().to_owned()).filter(|reason| !reason.is_empty()),
+                late_entry,
             },
         },
     )?;

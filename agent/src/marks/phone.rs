@@ -66,6 +66,8 @@ pub struct PhoneCheckIn {
     /// When the token was last seen fresh, if earlier than now: a check-in intent from a
     /// phone that had to bind first. Honoured for `INTENT_SECS`.
     pub fresh_at: Option<i64>,
+    /// The phone's address and device, which a refusal's security event is counted under.
+    pub client: String,
 }
 
 /// How long a fresh token, once presented, holds a check-in open while the student binds.
@@ -111,6 +113,7 @@ pub(super) fn record_refusal(
             student_iin: student_iin.as_deref(),
             device_id: device_id.as_deref(),
             detail: if check_in.typed { "typed code" } else { "" },
+            client: Some(&check_in.client),
         },
     )
 }

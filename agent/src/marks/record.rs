@@ -23,11 +23,13 @@ pub enum MarkSource {
         token_step: Option<u64>,
         lesson_starts_at: i64,
     },
-    /// Entered by staff with the status they chose; replaces the latest mark.
+    /// Entered by staff with the status they chose; replaces the latest mark. After the
+    /// lesson's window it is a late entry (an admin's, with a reason).
     Manual {
         status: MarkStatus,
         marked_by: String,
         reason: Option<String>,
+        late_entry: bool,
     },
 }
 
@@ -108,11 +110,16 @@ pub(super) fn record_mark_admitted<Refusal>(
             status,
             marked_by,
             reason,
+            late_entry,
         } => NewMark {
             lesson_id: mark.lesson_id,
             student_iin: mark.student,
             status,
-            method: MarkMethod::Manual,
+            method: if late_entry {
+                MarkMethod::LateEntry
+            } else {
+                MarkMethod::Manual
+            },
             recorded_at: mark.at,
             device_id: None,
             token_step: None,

@@ -201,7 +201,19 @@ impl Store {
                 supported,
             });
         }
-        for migration in MIGRATIONS.iter().filter(|step| step.version > current) {
+        // SQLite's way to change a table: foreign keys off while it is rebuilt (the
+        // setting is ignored inside a transaction), every reference checked before the
+        // commit, then on again.
+        let pending: Vec<_> = MIGRATIONS
+            .iter()
+            .filter(|step| step.version > current)
+            .collect();
+        if !pending.is_empty() {
+            self.connection
+                .execute_batch("PRAGMA foreign_keys = OFF")
+                .map_err(|source| self.error(source))?;
+        }
+        for migration in pending {
             let migration_error = |source| StoreError::Migration {
                 path: self.path.clone(),
                 version: migration.version,
@@ -219,6 +231,23 @@ impl Store {
                 )
                 .and_then(|()| transaction.execute_batch(migration.sql))
                 .and_then(|()| {
+                    let broken: i64 = transaction.query_row(
+                        "SELECT COUNT(*) FROM pragma_foreign_key_check",
+                        [],
+                        |row| row.get(0),
+                    )?;
+                    if broken == 0 {
+                        Ok(())
+                    } else {
+                        Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                            Some(format!(
+                                "{broken} row(s) would reference rows that do not exist"
+                            )),
+                        ))
+                    }
+                })
+                .and_then(|()| {
                     transaction
                         .execute(
                             "INSERT INTO schema_migrations (version, description, applied_at)
@@ -235,6 +264,9 @@ impl Store {
                 "database schema migrated"
             );
         }
+        self.connection
+            .execute_batch("PRAGMA foreign_keys = ON")
+            .map_err(|source| self.error(source))?;
         Ok(())
     }
 

@@ -117,7 +117,7 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
     };
     let now = state.now();
     let (report, trend, flags, security_events, sync) = state
-        .with_db(move |store| {
+        .with_reports(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
             let rules = settings.coverage_rules();
@@ -152,7 +152,7 @@ fn refresh_red_flags(state: AppState, month: Month) {
         let settings = state.settings.clone();
         let today = settings.local_date(state.now());
         let computed = state
-            .with_db(move |store| {
+            .with_reports(move |store| {
                 red_flags_for_month(
                     store.connection(),
                     month,
@@ -504,7 +504,7 @@ pub async fn close_month(
     let reason = Some(form.reason.trim().to_owned()).filter(|reason| !reason.is_empty());
     let closed_by = staff.member.login;
     let closed = state
-        .with_db(move |store| {
+        .with_reports(move |store| {
             let key = kasip_certs::DeviceKey::load(&data_dir.key_path())?;
             let request = crate::month_close::CloseRequest {
                 month,
@@ -549,7 +549,7 @@ async fn group_students(
 ) -> Result<Vec<StudentMonth>, AgentError> {
     let settings = state.settings.clone();
     state
-        .with_db(move |store| {
+        .with_reports(move |store| {
             crate::coverage::student_months(
                 store.connection(),
                 month,
@@ -634,7 +634,7 @@ pub async fn student_page(
     };
     let offset = state.settings.timezone.offset_seconds();
     let (marks, presence) = state
-        .with_db(move |store| {
+        .with_reports(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let presence =
                 crate::kiosks::campus_presence(store.connection(), &iin.as_string(), 1000)

@@ -41,6 +41,23 @@ impl FromRequestParts<AppState> for PageLang {
     }
 }
 
+/// The address the request came from (what throttles count guesses by). Served with
+/// connect info, every request has it; a router driven without (a unit test) is
+/// "unspecified".
+pub struct PeerAddress(pub std::net::IpAddr);
+
+impl FromRequestParts<AppState> for PeerAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |info| info.0.ip());
+        Ok(Self(peer))
+    }
+}
+
 /// A signed-in staff member, the session's CSRF token and the reader's language; 401
 /// when not signed in (actions and polls; pages use `StaffPage`).
 pub struct Staff {
@@ -61,13 +78,14 @@ impl FromRequestParts<AppState> for Staff {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
         let lang = lang_of(parts);
         let not_signed_in = WebError::SignInFirst { lang };
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE, state.secure_cookies) else {
             return Err(not_signed_in);
         };
-        let now = state.now();
+        let now = state.clock_high_water();
+        let idle_secs = i64::from(state.settings.staff_idle_mins) * 60;
         let session = state
             .with_db(move |store| {
-                crate::staff::session(store.connection(), &token, now)
+                crate::staff::session(store.connection(), &token, now, idle_secs)
                     .map_err(crate::error::AgentError::Staff)
             })
             .await;

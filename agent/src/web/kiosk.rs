@@ -10,15 +10,13 @@ use kasip_core::wire::{
     KioskEnrolAnswer, KioskEnrolRequest, KioskPlace, PassKeyList, ScanAnswer, ScanAnswers,
 };
 
+use super::extract::PeerAddress;
 use super::page::json_error;
+use super::throttle::{self, throttled, Client, Key};
 use super::AppState;
 use crate::error::AgentError;
 use crate::kiosks::{EnrolRefusal, Kiosk, KioskIdentity, Place};
 use crate::marks::{KioskScan, ScanOutcome};
-
-/// Wrong enrolment codes share one limiter key: guessing codes locks enrolment for all
-/// for a few minutes, which an admin standing at a kiosk can live with.
-const ENROL_LIMITER_KEY: &str = "kiosk-enrolment";
 
 fn unavailable(error: &AgentError) -> Response {
     tracing::error!(error = %crate::error::report(error), "kiosk request failed");
@@ -46,13 +44,23 @@ fn place_view(place: &Place) -> KioskPlace {
     }
 }
 
-pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+pub async fn enrol(
+    State(state): State<AppState>,
+    PeerAddress(peer): PeerAddress,
+    body: axum::body::Bytes,
+) -> Response {
     let now = state.now();
-    if state.limiter.is_locked(ENROL_LIMITER_KEY, now) {
-        return json_error(
+    // Per address: guesses slow their own client down, never an admin's real kiosk.
+    let client_key = Key::client("kiosk-enrolment", &Client::address(peer));
+    let wait = state
+        .throttle
+        .wait(&client_key, throttle::KIOSK_ENROLMENT, now);
+    if wait > 0 {
+        let answer = json_error(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many wrong enrolment codes; wait five minutes and type the code again",
+            format!("too many wrong enrolment codes from this address; wait {wait} s and type the code again"),
         );
+        return throttled(answer, wait);
     }
     let request: KioskEnrolRequest = match parse_json(&body, "{\"code\": \"...\"}") {
         Ok(request) => request,
@@ -66,7 +74,7 @@ pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Re
         .await;
     match outcome {
         Ok(Ok((kiosk, credential))) => {
-            state.limiter.clear(ENROL_LIMITER_KEY);
+            state.throttle.success(&client_key);
             tracing::info!(kiosk = kiosk.id, place = %kiosk.place.describe(), "kiosk enrolled");
             Json(KioskEnrolAnswer {
                 kiosk_id: kiosk.id,
@@ -77,7 +85,7 @@ pub async fn enrol(State(state): State<AppState>, body: axum::body::Bytes) -> Re
             .into_response()
         }
         Ok(Err(refusal)) => {
-            state.limiter.record_failure(ENROL_LIMITER_KEY, now);
+            state.throttle.failure(&client_key, now);
             let status = match refusal {
                 EnrolRefusal::UnknownCode => StatusCode::UNAUTHORIZED,
                 EnrolRefusal::Expired | EnrolRefusal::AlreadyUsed => StatusCode::GONE,

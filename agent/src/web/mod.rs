@@ -4,6 +4,7 @@
 //! and stop it themselves; `main` passes SIGTERM/Ctrl-C.
 
 mod admin;
+mod assets;
 mod error;
 mod extract;
 mod kiosk;
@@ -11,6 +12,7 @@ mod page;
 mod pass;
 mod phone;
 mod staff;
+mod throttle;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,12 +39,15 @@ pub struct AppState {
     db: Arc<Mutex<Store>>,
     /// The single writer of attendance marks (group commit).
     writer: MarkWriter,
+    /// A connection of its own for the month's heavy work (see `with_reports`).
+    reports: Arc<Mutex<Store>>,
     /// Validated configuration, read once at start.
     settings: Arc<Settings>,
     /// The agent's clock: it alone decides the current classroom code.
     clock: Arc<dyn Clock>,
-    /// Failed sign-in and binding attempts per key, for rate limiting.
-    limiter: Arc<RateLimiter>,
+    /// Failed guesses per (target, client) and per client: sign-in, binding, typed
+    /// codes, kiosk enrolment.
+    throttle: Arc<throttle::Throttle>,
     /// Check-in intents of phones that had to bind first: id → (token, seen fresh at).
     intents: Arc<Mutex<HashMap<String, (ClassroomToken, i64)>>>,
     /// Discipline, group and room per lesson for confirmation pages: read once per lesson
@@ -60,11 +65,16 @@ pub struct AppState {
     latencies: Arc<crate::metrics::RequestLatencies>,
     /// Staff password checks, one at a time off the database lock.
     passwords: crate::staff::PasswordChecker,
+    /// The latest time read from the clock: sessions are judged by it, so a clock stepped
+    /// back does not bring an expired one back.
+    clock_high_water: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)] // the service's parts, each made by `serve`
     pub fn new(
         db: Store,
+        reports: Store,
         writer: MarkWriter,
         settings: Arc<Settings>,
         clock: Arc<dyn Clock>,
@@ -73,12 +83,16 @@ impl AppState {
         data_dir: crate::config::DataDir,
     ) -> Result<Self, AgentError> {
         let passwords = crate::staff::PasswordChecker::start()?;
+        let high_water = crate::staff::clock_high_water(db.connection())
+            .map_err(|source| AgentError::from(db.error(source)))?;
         Ok(Self {
+            clock_high_water: Arc::new(std::sync::atomic::AtomicI64::new(high_water)),
             db: Arc::new(Mutex::new(db)),
+            reports: Arc::new(Mutex::new(reports)),
             writer,
             settings,
             clock,
-            limiter: Arc::new(RateLimiter::default()),
+            throttle: Arc::default(),
             intents: Arc::new(Mutex::new(HashMap::new())),
             lesson_labels: Arc::new(Mutex::new(HashMap::new())),
             public_url: Arc::new(public_url),
@@ -94,63 +108,48 @@ impl AppState {
         self.clock.now_unix()
     }
 
-    /// Runs `work` against the database on the blocking pool.
+    /// The clock, never earlier than any time read before (in this run or, through
+    /// `staff::keep_clock_high_water`, a previous one): what sessions are judged by.
+    pub fn clock_high_water(&self) -> i64 {
+        let now = self.now();
+        let before = self
+            .clock_high_water
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        before.max(now)
+    }
+
+    /// Runs `work` against the database on the blocking pool: the connection of the
+    /// quick reads (check-ins' pages, the projector, sign-in).
     async fn with_db<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
     ) -> Result<T, AgentError> {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            let store = db.lock().map_err(|_| {
-                AgentError::task("a reader before this one (the lock is poisoned)", None)
-            })?;
-            work(&store)
-        })
-        .await
-        .map_err(|error| AgentError::task("the database task", Some(Box::new(error))))?
+        on_connection(Arc::clone(&self.db), work).await
+    }
+
+    /// `with_db` on the connection of the month's heavy work (dashboard, red flags,
+    /// exports, month close): seconds of it never hold up a projector or a check-in.
+    async fn with_reports<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
+    ) -> Result<T, AgentError> {
+        on_connection(Arc::clone(&self.reports), work).await
     }
 }
 
-/// Counts failures per key (login, IIN, address) in fixed windows.
-#[derive(Default)]
-pub struct RateLimiter {
-    failures: Mutex<HashMap<String, (u32, i64)>>,
-}
-
-/// Failures allowed per key per window before further attempts are refused.
-pub const MAX_FAILURES: u32 = 5;
-pub const FAILURE_WINDOW_SECS: i64 = 300;
-
-impl RateLimiter {
-    /// Whether `key` is locked out at `now`.
-    pub fn is_locked(&self, key: &str, now: i64) -> bool {
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.get(key).is_some_and(|(count, since)| {
-            *count >= MAX_FAILURES && now - since < FAILURE_WINDOW_SECS
-        })
-    }
-
-    pub fn record_failure(&self, key: &str, now: i64) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Keep the table small: drop windows that have passed.
-        failures.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_SECS);
-        let entry = failures.entry(key.to_owned()).or_insert((0, now));
-        entry.0 += 1;
-    }
-
-    pub fn clear(&self, key: &str) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.remove(key);
-    }
+/// Runs `work` on the blocking pool with `db`'s connection, one task at a time.
+async fn on_connection<T: Send + 'static>(
+    db: Arc<Mutex<Store>>,
+    work: impl FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(move || {
+        let store = db.lock().map_err(|_| {
+            AgentError::task("a reader before this one (the lock is poisoned)", None)
+        })?;
+        work(&store)
+    })
+    .await
+    .map_err(|error| AgentError::task("the database task", Some(Box::new(error))))?
 }
 
 /// Request bodies are forms and small JSON: 64 KiB is generous, 20 MB is refused.
@@ -184,7 +183,10 @@ pub fn router(state: AppState) -> Router {
         .route("/display/{id}/current", get(staff::display_current))
         .route("/bind", get(phone::bind_form).post(phone::bind))
         .route("/pass", get(pass::page))
-        .route("/pass.js", get(pass::script))
+        .route("/pass.js", get(assets::pass))
+        .route("/style.css", get(assets::style))
+        .route("/checkin.js", get(assets::checkin))
+        .route("/display.js", get(assets::display))
         .route("/pass/key", post(pass::register_key))
         .route("/kiosk/enroll", post(kiosk::enrol))
         .route("/kiosk/keys", get(kiosk::keys))
@@ -200,7 +202,48 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(read_body_in_time))
+        .layer(axum::middleware::from_fn_with_state(
+            state.secure_cookies,
+            security_headers,
+        ))
         .with_state(state)
+}
+
+/// What every answer carries. Check-in URLs hold tokens and pages hold personal data:
+/// no referrer leaves, nothing is cached unless the handler says it may be (assets),
+/// nothing frames a page, and no inline script or style runs.
+async fn security_headers(
+    axum::extract::State(https): axum::extract::State<bool>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{self, HeaderValue};
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if https {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Reads the whole body before any handler runs, so that every route, including those
@@ -347,7 +390,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let app = router(state).into_make_service();
+    // Connect info: the throttles count guesses by the peer's address.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {

@@ -25,7 +25,8 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
 
 /// The reader's language: `?lang=`, then the `lang` cookie, then Accept-Language.
 pub fn language(query_lang: Option<&str>, headers: &HeaderMap) -> Lang {
-    let cookie_lang = cookie(headers, "lang");
+    // Not set by the agent (a link's ?lang= chooses), so never a secret: unprefixed.
+    let cookie_lang = cookie(headers, "lang", false);
     Lang::negotiate(
         query_lang.or(cookie_lang.as_deref()),
         headers
@@ -35,20 +36,33 @@ pub fn language(query_lang: Option<&str>, headers: &HeaderMap) -> Lang {
 }
 
 /// The value of one cookie from the request.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn cookie(headers: &HeaderMap, name: &str, secure: bool) -> Option<String> {
+    let name = cookie_name(name, secure);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
+        .find(|(key, _)| *key == name.as_ref())
         .map(|(_, value)| value.to_owned())
 }
 
+/// A cookie's name on the wire: under TLS with the `__Host-` prefix, which browsers
+/// accept only from this exact host, over HTTPS, for the whole site, so that another
+/// host of the college's domain cannot plant a session or a device credential.
+fn cookie_name(name: &str, secure: bool) -> std::borrow::Cow<'_, str> {
+    if secure {
+        format!("__Host-{name}").into()
+    } else {
+        name.into()
+    }
+}
+
 /// A `Set-Cookie` value: HttpOnly, SameSite=Lax (the camera app's top-level navigation
-/// must carry it), Secure under TLS.
+/// must carry it), Secure and `__Host-` under TLS.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, secure: bool) -> HeaderValue {
+    let name = cookie_name(name, secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
@@ -64,8 +78,13 @@ pub fn with_cookie(mut response: Response, cookie: HeaderValue) -> Response {
 
 /// The double-submit CSRF check of forms shown before a session exists (sign-in,
 /// binding, the pass key): the hidden field must equal the cookie set with the form.
-pub fn double_submit_ok(headers: &HeaderMap, cookie_name: &str, form_token: &str) -> bool {
-    cookie(headers, cookie_name).is_some_and(|expected| {
+pub fn double_submit_ok(
+    headers: &HeaderMap,
+    cookie_name: &str,
+    secure: bool,
+    form_token: &str,
+) -> bool {
+    cookie(headers, cookie_name, secure).is_some_and(|expected| {
         !form_token.is_empty()
             && crate::secrets::same_secret(expected.as_bytes(), form_token.as_bytes())
     })

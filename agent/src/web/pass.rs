@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -22,18 +22,6 @@ const PASS_CSRF_COOKIE: &str = "kasip_pass_csrf";
 const PASS_CSRF_HEADER: &str = "x-kasip-csrf";
 /// Seconds between re-signings of the pass on the phone.
 const REFRESH_SECS: u32 = 5;
-const SCRIPT: &str = include_str!("pass.js");
-
-pub async fn script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        SCRIPT,
-    )
-        .into_response()
-}
 
 #[derive(Template)]
 #[template(path = "pass.html")]
@@ -63,7 +51,7 @@ pub async fn page(
             .link("/bind", lang.text(Text::BindTitle)),
         )
     };
-    let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE) else {
+    let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies) else {
         return Err(not_bound());
     };
     let credential_hash = secret_hash(&credential);
@@ -111,13 +99,13 @@ pub async fn register_key(
         .get(PASS_CSRF_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    if !super::page::double_submit_ok(&headers, PASS_CSRF_COOKIE, csrf) {
+    if !super::page::double_submit_ok(&headers, PASS_CSRF_COOKIE, state.secure_cookies, csrf) {
         return json_error(
             StatusCode::FORBIDDEN,
             "the pass page's security token is missing or wrong; reload /pass",
         );
     }
-    let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE) else {
+    let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies) else {
         return json_error(
             StatusCode::UNAUTHORIZED,
             "this phone is not linked to a student; link it on /bind first",

@@ -8,8 +8,9 @@ use kasip_core::{normalise_typed_code, step_at, ClassroomToken, Iin, LessonKey};
 use serde::Deserialize;
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
-use super::extract::PageLang;
+use super::extract::{PageLang, PeerAddress};
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
+use super::throttle::{self, throttled, Client, Key};
 use super::AppState;
 use crate::error::AgentError;
 use crate::lessons::open_lesson_at;
@@ -90,6 +91,7 @@ pub struct BindForm {
 pub async fn bind(
     State(state): State<AppState>,
     PageLang(lang): PageLang,
+    PeerAddress(peer): PeerAddress,
     headers: HeaderMap,
     Form(form): Form<BindForm>,
 ) -> Result<Response, WebError> {
@@ -103,14 +105,24 @@ pub async fn bind(
             state.secure_cookies,
         ))
     };
-    if !double_submit_ok(&headers, BIND_CSRF_COOKIE, &form.csrf) {
+    if !double_submit_ok(&headers, BIND_CSRF_COOKIE, state.secure_cookies, &form.csrf) {
         return refuse(StatusCode::FORBIDDEN, Text::StaffCsrf);
     }
-    let limiter_key = format!("bind:{}", form.iin.trim());
-    if state.limiter.is_locked(&limiter_key, now) {
-        return refuse(StatusCode::TOO_MANY_REQUESTS, Text::BindLocked);
+    let client = Client::address(peer);
+    let student_key = Key::target("bind", &form.iin, &client);
+    let client_key = Key::client("bind", &client);
+    let wait = state.throttle.wait_any(
+        &[
+            (&student_key, throttle::BINDING),
+            (&client_key, throttle::ANY_ACCOUNT),
+        ],
+        now,
+    );
+    if wait > 0 {
+        return refuse(StatusCode::TOO_MANY_REQUESTS, Text::ThrottleWait)
+            .map(|page| throttled(page, wait));
     }
-    let existing_device = cookie(&headers, DEVICE_COOKIE);
+    let existing_device = cookie(&headers, DEVICE_COOKIE, state.secure_cookies);
     let code = form.code.trim().to_uppercase();
     let iin_text = form.iin.trim().to_owned();
     let outcome = state
@@ -118,20 +130,24 @@ pub async fn bind(
             let Ok(iin) = Iin::parse(&iin_text) else {
                 return Ok(BindOutcome::BadIin);
             };
-            crate::phones::bind(store.connection(), &iin, &code, existing_device, now).map_err(
-                |error| match error {
-                    crate::phones::BindError::Sqlite(source) => {
-                        AgentError::from(store.error(source))
-                    }
-                    crate::phones::BindError::Random(error) => AgentError::Random(error),
-                },
+            crate::phones::bind(
+                store.connection(),
+                &iin,
+                &code,
+                existing_device,
+                client.as_str(),
+                now,
             )
+            .map_err(|error| match error {
+                crate::phones::BindError::Sqlite(source) => AgentError::from(store.error(source)),
+                crate::phones::BindError::Random(error) => AgentError::Random(error),
+            })
         })
         .await
         .or_failure(lang)?;
     let (status, notice) = match outcome {
         BindOutcome::Bound { credential, device } => {
-            state.limiter.clear(&limiter_key);
+            state.throttle.success(&student_key);
             return Ok(finish_binding(
                 &state,
                 lang,
@@ -139,6 +155,7 @@ pub async fn bind(
                 form.intent.as_deref(),
                 credential,
                 device,
+                peer,
             )
             .await);
         }
@@ -147,9 +164,16 @@ pub async fn bind(
         BindOutcome::Locked => (StatusCode::TOO_MANY_REQUESTS, Text::BindLocked),
     };
     if status != StatusCode::BAD_REQUEST {
-        state.limiter.record_failure(&limiter_key, now);
+        state.throttle.failure(&student_key, now);
+        state.throttle.failure(&client_key, now);
     }
     refuse(status, notice)
+}
+
+/// Who a phone is to the throttle and the security log: its address and device cookie.
+fn phone_client(state: &AppState, peer: std::net::IpAddr, headers: &HeaderMap) -> Client {
+    let device = cookie(headers, DEVICE_COOKIE, state.secure_cookies);
+    Client::device(peer, device.as_deref())
 }
 
 /// After a successful binding: set the phone's cookies and, when the phone came with a
@@ -161,6 +185,7 @@ async fn finish_binding(
     intent: Option<&str>,
     credential: String,
     device: String,
+    peer: std::net::IpAddr,
 ) -> Response {
     let intent = intent.and_then(|intent| {
         let mut intents = state
@@ -177,6 +202,7 @@ async fn finish_binding(
                 credential_hash: Some(secret_hash(&credential)),
                 typed: false,
                 fresh_at: Some(seen_at),
+                client: Client::device(peer, Some(&device)).as_str().to_owned(),
             };
             answer_check_in(state, lang, check_in).await
         }
@@ -219,11 +245,12 @@ pub async fn check_in(
     State(state): State<AppState>,
     Path(token_text): Path<String>,
     PageLang(lang): PageLang,
+    PeerAddress(peer): PeerAddress,
     headers: HeaderMap,
 ) -> Response {
     let token = ClassroomToken::parse(&token_text);
-    let credential_hash =
-        cookie(&headers, CREDENTIAL_COOKIE).map(|credential| secret_hash(&credential));
+    let credential_hash = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies)
+        .map(|credential| secret_hash(&credential));
     if credential_hash.is_none() {
         if let Ok(token) = &token {
             if let Some(response) = offer_binding(&state, lang, token.clone()).await {
@@ -236,6 +263,7 @@ pub async fn check_in(
         credential_hash,
         typed: false,
         fresh_at: None,
+        client: phone_client(&state, peer, &headers).as_str().to_owned(),
     };
     answer_check_in(&state, lang, check_in).await
 }
@@ -399,12 +427,34 @@ pub struct TypedForm {
 pub async fn typed_check_in(
     State(state): State<AppState>,
     PageLang(lang): PageLang,
+    PeerAddress(peer): PeerAddress,
     headers: HeaderMap,
     Form(form): Form<TypedForm>,
 ) -> Result<Response, WebError> {
     let now = state.now();
-    let credential_hash =
-        cookie(&headers, CREDENTIAL_COOKIE).map(|credential| secret_hash(&credential));
+    // It needs no credential, so guesses are slowed per phone and per address.
+    let phone = phone_client(&state, peer, &headers);
+    let phone_key_client = phone.as_str().to_owned();
+    let phone_key = Key::client("typed", &phone);
+    let address_key = Key::client("typed", &Client::address(peer));
+    let wait = state.throttle.wait_any(
+        &[
+            (&phone_key, throttle::TYPED_CODE),
+            (&address_key, throttle::TYPED_CODE_ADDRESS),
+        ],
+        now,
+    );
+    if wait > 0 {
+        let page = MessagePage::new(
+            lang,
+            Text::CheckinRefused,
+            vec![Paragraph::bad(lang.text(Text::ThrottleWait))],
+        )
+        .respond(StatusCode::TOO_MANY_REQUESTS);
+        return Ok(throttled(page, wait));
+    }
+    let credential_hash = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies)
+        .map(|credential| secret_hash(&credential));
     let unknown_code = |status| {
         WebError::page(
             status,
@@ -416,6 +466,8 @@ pub async fn typed_check_in(
         )
     };
     let Some(code) = normalise_typed_code(&form.code) else {
+        state.throttle.failure(&phone_key, now);
+        state.throttle.failure(&address_key, now);
         return Err(unknown_code(StatusCode::BAD_REQUEST));
     };
     let settings = state.settings.clone();
@@ -426,6 +478,7 @@ pub async fn typed_check_in(
             crate::phones::token_for_typed_code(
                 store.connection(),
                 &code,
+                phone.as_str(),
                 now,
                 settings.qr_period_secs,
                 &settings.lesson_times(),
@@ -435,6 +488,8 @@ pub async fn typed_check_in(
         .await
         .or_failure(lang)?;
     let Some(token) = found else {
+        state.throttle.failure(&phone_key, now);
+        state.throttle.failure(&address_key, now);
         return Err(unknown_code(StatusCode::FORBIDDEN));
     };
     let check_in = PhoneCheckIn {
@@ -442,6 +497,7 @@ pub async fn typed_check_in(
         credential_hash,
         typed: true,
         fresh_at: None,
+        client: phone_key_client,
     };
     Ok(answer_check_in(&state, lang, check_in).await)
 }

@@ -2,18 +2,20 @@
 //! the rotating classroom code, and mark students who cannot scan.
 
 use askama::Template;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use kasip_core::{step_at, typed_code, ClassroomToken, Iin, LessonKey, MarkStatus};
+use kasip_core::{step_at, typed_code, ClassroomToken, Date, Iin, LessonKey, MarkStatus};
 use serde::{Deserialize, Serialize};
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
 use super::extract::{
-    AdminForm, CsrfField, CsrfOnly, PageLang, Staff, StaffForm, StaffPage, SESSION_COOKIE,
+    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm, StaffPage,
+    SESSION_COOKIE,
 };
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
+use super::throttle::{self, throttled, Client, Key};
 use super::AppState;
 use crate::lessons::{self, LessonState, LessonSummary};
 use crate::marks::{ManualMark, ManualRefusal};
@@ -129,18 +131,41 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<AppState>,
     PageLang(lang): PageLang,
+    PeerAddress(peer): PeerAddress,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let now = state.now();
     let refuse = |status, error| Ok(login_page(lang, status, Some(error), state.secure_cookies));
     // Double-submit: the form's token must equal the cookie set with the form.
-    if !double_submit_ok(&headers, LOGIN_CSRF_COOKIE, &form.csrf) {
+    if !double_submit_ok(
+        &headers,
+        LOGIN_CSRF_COOKIE,
+        state.secure_cookies,
+        &form.csrf,
+    ) {
         return refuse(StatusCode::FORBIDDEN, Text::StaffCsrf);
     }
-    let limiter_key = format!("login:{}", form.login.trim().to_lowercase());
-    if state.limiter.is_locked(&limiter_key, now) {
-        return refuse(StatusCode::TOO_MANY_REQUESTS, Text::LoginLocked);
+    let client = Client::address(peer);
+    let account_key = Key::target("login", &form.login, &client);
+    let client_key = Key::client("login", &client);
+    let wait = state.throttle.wait_any(
+        &[
+            (&account_key, throttle::SIGN_IN),
+            (&client_key, throttle::ANY_ACCOUNT),
+        ],
+        now,
+    );
+    if wait > 0 {
+        return Ok(throttled(
+            login_page(
+                lang,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(Text::ThrottleWait),
+                state.secure_cookies,
+            ),
+            wait,
+        ));
     }
     let login_name = form.login.clone();
     let account = state
@@ -153,27 +178,35 @@ pub async fn login(
     // Off the database lock: the check takes tens of milliseconds.
     let member = state.passwords.check(account, form.password.clone()).await;
     let login_name = form.login.clone();
+    // Sessions are judged by the clock's high-water mark; they start by it too.
+    let session_now = state.clock_high_water();
     let token = state
         .with_db(move |store| match member {
-            Some(member) => accounts::start_session(store.connection(), member.id, now)
+            Some(member) => accounts::start_session(store.connection(), member.id, session_now)
                 .map(|(token, _)| Some(token))
                 .map_err(crate::error::AgentError::Staff),
-            None => accounts::record_failed_sign_in(store.connection(), &login_name, now)
-                .map(|()| None)
-                .map_err(|source| crate::error::AgentError::from(store.error(source))),
+            None => accounts::record_failed_sign_in(
+                store.connection(),
+                &login_name,
+                client.as_str(),
+                now,
+            )
+            .map(|()| None)
+            .map_err(|source| crate::error::AgentError::from(store.error(source))),
         })
         .await
         .or_failure(lang)?;
     match token {
         Some(token) => {
-            state.limiter.clear(&limiter_key);
+            state.throttle.success(&account_key);
             Ok(with_cookie(
                 Redirect::to("/teacher").into_response(),
                 set_cookie(SESSION_COOKIE, &token, SESSION_SECS, state.secure_cookies),
             ))
         }
         None => {
-            state.limiter.record_failure(&limiter_key, now);
+            state.throttle.failure(&account_key, now);
+            state.throttle.failure(&client_key, now);
             refuse(StatusCode::UNAUTHORIZED, Text::LoginWrong)
         }
     }
@@ -184,7 +217,7 @@ pub async fn logout(
     headers: HeaderMap,
     _signed_in: StaffForm<CsrfOnly>,
 ) -> Response {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE, state.secure_cookies) {
         let ended = state
             .with_db(move |store| {
                 accounts::end_session(store.connection(), &token)
@@ -232,11 +265,19 @@ struct TeacherPage {
 pub async fn teacher_page(
     State(state): State<AppState>,
     StaffPage(staff): StaffPage,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let settings = state.settings.clone();
     let now = state.now();
-    // The agent's clock, not the system's: the same clock decides the codes.
-    let today = state.settings.local_date(now);
+    // The agent's clock, not the system's: the same clock decides the codes. An admin may
+    // look at another day (`?date=YYYY-MM-DD`) to enter late entries; a teacher sees today.
+    let other_day = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| Date::parse(pair.strip_prefix("date=")?).ok())
+        .filter(|_| staff.is_admin());
+    let today = other_day.unwrap_or_else(|| state.settings.local_date(now));
     let member = staff.member.clone();
     let lessons = state
         .with_db(move |store| {
@@ -330,11 +371,14 @@ async fn act_on_lesson(
     accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
     let now = state.now();
     let login = staff.member.login;
+    let times = state.settings.lesson_times();
     let done = state
         .with_db(move |store| {
             let connection = store.connection();
             Ok(match action {
-                LessonAction::Open => lessons::open(connection, lesson_id, &login, now).map(drop),
+                LessonAction::Open => {
+                    lessons::open(connection, lesson_id, &login, now, &times).map(drop)
+                }
                 LessonAction::Close => lessons::close(connection, lesson_id, &login, now),
             })
         })
@@ -345,11 +389,10 @@ async fn act_on_lesson(
             Ok(Redirect::to(&format!("/display/{lesson_id}")).into_response())
         }
         (Ok(()), LessonAction::Close) => Ok(Redirect::to("/teacher").into_response()),
-        (Err(refusal), _) => Err(WebError::refused_because(
-            lang,
-            StatusCode::CONFLICT,
-            refusal,
-        )),
+        (Err(refusal), _) => Err(match refusal.text() {
+            Some(sentence) => WebError::refused(lang, StatusCode::CONFLICT, sentence),
+            None => WebError::failure(lang, &refusal),
+        }),
     }
 }
 
@@ -513,6 +556,11 @@ pub async fn manual_mark(
             let (status, key) = match refusal {
                 ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, Text::MarkUnknownLesson),
                 ManualRefusal::LessonNotHeld => (StatusCode::CONFLICT, Text::MarkNotHeld),
+                ManualRefusal::NotOpenYet => (StatusCode::CONFLICT, Text::LessonNotOpenYet),
+                ManualRefusal::Ended => (StatusCode::CONFLICT, Text::MarkEnded),
+                ManualRefusal::LateEntryReasonRequired => {
+                    (StatusCode::BAD_REQUEST, Text::MarkLateEntryReason)
+                }
                 ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, Text::StaffNotYours),
                 ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, Text::RejectNotInGroup),
                 ManualRefusal::ReasonRequired => {
@@ -549,6 +597,8 @@ pub async fn manual_mark(
 #[derive(Serialize)]
 pub struct DisplayNow {
     pub state: LessonState,
+    /// Why there is no code, in the viewer's language; empty while the lesson is open.
+    pub notice: String,
     pub step: u64,
     pub url: String,
     pub svg: String,
@@ -607,6 +657,11 @@ pub async fn display_current(
     };
     let mut response = Json(DisplayNow {
         state: lesson.state,
+        notice: lesson
+            .state
+            .notice()
+            .map(|notice| lang.text(notice).to_owned())
+            .unwrap_or_default(),
         step,
         url,
         svg,

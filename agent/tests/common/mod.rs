@@ -276,7 +276,7 @@ impl College {
     pub fn security_events(&self, kind: &str) -> i64 {
         self.db()
             .query_row(
-                "SELECT COUNT(*) FROM security_events WHERE kind = ?1",
+                "SELECT COALESCE(SUM(count), 0) FROM security_events WHERE kind = ?1",
                 [kind],
                 |row| row.get(0),
             )
