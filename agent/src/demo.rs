@@ -264,6 +264,27 @@ fn timetable_csv(teachers: &[Iin], today: Date) -> String {
     csv
 }
 
+/// A lesson of the first group starting now (to the five minutes), so that whoever runs
+/// the demo, at any hour, has a lesson to open: lessons open only in their window.
+fn lesson_now(teachers: &[Iin], today: Date, now: i64, timezone: &CollegeTimezone) -> String {
+    let minutes = (now + timezone.offset_seconds()).rem_euclid(86_400) / 60;
+    let start = minutes - minutes % 5;
+    let end = (start + 90).min(23 * 60 + 59);
+    let teacher = teacher_of(0, 0, today.iso_weekday());
+    format!(
+        "{today};{:02}:{:02};{:02}:{:02};{};{};{};{};101;offline;{}\n",
+        start / 60,
+        start % 60,
+        end / 60,
+        end % 60,
+        GROUPS[0],
+        DISCIPLINES[teacher],
+        teachers[teacher],
+        SITES[0].0,
+        SITES[0].1
+    )
+}
+
 /// The demo's teacher who never shows the classroom code and marks everyone by hand
 /// (the red flag "manual-mark share far above the college median").
 const HAND_MARKING_TEACHER: usize = 7;
@@ -429,9 +450,10 @@ fn academic_year_start(today: Date) -> Date {
 /// Seeds (or refreshes: imports are upserts) the demo college into `store`.
 pub fn seed(
     store: &mut Store,
-    today: Date,
+    now: i64,
     timezone: &CollegeTimezone,
 ) -> Result<DemoReport, ImportError> {
+    let today = crate::clock::local_date(timezone, now);
     let mut random = DemoRandom(0x004B_4153_4950);
     let options = ImportOptions {
         skip_invalid: false,
@@ -447,7 +469,8 @@ pub fn seed(
         ..options.clone()
     };
     let students = import(store, ImportKind::Students, students.as_bytes(), &enrolment)?;
-    let timetable = timetable_csv(&teacher_iins, today);
+    let mut timetable = timetable_csv(&teacher_iins, today);
+    timetable.push_str(&lesson_now(&teacher_iins, today, now, timezone));
     let timetable = import(store, ImportKind::Timetable, timetable.as_bytes(), &options)?;
     let hand_marker = &teacher_iins[HAND_MARKING_TEACHER];
     let marks = seed_attendance(
@@ -481,16 +504,19 @@ mod tests {
         let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
         let today = Date::new(2026, 11, 25).expect("date");
         let zone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
-        let first = seed(&mut store, today, &zone).expect("seed");
-        // The weeks of 26 Oct (holding 1 Nov, a Sunday) to 23 Nov: 25 working days.
-        let lessons = 25 * PAIRS.len() * GROUPS.len();
+        // 20:07 in Almaty: after the day's pairs, so the lesson for now is one more.
+        let now = today.days_since_epoch() * 86_400 + (20 * 3600 + 7 * 60) - zone.offset_seconds();
+        let first = seed(&mut store, now, &zone).expect("seed");
+        // The weeks of 26 Oct (holding 1 Nov, a Sunday) to 23 Nov: 25 working days, and
+        // the lesson starting now (20:05–21:35).
+        let lessons = 25 * PAIRS.len() * GROUPS.len() + 1;
         assert_eq!(first.students.added, GROUPS.len() * STUDENTS_PER_GROUP);
         assert_eq!(first.students.groups_created, GROUPS.len());
         assert_eq!(first.teachers.added, TEACHER_COUNT);
         assert_eq!(first.timetable.added, lessons);
         assert!(first.marks > 0);
         assert_eq!(first.timetable.sites_created, SITES.len());
-        let again = seed(&mut store, today, &zone).expect("reseed");
+        let again = seed(&mut store, now, &zone).expect("reseed");
         assert_eq!(again.students.unchanged, GROUPS.len() * STUDENTS_PER_GROUP);
         assert_eq!(again.timetable.unchanged, lessons);
         assert_eq!(again.marks, 0);

@@ -398,18 +398,7 @@ pub fn session(
              FROM staff_sessions ss JOIN staff s ON s.id = ss.staff_id
              WHERE ss.token_hash = ?1",
         )?
-        .query_row([&token_hash], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-            ))
-        })
+        .query_row([&token_hash], |row| SessionRow::try_from(row))
         .optional()?;
     let Some((id, login, role, teacher_iin, csrf, expires_at, last_seen_at, disabled)) = row else {
         return Ok(None);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check_in, College, TEACHER_A};
+use common::College;
 use kasip_tests::reqwest::blocking::Client;
 
 /// A two-student group where student 0 checked in by QR: 1 of 2 tracked = 50%, holding.
@@ -15,13 +15,7 @@ fn college_at_the_threshold(policy: &str) -> (College, Client) {
             &format!("policy = \"{policy}\""),
         )
     });
-    let teacher = college.teacher(TEACHER_A);
-    college.open_lesson(&teacher, college.lesson_a);
-    let url = college.shown_url(&teacher, college.lesson_a);
-    assert_eq!(
-        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
-        200
-    );
+    let teacher = college.with_one_check_in();
     (college, teacher)
 }
 

@@ -3,20 +3,14 @@
 
 mod common;
 
-use common::{check_in, College, AGENT, TEACHER_A};
+use common::{College, AGENT, TEACHER_A};
 use kasip_tests::{run_with, text};
 use serde_json::Value;
 
 #[test]
 fn dashboard_matches_the_coverage_command_and_is_admin_only() {
     let college = College::new(3);
-    let teacher = college.teacher(TEACHER_A);
-    college.open_lesson(&teacher, college.lesson_a);
-    let url = college.shown_url(&teacher, college.lesson_a);
-    assert_eq!(
-        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
-        200
-    );
+    let teacher = college.with_one_check_in();
 
     let output = run_with(
         AGENT,
@@ -188,5 +182,80 @@ fn the_dashboards_close_button_closes_the_month_like_the_cli() {
         close(&admin, &csrf, "again").0,
         409,
         "a second close is refused"
+    );
+}
+
+/// A month of a 2,500-student college written straight into the college's database:
+/// 100 groups of 25, six lessons on each working day of November 2026, one mark per
+/// student per lesson (≈ 315,000 marks), enough that its red flags take a while.
+fn seed_large_month(college: &College) {
+    college
+        .db()
+        .execute_batch(
+            "BEGIN;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+             INSERT INTO study_groups (code) SELECT 'S-' || i FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
+             INSERT INTO students (iin, last_name, first_name, group_id, beneficiary, status)
+             SELECT printf('99%010d', i), 'S', 'S',
+                    (SELECT id FROM study_groups WHERE code = 'S-' || (i / 25 + 1)), 1, 'active'
+             FROM n;
+             WITH RECURSIVE d(day) AS (SELECT date('2026-11-01') UNION ALL
+                                       SELECT date(day, '+1 day') FROM d WHERE day < '2026-11-30'),
+                  slot(s) AS (SELECT 0 UNION ALL SELECT s + 1 FROM slot WHERE s < 5)
+             INSERT INTO lessons (date, start_time, end_time, group_id, discipline, teacher_iin, room, mode)
+             SELECT day, printf('%02d:00', 8 + s), printf('%02d:50', 8 + s), g.id, 'D',
+                    '850515400012', '101', 'offline'
+             FROM d, slot, study_groups g
+             WHERE strftime('%w', day) NOT IN ('0', '6') AND g.code LIKE 'S-%';
+             INSERT INTO attendance_events (lesson_id, student_iin, status, method, recorded_at, prev_hash, row_hash)
+             SELECT l.id, s.iin, 'present', CASE WHEN s.iin % 3 = 0 THEN 'manual' ELSE 'qr_phone' END,
+                    0, zeroblob(32), zeroblob(32)
+             FROM lessons l JOIN students s ON s.group_id = l.group_id
+             WHERE s.iin LIKE '99%';
+             COMMIT;",
+        )
+        .expect("seed");
+}
+
+#[test]
+fn a_dashboard_computing_does_not_hold_up_the_projector() {
+    let college = College::new(3);
+    let seeding = std::time::Instant::now();
+    seed_large_month(&college);
+    eprintln!("seeded in {:.1} s", seeding.elapsed().as_secs_f64());
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let admin = college.sign_in(kasip_tests::browser(&college.dir.path()), "admin");
+    // The red-flags export recomputes the month every time.
+    let export = {
+        let (admin, url) = (admin, college.url("/admin/export/red-flags?month=2026-11"));
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let response = admin.get(url).send().expect("export");
+            assert_eq!(response.status(), 200);
+            let _ = response.bytes();
+            (started, std::time::Instant::now())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let polled = std::time::Instant::now();
+    assert_eq!(college.display(&teacher, college.lesson_a)["state"], "open");
+    let answered = std::time::Instant::now();
+    let (export_started, export_done) = export.join().expect("export");
+    eprintln!(
+        "export {:.2} s; the projector's poll, sent 0.1 s in, answered after {:.3} s",
+        (export_done - export_started).as_secs_f64(),
+        (answered - polled).as_secs_f64()
+    );
+    // The test means something only if the month takes longer than the poll's head start.
+    assert!(
+        export_done - export_started > std::time::Duration::from_millis(400),
+        "the seeded month computed too fast to tell"
+    );
+    // Once, the poll waited behind the computation on the one read connection.
+    assert!(
+        answered < export_done,
+        "the projector's poll waited for the dashboard"
     );
 }

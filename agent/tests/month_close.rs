@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{check_in, College, AGENT, TEACHER_A};
+use common::{check_in, College, AGENT};
 use kasip_certs::jws::verify_compact;
 use kasip_certs::DeviceKey;
 use kasip_tests::{run_with, text};
@@ -15,13 +15,7 @@ use serde_json::Value;
 #[test]
 fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
     let college = College::new(3);
-    let teacher = college.teacher(TEACHER_A);
-    college.open_lesson(&teacher, college.lesson_a);
-    let url = college.shown_url(&teacher, college.lesson_a);
-    assert_eq!(
-        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
-        200
-    );
+    let teacher = college.with_one_check_in();
 
     let clock = college.dir.file("clock").display().to_string();
     let env = [("KASIP_UNSAFE_CLOCK_FILE", clock.as_str())];
@@ -132,7 +126,11 @@ fn month_close_signs_a_statement_reports_totals_and_freezes_the_month() {
     // A phone's check-in after the close is an adjustment of November too: every mark
     // goes through one record_mark (phone check-ins were once stored unfiled).
     assert_eq!(
-        check_in(&college.bound_phone(&college.group_a[2]), &url).0,
+        check_in(
+            &college.bound_phone(&college.group_a[2]),
+            &college.shown_url(&teacher, college.lesson_a)
+        )
+        .0,
         200
     );
     assert_eq!(
@@ -186,13 +184,7 @@ fn coverage(college: &College, month: &str) -> Value {
 #[test]
 fn new_students_and_later_changes_never_move_a_past_or_closed_month() {
     let college = College::new(3);
-    let teacher = college.teacher(TEACHER_A);
-    college.open_lesson(&teacher, college.lesson_a);
-    let url = college.shown_url(&teacher, college.lesson_a);
-    assert_eq!(
-        check_in(&college.bound_phone(&college.group_a[0]), &url).0,
-        200
-    );
+    college.with_one_check_in();
     let november = coverage(&college, "2026-11");
     let closed = common::registry::agent_run(
         &college,
@@ -243,6 +235,26 @@ fn new_students_and_later_changes_never_move_a_past_or_closed_month() {
     .expect("payload");
     assert_eq!(payload["coverage"]["college"], after["college"]);
     assert_eq!(payload["coverage"]["groups"], after["groups"]);
+
+    // The statement and reports were written whole (under a temporary name, then
+    // renamed) and, holding personal data, are the service's user's only.
+    for path in [
+        "statements/month-close-2026-11.jws",
+        "reports/month-close-2026-11.csv",
+        "reports/month-close-2026-11.xlsx",
+        "reports/month-close-2026-11.html",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let full = college.dir.path().join(path);
+        let mode = fs::metadata(&full).expect(path).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path}");
+        let mut partial = full.into_os_string();
+        partial.push(".partial");
+        assert!(
+            !std::path::Path::new(&partial).exists(),
+            "{path}.partial left behind"
+        );
+    }
 
     // An open past month does not take today's newcomers either: October has no
     // beneficiaries at all (everyone was enrolled on 2026-11-23 or later).

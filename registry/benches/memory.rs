@@ -48,9 +48,11 @@ fn main() {
         .expect("enrol");
     assert_eq!(enrolled.status(), 201);
 
-    // A discipline name of 120 Cyrillic letters makes each record ~1.1 KiB: the batch
-    // comes close to the 32 MiB cap, as the attacker's 29.7 MiB one did.
-    let discipline = "Информатика".repeat(11);
+    // A discipline of 198 Cyrillic letters (the most allowed) and a long reason make each
+    // record ~1.1 KiB: the batch comes close to the 32 MiB cap, as the attacker's
+    // 29.7 MiB one did.
+    let discipline = "Информатика".repeat(18);
+    let reason = "Причина".repeat(22);
     let records = (1..=RECORDS)
         .map(|id| {
             serde_json::json!({
@@ -58,7 +60,7 @@ fn main() {
                 "group": "ПО-21", "discipline": discipline, "teacher_iin": "850515400012",
                 "mode": "offline", "student_iin": "060315500016", "status": "present",
                 "method": "qr_phone", "recorded_at": 1_763_870_460 + id as i64,
-                "device": "d".repeat(64), "chain_hash": "a".repeat(64),
+                "device": "d".repeat(64), "chain_hash": "a".repeat(64), "reason": reason,
             })
         })
         .collect();

@@ -291,13 +291,7 @@ pub fn browser(data_dir: &Path) -> reqwest::blocking::Client {
 
 /// Like `browser`, asking for pages in `language` ("kk", "ru" or "en").
 pub fn browser_in(data_dir: &Path, language: &str) -> reqwest::blocking::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::ACCEPT_LANGUAGE,
-        reqwest::header::HeaderValue::from_str(language).expect("language"),
-    );
-    browser_builder(data_dir)
-        .default_headers(headers)
+    browser_builder_in(data_dir, language)
         .build()
         .expect("HTTPS client")
 }
@@ -309,16 +303,19 @@ pub fn browser_from(
     language: &str,
     source: std::net::IpAddr,
 ) -> reqwest::blocking::Client {
+    browser_builder_in(data_dir, language)
+        .local_address(source)
+        .build()
+        .expect("HTTPS client")
+}
+
+fn browser_builder_in(data_dir: &Path, language: &str) -> reqwest::blocking::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::ACCEPT_LANGUAGE,
         reqwest::header::HeaderValue::from_str(language).expect("language"),
     );
-    browser_builder(data_dir)
-        .default_headers(headers)
-        .local_address(source)
-        .build()
-        .expect("HTTPS client")
+    browser_builder(data_dir).default_headers(headers)
 }
 
 fn browser_builder(data_dir: &Path) -> reqwest::blocking::ClientBuilder {

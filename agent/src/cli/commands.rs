@@ -141,13 +141,15 @@ pub fn import_file(
 /// Seeds the demo college into an initialised data dir.
 pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
     let (settings, mut store) = open(data_dir)?;
-    let report =
-        demo::seed(&mut store, settings.local_today(), &settings.timezone).map_err(|source| {
-            AgentError::Import {
-                file: "demo data".into(),
-                source: Box::new(source),
-            }
-        })?;
+    let report = demo::seed(
+        &mut store,
+        crate::clock::from_environment().now_unix(),
+        &settings.timezone,
+    )
+    .map_err(|source| AgentError::Import {
+        file: "demo data".into(),
+        source: Box::new(source),
+    })?;
     store.close()?;
     Ok(report)
 }

@@ -82,17 +82,7 @@ pub(super) fn decide_manual(
              FROM lessons l JOIN study_groups g ON g.id = l.group_id
              LEFT JOIN lesson_openings o ON o.lesson_id = l.id WHERE l.id = ?1",
         )?
-        .query_row([mark.lesson_id], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-            ))
-        })
+        .query_row([mark.lesson_id], |row| LessonRow::try_from(row))
         .optional()?;
     let Some((group_id, group_code, teacher_iin, held, date, start, end)) = lesson else {
         return Ok(Err(ManualRefusal::UnknownLesson));

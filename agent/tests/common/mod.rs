@@ -337,6 +337,16 @@ impl College {
         assert_eq!(response.status(), 303);
     }
 
+    /// Lesson A opened by teacher A and the first student of ПО-21 checked in by phone;
+    /// the teacher's browser.
+    pub fn with_one_check_in(&self) -> Client {
+        let teacher = self.teacher(TEACHER_A);
+        self.open_lesson(&teacher, self.lesson_a);
+        let url = self.shown_url(&teacher, self.lesson_a);
+        assert_eq!(check_in(&self.bound_phone(&self.group_a[0]), &url).0, 200);
+        teacher
+    }
+
     /// The URL the projector shows now for `lesson`.
     pub fn shown_url(&self, teacher: &Client, lesson: i64) -> String {
         self.display(teacher, lesson)["url"]
