@@ -8,6 +8,22 @@ pub const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
 
 pub use kasip_certs::service_manager::{notify, watchdog_interval};
 
+/// The nice value of background work (reports): requests go first.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to `BACKGROUND_NICE`. On Linux a thread has
+/// its own nice value, so only this thread yields; a refusal leaves it as it was.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority takes plain integers and no pointer; `who` 0 is the calling
+    // thread on Linux. Its result needs no action: at worst the thread keeps its priority.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn lower_thread_priority() {}
+
 /// The served certificate's end of validity, when it can be read.
 pub fn certificate_not_after(cert_path: &Path) -> Option<i64> {
     let pem = std::fs::read_to_string(cert_path).ok()?;

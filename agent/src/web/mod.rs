@@ -39,8 +39,8 @@ pub struct AppState {
     db: Arc<Mutex<Store>>,
     /// The single writer of attendance marks (group commit).
     writer: MarkWriter,
-    /// A connection of its own for the month's heavy work (see `with_reports`).
-    reports: Arc<Mutex<Store>>,
+    /// The month's heavy work, on a thread and connection of its own (`with_reports`).
+    reports: Arc<Reports>,
     /// Validated configuration, read once at start.
     settings: Arc<Settings>,
     /// The agent's clock: it alone decides the current classroom code.
@@ -88,7 +88,7 @@ impl AppState {
         Ok(Self {
             clock_high_water: Arc::new(std::sync::atomic::AtomicI64::new(high_water)),
             db: Arc::new(Mutex::new(db)),
-            reports: Arc::new(Mutex::new(reports)),
+            reports: Arc::new(Reports::start(reports)?),
             writer,
             settings,
             clock,
@@ -127,13 +127,52 @@ impl AppState {
         on_connection(Arc::clone(&self.db), work).await
     }
 
-    /// `with_db` on the connection of the month's heavy work (dashboard, red flags,
-    /// exports, month close): seconds of it never hold up a projector or a check-in.
+    /// `with_db` for the month's heavy work (dashboard, red flags, exports, month close):
+    /// seconds of it never hold up a projector or a check-in.
     async fn with_reports<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
     ) -> Result<T, AgentError> {
-        on_connection(Arc::clone(&self.reports), work).await
+        self.reports.run(work).await
+    }
+}
+
+type ReportJob = Box<dyn FnOnce(&Store) + Send>;
+
+/// One thread with a connection of its own that runs the month's heavy work, one job at
+/// a time, at a lower CPU priority: a dashboard computing for seconds neither holds the
+/// quick reads' connection nor takes a core a check-in or a projector's poll is waiting
+/// for (BENCHMARKS.md: the display's p99 while dashboards compute).
+struct Reports {
+    jobs: std::sync::mpsc::Sender<ReportJob>,
+}
+
+impl Reports {
+    fn start(store: Store) -> Result<Self, AgentError> {
+        let (jobs, receiver) = std::sync::mpsc::channel::<ReportJob>();
+        std::thread::Builder::new()
+            .name("reports".into())
+            .spawn(move || {
+                crate::service::lower_thread_priority();
+                for job in receiver {
+                    job(&store);
+                }
+            })
+            .map_err(AgentError::server("cannot start the reports thread"))?;
+        Ok(Self { jobs })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, AgentError> + Send + 'static,
+    ) -> Result<T, AgentError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |store| drop(reply.send(work(store)))))
+            .map_err(|_| AgentError::task("the reports thread (it has stopped)", None))?;
+        answer
+            .await
+            .map_err(|_| AgentError::task("the reports thread (a job failed)", None))?
     }
 }
 
