@@ -265,9 +265,21 @@ fn timetable_csv(teachers: &[Iin], today: Date) -> String {
 }
 
 /// A lesson of the first group starting now (to the five minutes), so that whoever runs
-/// the demo, at any hour, has a lesson to open: lessons open only in their window.
+/// the demo, at any hour, has a lesson to open (lessons open only in their window); none
+/// when one of today's pairs can be opened now anyway.
 fn lesson_now(teachers: &[Iin], today: Date, now: i64, timezone: &CollegeTimezone) -> String {
     let minutes = (now + timezone.offset_seconds()).rem_euclid(86_400) / 60;
+    let in_a_pair = today.iso_weekday() <= 5
+        && PAIRS.iter().any(|(start, end)| {
+            let minutes_of = |time: &str| {
+                TimeOfDay::parse(time).map_or(0, |time| i64::from(time.minutes_after_midnight()))
+            };
+            // The default window: 10 minutes before the start to 15 after the end.
+            (minutes_of(start) - 10..=minutes_of(end) + 15).contains(&minutes)
+        });
+    if in_a_pair {
+        return String::new();
+    }
     let start = minutes - minutes % 5;
     let end = (start + 90).min(23 * 60 + 59);
     let teacher = teacher_of(0, 0, today.iso_weekday());
@@ -492,6 +504,24 @@ pub fn seed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lesson_for_now_is_added_only_outside_the_days_pairs() {
+        let (_, teachers) = teachers_csv(&mut DemoRandom(1));
+        let zone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        let wednesday = Date::new(2026, 11, 25).expect("date");
+        let at = |hour: i64, minute: i64| {
+            wednesday.days_since_epoch() * 86_400 + hour * 3600 + minute * 60
+                - zone.offset_seconds()
+        };
+        // 09:03 is inside the first pair's window: that pair is the lesson to open.
+        assert_eq!(lesson_now(&teachers, wednesday, at(9, 3), &zone), "");
+        let evening = lesson_now(&teachers, wednesday, at(20, 7), &zone);
+        assert!(evening.starts_with("2026-11-25;20:05;21:35;"), "{evening}");
+        // Late at night the lesson ends at midnight's last minute.
+        let night = lesson_now(&teachers, wednesday, at(23, 2), &zone);
+        assert!(night.starts_with("2026-11-25;23:00;23:59;"), "{night}");
+    }
 
     #[test]
     fn demo_bin_is_valid() {
