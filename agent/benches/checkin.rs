@@ -1,5 +1,8 @@
 //! Durable check-ins per second over HTTPS with 64 concurrent phones, against a trivial
-//! handler (`GET /ping`) on the same server in the same run.
+//! handler (`GET /ping`) on the same server in the same run. Then scanning phones one at
+//! a time, each on a fresh connection (new TLS session, `GET` of the code's page, then
+//! the `POST`), as a phone that just scanned the projector does: scan-to-confirmation
+//! p50/p99 against a fresh-connection `GET /ping`.
 //!
 //! `cargo bench -p kasip-agent --bench checkin` (add `-- --students N` to change the load).
 //! Figures go to BENCHMARKS.md by hand, as ratios to the baseline measured here.
@@ -13,6 +16,8 @@ use kasip_tests::{run_with, text, Server, TempDataDir};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
 const CLIENTS: usize = 64;
+/// Phones in the fresh-connection run, each a student of its own.
+const FRESH_PHONES: usize = 400;
 const TEACHER: &str = "850515400012";
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -131,9 +136,13 @@ fn main() {
             )
         })
         .map(|iin| iin.to_string())
-        .take(students)
+        .take(students + FRESH_PHONES)
         .collect();
-    assert_eq!(iins.len(), students, "not enough distinct test IINs");
+    assert_eq!(
+        iins.len(),
+        students + FRESH_PHONES,
+        "not enough distinct test IINs"
+    );
     let mut csv = String::from("iin;last_name;first_name;group;beneficiary\n");
     for (index, iin) in iins.iter().enumerate() {
         let _ = writeln!(csv, "{iin};Студент{index};Әлия;BENCH;да");
@@ -146,7 +155,7 @@ fn main() {
     agent(&["import", "timetable", timetable.to_str().expect("path")]);
     agent(&["lesson", "open", "1"]);
     // Bindings are seeded directly: binding is not what this benchmark measures.
-    let credentials: Vec<String> = (0..students)
+    let credentials: Vec<String> = (0..students + FRESH_PHONES)
         .map(|index| format!("bench-credential-{index:08}"))
         .collect();
     {
@@ -203,6 +212,8 @@ fn main() {
         let baseline = load(&clients, per_client, warm).await;
         baseline.report("trivial handler GET /ping");
         let check_in_url = format!("{base}/c/{token}");
+        let fresh_credentials = credentials[students..].to_vec();
+        let fresh_url = check_in_url.clone();
         let credentials = Arc::new(credentials);
         let check_ins = load(
             &clients,
@@ -212,7 +223,7 @@ fn main() {
                     let credential = &credentials[index * per_client + number];
                     client
                         .post(check_in_url.clone())
-                        .header("cookie", format!("kasip_credential={credential}"))
+                        .header("cookie", format!("__Host-kasip_credential={credential}"))
                 },
             ),
         )
@@ -230,6 +241,61 @@ fn main() {
             .expect("count");
         println!("marks on disk: {stored} (2xx answers: {})", check_ins.ok);
         assert_eq!(stored as usize, check_ins.ok, "every 2xx must be on disk");
+        assert_eq!(check_ins.ok, students, "every check-in accepted");
+
+        // Fresh connections, one phone at a time: a new client each (no pooled
+        // connection, no TLS session to resume).
+        let fresh_client = || {
+            reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client")
+        };
+        let mut pings = Vec::with_capacity(FRESH_PHONES);
+        for _ in 0..FRESH_PHONES {
+            let client = fresh_client();
+            let sent = Instant::now();
+            let response = client.get(format!("{base}/ping")).send().await.expect("ping");
+            assert!(response.status().is_success());
+            let _ = response.bytes().await;
+            pings.push(sent.elapsed());
+        }
+        let mut scans = Vec::with_capacity(FRESH_PHONES);
+        for credential in &fresh_credentials {
+            let client = fresh_client();
+            let cookie = format!("__Host-kasip_credential={credential}");
+            let sent = Instant::now();
+            let page = client
+                .get(fresh_url.clone())
+                .header("cookie", cookie.clone())
+                .send()
+                .await
+                .expect("page");
+            assert!(page.status().is_success());
+            let _ = page.bytes().await;
+            let confirmed = client
+                .post(fresh_url.clone())
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("check-in");
+            assert!(confirmed.status().is_success(), "{}", confirmed.status());
+            let _ = confirmed.bytes().await;
+            scans.push(sent.elapsed());
+        }
+        pings.sort();
+        scans.sort();
+        let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        println!(
+            "fresh connection, one at a time: GET /ping p50 {:.2} ms p99 {:.2} ms; scan to confirmation (GET + POST) p50 {:.2} ms p99 {:.2} ms; p50 ratio {:.2}, p99 ratio {:.2}",
+            ms(percentile(&pings, 0.50)),
+            ms(percentile(&pings, 0.99)),
+            ms(percentile(&scans, 0.50)),
+            ms(percentile(&scans, 0.99)),
+            percentile(&scans, 0.50).as_secs_f64() / percentile(&pings, 0.50).as_secs_f64(),
+            percentile(&scans, 0.99).as_secs_f64() / percentile(&pings, 0.99).as_secs_f64()
+        );
     });
     let (exit, _) = server.stop_with("TERM");
     assert!(exit.success());

@@ -142,7 +142,10 @@ fn unbound_device() {
     // A made-up credential cookie is no better than none.
     let forged_cookie = english(&college)
         .post(&url)
-        .header("cookie", format!("kasip_credential={}", "A".repeat(43)))
+        .header(
+            "cookie",
+            format!("__Host-kasip_credential={}", "A".repeat(43)),
+        )
         .send()
         .expect("post");
     assert_refused(forged_cookie, 403, "This phone is not linked to a student.");

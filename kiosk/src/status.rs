@@ -135,6 +135,17 @@ async fn page() -> Html<String> {
     )
 }
 
+/// `listener` with TCP_NODELAY on every connection: small answers go out at once instead
+/// of waiting ~40 ms for Nagle's algorithm and a delayed ACK.
+fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
 /// Serves the page on `listen` until the process ends; returns the bound address.
 pub async fn serve(listen: SocketAddr, board: StatusBoard) -> Result<SocketAddr, KioskError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -152,7 +163,7 @@ pub async fn serve(listen: SocketAddr, board: StatusBoard) -> Result<SocketAddr,
         .route("/status.json", get(status_json))
         .with_state(board);
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+        if let Err(error) = axum::serve(no_delay(listener), app).await {
             tracing::error!(%error, "the status page stopped");
         }
     });

@@ -352,12 +352,24 @@ async fn not_found(extract::PageLang(lang): extract::PageLang) -> error::WebErro
     error::WebError::refused(lang, StatusCode::NOT_FOUND, Text::ErrorNotFound)
 }
 
+/// `listener` with TCP_NODELAY on every connection it accepts (see `serve`).
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
 /// `GET /metrics` (Prometheus text format) on its own listener.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, state: AppState) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state);
-    if let Err(error) = axum::serve(listener, app).await {
+    if let Err(error) = axum::serve(no_delay(listener), app).await {
         tracing::error!(error = %crate::error::report(&error), "the metrics listener stopped");
     }
 }
@@ -439,10 +451,17 @@ pub async fn serve(
     });
     // HTTP/1.1 only (see `https_only_http1`), and no more than `CLIENT_READ_TIMEOUT` to
     // send a request's headers or to start the next one on a kept-alive connection.
+    // TCP_NODELAY on every accepted socket: without it Nagle's algorithm and the phone's
+    // delayed ACK held a TLS handshake's or an answer's last small write for ~40 ms, on
+    // every scan (BENCHMARKS.md).
+    let no_delay = axum_server::accept::TcpConfigAcceptor::new(
+        axum_server::accept::TcpSocketConfig::new().nodelay(true),
+    );
     let result = match transport {
         Transport::Https(config) => {
             let mut server = axum_server::from_tcp_rustls(listener, config)
                 .map_err(AgentError::server("cannot serve HTTPS on the listener"))?
+                .map(|tls| tls.acceptor(no_delay))
                 .handle(handle)
                 .http1_only();
             server
@@ -454,6 +473,7 @@ pub async fn serve(
         Transport::PlainHttp => {
             let mut server = axum_server::from_tcp(listener)
                 .map_err(AgentError::server("cannot serve HTTP on the listener"))?
+                .acceptor(no_delay)
                 .handle(handle)
                 .http1_only();
             server
