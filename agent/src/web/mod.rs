@@ -50,6 +50,8 @@ pub struct AppState {
     throttle: Arc<throttle::Throttle>,
     /// Check-in intents of phones that had to bind first: id → (token, seen fresh at).
     intents: Arc<Mutex<HashMap<String, (ClassroomToken, i64)>>>,
+    /// Each shown lesson's current code, rendered once per rotation step.
+    shown_codes: Arc<Mutex<HashMap<i64, Arc<staff::ShownCode>>>>,
     /// Discipline, group and room per lesson for confirmation pages: read once per lesson
     /// instead of once per check-in (a timetable re-import shows after a restart).
     lesson_labels: Arc<Mutex<HashMap<i64, crate::lessons::LessonLabel>>>,
@@ -95,6 +97,7 @@ impl AppState {
             throttle: Arc::default(),
             intents: Arc::new(Mutex::new(HashMap::new())),
             lesson_labels: Arc::new(Mutex::new(HashMap::new())),
+            shown_codes: Arc::default(),
             public_url: Arc::new(public_url),
             secure_cookies,
             data_dir: Arc::new(data_dir),

@@ -595,18 +595,74 @@ pub async fn manual_mark(
 
 /// What the display page fetches every second: the agent's clock decides the code.
 #[derive(Serialize)]
-pub struct DisplayNow {
+pub struct DisplayNow<'a> {
     pub state: LessonState,
     /// Why there is no code, in the viewer's language; empty while the lesson is open.
-    pub notice: String,
+    pub notice: &'a str,
     pub step: u64,
-    pub url: String,
-    pub svg: String,
-    pub typed_code: String,
+    pub url: &'a str,
+    pub svg: &'a str,
+    pub typed_code: &'a str,
     pub qr_version: i16,
     pub checked_in: i64,
     pub expected: i64,
     pub seconds_left: u64,
+}
+
+/// One rotation step's code as a projector shows it: rendered once, then served from
+/// memory to every poll of that step (a poll rendered its QR each time: ~1.3 ms of CPU,
+/// ten times a ping, once a second per projector).
+pub struct ShownCode {
+    step: u64,
+    /// The opening's key: a code is never served for another key.
+    qr_key: Vec<u8>,
+    url: String,
+    svg: String,
+    typed: String,
+    version: i16,
+}
+
+/// `lesson_id`'s code at `step` under `qr_key`, from the cache or rendered now. The cache
+/// keeps one step per lesson, so it holds no more than the lessons being shown.
+fn shown_code(
+    state: &AppState,
+    lesson_id: i64,
+    step: u64,
+    qr_key: Vec<u8>,
+) -> Result<std::sync::Arc<ShownCode>, qrcode::types::QrError> {
+    let cached = state
+        .shown_codes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&lesson_id)
+        .filter(|code| code.step == step && code.qr_key == qr_key)
+        .cloned();
+    if let Some(code) = cached {
+        return Ok(code);
+    }
+    let key = LessonKey::new(&qr_key);
+    let url = format!(
+        "{}/c/{}",
+        state.public_url,
+        ClassroomToken::mint(&key, lesson_id, step)
+    );
+    let (svg, version) = qr_svg(&url)?;
+    let code = std::sync::Arc::new(ShownCode {
+        step,
+        typed: typed_code(&key, lesson_id, step),
+        qr_key,
+        url,
+        svg,
+        version,
+    });
+    let mut codes = state
+        .shown_codes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Lessons no longer shown (their step has passed) leave the cache.
+    codes.retain(|_, shown| shown.step + 1 >= step);
+    codes.insert(lesson_id, std::sync::Arc::clone(&code));
+    Ok(code)
 }
 
 fn qr_svg(url: &str) -> Result<(String, i16), qrcode::types::QrError> {
@@ -642,31 +698,19 @@ pub async fn display_current(
     let period = u64::from(state.settings.qr_period_secs);
     let step = step_at(now, state.settings.qr_period_secs);
     let seconds_left = period - (now.max(0) as u64 % period);
-    let (url, svg, typed, version) = match key {
-        Some(key) => {
-            let key = LessonKey::new(&key);
-            let url = format!(
-                "{}/c/{}",
-                state.public_url,
-                ClassroomToken::mint(&key, lesson_id, step)
-            );
-            let (svg, version) = qr_svg(&url).or_failure(lang)?;
-            (url, svg, typed_code(&key, lesson_id, step), version)
-        }
-        None => (String::new(), String::new(), String::new(), 0),
+    let shown = match key {
+        Some(key) => Some(shown_code(&state, lesson_id, step, key).or_failure(lang)?),
+        None => None,
     };
+    let text = |pick: fn(&ShownCode) -> &str| shown.as_deref().map_or("", pick);
     let mut response = Json(DisplayNow {
         state: lesson.state,
-        notice: lesson
-            .state
-            .notice()
-            .map(|notice| lang.text(notice).to_owned())
-            .unwrap_or_default(),
+        notice: lesson.state.notice().map_or("", |notice| lang.text(notice)),
         step,
-        url,
-        svg,
-        typed_code: typed,
-        qr_version: version,
+        url: text(|code| &code.url),
+        svg: text(|code| &code.svg),
+        typed_code: text(|code| &code.typed),
+        qr_version: shown.as_ref().map_or(0, |code| code.version),
         checked_in: lesson.checked_in,
         expected: lesson.expected,
         seconds_left,
