@@ -147,26 +147,7 @@ fn main() {
     );
     let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
     let client = browser(&dir.path());
-    let form = client
-        .get(format!("{}/login", server.url))
-        .send()
-        .and_then(|response| response.text())
-        .expect("login form");
-    let marker = "name=csrf value=\"";
-    let csrf: String = form[form.find(marker).expect("csrf") + marker.len()..]
-        .chars()
-        .take_while(|character| *character != '"')
-        .collect();
-    let signed_in = client
-        .post(format!("{}/login", server.url))
-        .form(&[
-            ("login", "admin"),
-            ("password", "correct horse battery"),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .expect("login");
-    assert_eq!(signed_in.status(), 303);
+    kasip_tests::sign_in(&client, &server.url, "admin", "correct horse battery");
     let mut page_timings = Vec::new();
     for _ in 0..11 {
         let started = Instant::now();

@@ -146,26 +146,7 @@ fn measure(students: usize) {
 
 fn signed_in(server: &Server, dir: &TempDataDir) -> kasip_tests::reqwest::blocking::Client {
     let client = browser(&dir.path());
-    let form = client
-        .get(format!("{}/login", server.url))
-        .send()
-        .and_then(|response| response.text())
-        .expect("login form");
-    let marker = "name=csrf value=\"";
-    let csrf: String = form[form.find(marker).expect("csrf") + marker.len()..]
-        .chars()
-        .take_while(|character| *character != '"')
-        .collect();
-    let response = client
-        .post(format!("{}/login", server.url))
-        .form(&[
-            ("login", "admin"),
-            ("password", PASSWORD),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .expect("login");
-    assert_eq!(response.status(), 303);
+    kasip_tests::sign_in(&client, &server.url, "admin", PASSWORD);
     client
 }
 

@@ -72,26 +72,7 @@ fn main() {
     agent(&["lesson", "open", "1"], None);
     let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
     let client = browser(&dir.path());
-    let form = client
-        .get(format!("{}/login", server.url))
-        .send()
-        .and_then(|response| response.text())
-        .expect("login form");
-    let marker = "name=csrf value=\"";
-    let csrf: String = form[form.find(marker).expect("csrf") + marker.len()..]
-        .chars()
-        .take_while(|character| *character != '"')
-        .collect();
-    let signed_in = client
-        .post(format!("{}/login", server.url))
-        .form(&[
-            ("login", TEACHER),
-            ("password", PASSWORD),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .expect("login");
-    assert_eq!(signed_in.status(), 303);
+    kasip_tests::sign_in(&client, &server.url, TEACHER, PASSWORD);
     let pid = server.pid();
     let measure = |path: &str| {
         let url = format!("{}{path}", server.url);

@@ -111,13 +111,17 @@ pub fn backup(data_dir: &DataDir, target: &Path) -> Result<BackupSummary, AgentE
         )));
     }
     let store = Store::open(&data_dir.database_path())?;
-    // Copied under a temporary name and renamed when whole: a killed backup never leaves
-    // a file under the name the admin will later restore from.
+    copy_database(&store, target)?;
+    inspect(target)
+}
+
+/// Copies `store` to `target` under a temporary name, renamed when whole: a killed copy
+/// never leaves a file under the name an admin will later restore from.
+fn copy_database(store: &Store, target: &Path) -> Result<(), AgentError> {
     let partial = kasip_certs::process::partial_path(target);
     let _ = fs::remove_file(&partial);
-    vacuum_into(&store, &partial)?;
-    kasip_certs::process::finish_file(&partial, target).map_err(io_error("move", &partial))?;
-    inspect(target)
+    vacuum_into(store, &partial)?;
+    kasip_certs::process::finish_file(&partial, target).map_err(io_error("move", &partial))
 }
 
 fn vacuum_into(store: &Store, target: &Path) -> Result<(), AgentError> {
@@ -128,7 +132,8 @@ fn vacuum_into(store: &Store, target: &Path) -> Result<(), AgentError> {
     // VACUUM INTO reads each page once: a large cache only fills up. With the store's
     // 32 MB cache a 40 MB database took 66 MiB more at the copy's peak (2 MiB: 4 MiB),
     // which the allocator kept: the soak saw the agent grow ~40 MiB at each nightly copy.
-    // Both callers open a store for the copy alone, so its cache is theirs to shrink.
+    // Its callers (the CLI, the service's housekeeping) keep this store for copies and
+    // chores, never for serving, so its cache is theirs to shrink.
     store
         .connection()
         .execute_batch("PRAGMA cache_size = -2048")
@@ -212,11 +217,8 @@ pub fn restore(
             fs::Permissions::from_mode(kasip_certs::KEY_FILE_MODE),
         )
         .map_err(io_error("restrict", &partial))?;
-        fs::File::open(&partial)
-            .and_then(|file| file.sync_all())
-            .map_err(io_error("sync", &partial))?;
     }
-    fs::rename(&partial, &database).map_err(io_error("move", &partial))?;
+    kasip_certs::process::finish_file(&partial, &database).map_err(io_error("move", &partial))?;
     // Migrates an older backup to this agent's schema.
     Store::open(&database)?.close()?;
     Ok((summary, kept))
@@ -230,21 +232,13 @@ pub fn nightly(
     date: kasip_core::Date,
     keep: usize,
 ) -> Result<Option<PathBuf>, AgentError> {
-    use std::os::unix::fs::DirBuilderExt;
     let directory = data_dir.root().join("backups");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&directory)
-        .map_err(io_error("create", &directory))?;
+    kasip_certs::process::create_private_dir(&directory).map_err(io_error("create", &directory))?;
     let target = directory.join(format!("agent-{date}.db"));
     let made = if target.exists() {
         None
     } else {
-        let partial = kasip_certs::process::partial_path(&target);
-        let _ = fs::remove_file(&partial);
-        vacuum_into(store, &partial)?;
-        kasip_certs::process::finish_file(&partial, &target).map_err(io_error("move", &partial))?;
+        copy_database(store, &target)?;
         Some(target)
     };
     let mut copies: Vec<PathBuf> = fs::read_dir(&directory)

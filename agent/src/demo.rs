@@ -3,10 +3,11 @@
 
 use std::fmt::Write;
 
-use kasip_core::{Bin, CollegeTimezone, Date, Iin, MarkMethod, MarkStatus, Sex, TimeOfDay};
+use kasip_core::{Bin, Date, Iin, MarkMethod, MarkStatus, Sex, TimeOfDay};
 
 use crate::attendance::ChainWriter;
 use crate::import::{import, ImportError, ImportKind, ImportOptions, ImportReport};
+use crate::lessons::{LessonTimes, LessonWindow, WindowPosition};
 use crate::marks::{record_mark, MarkSource, MarkToRecord};
 use crate::store::Store;
 
@@ -267,15 +268,13 @@ fn timetable_csv(teachers: &[Iin], today: Date) -> String {
 /// A lesson of the first group starting now (to the five minutes), so that whoever runs
 /// the demo, at any hour, has a lesson to open (lessons open only in their window); none
 /// when one of today's pairs can be opened now anyway.
-fn lesson_now(teachers: &[Iin], today: Date, now: i64, timezone: &CollegeTimezone) -> String {
-    let minutes = (now + timezone.offset_seconds()).rem_euclid(86_400) / 60;
+fn lesson_now(teachers: &[Iin], today: Date, now: i64, times: &LessonTimes) -> String {
+    let minutes = (now + times.timezone.offset_seconds()).rem_euclid(86_400) / 60;
+    let day = today.to_string();
     let in_a_pair = today.iso_weekday() <= 5
         && PAIRS.iter().any(|(start, end)| {
-            let minutes_of = |time: &str| {
-                TimeOfDay::parse(time).map_or(0, |time| i64::from(time.minutes_after_midnight()))
-            };
-            // The default window: 10 minutes before the start to 15 after the end.
-            (minutes_of(start) - 10..=minutes_of(end) + 15).contains(&minutes)
+            LessonWindow::of_stored(&day, start, end, times)
+                .is_some_and(|window| window.position(now) == WindowPosition::Within)
         });
     if in_a_pair {
         return String::new();
@@ -460,11 +459,8 @@ fn academic_year_start(today: Date) -> Date {
 }
 
 /// Seeds (or refreshes: imports are upserts) the demo college into `store`.
-pub fn seed(
-    store: &mut Store,
-    now: i64,
-    timezone: &CollegeTimezone,
-) -> Result<DemoReport, ImportError> {
+pub fn seed(store: &mut Store, now: i64, times: &LessonTimes) -> Result<DemoReport, ImportError> {
+    let timezone = &times.timezone;
     let today = crate::clock::local_date(timezone, now);
     let mut random = DemoRandom(0x004B_4153_4950);
     let options = ImportOptions {
@@ -482,7 +478,7 @@ pub fn seed(
     };
     let students = import(store, ImportKind::Students, students.as_bytes(), &enrolment)?;
     let mut timetable = timetable_csv(&teacher_iins, today);
-    timetable.push_str(&lesson_now(&teacher_iins, today, now, timezone));
+    timetable.push_str(&lesson_now(&teacher_iins, today, now, times));
     let timetable = import(store, ImportKind::Timetable, timetable.as_bytes(), &options)?;
     let hand_marker = &teacher_iins[HAND_MARKING_TEACHER];
     let marks = seed_attendance(
@@ -504,22 +500,33 @@ pub fn seed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kasip_core::CollegeTimezone;
+
+    /// The default lesson window, in Almaty.
+    fn almaty_times() -> LessonTimes {
+        LessonTimes {
+            timezone: CollegeTimezone::parse("Asia/Almaty").expect("zone"),
+            open_early_mins: 10,
+            auto_close_grace_mins: 15,
+        }
+    }
 
     #[test]
     fn the_lesson_for_now_is_added_only_outside_the_days_pairs() {
         let (_, teachers) = teachers_csv(&mut DemoRandom(1));
-        let zone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        let times = almaty_times();
+        let zone = &times.timezone;
         let wednesday = Date::new(2026, 11, 25).expect("date");
         let at = |hour: i64, minute: i64| {
             wednesday.days_since_epoch() * 86_400 + hour * 3600 + minute * 60
                 - zone.offset_seconds()
         };
         // 09:03 is inside the first pair's window: that pair is the lesson to open.
-        assert_eq!(lesson_now(&teachers, wednesday, at(9, 3), &zone), "");
-        let evening = lesson_now(&teachers, wednesday, at(20, 7), &zone);
+        assert_eq!(lesson_now(&teachers, wednesday, at(9, 3), &times), "");
+        let evening = lesson_now(&teachers, wednesday, at(20, 7), &times);
         assert!(evening.starts_with("2026-11-25;20:05;21:35;"), "{evening}");
         // Late at night the lesson ends at midnight's last minute.
-        let night = lesson_now(&teachers, wednesday, at(23, 2), &zone);
+        let night = lesson_now(&teachers, wednesday, at(23, 2), &times);
         assert!(night.starts_with("2026-11-25;23:00;23:59;"), "{night}");
     }
 
@@ -533,10 +540,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
         let today = Date::new(2026, 11, 25).expect("date");
-        let zone = CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        let times = almaty_times();
+        let zone = &times.timezone;
         // 20:07 in Almaty: after the day's pairs, so the lesson for now is one more.
         let now = today.days_since_epoch() * 86_400 + (20 * 3600 + 7 * 60) - zone.offset_seconds();
-        let first = seed(&mut store, now, &zone).expect("seed");
+        let first = seed(&mut store, now, &times).expect("seed");
         // The weeks of 26 Oct (holding 1 Nov, a Sunday) to 23 Nov: 25 working days, and
         // the lesson starting now (20:05–21:35).
         let lessons = 25 * PAIRS.len() * GROUPS.len() + 1;
@@ -546,7 +554,7 @@ mod tests {
         assert_eq!(first.timetable.added, lessons);
         assert!(first.marks > 0);
         assert_eq!(first.timetable.sites_created, SITES.len());
-        let again = seed(&mut store, now, &zone).expect("reseed");
+        let again = seed(&mut store, now, &times).expect("reseed");
         assert_eq!(again.students.unchanged, GROUPS.len() * STUDENTS_PER_GROUP);
         assert_eq!(again.timetable.unchanged, lessons);
         assert_eq!(again.marks, 0);

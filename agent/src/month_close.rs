@@ -91,8 +91,8 @@ pub fn close(
         today,
         now,
         force_reason,
-        closed_by,
         lang,
+        ..
     } = *request;
     let connection = store.connection();
     let closed_at: Option<i64> = connection
@@ -222,18 +222,8 @@ pub fn close(
         .map_err(|error| AgentError::Refused(format!("HTML report: {error}")))?
         .as_bytes(),
     )?;
-    record_close(
-        connection,
-        month,
-        now,
-        closed_by,
-        force_reason,
-        compliant,
-        &statement,
-        &jws,
-        &frozen,
-    )
-    .map_err(failure(store))?;
+    record_close(connection, request, compliant, &statement, &jws, &frozen)
+        .map_err(failure(store))?;
     Ok(MonthClosed {
         compliant,
         reasons,
@@ -246,18 +236,21 @@ pub fn close(
 }
 
 /// The close and the figures it froze, in one transaction.
-#[allow(clippy::too_many_arguments)] // one row's columns
 fn record_close(
     connection: &rusqlite::Connection,
-    month: Month,
-    now: i64,
-    closed_by: &str,
-    force_reason: Option<&str>,
+    request: &CloseRequest<'_>,
     compliant: bool,
     statement: &std::path::Path,
     jws: &str,
     frozen: &[kasip_core::StudentMonth],
 ) -> rusqlite::Result<()> {
+    let CloseRequest {
+        month,
+        now,
+        closed_by,
+        force_reason,
+        ..
+    } = *request;
     let transaction =
         rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
     transaction.execute(

@@ -187,7 +187,8 @@ fn the_dashboards_close_button_closes_the_month_like_the_cli() {
 
 /// A month of a 2,500-student college written straight into the college's database:
 /// 100 groups of 25, six lessons on each working day of November 2026, one mark per
-/// student per lesson (≈ 315,000 marks), enough that its red flags take a while.
+/// student per lesson (≈ 315,000 marks), enough that its red flags take a while. The WAL
+/// is folded back here, so the agent's next write does not wait behind a checkpoint of it.
 fn seed_large_month(college: &College) {
     college
         .db()
@@ -213,7 +214,8 @@ fn seed_large_month(college: &College) {
                     0, zeroblob(32), zeroblob(32)
              FROM lessons l JOIN students s ON s.group_id = l.group_id
              WHERE s.iin LIKE '99%';
-             COMMIT;",
+             COMMIT;
+             PRAGMA wal_checkpoint(TRUNCATE);",
         )
         .expect("seed");
 }

@@ -93,6 +93,7 @@ pub struct BatchEnvelope {
     pub kind: BatchKind,
     /// Unix seconds when the agent sealed the batch.
     pub created: i64,
+    #[serde(deserialize_with = "at_most_max_records")]
     pub records: Vec<Value>,
 }
 
@@ -117,20 +118,6 @@ impl BatchEnvelope {
         payload: &[u8],
         supported: std::ops::RangeInclusive<u64>,
     ) -> Result<Self, BatchError> {
-        // Counted before anything is built: a payload of millions of tiny records would
-        // otherwise become millions of JSON maps before the limit is checked.
-        #[derive(Deserialize)]
-        struct RecordCount {
-            records: Vec<serde::de::IgnoredAny>,
-        }
-        let count: RecordCount = serde_json::from_slice(payload)
-            .map_err(|error| BatchError::Envelope(error.to_string()))?;
-        if count.records.is_empty() || count.records.len() > MAX_RECORDS_PER_BATCH {
-            return Err(field(
-                "records",
-                &format!("a batch carries 1 to {MAX_RECORDS_PER_BATCH} records"),
-            ));
-        }
         let envelope: BatchEnvelope = serde_json::from_slice(payload)
             .map_err(|error| BatchError::Envelope(error.to_string()))?;
         if !supported.contains(&envelope.v) {
@@ -152,8 +139,47 @@ impl BatchEnvelope {
         if !is_sha256_hex(&envelope.prev) {
             return Err(field("prev", "not a lower-case hex SHA-256"));
         }
+        if envelope.records.is_empty() {
+            return Err(field(
+                "records",
+                &format!("a batch carries 1 to {MAX_RECORDS_PER_BATCH} records"),
+            ));
+        }
         Ok(envelope)
     }
+}
+
+/// `records`, refused as soon as it holds more than `MAX_RECORDS_PER_BATCH`: a payload
+/// of millions of tiny records would otherwise become millions of JSON values before the
+/// limit is checked.
+fn at_most_max_records<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Value>, D::Error> {
+    struct AtMost;
+    impl<'de> serde::de::Visitor<'de> for AtMost {
+        type Value = Vec<Value>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(formatter, "a list of 1 to {MAX_RECORDS_PER_BATCH} records")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Value>, A::Error> {
+            let mut records = Vec::new();
+            while let Some(record) = seq.next_element()? {
+                if records.len() == MAX_RECORDS_PER_BATCH {
+                    return Err(serde::de::Error::custom(format!(
+                        "records: a batch carries 1 to {MAX_RECORDS_PER_BATCH} records"
+                    )));
+                }
+                records.push(record);
+            }
+            Ok(records)
+        }
+    }
+    deserializer.deserialize_seq(AtMost)
 }
 
 fn field(field: &'static str, reason: &str) -> BatchError {

@@ -289,6 +289,40 @@ pub fn browser(data_dir: &Path) -> reqwest::blocking::Client {
     browser_builder(data_dir).build().expect("HTTPS client")
 }
 
+/// The hidden CSRF field of a page's form.
+pub fn csrf_of(html: &str) -> String {
+    let start = html.find("name=csrf value=\"").expect("csrf field") + "name=csrf value=\"".len();
+    html[start..]
+        .chars()
+        .take_while(|character| *character != '"')
+        .collect()
+}
+
+/// Signs `client` in at `base_url` through the sign-in form, as a browser does; panics
+/// unless the agent answers 303.
+pub fn sign_in(client: &reqwest::blocking::Client, base_url: &str, login: &str, password: &str) {
+    let form = client
+        .get(format!("{base_url}/login"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("login form");
+    let response = client
+        .post(format!("{base_url}/login"))
+        .form(&[
+            ("login", login),
+            ("password", password),
+            ("csrf", &csrf_of(&form)),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(
+        response.status(),
+        303,
+        "{login} signs in: {}",
+        response.text().unwrap_or_default()
+    );
+}
+
 /// Like `browser`, asking for pages in `language` ("kk", "ru" or "en").
 pub fn browser_in(data_dir: &Path, language: &str) -> reqwest::blocking::Client {
     browser_builder_in(data_dir, language)

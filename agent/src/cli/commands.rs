@@ -144,7 +144,7 @@ pub fn seed_demo(data_dir: &DataDir) -> Result<demo::DemoReport, AgentError> {
     let report = demo::seed(
         &mut store,
         crate::clock::from_environment().now_unix(),
-        &settings.timezone,
+        &settings.lesson_times(),
     )
     .map_err(|source| AgentError::Import {
         file: "demo data".into(),

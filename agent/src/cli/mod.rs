@@ -659,8 +659,12 @@ async fn housekeeping(
     state: crate::web::AppState,
     settings: std::sync::Arc<Settings>,
 ) {
+    // One connection for the task's life, opened at its first round (not every 10 min).
+    let connection: std::sync::Arc<std::sync::Mutex<Option<crate::store::Store>>> =
+        std::sync::Arc::default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        let connection = std::sync::Arc::clone(&connection);
         let now = state.now();
         let high_water = state.clock_high_water();
         let local = now + settings.timezone.offset_seconds();
@@ -669,12 +673,18 @@ async fn housekeeping(
         let (data_dir, keep) = (data_dir.clone(), settings.backup_keep as usize);
         let keep_days = settings.security_events_keep_days;
         let made = tokio::task::spawn_blocking(move || {
-            let store = crate::store::Store::open(&data_dir.database_path())?;
+            let mut opened = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let store = match &mut *opened {
+                Some(store) => store,
+                slot @ None => slot.insert(crate::store::Store::open(&data_dir.database_path())?),
+            };
             crate::staff::keep_clock_high_water(store.connection(), high_water)
                 .map_err(|source| AgentError::from(store.error(source)))?;
-            prune_security_events(&store, now, keep_days)?;
+            prune_security_events(store, now, keep_days)?;
             if backup_due {
-                crate::backup::nightly(&data_dir, &store, date, keep)
+                crate::backup::nightly(&data_dir, store, date, keep)
             } else {
                 Ok(None)
             }

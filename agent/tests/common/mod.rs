@@ -291,27 +291,7 @@ impl College {
     /// `client` after signing in as `login` (a staff login or a teacher's IIN) with the
     /// test password through the login form, as a browser does.
     pub fn sign_in(&self, client: Client, login: &str) -> Client {
-        let form = client
-            .get(self.url("/login"))
-            .send()
-            .expect("login form")
-            .text()
-            .expect("body");
-        let response = client
-            .post(self.url("/login"))
-            .form(&[
-                ("login", login),
-                ("password", PASSWORD),
-                ("csrf", &csrf_of(&form)),
-            ])
-            .send()
-            .expect("login");
-        assert_eq!(
-            response.status(),
-            303,
-            "{login} signs in: {}",
-            response.text().unwrap_or_default()
-        );
+        kasip_tests::sign_in(&client, &self.server.url, login, PASSWORD);
         client
     }
 
@@ -454,13 +434,7 @@ impl Recorded {
     }
 }
 
-pub fn csrf_of(html: &str) -> String {
-    let start = html.find("name=csrf value=\"").expect("csrf field") + "name=csrf value=\"".len();
-    html[start..]
-        .chars()
-        .take_while(|character| *character != '"')
-        .collect()
-}
+pub use kasip_tests::csrf_of;
 
 /// POSTs the scanned URL as the phone's page does; returns status and body.
 pub fn check_in(phone: &Client, url: &str) -> (u16, String) {
