@@ -42,6 +42,16 @@ agent demo >/dev/null 2>&1
 key=$(agent status --json | grep key_thumbprint)
 marks=$(sqlite3 "$root/var/lib/kasip/agent.db" 'SELECT COUNT(*) FROM attendance_events')
 [ "$marks" -gt 0 ] || fail "the demo wrote no marks"
+# The test clock exists only in builds for tests: the packaged agent ignores the variable
+# and keeps the machine's time (a clock file at 2000-01-01 would backdate every mark).
+echo 946684800 > "$work/clock"
+clock=$(KASIP_UNSAFE_CLOCK_FILE="$work/clock" agent status --json 2>/dev/null \
+    | sed -n 's/.*"clock": *\([0-9]*\).*/\1/p')
+[ -n "$clock" ] || fail "status --json shows no clock"
+[ $(( clock - $(date +%s) )) -lt 120 ] && [ $(( $(date +%s) - clock )) -lt 120 ] \
+    || fail "the packaged agent read KASIP_UNSAFE_CLOCK_FILE (clock $clock)"
+KASIP_UNSAFE_CLOCK_FILE="$work/clock" agent status --json 2>/dev/null | grep -q '"test_clock_build": *false' \
+    || fail "the packaged agent is a build for tests"
 echo '# edited by IT' >> "$root/etc/kasip/config.toml"
 
 install_deb   # the same version again: prerm upgrade, postinst configure (migrate)

@@ -4,8 +4,8 @@
 //! caller's transaction, so a rolled-back transaction leaves no gap and no fork.
 
 use kasip_core::batch::to_hex as hex;
+use kasip_core::chain::{ChainRow, MarkEvidence, GENESIS_HASH};
 use kasip_core::{Iin, MarkMethod, MarkStatus};
-use ring::digest::{digest, SHA256};
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 /// A mark about to be recorded.
@@ -25,49 +25,8 @@ pub struct NewMark {
     pub reason: Option<String>,
     /// The earlier event this one corrects.
     pub corrects: Option<i64>,
-}
-
-const GENESIS_HASH: [u8; 32] = [0; 32];
-
-/// The bytes hashed for one row: every field, length-prefixed so no two different rows
-/// share an encoding. Changing this breaks every existing chain: never do.
-fn canonical_row(
-    id: i64,
-    lesson_id: i64,
-    student_iin: &str,
-    status: &str,
-    method: &str,
-    recorded_at: i64,
-    optional: [Option<String>; 5],
-) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(160);
-    let mut field = |value: &str| {
-        bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(value.as_bytes());
-    };
-    field(&id.to_string());
-    field(&lesson_id.to_string());
-    field(student_iin);
-    field(status);
-    field(method);
-    field(&recorded_at.to_string());
-    for value in optional {
-        match value {
-            Some(value) => {
-                field("1");
-                field(&value);
-            }
-            None => field("0"),
-        }
-    }
-    bytes
-}
-
-fn chain_hash(prev_hash: &[u8], canonical: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(prev_hash.len() + canonical.len());
-    input.extend_from_slice(prev_hash);
-    input.extend_from_slice(canonical);
-    digest(&SHA256, &input).as_ref().to_vec()
+    /// What the source knew, for the registry (hashed with the row).
+    pub evidence: MarkEvidence,
 }
 
 /// The chain's head, read once per transaction and advanced in memory: a group commit
@@ -95,26 +54,27 @@ impl ChainWriter {
     ) -> rusqlite::Result<i64> {
         let id = self.last_id + 1;
         let iin = mark.student_iin.as_string();
-        let canonical = canonical_row(
+        let evidence = mark.evidence.to_canonical();
+        let row_hash = ChainRow {
             id,
-            mark.lesson_id,
-            &iin,
-            mark.status.as_str(),
-            mark.method.as_str(),
-            mark.recorded_at,
-            [
-                mark.device_id.clone(),
-                mark.token_step.map(|step| step.to_string()),
-                mark.marked_by.clone(),
-                mark.reason.clone(),
-                mark.corrects.map(|id| id.to_string()),
-            ],
-        );
-        let row_hash = chain_hash(&self.last_hash, &canonical);
+            lesson_id: mark.lesson_id,
+            student_iin: &iin,
+            status: mark.status.as_str(),
+            method: mark.method.as_str(),
+            recorded_at: mark.recorded_at,
+            device_id: mark.device_id.as_deref(),
+            token_step: mark.token_step,
+            marked_by: mark.marked_by.as_deref(),
+            reason: mark.reason.as_deref(),
+            corrects: mark.corrects,
+            evidence: Some(&evidence),
+        }
+        .hash(&self.last_hash)
+        .to_vec();
         transaction.prepare_cached(
             "INSERT INTO attendance_events (id, lesson_id, student_iin, status, method, recorded_at,
-                 device_id, token_step, marked_by, reason, corrects, prev_hash, row_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 device_id, token_step, marked_by, reason, corrects, prev_hash, row_hash, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(rusqlite::params![
                 id,
@@ -130,6 +90,7 @@ impl ChainWriter {
                 mark.corrects,
                 self.last_hash,
                 row_hash,
+                evidence,
             ])?;
         self.last_id = id;
         self.last_hash = row_hash;
@@ -148,14 +109,36 @@ pub enum ChainCheck {
 
 /// Recomputes every row's hash in id order and names the first that does not match.
 pub fn verify_chain(connection: &Connection) -> rusqlite::Result<ChainCheck> {
-    let mut statement = connection.prepare(
+    verify_chain_after(connection, 0, &GENESIS_HASH)
+}
+
+/// `verify_chain` from the row after `after_id`, whose hash is `after_hash` (a check
+/// of what was appended since an earlier one; `rows` counts the rows walked).
+pub fn verify_chain_after(
+    connection: &Connection,
+    after_id: i64,
+    after_hash: &[u8],
+) -> rusqlite::Result<ChainCheck> {
+    if after_id > 0 {
+        let stored: Option<Vec<u8>> = connection
+            .prepare_cached("SELECT row_hash FROM attendance_events WHERE id = ?1")?
+            .query_row([after_id], |row| row.get(0))
+            .optional()?;
+        if stored.as_deref() != Some(after_hash) {
+            return Ok(ChainCheck::Broken {
+                row_id: after_id,
+                reason: "the row already verified was removed or replaced".into(),
+            });
+        }
+    }
+    let mut statement = connection.prepare_cached(
         "SELECT id, lesson_id, student_iin, status, method, recorded_at, device_id, token_step,
-                marked_by, reason, corrects, prev_hash, row_hash
-         FROM attendance_events ORDER BY id",
+                marked_by, reason, corrects, prev_hash, row_hash, evidence
+         FROM attendance_events WHERE id > ?1 ORDER BY id",
     )?;
-    let mut rows = statement.query([])?;
-    let mut expected_prev = GENESIS_HASH.to_vec();
-    let mut expected_id = 1;
+    let mut rows = statement.query([after_id])?;
+    let mut expected_prev = after_hash.to_vec();
+    let mut expected_id = after_id + 1;
     let mut count = 0u64;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
@@ -173,22 +156,24 @@ pub fn verify_chain(connection: &Connection) -> rusqlite::Result<ChainCheck> {
                 reason: "its prev_hash is not the previous row's hash: a row before it was removed or replaced".into(),
             });
         }
-        let canonical = canonical_row(
+        let text = |index: usize| row.get::<_, String>(index);
+        let optional = |index: usize| row.get::<_, Option<String>>(index);
+        let computed = ChainRow {
             id,
-            row.get(1)?,
-            &row.get::<_, String>(2)?,
-            &row.get::<_, String>(3)?,
-            &row.get::<_, String>(4)?,
-            row.get(5)?,
-            [
-                row.get(6)?,
-                row.get::<_, Option<i64>>(7)?.map(|step| step.to_string()),
-                row.get(8)?,
-                row.get(9)?,
-                row.get::<_, Option<i64>>(10)?.map(|id| id.to_string()),
-            ],
-        );
-        if chain_hash(&prev_hash, &canonical) != row_hash {
+            lesson_id: row.get(1)?,
+            student_iin: &text(2)?,
+            status: &text(3)?,
+            method: &text(4)?,
+            recorded_at: row.get(5)?,
+            device_id: optional(6)?.as_deref(),
+            token_step: row.get::<_, Option<i64>>(7)?.map(|step| step as u64),
+            marked_by: optional(8)?.as_deref(),
+            reason: optional(9)?.as_deref(),
+            corrects: row.get(10)?,
+            evidence: optional(13)?.as_deref(),
+        }
+        .hash(&prev_hash);
+        if computed[..] != row_hash[..] {
             return Ok(ChainCheck::Broken {
                 row_id: id,
                 reason: "its content does not match its hash: the row was edited".into(),
@@ -200,7 +185,7 @@ pub fn verify_chain(connection: &Connection) -> rusqlite::Result<ChainCheck> {
     }
     Ok(ChainCheck::Intact {
         rows: count,
-        head: if count == 0 {
+        head: if expected_id == 1 {
             String::new()
         } else {
             hex(&expected_prev)

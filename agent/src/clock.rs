@@ -1,6 +1,8 @@
-//! The agent's clock. It alone decides the current classroom code, so tests must be able
-//! to move it: `KASIP_UNSAFE_CLOCK_FILE` points at a file holding a Unix time, read on
-//! every call. Production never sets it, and the agent warns loudly when it is set.
+//! The agent's clock. It alone decides the current classroom code and every mark's time,
+//! so tests must be able to move it: `KASIP_UNSAFE_CLOCK_FILE` points at a file holding a
+//! Unix time, read on every call. Only builds for tests (cargo feature `test-clock`) read
+//! it: a release binary ignores the variable, so nobody can check students in "during" a
+//! past lesson by setting it (packaging/check-deb.sh proves it on the packaged binary).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,16 +39,26 @@ impl Clock for FileClock {
 
 pub const CLOCK_FILE_VARIABLE: &str = "KASIP_UNSAFE_CLOCK_FILE";
 
-/// The system clock, or the test clock when `KASIP_UNSAFE_CLOCK_FILE` is set.
+/// The system clock; in a build for tests, the test clock when `KASIP_UNSAFE_CLOCK_FILE`
+/// is set.
 pub fn from_environment() -> Arc<dyn Clock> {
     match std::env::var_os(CLOCK_FILE_VARIABLE) {
-        Some(path) => {
-            tracing::warn!(path = ?path, "{CLOCK_FILE_VARIABLE} is set: the agent's clock is read from a file; never do this in production");
+        Some(path) if cfg!(feature = "test-clock") => {
+            tracing::warn!(path = ?path, "{CLOCK_FILE_VARIABLE} is set: the agent's clock is read from a file (a build for tests)");
             Arc::new(FileClock { path: path.into() })
+        }
+        Some(_) => {
+            tracing::warn!(
+                "{CLOCK_FILE_VARIABLE} is set and ignored: this build uses the system clock"
+            );
+            Arc::new(SystemClock)
         }
         None => Arc::new(SystemClock),
     }
 }
+
+/// Whether this build reads `KASIP_UNSAFE_CLOCK_FILE` (`status --json` says so).
+pub const TEST_CLOCK_BUILD: bool = cfg!(feature = "test-clock");
 
 /// The system's Unix time in seconds. Only the clocks above and timestamps that are not
 /// evidence (file names, log lines) read it; everything a test must move reads a `Clock`.

@@ -87,6 +87,7 @@ impl Default for BackupSection {
 struct KioskSection {
     grace_mins: u32,
     pass_window_secs: u32,
+    max_buffer_hours: u32,
 }
 
 impl Default for KioskSection {
@@ -94,6 +95,7 @@ impl Default for KioskSection {
         Self {
             grace_mins: 10,
             pass_window_secs: 30,
+            max_buffer_hours: 24,
         }
     }
 }
@@ -108,6 +110,7 @@ struct SyncSection {
     connect_timeout_secs: u64,
     request_timeout_secs: u64,
     beneficiary_pull_secs: u64,
+    heartbeat_secs: u64,
 }
 
 impl Default for SyncSection {
@@ -120,6 +123,7 @@ impl Default for SyncSection {
             connect_timeout_secs: 10,
             request_timeout_secs: 60,
             beneficiary_pull_secs: 6 * 3600,
+            heartbeat_secs: 60,
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct SyncSettings {
     pub connect_timeout: std::time::Duration,
     pub request_timeout: std::time::Duration,
     pub beneficiary_pull_secs: i64,
+    /// How often the chain's head is pinned at the registry while it is reachable.
+    pub heartbeat_secs: i64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -295,6 +301,8 @@ pub struct Settings {
     pub kiosk_grace_mins: u32,
     /// Largest |scan time − pass signing time| accepted, on the kiosk and here.
     pub pass_window_secs: u32,
+    /// A kiosk scan that arrives longer than this after it was made is refused.
+    pub kiosk_max_buffer_hours: u32,
     /// Nightly backups kept in `DATA_DIR/backups/`; 0 turns them off.
     pub backup_keep: u32,
     /// Local hour (0-23) from which the day's backup is made.
@@ -355,6 +363,7 @@ impl Settings {
             late_after_mins: self.late_after_mins,
             kiosk_grace_mins: self.kiosk_grace_mins,
             pass_window_secs: self.pass_window_secs,
+            kiosk_max_buffer_secs: i64::from(self.kiosk_max_buffer_hours) * 3600,
             coverage: self.coverage_rules(),
             coverage_policy: self.coverage_policy,
         }
@@ -430,9 +439,11 @@ impl Settings {
             }
             (cert, key) => Some((PathBuf::from(cert), PathBuf::from(key))),
         };
-        if !(5..=60).contains(&file.qr.period_secs) {
+        // At most 15 s: a code photographed and sent to an absent friend must go stale
+        // before it can be typed or opened far away.
+        if !(5..=15).contains(&file.qr.period_secs) {
             return Err(format!(
-                "qr.period_secs is {}; use 5 to 60 seconds (default 10)",
+                "qr.period_secs is {}; use 5 to 15 seconds (default 10)",
                 file.qr.period_secs
             ));
         }
@@ -520,6 +531,8 @@ impl Settings {
                 sync_section.beneficiary_pull_secs,
                 60..=7 * 86_400,
             )? as i64,
+            heartbeat_secs: seconds("sync.heartbeat_secs", sync_section.heartbeat_secs, 5..=300)?
+                as i64,
         };
         if file.lesson.open_early_mins > crate::lessons::MAX_OPEN_EARLY_MINS {
             return Err(format!(
@@ -532,6 +545,12 @@ impl Settings {
             return Err(format!(
                 "kiosk.grace_mins must be 1-240 minutes, not {}",
                 file.kiosk.grace_mins
+            ));
+        }
+        if !(1..=168).contains(&file.kiosk.max_buffer_hours) {
+            return Err(format!(
+                "kiosk.max_buffer_hours must be 1-168 hours, not {}",
+                file.kiosk.max_buffer_hours
             ));
         }
         if !(5..=300).contains(&file.kiosk.pass_window_secs) {
@@ -580,6 +599,7 @@ impl Settings {
             backup_hour: file.backup.hour,
             kiosk_grace_mins: file.kiosk.grace_mins,
             pass_window_secs: file.kiosk.pass_window_secs,
+            kiosk_max_buffer_hours: file.kiosk.max_buffer_hours,
             sync,
             red_flags,
             min_coverage,
@@ -623,7 +643,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         ("plain_http", "Serve plain HTTP instead of HTTPS. Only allowed on a loopback listen address, for\ndevelopment."),
     ]),
     ("qr", &[
-        ("period_secs", "Seconds between classroom code rotations (5-60). A code is accepted for its own period\nand the one before, so at most twice this long."),
+        ("period_secs", "Seconds between classroom code rotations (5-15). A code is accepted for its own period\nand the one before, so at most twice this long."),
         ("typed_code_counts_as_qr", "Whether a typed fallback code counts as a QR mark for the coverage rule."),
     ]),
     ("lesson", &[
@@ -651,10 +671,12 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         ("connect_timeout_secs", "Seconds to wait for a connection to the registry."),
         ("request_timeout_secs", "Seconds one whole request may take, answer included."),
         ("beneficiary_pull_secs", "How often the beneficiary list is pulled from the registry (21600: 6 hours)."),
+        ("heartbeat_secs", "While the registry is reachable, the attendance chain's head is pinned there this often\n(5-300 seconds), batch or not: history older than one heartbeat cannot be rewritten unseen."),
     ]),
     ("kiosk", &[
         ("grace_mins", "Kiosks are added with `kasip-agent kiosk add --room ROOM | --entrance SITE`.\nA room kiosk's scan marks the lesson in its room from this many minutes before the\nlesson starts to this many after it ends, never outside the lesson's own window."),
         ("pass_window_secs", "A student pass is accepted when it was signed at most this many seconds from the scan\n(both ways), on the kiosk and on the agent."),
+        ("max_buffer_hours", "A kiosk keeps scans while the agent is unreachable; a scan that arrives more than this\nmany hours after it was made is refused (1-168)."),
     ]),
     ("security", &[
         ("staff_idle_mins", "A staff session unused this many minutes ends (5-720); a session ends after 12 hours\nin any case, and at once when its password changes or its account is disabled."),

@@ -10,6 +10,7 @@ use crate::import::{import, ImportError, ImportKind, ImportOptions, ImportReport
 use crate::lessons::{LessonTimes, LessonWindow, WindowPosition};
 use crate::marks::{record_mark, MarkSource, MarkToRecord};
 use crate::store::Store;
+use kasip_core::chain::{EntryKind, MarkEvidence};
 
 /// The demo college's BIN (valid check digit; not a real organisation's number).
 pub const DEMO_BIN: &str = "090640001233";
@@ -348,6 +349,7 @@ fn seed_attendance(
          WHERE g.code = ?1 ORDER BY s.rowid",
     )?;
     let mut new_marks = Vec::new();
+    let mut phones = DemoPhones::default();
     for (lesson_id, date, start, group, teacher) in lessons {
         let (Ok(lesson_date), Ok(start)) = (Date::parse(&date), TimeOfDay::parse(&start)) else {
             continue;
@@ -388,11 +390,19 @@ fn seed_attendance(
             // Within the first ten minutes: on time under the default lateness rule.
             let at = lesson_start + 60 + random.below(540) as i64;
             let source = if method == MarkMethod::QrPhone {
+                let phone = phones.of(&transaction, &phone_owner, lesson_start)?;
+                let presented = format!("demo-lesson-{lesson_id}");
                 MarkSource::Qr {
                     method,
-                    device_id: demo_device_id(&phone_owner),
-                    token_step: None,
+                    device_id: phone.device_id.clone(),
+                    token_step: Some(kasip_core::step_at(at, DEMO_QR_PERIOD_SECS)),
                     lesson_starts_at: lesson_start,
+                    evidence: MarkEvidence {
+                        binding: Some(phone.binding as u64),
+                        device_signature: Some(phone.sign(&presented)),
+                        presented: Some(presented),
+                        ..MarkEvidence::of(EntryKind::Live)
+                    },
                 }
             } else {
                 MarkSource::Manual {
@@ -433,11 +443,74 @@ fn members_iin_at(
     )
 }
 
-/// What a phone's identity looks like in the marks: the hex SHA-256 of its cookie.
-fn demo_device_id(owner_iin: &str) -> String {
-    kasip_core::batch::to_hex(&crate::secrets::secret_hash(&format!(
-        "demo phone of {owner_iin}"
-    )))
+/// The demo's phones: each checking-in student's phone is bound with a real device key,
+/// so its marks carry evidence that verifies like a real phone's (the presented text
+/// names the demo lesson: no classroom token existed).
+#[derive(Default)]
+struct DemoPhones(std::collections::HashMap<String, DemoPhone>);
+
+struct DemoPhone {
+    binding: i64,
+    device_id: String,
+    key: ring::signature::EcdsaKeyPair,
+}
+
+/// The rotation period the demo's token steps are counted in (the default).
+const DEMO_QR_PERIOD_SECS: u32 = 10;
+
+impl DemoPhone {
+    fn sign(&self, presented: &str) -> String {
+        use base64::Engine;
+        self.key
+            .sign(
+                &ring::rand::SystemRandom::new(),
+                kasip_core::chain::check_in_message(presented).as_bytes(),
+            )
+            .map(|signature| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature.as_ref())
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl DemoPhones {
+    fn of(
+        &mut self,
+        transaction: &rusqlite::Transaction<'_>,
+        owner_iin: &str,
+        bound_at: i64,
+    ) -> rusqlite::Result<&DemoPhone> {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        if !self.0.contains_key(owner_iin) {
+            let random = ring::rand::SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random)
+                .map_err(|_| rusqlite::Error::InvalidQuery)?;
+            let key =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &random)
+                    .map_err(|_| rusqlite::Error::InvalidQuery)?;
+            let public = key.public_key().as_ref().to_vec();
+            let device_id = kasip_core::batch::sha256_hex(&public);
+            transaction.execute(
+                "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at,
+                     device_key, code_issued_by, code_issued_at, client, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'demo', ?4, 'demo', 'demo')",
+                rusqlite::params![
+                    crate::secrets::secret_hash(&format!("demo phone of {owner_iin}")),
+                    owner_iin,
+                    device_id,
+                    bound_at,
+                    public
+                ],
+            )?;
+            let phone = DemoPhone {
+                binding: transaction.last_insert_rowid(),
+                device_id,
+                key,
+            };
+            self.0.insert(owner_iin.to_owned(), phone);
+        }
+        Ok(&self.0[owner_iin])
+    }
 }
 
 /// What seeding created, one report per export, and the history of marks.

@@ -74,10 +74,68 @@ pub fn examine(data_dir: &DataDir, now: i64, online: bool) -> Vec<Finding> {
         certificate(data_dir, settings, now, &mut findings);
     }
     clock(now, &mut findings);
+    if let Some(store) = &store {
+        clock_against_registry(store, now, &mut findings);
+    }
     if let (Some(settings), Some(store)) = (&settings, &store) {
         sync(data_dir, settings, store, now, online, &mut findings);
     }
     findings
+}
+
+/// The agent's clock stamps every mark: it must agree with the registry's.
+const REGISTRY_SKEW_FAIL_SECS: i64 = 120;
+
+/// The agent's clock against the registry's, as of the registry's latest answer (a
+/// heartbeat), and against itself since: a clock stepped back is as bad as a wrong one.
+fn clock_against_registry(store: &Store, now: i64, findings: &mut Vec<Finding>) {
+    const FIX: &str = "set the agent's time right (timedatectl set-ntp true) and restart it; marks stamped meanwhile are wrong";
+    match crate::registry_link::registry_clock(store.connection()) {
+        Ok(None) => findings.push(finding(
+            "agent clock",
+            Health::Ok,
+            "no answer from the registry yet to compare with".into(),
+            "",
+        )),
+        Ok(Some((registry_time, agent_time))) => {
+            let skew = agent_time - registry_time;
+            if skew.abs() > REGISTRY_SKEW_FAIL_SECS {
+                findings.push(finding(
+                    "agent clock",
+                    Health::Fail,
+                    format!(
+                        "the agent's clock was {} s {} the registry's at its latest answer (at most {REGISTRY_SKEW_FAIL_SECS} s)",
+                        skew.abs(),
+                        if skew > 0 { "ahead of" } else { "behind" }
+                    ),
+                    FIX,
+                ));
+            } else if now < agent_time - REGISTRY_SKEW_FAIL_SECS {
+                findings.push(finding(
+                    "agent clock",
+                    Health::Fail,
+                    format!(
+                        "the agent's clock is {} s earlier than at the registry's latest answer: it was set back",
+                        agent_time - now
+                    ),
+                    FIX,
+                ));
+            } else {
+                findings.push(finding(
+                    "agent clock",
+                    Health::Ok,
+                    format!("{} s from the registry's at its latest answer", skew.abs()),
+                    "",
+                ));
+            }
+        }
+        Err(error) => findings.push(finding(
+            "agent clock",
+            Health::Warn,
+            format!("cannot read the registry's clock: {error}"),
+            "",
+        )),
+    }
 }
 
 fn mode_of(path: &Path) -> Option<u32> {

@@ -9,8 +9,9 @@
 use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{
-    sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, ContingentRecord, GradeRecord,
-    KeyRotationRecord, MonthCloseRecord, OverrideRecord, Receipt, BATCH_VERSION, GENESIS_PREV,
+    sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, BindingRecord,
+    ContingentRecord, GradeRecord, KeyRotationRecord, MonthCloseRecord, OverrideRecord, Receipt,
+    SecurityEventRecord, SiteAddressRecord, BATCH_VERSION, GENESIS_PREV,
 };
 use kasip_core::Bin;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -37,9 +38,25 @@ pub struct Sealed {
     pub hash: String,
 }
 
+/// A security event's row takes repeats for this long after its first; it is sealed
+/// only when the window is over, so its count is final.
+pub const SECURITY_EVENT_WINDOW_SECS: i64 = 600;
+
+/// The rows of `kind` that may be sealed at `now`, as a condition on the source table
+/// with its parameter: a security event whose window is open, and every later one, wait.
+fn sealable(kind: BatchKind, now: i64) -> Option<(&'static str, i64)> {
+    (kind == BatchKind::SecurityEvents).then_some((
+        " AND id < COALESCE((SELECT MIN(id) FROM security_events WHERE at > ?3), 9223372036854775807)",
+        now - SECURITY_EVENT_WINDOW_SECS,
+    ))
+}
+
 /// The source table of each kind: (table, time column).
 fn source(kind: BatchKind) -> (&'static str, &'static str) {
     match kind {
+        BatchKind::Bindings => ("device_bindings", "bound_at"),
+        BatchKind::SecurityEvents => ("security_events", "at"),
+        BatchKind::SiteAddresses => ("site_address_events", "at"),
         BatchKind::Attendance => ("attendance_events", "recorded_at"),
         BatchKind::Grades => ("grade_events", "recorded_at"),
         BatchKind::Contingent => ("contingent_events", "recorded_at"),
@@ -77,6 +94,7 @@ fn pending_records(
     after: i64,
     limit: usize,
     data_dir: &std::path::Path,
+    now: i64,
 ) -> rusqlite::Result<Vec<(i64, Value)>> {
     let limit = limit as i64;
     match kind {
@@ -84,12 +102,15 @@ fn pending_records(
             .prepare_cached(
                 "SELECT e.id, e.lesson_id, l.date, l.start_time, g.code, l.discipline, l.teacher_iin,
                         l.mode, e.student_iin, e.status, e.method, e.recorded_at, e.device_id,
-                        e.marked_by, e.reason, e.corrects, e.row_hash
+                        e.marked_by, e.reason, e.corrects, e.row_hash, s.name, l.room,
+                        e.token_step, e.evidence
                  FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
-                 JOIN study_groups g ON g.id = l.group_id
+                 JOIN study_groups g ON g.id = l.group_id LEFT JOIN sites s ON s.id = l.site_id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
             )?
             .query_map([after, limit], |row| {
+                let evidence: Option<String> = row.get(20)?;
+                let room: String = row.get(18)?;
                 Ok((
                     row.get(0)?,
                     to_value(AttendanceRecord {
@@ -110,6 +131,83 @@ fn pending_records(
                         reason: row.get(14)?,
                         corrects: row.get(15)?,
                         chain_hash: to_hex(&row.get::<_, Vec<u8>>(16)?),
+                        site: row.get(17)?,
+                        room: (!room.is_empty()).then_some(room),
+                        token_step: row.get(19)?,
+                        // Stored canonical by the chain writer: it parses back.
+                        evidence: evidence.and_then(|text| serde_json::from_str(&text).ok()),
+                    }),
+                ))
+            })?
+            .collect(),
+        BatchKind::Bindings => transaction
+            .prepare_cached(
+                "SELECT id, student_iin, device_key, device_id, bound_at, code_issued_by,
+                        code_issued_at, client, user_agent
+                 FROM device_bindings WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map([after, limit], |row| {
+                use base64::Engine;
+                Ok((
+                    row.get(0)?,
+                    to_value(BindingRecord {
+                        id: row.get(0)?,
+                        student_iin: row.get(1)?,
+                        device_key: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(row.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default()),
+                        device: row.get(3)?,
+                        bound_at: row.get(4)?,
+                        code_issued_by: row.get(5)?,
+                        code_issued_at: row.get(6)?,
+                        client: row.get(7)?,
+                        user_agent: row.get(8)?,
+                    }),
+                ))
+            })?
+            .collect(),
+        BatchKind::SecurityEvents => {
+            let (condition, open_from) = sealable(kind, now).unwrap_or_default();
+            transaction
+                .prepare_cached(&format!(
+                    "SELECT id, kind, at, COALESCE(last_at, at), count, lesson_id, student_iin,
+                            device_id, client, detail
+                     FROM security_events WHERE id > ?1{condition} ORDER BY id LIMIT ?2"
+                ))?
+                .query_map(rusqlite::params![after, limit, open_from], |row| {
+                    Ok((
+                        row.get(0)?,
+                        to_value(SecurityEventRecord {
+                            id: row.get(0)?,
+                            kind: row.get(1)?,
+                            first_at: row.get(2)?,
+                            last_at: row.get(3)?,
+                            count: row.get(4)?,
+                            lesson: row.get(5)?,
+                            student_iin: row.get(6)?,
+                            device: row.get(7)?,
+                            client: row.get(8)?,
+                            detail: row.get(9)?,
+                        }),
+                    ))
+                })?
+                .collect()
+        }
+        BatchKind::SiteAddresses => transaction
+            .prepare_cached(
+                "SELECT e.id, s.name, e.address, e.previous, e.at, e.source
+                 FROM site_address_events e JOIN sites s ON s.id = e.site_id
+                 WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+            )?
+            .query_map([after, limit], |row| {
+                Ok((
+                    row.get(0)?,
+                    to_value(SiteAddressRecord {
+                        id: row.get(0)?,
+                        site: row.get(1)?,
+                        address: row.get(2)?,
+                        previous: row.get(3)?,
+                        at: row.get(4)?,
+                        source: row.get(5)?,
                     }),
                 ))
             })?
@@ -277,45 +375,63 @@ pub struct Sealer<'a> {
 }
 
 impl Sealer<'_> {
-    /// Seals every due batch (all pending events when `force`); returns how many.
+    /// Seals every due batch (all pending events when `force`); returns how many, or
+    /// the break that stopped sealing.
     pub fn seal_due(
         &self,
         connection: &mut Connection,
+        guard: &mut ChainGuard,
         now: i64,
         force: bool,
-    ) -> rusqlite::Result<usize> {
-        self.seal_some(connection, now, force, usize::MAX)
+    ) -> rusqlite::Result<Result<usize, IntegrityBreak>> {
+        self.seal_some(connection, guard, now, force, usize::MAX)
     }
 
     /// Like `seal_due`, stopping after `most` batches, so a caller can interleave
-    /// sealing with uploads on one connection.
+    /// sealing with uploads on one connection. The chain is checked first (in full when
+    /// `guard` is due) and again inside each attendance batch's transaction, so no row
+    /// is sealed that was not verified.
     pub fn seal_some(
         &self,
         connection: &mut Connection,
+        guard: &mut ChainGuard,
         now: i64,
         force: bool,
         most: usize,
-    ) -> rusqlite::Result<usize> {
+    ) -> rusqlite::Result<Result<usize, IntegrityBreak>> {
+        if let Err(broken) = guard.check(connection, now)? {
+            return Ok(Err(broken));
+        }
         let mut sealed = 0;
         for kind in BatchKind::ALL {
             while sealed < most {
                 if rotation_in_flight(connection)? {
-                    return Ok(sealed);
+                    return Ok(Ok(sealed));
                 }
                 let transaction =
                     connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let after = cursor(&transaction, kind)?;
                 let (table, time_column) = source(kind);
                 let id = id_column(kind);
-                let (waiting, oldest): (usize, Option<i64>) = transaction
-                    .prepare_cached(&format!(
-                        "SELECT COUNT(*), MIN(t) FROM (SELECT {time_column} AS t FROM {table}
-                         WHERE {id} > ?1 ORDER BY {id} LIMIT ?2)"
-                    ))?
-                    .query_row(
-                        rusqlite::params![after, self.limits.max_records as i64],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )?;
+                let max_records = self.limits.max_records as i64;
+                let (waiting, oldest): (usize, Option<i64>) = match sealable(kind, now) {
+                    Some((condition, open_from)) => transaction
+                        .prepare_cached(&format!(
+                            "SELECT COUNT(*), MIN(t) FROM (SELECT {time_column} AS t FROM {table}
+                             WHERE {id} > ?1{condition} ORDER BY {id} LIMIT ?2)"
+                        ))?
+                        .query_row(rusqlite::params![after, max_records, open_from], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })?,
+                    None => transaction
+                        .prepare_cached(&format!(
+                            "SELECT COUNT(*), MIN(t) FROM (SELECT {time_column} AS t FROM {table}
+                             WHERE {id} > ?1 ORDER BY {id} LIMIT ?2)"
+                        ))?
+                        .query_row(rusqlite::params![after, max_records], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })?,
+                };
                 let due = waiting > 0
                     && (force
                         || kind == BatchKind::KeyRotation
@@ -328,12 +444,18 @@ impl Sealer<'_> {
                 if !due {
                     break;
                 }
+                if kind == BatchKind::Attendance {
+                    if let Err(broken) = guard.check(&transaction, now)? {
+                        return Ok(Err(broken));
+                    }
+                }
                 let records = pending_records(
                     &transaction,
                     kind,
                     after,
                     self.limits.max_records,
                     self.data_dir,
+                    now,
                 )?;
                 let (Some(first), Some(last)) = (records.first(), records.last()) else {
                     break;
@@ -380,7 +502,7 @@ impl Sealer<'_> {
                 sealed += 1;
             }
         }
-        Ok(sealed)
+        Ok(Ok(sealed))
     }
 }
 
@@ -594,4 +716,105 @@ pub fn status(connection: &Connection, now: i64) -> rusqlite::Result<SyncStatus>
             })
         },
     )
+}
+
+/// The chain and tally as sealing last verified them. Nothing is sealed over a chain that
+/// does not verify: a row inserted or edited behind the agent's back stops the outbox,
+/// raises the alert and is reported to the registry, instead of being signed and sent.
+///
+/// Each check walks only the rows appended since the last (and that the last verified
+/// row is still there, unchanged); the whole chain and the coverage tally are checked
+/// when the guard is new and every `FULL_CHECK_SECS`.
+#[derive(Debug, Default)]
+pub struct ChainGuard {
+    /// The last verified row: (id, hash).
+    verified: Option<(i64, Vec<u8>)>,
+    full_checked_at: Option<i64>,
+}
+
+/// How often the whole chain and the tally are verified again.
+pub const FULL_CHECK_SECS: i64 = 3600;
+
+/// The chain as verified: its last event and hash (empty before the first mark).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHead {
+    pub events: u64,
+    pub head: String,
+}
+
+/// Where and why the chain or the tally does not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrityBreak {
+    pub event: Option<i64>,
+    pub reason: String,
+}
+
+impl IntegrityBreak {
+    /// The sentence of the alert, the log, `sync status` and the report to the registry.
+    pub fn alert(&self) -> String {
+        match self.event {
+            Some(event) => format!(
+                "TAMPER ALARM: the attendance chain does not verify at event {event}: {}; nothing is sealed until the database is restored from a backup",
+                self.reason
+            ),
+            None => format!(
+                "TAMPER ALARM: {}; nothing is sealed until the database is restored from a backup",
+                self.reason
+            ),
+        }
+    }
+}
+
+impl ChainGuard {
+    pub fn check(
+        &mut self,
+        connection: &Connection,
+        now: i64,
+    ) -> rusqlite::Result<Result<VerifiedHead, IntegrityBreak>> {
+        use crate::attendance::{verify_chain_after, ChainCheck};
+        let full = self
+            .full_checked_at
+            .is_none_or(|at| now - at >= FULL_CHECK_SECS || now < at);
+        let (after_id, after_hash) = match (&self.verified, full) {
+            (Some((id, hash)), false) => (*id, hash.clone()),
+            _ => (0, kasip_core::chain::GENESIS_HASH.to_vec()),
+        };
+        match verify_chain_after(connection, after_id, &after_hash)? {
+            ChainCheck::Broken { row_id, reason } => {
+                self.verified = None;
+                return Ok(Err(IntegrityBreak {
+                    event: Some(row_id),
+                    reason,
+                }));
+            }
+            ChainCheck::Intact { .. } => {}
+        }
+        if full {
+            let mismatches = crate::coverage::tally_mismatches(connection)?;
+            if let Some((date, iin)) = mismatches.first() {
+                self.verified = None;
+                return Ok(Err(IntegrityBreak {
+                    event: None,
+                    reason: format!(
+                        "the coverage tally differs from the marks for {} student-day(s), first {iin} on {date}",
+                        mismatches.len()
+                    ),
+                }));
+            }
+            self.full_checked_at = Some(now);
+        }
+        let head: Option<(i64, Vec<u8>)> = connection
+            .prepare_cached("SELECT id, row_hash FROM attendance_events ORDER BY id DESC LIMIT 1")?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let verified = VerifiedHead {
+            events: head.as_ref().map_or(0, |(id, _)| *id as u64),
+            head: head
+                .as_ref()
+                .map(|(_, hash)| to_hex(hash))
+                .unwrap_or_default(),
+        };
+        self.verified = head;
+        Ok(Ok(verified))
+    }
 }

@@ -20,6 +20,25 @@ pub enum BindOutcome {
     BadIin,
     WrongCode,
     Locked,
+    /// The form carried no usable device key (a browser without WebCrypto).
+    NoDeviceKey,
+}
+
+/// Where a binding request came from, kept with the binding and sent to the registry.
+#[derive(Debug, Clone)]
+pub struct BindingRequest {
+    /// The phone's device public key: an uncompressed P-256 point.
+    pub device_key: Vec<u8>,
+    /// The phone's identity cookie, kept when it has one (the throttle's device).
+    pub existing_device: Option<String>,
+    /// The client address (and device) the throttle counts.
+    pub client: String,
+    pub user_agent: String,
+}
+
+/// Whether `key` is an uncompressed P-256 public point (what WebCrypto exports as raw).
+pub fn device_key_usable(key: &[u8]) -> bool {
+    key.len() == 65 && key[0] == 0x04
 }
 
 /// Why a binding could not be decided at all.
@@ -35,15 +54,15 @@ pub enum BindError {
 /// security event from `client` and counts against the code (a backstop: it locks after
 /// `BINDING_CODE_MAX_FAILURES` from all clients together; the web throttle slows each
 /// client long before); a right one revokes the student's earlier phone and its pass key.
-/// `existing_device` is the phone's identity cookie, kept when it has one.
+/// The binding names the phone by its device key: check-ins must be signed by it.
 pub fn bind(
     connection: &Connection,
     iin: &Iin,
     code: &str,
-    existing_device: Option<String>,
-    client: &str,
+    request: BindingRequest,
     now: i64,
 ) -> Result<BindOutcome, BindError> {
+    let client = request.client.as_str();
     let pending: Option<(Vec<u8>, i64)> = connection
         .query_row(
             "SELECT code_hash, failed_attempts FROM binding_codes
@@ -85,12 +104,20 @@ pub fn bind(
             BindOutcome::WrongCode
         });
     }
+    if !device_key_usable(&request.device_key) {
+        return Ok(BindOutcome::NoDeviceKey);
+    }
     let credential = random_token(32)?;
-    let device = match existing_device.filter(|device| device.len() >= 32 && device.len() <= 64) {
+    let device = match request
+        .existing_device
+        .filter(|device| device.len() >= 32 && device.len() <= 64)
+    {
         Some(device) => device,
         None => random_token(32)?,
     };
-    let device_id = kasip_core::batch::to_hex(&secret_hash(&device));
+    // The device is its key: one phone keeps one key across bindings, so one phone
+    // checking in two students is still seen; a cookie names nothing by itself.
+    let device_id = kasip_core::batch::sha256_hex(&request.device_key);
     let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
     transaction.execute(
         "UPDATE binding_codes SET used_at = ?2 WHERE code_hash = ?1",
@@ -103,12 +130,21 @@ pub fn bind(
         rusqlite::params![iin.as_string(), now],
     )?;
     crate::kiosks::replace_pass_keys(&transaction, &iin.as_string(), now)?;
-    transaction
-        .execute(
-            "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![secret_hash(&credential), iin.as_string(), device_id, now],
-        )
-        ?;
+    transaction.execute(
+        "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at, device_key,
+             code_issued_by, code_issued_at, client, user_agent)
+         SELECT ?1, ?2, ?3, ?4, ?5, issued_by, issued_at, ?6, ?7 FROM binding_codes WHERE code_hash = ?8",
+        rusqlite::params![
+            secret_hash(&credential),
+            iin.as_string(),
+            device_id,
+            now,
+            request.device_key,
+            client,
+            request.user_agent.chars().take(500).collect::<String>(),
+            code_hash
+        ],
+    )?;
     transaction.commit()?;
     Ok(BindOutcome::Bound { credential, device })
 }

@@ -207,3 +207,30 @@ pub fn apply_beneficiaries(
     }
     Ok(Ok(report))
 }
+
+/// Keeps the registry's clock from its latest answer and the agent's when it arrived.
+pub fn remember_registry_clock(
+    connection: &Connection,
+    registry_time: i64,
+    agent_time: i64,
+) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO registry_clock (id, registry_time, agent_time) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET registry_time = excluded.registry_time,
+                 agent_time = excluded.agent_time",
+        )?
+        .execute([registry_time, agent_time])?;
+    Ok(())
+}
+
+/// The registry's clock in its latest answer and the agent's then: (registry, agent).
+pub fn registry_clock(connection: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    connection
+        .query_row(
+            "SELECT registry_time, agent_time FROM registry_clock WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+}

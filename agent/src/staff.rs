@@ -457,10 +457,12 @@ pub const BINDING_CODE_SECS: i64 = 24 * 3600;
 /// client long before).
 pub const BINDING_CODE_MAX_FAILURES: i64 = 200;
 
-/// Issues a one-time binding code for a student, replacing any unused one.
+/// Issues a one-time binding code for a student, replacing any unused one. `issued_by`
+/// (a staff login, or `cli:<user>`) travels to the registry with the binding it makes.
 pub fn issue_binding_code(
     connection: &Connection,
     iin: &Iin,
+    issued_by: &str,
     now: i64,
 ) -> Result<String, StaffError> {
     let known: Option<String> = connection
@@ -492,8 +494,15 @@ pub fn issue_binding_code(
         rusqlite::params![iin.as_string(), now],
     )?;
     connection.execute(
-        "INSERT INTO binding_codes (code_hash, student_iin, expires_at) VALUES (?1, ?2, ?3)",
-        rusqlite::params![secret_hash(&code), iin.as_string(), now + BINDING_CODE_SECS],
+        "INSERT INTO binding_codes (code_hash, student_iin, expires_at, issued_by, issued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![
+            secret_hash(&code),
+            iin.as_string(),
+            now + BINDING_CODE_SECS,
+            issued_by,
+            now
+        ],
     )?;
     Ok(code)
 }

@@ -126,6 +126,10 @@ pub struct Uploader {
     settings: Arc<Settings>,
     clock: Arc<dyn Clock>,
     data_dir: Arc<DataDir>,
+    /// What sealing has verified of the chain, and what the last check found (the
+    /// heartbeat reports it).
+    guard: Arc<std::sync::Mutex<outbox::ChainGuard>>,
+    integrity: Arc<std::sync::Mutex<Option<Result<outbox::VerifiedHead, outbox::IntegrityBreak>>>>,
 }
 
 /// What one step of the queue came to.
@@ -157,6 +161,8 @@ impl Uploader {
             settings,
             clock,
             data_dir: Arc::new(data_dir),
+            guard: Arc::default(),
+            integrity: Arc::default(),
         }
     }
 
@@ -230,21 +236,50 @@ impl Uploader {
         let settings = Arc::clone(&self.settings);
         let data_dir = Arc::clone(&self.data_dir);
         let now = self.now();
-        self.db(move |store| {
-            let agent_id = outbox::agent_id(store.connection(), &key)?;
-            let sealer = Sealer {
-                key: &key,
-                agent_id: &agent_id,
-                college_bin: &settings.college_bin,
-                data_dir: data_dir.root(),
-                limits: SealLimits {
-                    max_records: settings.sync.batch_max_records,
-                    max_age_secs: settings.sync.batch_max_age_secs,
-                },
-            };
-            sealer.seal_some(store.connection_mut(), now, force, 1)
-        })
-        .await
+        let guard = Arc::clone(&self.guard);
+        let sealed = self
+            .db(move |store| {
+                let agent_id = outbox::agent_id(store.connection(), &key)?;
+                let sealer = Sealer {
+                    key: &key,
+                    agent_id: &agent_id,
+                    college_bin: &settings.college_bin,
+                    data_dir: data_dir.root(),
+                    limits: SealLimits {
+                        max_records: settings.sync.batch_max_records,
+                        max_age_secs: settings.sync.batch_max_age_secs,
+                    },
+                };
+                let mut guard = guard
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let sealed = sealer.seal_some(store.connection_mut(), &mut guard, now, force, 1)?;
+                if let Err(broken) = &sealed {
+                    outbox::raise_alert(store.connection(), &broken.alert(), now)?;
+                }
+                Ok(sealed)
+            })
+            .await?;
+        let mut integrity = self
+            .integrity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sealed {
+            Ok(count) => {
+                if matches!(*integrity, Some(Err(_))) {
+                    tracing::info!("the attendance chain verifies again");
+                }
+                *integrity = None;
+                Ok(count)
+            }
+            Err(broken) => {
+                if *integrity != Some(Err(broken.clone())) {
+                    tracing::error!(alert = %broken.alert(), "sealing stopped");
+                }
+                *integrity = Some(Err(broken));
+                Ok(0)
+            }
+        }
     }
 
     async fn alert(&self, text: String) -> Result<Step, AgentError> {
@@ -439,6 +474,55 @@ impl Uploader {
         }
     }
 
+    /// Pins the attendance chain's head at the registry (or reports its break) and keeps
+    /// the registry's clock from the answer for `doctor`.
+    pub async fn heartbeat(&self, client: &RegistryClient) -> Result<(), AgentError> {
+        let key = self.key();
+        let now = self.now();
+        let guard = Arc::clone(&self.guard);
+        let bin = self.settings.college_bin.to_string();
+        let signing_key = Arc::clone(&key);
+        let jws = self
+            .db(move |store| {
+                let mut guard = guard
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let checked = guard.check(store.connection(), now)?;
+                let (events, head, broken) = match checked {
+                    Ok(verified) => (verified.events, verified.head, None),
+                    Err(broken) => (0, String::new(), Some(broken.alert())),
+                };
+                let heartbeat = kasip_core::wire::Heartbeat {
+                    agent: outbox::agent_id(store.connection(), &signing_key)?,
+                    college_bin: bin,
+                    events,
+                    head,
+                    at: now,
+                    broken,
+                };
+                let payload = serde_json::to_value(&heartbeat)
+                    .ok()
+                    .and_then(|value| kasip_core::to_canonical_json(&value).ok())
+                    .unwrap_or_default();
+                Ok(kasip_certs::jws::sign_compact(
+                    &signing_key,
+                    &kasip_certs::jws::protected_header(&signing_key),
+                    payload.as_bytes(),
+                ))
+            })
+            .await?;
+        let registry_time = client.heartbeat(&jws).await.map_err(sync_failure)?;
+        let arrived = self.now();
+        self.db(move |store| {
+            crate::registry_link::remember_registry_clock(
+                store.connection(),
+                registry_time,
+                arrived,
+            )
+        })
+        .await
+    }
+
     /// Pulls the beneficiary list and applies it.
     pub async fn pull_beneficiaries(
         &self,
@@ -521,6 +605,7 @@ impl Uploader {
             client: None,
             checkpoint_checked: false,
             next_pull_at: 0,
+            next_heartbeat_at: 0,
         };
         loop {
             let wait = match self.step(&mut session).await {
@@ -568,6 +653,12 @@ impl Uploader {
             }
         }
         let now = self.now();
+        if now >= session.next_heartbeat_at || now < session.next_heartbeat_at - 300 {
+            session.next_heartbeat_at = now + self.settings.sync.heartbeat_secs;
+            if let Err(error) = self.heartbeat(client).await {
+                tracing::warn!(error = %crate::error::report(&error), "heartbeat failed; will try again at the next interval");
+            }
+        }
         if now >= session.next_pull_at {
             session.next_pull_at = now + self.settings.sync.beneficiary_pull_secs;
             if let Err(error) = self.pull_beneficiaries(client).await {
@@ -586,6 +677,7 @@ struct Session {
     client: Option<RegistryClient>,
     checkpoint_checked: bool,
     next_pull_at: i64,
+    next_heartbeat_at: i64,
 }
 
 /// What `sync --now` did.

@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use crate::{to_canonical_json, Bin, Date, Iin, MarkMethod, MarkStatus, Month, TimeOfDay};
 
-/// The envelope version this code writes.
-pub const BATCH_VERSION: u64 = 1;
+/// The envelope version this code writes. Version 2: attendance records carry their
+/// evidence, site, room and token step (every field of the chain hash), and the kinds
+/// `bindings` and `security_events` exist.
+pub const BATCH_VERSION: u64 = 2;
 /// Every envelope version this code reads. A sealed batch is resent byte for byte, so
 /// after a bump an agent may still hold batches of the older version: raise the end
 /// with `BATCH_VERSION`, and raise the start only when no agent can hold such a batch
@@ -33,16 +35,26 @@ pub enum BatchKind {
     Overrides,
     /// The agent announces its next signing key, signed by the current one.
     KeyRotation,
+    /// Phones bound to students: who issued the code, when, from where (format 2).
+    Bindings,
+    /// Refused check-ins, guesses and other security events, one row per client, kind
+    /// and ten minutes, sent once the window is over (format 2).
+    SecurityEvents,
+    /// Changes of a site's address, in order (format 2).
+    SiteAddresses,
 }
 
 impl BatchKind {
     /// Every kind, in the order the agent seals them.
     /// A key rotation comes last: every batch sealed before it is signed by the old key.
-    pub const ALL: [BatchKind; 6] = [
+    pub const ALL: [BatchKind; 9] = [
         BatchKind::Attendance,
         BatchKind::Grades,
         BatchKind::Contingent,
         BatchKind::Overrides,
+        BatchKind::Bindings,
+        BatchKind::SecurityEvents,
+        BatchKind::SiteAddresses,
         BatchKind::MonthClose,
         BatchKind::KeyRotation,
     ];
@@ -55,6 +67,9 @@ impl BatchKind {
             BatchKind::MonthClose => "month_close",
             BatchKind::Overrides => "overrides",
             BatchKind::KeyRotation => "key_rotation",
+            BatchKind::Bindings => "bindings",
+            BatchKind::SecurityEvents => "security_events",
+            BatchKind::SiteAddresses => "site_addresses",
         }
     }
 
@@ -138,6 +153,14 @@ impl BatchEnvelope {
         }
         if !is_sha256_hex(&envelope.prev) {
             return Err(field("prev", "not a lower-case hex SHA-256"));
+        }
+        if envelope.v < 2
+            && matches!(
+                envelope.kind,
+                BatchKind::Bindings | BatchKind::SecurityEvents | BatchKind::SiteAddresses
+            )
+        {
+            return Err(field("kind", "this kind exists from format 2 on"));
         }
         if envelope.records.is_empty() {
             return Err(field(
@@ -285,6 +308,71 @@ pub struct AttendanceRecord {
     pub corrects: Option<u64>,
     /// The row's hash in the agent's local chain, so the registry can audit it.
     pub chain_hash: String,
+    /// The lesson's site and room (format 2; absent when the timetable names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The classroom token's rotation step, for phone and typed check-ins (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_step: Option<u64>,
+    /// What the mark's source proved (format 2; absent for marks recorded before it).
+    /// With `token_step`, the record holds every field of the chain hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::chain::MarkEvidence>,
+}
+
+/// A phone bound to a student (format 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingRecord {
+    /// The binding's id: attendance evidence names it.
+    pub id: u64,
+    pub student_iin: String,
+    /// The phone's device public key (base64url, uncompressed P-256 point).
+    pub device_key: String,
+    /// SHA-256 of the device key (hex): the device as attendance records name it.
+    pub device: String,
+    pub bound_at: i64,
+    /// The staff login that issued the code, and when.
+    pub code_issued_by: String,
+    pub code_issued_at: i64,
+    /// The phone's address and browser at binding.
+    pub client: String,
+    pub user_agent: String,
+}
+
+/// A security event, aggregated per client, kind, target and ten minutes (format 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityEventRecord {
+    pub id: u64,
+    pub kind: String,
+    pub first_at: i64,
+    pub last_at: i64,
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lesson: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_iin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    pub detail: String,
+}
+
+/// A site's address from a moment on (format 2): changes are events, never overwrites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteAddressRecord {
+    pub id: u64,
+    pub site: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub at: i64,
+    pub source: String,
 }
 
 /// One grade: recorded by a teacher or imported from the LMS.
@@ -357,8 +445,9 @@ pub struct KeyRotationRecord {
     pub at: i64,
 }
 
-/// Checks one record of `kind` and returns its permanent id, or why it is refused.
-pub fn check_record(kind: BatchKind, record: &Value) -> Result<u64, String> {
+/// Checks one record of `kind` in a batch of format `version` and returns its permanent
+/// id, or why it is refused.
+pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64, String> {
     fn parse<T: for<'de> Deserialize<'de>>(record: &Value) -> Result<T, String> {
         T::deserialize(record).map_err(|error| error.to_string())
     }
@@ -396,6 +485,46 @@ pub fn check_record(kind: BatchKind, record: &Value) -> Result<u64, String> {
             if !is_sha256_hex(&record.chain_hash) {
                 return Err("chain_hash: not a lower-case hex SHA-256".into());
             }
+            // Absent only for marks recorded before format 2 (they hash without it).
+            if let (2.., Some(evidence)) = (version, &record.evidence) {
+                check_evidence(&record, evidence)?;
+            }
+            Ok(record.id)
+        }
+        BatchKind::Bindings => {
+            let record: BindingRecord = parse(record)?;
+            iin(&record.student_iin, "student_iin")?;
+            if !is_sha256_hex(&record.device) {
+                return Err("device: not a lower-case hex SHA-256".into());
+            }
+            text(&record.device_key, "device_key", 200)?;
+            text(&record.code_issued_by, "code_issued_by", 200)?;
+            if record.client.chars().count() > 200 || record.user_agent.chars().count() > 1000 {
+                return Err("client, user_agent: too long".into());
+            }
+            Ok(record.id)
+        }
+        BatchKind::SecurityEvents => {
+            let record: SecurityEventRecord = parse(record)?;
+            text(&record.kind, "kind", 64)?;
+            if record.count == 0 || record.last_at < record.first_at {
+                return Err("count, last_at: an aggregate of at least one event, in order".into());
+            }
+            if let Some(student) = &record.student_iin {
+                iin(student, "student_iin")?;
+            }
+            if record.detail.chars().count() > 1000 {
+                return Err("detail: at most 1000 characters".into());
+            }
+            Ok(record.id)
+        }
+        BatchKind::SiteAddresses => {
+            let record: SiteAddressRecord = parse(record)?;
+            text(&record.site, "site", 200)?;
+            if record.address.chars().count() > 500 {
+                return Err("address: at most 500 characters".into());
+            }
+            text(&record.source, "source", 200)?;
             Ok(record.id)
         }
         BatchKind::Grades => {
@@ -467,6 +596,57 @@ pub fn check_record(kind: BatchKind, record: &Value) -> Result<u64, String> {
     }
 }
 
+/// What a record's evidence must hold for its method and entry.
+fn check_evidence(
+    record: &AttendanceRecord,
+    evidence: &crate::chain::MarkEvidence,
+) -> Result<(), String> {
+    use crate::chain::EntryKind;
+    let method = MarkMethod::parse(&record.method).ok_or("method: not a mark method")?;
+    match method {
+        MarkMethod::QrPhone | MarkMethod::QrTyped => {
+            if evidence.binding.is_none()
+                || evidence.presented.is_none()
+                || evidence.device_signature.is_none()
+                || record.token_step.is_none()
+            {
+                return Err(
+                    "evidence: a phone check-in names its binding, what it presented, the \
+                     device signature and the token step"
+                        .into(),
+                );
+            }
+        }
+        MarkMethod::QrKiosk => {
+            if evidence.kiosk.is_none()
+                || evidence.pass.is_none()
+                || evidence.scanned_at.is_none()
+                || evidence.received_at.is_none()
+            {
+                return Err(
+                    "evidence: a kiosk mark names its kiosk, the pass, scanned_at and received_at"
+                        .into(),
+                );
+            }
+        }
+        MarkMethod::Manual | MarkMethod::LateEntry => {
+            if record.marked_by.is_none() {
+                return Err("marked_by: a manual mark names who marked".into());
+            }
+        }
+    }
+    let late_entry = method == MarkMethod::LateEntry;
+    if late_entry != (evidence.entry == EntryKind::LateEntry)
+        && evidence.entry != EntryKind::Adjustment
+    {
+        return Err("evidence.entry: a late_entry mark is entered as late_entry".into());
+    }
+    if late_entry && record.reason.is_none() {
+        return Err("reason: a late entry gives its reason".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,7 +675,7 @@ mod tests {
         assert!(canonical.starts_with(r#"{"agent":"kid","college_bin":"090640001233","created":1764000000,"kind":"grades","prev":"000"#));
         let parsed = BatchEnvelope::parse(canonical.as_bytes()).expect("parse");
         assert_eq!(parsed, envelope());
-        assert_eq!(check_record(parsed.kind, &parsed.records[0]), Ok(1));
+        assert_eq!(check_record(1, parsed.kind, &parsed.records[0]), Ok(1));
     }
 
     #[test]
@@ -540,7 +720,7 @@ mod tests {
             Err(BatchError::NotCanonical)
         );
         let cases: Vec<(String, &str)> = vec![
-            (canonical.replace("\"v\":1", "\"v\":2"), "version 2"),
+            (canonical.replace("\"v\":1", "\"v\":3"), "version 3"),
             (
                 canonical.replace("090640001233", "090640001234"),
                 "college_bin",
@@ -604,9 +784,9 @@ mod tests {
             (json!("a string"), "invalid type"),
         ];
         for (record, expected) in cases {
-            let error = check_record(BatchKind::Grades, &record).expect_err("refused");
+            let error = check_record(2, BatchKind::Grades, &record).expect_err("refused");
             assert!(error.contains(expected), "{record}: {error}");
         }
-        assert!(check_record(BatchKind::Attendance, &good).is_err());
+        assert!(check_record(2, BatchKind::Attendance, &good).is_err());
     }
 }

@@ -6,6 +6,7 @@
 pub mod attendance;
 pub mod batch;
 pub mod canonical_json;
+pub mod chain;
 pub mod coverage;
 pub mod date;
 pub mod iin;

@@ -63,6 +63,52 @@ pub struct ErrorAnswer {
     pub expected_seq: Option<u64>,
 }
 
+/// `POST /v1/heartbeats`, as the JWS payload signed by the agent's key (canonical
+/// JSON): the attendance chain's head now. Sent every `sync.heartbeat_secs` while the
+/// registry is reachable, batch or not, so history older than one heartbeat cannot be
+/// rewritten unseen: every later batch must extend every head pinned here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The agent's id (its enrolment thumbprint).
+    pub agent: String,
+    pub college_bin: String,
+    /// Events in the attendance chain (= the last event's id; 0 before the first).
+    pub events: u64,
+    /// The last event's `chain_hash`; empty when `events` is 0.
+    pub head: String,
+    /// The agent's clock when it sent this (Unix seconds).
+    pub at: i64,
+    /// The chain or tally does not verify on the agent: it reports the break itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
+}
+
+/// The registry's answer to a heartbeat: its own clock, which the agent's `doctor`
+/// compares with the agent's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    pub registry_time: i64,
+}
+
+/// `GET /v1/colleges/{bin}/policy`: the national rules for a college, as the JWS
+/// payload signed by the registry's key. The agent may only be stricter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub college_bin: String,
+    /// The share of a group's present marks that must come from QR (thousandths).
+    pub min_coverage: u64,
+    /// The share of a student's present marks from QR for them to count as tracked.
+    pub student_qr_share: u64,
+    /// Whether a typed code counts as a QR mark.
+    pub typed_counts_as_qr: bool,
+    /// The college's licensed addresses (its sites must be at one of them).
+    pub licensed_addresses: Vec<String>,
+    /// When the registry issued this (Unix seconds).
+    pub issued_at: i64,
+}
+
 /// `POST /kiosk/enroll`: the one-time code the admin read out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KioskEnrolRequest {

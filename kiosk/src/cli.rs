@@ -98,8 +98,13 @@ fn default_root() -> PathBuf {
 pub fn run(cli: Cli) -> Result<(), KioskError> {
     if std::env::var_os(crate::run::CLOCK_FILE_VARIABLE).is_some() {
         tracing::warn!(
-            "{} is set: the kiosk's clock is read from a file; never do this in production",
-            crate::run::CLOCK_FILE_VARIABLE
+            "{} is set: {}",
+            crate::run::CLOCK_FILE_VARIABLE,
+            if cfg!(feature = "test-clock") {
+                "the kiosk's clock is read from a file (a build for tests)"
+            } else {
+                "ignored, this build uses the system clock"
+            }
         );
     }
     let dir = KioskDir::new(cli.data_dir.unwrap_or_else(default_root));

@@ -289,13 +289,14 @@ impl Kiosk {
 }
 
 /// Black-box tests move the kiosk's clock with the agent's: a file holding a Unix time,
-/// read on every call. Production never sets it; the kiosk warns when it is set.
+/// read on every call. Only builds for tests (feature `test-clock`) read it.
 pub const CLOCK_FILE_VARIABLE: &str = "KASIP_UNSAFE_CLOCK_FILE";
 
-/// The kiosk's time: the system clock, or the test clock file.
+/// The kiosk's time: the system clock, or, in a build for tests, the test clock file.
 #[allow(clippy::disallowed_methods)] // the kiosk's one reader of the system time
 pub fn unix_now() -> i64 {
     std::env::var_os(CLOCK_FILE_VARIABLE)
+        .filter(|_| cfg!(feature = "test-clock"))
         .and_then(|path| std::fs::read_to_string(path).ok())
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or_else(|| {

@@ -100,10 +100,17 @@ fn unix_now() -> i64 {
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
-/// The registry's clock: the system's, or the Unix time in `KASIP_UNSAFE_CLOCK_FILE`
-/// (tests move the agent's and the registry's clocks together).
+/// The registry's clock: the system's, or, in a build for tests (feature `test-clock`),
+/// the Unix time in `KASIP_UNSAFE_CLOCK_FILE` (tests move the agent's and the registry's
+/// clocks together). A release registry ignores the variable.
 fn clock() -> Arc<dyn Fn() -> i64 + Send + Sync> {
     match std::env::var_os("KASIP_UNSAFE_CLOCK_FILE") {
+        Some(_) if !cfg!(feature = "test-clock") => {
+            tracing::warn!(
+                "KASIP_UNSAFE_CLOCK_FILE is set and ignored: this build uses the system clock"
+            );
+            Arc::new(unix_now)
+        }
         Some(path) => {
             tracing::warn!("KASIP_UNSAFE_CLOCK_FILE is set: the clock comes from a file");
             Arc::new(move || {

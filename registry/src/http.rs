@@ -116,6 +116,7 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v1/colleges", get(overview_json))
         .route("/v1/enrolments", post(enrol))
         .route("/v1/batches", post(receive_batch))
+        .route("/v1/heartbeats", post(heartbeat))
         .route("/v1/agents/{kid}/checkpoint", get(checkpoint))
         .route("/v1/colleges/{bin}/beneficiaries", get(beneficiaries))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -273,6 +274,31 @@ async fn receive_batch(
         Ok(Ok(Verdict::KeyTaken(message))) => {
             tracing::warn!(%message, "key rotation refused");
             error(StatusCode::CONFLICT, &message)
+        }
+    }
+}
+
+/// A heartbeat: the agent's chain head, pinned. Answered with the registry's clock.
+async fn heartbeat(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
+    if body.len() > 16 * 1024 {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a heartbeat is at most 16 KiB",
+        );
+    }
+    let Ok(jws) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    };
+    let now = (state.clock)();
+    match state
+        .with_store(move |store| store.heartbeat(jws.trim(), now))
+        .await
+    {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok(Err(reason))) => error(StatusCode::BAD_REQUEST, &reason),
+        Ok(Ok(Ok(()))) => {
+            Json(kasip_core::wire::HeartbeatAnswer { registry_time: now }).into_response()
         }
     }
 }

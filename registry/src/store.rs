@@ -76,6 +76,34 @@ CREATE TABLE IF NOT EXISTS used_authorizations (
     iat    INTEGER NOT NULL,
     PRIMARY KEY (agent, jti)
 ) WITHOUT ROWID;
+-- Each agent's attendance chain as the registry re-walked it from the records it holds:
+-- the last event and its hash. Every batch must extend it.
+CREATE TABLE IF NOT EXISTS chain_heads (
+    agent TEXT PRIMARY KEY REFERENCES agents(kid),
+    event INTEGER NOT NULL,
+    hash  TEXT NOT NULL
+);
+-- Chain heads an agent pinned between batches (`POST /v1/heartbeats`): the records that
+-- later arrive must hash to each of them.
+CREATE TABLE IF NOT EXISTS heartbeats (
+    agent       TEXT NOT NULL REFERENCES agents(kid),
+    events      INTEGER NOT NULL,
+    head        TEXT NOT NULL,
+    agent_time  INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    broken      TEXT,
+    PRIMARY KEY (agent, events, head)
+) WITHOUT ROWID;
+-- What the registry noticed about an agent's evidence: tamper alarms and the agent's own
+-- reports of a break. The auditor's findings join these.
+CREATE TABLE IF NOT EXISTS findings (
+    id     INTEGER PRIMARY KEY,
+    agent  TEXT NOT NULL,
+    bin    TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS beneficiaries (
     bin         TEXT NOT NULL REFERENCES colleges(bin),
     iin         TEXT NOT NULL,
@@ -602,7 +630,7 @@ impl RegistryStore {
                 .map_err(fail)?;
             for (position, record) in envelope.records.iter().enumerate() {
                 let body = to_canonical_json(record).unwrap_or_default();
-                match check_record(envelope.kind, record) {
+                match check_record(envelope.v, envelope.kind, record) {
                     Ok(id) => {
                         let inserted = insert
                             .execute(rusqlite::params![
@@ -641,6 +669,17 @@ impl RegistryStore {
                         });
                     }
                 }
+            }
+        }
+        if envelope.kind == BatchKind::Attendance {
+            if let Err(alarm) = extend_chain(&transaction, &kid, &envelope) {
+                let message = format!("TAMPER ALARM: {alarm}");
+                drop(transaction);
+                self.record_finding(&kid, &bin, "chain_break", &message, now)?;
+                return Ok(Verdict::Conflict {
+                    expected_seq: last_seq + 1,
+                    message,
+                });
             }
         }
         let receipt = Receipt {
@@ -691,6 +730,118 @@ impl RegistryStore {
         }
         transaction.commit().map_err(fail)?;
         Ok(Verdict::Stored(receipt_jws))
+    }
+
+    /// Records a finding about `agent`'s evidence.
+    pub fn record_finding(
+        &self,
+        agent: &str,
+        bin: &str,
+        kind: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        tracing::warn!(agent, kind, detail, "finding");
+        self.connection
+            .execute(
+                "INSERT INTO findings (agent, bin, kind, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![agent, bin, kind, detail, now],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(())
+    }
+
+    /// The findings about a college's agents: (kind, detail), oldest first.
+    pub fn findings_of(&self, bin: &str) -> Result<Vec<(String, String)>, RegistryError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT kind, detail FROM findings WHERE bin = ?1 ORDER BY id")
+            .map_err(|source| self.fail(source))?;
+        let rows = statement
+            .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|source| self.fail(source))?;
+        Ok(rows)
+    }
+
+    /// Takes a heartbeat (a JWS over `wire::Heartbeat` by the agent's key): pins its
+    /// chain head, compares it with the records already held, and records the agent's
+    /// own report of a break. Returns why it is refused, if it is.
+    pub fn heartbeat(&self, jws: &str, now: i64) -> Result<Result<(), String>, RegistryError> {
+        let Some(kid) = kasip_certs::agent_auth::jws_kid(jws) else {
+            return Ok(Err("not a compact JWS with a kid".into()));
+        };
+        let Some(signer) = self.agent(&kid)? else {
+            return Ok(Err(format!("no agent with key {kid} is enrolled")));
+        };
+        let verified = match verify_compact(jws, &signer.public_key) {
+            Ok(verified) => verified,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        let heartbeat: kasip_core::wire::Heartbeat = match serde_json::from_slice(&verified.payload)
+        {
+            Ok(heartbeat) => heartbeat,
+            Err(error) => return Ok(Err(format!("not a heartbeat: {error}"))),
+        };
+        if heartbeat.agent != signer.agent_id || heartbeat.college_bin != signer.bin {
+            return Ok(Err("the heartbeat names another agent or college".into()));
+        }
+        if heartbeat.events > 0 && !kasip_core::batch::is_sha256_hex(&heartbeat.head) {
+            return Ok(Err("head: not a lower-case hex SHA-256".into()));
+        }
+        let agent = signer.agent_id.as_str();
+        if let Some(broken) = &heartbeat.broken {
+            self.record_finding(agent, &signer.bin, "agent_reported_break", broken, now)?;
+        }
+        if heartbeat.events > 0 {
+            // A head for records already held must be theirs.
+            let held = self.held_chain_hash(&signer.bin, heartbeat.events)?;
+            if held.as_ref().is_some_and(|held| *held != heartbeat.head) {
+                self.record_finding(
+                    agent,
+                    &signer.bin,
+                    "heartbeat_contradicts_records",
+                    &format!(
+                        "TAMPER ALARM: the agent pinned event {} with another hash than the record held",
+                        heartbeat.events
+                    ),
+                    now,
+                )?;
+            }
+            self.connection
+                .execute(
+                    "INSERT OR IGNORE INTO heartbeats (agent, events, head, agent_time, received_at, broken)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![
+                        agent,
+                        heartbeat.events,
+                        heartbeat.head,
+                        heartbeat.at,
+                        now,
+                        heartbeat.broken
+                    ],
+                )
+                .map_err(|source| self.fail(source))?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The `chain_hash` of attendance event `event` of a college, if the registry holds it.
+    fn held_chain_hash(&self, bin: &str, event: u64) -> Result<Option<String>, RegistryError> {
+        let body: Option<String> = self
+            .connection
+            .query_row(
+                "SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance' AND record_id = ?2",
+                rusqlite::params![bin, event as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.fail(source))?;
+        Ok(body.and_then(|body| {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|record| record["chain_hash"].as_str().map(str::to_owned))
+        }))
     }
 
     /// The last batch held from `kid`: (seq, hash), (0, "") when none.
@@ -978,4 +1129,71 @@ mod tests {
         assert_eq!(receipt["v"], 1);
         assert_eq!(receipt["seq"], 1);
     }
+}
+
+/// Re-walks the attendance records of `envelope` from the agent's chain head and moves
+/// the head: each record must be the next event and (from format 2) hash to its
+/// `chain_hash`, and every head the agent pinned in a heartbeat within the walk must be
+/// met. A record already held (a duplicate) is skipped.
+fn extend_chain(
+    transaction: &rusqlite::Transaction<'_>,
+    agent: &str,
+    envelope: &BatchEnvelope,
+) -> Result<(), String> {
+    use kasip_core::batch::AttendanceRecord;
+    use kasip_core::chain::{rewalk, ChainHead};
+    let failed = |error: rusqlite::Error| format!("the registry could not read its chain: {error}");
+    let head = transaction
+        .query_row(
+            "SELECT event, hash FROM chain_heads WHERE agent = ?1",
+            [agent],
+            |row| {
+                Ok(ChainHead {
+                    event: row.get::<_, i64>(0)? as u64,
+                    hash: row.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(failed)?
+        .unwrap_or_else(ChainHead::genesis);
+    let records: Vec<AttendanceRecord> = envelope
+        .records
+        .iter()
+        .filter_map(|record| serde_json::from_value(record.clone()).ok())
+        .filter(|record: &AttendanceRecord| record.id > head.event)
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut pinned = transaction
+        .prepare_cached(
+            "SELECT events, head FROM heartbeats WHERE agent = ?1 AND events > ?2 AND events <= ?3",
+        )
+        .map_err(failed)?;
+    let last = records.last().map_or(0, |record| record.id);
+    let pins: Vec<(u64, String)> = pinned
+        .query_map(
+            rusqlite::params![agent, head.event as i64, last as i64],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)),
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(failed)?;
+    let walked = rewalk(&head, &records, envelope.v).map_err(|error| error.to_string())?;
+    for (events, pinned_head) in pins {
+        let held = records.iter().find(|record| record.id == events);
+        if held.is_some_and(|record| record.chain_hash != pinned_head) {
+            return Err(format!(
+                "event {events} does not hash to the head the agent pinned in a heartbeat: history was rewritten after it was pinned"
+            ));
+        }
+    }
+    transaction
+        .execute(
+            "INSERT INTO chain_heads (agent, event, hash) VALUES (?1, ?2, ?3)
+             ON CONFLICT (agent) DO UPDATE SET event = excluded.event, hash = excluded.hash",
+            rusqlite::params![agent, walked.event as i64, walked.hash],
+        )
+        .map_err(failed)?;
+    Ok(())
 }

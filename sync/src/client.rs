@@ -300,6 +300,29 @@ impl RegistryClient {
         Ok(list)
     }
 
+    /// Sends a heartbeat (a JWS signed by the agent's key over `kasip_core::wire::
+    /// Heartbeat`) and returns the registry's clock from its answer.
+    pub async fn heartbeat(&self, jws: &str) -> Result<i64, SyncError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/heartbeats", self.base))
+            .header("content-type", "application/jose")
+            .body(jws.to_owned())
+            .send()
+            .await
+            .map_err(SyncError::Network)?;
+        let (status, text) = read(response).await?;
+        if status != StatusCode::OK {
+            return Err(SyncError::Refused {
+                status: status.as_u16(),
+                message: error_message(&text),
+            });
+        }
+        let answer: kasip_core::wire::HeartbeatAnswer =
+            serde_json::from_str(&text).map_err(SyncError::Answer)?;
+        Ok(answer.registry_time)
+    }
+
     async fn get_signed(&self, key: &DeviceKey, path: &str, now: i64) -> Result<String, SyncError> {
         let authorization = kasip_certs::agent_auth::authorization(key, "GET", path, now)
             .map_err(|error| SyncError::Protocol(error.to_string()))?;

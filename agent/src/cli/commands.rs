@@ -164,6 +164,10 @@ pub struct Status {
     pub latest_schema_version: i64,
     pub key_thumbprint: String,
     pub counts: RosterCounts,
+    /// The agent's time now (Unix seconds), as marks would be stamped.
+    pub clock: i64,
+    /// Whether this build reads `KASIP_UNSAFE_CLOCK_FILE` (never a release build).
+    pub test_clock_build: bool,
 }
 
 pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
@@ -177,6 +181,8 @@ pub fn status(data_dir: &DataDir) -> Result<Status, AgentError> {
         latest_schema_version: latest_version(),
         key_thumbprint: key.thumbprint(),
         counts: RosterCounts::read(&store, settings.local_today())?,
+        clock: crate::clock::from_environment().now_unix(),
+        test_clock_build: crate::clock::TEST_CLOCK_BUILD,
     })
 }
 
@@ -366,12 +372,16 @@ pub fn issue_binding_codes(
         (None, None) => return Err(AgentError::Usage("give an IIN or --group CODE".into())),
     };
     let now = unix_now();
+    let issued_by = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
     let mut codes = Vec::with_capacity(students.len());
     for (student_iin, name) in students {
         let parsed = kasip_core::Iin::parse(&student_iin)
             .map_err(|error| AgentError::Refused(format!("stored IIN {student_iin}: {error}")))?;
-        let code =
-            crate::staff::issue_binding_code(connection, &parsed, now).map_err(staff_failure)?;
+        let code = crate::staff::issue_binding_code(connection, &parsed, &issued_by, now)
+            .map_err(staff_failure)?;
         codes.push((student_iin, code, name));
     }
     store.close()?;

@@ -3,6 +3,7 @@
 //! credential cannot invent attendance), counted once across kiosks, and a room kiosk's
 //! scan goes to `record_mark` for the lesson in that room.
 
+use kasip_core::chain::{EntryKind, MarkEvidence};
 use kasip_core::{MarkMethod, PassError, PassPublicKey, StudentPass};
 use rusqlite::{OptionalExtension, Transaction};
 
@@ -37,6 +38,9 @@ pub enum ScanRefusal {
     FromTheFuture,
     Replayed,
     StudentInactive,
+    /// Scanned longer than `kiosk.max_buffer_hours` before it arrived: a kiosk holds
+    /// scans while the agent is unreachable, not for days (a backdated scan looks so).
+    BufferedTooLong,
 }
 
 impl ScanRefusal {
@@ -50,6 +54,7 @@ impl ScanRefusal {
             Self::FromTheFuture => "pass_from_the_future",
             Self::Replayed => "replayed_pass",
             Self::StudentInactive => "student_inactive",
+            Self::BufferedTooLong => "buffered_too_long",
         }
     }
 
@@ -61,6 +66,7 @@ impl ScanRefusal {
             "pass_from_the_future" => Self::FromTheFuture,
             "replayed_pass" => Self::Replayed,
             "student_inactive" => Self::StudentInactive,
+            "buffered_too_long" => Self::BufferedTooLong,
             _ => Self::Malformed,
         }
     }
@@ -163,6 +169,9 @@ pub(super) fn decide_scan(
     if scan.scanned_at > now + MAX_KIOSK_CLOCK_AHEAD_SECS {
         return refused(ScanRefusal::FromTheFuture);
     }
+    if now - scan.scanned_at > rules.kiosk_max_buffer_secs {
+        return refused(ScanRefusal::BufferedTooLong);
+    }
     match pass.check_fresh(scan.scanned_at, window) {
         Ok(()) => {}
         Err(PassError::FromTheFuture { .. }) => return refused(ScanRefusal::FromTheFuture),
@@ -220,9 +229,9 @@ pub(super) fn decide_scan(
                     chain,
                     scan,
                     &pass,
-                    lesson_id,
-                    starts_at,
+                    (lesson_id, starts_at),
                     rules.late_after_mins,
+                    now,
                 )?,
             }
         }
@@ -233,8 +242,8 @@ pub(super) fn decide_scan(
     };
     transaction
         .prepare_cached(
-            "INSERT INTO kiosk_scans (scan_id, kiosk_id, student_iin, pass_signed_at, scanned_at, received_at, outcome, event_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO kiosk_scans (scan_id, kiosk_id, student_iin, pass_signed_at, scanned_at, received_at, outcome, event_id, pass)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(rusqlite::params![
             scan.scan_id,
@@ -244,7 +253,8 @@ pub(super) fn decide_scan(
             scan.scanned_at,
             now,
             outcome.code(),
-            event_id
+            event_id,
+            scan.pass
         ])?;
     Ok(outcome)
 }
@@ -299,9 +309,9 @@ fn mark_lesson(
     chain: &mut ChainWriter,
     scan: &KioskScan,
     pass: &StudentPass,
-    lesson_id: i64,
-    starts_at: i64,
+    (lesson_id, starts_at): (i64, i64),
     late_after_mins: u32,
+    received_at: i64,
 ) -> rusqlite::Result<ScanOutcome> {
     let recorded = record_mark(
         transaction,
@@ -316,6 +326,13 @@ fn mark_lesson(
                 device_id: format!("kiosk:{}", scan.kiosk.id),
                 token_step: None,
                 lesson_starts_at: starts_at,
+                evidence: MarkEvidence {
+                    kiosk: Some(scan.kiosk.id as u64),
+                    pass: Some(scan.pass.clone()),
+                    scanned_at: Some(scan.scanned_at),
+                    received_at: Some(received_at),
+                    ..MarkEvidence::of(EntryKind::Live)
+                },
             },
         },
     )?;

@@ -43,6 +43,8 @@ pub struct MarkRules {
     pub kiosk_grace_mins: u32,
     /// Largest |scan time − pass signing time| accepted.
     pub pass_window_secs: u32,
+    /// A kiosk scan this long before its arrival is refused.
+    pub kiosk_max_buffer_secs: i64,
     pub coverage: CoverageRules,
     /// What a manual mark that would break the coverage rule needs.
     pub coverage_policy: CoveragePolicy,

@@ -2,6 +2,7 @@
 //! fresh and genuine → student active and in the group → not a repeat → device not used
 //! for another student → `record_mark`.
 
+use kasip_core::chain::{check_in_message, EntryKind, MarkEvidence};
 use kasip_core::{ClassroomToken, Iin, LessonKey, MarkMethod, MarkStatus, TokenError};
 use rusqlite::{OptionalExtension, Transaction};
 
@@ -22,6 +23,9 @@ pub enum Rejection {
     DeviceNotBound,
     DeviceUsedForAnotherStudent,
     StudentInactive,
+    /// The check-in carries no valid signature of the phone's device key (a copied
+    /// cookie, or a phone bound before device keys: it binds again).
+    DeviceUnverified,
 }
 
 impl Rejection {
@@ -36,6 +40,7 @@ impl Rejection {
             Self::DeviceNotBound => "device_not_bound",
             Self::DeviceUsedForAnotherStudent => "device_used_for_another_student",
             Self::StudentInactive => "student_inactive",
+            Self::DeviceUnverified => "device_unverified",
         }
     }
 
@@ -51,6 +56,7 @@ impl Rejection {
                 kasip_core::Text::RejectDeviceUsedForAnotherStudent
             }
             Self::StudentInactive => kasip_core::Text::RejectStudentInactive,
+            Self::DeviceUnverified => kasip_core::Text::RejectDeviceUnverified,
         }
     }
 }
@@ -63,6 +69,10 @@ pub struct PhoneCheckIn {
     pub credential_hash: Option<Vec<u8>>,
     /// Whether the code was typed (`qr_typed`) rather than scanned.
     pub typed: bool,
+    /// What the phone presented (the token's text, or the code as typed) and its device
+    /// signature over `kasip_core::chain::check_in_message(presented)`.
+    pub presented: String,
+    pub device_signature: Option<String>,
     /// When the token was last seen fresh, if earlier than now: a check-in intent from a
     /// phone that had to bind first. Honoured for `INTENT_SECS`.
     pub fresh_at: Option<i64>,
@@ -132,16 +142,26 @@ pub(super) fn decide_phone(
     let Some(credential_hash) = &check_in.credential_hash else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
-    let binding: Option<(String, String)> = transaction
+    let binding: Option<(i64, String, String, Option<Vec<u8>>)> = transaction
         .prepare_cached(
-            "SELECT student_iin, device_id FROM device_bindings
+            "SELECT id, student_iin, device_id, device_key FROM device_bindings
              WHERE credential_hash = ?1 AND revoked_at IS NULL",
         )?
-        .query_row([credential_hash], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([credential_hash], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
         .optional()?;
-    let Some((student_iin, device_id)) = binding else {
+    let Some((binding_id, student_iin, device_id, device_key)) = binding else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
+    // The credential cookie names the binding; only the phone's key proves the phone.
+    let signed = match (&device_key, &check_in.device_signature) {
+        (Some(key), Some(signature)) => device_signature_valid(key, &check_in.presented, signature),
+        _ => false,
+    };
+    if !signed {
+        return Ok(Err(Rejection::DeviceUnverified));
+    }
     let Some(lesson) = open_lesson_at(transaction, token.lesson, now, &rules.lessons)? else {
         // A forged id for a lesson that is not open is still "not open": there is no key
         // to check the tag against, and the student's fix is the same.
@@ -193,6 +213,12 @@ pub(super) fn decide_phone(
             device_id: device_id.clone(),
             token_step: Some(token.step),
             lesson_starts_at: lesson.starts_at,
+            evidence: MarkEvidence {
+                binding: Some(binding_id as u64),
+                presented: Some(check_in.presented.clone()),
+                device_signature: check_in.device_signature.clone(),
+                ..MarkEvidence::of(EntryKind::Live)
+            },
         },
     };
     // A repeat is answered before this check (the same phone scanning twice is fine);
@@ -232,4 +258,16 @@ pub(super) fn decide_phone(
         recorded_at: recorded.recorded_at,
         repeated: recorded.repeated,
     }))
+}
+
+/// Whether `signature` (base64url, ECDSA P-256 SHA-256, r‖s as WebCrypto makes it) is the
+/// device key's over the check-in message of `presented`.
+pub fn device_signature_valid(device_key: &[u8], presented: &str, signature: &str) -> bool {
+    use base64::Engine;
+    let Ok(signature) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, device_key)
+        .verify(check_in_message(presented).as_bytes(), &signature)
+        .is_ok()
 }

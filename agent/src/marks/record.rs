@@ -6,6 +6,7 @@
 //! from its time against the lesson's start (lateness), and a mark for a lesson of a
 //! closed month is filed as an adjustment to that month's statement.
 
+use kasip_core::chain::{EntryKind, MarkEvidence};
 use kasip_core::{Iin, MarkMethod, MarkStatus};
 use rusqlite::{OptionalExtension, Transaction};
 
@@ -22,6 +23,9 @@ pub enum MarkSource {
         /// The classroom token's rotation step (phones and typed codes).
         token_step: Option<u64>,
         lesson_starts_at: i64,
+        /// What the source proves (binding and device signature, or kiosk and pass);
+        /// its entry kind is decided here.
+        evidence: MarkEvidence,
     },
     /// Entered by staff with the status they chose; replaces the latest mark. After the
     /// lesson's window it is a late entry (an admin's, with a reason).
@@ -84,6 +88,7 @@ pub(super) fn record_mark_admitted<Refusal>(
             device_id,
             token_step,
             lesson_starts_at,
+            evidence,
         } => {
             if let Some(earlier) = first_qr_mark(transaction, mark.lesson_id, &iin)? {
                 return Ok(Ok(earlier));
@@ -104,6 +109,7 @@ pub(super) fn record_mark_admitted<Refusal>(
                 marked_by: None,
                 reason: None,
                 corrects: None,
+                evidence,
             }
         }
         MarkSource::Manual {
@@ -126,13 +132,27 @@ pub(super) fn record_mark_admitted<Refusal>(
             marked_by: Some(marked_by),
             reason,
             corrects: latest_mark(transaction, mark.lesson_id, &iin)?,
+            evidence: MarkEvidence::of(if late_entry {
+                EntryKind::LateEntry
+            } else {
+                EntryKind::Live
+            }),
         },
     };
     if let Err(refusal) = admit(transaction)? {
         return Ok(Err(refusal));
     }
+    let mut new_mark = new_mark;
+    let closed_month = closed_month_of(transaction, new_mark.lesson_id)?;
+    if closed_month.is_some() {
+        new_mark.evidence.entry = EntryKind::Adjustment;
+    }
     let event_id = chain.append(transaction, &new_mark)?;
-    file_closed_month_adjustment(transaction, event_id, new_mark.lesson_id)?;
+    if let Some(month) = closed_month {
+        transaction
+            .prepare_cached("INSERT INTO month_adjustments (event_id, month) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![event_id, month])?;
+    }
     Ok(Ok(RecordedMark {
         event_id,
         status: new_mark.status,
@@ -178,18 +198,17 @@ fn latest_mark(
         .query_row(rusqlite::params![lesson_id, iin], |row| row.get(0))
 }
 
-/// A mark for a lesson of a closed month is an adjustment to that month's statement.
-fn file_closed_month_adjustment(
+/// The closed month a lesson belongs to: a mark for it, from any path, is an adjustment
+/// to that month's statement.
+fn closed_month_of(
     transaction: &Transaction<'_>,
-    event_id: i64,
     lesson_id: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Option<String>> {
     transaction
         .prepare_cached(
-            "INSERT INTO month_adjustments (event_id, month)
-             SELECT ?1, mc.month FROM lessons l JOIN month_closes mc ON mc.month = substr(l.date, 1, 7)
-             WHERE l.id = ?2",
+            "SELECT mc.month FROM lessons l JOIN month_closes mc ON mc.month = substr(l.date, 1, 7)
+             WHERE l.id = ?1",
         )?
-        .execute(rusqlite::params![event_id, lesson_id])?;
-    Ok(())
+        .query_row([lesson_id], |row| row.get(0))
+        .optional()
 }

@@ -529,6 +529,57 @@ CREATE TABLE closed_month_students (
 ) WITHOUT ROWID;
 "#,
     },
+    Migration {
+        version: 10,
+        description: "evidence the registry can check: mark evidence, device keys, binding provenance, the registry's clock and policy, site address events",
+        sql: r#"
+-- Batch format 2: what each mark's source knew (canonical JSON), hashed into the chain
+-- with the row. Rows from before have none and hash as they always did.
+ALTER TABLE attendance_events ADD COLUMN evidence TEXT;
+-- The pass as the student's phone signed it: a kiosk mark's evidence.
+ALTER TABLE kiosk_scans ADD COLUMN pass TEXT;
+-- A phone's device key: an ECDSA P-256 public key (uncompressed point) made by the
+-- browser at binding, non-extractable; every check-in is signed by it. Bindings from
+-- before have none and must bind again. Who issued the code, when, and where the phone
+-- bound from travel to the registry with the binding.
+ALTER TABLE device_bindings ADD COLUMN device_key BLOB;
+ALTER TABLE device_bindings ADD COLUMN code_issued_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE device_bindings ADD COLUMN code_issued_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE device_bindings ADD COLUMN client TEXT NOT NULL DEFAULT '';
+ALTER TABLE device_bindings ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
+ALTER TABLE binding_codes ADD COLUMN issued_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE binding_codes ADD COLUMN issued_at INTEGER NOT NULL DEFAULT 0;
+-- The registry's time in its latest answer, and the agent's when it arrived: `doctor`
+-- compares the agent's clock with it.
+CREATE TABLE registry_clock (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    registry_time INTEGER NOT NULL,
+    agent_time    INTEGER NOT NULL
+);
+-- The national policy as the registry signed it (thresholds, licensed addresses),
+-- cached for offline work.
+CREATE TABLE registry_policy (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    jws        TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL
+);
+-- A site's address is versioned: each change is an event, synced, never an overwrite.
+CREATE TABLE site_address_events (
+    id       INTEGER PRIMARY KEY,
+    site_id  INTEGER NOT NULL REFERENCES sites(id),
+    address  TEXT NOT NULL,
+    previous TEXT,
+    at       INTEGER NOT NULL,
+    source   TEXT NOT NULL
+);
+CREATE TRIGGER site_address_events_no_update BEFORE UPDATE ON site_address_events
+BEGIN SELECT RAISE(ABORT, 'site address events are append-only'); END;
+CREATE TRIGGER site_address_events_no_delete BEFORE DELETE ON site_address_events
+BEGIN SELECT RAISE(ABORT, 'site address events are append-only'); END;
+INSERT INTO site_address_events (site_id, address, previous, at, source)
+    SELECT id, address, NULL, 0, 'before versioning' FROM sites WHERE address != '';
+"#,
+    },
 ];
 
 /// The schema version this build writes.

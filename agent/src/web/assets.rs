@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 /// Every page's style.
 pub const STYLE: &str = include_str!("assets/style.css");
-/// Posts a scanned code's check-in at once.
+/// The phone's device key: made at binding, signs every check-in.
 pub const CHECKIN: &str = include_str!("assets/checkin.js");
 /// The projector's code, fetched every second.
 pub const DISPLAY: &str = include_str!("assets/display.js");

@@ -35,29 +35,44 @@ struct BindPage<'a> {
     lang: Lang,
     csrf: String,
     intent: Option<&'a str>,
+    /// The token the phone presented before binding: its script signs it, so the
+    /// check-in completes with the binding.
+    token: Option<String>,
     notice: Option<Text>,
 }
 
 /// The binding form as a page with `status`, an optional notice above it, and a fresh
 /// double-submit CSRF token (cookie + hidden field).
 fn bind_page(
+    state: &AppState,
     status: StatusCode,
     lang: Lang,
     intent: Option<&str>,
     notice: Option<Text>,
-    secure: bool,
 ) -> Response {
     let csrf = random_token(24).unwrap_or_default();
+    let token = intent.and_then(|intent| {
+        state
+            .intents
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(intent)
+            .map(|(token, _)| token.to_string())
+    });
     let page = render(
         status,
         &BindPage {
             lang,
             csrf: csrf.clone(),
             intent,
+            token,
             notice,
         },
     );
-    with_cookie(page, set_cookie(BIND_CSRF_COOKIE, &csrf, 3600, secure))
+    with_cookie(
+        page,
+        set_cookie(BIND_CSRF_COOKIE, &csrf, 3600, state.secure_cookies),
+    )
 }
 
 #[derive(Deserialize)]
@@ -70,13 +85,7 @@ pub async fn bind_form(
     PageLang(lang): PageLang,
     Query(query): Query<IntentQuery>,
 ) -> Response {
-    bind_page(
-        StatusCode::OK,
-        lang,
-        query.intent.as_deref(),
-        None,
-        state.secure_cookies,
-    )
+    bind_page(&state, StatusCode::OK, lang, query.intent.as_deref(), None)
 }
 
 #[derive(Deserialize)]
@@ -86,6 +95,12 @@ pub struct BindForm {
     intent: Option<String>,
     #[serde(default)]
     csrf: String,
+    /// The phone's device public key (base64url raw P-256), made by its browser.
+    #[serde(default)]
+    device_key: String,
+    /// With an intent: the device signature over the intent's token.
+    #[serde(default)]
+    device_signature: Option<String>,
 }
 
 pub async fn bind(
@@ -98,11 +113,11 @@ pub async fn bind(
     let now = state.now();
     let refuse = |status, notice| {
         Ok(bind_page(
+            &state,
             status,
             lang,
             form.intent.as_deref(),
             Some(notice),
-            state.secure_cookies,
         ))
     };
     if !double_submit_ok(&headers, BIND_CSRF_COOKIE, state.secure_cookies, &form.csrf) {
@@ -122,7 +137,21 @@ pub async fn bind(
         return refuse(StatusCode::TOO_MANY_REQUESTS, Text::ThrottleWait)
             .map(|page| throttled(page, wait));
     }
-    let existing_device = cookie(&headers, DEVICE_COOKIE, state.secure_cookies);
+    let request = crate::phones::BindingRequest {
+        device_key: {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(form.device_key.trim())
+                .unwrap_or_default()
+        },
+        existing_device: cookie(&headers, DEVICE_COOKIE, state.secure_cookies),
+        client: client.as_str().to_owned(),
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|agent| agent.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
     let code = form.code.trim().to_uppercase();
     let iin_text = form.iin.trim().to_owned();
     let outcome = state
@@ -130,17 +159,13 @@ pub async fn bind(
             let Ok(iin) = Iin::parse(&iin_text) else {
                 return Ok(BindOutcome::BadIin);
             };
-            crate::phones::bind(
-                store.connection(),
-                &iin,
-                &code,
-                existing_device,
-                client.as_str(),
-                now,
-            )
-            .map_err(|error| match error {
-                crate::phones::BindError::Sqlite(source) => AgentError::from(store.error(source)),
-                crate::phones::BindError::Random(error) => AgentError::Random(error),
+            crate::phones::bind(store.connection(), &iin, &code, request, now).map_err(|error| {
+                match error {
+                    crate::phones::BindError::Sqlite(source) => {
+                        AgentError::from(store.error(source))
+                    }
+                    crate::phones::BindError::Random(error) => AgentError::Random(error),
+                }
             })
         })
         .await
@@ -152,13 +177,14 @@ pub async fn bind(
                 &state,
                 lang,
                 now,
-                form.intent.as_deref(),
+                (form.intent.as_deref(), form.device_signature),
                 credential,
                 device,
                 peer,
             )
             .await);
         }
+        BindOutcome::NoDeviceKey => (StatusCode::BAD_REQUEST, Text::BindNoDeviceKey),
         BindOutcome::BadIin => (StatusCode::BAD_REQUEST, Text::BindBadIin),
         BindOutcome::WrongCode => (StatusCode::FORBIDDEN, Text::BindWrongCode),
         BindOutcome::Locked => (StatusCode::TOO_MANY_REQUESTS, Text::BindLocked),
@@ -182,7 +208,7 @@ async fn finish_binding(
     state: &AppState,
     lang: Lang,
     now: i64,
-    intent: Option<&str>,
+    (intent, device_signature): (Option<&str>, Option<String>),
     credential: String,
     device: String,
     peer: std::net::IpAddr,
@@ -198,6 +224,8 @@ async fn finish_binding(
     let response = match intent {
         Some((token, seen_at)) => {
             let check_in = PhoneCheckIn {
+                presented: token.to_string(),
+                device_signature,
                 token: Ok(token),
                 credential_hash: Some(secret_hash(&credential)),
                 typed: false,
@@ -247,7 +275,15 @@ pub async fn check_in(
     PageLang(lang): PageLang,
     PeerAddress(peer): PeerAddress,
     headers: HeaderMap,
+    axum::extract::RawForm(body): axum::extract::RawForm,
 ) -> Response {
+    // The page's script posts `device_signature=<base64url>`: no other field, and
+    // base64url needs no percent-decoding (anything else fails verification).
+    let device_signature = std::str::from_utf8(&body).ok().and_then(|body| {
+        body.split('&')
+            .find_map(|pair| pair.strip_prefix("device_signature="))
+            .map(str::to_owned)
+    });
     let token = ClassroomToken::parse(&token_text);
     let credential_hash = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies)
         .map(|credential| secret_hash(&credential));
@@ -260,6 +296,8 @@ pub async fn check_in(
     }
     let check_in = PhoneCheckIn {
         token,
+        presented: token_text,
+        device_signature,
         credential_hash,
         typed: false,
         fresh_at: None,
@@ -302,11 +340,11 @@ async fn offer_binding(state: &AppState, lang: Lang, token: ClassroomToken) -> O
         .insert(intent.clone(), (token, now));
     // Not a security event: an unbound phone with a fresh code is a student's first scan.
     Some(bind_page(
+        state,
         StatusCode::FORBIDDEN,
         lang,
         Some(&intent),
         Some(Text::RejectDeviceNotBound),
-        state.secure_cookies,
     ))
 }
 
@@ -318,6 +356,7 @@ fn rejection_status(rejection: Rejection) -> StatusCode {
         Rejection::ForgedToken
         | Rejection::NotInGroup
         | Rejection::DeviceNotBound
+        | Rejection::DeviceUnverified
         | Rejection::DeviceUsedForAnotherStudent
         | Rejection::StudentInactive => StatusCode::FORBIDDEN,
     }
@@ -336,7 +375,10 @@ async fn answer_check_in(state: &AppState, lang: Lang, check_in: PhoneCheckIn) -
                     .id("reason")
                     .reason(rejection.kind())],
             );
-            let page = if rejection == Rejection::DeviceNotBound {
+            let page = if matches!(
+                rejection,
+                Rejection::DeviceNotBound | Rejection::DeviceUnverified
+            ) {
                 page.link("/bind", lang.text(Text::BindTitle))
             } else {
                 page
@@ -422,6 +464,9 @@ pub async fn typed_form(PageLang(lang): PageLang) -> Response {
 #[derive(Deserialize)]
 pub struct TypedForm {
     code: String,
+    /// The device signature over the code as typed.
+    #[serde(default)]
+    device_signature: Option<String>,
 }
 
 pub async fn typed_check_in(
@@ -465,6 +510,7 @@ pub async fn typed_check_in(
             ),
         )
     };
+    let presented = form.code.clone();
     let Some(code) = normalise_typed_code(&form.code) else {
         state.throttle.failure(&phone_key, now);
         state.throttle.failure(&address_key, now);
@@ -494,6 +540,8 @@ pub async fn typed_check_in(
     };
     let check_in = PhoneCheckIn {
         token: Ok(token),
+        presented,
+        device_signature: form.device_signature,
         credential_hash,
         typed: true,
         fresh_at: None,
@@ -514,6 +562,7 @@ mod tests {
             lang,
             csrf: String::new(),
             intent: Some(hostile::TEXT),
+            token: Some(hostile::TEXT.into()),
             notice: Some(Text::BindWrongCode),
         };
         hostile::assert_escaped(&bind.render().expect("bind"));

@@ -778,8 +778,16 @@ pub async fn issue_binding_code(
         ));
     };
     let now = state.now();
+    let issued_by = staff.member.login.clone();
     let issued = state
-        .with_db(move |store| Ok(accounts::issue_binding_code(store.connection(), &iin, now)))
+        .with_db(move |store| {
+            Ok(accounts::issue_binding_code(
+                store.connection(),
+                &iin,
+                &issued_by,
+                now,
+            ))
+        })
         .await
         .or_failure(lang)?;
     match issued {
