@@ -605,7 +605,7 @@ impl Uploader {
             client: None,
             checkpoint_checked: false,
             next_pull_at: 0,
-            next_heartbeat_at: 0,
+            next_heartbeat_at: None,
         };
         loop {
             let wait = match self.step(&mut session).await {
@@ -653,8 +653,11 @@ impl Uploader {
             }
         }
         let now = self.now();
-        if now >= session.next_heartbeat_at || now < session.next_heartbeat_at - 300 {
-            session.next_heartbeat_at = now + self.settings.sync.heartbeat_secs;
+        let instant = std::time::Instant::now();
+        if session.next_heartbeat_at.is_none_or(|at| instant >= at) {
+            session.next_heartbeat_at = Some(
+                instant + Duration::from_secs(self.settings.sync.heartbeat_secs.unsigned_abs()),
+            );
             if let Err(error) = self.heartbeat(client).await {
                 tracing::warn!(error = %crate::error::report(&error), "heartbeat failed; will try again at the next interval");
             }
@@ -677,7 +680,9 @@ struct Session {
     client: Option<RegistryClient>,
     checkpoint_checked: bool,
     next_pull_at: i64,
-    next_heartbeat_at: i64,
+    /// A cadence, not evidence: measured on the monotonic clock, so a clock stepped (or a
+    /// test clock held still) neither stops nor floods heartbeats.
+    next_heartbeat_at: Option<std::time::Instant>,
 }
 
 /// What `sync --now` did.

@@ -14,8 +14,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
-    csrf_of, lesson_start_plus_one_minute, reason_of, tls_connect, College, PASSWORD, TEACHER_A,
-    TEACHER_B,
+    csrf_of, lesson_start_plus_one_minute, reason_of, tls_connect, College, Phone, PASSWORD,
+    TEACHER_A, TEACHER_B,
 };
 use kasip_tests::browser_in;
 use kasip_tests::reqwest::blocking::{Client, Response};
@@ -37,10 +37,23 @@ fn english(college: &College) -> Client {
 }
 
 /// A phone bound to `iin` that reads pages in English.
-fn phone(college: &College, iin: &str) -> Client {
-    let phone = english(college);
+fn phone(college: &College, iin: &str) -> Phone {
+    let phone = Phone {
+        client: english(college),
+        key: std::sync::Arc::new(kasip_tests::PhoneKey::new()),
+    };
     college.bind(&phone, iin);
     phone
+}
+
+/// A scan posted as the phone's page does: signed by its device key.
+fn scan(phone: &Phone, url: &str) -> Response {
+    let token = url.rsplit('/').next().unwrap_or_default();
+    phone
+        .post(url)
+        .form(&[("device_signature", phone.key.sign(token))])
+        .send()
+        .expect("post")
 }
 
 /// A signed-in staff browser reading English.
@@ -74,14 +87,14 @@ fn forged_token() {
     };
     let forged = format!("{}{flipped}{}", &url[..tag_start], &url[tag_start + 1..]);
     let body = assert_refused(
-        post(&phone, &forged),
+        scan(&phone, &forged),
         403,
         "This code is not valid: it was not made by the college's agent.",
     );
     assert_eq!(reason_of(&body), "forged_token");
     // Garbage where the token goes never reaches the database as one.
     let body = assert_refused(
-        post(&phone, &college.url("/c/1.2.3%27;DROP%20TABLE%20students")),
+        scan(&phone, &college.url("/c/1.2.3%27;DROP%20TABLE%20students")),
         400,
         "This is not a classroom code.",
     );
@@ -99,7 +112,7 @@ fn token_from_another_lesson() {
     let phone = phone(&college, &college.group_a[0]);
     let before = college.recorded();
     let body = assert_refused(
-        post(&phone, &other_room),
+        scan(&phone, &other_room),
         403,
         "You are not in this lesson's group.",
     );
@@ -117,7 +130,7 @@ fn stale_token() {
     // Two 10-second steps after the code was shown.
     college.set_clock(lesson_start_plus_one_minute() + 20);
     let body = assert_refused(
-        post(&phone, &url),
+        scan(&phone, &url),
         410,
         "This code has expired. Scan the code on the screen now.",
     );
@@ -158,12 +171,12 @@ fn one_device_for_two_students() {
     let college = College::new(3);
     let url = open_lesson_a(&college);
     let shared = phone(&college, &college.group_a[0]);
-    assert_eq!(post(&shared, &url).status(), 200);
+    assert_eq!(scan(&shared, &url).status(), 200);
     // The same phone is rebound to a classmate, who tries to check in with it too.
     college.bind(&shared, &college.group_a[1]);
     let before = college.recorded();
     let body = assert_refused(
-        post(&shared, &url),
+        scan(&shared, &url),
         403,
         "Another student has already checked in to this lesson from this phone.",
     );
@@ -183,6 +196,14 @@ fn from(college: &College, last: u8) -> Client {
         "en",
         std::net::IpAddr::from([127, 0, 0, last]),
     )
+}
+
+/// A phone at another loopback source address.
+fn phone_from(college: &College, last: u8) -> Phone {
+    Phone {
+        client: from(college, last),
+        key: std::sync::Arc::new(kasip_tests::PhoneKey::new()),
+    }
 }
 
 const SLOW_DOWN: &str = "Too many wrong tries from this device. Wait a little before the next one.";
@@ -205,7 +226,7 @@ fn brute_force_of_binding_codes_slows_the_guesser_not_the_student() {
     let iin = college.group_a[0].clone();
     let code = college.issue_code(&iin);
     let before = college.recorded();
-    let attacker = from(&college, 2);
+    let attacker = phone_from(&college, 2);
     for guess in ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "DDDDDDDD", "EEEEEEEE"] {
         assert_refused(
             college.post_bind(&attacker, &iin, guess, None),
@@ -223,7 +244,7 @@ fn brute_force_of_binding_codes_slows_the_guesser_not_the_student() {
         1
     );
     // The student, on their own phone, binds with their code: the guesser locked nobody.
-    let student = from(&college, 1);
+    let student = phone_from(&college, 1);
     assert_eq!(college.post_bind(&student, &iin, &code, None).status(), 200);
 }
 
@@ -250,7 +271,7 @@ fn sign_in_attempt(college: &College, client: &Client, login: &str, password: &s
 fn brute_force_of_staff_passwords_slows_the_guesser_not_the_teacher() {
     let college = College::new(3);
     let before = college.recorded();
-    let attacker = from(&college, 2);
+    let attacker = phone_from(&college, 2);
     for guess in ["123456", "password", "qwerty", "Almaty2026", "letmein"] {
         assert_refused(
             sign_in_attempt(&college, &attacker, TEACHER_A, guess),
@@ -529,7 +550,7 @@ fn a_twenty_megabyte_request_body() {
     );
     college.recorded().assert_unchanged_since(&before);
     // The phone itself still checks in.
-    assert_eq!(post(&phone, &url).status(), 200);
+    assert_eq!(scan(&phone, &url).status(), 200);
 }
 
 /// Sends `head` and then up to `length` bytes of body (chunked if the head says so) as
@@ -688,7 +709,7 @@ fn slow_clients_cannot_hold_connections_or_starve_others() {
     let before = college.marks();
     for iin in &college.group_a {
         let phone = phone(&college, iin);
-        assert_eq!(post(&phone, &url).status(), 200, "{iin} checks in");
+        assert_eq!(scan(&phone, &url).status(), 200, "{iin} checks in");
     }
     assert_eq!(college.marks(), before + college.group_a.len() as i64);
     let mut longest = Duration::ZERO;
@@ -937,7 +958,7 @@ fn check_ins_stop_at_the_window_even_when_the_clock_steps_back() {
     // but the lesson takes nothing.
     college.set_clock(lesson_start_plus_one_minute() - 16 * 60);
     let before = college.recorded();
-    assert_refused(post(&phone, &url), 409, "This lesson is not open.");
+    assert_refused(scan(&phone, &url), 409, "This lesson is not open.");
     college.recorded().assert_unchanged_since(&before);
     // 10:46, one minute past end + grace: nothing, and the CLI cannot reopen it.
     college.set_clock(lesson_start_plus_one_minute() + 105 * 60);
@@ -1165,7 +1186,14 @@ fn typed_code_guessing_is_slowed_and_logged_as_one_row() {
         .as_str()
         .expect("code")
         .to_owned();
-    let response = type_code(&college, &student, &code);
+    let response = student
+        .post(college.url("/c"))
+        .form(&[
+            ("code", code.as_str()),
+            ("device_signature", &student.key.sign(&code)),
+        ])
+        .send()
+        .expect("typed");
     assert_eq!(
         response.status(),
         200,
@@ -1295,7 +1323,7 @@ fn binding_answers_alike_whether_or_not_the_student_has_a_code() {
     let without_code = college.group_a[1].clone();
     college.issue_code(&with_code);
     let answer = |iin: &str, last: u8| {
-        let response = college.post_bind(&from(&college, last), iin, "AAAAAAAA", None);
+        let response = college.post_bind(&phone_from(&college, last), iin, "AAAAAAAA", None);
         let status = response.status().as_u16();
         let body = response.text().expect("body");
         // The page up to its fresh CSRF token.

@@ -9,7 +9,6 @@ use std::fs;
 use common::{
     check_in, lesson_start_plus_one_minute, reason_of, College, AGENT, TEACHER_A, TEACHER_B,
 };
-use kasip_tests::reqwest::blocking::Client;
 use kasip_tests::{browser, run_with, text};
 
 #[test]
@@ -110,7 +109,7 @@ fn an_unbound_phone_binds_and_its_scan_still_counts_after_the_code_rotates() {
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
     let url = college.shown_url(&teacher, college.lesson_a);
-    let phone = browser(&college.dir.path());
+    let phone = college.phone();
     let (status, body) = check_in(&phone, &url);
     assert_eq!(status, 403, "{body}");
     assert!(
@@ -136,7 +135,7 @@ fn an_unbound_phone_binds_and_its_scan_still_counts_after_the_code_rotates() {
     assert_eq!(college.marks(), 1);
     // An unbound phone with an expired code gets a refusal, not an intent.
     college.set_clock(lesson_start_plus_one_minute() + 120);
-    let (status, body) = check_in(&browser(&college.dir.path()), &url);
+    let (status, body) = check_in(&college.phone(), &url);
     assert_eq!(status, 403, "{body}");
     assert_eq!(reason_of(&body), "device_not_bound");
     assert_eq!(college.security_events("device_not_bound"), 1);
@@ -294,10 +293,10 @@ fn five_hundred_phones_checking_in_at_once_make_exactly_five_hundred_marks() {
         })
         .collect();
     assert_eq!(codes.len(), 500);
-    let phones: Vec<Client> = codes
+    let phones: Vec<common::Phone> = codes
         .iter()
         .map(|(iin, code)| {
-            let phone = browser(&college.dir.path());
+            let phone = college.phone();
             assert_eq!(college.post_bind(&phone, iin, code, None).status(), 200);
             phone
         })

@@ -17,7 +17,6 @@ use common::registry::{
     agent_run, assert_one_for_one, drained, enrol, quick_college, wait_for, Registry,
 };
 use common::{College, TEACHER_A};
-use kasip_tests::reqwest::blocking::Client;
 use kasip_tests::text;
 
 const STUDENTS: usize = 160;
@@ -85,7 +84,7 @@ fn sigkill_under_check_in_load_loses_no_answered_mark_and_counts_none_twice() {
     let registry = Registry::new(&college, &[]);
     enrol(&college, &registry);
     let lessons = college.more_lessons(cycles);
-    let phones: Arc<Vec<(String, Client)>> = Arc::new(
+    let phones: Arc<Vec<(String, common::Phone)>> = Arc::new(
         college
             .group_a
             .iter()

@@ -799,10 +799,7 @@ fn hostile_kiosk_and_pass_requests_are_refused_and_change_nothing() {
         1
     );
     // Rebinding the phone replaces the key: the kiosk list no longer carries it.
-    college.bind(
-        &kasip_tests::browser(&college.dir.path()),
-        &college.group_a[0],
-    );
+    college.bind(&college.phone(), &college.group_a[0]);
     assert_eq!(
         college.count("SELECT COUNT(*) FROM pass_keys WHERE replaced_at IS NULL"),
         0
@@ -989,4 +986,51 @@ fn the_pass_page_in_chromium_is_read_and_accepted_by_the_kiosk() {
         "{lines:?}"
     );
     assert_eq!(kiosk_marks(&college), 1);
+}
+
+/// The attack table's "backdated kiosk scan" row: with a kiosk's own credential, an admin
+/// posted a scan hours before it arrived. A kiosk buffers while the agent is
+/// unreachable, not for days: past `kiosk.max_buffer_hours` the scan is refused. A scan
+/// taken carries its evidence (kiosk, pass, scanned and received times) in the chain.
+#[test]
+fn a_backdated_kiosk_scan_is_refused_and_a_taken_one_carries_its_evidence() {
+    let college = College::with_config(3, |config| {
+        config.replace("max_buffer_hours = 24", "max_buffer_hours = 4")
+    });
+    let alice = college.group_a[0].clone();
+    let alice_key = student_with_pass(&college, &alice);
+    let door = Kiosk::enrol(&college, &["--room", "101"]);
+    let credential = credential_of(&door);
+    let scan =
+        |id: &str, text: &str, at: i64| json!([{ "id": id, "pass": text, "scanned_at": at }]);
+    let five_hours_ago = now() - 5 * 3600;
+    let backdated = pass(&alice_key, &alice, five_hours_ago);
+    let (status, body) = upload(
+        &college,
+        &credential,
+        scan("old-1", &backdated, five_hours_ago),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["outcome"], "refused", "{body}");
+    assert_eq!(body["results"][0]["reason"], "buffered_too_long");
+    assert_eq!(college.marks(), 0);
+    assert_eq!(college.security_events("kiosk_buffered_too_long"), 1);
+
+    let fresh = pass(&alice_key, &alice, now());
+    let (_, body) = upload(&college, &credential, scan("new-1", &fresh, now() - 2));
+    assert_eq!(body["results"][0]["outcome"], "marked", "{body}");
+    let evidence: String = college
+        .db()
+        .query_row(
+            "SELECT evidence FROM attendance_events WHERE method = 'qr_kiosk'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("evidence");
+    let evidence: Value = serde_json::from_str(&evidence).expect("json");
+    assert_eq!(evidence["entry"], "live");
+    assert_eq!(evidence["kiosk"], 1);
+    assert_eq!(evidence["pass"], fresh.as_str());
+    assert_eq!(evidence["scanned_at"], now() - 2);
+    assert_eq!(evidence["received_at"], now());
 }

@@ -88,7 +88,7 @@ fn mixed_load_keeps_memory_open_files_and_latency_steady() {
     let lessons = college.more_lessons(lessons_needed);
     let pid = college.server.pid();
     let (_, idle_fds) = sample(pid);
-    let phones: Vec<(String, Client)> = college
+    let phones: Vec<(String, common::Phone)> = college
         .group_a
         .iter()
         .map(|iin| (iin.clone(), college.bound_phone(iin)))

@@ -394,3 +394,49 @@ impl Default for TempDataDir {
 pub use reqwest;
 pub mod frames;
 pub mod webdriver;
+
+/// A phone's device key, as a phone's browser makes it at binding (ECDSA P-256, the
+/// public half registered raw), signing check-ins as the page's script does.
+pub struct PhoneKey {
+    key: ring::signature::EcdsaKeyPair,
+}
+
+impl PhoneKey {
+    pub fn new() -> Self {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let random = ring::rand::SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random).expect("key");
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &random)
+                .expect("key");
+        Self { key }
+    }
+
+    /// The public key as the binding form sends it: base64url of the raw point.
+    pub fn public_key(&self) -> String {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.public_key().as_ref())
+    }
+
+    /// The device signature over what the phone presented (the scanned token, or the
+    /// code typed): base64url of r‖s over `KC1.<presented>`.
+    pub fn sign(&self, presented: &str) -> String {
+        use base64::Engine;
+        let signature = self
+            .key
+            .sign(
+                &ring::rand::SystemRandom::new(),
+                format!("KC1.{presented}").as_bytes(),
+            )
+            .expect("sign");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature.as_ref())
+    }
+}
+
+impl Default for PhoneKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}

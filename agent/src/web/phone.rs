@@ -275,7 +275,7 @@ pub async fn check_in(
     PageLang(lang): PageLang,
     PeerAddress(peer): PeerAddress,
     headers: HeaderMap,
-    axum::extract::RawForm(body): axum::extract::RawForm,
+    body: axum::body::Bytes,
 ) -> Response {
     // The page's script posts `device_signature=<base64url>`: no other field, and
     // base64url needs no percent-decoding (anything else fails verification).

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kasip_core::{Date, Iin, Sex};
 use kasip_tests::reqwest::blocking::Client;
-use kasip_tests::{browser, run_with, text, Server, TempDataDir};
+use kasip_tests::{browser, run_with, text, PhoneKey, Server, TempDataDir};
 use serde_json::Value;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
@@ -345,31 +345,55 @@ impl College {
         response.json().expect("json")
     }
 
+    /// A new phone: a browser with its device key, not bound yet.
+    pub fn phone(&self) -> Phone {
+        Phone {
+            client: browser(&self.dir.path()),
+            key: Arc::new(PhoneKey::new()),
+        }
+    }
+
     /// A phone bound to `iin` with a code from `student issue-code`.
-    pub fn bound_phone(&self, iin: &str) -> Client {
-        let phone = browser(&self.dir.path());
+    pub fn bound_phone(&self, iin: &str) -> Phone {
+        let phone = self.phone();
         self.bind(&phone, iin);
         phone
     }
 
-    /// Loads the binding form (its CSRF cookie and field) and posts it as a phone does.
+    /// Loads the binding form (its CSRF cookie and field) and posts it as a phone's page
+    /// does: with the device key, and, for an intent, the device signature over the
+    /// token the page names.
     pub fn post_bind(
         &self,
-        phone: &Client,
+        phone: &Phone,
         iin: &str,
         code: &str,
         intent: Option<&str>,
     ) -> kasip_tests::reqwest::blocking::Response {
+        let path = match intent {
+            Some(intent) => format!("/bind?intent={intent}"),
+            None => "/bind".into(),
+        };
         let form = phone
-            .get(self.url("/bind"))
+            .get(self.url(&path))
             .send()
             .expect("bind form")
             .text()
             .expect("body");
         let csrf = csrf_of(&form);
-        let mut fields = vec![("iin", iin), ("code", code), ("csrf", csrf.as_str())];
+        let device_key = phone.key.public_key();
+        let signature = attribute(&form, "data-token").map(|token| phone.key.sign(&token));
+        let mut fields = vec![
+            ("iin", iin),
+            ("code", code),
+            ("csrf", csrf.as_str()),
+            ("device_key", device_key.as_str()),
+        ];
         if let Some(intent) = intent {
             fields.push(("intent", intent));
+        }
+        if let Some(signature) = &signature {
+            fields.push(("device_signature", signature));
         }
         phone
             .post(self.url("/bind"))
@@ -378,7 +402,7 @@ impl College {
             .expect("bind")
     }
 
-    pub fn bind(&self, phone: &Client, iin: &str) {
+    pub fn bind(&self, phone: &Phone, iin: &str) {
         let code = self.issue_code(iin);
         let response = self.post_bind(phone, iin, &code, None);
         assert_eq!(
@@ -436,9 +460,44 @@ impl Recorded {
 
 pub use kasip_tests::csrf_of;
 
-/// POSTs the scanned URL as the phone's page does; returns status and body.
-pub fn check_in(phone: &Client, url: &str) -> (u16, String) {
-    let response = phone.post(url).send().expect("check in");
+/// A student's phone: its browser (cookies) and the device key its pages keep.
+#[derive(Clone)]
+pub struct Phone {
+    pub client: Client,
+    pub key: Arc<PhoneKey>,
+}
+
+impl std::ops::Deref for Phone {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The value of the first `name="…"` attribute in `html`.
+pub fn attribute(html: &str, name: &str) -> Option<String> {
+    let start = html.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = start + html[start..].find('"')?;
+    Some(kasip_tests::page_text(&html[start..end]))
+}
+
+/// POSTs the scanned URL as the phone's page does, signed by the phone's device key;
+/// returns status and body.
+pub fn check_in(phone: &Phone, url: &str) -> (u16, String) {
+    let token = url.rsplit('/').next().unwrap_or_default();
+    let response = phone
+        .post(url)
+        .form(&[("device_signature", phone.key.sign(token))])
+        .send()
+        .expect("check in");
+    (response.status().as_u16(), response.text().expect("body"))
+}
+
+/// POSTs the scanned URL as a client without the device key would (a copied cookie):
+/// no signature.
+pub fn check_in_unsigned(client: &Client, url: &str) -> (u16, String) {
+    let response = client.post(url).send().expect("check in");
     (response.status().as_u16(), response.text().expect("body"))
 }
 

@@ -1,0 +1,366 @@
+//! Evidence the registry can check, attacked as a dishonest admin with root would: a
+//! copied phone cookie, a row slipped into the log, history rewritten (synced, or only
+//! pinned by a heartbeat), marks for a closed month. Each runs the real agent and the
+//! reference registry on loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::registry::*;
+use common::{check_in, check_in_unsigned, reason_of, College, TEACHER_A};
+use kasip_core::chain::ChainRow;
+use serde_json::Value;
+
+/// The registry's findings of `kind`.
+fn findings(registry: &Registry, kind: &str) -> i64 {
+    registry.count(&format!(
+        "SELECT COUNT(*) FROM findings WHERE kind = '{kind}'"
+    ))
+}
+
+fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What root with a script does: moves event `event`'s time by a minute (the tally does
+/// not change), then recomputes every later hash so the local chain verifies again.
+fn rewrite_history(college: &College, event: i64) {
+    let db = college.db();
+    db.execute_batch("DROP TRIGGER attendance_events_no_update")
+        .expect("drop trigger");
+    db.execute(
+        "UPDATE attendance_events SET recorded_at = recorded_at - 60 WHERE id = ?1",
+        [event],
+    )
+    .expect("rewrite");
+    let rows: Vec<RowFields> = db
+        .prepare(
+            "SELECT id, lesson_id, student_iin, status, method, recorded_at, device_id, token_step,
+                    marked_by, reason, corrects, evidence, prev_hash
+             FROM attendance_events WHERE id >= ?1 ORDER BY id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([event], |row| {
+                    Ok(RowFields {
+                        id: row.get(0)?,
+                        lesson_id: row.get(1)?,
+                        student_iin: row.get(2)?,
+                        status: row.get(3)?,
+                        method: row.get(4)?,
+                        recorded_at: row.get(5)?,
+                        device_id: row.get(6)?,
+                        token_step: row.get(7)?,
+                        marked_by: row.get(8)?,
+                        reason: row.get(9)?,
+                        corrects: row.get(10)?,
+                        evidence: row.get(11)?,
+                        prev_hash: row.get(12)?,
+                    })
+                })?
+                .collect()
+        })
+        .expect("rows");
+    let mut prev = rows[0].prev_hash.clone();
+    for row in rows {
+        let hash = ChainRow {
+            id: row.id,
+            lesson_id: row.lesson_id,
+            student_iin: &row.student_iin,
+            status: &row.status,
+            method: &row.method,
+            recorded_at: row.recorded_at,
+            device_id: row.device_id.as_deref(),
+            token_step: row.token_step.map(|step| step as u64),
+            marked_by: row.marked_by.as_deref(),
+            reason: row.reason.as_deref(),
+            corrects: row.corrects,
+            evidence: row.evidence.as_deref(),
+        }
+        .hash(&prev);
+        db.execute(
+            "UPDATE attendance_events SET prev_hash = ?1, row_hash = ?2 WHERE id = ?3",
+            rusqlite::params![prev, hash.to_vec(), row.id],
+        )
+        .expect("rehash");
+        prev = hash.to_vec();
+    }
+    let verify = agent_run(college, &["verify"]);
+    assert!(
+        verify.status.success(),
+        "the rewrite is invisible locally: {:?}",
+        kasip_tests::text(&verify)
+    );
+}
+
+struct RowFields {
+    id: i64,
+    lesson_id: i64,
+    student_iin: String,
+    status: String,
+    method: String,
+    recorded_at: i64,
+    device_id: Option<String>,
+    token_step: Option<i64>,
+    marked_by: Option<String>,
+    reason: Option<String>,
+    corrects: Option<i64>,
+    evidence: Option<String>,
+    prev_hash: Vec<u8>,
+}
+
+/// A college that seals at once and pins its head every 5 s.
+fn pinned_college(group_size: usize, seal_at_once: bool) -> College {
+    College::with_config(group_size, |config| {
+        let config = config
+            .replace("heartbeat_secs = 60", "heartbeat_secs = 5")
+            .replace("backoff_cap_secs = 300", "backoff_cap_secs = 1");
+        if seal_at_once {
+            config.replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+        } else {
+            config.replace("batch_max_age_secs = 60", "batch_max_age_secs = 86400")
+        }
+    })
+}
+
+fn check_in_students(college: &College, students: std::ops::Range<usize>) {
+    let teacher = college.teacher(TEACHER_A);
+    if college.count("SELECT COUNT(*) FROM lesson_openings") == 0 {
+        college.open_lesson(&teacher, college.lesson_a);
+    }
+    let url = college.shown_url(&teacher, college.lesson_a);
+    for iin in &college.group_a[students] {
+        let (status, body) = check_in(&college.bound_phone(iin), &url);
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[test]
+fn a_copied_cookie_without_the_device_key_checks_nobody_in() {
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    // The phone binds; its credential cookie is copied out of the answer.
+    let phone = college.phone();
+    let code = college.issue_code(&college.group_a[0]);
+    let bound = college.post_bind(&phone, &college.group_a[0], &code, None);
+    assert_eq!(bound.status(), 200);
+    let cookie = bound
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.contains("kasip_credential="))
+        .and_then(|value| value.split(';').next())
+        .expect("credential cookie")
+        .to_owned();
+    let before = college.recorded();
+    // Another browser with the cookie: unsigned, then signed by a key of its own.
+    let thief = kasip_tests::browser(&college.dir.path());
+    let unsigned = thief
+        .post(&url)
+        .header("cookie", &cookie)
+        .send()
+        .expect("post");
+    assert_eq!(unsigned.status(), 403);
+    assert_eq!(
+        reason_of(&unsigned.text().expect("body")),
+        "device_unverified"
+    );
+    let token = url.rsplit('/').next().expect("token");
+    let other_key = kasip_tests::PhoneKey::new();
+    let signed_elsewhere = thief
+        .post(&url)
+        .header("cookie", &cookie)
+        .form(&[("device_signature", other_key.sign(token))])
+        .send()
+        .expect("post");
+    assert_eq!(signed_elsewhere.status(), 403);
+    college.recorded().assert_unchanged_since(&before);
+    assert_eq!(college.security_events("device_unverified"), 2);
+    // The phone itself, signing with its key, checks in; its mark names the binding
+    // and carries what it presented and its signature.
+    let (status, body) = check_in(&phone, &url);
+    assert_eq!(status, 200, "{body}");
+    let evidence: String = college
+        .db()
+        .query_row("SELECT evidence FROM attendance_events", [], |row| {
+            row.get(0)
+        })
+        .expect("evidence");
+    let evidence: Value = serde_json::from_str(&evidence).expect("json");
+    assert_eq!(evidence["entry"], "live");
+    assert_eq!(evidence["binding"], 1);
+    assert_eq!(evidence["presented"], token);
+    assert!(evidence["device_signature"]
+        .as_str()
+        .is_some_and(|s| s.len() > 80));
+    // A phone bound before device keys (no key on its binding) is told to bind again.
+    let (status, _) = check_in_unsigned(&phone, &url);
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_registry() {
+    let college = pinned_college(3, true);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..1);
+    wait_for(
+        &college,
+        "the first mark to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    // Root inserts a mark with a made-up hash behind the agent's back.
+    college
+        .db()
+        .execute(
+            "INSERT INTO attendance_events (id, lesson_id, student_iin, status, method, recorded_at,
+                 device_id, prev_hash, row_hash)
+             SELECT 2, lesson_id, ?1, 'present', 'qr_phone', recorded_at, 'ghost', row_hash,
+                    zeroblob(32)
+             FROM attendance_events WHERE id = 1",
+            [&college.group_a[1]],
+        )
+        .expect("insert");
+    check_in_students(&college, 2..3);
+    let status = wait_for(&college, "the alert", Duration::from_secs(30), |status| {
+        status["alert"]
+            .as_str()
+            .is_some_and(|alert| alert.contains("TAMPER ALARM") && alert.contains("event 2"))
+    });
+    assert!(status["unsealed_records"].as_u64() >= Some(2), "{status:#}");
+    // Nothing after the break was sealed or sent; the agent told the registry itself.
+    wait_until("the agent's report", Duration::from_secs(30), || {
+        findings(&registry, "agent_reported_break") > 0
+    });
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'attendance'"),
+        1
+    );
+    let doctor = agent_run(&college, &["verify"]);
+    assert!(!doctor.status.success());
+}
+
+#[test]
+fn a_rewrite_of_synced_history_breaks_the_registry_s_re_walk() {
+    let mut college = pinned_college(4, true);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..2);
+    wait_for(
+        &college,
+        "the marks to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    // The registry's copy re-walks from genesis: every field of the hash is in it.
+    let records: Vec<kasip_core::batch::AttendanceRecord> = registry
+        .db()
+        .prepare("SELECT body FROM records WHERE kind = 'attendance' ORDER BY record_id")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("records")
+        .iter()
+        .map(|body| serde_json::from_str(body).expect("record"))
+        .collect();
+    let head = kasip_core::chain::rewalk(&kasip_core::chain::ChainHead::genesis(), &records, 2)
+        .expect("the registry's copy re-walks");
+    assert_eq!(head.event, 2);
+
+    college.server.kill();
+    rewrite_history(&college, 1);
+    college.kill_and_restart();
+    check_in_students(&college, 2..3);
+    wait_until("the tamper alarm", Duration::from_secs(60), || {
+        findings(&registry, "chain_break") > 0
+    });
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'attendance'"),
+        2,
+        "the batch over rewritten history is refused"
+    );
+}
+
+#[test]
+fn a_heartbeat_pins_history_that_was_never_sealed() {
+    let mut college = pinned_college(3, false);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..2);
+    wait_until(
+        "a heartbeat pinning both marks",
+        Duration::from_secs(30),
+        || registry.count("SELECT COUNT(*) FROM heartbeats WHERE events = 2") > 0,
+    );
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'attendance'"),
+        0,
+        "nothing was sealed yet"
+    );
+    college.server.kill();
+    rewrite_history(&college, 1);
+    let output = agent_run(&college, &["sync", "now"]);
+    let (stdout, stderr) = kasip_tests::text(&output);
+    assert!(
+        format!("{stdout}{stderr}").contains("TAMPER ALARM"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(findings(&registry, "chain_break"), 1);
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'attendance'"),
+        0
+    );
+    college.kill_and_restart();
+}
+
+#[test]
+fn marks_for_a_closed_month_are_adjustments_on_every_path() {
+    let college = College::new(3);
+    let teacher = college.with_one_check_in();
+    let output = agent_run(
+        &college,
+        &["month-close", "2026-11", "--force", "--reason", "test"],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    // A phone check-in and a teacher's hand mark for the closed month's open lesson.
+    let url = college.shown_url(&teacher, college.lesson_a);
+    let (status, body) = check_in(&college.bound_phone(&college.group_a[1]), &url);
+    assert_eq!(status, 200, "{body}");
+    let csrf = college.csrf(&teacher);
+    let response = teacher
+        .post(college.url(&format!("/teacher/lessons/{}/marks", college.lesson_a)))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("student", college.group_a[2].as_str()),
+            ("status", "present"),
+        ])
+        .send()
+        .expect("mark");
+    assert!(response.status().is_success() || response.status().is_redirection());
+    let entries: Vec<(String, String)> = college
+        .db()
+        .prepare("SELECT method, evidence FROM attendance_events WHERE id > 1 ORDER BY id")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .expect("marks");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for (method, evidence) in entries {
+        let evidence: Value = serde_json::from_str(&evidence).expect("json");
+        assert_eq!(evidence["entry"], "adjustment", "{method}: {evidence}");
+    }
+    assert_eq!(college.count("SELECT COUNT(*) FROM month_adjustments"), 2);
+}
