@@ -154,9 +154,13 @@ fn main() {
     std::fs::write(&timetable, format!("date;start;end;group;discipline;teacher_iin;site;room;mode\n2026-11-23;09:00;10:30;BENCH;Математика;{TEACHER};Главный корпус;101;offline\n")).expect("csv");
     agent(&["import", "timetable", timetable.to_str().expect("path")]);
     agent(&["lesson", "open", "1"]);
-    // Bindings are seeded directly: binding is not what this benchmark measures.
+    // Bindings are seeded directly: binding is not what this benchmark measures. Each
+    // phone has its device key, and signs its check-in as the page's script does.
     let credentials: Vec<String> = (0..students + FRESH_PHONES)
         .map(|index| format!("bench-credential-{index:08}"))
+        .collect();
+    let phone_keys: Vec<kasip_tests::PhoneKey> = (0..students + FRESH_PHONES)
+        .map(|_| kasip_tests::PhoneKey::new())
         .collect();
     {
         let mut database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
@@ -165,8 +169,14 @@ fn main() {
             let hash = ring::digest::digest(&ring::digest::SHA256, credential.as_bytes());
             transaction
                 .execute(
-                    "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at) VALUES (?1, ?2, ?3, 0)",
-                    rusqlite::params![hash.as_ref(), iin, format!("device-{index}")],
+                    "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at, device_key)
+                     VALUES (?1, ?2, ?3, 0, ?4)",
+                    rusqlite::params![
+                        hash.as_ref(),
+                        iin,
+                        format!("device-{index}"),
+                        phone_keys[index].public_key_bytes()
+                    ],
                 )
                 .expect("binding");
         }
@@ -183,6 +193,10 @@ fn main() {
     let step = kasip_core::step_at(start, 10);
     let token =
         kasip_core::ClassroomToken::mint(&kasip_core::LessonKey::new(&qr_key), 1, step).to_string();
+    let signed_bodies: Vec<String> = phone_keys
+        .iter()
+        .map(|key| format!("device_signature={}", key.sign(&token)))
+        .collect();
 
     let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -213,8 +227,10 @@ fn main() {
         baseline.report("trivial handler GET /ping");
         let check_in_url = format!("{base}/c/{token}");
         let fresh_credentials = credentials[students..].to_vec();
+        let fresh_bodies = signed_bodies[students..].to_vec();
         let fresh_url = check_in_url.clone();
         let credentials = Arc::new(credentials);
+        let signed_bodies = Arc::new(signed_bodies);
         let check_ins = load(
             &clients,
             per_client,
@@ -224,6 +240,8 @@ fn main() {
                     client
                         .post(check_in_url.clone())
                         .header("cookie", format!("__Host-kasip_credential={credential}"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(signed_bodies[index * per_client + number].clone())
                 },
             ),
         )
@@ -262,7 +280,7 @@ fn main() {
             pings.push(sent.elapsed());
         }
         let mut scans = Vec::with_capacity(FRESH_PHONES);
-        for credential in &fresh_credentials {
+        for (credential, body) in fresh_credentials.iter().zip(&fresh_bodies) {
             let client = fresh_client();
             let cookie = format!("__Host-kasip_credential={credential}");
             let sent = Instant::now();
@@ -277,6 +295,8 @@ fn main() {
             let confirmed = client
                 .post(fresh_url.clone())
                 .header("cookie", cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone())
                 .send()
                 .await
                 .expect("check-in");

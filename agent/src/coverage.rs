@@ -45,6 +45,52 @@ impl CoveragePolicy {
     }
 }
 
+/// The national policy the registry signed for this college, as the last pull cached it,
+/// verified again under the registry's key (an edited cache verifies as nothing). None
+/// before the first pull or when not enrolled.
+pub fn national_policy(
+    connection: &Connection,
+) -> rusqlite::Result<Option<kasip_core::wire::Policy>> {
+    use rusqlite::OptionalExtension;
+    let cached: Option<(String, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT p.jws, e.registry_key FROM registry_policy p, sync_enrolment e
+             WHERE p.id = 1 AND e.id = 1",
+        )?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(cached.and_then(|(jws, registry_key)| {
+        let verified = kasip_certs::jws::verify_compact(&jws, &registry_key).ok()?;
+        serde_json::from_slice(&verified.payload).ok()
+    }))
+}
+
+/// The rules in force: `local` (config) tightened by the national policy. A college may
+/// only be stricter than the registry: the higher thresholds win, and typed codes count
+/// as QR only if both say so.
+pub fn rules_in_force(
+    connection: &Connection,
+    local: &CoverageRules,
+) -> rusqlite::Result<(CoverageRules, Option<kasip_core::wire::Policy>)> {
+    let Some(policy) = national_policy(connection)? else {
+        return Ok((local.clone(), None));
+    };
+    let stricter = |local: PerMille, national: u64| {
+        let national = PerMille::from_fraction(national.min(1000) as f64 / 1000.0).unwrap_or(local);
+        if national.thousandths() > local.thousandths() {
+            national
+        } else {
+            local
+        }
+    };
+    let rules = CoverageRules {
+        min_coverage: stricter(local.min_coverage, policy.min_coverage),
+        student_qr_share: stricter(local.student_qr_share, policy.student_qr_share),
+        typed_code_counts_as_qr: local.typed_code_counts_as_qr && policy.typed_counts_as_qr,
+    };
+    Ok((rules, Some(policy)))
+}
+
 /// Whether a method counts as QR under these rules.
 pub fn is_qr_method(method: &str, rules: &CoverageRules) -> bool {
     match method {

@@ -540,6 +540,7 @@ pub fn seed(store: &mut Store, now: i64, times: &LessonTimes) -> Result<DemoRepo
         skip_invalid: false,
         today,
         source: "demo".to_owned(),
+        now,
     };
     let (teachers, teacher_iins) = teachers_csv(&mut random);
     let teachers = import(store, ImportKind::Teachers, teachers.as_bytes(), &options)?;

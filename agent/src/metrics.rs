@@ -212,12 +212,9 @@ pub fn render(
         crate::outbox::SYNC_ERRORS.load(Ordering::Relaxed) as f64,
     );
     let month = settings.local_date(now).calendar_month();
-    let (report, _) = crate::coverage::month_figures(
-        connection,
-        month,
-        settings.local_date(now),
-        &settings.coverage_rules(),
-    )?;
+    let (rules, _) = crate::coverage::rules_in_force(connection, &settings.coverage_rules())?;
+    let (report, _) =
+        crate::coverage::month_figures(connection, month, settings.local_date(now), &rules)?;
     let coverage: Vec<(String, f64)> = std::iter::once(&report.college)
         .chain(report.groups.iter())
         .filter_map(|scope| {

@@ -113,7 +113,9 @@ pub fn close(
             "{month} has not ended yet (today is {today}); to close it early pass --force --reason TEXT"
         )));
     }
-    let rules = settings.red_flags.coverage.clone();
+    // The national policy tightens the college's own thresholds; the statement names it.
+    let (rules, policy) = crate::coverage::rules_in_force(connection, &settings.red_flags.coverage)
+        .map_err(failure(store))?;
     // Who counts and their present/QR counts, once: the statement, the reports and the
     // figures frozen for the closed month all come from these.
     let frozen =
@@ -134,9 +136,7 @@ pub fn close(
                 ),
                 (
                     "minimum",
-                    &per_mille_text(Some(u64::from(
-                        settings.red_flags.coverage.min_coverage.thousandths(),
-                    ))),
+                    &per_mille_text(Some(u64::from(rules.min_coverage.thousandths()))),
                 ),
             ],
         ));
@@ -162,8 +162,16 @@ pub fn close(
         "compliant": compliant,
         "reasons": reasons,
         "forced_reason": force_reason,
-        "min_coverage_per_mille": settings.red_flags.coverage.min_coverage.thousandths(),
-        "student_qr_share_per_mille": settings.red_flags.coverage.student_qr_share.thousandths(),
+        "min_coverage_per_mille": rules.min_coverage.thousandths(),
+        "student_qr_share_per_mille": rules.student_qr_share.thousandths(),
+        "typed_code_counts_as_qr": rules.typed_code_counts_as_qr,
+        "policy": match &policy {
+            Some(policy) => json!({"source": "registry", "issued_at": policy.issued_at,
+                "min_coverage_per_mille": policy.min_coverage,
+                "student_qr_share_per_mille": policy.student_qr_share,
+                "typed_counts_as_qr": policy.typed_counts_as_qr}),
+            None => json!({"source": "local configuration (no national policy pulled yet)"}),
+        },
         "coverage": serde_json::to_value(&coverage).map_err(AgentError::json("the JSON output"))?,
         "students": serde_json::to_value(&students).map_err(AgentError::json("the JSON output"))?,
         "red_flags": serde_json::to_value(&flags).map_err(AgentError::json("the JSON output"))?,

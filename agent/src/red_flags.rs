@@ -14,7 +14,8 @@ use crate::coverage::{student_months, CoverageRules};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedFlag {
     /// Stable name: idle_group, unlicensed_site, beneficiary_without_attendance,
-    /// shared_device, two_rooms_at_once, manual_share_outlier, in_class_not_on_campus.
+    /// shared_device, two_rooms_at_once, manual_share_outlier, in_class_not_on_campus,
+    /// empty_lesson, binding_burst, check_in_burst.
     pub kind: &'static str,
     /// Who or what it is about: a group code, site, IIN, device or teacher.
     pub subject: String,
@@ -139,13 +140,41 @@ pub fn red_flags_for_month(
     today: Date,
     settings: &RedFlagSettings,
 ) -> rusqlite::Result<Vec<RedFlag>> {
+    // The national policy tightens the thresholds and names the licensed addresses.
+    let (coverage, policy) = crate::coverage::rules_in_force(connection, &settings.coverage)?;
+    let mut rules = settings.rules.clone();
+    if let Some(policy) = policy.filter(|policy| !policy.licensed_addresses.is_empty()) {
+        let national: Vec<String> = policy
+            .licensed_addresses
+            .iter()
+            .map(|address| address.trim().to_lowercase())
+            .collect();
+        // A college may only narrow the list (never to nothing: that turns the check off).
+        let narrowed: Vec<String> = rules
+            .licensed_addresses
+            .iter()
+            .filter(|address| national.contains(address))
+            .cloned()
+            .collect();
+        rules.licensed_addresses = if narrowed.is_empty() {
+            national
+        } else {
+            narrowed
+        };
+    }
+    let settings = &RedFlagSettings {
+        rules,
+        coverage,
+        timezone: settings.timezone.clone(),
+    };
     let rules = &settings.rules;
     let marks = month_marks(connection, month)?;
     let mut flags = Vec::new();
     idle_groups(connection, month, today, rules, &mut flags)?;
     unlicensed_sites(connection, month, rules, &mut flags)?;
+    // Only QR-backed attendance counts: a hand mark for every lesson once cleared this.
     for student in student_months(connection, month, None, &settings.coverage)? {
-        if student.present == 0 {
+        if student.qr == 0 {
             flags.push(RedFlag {
                 kind: "beneficiary_without_attendance",
                 subject: student.iin.clone(),
@@ -164,7 +193,192 @@ pub fn red_flags_for_month(
     two_rooms_at_once(&marks, &mut flags);
     manual_share_outliers(&marks, rules, &mut flags);
     in_class_not_on_campus(connection, month, &settings.timezone, &marks, &mut flags)?;
+    empty_lessons(connection, month, today, &mut flags)?;
+    binding_bursts(connection, month, &settings.timezone, &mut flags)?;
+    check_in_bursts(connection, month, &mut flags)?;
     Ok(flags)
+}
+
+/// A lesson opened (so it counts as held) with nobody, or almost nobody, present: at
+/// most one student, or a tenth of the group. Lessons of `today` may still fill.
+fn empty_lessons(
+    connection: &Connection,
+    month: Month,
+    today: Date,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let last = if today <= month.last_day() {
+        today.add_days(-1)
+    } else {
+        month.last_day()
+    };
+    let mut statement = connection.prepare(
+        "SELECT l.id, g.code, l.date, l.start_time,
+                (SELECT COUNT(*) FROM latest_marks e WHERE e.lesson_id = l.id AND e.counts_as_present),
+                (SELECT COUNT(*) FROM students s WHERE s.group_id = l.group_id AND s.status = 'active')
+         FROM lessons l JOIN study_groups g ON g.id = l.group_id
+         WHERE l.date BETWEEN ?1 AND ?2
+           AND EXISTS (SELECT 1 FROM lesson_openings o WHERE o.lesson_id = l.id)
+         ORDER BY l.date, l.start_time",
+    )?;
+    let rows = statement.query_map([month.first_day().to_string(), last.to_string()], |row| {
+        Ok((
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, i64>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (group, date, start, present, members) = row?;
+        if present == 0 || (members >= 3 && (present <= 1 || present * 10 <= members)) {
+            flags.push(RedFlag {
+                kind: "empty_lesson",
+                subject: group,
+                detail: Sentence::new(
+                    Text::FlagEmptyLesson,
+                    &[
+                        ("date", &date),
+                        ("start", &start),
+                        ("present", &present),
+                        ("members", &members),
+                    ],
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Bindings this close together are one person binding many phones (a student binds
+/// once, handed a code in class).
+const BINDING_BURST: usize = 10;
+const BINDING_BURST_SECS: i64 = 300;
+/// Check-ins from this many distinct phones within this many seconds of one another in
+/// one lesson are a script, not a queue of students at a projector.
+const CHECK_IN_BURST: usize = 10;
+const CHECK_IN_BURST_SECS: i64 = 3;
+
+/// The largest number of times in `times` (sorted) within `window` seconds, and the
+/// first time of that run.
+fn densest(times: &[i64], window: i64) -> (usize, i64) {
+    let mut best = (0, 0);
+    let mut start = 0;
+    for (end, at) in times.iter().enumerate() {
+        while at - times[start] > window {
+            start += 1;
+        }
+        if end + 1 - start > best.0 {
+            best = (end + 1 - start, times[start]);
+        }
+    }
+    best
+}
+
+fn binding_bursts(
+    connection: &Connection,
+    month: Month,
+    timezone: &CollegeTimezone,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let times: Vec<i64> = connection
+        .prepare(
+            "SELECT bound_at FROM device_bindings WHERE code_issued_by != 'demo' ORDER BY bound_at",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?
+        .into_iter()
+        .filter(|at| crate::clock::local_date(timezone, *at).calendar_month() == month)
+        .collect();
+    let (count, from) = densest(&times, BINDING_BURST_SECS);
+    if count >= BINDING_BURST {
+        let at = format!(
+            "{} {}",
+            crate::clock::local_date(timezone, from),
+            crate::clock::local_time_text(timezone, from)
+        );
+        flags.push(RedFlag {
+            kind: "binding_burst",
+            subject: at.clone(),
+            detail: Sentence::new(
+                Text::FlagBindingBurst,
+                &[
+                    ("count", &count),
+                    ("minutes", &(BINDING_BURST_SECS / 60)),
+                    ("at", &at),
+                ],
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_in_bursts(
+    connection: &Connection,
+    month: Month,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare(
+        "SELECT e.lesson_id, g.code, l.date, l.start_time, e.recorded_at, e.device_id
+         FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
+         JOIN study_groups g ON g.id = l.group_id
+         WHERE l.date BETWEEN ?1 AND ?2 AND e.method IN ('qr_phone', 'qr_typed')
+         ORDER BY e.lesson_id, e.recorded_at",
+    )?;
+    let mut lessons: BTreeMap<i64, (String, String, String, Vec<(i64, String)>)> = BTreeMap::new();
+    let rows = statement.query_map(
+        [month.first_day().to_string(), month.last_day().to_string()],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            ))
+        },
+    )?;
+    for row in rows {
+        let (lesson, group, date, start, at, device) = row?;
+        lessons
+            .entry(lesson)
+            .or_insert_with(|| (group, date, start, Vec::new()))
+            .3
+            .push((at, device));
+    }
+    for (group, date, start, check_ins) in lessons.into_values() {
+        // The densest window counted in distinct devices.
+        let mut most = 0;
+        let mut begin = 0;
+        for end in 0..check_ins.len() {
+            while check_ins[end].0 - check_ins[begin].0 > CHECK_IN_BURST_SECS {
+                begin += 1;
+            }
+            let devices: HashSet<&str> = check_ins[begin..=end]
+                .iter()
+                .map(|(_, device)| device.as_str())
+                .collect();
+            most = most.max(devices.len());
+        }
+        if most >= CHECK_IN_BURST {
+            flags.push(RedFlag {
+                kind: "check_in_burst",
+                subject: group,
+                detail: Sentence::new(
+                    Text::FlagCheckInBurst,
+                    &[
+                        ("devices", &most),
+                        ("seconds", &CHECK_IN_BURST_SECS),
+                        ("date", &date),
+                        ("start", &start),
+                    ],
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Students marked present in class on days they never passed the entrance kiosk of
@@ -271,8 +485,8 @@ fn idle_groups(
         "SELECT g.code,
                 (SELECT group_concat(DISTINCT l.date) FROM lessons l
                  WHERE l.group_id = g.id AND l.date BETWEEN ?1 AND ?2
-                   AND (EXISTS (SELECT 1 FROM lesson_openings o WHERE o.lesson_id = l.id)
-                        OR EXISTS (SELECT 1 FROM attendance_events e WHERE e.lesson_id = l.id)))
+                   AND EXISTS (SELECT 1 FROM latest_marks e
+                               WHERE e.lesson_id = l.id AND e.counts_as_present))
          FROM study_groups g
          WHERE EXISTS (SELECT 1 FROM students s WHERE s.group_id = g.id AND s.status = 'active')",
     )?;
@@ -329,12 +543,30 @@ fn unlicensed_sites(
     if rules.licensed_addresses.is_empty() {
         return Ok(());
     }
+    // Every address the site had during the month: the one in force at its start and
+    // each it changed to (a re-import to a licensed address does not clear the month).
+    let (month_start, month_end) = (
+        month.first_day().days_since_epoch() * 86_400,
+        month.last_day().add_days(1).days_since_epoch() * 86_400,
+    );
     let mut statement = connection.prepare(
-        "SELECT s.name, s.address, COUNT(*) FROM lessons l JOIN sites s ON s.id = l.site_id
-         WHERE l.date BETWEEN ?1 AND ?2 AND l.mode = 'offline' GROUP BY s.id ORDER BY s.name",
+        "SELECT s.name, a.address, COUNT(DISTINCT l.id)
+         FROM lessons l JOIN sites s ON s.id = l.site_id
+         JOIN (SELECT site_id, address FROM site_address_events e
+               WHERE e.at >= ?3 AND e.at < ?4
+                  OR e.id = (SELECT MAX(id) FROM site_address_events f
+                             WHERE f.site_id = e.site_id AND f.at < ?3)
+               UNION SELECT id, address FROM sites) a ON a.site_id = s.id
+         WHERE l.date BETWEEN ?1 AND ?2 AND l.mode = 'offline' AND a.address != ''
+         GROUP BY s.id, a.address ORDER BY s.name, a.address",
     )?;
     let rows = statement.query_map(
-        [month.first_day().to_string(), month.last_day().to_string()],
+        rusqlite::params![
+            month.first_day().to_string(),
+            month.last_day().to_string(),
+            month_start,
+            month_end
+        ],
         |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -372,6 +604,7 @@ fn shared_devices(
         "SELECT e.device_id, COUNT(DISTINCT e.student_iin), group_concat(DISTINCT e.student_iin)
          FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
          WHERE l.date BETWEEN ?1 AND ?2 AND e.device_id IS NOT NULL
+           AND e.method IN ('qr_phone', 'qr_typed')
          GROUP BY e.device_id HAVING COUNT(DISTINCT e.student_iin) >= ?3",
     )?;
     let rows = statement.query_map(

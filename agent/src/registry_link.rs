@@ -234,3 +234,15 @@ pub fn registry_clock(connection: &Connection) -> rusqlite::Result<Option<(i64, 
         )
         .optional()
 }
+
+/// Caches the registry's signed policy (verified by the caller) for offline work; the
+/// coverage rules read it back through `coverage::national_policy`.
+pub fn store_policy(connection: &Connection, jws: &str, now: i64) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO registry_policy (id, jws, fetched_at) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET jws = excluded.jws, fetched_at = excluded.fetched_at",
+        )?
+        .execute(rusqlite::params![jws, now])?;
+    Ok(())
+}

@@ -523,6 +523,23 @@ impl Uploader {
         .await
     }
 
+    /// Pulls the national policy and caches it (the rules in force read it at once).
+    pub async fn pull_policy(
+        &self,
+        client: &RegistryClient,
+        registry_key: &[u8],
+    ) -> Result<kasip_core::wire::Policy, AgentError> {
+        let bin = self.settings.college_bin.to_string();
+        let now = self.now();
+        let (jws, policy) = client
+            .policy(&self.key(), &bin, registry_key, now)
+            .await
+            .map_err(sync_failure)?;
+        self.db(move |store| crate::registry_link::store_policy(store.connection(), &jws, now))
+            .await?;
+        Ok(policy)
+    }
+
     /// Pulls the beneficiary list and applies it.
     pub async fn pull_beneficiaries(
         &self,
@@ -580,10 +597,29 @@ impl Uploader {
         let sealed = (&mut sealing)
             .await
             .map_err(|error| AgentError::task("the sealing task", Some(Box::new(error))))??;
+        if let Err(error) = self.heartbeat(&client).await {
+            tracing::warn!(error = %crate::error::report(&error), "heartbeat failed");
+        }
+        let broken = match &*self
+            .integrity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            Some(Err(broken)) => Some(broken.alert()),
+            _ => None,
+        };
+        let stopped = broken.or(stopped);
         let beneficiaries = match self.pull_beneficiaries(&client).await {
             Ok(report) => Some(report),
             Err(error) => {
                 tracing::warn!(error = %crate::error::report(&error), "beneficiary pull failed");
+                None
+            }
+        };
+        let policy = match self.pull_policy(&client, &enrolled.registry_key).await {
+            Ok(policy) => Some(policy),
+            Err(error) => {
+                tracing::warn!(error = %crate::error::report(&error), "policy pull failed; the cached policy stays in force");
                 None
             }
         };
@@ -592,6 +628,7 @@ impl Uploader {
             sent,
             stopped,
             beneficiaries,
+            policy,
         })
     }
 
@@ -668,6 +705,10 @@ impl Uploader {
                 tracing::warn!(error = %crate::error::report(&error), "beneficiary pull failed; will try again at the next interval");
                 session.next_pull_at = now + 60;
             }
+            if let Err(error) = self.pull_policy(client, &enrolled.registry_key).await {
+                tracing::warn!(error = %crate::error::report(&error), "policy pull failed; the cached policy stays in force");
+                session.next_pull_at = now + 60;
+            }
         }
         self.send_next(client, &enrolled.registry_key, &mut session.backoff)
             .await
@@ -693,6 +734,8 @@ pub struct SyncNow {
     /// Why sending stopped early, if it did.
     pub stopped: Option<String>,
     pub beneficiaries: Option<serde_json::Value>,
+    /// The national policy pulled, if the pull succeeded.
+    pub policy: Option<kasip_core::wire::Policy>,
 }
 
 pub use crate::registry_link::apply_beneficiaries;

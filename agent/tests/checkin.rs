@@ -176,7 +176,10 @@ fn a_typed_code_checks_in_as_qr_typed() {
     let phone = college.bound_phone(&college.group_a[0]);
     let response = phone
         .post(college.url("/c"))
-        .form(&[("code", code.as_str())])
+        .form(&[
+            ("code", code.as_str()),
+            ("device_signature", &phone.key.sign(&code)),
+        ])
         .send()
         .expect("typed");
     assert_eq!(response.status(), 200);

@@ -108,7 +108,9 @@ fn sigkill_under_check_in_load_loses_no_answered_mark_and_counts_none_twice() {
                     (Arc::clone(&phones), Arc::clone(&answers), url.clone());
                 std::thread::spawn(move || {
                     for (iin, phone) in phones.iter().skip(thread * per_thread).take(per_thread) {
-                        let answer = match phone.post(&url).send() {
+                        let token = url.rsplit('/').next().unwrap_or_default();
+                        let signed = [("device_signature", phone.key.sign(token))];
+                        let answer = match phone.post(&url).form(&signed).send() {
                             Ok(response) if response.status() == 200 => {
                                 // An answer whose body was cut off is no answer.
                                 match response.text() {
@@ -177,8 +179,8 @@ fn sigkill_under_check_in_load_loses_no_answered_mark_and_counts_none_twice() {
         let url = college.shown_url(&teacher, lesson);
         for (iin, phone) in phones.iter() {
             if answers.get(iin) != Some(&Answer::Stored) {
-                let response = phone.post(&url).send().expect("retry after restart");
-                assert_eq!(response.status(), 200, "cycle {cycle}: {iin} retries");
+                let (status, body) = common::check_in(phone, &url);
+                assert_eq!(status, 200, "cycle {cycle}: {iin} retries: {body}");
             }
         }
         let marks = marks_per_student(&college, lesson);

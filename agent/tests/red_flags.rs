@@ -93,6 +93,14 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
         "2026-11-02;09:00;10:30;IDLE;Математика;{T1};Главный корпус;104;offline;{LICENSED}\n"
     ));
     timetable.push_str(&format!("2026-11-16;10:00;11:30;IDLE;Математика;{T1};Склад;5;offline;г. Алматы, ул. Неизвестная, 1\n"));
+    // Saturdays (no working days, so the idle runs stay): a lesson opened with nobody
+    // present, and one where ten phones check in within two seconds.
+    timetable.push_str(&format!(
+        "2026-11-28;09:00;10:30;CLEAN;Математика;{T1};Главный корпус;101;offline;{LICENSED}\n"
+    ));
+    timetable.push_str(&format!(
+        "2026-11-21;09:00;10:30;CLEAN;Математика;{T1};Главный корпус;101;offline;{LICENSED}\n"
+    ));
     agent(&["import", "timetable", &write("tt.csv", timetable)]);
 
     let database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
@@ -156,6 +164,51 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
         "qr_phone",
         Some("device-i1"),
     );
+    // Ten phones within two seconds, as a script checking in from cookie jars.
+    for index in 0..10 {
+        database
+            .execute(
+                "INSERT INTO attendance_events (lesson_id, student_iin, status, method, recorded_at, device_id, prev_hash, row_hash)
+                 VALUES (?1, ?2, 'present', 'qr_phone', ?3, ?4, zeroblob(32), zeroblob(32))",
+                rusqlite::params![
+                    lesson("2026-11-21", "09:00", "CLEAN"),
+                    [C1, C2][index % 2],
+                    1_795_000_000 + index as i64 / 5,
+                    format!("burst-{index}")
+                ],
+            )
+            .expect("burst");
+    }
+    // A room kiosk scans many students: that is its job, not a shared phone.
+    mark(
+        lesson("2026-11-04", "09:00", "CLEAN"),
+        C1,
+        "qr_kiosk",
+        Some("kiosk:1"),
+    );
+    mark(
+        lesson("2026-11-04", "13:00", "CLEAN"),
+        C2,
+        "qr_kiosk",
+        Some("kiosk:1"),
+    );
+    // I2's hand marks do not clear the flag: only QR-backed attendance counts.
+    mark(lesson("2026-11-16", "10:00", "IDLE"), I2, "manual", None);
+    // Ten phones bound within four minutes, from one admin's codes.
+    for index in 0..10i64 {
+        database
+            .execute(
+                "INSERT INTO device_bindings (credential_hash, student_iin, device_id, bound_at, code_issued_by)
+                 VALUES (?1, ?2, ?3, ?4, 'admin')",
+                rusqlite::params![
+                    vec![index as u8; 32],
+                    [C1, C2, I1, I2][index as usize % 4],
+                    format!("jar-{index}"),
+                    noon - 3 * 86_400 + index * 25
+                ],
+            )
+            .expect("binding");
+    }
     // C1's phone is clean; a second phone checked in I1 and, another day, C2.
     mark(
         lesson("2026-11-03", "13:00", "CLEAN"),
@@ -199,6 +252,9 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
     assert_eq!(subjects("two_rooms_at_once"), [C2]);
     // T2 marked everything by hand (100%); the median of T1, T2, T3 is T1's or T3's 0%.
     assert_eq!(subjects("manual_share_outlier"), [T2]);
+    assert_eq!(subjects("empty_lesson"), ["CLEAN"], "the 28th only");
+    assert_eq!(subjects("check_in_burst"), ["CLEAN"], "the 21st");
+    assert_eq!(subjects("binding_burst").len(), 1);
 }
 
 /// The demo college's five regular groups are clean; its hand-marking teacher and its

@@ -109,6 +109,13 @@ pub struct Policy {
     pub issued_at: i64,
 }
 
+/// The answer to `GET /v1/colleges/{bin}/policy`: a compact JWS over `Policy` by the
+/// registry's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPolicy {
+    pub policy: String,
+}
+
 /// `POST /kiosk/enroll`: the one-time code the admin read out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KioskEnrolRequest {

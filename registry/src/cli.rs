@@ -47,6 +47,26 @@ enum Command {
         bin: String,
         file: PathBuf,
     },
+    /// Sets the national policy every agent applies (an agent's config may only be
+    /// stricter): thresholds as fractions, and whether typed codes count as QR.
+    SetPolicy {
+        /// Share of a group's present marks that must come from QR (0.0-1.0).
+        #[arg(long)]
+        min_coverage: f64,
+        /// Share of a student's present marks from QR for them to count (0.0-1.0).
+        #[arg(long)]
+        student_qr_share: f64,
+        /// Whether a typed fallback code counts as a QR mark.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        typed_counts_as_qr: bool,
+    },
+    /// Adds a licensed address of a college: lessons elsewhere are flagged.
+    LicenseAddress {
+        #[arg(long)]
+        bin: String,
+        #[arg(long)]
+        address: String,
+    },
     /// Serves the registry API until SIGTERM or Ctrl-C.
     #[command(args_override_self = true)]
     Serve {
@@ -196,6 +216,32 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 .map_err(RegistryError::io(format!("cannot read {}", file.display())))?;
             let count = store()?.import_beneficiaries(&bin(&text)?, &csv)?;
             println!("{count} student(s) listed for {text}");
+        }
+        Command::SetPolicy {
+            min_coverage,
+            student_qr_share,
+            typed_counts_as_qr,
+        } => {
+            let per_mille = |name: &str, value: f64| {
+                check_rate(name, value).map(|value| (value * 1000.0).round() as u64)
+            };
+            store()?.set_policy(
+                per_mille("min-coverage", min_coverage)?,
+                per_mille("student-qr-share", student_qr_share)?,
+                typed_counts_as_qr,
+            )?;
+            println!(
+                "national policy: coverage at least {min_coverage}, a student's QR share at least {student_qr_share}, typed codes {} QR",
+                if typed_counts_as_qr { "count as" } else { "do not count as" }
+            );
+        }
+        Command::LicenseAddress { bin: text, address } => {
+            let address = address.trim();
+            if address.is_empty() {
+                return Err(RegistryError::Usage("--address is empty".into()));
+            }
+            store()?.license_address(&bin(&text)?, address)?;
+            println!("{text}: '{address}' licensed");
         }
         Command::ExportBatches {
             bin: text,

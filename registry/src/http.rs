@@ -119,6 +119,7 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v1/heartbeats", post(heartbeat))
         .route("/v1/agents/{kid}/checkpoint", get(checkpoint))
         .route("/v1/colleges/{bin}/beneficiaries", get(beneficiaries))
+        .route("/v1/colleges/{bin}/policy", get(policy))
         .layer(axum::extract::DefaultBodyLimit::max(
             kasip_certs::jws::MAX_JWS_BYTES,
         ))
@@ -406,6 +407,34 @@ async fn beneficiaries(
                 .collect(),
         })
         .into_response(),
+    }
+}
+
+/// The national policy for the agent's own college, signed by the registry.
+async fn policy(
+    State(state): State<RegistryState>,
+    Path(bin): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let path = format!("/v1/colleges/{bin}/policy");
+    let (_, agent_bin) = match authenticated(&state, &headers, path).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if agent_bin != bin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "an agent reads only its own college's policy",
+        );
+    }
+    let now = (state.clock)();
+    match state
+        .with_store(move |store| store.signed_policy(&agent_bin, now))
+        .await
+    {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok(jws)) => Json(kasip_core::wire::SignedPolicy { policy: jws }).into_response(),
     }
 }
 

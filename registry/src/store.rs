@@ -104,6 +104,20 @@ CREATE TABLE IF NOT EXISTS findings (
     detail TEXT NOT NULL,
     at     INTEGER NOT NULL
 );
+-- The national policy every agent applies (its config may only be stricter).
+CREATE TABLE IF NOT EXISTS policy (
+    id                 INTEGER PRIMARY KEY CHECK (id = 1),
+    min_coverage       INTEGER NOT NULL,
+    student_qr_share   INTEGER NOT NULL,
+    typed_counts_as_qr INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO policy VALUES (1, 500, 500, 1, 0);
+CREATE TABLE IF NOT EXISTS licensed_addresses (
+    bin     TEXT NOT NULL REFERENCES colleges(bin),
+    address TEXT NOT NULL,
+    PRIMARY KEY (bin, address)
+);
 CREATE TABLE IF NOT EXISTS beneficiaries (
     bin         TEXT NOT NULL REFERENCES colleges(bin),
     iin         TEXT NOT NULL,
@@ -730,6 +744,75 @@ impl RegistryStore {
         }
         transaction.commit().map_err(fail)?;
         Ok(Verdict::Stored(receipt_jws))
+    }
+
+    pub fn set_policy(
+        &self,
+        min_coverage: u64,
+        student_qr_share: u64,
+        typed_counts_as_qr: bool,
+    ) -> Result<(), RegistryError> {
+        self.connection
+            .execute(
+                "UPDATE policy SET min_coverage = ?1, student_qr_share = ?2, typed_counts_as_qr = ?3",
+                rusqlite::params![min_coverage, student_qr_share, typed_counts_as_qr],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(())
+    }
+
+    pub fn license_address(&self, bin: &Bin, address: &str) -> Result<(), RegistryError> {
+        if !self.college_exists(&bin.to_string())? {
+            return Err(RegistryError::Usage(format!(
+                "no college {bin}; add it with `kasip-registry add-college`"
+            )));
+        }
+        self.connection
+            .execute(
+                "INSERT OR IGNORE INTO licensed_addresses (bin, address) VALUES (?1, ?2)",
+                rusqlite::params![bin.to_string(), address],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(())
+    }
+
+    /// The policy for a college, signed by the registry's key (a compact JWS over
+    /// `wire::Policy`): the agent verifies it as it verifies receipts, and caches it.
+    pub fn signed_policy(&self, bin: &str, now: i64) -> Result<String, RegistryError> {
+        let (min_coverage, student_qr_share, typed_counts_as_qr): (u64, u64, bool) = self
+            .connection
+            .query_row(
+                "SELECT min_coverage, student_qr_share, typed_counts_as_qr FROM policy WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(|source| self.fail(source))?;
+        let licensed_addresses = self
+            .connection
+            .prepare("SELECT address FROM licensed_addresses WHERE bin = ?1 ORDER BY address")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(|source| self.fail(source))?;
+        let policy = kasip_core::wire::Policy {
+            college_bin: bin.to_owned(),
+            min_coverage,
+            student_qr_share,
+            typed_counts_as_qr,
+            licensed_addresses,
+            issued_at: now,
+        };
+        let payload = serde_json::to_value(&policy)
+            .ok()
+            .and_then(|value| to_canonical_json(&value).ok())
+            .unwrap_or_default();
+        Ok(sign_compact(
+            &self.key,
+            &protected_header(&self.key),
+            payload.as_bytes(),
+        ))
     }
 
     /// Records a finding about `agent`'s evidence.

@@ -300,6 +300,38 @@ impl RegistryClient {
         Ok(list)
     }
 
+    /// The national policy for the college: a JWS by the registry's key, verified here
+    /// under `registry_key` and checked to be this college's. Returns the JWS (cached as
+    /// received) and its policy.
+    pub async fn policy(
+        &self,
+        key: &DeviceKey,
+        college_bin: &str,
+        registry_key: &[u8],
+        now: i64,
+    ) -> Result<(String, kasip_core::wire::Policy), SyncError> {
+        let path = format!("/v1/colleges/{college_bin}/policy");
+        let text = self.get_signed(key, &path, now).await?;
+        let answer: kasip_core::wire::SignedPolicy =
+            serde_json::from_str(&text).map_err(SyncError::Answer)?;
+        let verified = kasip_certs::jws::verify_compact(&answer.policy, registry_key)
+            .map_err(|error| SyncError::Protocol(format!("the policy's signature: {error}")))?;
+        let policy: kasip_core::wire::Policy =
+            serde_json::from_slice(&verified.payload).map_err(SyncError::Answer)?;
+        if policy.college_bin != college_bin {
+            return Err(SyncError::Protocol(format!(
+                "asked for college {college_bin}'s policy, got {}'s",
+                policy.college_bin
+            )));
+        }
+        if policy.min_coverage > 1000 || policy.student_qr_share > 1000 {
+            return Err(SyncError::Protocol(
+                "the policy's thresholds are not thousandths".into(),
+            ));
+        }
+        Ok((answer.policy, policy))
+    }
+
     /// Sends a heartbeat (a JWS signed by the agent's key over `kasip_core::wire::
     /// Heartbeat`) and returns the registry's clock from its answer.
     pub async fn heartbeat(&self, jws: &str) -> Result<i64, SyncError> {

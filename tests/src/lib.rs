@@ -416,8 +416,13 @@ impl PhoneKey {
     /// The public key as the binding form sends it: base64url of the raw point.
     pub fn public_key(&self) -> String {
         use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public_key_bytes())
+    }
+
+    /// The raw uncompressed point, as the agent stores it.
+    pub fn public_key_bytes(&self) -> Vec<u8> {
         use ring::signature::KeyPair;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.public_key().as_ref())
+        self.key.public_key().as_ref().to_vec()
     }
 
     /// The device signature over what the phone presented (the scanned token, or the

@@ -128,6 +128,7 @@ pub fn import_file(
         skip_invalid,
         today: settings.local_today(),
         source: format!("import {}", file.display()),
+        now: crate::clock::from_environment().now_unix(),
     };
     let report =
         import(&mut store, kind, &bytes, &options).map_err(|source| AgentError::Import {
@@ -396,7 +397,9 @@ pub fn coverage(
     json: bool,
 ) -> Result<(), AgentError> {
     let (settings, store) = open(data_dir)?;
-    let rules = settings.coverage_rules();
+    let (rules, _) =
+        crate::coverage::rules_in_force(store.connection(), &settings.coverage_rules())
+            .map_err(|source| AgentError::from(store.error(source)))?;
     let report = crate::coverage::coverage_for_month(store.connection(), month, group, &rules)
         .map_err(|source| AgentError::from(store.error(source)))?;
     if json {
@@ -582,6 +585,14 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
                     report["listed"],
                     report["changed"],
                     report["unknown_to_roster"].as_array().map_or(0, Vec::len)
+                );
+            }
+            if let Some(policy) = &outcome.policy {
+                println!(
+                    "national policy: coverage ≥ {}‰, a student's QR share ≥ {}‰, typed codes {}; this college's config may only be stricter",
+                    policy.min_coverage,
+                    policy.student_qr_share,
+                    if policy.typed_counts_as_qr { "count as QR" } else { "do not count as QR" }
                 );
             }
             match outcome.stopped {

@@ -55,6 +55,8 @@ pub struct ImportOptions {
     pub today: Date,
     /// Recorded with contingent events: which file or generator they came from.
     pub source: String,
+    /// When the import runs (Unix seconds): a site's address change is an event then.
+    pub now: i64,
 }
 
 /// What an import changed.
@@ -233,7 +235,7 @@ pub fn import(
     let mut report = match kind {
         ImportKind::Students => students::apply(&transaction, &table, options, &mut errors),
         ImportKind::Teachers => teachers::apply(&transaction, &table, &mut errors),
-        ImportKind::Timetable => timetable::apply(&transaction, &table, &mut errors),
+        ImportKind::Timetable => timetable::apply(&transaction, &table, options, &mut errors),
         ImportKind::Grades => grades::apply(&transaction, &table, options, &mut errors),
     }
     .map_err(sqlite_error)?;

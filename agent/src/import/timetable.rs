@@ -8,7 +8,7 @@ use kasip_core::{Date, Discipline, GroupCode, Iin, LessonMode, RoomName, SiteNam
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::table::{ColumnSpec, Table};
-use super::{ImportReport, RowCheck, RowError};
+use super::{ImportOptions, ImportReport, RowCheck, RowError};
 
 pub const COLUMNS: &[ColumnSpec] = &[
     ColumnSpec {
@@ -73,12 +73,23 @@ struct StoredLesson {
     mode: String,
 }
 
+/// The site's id, created if new. A changed address is an event (synced as a
+/// `site_addresses` record), never a silent overwrite: the red flags judge each month by
+/// the addresses the site had then.
 fn site_id(
     transaction: &Transaction<'_>,
     site: &SiteName,
     address: &str,
+    options: &ImportOptions,
     report: &mut ImportReport,
 ) -> rusqlite::Result<i64> {
+    let address_event = |id: i64, previous: Option<&str>| {
+        transaction.execute(
+            "INSERT INTO site_address_events (site_id, address, previous, at, source)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![id, address, previous, options.now, options.source],
+        )
+    };
     let existing: Option<(i64, String)> = transaction
         .query_row(
             "SELECT id, address FROM sites WHERE name = ?1",
@@ -89,6 +100,10 @@ fn site_id(
     match existing {
         Some((id, stored_address)) => {
             if !address.is_empty() && address != stored_address {
+                address_event(
+                    id,
+                    Some(stored_address.as_str()).filter(|stored| !stored.is_empty()),
+                )?;
                 transaction
                     .execute("UPDATE sites SET address = ?2 WHERE id = ?1", (id, address))?;
             }
@@ -100,7 +115,11 @@ fn site_id(
                 (site.as_str(), address),
             )?;
             report.sites_created += 1;
-            Ok(transaction.last_insert_rowid())
+            let id = transaction.last_insert_rowid();
+            if !address.is_empty() {
+                address_event(id, None)?;
+            }
+            Ok(id)
         }
     }
 }
@@ -108,6 +127,7 @@ fn site_id(
 pub fn apply(
     transaction: &Transaction<'_>,
     table: &Table,
+    options: &ImportOptions,
     errors: &mut Vec<RowError>,
 ) -> rusqlite::Result<ImportReport> {
     let mut report = ImportReport::default();
@@ -221,7 +241,7 @@ pub fn apply(
             continue;
         }
         let site_id = match &site {
-            Some(site) => Some(site_id(transaction, site, address, &mut report)?),
+            Some(site) => Some(site_id(transaction, site, address, options, &mut report)?),
             None => None,
         };
         let incoming = StoredLesson {

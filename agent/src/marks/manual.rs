@@ -185,7 +185,8 @@ fn coverage_gate(
     let Ok(date) = kasip_core::Date::parse(&date) else {
         return Ok(None);
     };
-    let rules = &rules.coverage;
+    let (rules, _) = crate::coverage::rules_in_force(transaction, &rules.coverage)?;
+    let rules = &rules;
     let before =
         crate::coverage::student_months(transaction, date.calendar_month(), Some(&group), rules)?;
     let iin = mark.student_iin.as_string();

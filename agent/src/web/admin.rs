@@ -120,7 +120,9 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
         .with_reports(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
-            let rules = settings.coverage_rules();
+            let (rules, _) =
+                crate::coverage::rules_in_force(connection, &settings.coverage_rules())
+                    .map_err(failure)?;
             let (report, trend) =
                 month_figures(connection, month, today, &rules).map_err(failure)?;
             let flags = match cached {
@@ -550,13 +552,12 @@ async fn group_students(
     let settings = state.settings.clone();
     state
         .with_reports(move |store| {
-            crate::coverage::student_months(
-                store.connection(),
-                month,
-                Some(&code),
-                &settings.coverage_rules(),
-            )
-            .map_err(|source| AgentError::from(store.error(source)))
+            let failure = |source| AgentError::from(store.error(source));
+            let (rules, _) =
+                crate::coverage::rules_in_force(store.connection(), &settings.coverage_rules())
+                    .map_err(failure)?;
+            crate::coverage::student_months(store.connection(), month, Some(&code), &rules)
+                .map_err(failure)
         })
         .await
 }

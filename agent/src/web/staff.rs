@@ -285,7 +285,9 @@ pub async fn teacher_page(
             let connection = store.connection();
             let all = lessons::list_for_date(connection, today, now, &settings.lesson_times())
                 .map_err(failure)?;
-            let rules = settings.coverage_rules();
+            let (rules, _) =
+                crate::coverage::rules_in_force(connection, &settings.coverage_rules())
+                    .map_err(failure)?;
             let mut coverage_by_group: std::collections::HashMap<String, (Option<u64>, bool)> =
                 std::collections::HashMap::new();
             let mut rows = Vec::new();
