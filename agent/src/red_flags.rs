@@ -15,7 +15,7 @@ use crate::coverage::{student_months, CoverageRules};
 pub struct RedFlag {
     /// Stable name: idle_group, unlicensed_site, beneficiary_without_attendance,
     /// shared_device, two_rooms_at_once, manual_share_outlier, in_class_not_on_campus,
-    /// empty_lesson, binding_burst, check_in_burst.
+    /// empty_lesson, binding_burst, check_in_burst, hand_marked_student.
     pub kind: &'static str,
     /// Who or what it is about: a group code, site, IIN, device or teacher.
     pub subject: String,
@@ -194,6 +194,7 @@ pub fn red_flags_for_month(
     manual_share_outliers(&marks, rules, &mut flags);
     in_class_not_on_campus(connection, month, &settings.timezone, &marks, &mut flags)?;
     empty_lessons(connection, month, today, &mut flags)?;
+    hand_marked_students(connection, month, rules, &mut flags)?;
     binding_bursts(connection, month, &settings.timezone, &mut flags)?;
     check_in_bursts(connection, month, &mut flags)?;
     Ok(flags)
@@ -246,6 +247,79 @@ fn empty_lessons(
                     ],
                 ),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Students with fewer present marks in the month are not compared with their group.
+const HAND_SHARE_MIN_PRESENT: i64 = 10;
+
+/// A student whose share of hand-entered presence is far above their classmates': a
+/// teacher (or admin) keeping one absent student present by hand.
+fn hand_marked_students(
+    connection: &Connection,
+    month: Month,
+    rules: &RedFlagRules,
+    flags: &mut Vec<RedFlag>,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare(
+        "SELECT g.code, e.student_iin,
+                SUM(e.counts_as_present AND e.method IN ('manual', 'late_entry')),
+                SUM(e.counts_as_present)
+         FROM latest_marks e JOIN lessons l ON l.id = e.lesson_id
+         JOIN study_groups g ON g.id = l.group_id
+         WHERE l.date BETWEEN ?1 AND ?2
+         GROUP BY g.code, e.student_iin ORDER BY g.code, e.student_iin",
+    )?;
+    let mut groups: BTreeMap<String, Vec<(String, i64, i64)>> = BTreeMap::new();
+    let rows = statement.query_map(
+        [month.first_day().to_string(), month.last_day().to_string()],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    for row in rows {
+        let (group, student, manual, present) = row?;
+        groups
+            .entry(group)
+            .or_default()
+            .push((student, manual, present));
+    }
+    for (group, students) in groups {
+        let (all_manual, all_present) =
+            students.iter().fold((0, 0), |(manual, present), student| {
+                (manual + student.1, present + student.2)
+            });
+        for (student, manual, present) in &students {
+            // Compared with the classmates, not with a group average they pull up.
+            let (peers_manual, peers_present) = (all_manual - manual, all_present - present);
+            if *present < HAND_SHARE_MIN_PRESENT || peers_present == 0 {
+                continue;
+            }
+            let share = (manual * 1000 / present) as u64;
+            let peers = (peers_manual * 1000 / peers_present) as u64;
+            if share >= 500 && share > peers + rules.manual_share_margin_per_mille {
+                flags.push(RedFlag {
+                    kind: "hand_marked_student",
+                    subject: student.clone(),
+                    detail: Sentence::new(
+                        Text::FlagHandMarkedStudent,
+                        &[
+                            ("manual", manual),
+                            ("present", present),
+                            ("share", &format!("{}.{}%", share / 10, share % 10)),
+                            ("group", &group),
+                            ("peers", &format!("{}.{}%", peers / 10, peers % 10)),
+                        ],
+                    ),
+                });
+            }
         }
     }
     Ok(())

@@ -364,3 +364,119 @@ fn marks_for_a_closed_month_are_adjustments_on_every_path() {
     }
     assert_eq!(college.count("SELECT COUNT(*) FROM month_adjustments"), 2);
 }
+
+/// The statement's signed payload (verified under the agent's key).
+fn statement_payload(college: &College) -> Value {
+    let statement = std::fs::read_to_string(
+        college
+            .dir
+            .path()
+            .join("statements/month-close-2026-11.jws"),
+    )
+    .expect("statement");
+    let key = kasip_certs::DeviceKey::load(&college.dir.path().join("agent-key.pem")).expect("key");
+    let verified =
+        kasip_certs::jws::verify_compact(&statement, key.public_key()).expect("verifies");
+    serde_json::from_slice(&verified.payload).expect("payload")
+}
+
+#[test]
+fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen() {
+    const LICENSED: &str = "г. Алматы, ул. Толе би, 100";
+    let college = College::with_config(6, |config| {
+        config
+            .replace("min_coverage = 0.5", "min_coverage = 0.0")
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+    });
+    let registry = Registry::new(&college, &[]);
+    registry.command(&[
+        "set-policy",
+        "--min-coverage",
+        "0.9",
+        "--student-qr-share",
+        "0.5",
+        "--typed-counts-as-qr",
+        "false",
+    ]);
+    registry.command(&["license-address", "--bin", DEMO_BIN, "--address", LICENSED]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..6);
+    // The main building was at an unlicensed address in November, then re-imported at
+    // the licensed one: a change is an event, and the month still shows the first.
+    let timetable = |address: &str| {
+        let path = college.dir.file("moved.csv");
+        std::fs::write(
+            &path,
+            format!(
+                "date;start;end;group;discipline;teacher_iin;site;room;mode;address\n\
+                 2026-11-23;09:00;10:30;ПО-21;Математика;{TEACHER_A};Главный корпус;101;offline;{address}\n"
+            ),
+        )
+        .expect("csv");
+        let output = agent_run(
+            &college,
+            &["import", "timetable", path.to_str().expect("path")],
+        );
+        assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    };
+    timetable("г. Алматы, ул. Складская, 1");
+    timetable(LICENSED);
+    assert_eq!(college.count("SELECT COUNT(*) FROM site_address_events"), 2);
+
+    // Before the first pull, the college's own (loose) thresholds are in force.
+    let before = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
+    assert_eq!(before["min_coverage_per_mille"], 0);
+    let output = agent_run(&college, &["sync", "now"]);
+    let (stdout, stderr) = kasip_tests::text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("national policy: coverage ≥ 900‰"),
+        "{stdout}"
+    );
+    // After it, the national ones: the stricter of both, whatever the config says.
+    let after = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
+    assert_eq!(after["min_coverage_per_mille"], 900);
+    assert_eq!(after["typed_code_counts_as_qr"], false);
+    assert_eq!(after["college"]["holds"], false, "{after:#}");
+    let flags = agent_json(&college, &["red-flags", "--month", "2026-11", "--json"]);
+    let unlicensed: Vec<&Value> = flags
+        .as_array()
+        .expect("flags")
+        .iter()
+        .filter(|flag| flag["kind"] == "unlicensed_site")
+        .collect();
+    assert_eq!(unlicensed.len(), 1, "{flags:#}");
+    assert!(unlicensed[0]["detail"]
+        .as_str()
+        .is_some_and(|detail| detail.contains("Складская")));
+    // The statement records the policy that applied and is judged by it.
+    let output = agent_run(
+        &college,
+        &["month-close", "2026-11", "--force", "--reason", "test"],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    let payload = statement_payload(&college);
+    assert_eq!(payload["min_coverage_per_mille"], 900);
+    assert_eq!(payload["compliant"], false);
+    assert_eq!(payload["policy"]["source"], "registry");
+    // Both address events travelled to the registry.
+    wait_for(
+        &college,
+        "the outbox to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    let output = agent_run(&college, &["sync", "now"]);
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'site_addresses'"),
+        2
+    );
+    // An edited cache verifies as nothing: the statement would say the policy was local.
+    college
+        .db()
+        .execute("UPDATE registry_policy SET jws = jws || 'x'", [])
+        .expect("tamper");
+    let tampered = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
+    assert_eq!(tampered["min_coverage_per_mille"], 0);
+}

@@ -138,12 +138,13 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
                 Some(device),
             );
             mark(lesson(&day, "11:00", "CLEAN"), student, "manual", None); // T2 marks by hand
-            mark(
-                lesson(&day, "13:00", "CLEAN"),
-                student,
-                "qr_phone",
-                Some(device),
-            );
+                                                                           // C2 is kept present by hand at 13:00 as well (T3's lesson).
+            let (method, device) = if student == C2 {
+                ("manual", None)
+            } else {
+                ("qr_phone", Some(device))
+            };
+            mark(lesson(&day, "13:00", "CLEAN"), student, method, device);
         }
     }
     mark(
@@ -187,11 +188,21 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
         Some("kiosk:1"),
     );
     mark(
-        lesson("2026-11-04", "13:00", "CLEAN"),
+        lesson("2026-11-05", "09:00", "CLEAN"),
         C2,
         "qr_kiosk",
         Some("kiosk:1"),
     );
+    // C2 is kept present by hand on five more mornings.
+    for day in [
+        "2026-11-09",
+        "2026-11-10",
+        "2026-11-11",
+        "2026-11-12",
+        "2026-11-13",
+    ] {
+        mark(lesson(day, "09:00", "CLEAN"), C2, "manual", None);
+    }
     // I2's hand marks do not clear the flag: only QR-backed attendance counts.
     mark(lesson("2026-11-16", "10:00", "IDLE"), I2, "manual", None);
     // Ten phones bound within four minutes, from one admin's codes.
@@ -255,6 +266,7 @@ fn every_flag_fires_on_its_case_and_not_on_the_clean_group() {
     assert_eq!(subjects("empty_lesson"), ["CLEAN"], "the 28th only");
     assert_eq!(subjects("check_in_burst"), ["CLEAN"], "the 21st");
     assert_eq!(subjects("binding_burst").len(), 1);
+    assert_eq!(subjects("hand_marked_student"), [C2], "{flags:#?}");
 }
 
 /// The demo college's five regular groups are clean; its hand-marking teacher and its

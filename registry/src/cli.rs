@@ -57,7 +57,7 @@ enum Command {
         #[arg(long)]
         student_qr_share: f64,
         /// Whether a typed fallback code counts as a QR mark.
-        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        #[arg(long, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
         typed_counts_as_qr: bool,
     },
     /// Adds a licensed address of a college: lessons elsewhere are flagged.
