@@ -189,3 +189,52 @@ open(sys.argv[2], "wb").write(key.private_bytes(serialization.Encoding.PEM,
     );
     assert!(stderr.contains("1 check(s) failed"), "{stderr}");
 }
+
+/// The agent's clock against the registry's, as the last heartbeat's answer saw it: a
+/// clock ten minutes ahead fails, and so does one set back since.
+#[test]
+fn doctor_fails_an_agent_clock_that_disagrees_with_the_registry() {
+    let dir = TempDataDir::new();
+    assert!(run(AGENT, &dir.path(), &["init"]).status.success());
+    let (_, findings) = doctor(&dir.path());
+    let clock_finding = |findings: &[(String, String, String, String)]| {
+        findings
+            .iter()
+            .find(|(check, ..)| check == "agent clock")
+            .cloned()
+            .expect("an agent clock finding")
+    };
+    assert_eq!(
+        clock_finding(&findings).1,
+        "ok",
+        "no answer yet: {findings:?}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
+    let answered = |registry_time: i64, agent_time: i64| {
+        database
+            .execute(
+                "INSERT INTO registry_clock (id, registry_time, agent_time) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET registry_time = ?1, agent_time = ?2",
+                [registry_time, agent_time],
+            )
+            .expect("registry clock");
+    };
+    answered(now - 600, now);
+    let (code, findings) = doctor(&dir.path());
+    let (_, health, detail, fix) = clock_finding(&findings);
+    assert_eq!((code, health.as_str()), (1, "fail"), "{findings:?}");
+    assert!(detail.contains("600 s ahead of the registry's"), "{detail}");
+    assert!(fix.contains("timedatectl"), "{fix}");
+    answered(now + 3600, now + 3600);
+    let (_, findings) = doctor(&dir.path());
+    let (_, health, detail, _) = clock_finding(&findings);
+    assert_eq!(health, "fail");
+    assert!(detail.contains("it was set back"), "{detail}");
+    answered(now - 5, now);
+    let (_, findings) = doctor(&dir.path());
+    assert_eq!(clock_finding(&findings).1, "ok", "{findings:?}");
+}

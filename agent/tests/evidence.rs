@@ -480,3 +480,60 @@ fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen() {
     let tampered = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
     assert_eq!(tampered["min_coverage_per_mille"], 0);
 }
+
+#[test]
+fn bindings_and_security_events_travel_to_the_registry() {
+    let college = pinned_college(3, true);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..2);
+    // A forged code from a bound phone: a security event with its client.
+    let teacher = college.teacher(TEACHER_A);
+    let url = college.shown_url(&teacher, college.lesson_a);
+    let forged = format!("{}AAAA", &url[..url.len() - 4]);
+    let (status, _) = check_in(&college.bound_phone(&college.group_a[2]), &forged);
+    assert_eq!(status, 403);
+    wait_until(
+        "the bindings at the registry",
+        Duration::from_secs(60),
+        || registry.count("SELECT COUNT(*) FROM records WHERE kind = 'bindings'") == 3,
+    );
+    let binding: Value = serde_json::from_str(
+        &registry
+            .db()
+            .query_row(
+                "SELECT body FROM records WHERE kind = 'bindings' AND record_id = 1",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .expect("binding"),
+    )
+    .expect("json");
+    assert!(binding["code_issued_by"]
+        .as_str()
+        .is_some_and(|by| by.starts_with("cli:")));
+    assert!(binding["client"]
+        .as_str()
+        .is_some_and(|client| client.contains("127.0.0.1")));
+    assert_eq!(binding["student_iin"], college.group_a[0].as_str());
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM records WHERE kind = 'security_events'"),
+        0,
+        "an event's ten minutes are not over: its count may still grow"
+    );
+    college.set_clock(common::lesson_start_plus_one_minute() + 11 * 60);
+    wait_until(
+        "the security event at the registry",
+        Duration::from_secs(60),
+        || registry.count("SELECT COUNT(*) FROM records WHERE kind = 'security_events'") >= 1,
+    );
+    let event: Value = serde_json::from_str(&registry.db().query_row(
+        "SELECT body FROM records WHERE kind = 'security_events' ORDER BY record_id LIMIT 1",
+        [],
+        |row| row.get::<_, String>(0),
+    )
+    .expect("event"))
+    .expect("json");
+    assert_eq!(event["kind"], "forged_token", "{event}");
+    assert_eq!(event["count"], 1);
+}
