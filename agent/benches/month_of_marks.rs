@@ -1,10 +1,13 @@
 #![allow(dead_code)] // shared by several benches, each using a part
 //! A month of marks for a 5,000-student college (≈ 630,000 marks), shared by the
 //! coverage and sync benches: 200 groups of 25, six lessons on each working day, one
-//! mark per student per lesson (a third by hand), written straight into the tables.
+//! mark per student per lesson (a third by hand), written straight into the tables (the
+//! marks through the chain writer, so the chain verifies).
 
+use kasip_agent::attendance::{ChainWriter, NewMark};
 use kasip_agent::store::Store;
-use kasip_core::{Date, Iin, Month, Sex};
+use kasip_core::chain::{EntryKind, MarkEvidence};
+use kasip_core::{Date, Iin, MarkMethod, MarkStatus, Month, Sex};
 
 pub const GROUPS: usize = 200;
 pub const STUDENTS_PER_GROUP: usize = 25;
@@ -23,6 +26,8 @@ pub fn seed_groups(store: &mut Store, month: Month, groups: usize) {
         .collect();
     {
         let transaction = store.connection_mut().transaction().expect("tx");
+        // Through the chain writer: sealing verifies the chain before it signs anything.
+        let mut chain = ChainWriter::read_head(&transaction).expect("chain head");
         transaction
             .execute("INSERT INTO teachers (iin, last_name, first_name) VALUES ('850515400012', 'T', 'T')", [])
             .expect("teacher");
@@ -66,21 +71,26 @@ pub fn seed_groups(store: &mut Store, month: Month, groups: usize) {
                             rusqlite::params![lesson_id, day.to_string(), format!("{:02}:00", 8 + slot), format!("{:02}:50", 8 + slot), group as i64 + 1],
                         )
                         .expect("lesson");
-                    let mut insert = transaction
-                        .prepare_cached(
-                            "INSERT INTO attendance_events (lesson_id, student_iin, status, method, recorded_at, prev_hash, row_hash)
-                             VALUES (?1, ?2, 'present', ?3, 0, zeroblob(32), zeroblob(32))",
-                        )
-                        .expect("prepare");
                     for (index, iin) in members.iter().enumerate() {
-                        let method = if (index + slot) % 3 == 0 {
-                            "manual"
-                        } else {
-                            "qr_phone"
+                        let manual = (index + slot) % 3 == 0;
+                        let mark = NewMark {
+                            lesson_id,
+                            student_iin: Iin::parse(iin).expect("iin"),
+                            status: MarkStatus::Present,
+                            method: if manual {
+                                MarkMethod::Manual
+                            } else {
+                                MarkMethod::QrPhone
+                            },
+                            recorded_at: 0,
+                            device_id: None,
+                            token_step: None,
+                            marked_by: manual.then(|| "bench".to_owned()),
+                            reason: None,
+                            corrects: None,
+                            evidence: MarkEvidence::of(EntryKind::Live),
                         };
-                        insert
-                            .execute(rusqlite::params![lesson_id, iin, method])
-                            .expect("mark");
+                        chain.append(&transaction, &mark).expect("mark");
                     }
                 }
             }

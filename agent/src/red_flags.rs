@@ -400,7 +400,9 @@ fn check_in_bursts(
          WHERE l.date BETWEEN ?1 AND ?2 AND e.method IN ('qr_phone', 'qr_typed')
          ORDER BY e.lesson_id, e.recorded_at",
     )?;
-    let mut lessons: BTreeMap<i64, (String, String, String, Vec<(i64, String)>)> = BTreeMap::new();
+    // lesson → (group, date, start, [(time, device)])
+    type CheckIns = (String, String, String, Vec<(i64, String)>);
+    let mut lessons: BTreeMap<i64, CheckIns> = BTreeMap::new();
     let rows = statement.query_map(
         [month.first_day().to_string(), month.last_day().to_string()],
         |row| {

@@ -1156,64 +1156,6 @@ fn month_coverage(body: &str, keys: &[(String, Vec<u8>)]) -> Option<MonthCoverag
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use kasip_core::batch::{BatchEnvelope, BatchKind};
-    use serde_json::json;
-
-    use super::*;
-
-    const BIN: &str = "090640001233";
-    const NOW: i64 = 1_764_000_000;
-
-    /// A version-1 grades batch, spelled out: the bytes an agent sealed under format 1
-    /// and still resends after the format is bumped.
-    fn sealed_under_format_1(agent: &DeviceKey) -> String {
-        let envelope = BatchEnvelope {
-            v: 1,
-            agent: agent.thumbprint(),
-            college_bin: BIN.into(),
-            seq: 1,
-            prev: GENESIS_PREV.into(),
-            kind: BatchKind::Grades,
-            created: NOW,
-            records: vec![
-                json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
-                "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
-                "recorded_at": NOW, "recorded_by": "import:grades.csv"}),
-            ],
-        };
-        let payload = envelope.to_canonical().expect("canonical");
-        sign_compact(agent, &protected_header(agent), payload.as_bytes())
-    }
-
-    #[test]
-    fn a_batch_sealed_under_format_1_is_received_and_answered_in_format_1() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut store = RegistryStore::open(dir.path()).expect("store");
-        let bin = Bin::parse(BIN).expect("bin");
-        store.add_college(&bin, "Test college").expect("college");
-        let code = store.issue_enrolment_code(&bin, NOW).expect("code");
-        let agent = DeviceKey::generate_to(&dir.path().join("agent-key.pem")).expect("key");
-        let enrolled = store
-            .enrol(&code, BIN, agent.public_key(), NOW)
-            .expect("enrol");
-        assert!(matches!(enrolled, Enrolment::Enrolled(_)), "{enrolled:?}");
-
-        let verdict = store
-            .receive(&sealed_under_format_1(&agent), NOW + 5)
-            .expect("receive");
-        let Verdict::Stored(receipt_jws) = verdict else {
-            panic!("a format-1 batch was not stored: {verdict:?}");
-        };
-        let receipt = verify_compact(&receipt_jws, store.registry_key().public_key())
-            .expect("receipt verifies");
-        let receipt: serde_json::Value = serde_json::from_slice(&receipt.payload).expect("json");
-        assert_eq!(receipt["v"], 1);
-        assert_eq!(receipt["seq"], 1);
-    }
-}
-
 /// Re-walks the attendance records of `envelope` from the agent's chain head and moves
 /// the head: each record must be the next event and (from format 2) hash to its
 /// `chain_hash`, and every head the agent pinned in a heartbeat within the walk must be
@@ -1279,4 +1221,62 @@ fn extend_chain(
         )
         .map_err(failed)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kasip_core::batch::{BatchEnvelope, BatchKind};
+    use serde_json::json;
+
+    use super::*;
+
+    const BIN: &str = "090640001233";
+    const NOW: i64 = 1_764_000_000;
+
+    /// A version-1 grades batch, spelled out: the bytes an agent sealed under format 1
+    /// and still resends after the format is bumped.
+    fn sealed_under_format_1(agent: &DeviceKey) -> String {
+        let envelope = BatchEnvelope {
+            v: 1,
+            agent: agent.thumbprint(),
+            college_bin: BIN.into(),
+            seq: 1,
+            prev: GENESIS_PREV.into(),
+            kind: BatchKind::Grades,
+            created: NOW,
+            records: vec![
+                json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
+                "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
+                "recorded_at": NOW, "recorded_by": "import:grades.csv"}),
+            ],
+        };
+        let payload = envelope.to_canonical().expect("canonical");
+        sign_compact(agent, &protected_header(agent), payload.as_bytes())
+    }
+
+    #[test]
+    fn a_batch_sealed_under_format_1_is_received_and_answered_in_format_1() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = RegistryStore::open(dir.path()).expect("store");
+        let bin = Bin::parse(BIN).expect("bin");
+        store.add_college(&bin, "Test college").expect("college");
+        let code = store.issue_enrolment_code(&bin, NOW).expect("code");
+        let agent = DeviceKey::generate_to(&dir.path().join("agent-key.pem")).expect("key");
+        let enrolled = store
+            .enrol(&code, BIN, agent.public_key(), NOW)
+            .expect("enrol");
+        assert!(matches!(enrolled, Enrolment::Enrolled(_)), "{enrolled:?}");
+
+        let verdict = store
+            .receive(&sealed_under_format_1(&agent), NOW + 5)
+            .expect("receive");
+        let Verdict::Stored(receipt_jws) = verdict else {
+            panic!("a format-1 batch was not stored: {verdict:?}");
+        };
+        let receipt = verify_compact(&receipt_jws, store.registry_key().public_key())
+            .expect("receipt verifies");
+        let receipt: serde_json::Value = serde_json::from_slice(&receipt.payload).expect("json");
+        assert_eq!(receipt["v"], 1);
+        assert_eq!(receipt["seq"], 1);
+    }
 }
