@@ -1138,7 +1138,13 @@ fn every_page_carries_the_security_headers_and_no_inline_code() {
         "{set_cookie}"
     );
     // The assets themselves may be cached (revalidated) and are what the pages load.
-    for asset in ["/style.css", "/checkin.js", "/display.js", "/pass.js"] {
+    for asset in [
+        "/style.css",
+        "/checkin.js",
+        "/keys.js",
+        "/display.js",
+        "/pass.js",
+    ] {
         let response = anonymous.get(college.url(asset)).send().expect("asset");
         assert_eq!(response.status(), 200, "{asset}");
         assert_eq!(response.headers()["cache-control"], "no-cache", "{asset}");

@@ -136,3 +136,62 @@ fn admin_dashboard_in_chromium_shows_what_coverage_json_computes() {
     browser.screenshot(&shot);
     assert!(std::fs::metadata(&shot).expect("screenshot").len() > 1000);
 }
+
+/// A real phone browser: binding makes its device key (WebCrypto, IndexedDB), and the
+/// scanned page signs the check-in with it; the mark carries the signature. The same
+/// browser's cookie alone, posted by another client, checks nobody in.
+#[test]
+fn chromium_binds_with_a_device_key_and_signs_its_check_in() {
+    let college = College::new(3);
+    let iin = college.group_a[0].clone();
+    let code = college.issue_code(&iin);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let browser = Browser::start();
+    let wait_for = |script: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let value = browser.execute(script);
+            if value == serde_json::Value::Bool(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    browser.goto(&college.url("/bind?lang=kk"));
+    browser.type_into("input[name=iin]", &iin);
+    browser.type_into("input[name=code]", &code);
+    browser.click("button");
+    wait_for(
+        "return document.querySelector('a[href=\"/pass\"]') !== null",
+        "the binding to finish",
+    );
+    let key_length: i64 = college
+        .db()
+        .query_row(
+            "SELECT length(device_key) FROM device_bindings",
+            [],
+            |row| row.get(0),
+        )
+        .expect("binding");
+    assert_eq!(key_length, 65, "an uncompressed P-256 point from WebCrypto");
+    browser.goto(&college.shown_url(&teacher, college.lesson_a));
+    wait_for(
+        "return document.getElementById('confirmation') !== null",
+        "the signed check-in's confirmation",
+    );
+    let evidence: String = college
+        .db()
+        .query_row("SELECT evidence FROM attendance_events", [], |row| {
+            row.get(0)
+        })
+        .expect("mark");
+    let evidence: serde_json::Value = serde_json::from_str(&evidence).expect("json");
+    assert_eq!(evidence["binding"], 1);
+    assert!(evidence["device_signature"]
+        .as_str()
+        .is_some_and(|signature| signature.len() > 80));
+    let shot = college.dir.file("bound-check-in.png");
+    browser.screenshot(&shot);
+}

@@ -343,6 +343,24 @@ async fn authenticated(
     Ok((signer.agent_id, signer.bin))
 }
 
+/// A signed read of `/v1/colleges/{bin}/…`: only the college's own agent may make it.
+async fn own_college(
+    state: &RegistryState,
+    headers: &HeaderMap,
+    path: String,
+    bin: &str,
+    what: &str,
+) -> Result<String, Response<Body>> {
+    let (_, agent_bin) = authenticated(state, headers, path).await?;
+    if agent_bin != bin {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            &format!("an agent reads only its own college's {what}"),
+        ));
+    }
+    Ok(agent_bin)
+}
+
 async fn checkpoint(
     State(state): State<RegistryState>,
     Path(kid): Path<String>,
@@ -379,16 +397,10 @@ async fn beneficiaries(
     headers: HeaderMap,
 ) -> Response<Body> {
     let path = format!("/v1/colleges/{bin}/beneficiaries");
-    let (_, agent_bin) = match authenticated(&state, &headers, path).await {
-        Ok(found) => found,
+    let agent_bin = match own_college(&state, &headers, path, &bin, "list").await {
+        Ok(bin) => bin,
         Err(response) => return response,
     };
-    if agent_bin != bin {
-        return error(
-            StatusCode::FORBIDDEN,
-            "an agent reads only its own college's list",
-        );
-    }
     let listed = state
         .with_store(move |store| store.beneficiaries(&agent_bin))
         .await;
@@ -417,16 +429,10 @@ async fn policy(
     headers: HeaderMap,
 ) -> Response<Body> {
     let path = format!("/v1/colleges/{bin}/policy");
-    let (_, agent_bin) = match authenticated(&state, &headers, path).await {
-        Ok(found) => found,
+    let agent_bin = match own_college(&state, &headers, path, &bin, "policy").await {
+        Ok(bin) => bin,
         Err(response) => return response,
     };
-    if agent_bin != bin {
-        return error(
-            StatusCode::FORBIDDEN,
-            "an agent reads only its own college's policy",
-        );
-    }
     let now = (state.clock)();
     match state
         .with_store(move |store| store.signed_policy(&agent_bin, now))

@@ -343,13 +343,7 @@ impl RegistryClient {
             .send()
             .await
             .map_err(SyncError::Network)?;
-        let (status, text) = read(response).await?;
-        if status != StatusCode::OK {
-            return Err(SyncError::Refused {
-                status: status.as_u16(),
-                message: error_message(&text),
-            });
-        }
+        let text = ok_text(response).await?;
         let answer: kasip_core::wire::HeartbeatAnswer =
             serde_json::from_str(&text).map_err(SyncError::Answer)?;
         Ok(answer.registry_time)
@@ -365,15 +359,20 @@ impl RegistryClient {
             .send()
             .await
             .map_err(SyncError::Network)?;
-        let (status, text) = read(response).await?;
-        if status != StatusCode::OK {
-            return Err(SyncError::Refused {
-                status: status.as_u16(),
-                message: error_message(&text),
-            });
-        }
-        Ok(text)
+        ok_text(response).await
     }
+}
+
+/// The body of a 200 answer; any other status is the registry's refusal.
+async fn ok_text(response: reqwest::Response) -> Result<String, SyncError> {
+    let (status, text) = read(response).await?;
+    if status != StatusCode::OK {
+        return Err(SyncError::Refused {
+            status: status.as_u16(),
+            message: error_message(&text),
+        });
+    }
+    Ok(text)
 }
 
 /// Reads an answer of bounded size.

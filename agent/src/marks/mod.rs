@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 pub use kiosk::{KioskScan, ScanOutcome, ScanRefusal};
 pub use manual::{ManualAccepted, ManualMark, ManualRefusal};
-pub use phone::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
+pub use phone::{binding_key, verify_device, Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 pub use record::{record_mark, MarkSource, MarkToRecord, RecordedMark};
 
 use crate::attendance::ChainWriter;

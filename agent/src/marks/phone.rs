@@ -73,6 +73,8 @@ pub struct PhoneCheckIn {
     /// signature over `kasip_core::chain::check_in_message(presented)`.
     pub presented: String,
     pub device_signature: Option<String>,
+    /// The binding whose device key verified `device_signature` (see `verify_device`).
+    pub device_verified_for: Option<i64>,
     /// When the token was last seen fresh, if earlier than now: a check-in intent from a
     /// phone that had to bind first. Honoured for `INTENT_SECS`.
     pub fresh_at: Option<i64>,
@@ -142,24 +144,22 @@ pub(super) fn decide_phone(
     let Some(credential_hash) = &check_in.credential_hash else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
-    let binding: Option<(i64, String, String, Option<Vec<u8>>)> = transaction
+    let binding: Option<(i64, String, String)> = transaction
         .prepare_cached(
-            "SELECT id, student_iin, device_id, device_key FROM device_bindings
+            "SELECT id, student_iin, device_id FROM device_bindings
              WHERE credential_hash = ?1 AND revoked_at IS NULL",
         )?
         .query_row([credential_hash], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let Some((binding_id, student_iin, device_id, device_key)) = binding else {
+    let Some((binding_id, student_iin, device_id)) = binding else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
     // The credential cookie names the binding; only the phone's key proves the phone.
-    let signed = match (&device_key, &check_in.device_signature) {
-        (Some(key), Some(signature)) => device_signature_valid(key, &check_in.presented, signature),
-        _ => false,
-    };
-    if !signed {
+    // The signature was verified before the writer (`verify_device`): here, only that
+    // it was this binding's key, still the active one.
+    if check_in.device_verified_for != Some(binding_id) {
         return Ok(Err(Rejection::DeviceUnverified));
     }
     let Some(lesson) = open_lesson_at(transaction, token.lesson, now, &rules.lessons)? else {
@@ -258,6 +258,34 @@ pub(super) fn decide_phone(
         recorded_at: recorded.recorded_at,
         repeated: recorded.repeated,
     }))
+}
+
+/// The active binding a credential names, with its device key: (binding id, key).
+pub fn binding_key(
+    connection: &rusqlite::Connection,
+    credential_hash: &[u8],
+) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+    connection
+        .prepare_cached(
+            "SELECT id, device_key FROM device_bindings
+             WHERE credential_hash = ?1 AND revoked_at IS NULL AND device_key IS NOT NULL",
+        )?
+        .query_row([credential_hash], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+}
+
+/// Verifies the check-in's device signature under its binding's key (from
+/// `binding_key`), before the writer and off its thread: the signature check is the
+/// costly part, and the writer then only compares binding ids.
+pub fn verify_device(check_in: &mut PhoneCheckIn, binding_key: Option<(i64, Vec<u8>)>) {
+    check_in.device_verified_for = match (binding_key, &check_in.device_signature) {
+        (Some((binding, key)), Some(signature))
+            if device_signature_valid(&key, &check_in.presented, signature) =>
+        {
+            Some(binding)
+        }
+        _ => None,
+    };
 }
 
 /// Whether `signature` (base64url, ECDSA P-256 SHA-256, r‖s as WebCrypto makes it) is the

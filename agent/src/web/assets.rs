@@ -10,6 +10,8 @@ pub const STYLE: &str = include_str!("assets/style.css");
 pub const CHECKIN: &str = include_str!("assets/checkin.js");
 /// The projector's code, fetched every second.
 pub const DISPLAY: &str = include_str!("assets/display.js");
+/// Base64url and the IndexedDB key store the pass and the device key share.
+pub const KEYS: &str = include_str!("assets/keys.js");
 /// The student's rotating pass.
 pub const PASS: &str = include_str!("assets/pass.js");
 
@@ -35,6 +37,10 @@ pub async fn checkin() -> Response {
 
 pub async fn display() -> Response {
     serve("text/javascript; charset=utf-8", DISPLAY)
+}
+
+pub async fn keys() -> Response {
+    serve("text/javascript; charset=utf-8", KEYS)
 }
 
 pub async fn pass() -> Response {

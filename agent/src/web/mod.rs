@@ -228,6 +228,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pass.js", get(assets::pass))
         .route("/style.css", get(assets::style))
         .route("/checkin.js", get(assets::checkin))
+        .route("/keys.js", get(assets::keys))
         .route("/display.js", get(assets::display))
         .route("/pass/key", post(pass::register_key))
         .route("/kiosk/enroll", post(kiosk::enrol))

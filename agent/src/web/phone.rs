@@ -226,6 +226,7 @@ async fn finish_binding(
             let check_in = PhoneCheckIn {
                 presented: token.to_string(),
                 device_signature,
+                device_verified_for: None,
                 token: Ok(token),
                 credential_hash: Some(secret_hash(&credential)),
                 typed: false,
@@ -298,6 +299,7 @@ pub async fn check_in(
         token,
         presented: token_text,
         device_signature,
+        device_verified_for: None,
         credential_hash,
         typed: false,
         fresh_at: None,
@@ -362,9 +364,22 @@ fn rejection_status(rejection: Rejection) -> StatusCode {
     }
 }
 
-/// Sends a check-in to the writer and renders its answer.
-async fn answer_check_in(state: &AppState, lang: Lang, check_in: PhoneCheckIn) -> Response {
+/// Verifies the phone's signature (here, not on the writer's thread), sends the check-in
+/// to the writer and renders its answer.
+async fn answer_check_in(state: &AppState, lang: Lang, mut check_in: PhoneCheckIn) -> Response {
     use axum::response::IntoResponse;
+    if let (Some(hash), Some(_)) = (&check_in.credential_hash, &check_in.device_signature) {
+        let hash = hash.clone();
+        let key = state
+            .with_db(move |store| {
+                crate::marks::binding_key(store.connection(), &hash)
+                    .map_err(|source| AgentError::from(store.error(source)))
+            })
+            .await
+            .ok()
+            .flatten();
+        crate::marks::verify_device(&mut check_in, key);
+    }
     match state.writer.phone_check_in(check_in).await {
         Ok(Ok(accepted)) => confirmation(state, lang, accepted).await,
         Ok(Err(rejection)) => {
@@ -542,6 +557,7 @@ pub async fn typed_check_in(
         token: Ok(token),
         presented,
         device_signature: form.device_signature,
+        device_verified_for: None,
         credential_hash,
         typed: true,
         fresh_at: None,

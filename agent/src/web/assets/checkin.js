@@ -5,26 +5,8 @@
 // nobody in. One key per phone, kept across bindings: a phone is one device.
 (function () {
   "use strict";
-  const base64url = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
-    .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-  function openStore() {
-    return new Promise((resolve, reject) => {
-      const request = indexedDB.open("kasip-device", 1);
-      request.onupgradeneeded = () => request.result.createObjectStore("keys");
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = () => reject(request.error);
-    });
-  }
-
-  function inStore(db, mode, action) {
-    return new Promise((resolve, reject) => {
-      const transaction = db.transaction("keys", mode);
-      const request = action(transaction.objectStore("keys"));
-      transaction.oncomplete = () => resolve(request.result);
-      transaction.onerror = () => reject(transaction.error);
-    });
-  }
+  const { base64url, inStore } = window.kasipKeys;
+  const openStore = () => window.kasipKeys.openStore("kasip-device");
 
   // The phone's key pair, made on first use.
   async function deviceKey(create) {

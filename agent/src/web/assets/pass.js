@@ -255,26 +255,8 @@
   const status = document.getElementById("pass-status");
   const box = document.getElementById("pass-qr");
   const now = () => Math.floor(Date.now() / 1000 + clockOffset);
-  const base64url = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
-    .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-  function openStore() {
-    return new Promise((resolve, reject) => {
-      const request = indexedDB.open("kasip-pass", 1);
-      request.onupgradeneeded = () => request.result.createObjectStore("keys");
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = () => reject(request.error);
-    });
-  }
-
-  function inStore(db, mode, action) {
-    return new Promise((resolve, reject) => {
-      const transaction = db.transaction("keys", mode);
-      const request = action(transaction.objectStore("keys"));
-      transaction.oncomplete = () => resolve(request.result);
-      transaction.onerror = () => reject(transaction.error);
-    });
-  }
+  const { base64url, inStore } = window.kasipKeys;
+  const openStore = () => window.kasipKeys.openStore("kasip-pass");
 
   async function signPass(privateKey) {
     const text = "KP1." + iin + "." + now();
