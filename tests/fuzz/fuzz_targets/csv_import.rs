@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
         skip_invalid: selector & 0x80 != 0,
         today: kasip_core::Date::new(2026, 11, 25).expect("a date"),
         source: "fuzz".into(),
+        now: 1_795_000_000,
     };
     let mut database = database()
         .lock()

@@ -1,5 +1,6 @@
 //! What the registry reads from an agent: the compact JWS, its kid, the batch envelope,
-//! every record kind, receipts and request authorizations.
+//! every record kind in both formats (and an attendance chain's re-walk), heartbeats,
+//! receipts and request authorizations; and what the agent reads back: the policy.
 #![no_main]
 
 use kasip_core::batch::{check_record, BatchEnvelope, BatchKind, Receipt};
@@ -10,9 +11,20 @@ fuzz_target!(|data: &[u8]| {
     let _ = Receipt::parse(data);
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         for kind in BatchKind::ALL {
-            let _ = check_record(kind, &value);
+            for version in kasip_core::batch::SUPPORTED_BATCH_VERSIONS {
+                let _ = check_record(version, kind, &value);
+            }
+        }
+        if let Ok(records) =
+            serde_json::from_value::<Vec<kasip_core::batch::AttendanceRecord>>(value)
+        {
+            let _ =
+                kasip_core::chain::rewalk(&kasip_core::chain::ChainHead::genesis(), &records, 2);
         }
     }
+    let _ = serde_json::from_slice::<kasip_core::wire::Heartbeat>(data);
+    let _ = serde_json::from_slice::<kasip_core::wire::Policy>(data);
+    let _ = serde_json::from_slice::<kasip_core::wire::SignedPolicy>(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
