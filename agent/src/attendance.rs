@@ -101,8 +101,13 @@ impl ChainWriter {
 /// The result of walking the chain.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChainCheck {
-    /// Every row matches; `head` is the last row's hash (hex), empty for no rows.
-    Intact { rows: u64, head: String },
+    /// Every row matches; `head` is the last row's hash (hex), empty for no rows;
+    /// `last` the last row walked (id, hash), for a later check to go on from.
+    Intact {
+        rows: u64,
+        head: String,
+        last: Option<(i64, Vec<u8>)>,
+    },
     /// The first row that does not match, and why.
     Broken { row_id: i64, reason: String },
 }
@@ -190,6 +195,7 @@ pub fn verify_chain_after(
         } else {
             hex(&expected_prev)
         },
+        last: (expected_id > 1).then(|| (expected_id - 1, expected_prev)),
     })
 }
 

@@ -779,7 +779,9 @@ impl ChainGuard {
             (Some((id, hash)), false) => (*id, hash.clone()),
             _ => (0, kasip_core::chain::GENESIS_HASH.to_vec()),
         };
-        match verify_chain_after(connection, after_id, &after_hash)? {
+        // The rows walked, not the table's head read afterwards: the writer may append
+        // in between, and those rows are not verified yet.
+        let walked = match verify_chain_after(connection, after_id, &after_hash)? {
             ChainCheck::Broken { row_id, reason } => {
                 self.verified = None;
                 return Ok(Err(IntegrityBreak {
@@ -787,8 +789,8 @@ impl ChainGuard {
                     reason,
                 }));
             }
-            ChainCheck::Intact { .. } => {}
-        }
+            ChainCheck::Intact { last, .. } => last,
+        };
         if full {
             let mismatches = crate::coverage::tally_mismatches(connection)?;
             if let Some((date, iin)) = mismatches.first() {
@@ -803,18 +805,14 @@ impl ChainGuard {
             }
             self.full_checked_at = Some(now);
         }
-        let head: Option<(i64, Vec<u8>)> = connection
-            .prepare_cached("SELECT id, row_hash FROM attendance_events ORDER BY id DESC LIMIT 1")?
-            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?;
         let verified = VerifiedHead {
-            events: head.as_ref().map_or(0, |(id, _)| *id as u64),
-            head: head
+            events: walked.as_ref().map_or(0, |(id, _)| *id as u64),
+            head: walked
                 .as_ref()
                 .map(|(_, hash)| to_hex(hash))
                 .unwrap_or_default(),
         };
-        self.verified = head;
+        self.verified = walked;
         Ok(Ok(verified))
     }
 }

@@ -126,10 +126,10 @@ pub struct Uploader {
     settings: Arc<Settings>,
     clock: Arc<dyn Clock>,
     data_dir: Arc<DataDir>,
-    /// What sealing has verified of the chain, and what the last check found (the
-    /// heartbeat reports it).
+    /// What sealing has verified of the chain, and the break it last found, if any
+    /// (logged once; `sync now` fails with it).
     guard: Arc<std::sync::Mutex<outbox::ChainGuard>>,
-    integrity: Arc<std::sync::Mutex<Option<Result<outbox::VerifiedHead, outbox::IntegrityBreak>>>>,
+    integrity: Arc<std::sync::Mutex<Option<outbox::IntegrityBreak>>>,
 }
 
 /// What one step of the queue came to.
@@ -266,17 +266,16 @@ impl Uploader {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match sealed {
             Ok(count) => {
-                if matches!(*integrity, Some(Err(_))) {
+                if integrity.take().is_some() {
                     tracing::info!("the attendance chain verifies again");
                 }
-                *integrity = None;
                 Ok(count)
             }
             Err(broken) => {
-                if *integrity != Some(Err(broken.clone())) {
+                if integrity.as_ref() != Some(&broken) {
                     tracing::error!(alert = %broken.alert(), "sealing stopped");
                 }
-                *integrity = Some(Err(broken));
+                *integrity = Some(broken);
                 Ok(0)
             }
         }
@@ -600,14 +599,12 @@ impl Uploader {
         if let Err(error) = self.heartbeat(&client).await {
             tracing::warn!(error = %crate::error::report(&error), "heartbeat failed");
         }
-        let broken = match &*self
+        let broken = self
             .integrity
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-        {
-            Some(Err(broken)) => Some(broken.alert()),
-            _ => None,
-        };
+            .as_ref()
+            .map(outbox::IntegrityBreak::alert);
         let stopped = broken.or(stopped);
         let beneficiaries = match self.pull_beneficiaries(&client).await {
             Ok(report) => Some(report),

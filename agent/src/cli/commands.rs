@@ -272,7 +272,7 @@ pub fn verify(data_dir: &DataDir) -> Result<(), AgentError> {
     let check = crate::attendance::verify_chain(store.connection())
         .map_err(|source| AgentError::from(store.error(source)))?;
     match check {
-        crate::attendance::ChainCheck::Intact { rows, head } => {
+        crate::attendance::ChainCheck::Intact { rows, head, .. } => {
             println!("attendance chain intact: {rows} events, head {}", if head.is_empty() { "(empty)" } else { &head });
             let mismatches = crate::coverage::tally_mismatches(store.connection())
                 .map_err(|source| AgentError::from(store.error(source)))?;

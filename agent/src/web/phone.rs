@@ -526,7 +526,9 @@ pub async fn typed_check_in(
         )
     };
     let presented = form.code.clone();
-    let Some(code) = normalise_typed_code(&form.code) else {
+    // A code is 6 characters; spaces and dashes are forgiven, a page of them is not
+    // (what was presented goes into the mark's evidence).
+    let Some(code) = normalise_typed_code(&form.code).filter(|_| form.code.len() <= 32) else {
         state.throttle.failure(&phone_key, now);
         state.throttle.failure(&address_key, now);
         return Err(unknown_code(StatusCode::BAD_REQUEST));
