@@ -537,3 +537,96 @@ fn bindings_and_security_events_travel_to_the_registry() {
     assert_eq!(event["kind"], "forged_token", "{event}");
     assert_eq!(event["count"], 1);
 }
+
+/// Appends a mark behind the agent's back with a valid hash and a time before the last
+/// sealing pass: the local chain verifies, and the registry's timeline sees the backfill.
+fn backfill_mark(college: &College, student: &str, recorded_at: i64) {
+    let db = college.db();
+    let (id, lesson, prev): (i64, i64, Vec<u8>) = db
+        .query_row(
+            "SELECT id, lesson_id, row_hash FROM attendance_events ORDER BY id DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .expect("head");
+    let evidence =
+        kasip_core::chain::MarkEvidence::of(kasip_core::chain::EntryKind::Live).to_canonical();
+    let hash = ChainRow {
+        id: id + 1,
+        lesson_id: lesson,
+        student_iin: student,
+        status: "present",
+        method: "manual",
+        recorded_at,
+        device_id: None,
+        token_step: None,
+        marked_by: Some("teacher"),
+        reason: None,
+        corrects: None,
+        evidence: Some(&evidence),
+    }
+    .hash(&prev);
+    db.execute(
+        "INSERT INTO attendance_events (id, lesson_id, student_iin, status, method, recorded_at,
+             marked_by, prev_hash, row_hash, evidence)
+         VALUES (?1, ?2, ?3, 'present', 'manual', ?4, 'teacher', ?5, ?6, ?7)",
+        rusqlite::params![
+            id + 1,
+            lesson,
+            student,
+            recorded_at,
+            prev,
+            hash.to_vec(),
+            evidence
+        ],
+    )
+    .expect("backfill");
+}
+
+#[test]
+fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
+    let college = pinned_college(4, true);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..1);
+    wait_for(
+        &college,
+        "the first mark to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM findings"),
+        0,
+        "an honest start"
+    );
+
+    // A hand mark entered now, stamped ten minutes before the batch already sealed.
+    let sealed_at = common::lesson_start_plus_one_minute();
+    backfill_mark(&college, &college.group_a[1], sealed_at - 600);
+    wait_until("the backfill finding", Duration::from_secs(60), || {
+        findings(&registry, "backfilled_mark") == 1
+    });
+    let evidence: String = registry
+        .db()
+        .query_row(
+            "SELECT evidence FROM findings WHERE kind = 'backfilled_mark'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("finding");
+    assert_eq!(evidence, "2", "the record id is the evidence");
+
+    // The clock set back a day: the next batch is created before the one it follows.
+    college.set_clock(sealed_at - 86_400);
+    backfill_mark(&college, &college.group_a[2], sealed_at - 86_400);
+    wait_until("the clock finding", Duration::from_secs(60), || {
+        findings(&registry, "batch_created_not_monotone") == 1
+    });
+    let findings_cli = registry.command(&["findings", "--bin", DEMO_BIN]);
+    assert!(findings_cli.contains("backfilled_mark"), "{findings_cli}");
+    assert!(
+        findings_cli.contains("the agent's clock went back"),
+        "{findings_cli}"
+    );
+}

@@ -69,6 +69,8 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
     );
     assert_eq!(status["alert"], Value::Null);
     assert_one_for_one(&college, &registry);
+    // An honest college's evidence raises nothing: no tamper alarm, no timeline finding.
+    assert_eq!(registry.count("SELECT COUNT(*) FROM findings"), 0);
     // Every receipt the agent stored is signed by the registry and lists its records.
     let receipts: i64 = college.count(
         "SELECT COUNT(*) FROM outbox_batches WHERE receipt IS NOT NULL AND accepted = records",

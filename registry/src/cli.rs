@@ -67,6 +67,14 @@ enum Command {
         #[arg(long)]
         address: String,
     },
+    /// Lists what the registry noticed in the evidence it received (tamper alarms,
+    /// breaks the agents reported, timeline rules), oldest first.
+    Findings {
+        #[arg(long)]
+        bin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serves the registry API until SIGTERM or Ctrl-C.
     #[command(args_override_self = true)]
     Serve {
@@ -234,6 +242,32 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 "national policy: coverage at least {min_coverage}, a student's QR share at least {student_qr_share}, typed codes {} QR",
                 if typed_counts_as_qr { "count as" } else { "do not count as" }
             );
+        }
+        Command::Findings { bin: text, json } => {
+            let college = text
+                .as_deref()
+                .map(bin)
+                .transpose()?
+                .map(|bin| bin.to_string());
+            let findings = store()?.findings(college.as_deref())?;
+            if json {
+                let text = serde_json::to_string_pretty(&findings)
+                    .map_err(|error| RegistryError::Usage(error.to_string()))?;
+                println!("{text}");
+            } else if findings.is_empty() {
+                println!("no findings");
+            } else {
+                for finding in findings {
+                    println!(
+                        "{}\t{}\t{}\t{}\t[{}]",
+                        finding.college_bin,
+                        finding.kind,
+                        finding.month.unwrap_or_default(),
+                        finding.detail,
+                        finding.evidence
+                    );
+                }
+            }
         }
         Command::LicenseAddress { bin: text, address } => {
             let address = address.trim();

@@ -120,6 +120,7 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v1/agents/{kid}/checkpoint", get(checkpoint))
         .route("/v1/colleges/{bin}/beneficiaries", get(beneficiaries))
         .route("/v1/colleges/{bin}/policy", get(policy))
+        .route("/v1/colleges/{bin}/findings", get(findings))
         .layer(axum::extract::DefaultBodyLimit::max(
             kasip_certs::jws::MAX_JWS_BYTES,
         ))
@@ -441,6 +442,27 @@ async fn policy(
         Err(response) => response,
         Ok(Err(failure)) => internal(failure),
         Ok(Ok(jws)) => Json(kasip_core::wire::SignedPolicy { policy: jws }).into_response(),
+    }
+}
+
+/// What the registry noticed about a college's evidence, for the college's own agent.
+async fn findings(
+    State(state): State<RegistryState>,
+    Path(bin): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let path = format!("/v1/colleges/{bin}/findings");
+    let agent_bin = match own_college(&state, &headers, path, &bin, "findings").await {
+        Ok(bin) => bin,
+        Err(response) => return response,
+    };
+    match state
+        .with_store(move |store| store.findings(Some(&agent_bin)))
+        .await
+    {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok(findings)) => Json(json!({ "findings": findings })).into_response(),
     }
 }
 

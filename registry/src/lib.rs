@@ -6,6 +6,7 @@ pub mod cli;
 pub mod http;
 mod memory;
 pub mod store;
+pub mod timeline;
 
 pub use http::{Faults, RegistryState};
 pub use store::{RegistryError, RegistryStore, Verdict};

@@ -97,13 +97,24 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 -- What the registry noticed about an agent's evidence: tamper alarms and the agent's own
 -- reports of a break. The auditor's findings join these.
 CREATE TABLE IF NOT EXISTS findings (
-    id     INTEGER PRIMARY KEY,
-    agent  TEXT NOT NULL,
-    bin    TEXT NOT NULL,
-    kind   TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    at     INTEGER NOT NULL
+    id       INTEGER PRIMARY KEY,
+    agent    TEXT NOT NULL,
+    bin      TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    month    TEXT,
+    detail   TEXT NOT NULL,
+    -- Record ids (or batch seqs) a person can look up, comma-separated.
+    evidence TEXT NOT NULL DEFAULT '',
+    at       INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS findings_by_college ON findings(bin, id);
+-- When each batch was created, by the agent's clock: the timeline rules compare them.
+CREATE TABLE IF NOT EXISTS batch_times (
+    agent   TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (agent, seq)
+) WITHOUT ROWID;
 -- The national policy every agent applies (its config may only be stricter).
 CREATE TABLE IF NOT EXISTS policy (
     id                 INTEGER PRIMARY KEY CHECK (id = 1),
@@ -126,6 +137,18 @@ CREATE TABLE IF NOT EXISTS beneficiaries (
     PRIMARY KEY (bin, iin)
 );
 "#;
+
+/// One stored finding, as `kasip-registry findings` and the findings API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingRow {
+    pub college_bin: String,
+    pub kind: String,
+    pub month: Option<String>,
+    pub detail: String,
+    /// Record ids (or batch seqs), comma-separated.
+    pub evidence: String,
+    pub at: i64,
+}
 
 /// Who signs with a key: the agent's id (its enrolment thumbprint), college and key.
 #[derive(Debug, Clone)]
@@ -685,6 +708,7 @@ impl RegistryStore {
                 }
             }
         }
+        crate::timeline::check(&transaction, &kid, &bin, &envelope, now).map_err(fail)?;
         if envelope.kind == BatchKind::Attendance {
             if let Err(alarm) = extend_chain(&transaction, &kid, &envelope) {
                 let message = format!("TAMPER ALARM: {alarm}");
@@ -820,28 +844,45 @@ impl RegistryStore {
         &self,
         agent: &str,
         bin: &str,
-        kind: &str,
+        kind: &'static str,
         detail: &str,
         now: i64,
     ) -> Result<(), RegistryError> {
-        tracing::warn!(agent, kind, detail, "finding");
-        self.connection
-            .execute(
-                "INSERT INTO findings (agent, bin, kind, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![agent, bin, kind, detail, now],
-            )
-            .map_err(|source| self.fail(source))?;
-        Ok(())
+        crate::timeline::record(
+            &self.connection,
+            agent,
+            bin,
+            &crate::timeline::Finding {
+                kind,
+                month: None,
+                detail: detail.to_owned(),
+                evidence: Vec::new(),
+            },
+            now,
+        )
+        .map_err(|source| self.fail(source))
     }
 
-    /// The findings about a college's agents: (kind, detail), oldest first.
-    pub fn findings_of(&self, bin: &str) -> Result<Vec<(String, String)>, RegistryError> {
+    /// The findings, oldest first: of one college, or of all.
+    pub fn findings(&self, bin: Option<&str>) -> Result<Vec<FindingRow>, RegistryError> {
         let mut statement = self
             .connection
-            .prepare("SELECT kind, detail FROM findings WHERE bin = ?1 ORDER BY id")
+            .prepare(
+                "SELECT bin, kind, month, detail, evidence, at FROM findings
+                 WHERE ?1 IS NULL OR bin = ?1 ORDER BY id",
+            )
             .map_err(|source| self.fail(source))?;
         let rows = statement
-            .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_map([bin], |row| {
+                Ok(FindingRow {
+                    college_bin: row.get(0)?,
+                    kind: row.get(1)?,
+                    month: row.get(2)?,
+                    detail: row.get(3)?,
+                    evidence: row.get(4)?,
+                    at: row.get(5)?,
+                })
+            })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|source| self.fail(source))?;
         Ok(rows)

@@ -389,3 +389,129 @@ fn oversized_batches_are_refused_before_they_are_built() {
         .expect("count");
     assert_eq!(batches, 0);
 }
+
+/// What a dishonest agent build could send with a self-consistent chain: the registry's
+/// timeline rules still see it. A mark for a month whose statement is signed, not filed
+/// as an adjustment; a kiosk scan that reached the agent three hours after it was made.
+#[test]
+fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide() {
+    use kasip_core::batch::{AttendanceRecord, BatchEnvelope, BatchKind, BATCH_VERSION};
+    use kasip_core::chain::{ChainRow, EntryKind, MarkEvidence, GENESIS_HASH};
+    let (dir, server) = registry();
+    let key = kasip_certs::DeviceKey::from_seed(&[9; 32]).expect("key");
+    let code = enrolment_code(&dir);
+    assert_eq!(enrol(&server, &code, &key).0, 201);
+    let now: i64 = 1_795_000_000;
+    let mut prev_batch = kasip_core::batch::GENESIS_PREV.to_owned();
+    let mut seq = 0;
+    let mut send = |kind: BatchKind, records: Vec<serde_json::Value>| {
+        seq += 1;
+        let envelope = BatchEnvelope {
+            v: BATCH_VERSION,
+            agent: key.thumbprint(),
+            college_bin: BIN.into(),
+            seq,
+            prev: prev_batch.clone(),
+            kind,
+            created: now + seq as i64,
+            records,
+        };
+        let payload = envelope.to_canonical().expect("canonical");
+        let jws = kasip_certs::jws::sign_compact(
+            &key,
+            &kasip_certs::jws::protected_header(&key),
+            payload.as_bytes(),
+        );
+        prev_batch = kasip_core::batch::sha256_hex(jws.as_bytes());
+        let (status, body) = post(&format!("{}/v1/batches", server.url), &jws);
+        assert_eq!(status, 201, "{body}");
+    };
+    // The November statement first (its signature is the agent's; the registry keeps it).
+    send(
+        BatchKind::MonthClose,
+        vec![
+            serde_json::json!({"id": 1, "month": "2026-11", "compliant": true,
+            "statement": "e30.e30.AA"}),
+        ],
+    );
+    // Two kiosk marks for November, hashed into a consistent chain: the first a live
+    // mark after the close, the second scanned three hours before it arrived.
+    let mut prev = GENESIS_HASH.to_vec();
+    let records: Vec<serde_json::Value> = (1..=2u64)
+        .map(|id| {
+            let evidence = MarkEvidence {
+                kiosk: Some(1),
+                pass: Some("KP1.060315500016.1795000000.AA".into()),
+                scanned_at: Some(now - if id == 2 { 3 * 3600 } else { 5 }),
+                received_at: Some(now),
+                ..MarkEvidence::of(if id == 1 {
+                    EntryKind::Live
+                } else {
+                    EntryKind::Adjustment
+                })
+            };
+            let hash = ChainRow {
+                id: id as i64,
+                lesson_id: 7,
+                student_iin: "060315500016",
+                status: "present",
+                method: "qr_kiosk",
+                recorded_at: now - 5,
+                device_id: Some("kiosk:1"),
+                token_step: None,
+                marked_by: None,
+                reason: None,
+                corrects: None,
+                evidence: Some(&evidence.to_canonical()),
+            }
+            .hash(&prev);
+            prev = hash.to_vec();
+            serde_json::to_value(AttendanceRecord {
+                id,
+                lesson: 7,
+                date: "2026-11-27".into(),
+                start: "09:00".into(),
+                group: "ПО-21".into(),
+                discipline: "Математика".into(),
+                teacher_iin: "850515400012".into(),
+                mode: "offline".into(),
+                student_iin: "060315500016".into(),
+                status: "present".into(),
+                method: "qr_kiosk".into(),
+                recorded_at: now - 5,
+                device: Some("kiosk:1".into()),
+                marked_by: None,
+                reason: None,
+                corrects: None,
+                chain_hash: kasip_core::batch::to_hex(&hash),
+                site: None,
+                room: Some("101".into()),
+                token_step: None,
+                evidence: Some(evidence),
+            })
+            .expect("record")
+        })
+        .collect();
+    send(BatchKind::Attendance, records);
+    drop(server);
+    let output = run(REGISTRY, &dir.path(), &["findings", "--json"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let findings: serde_json::Value = serde_json::from_str(&text(&output).0).expect("json");
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        findings
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|finding| finding["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let after_close = of("mark_after_statement");
+    assert_eq!(after_close.len(), 1, "{findings:#}");
+    assert_eq!(after_close[0]["month"], "2026-11");
+    assert_eq!(after_close[0]["evidence"], "1", "only the live mark");
+    let late = of("late_kiosk_scan");
+    assert_eq!(late.len(), 1, "{findings:#}");
+    assert_eq!(late[0]["evidence"], "2");
+    assert_eq!(findings.as_array().map(Vec::len), Some(2), "{findings:#}");
+}

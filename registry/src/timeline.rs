@@ -1,0 +1,189 @@
+//! Timeline rules applied to every batch as it is received: what an honest agent's
+//! evidence cannot look like. Each hit is a finding (kind, college, month, the record ids
+//! as evidence); the batch is still stored, because a finding is for a person to judge.
+
+use kasip_core::batch::{AttendanceRecord, BatchEnvelope, BatchKind};
+use kasip_core::chain::EntryKind;
+use rusqlite::{OptionalExtension, Transaction};
+
+/// A batch created this far ahead of the registry's clock was sealed on a wrong clock.
+pub const MAX_CREATED_AHEAD_SECS: i64 = 300;
+/// A mark stamped this long before the previous attendance batch was sealed was not in
+/// the log when that batch was made: it was entered later with an earlier time.
+pub const BACKFILL_TOLERANCE_SECS: i64 = 60;
+/// A kiosk scan that reached the agent this long after it was made.
+pub const LATE_KIOSK_SCAN_SECS: i64 = 2 * 3600;
+
+/// One finding before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: &'static str,
+    /// `YYYY-MM` the evidence belongs to, when it names one.
+    pub month: Option<String>,
+    pub detail: String,
+    /// Record ids (or batch seqs) a person can look up.
+    pub evidence: Vec<u64>,
+}
+
+/// The rules for one received batch, in the receiving transaction; `previous` is the
+/// agent's batch before it (seq, created) and `previous_attendance_created` the creation
+/// time of its last attendance batch.
+pub fn check(
+    transaction: &Transaction<'_>,
+    agent: &str,
+    bin: &str,
+    envelope: &BatchEnvelope,
+    now: i64,
+) -> rusqlite::Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    let previous: Option<(u64, i64)> = transaction
+        .prepare_cached(
+            "SELECT seq, created FROM batch_times WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row([agent], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((seq, created)) = previous {
+        if envelope.created < created {
+            findings.push(Finding {
+                kind: "batch_created_not_monotone",
+                month: None,
+                detail: format!(
+                    "batch {} was created {} s before batch {seq}, which it follows: the agent's clock went back",
+                    envelope.seq,
+                    created - envelope.created
+                ),
+                evidence: vec![seq, envelope.seq],
+            });
+        }
+    }
+    if envelope.created > now + MAX_CREATED_AHEAD_SECS {
+        findings.push(Finding {
+            kind: "batch_created_ahead",
+            month: None,
+            detail: format!(
+                "batch {} was created {} s ahead of the registry's clock",
+                envelope.seq,
+                envelope.created - now
+            ),
+            evidence: vec![envelope.seq],
+        });
+    }
+    if envelope.kind == BatchKind::Attendance {
+        let previous_attendance: Option<i64> = transaction
+            .prepare_cached(
+                "SELECT t.created FROM batch_times t JOIN batches b ON b.agent = t.agent AND b.seq = t.seq
+                 WHERE t.agent = ?1 AND b.kind = 'attendance' ORDER BY t.seq DESC LIMIT 1",
+            )?
+            .query_row([agent], |row| row.get(0))
+            .optional()?;
+        let closed: Vec<String> = transaction
+            .prepare_cached(
+                "SELECT DISTINCT json_extract(body, '$.month') FROM records
+                 WHERE bin = ?1 AND kind = 'month_close'",
+            )?
+            .query_map([bin], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let records: Vec<AttendanceRecord> = envelope
+            .records
+            .iter()
+            .filter_map(|record| serde_json::from_value(record.clone()).ok())
+            .collect();
+        let mut backfilled = Vec::new();
+        let mut late_scans = Vec::new();
+        let mut after_close: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for record in &records {
+            let month = record.date.get(..7).unwrap_or_default().to_owned();
+            if let Some(sealed) = previous_attendance {
+                if record.method != "qr_kiosk"
+                    && record.recorded_at < sealed - BACKFILL_TOLERANCE_SECS
+                {
+                    backfilled.push(record.id);
+                }
+            }
+            if let Some(evidence) = &record.evidence {
+                if let (Some(scanned), Some(received)) = (evidence.scanned_at, evidence.received_at)
+                {
+                    if received - scanned > LATE_KIOSK_SCAN_SECS {
+                        late_scans.push(record.id);
+                    }
+                }
+                if closed.contains(&month) && evidence.entry != EntryKind::Adjustment {
+                    after_close.entry(month).or_default().push(record.id);
+                }
+            }
+        }
+        if !backfilled.is_empty() {
+            findings.push(Finding {
+                kind: "backfilled_mark",
+                month: records.first().map(|record| record.date.chars().take(7).collect()),
+                detail: format!(
+                    "{} mark(s) stamped before the previous attendance batch was sealed, yet not in it: entered later with an earlier time",
+                    backfilled.len()
+                ),
+                evidence: backfilled,
+            });
+        }
+        if !late_scans.is_empty() {
+            findings.push(Finding {
+                kind: "late_kiosk_scan",
+                month: None,
+                detail: format!(
+                    "{} kiosk scan(s) reached the agent more than {} h after they were made",
+                    late_scans.len(),
+                    LATE_KIOSK_SCAN_SECS / 3600
+                ),
+                evidence: late_scans,
+            });
+        }
+        for (month, ids) in after_close {
+            findings.push(Finding {
+                kind: "mark_after_statement",
+                detail: format!(
+                    "{} mark(s) for {month}, whose statement was signed, are not filed as adjustments",
+                    ids.len()
+                ),
+                month: Some(month),
+                evidence: ids,
+            });
+        }
+    }
+    transaction
+        .prepare_cached("INSERT INTO batch_times (agent, seq, created) VALUES (?1, ?2, ?3)")?
+        .execute(rusqlite::params![agent, envelope.seq, envelope.created])?;
+    for finding in &findings {
+        record(transaction, agent, bin, finding, now)?;
+    }
+    Ok(findings)
+}
+
+/// Stores a finding.
+pub fn record(
+    connection: &rusqlite::Connection,
+    agent: &str,
+    bin: &str,
+    finding: &Finding,
+    now: i64,
+) -> rusqlite::Result<()> {
+    tracing::warn!(agent, kind = finding.kind, detail = %finding.detail, "finding");
+    let evidence = finding
+        .evidence
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    connection
+        .prepare_cached(
+            "INSERT INTO findings (agent, bin, kind, month, detail, evidence, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(rusqlite::params![
+            agent,
+            bin,
+            finding.kind,
+            finding.month,
+            finding.detail,
+            evidence,
+            now
+        ])?;
+    Ok(())
+}
