@@ -479,6 +479,19 @@ fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen() {
         .expect("tamper");
     let tampered = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
     assert_eq!(tampered["min_coverage_per_mille"], 0);
+    // ...and the registry sees the statement judged by looser thresholds than its own.
+    let output = agent_run(&college, &["month-close", "2026-10"]);
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    let output = agent_run(&college, &["sync", "now"]);
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    assert_eq!(findings(&registry, "statement_loosened"), 1);
+    assert_eq!(
+        registry.count(
+            "SELECT COUNT(*) FROM findings WHERE kind = 'statement_loosened' AND month = '2026-10'"
+        ),
+        1,
+        "the November statement, judged by the national policy, raised none"
+    );
 }
 
 #[test]

@@ -147,11 +147,65 @@ pub fn check(
             });
         }
     }
+    if envelope.kind == BatchKind::MonthClose {
+        findings.extend(loosened_statements(transaction, envelope)?);
+    }
     transaction
         .prepare_cached("INSERT INTO batch_times (agent, seq, created) VALUES (?1, ?2, ?3)")?
         .execute(rusqlite::params![agent, envelope.seq, envelope.created])?;
     for finding in &findings {
         record(transaction, agent, bin, finding, now)?;
+    }
+    Ok(findings)
+}
+
+/// Statements judged by thresholds looser than the national policy the registry serves:
+/// a college may only be stricter.
+fn loosened_statements(
+    transaction: &Transaction<'_>,
+    envelope: &BatchEnvelope,
+) -> rusqlite::Result<Vec<Finding>> {
+    use base64::Engine;
+    let (min_coverage, student_qr_share, typed): (u64, u64, bool) = transaction
+        .prepare_cached(
+            "SELECT min_coverage, student_qr_share, typed_counts_as_qr FROM policy WHERE id = 1",
+        )?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let mut findings = Vec::new();
+    for record in &envelope.records {
+        let Some(id) = record["id"].as_u64() else {
+            continue;
+        };
+        // The batch is the agent's signed word; the statement inside is its payload.
+        let statement: Option<serde_json::Value> = record["statement"]
+            .as_str()
+            .and_then(|jws| jws.split('.').nth(1))
+            .and_then(|payload| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .ok()
+            })
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let Some(statement) = statement else {
+            continue;
+        };
+        let stated = |name: &str| statement[name].as_u64();
+        let looser = stated("min_coverage_per_mille").is_some_and(|value| value < min_coverage)
+            || stated("student_qr_share_per_mille").is_some_and(|value| value < student_qr_share)
+            || (!typed && statement["typed_code_counts_as_qr"] == serde_json::Value::Bool(true));
+        if looser {
+            findings.push(Finding {
+                kind: "statement_loosened",
+                month: statement["month"].as_str().map(str::to_owned),
+                detail: format!(
+                    "the statement was judged with coverage ≥ {}‰ and a QR share ≥ {}‰; the national policy is {min_coverage}‰ and {student_qr_share}‰{}",
+                    stated("min_coverage_per_mille").unwrap_or_default(),
+                    stated("student_qr_share_per_mille").unwrap_or_default(),
+                    if typed { "" } else { ", typed codes not counted as QR" }
+                ),
+                evidence: vec![id],
+            });
+        }
     }
     Ok(findings)
 }
