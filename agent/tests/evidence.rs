@@ -128,6 +128,29 @@ fn pinned_college(group_size: usize, seal_at_once: bool) -> College {
     })
 }
 
+/// A pinned college enrolled with a fresh registry, with `checked_in` students of group
+/// A checked in; when `drain`, their marks are at the registry.
+fn enrolled_with_marks(
+    group_size: usize,
+    seal_at_once: bool,
+    checked_in: usize,
+    drain: bool,
+) -> (College, Registry) {
+    let college = pinned_college(group_size, seal_at_once);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..checked_in);
+    if drain {
+        wait_for(
+            &college,
+            "the marks to drain",
+            Duration::from_secs(60),
+            drained,
+        );
+    }
+    (college, registry)
+}
+
 fn check_in_students(college: &College, students: std::ops::Range<usize>) {
     let teacher = college.teacher(TEACHER_A);
     if college.count("SELECT COUNT(*) FROM lesson_openings") == 0 {
@@ -208,16 +231,7 @@ fn a_copied_cookie_without_the_device_key_checks_nobody_in() {
 
 #[test]
 fn a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_registry() {
-    let college = pinned_college(3, true);
-    let registry = Registry::new(&college, &[]);
-    enrol(&college, &registry);
-    check_in_students(&college, 0..1);
-    wait_for(
-        &college,
-        "the first mark to drain",
-        Duration::from_secs(60),
-        drained,
-    );
+    let (college, registry) = enrolled_with_marks(3, true, 1, true);
     // Root inserts a mark with a made-up hash behind the agent's back.
     college
         .db()
@@ -251,16 +265,7 @@ fn a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_reg
 
 #[test]
 fn a_rewrite_of_synced_history_breaks_the_registry_s_re_walk() {
-    let mut college = pinned_college(4, true);
-    let registry = Registry::new(&college, &[]);
-    enrol(&college, &registry);
-    check_in_students(&college, 0..2);
-    wait_for(
-        &college,
-        "the marks to drain",
-        Duration::from_secs(60),
-        drained,
-    );
+    let (mut college, registry) = enrolled_with_marks(4, true, 2, true);
     // The registry's copy re-walks from genesis: every field of the hash is in it.
     let records: Vec<kasip_core::batch::AttendanceRecord> = registry
         .db()
@@ -294,10 +299,7 @@ fn a_rewrite_of_synced_history_breaks_the_registry_s_re_walk() {
 
 #[test]
 fn a_heartbeat_pins_history_that_was_never_sealed() {
-    let mut college = pinned_college(3, false);
-    let registry = Registry::new(&college, &[]);
-    enrol(&college, &registry);
-    check_in_students(&college, 0..2);
+    let (mut college, registry) = enrolled_with_marks(3, false, 2, false);
     wait_until(
         "a heartbeat pinning both marks",
         Duration::from_secs(30),
@@ -496,10 +498,7 @@ fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen() {
 
 #[test]
 fn bindings_and_security_events_travel_to_the_registry() {
-    let college = pinned_college(3, true);
-    let registry = Registry::new(&college, &[]);
-    enrol(&college, &registry);
-    check_in_students(&college, 0..2);
+    let (college, registry) = enrolled_with_marks(3, true, 2, false);
     // A forged code from a bound phone: a security event with its client.
     let teacher = college.teacher(TEACHER_A);
     let url = college.shown_url(&teacher, college.lesson_a);
@@ -598,16 +597,7 @@ fn backfill_mark(college: &College, student: &str, recorded_at: i64) {
 
 #[test]
 fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
-    let college = pinned_college(4, true);
-    let registry = Registry::new(&college, &[]);
-    enrol(&college, &registry);
-    check_in_students(&college, 0..1);
-    wait_for(
-        &college,
-        "the first mark to drain",
-        Duration::from_secs(60),
-        drained,
-    );
+    let (college, registry) = enrolled_with_marks(4, true, 1, true);
     assert_eq!(
         registry.count("SELECT COUNT(*) FROM findings"),
         0,
