@@ -103,7 +103,7 @@ fn pending_records(
                 "SELECT e.id, e.lesson_id, l.date, l.start_time, g.code, l.discipline, l.teacher_iin,
                         l.mode, e.student_iin, e.status, e.method, e.recorded_at, e.device_id,
                         e.marked_by, e.reason, e.corrects, e.row_hash, s.name, l.room,
-                        e.token_step, e.evidence
+                        e.token_step, e.evidence, l.end_time
                  FROM attendance_events e JOIN lessons l ON l.id = e.lesson_id
                  JOIN study_groups g ON g.id = l.group_id LEFT JOIN sites s ON s.id = l.site_id
                  WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
@@ -134,6 +134,7 @@ fn pending_records(
                         site: row.get(17)?,
                         room: (!room.is_empty()).then_some(room),
                         token_step: row.get(19)?,
+                        end: Some(row.get(21)?),
                         // Stored canonical by the chain writer: it parses back.
                         evidence: evidence.and_then(|text| serde_json::from_str(&text).ok()),
                     }),

@@ -626,6 +626,16 @@ fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
     wait_until("the clock finding", Duration::from_secs(60), || {
         findings(&registry, "batch_created_not_monotone") == 1
     });
+    // Hand marks "for" the lesson three weeks after it: outside its window, and not an
+    // admin's late entry with a reason.
+    college.set_clock(sealed_at);
+    backfill_mark(&college, &college.group_a[3], sealed_at + 21 * 86_400);
+    // (The day-early mark of the set-back clock was outside its window too: event 3.)
+    wait_until("the window findings", Duration::from_secs(60), || {
+        registry.count(
+            "SELECT COUNT(*) FROM findings WHERE kind = 'mark_outside_window' AND evidence IN ('3', '4')",
+        ) == 2
+    });
     let findings_cli = registry.command(&["findings", "--bin", DEMO_BIN]);
     assert!(findings_cli.contains("backfilled_mark"), "{findings_cli}");
     assert!(

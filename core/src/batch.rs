@@ -308,6 +308,10 @@ pub struct AttendanceRecord {
     pub corrects: Option<u64>,
     /// The row's hash in the agent's local chain, so the registry can audit it.
     pub chain_hash: String,
+    /// The lesson's end (local `HH:MM`; format 2): with the college's time zone, the
+    /// registry knows the lesson's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
     /// The lesson's site and room (format 2; absent when the timetable names none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -473,6 +477,9 @@ pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64
             let record: AttendanceRecord = parse(record)?;
             date(&record.date, "date")?;
             TimeOfDay::parse(&record.start).map_err(|error| format!("start: {error}"))?;
+            if let Some(end) = &record.end {
+                TimeOfDay::parse(end).map_err(|error| format!("end: {error}"))?;
+            }
             iin(&record.student_iin, "student_iin")?;
             iin(&record.teacher_iin, "teacher_iin")?;
             text(&record.group, "group", 64)?;

@@ -35,6 +35,9 @@ enum Command {
         bin: String,
         #[arg(long)]
         name: String,
+        /// The college's time zone (its lessons' windows are judged in it).
+        #[arg(long, default_value = "Asia/Almaty")]
+        timezone: String,
     },
     /// Prints a one-time enrolment code for a college's agent (valid 7 days).
     IssueEnrolmentCode {
@@ -211,8 +214,14 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 store.registry_key().thumbprint()
             );
         }
-        Command::AddCollege { bin: text, name } => {
-            store()?.add_college(&bin(&text)?, &name)?;
+        Command::AddCollege {
+            bin: text,
+            name,
+            timezone,
+        } => {
+            let timezone = kasip_core::CollegeTimezone::parse(&timezone)
+                .map_err(|error| RegistryError::Usage(format!("--timezone {error}")))?;
+            store()?.add_college(&bin(&text)?, &name, &timezone)?;
             println!("college {text} registered");
         }
         Command::IssueEnrolmentCode { bin: text } => {

@@ -290,6 +290,21 @@ impl RegistryStore {
             .map_err(fail)?;
         restrict_database_files(&path)?;
         connection.execute_batch(SCHEMA).map_err(fail)?;
+        // A column added after the first registries were made: added once, where missing.
+        let has_timezone: bool = connection
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('colleges') WHERE name = 'timezone'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(fail)?;
+        if !has_timezone {
+            connection
+                .execute_batch(
+                    "ALTER TABLE colleges ADD COLUMN timezone TEXT NOT NULL DEFAULT 'Asia/Almaty'",
+                )
+                .map_err(fail)?;
+        }
         Ok(Self {
             connection,
             path,
@@ -308,16 +323,23 @@ impl RegistryStore {
         &self.key
     }
 
-    pub fn add_college(&self, bin: &Bin, name: &str) -> Result<(), RegistryError> {
+    /// Registers (or renames) a college, in its time zone: the timeline rules place its
+    /// lessons' windows with it.
+    pub fn add_college(
+        &self,
+        bin: &Bin,
+        name: &str,
+        timezone: &kasip_core::CollegeTimezone,
+    ) -> Result<(), RegistryError> {
         let name = name.trim();
         if name.is_empty() {
             return Err(RegistryError::Usage("the college name is empty".into()));
         }
         self.connection
             .execute(
-                "INSERT INTO colleges (bin, name) VALUES (?1, ?2)
-                 ON CONFLICT (bin) DO UPDATE SET name = excluded.name",
-                rusqlite::params![bin.to_string(), name],
+                "INSERT INTO colleges (bin, name, timezone) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (bin) DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
+                rusqlite::params![bin.to_string(), name, timezone.name()],
             )
             .map_err(|source| self.fail(source))?;
         Ok(())
@@ -1300,7 +1322,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut store = RegistryStore::open(dir.path()).expect("store");
         let bin = Bin::parse(BIN).expect("bin");
-        store.add_college(&bin, "Test college").expect("college");
+        store
+            .add_college(
+                &bin,
+                "Test college",
+                &kasip_core::CollegeTimezone::parse("Asia/Almaty").expect("zone"),
+            )
+            .expect("college");
         let code = store.issue_enrolment_code(&bin, NOW).expect("code");
         let agent = DeviceKey::generate_to(&dir.path().join("agent-key.pem")).expect("key");
         let enrolled = store

@@ -13,6 +13,12 @@ pub const MAX_CREATED_AHEAD_SECS: i64 = 300;
 pub const BACKFILL_TOLERANCE_SECS: i64 = 60;
 /// A kiosk scan that reached the agent this long after it was made.
 pub const LATE_KIOSK_SCAN_SECS: i64 = 2 * 3600;
+/// A lesson's window, nationally: it opens at most this long before its start (the
+/// agent's `lesson.open_early_mins` is at most 15) ...
+pub const WINDOW_OPENS_EARLY_SECS: i64 = 15 * 60;
+/// ... and takes live marks at most this long after its end, whatever a college's own
+/// grace; later, only an admin's `late_entry` (with a reason) may mark it.
+pub const WINDOW_GRACE_SECS: i64 = 60 * 60;
 
 /// One finding before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +94,13 @@ pub fn check(
             .iter()
             .filter_map(|record| serde_json::from_value(record.clone()).ok())
             .collect();
+        let zone: String = transaction
+            .prepare_cached("SELECT timezone FROM colleges WHERE bin = ?1")?
+            .query_row([bin], |row| row.get(0))?;
+        let offset = kasip_core::CollegeTimezone::parse(&zone)
+            .map(|zone| zone.offset_seconds())
+            .unwrap_or(5 * 3600);
+        let mut outside_window = Vec::new();
         let mut backfilled = Vec::new();
         let mut late_scans = Vec::new();
         let mut after_close: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
@@ -98,6 +111,13 @@ pub fn check(
                     && record.recorded_at < sealed - BACKFILL_TOLERANCE_SECS
                 {
                     backfilled.push(record.id);
+                }
+            }
+            if let Some((opens, closes)) = window(record, offset) {
+                if record.method != "late_entry"
+                    && (record.recorded_at < opens || record.recorded_at > closes)
+                {
+                    outside_window.push(record.id);
                 }
             }
             if let Some(evidence) = &record.evidence {
@@ -121,6 +141,19 @@ pub fn check(
                     backfilled.len()
                 ),
                 evidence: backfilled,
+            });
+        }
+        if !outside_window.is_empty() {
+            findings.push(Finding {
+                kind: "mark_outside_window",
+                month: records.first().map(|record| record.date.chars().take(7).collect()),
+                detail: format!(
+                    "{} mark(s) stamped outside their lesson's window ({} min before its start to {} min after its end), and not late entries",
+                    outside_window.len(),
+                    WINDOW_OPENS_EARLY_SECS / 60,
+                    WINDOW_GRACE_SECS / 60
+                ),
+                evidence: outside_window,
             });
         }
         if !late_scans.is_empty() {
@@ -157,6 +190,21 @@ pub fn check(
         record(transaction, agent, bin, finding, now)?;
     }
     Ok(findings)
+}
+
+/// The lesson's window in Unix seconds, from its local date, start and end (format 2).
+fn window(record: &AttendanceRecord, offset_seconds: i64) -> Option<(i64, i64)> {
+    let date = kasip_core::Date::parse(&record.date).ok()?;
+    let start = kasip_core::TimeOfDay::parse(&record.start).ok()?;
+    let end = kasip_core::TimeOfDay::parse(record.end.as_deref()?).ok()?;
+    let at = |time: kasip_core::TimeOfDay| {
+        date.days_since_epoch() * 86_400 + i64::from(time.minutes_after_midnight()) * 60
+            - offset_seconds
+    };
+    Some((
+        at(start) - WINDOW_OPENS_EARLY_SECS,
+        at(end) + WINDOW_GRACE_SECS,
+    ))
 }
 
 /// Statements judged by thresholds looser than the national policy the registry serves:

@@ -471,6 +471,7 @@ fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide() {
                 lesson: 7,
                 date: "2026-11-27".into(),
                 start: "09:00".into(),
+                end: None,
                 group: "ПО-21".into(),
                 discipline: "Математика".into(),
                 teacher_iin: "850515400012".into(),
