@@ -108,6 +108,21 @@ CREATE TABLE IF NOT EXISTS findings (
     at       INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS findings_by_college ON findings(bin, id);
+-- Who was present where and when, and which phones checked in for which college: the
+-- cross-college rules (one student at two colleges on a day, one phone at two colleges).
+CREATE TABLE IF NOT EXISTS presence (
+    student_iin TEXT NOT NULL,
+    date        TEXT NOT NULL,
+    bin         TEXT NOT NULL,
+    record_id   INTEGER NOT NULL,
+    PRIMARY KEY (student_iin, date, bin, record_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices_seen (
+    device    TEXT NOT NULL,
+    bin       TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    PRIMARY KEY (device, bin)
+) WITHOUT ROWID;
 -- When each batch was created, by the agent's clock: the timeline rules compare them.
 CREATE TABLE IF NOT EXISTS batch_times (
     agent   TEXT NOT NULL,

@@ -143,6 +143,7 @@ pub fn check(
                 evidence: backfilled,
             });
         }
+        findings.extend(across_colleges(transaction, bin, &records)?);
         if !outside_window.is_empty() {
             findings.push(Finding {
                 kind: "mark_outside_window",
@@ -188,6 +189,93 @@ pub fn check(
         .execute(rusqlite::params![agent, envelope.seq, envelope.created])?;
     for finding in &findings {
         record(transaction, agent, bin, finding, now)?;
+    }
+    Ok(findings)
+}
+
+/// What one college's records cannot show alone: the same student present at another
+/// college on the same day, and the same phone checking in for another college.
+fn across_colleges(
+    transaction: &Transaction<'_>,
+    bin: &str,
+    records: &[AttendanceRecord],
+) -> rusqlite::Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    let mut two_places: std::collections::BTreeMap<(String, String), (String, Vec<u64>)> =
+        Default::default();
+    let mut two_colleges: std::collections::BTreeMap<String, (String, Vec<u64>)> =
+        Default::default();
+    for record in records {
+        if matches!(record.status.as_str(), "present" | "late") {
+            transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO presence (student_iin, date, bin, record_id)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(rusqlite::params![
+                    record.student_iin,
+                    record.date,
+                    bin,
+                    record.id
+                ])?;
+            let elsewhere: Option<String> = transaction
+                .prepare_cached(
+                    "SELECT bin FROM presence WHERE student_iin = ?1 AND date = ?2 AND bin != ?3
+                     LIMIT 1",
+                )?
+                .query_row(
+                    rusqlite::params![record.student_iin, record.date, bin],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(other) = elsewhere {
+                two_places
+                    .entry((record.student_iin.clone(), record.date.clone()))
+                    .or_insert_with(|| (other, Vec::new()))
+                    .1
+                    .push(record.id);
+            }
+        }
+        // Phones only: a kiosk's id is local to its college.
+        if let (Some(device), "qr_phone" | "qr_typed") = (&record.device, record.method.as_str()) {
+            transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO devices_seen (device, bin, record_id) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(rusqlite::params![device, bin, record.id])?;
+            let elsewhere: Option<String> = transaction
+                .prepare_cached(
+                    "SELECT bin FROM devices_seen WHERE device = ?1 AND bin != ?2 LIMIT 1",
+                )?
+                .query_row(rusqlite::params![device, bin], |row| row.get(0))
+                .optional()?;
+            if let Some(other) = elsewhere {
+                two_colleges
+                    .entry(device.clone())
+                    .or_insert_with(|| (other, Vec::new()))
+                    .1
+                    .push(record.id);
+            }
+        }
+    }
+    for ((student, date), (other, ids)) in two_places {
+        findings.push(Finding {
+            kind: "present_at_two_colleges",
+            month: Some(date.chars().take(7).collect()),
+            detail: format!("{student} is marked present on {date} here and at college {other}"),
+            evidence: ids,
+        });
+    }
+    for (device, (other, ids)) in two_colleges {
+        findings.push(Finding {
+            kind: "device_at_two_colleges",
+            month: None,
+            detail: format!(
+                "phone {} checked in for this college and for college {other}",
+                device.chars().take(12).collect::<String>()
+            ),
+            evidence: ids,
+        });
     }
     Ok(findings)
 }

@@ -390,129 +390,257 @@ fn oversized_batches_are_refused_before_they_are_built() {
     assert_eq!(batches, 0);
 }
 
+/// An agent made by hand: its key, enrolled for `bin`, and the chain of its batches.
+struct HandAgent<'a> {
+    server: &'a Server,
+    key: kasip_certs::DeviceKey,
+    bin: String,
+    seq: u64,
+    prev: String,
+    /// The attendance chain's head.
+    head: Vec<u8>,
+    created: i64,
+}
+
+impl<'a> HandAgent<'a> {
+    fn enrol(dir: &TempDataDir, server: &'a Server, bin: &str, seed: u8) -> Self {
+        let key = kasip_certs::DeviceKey::from_seed(&[seed; 32]).expect("key");
+        let code = enrolment_code_for(dir, bin);
+        assert_eq!(enrol_for(server, bin, &code, &key).0, 201);
+        HandAgent {
+            server,
+            key,
+            bin: bin.to_owned(),
+            seq: 0,
+            prev: kasip_core::batch::GENESIS_PREV.to_owned(),
+            head: kasip_core::chain::GENESIS_HASH.to_vec(),
+            created: 1_795_000_000,
+        }
+    }
+
+    /// Seals and sends one batch; it must be stored.
+    fn send(&mut self, kind: kasip_core::batch::BatchKind, records: Vec<serde_json::Value>) {
+        self.seq += 1;
+        self.created += 1;
+        let envelope = kasip_core::batch::BatchEnvelope {
+            v: kasip_core::batch::BATCH_VERSION,
+            agent: self.key.thumbprint(),
+            college_bin: self.bin.clone(),
+            seq: self.seq,
+            prev: self.prev.clone(),
+            kind,
+            created: self.created,
+            records,
+        };
+        let payload = envelope.to_canonical().expect("canonical");
+        let jws = kasip_certs::jws::sign_compact(
+            &self.key,
+            &kasip_certs::jws::protected_header(&self.key),
+            payload.as_bytes(),
+        );
+        self.prev = kasip_core::batch::sha256_hex(jws.as_bytes());
+        let (status, body) = post(&format!("{}/v1/batches", self.server.url), &jws);
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// The next attendance record on this agent's chain: a present mark on 2026-11-27.
+    fn mark(
+        &mut self,
+        id: u64,
+        student: &str,
+        method: &str,
+        device: &str,
+        evidence: kasip_core::chain::MarkEvidence,
+    ) -> serde_json::Value {
+        let recorded_at = 1_795_000_000 - 5;
+        let hash = kasip_core::chain::ChainRow {
+            id: id as i64,
+            lesson_id: 7,
+            student_iin: student,
+            status: "present",
+            method,
+            recorded_at,
+            device_id: Some(device),
+            token_step: None,
+            marked_by: None,
+            reason: None,
+            corrects: None,
+            evidence: Some(&evidence.to_canonical()),
+        }
+        .hash(&self.head);
+        self.head = hash.to_vec();
+        serde_json::to_value(kasip_core::batch::AttendanceRecord {
+            id,
+            lesson: 7,
+            date: "2026-11-27".into(),
+            start: "09:00".into(),
+            end: None,
+            group: "ПО-21".into(),
+            discipline: "Математика".into(),
+            teacher_iin: "850515400012".into(),
+            mode: "offline".into(),
+            student_iin: student.into(),
+            status: "present".into(),
+            method: method.into(),
+            recorded_at,
+            device: Some(device.into()),
+            marked_by: None,
+            reason: None,
+            corrects: None,
+            chain_hash: kasip_core::batch::to_hex(&hash),
+            site: None,
+            room: Some("101".into()),
+            token_step: None,
+            evidence: Some(evidence),
+        })
+        .expect("record")
+    }
+}
+
+fn findings_json(dir: &TempDataDir) -> serde_json::Value {
+    let output = run(REGISTRY, &dir.path(), &["findings", "--json"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    serde_json::from_str(&text(&output).0).expect("json")
+}
+
+fn findings_of(findings: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    findings
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|finding| finding["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
 /// What a dishonest agent build could send with a self-consistent chain: the registry's
 /// timeline rules still see it. A mark for a month whose statement is signed, not filed
 /// as an adjustment; a kiosk scan that reached the agent three hours after it was made.
 #[test]
 fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide() {
-    use kasip_core::batch::{AttendanceRecord, BatchEnvelope, BatchKind, BATCH_VERSION};
-    use kasip_core::chain::{ChainRow, EntryKind, MarkEvidence, GENESIS_HASH};
+    use kasip_core::batch::BatchKind;
+    use kasip_core::chain::{EntryKind, MarkEvidence};
     let (dir, server) = registry();
-    let key = kasip_certs::DeviceKey::from_seed(&[9; 32]).expect("key");
-    let code = enrolment_code(&dir);
-    assert_eq!(enrol(&server, &code, &key).0, 201);
-    let now: i64 = 1_795_000_000;
-    let mut prev_batch = kasip_core::batch::GENESIS_PREV.to_owned();
-    let mut seq = 0;
-    let mut send = |kind: BatchKind, records: Vec<serde_json::Value>| {
-        seq += 1;
-        let envelope = BatchEnvelope {
-            v: BATCH_VERSION,
-            agent: key.thumbprint(),
-            college_bin: BIN.into(),
-            seq,
-            prev: prev_batch.clone(),
-            kind,
-            created: now + seq as i64,
-            records,
-        };
-        let payload = envelope.to_canonical().expect("canonical");
-        let jws = kasip_certs::jws::sign_compact(
-            &key,
-            &kasip_certs::jws::protected_header(&key),
-            payload.as_bytes(),
-        );
-        prev_batch = kasip_core::batch::sha256_hex(jws.as_bytes());
-        let (status, body) = post(&format!("{}/v1/batches", server.url), &jws);
-        assert_eq!(status, 201, "{body}");
-    };
+    let mut agent = HandAgent::enrol(&dir, &server, BIN, 9);
     // The November statement first (its signature is the agent's; the registry keeps it).
-    send(
+    agent.send(
         BatchKind::MonthClose,
         vec![
             serde_json::json!({"id": 1, "month": "2026-11", "compliant": true,
             "statement": "e30.e30.AA"}),
         ],
     );
-    // Two kiosk marks for November, hashed into a consistent chain: the first a live
-    // mark after the close, the second scanned three hours before it arrived.
-    let mut prev = GENESIS_HASH.to_vec();
-    let records: Vec<serde_json::Value> = (1..=2u64)
-        .map(|id| {
-            let evidence = MarkEvidence {
-                kiosk: Some(1),
-                pass: Some("KP1.060315500016.1795000000.AA".into()),
-                scanned_at: Some(now - if id == 2 { 3 * 3600 } else { 5 }),
-                received_at: Some(now),
-                ..MarkEvidence::of(if id == 1 {
-                    EntryKind::Live
-                } else {
-                    EntryKind::Adjustment
-                })
-            };
-            let hash = ChainRow {
-                id: id as i64,
-                lesson_id: 7,
-                student_iin: "060315500016",
-                status: "present",
-                method: "qr_kiosk",
-                recorded_at: now - 5,
-                device_id: Some("kiosk:1"),
-                token_step: None,
-                marked_by: None,
-                reason: None,
-                corrects: None,
-                evidence: Some(&evidence.to_canonical()),
-            }
-            .hash(&prev);
-            prev = hash.to_vec();
-            serde_json::to_value(AttendanceRecord {
-                id,
-                lesson: 7,
-                date: "2026-11-27".into(),
-                start: "09:00".into(),
-                end: None,
-                group: "ПО-21".into(),
-                discipline: "Математика".into(),
-                teacher_iin: "850515400012".into(),
-                mode: "offline".into(),
-                student_iin: "060315500016".into(),
-                status: "present".into(),
-                method: "qr_kiosk".into(),
-                recorded_at: now - 5,
-                device: Some("kiosk:1".into()),
-                marked_by: None,
-                reason: None,
-                corrects: None,
-                chain_hash: kasip_core::batch::to_hex(&hash),
-                site: None,
-                room: Some("101".into()),
-                token_step: None,
-                evidence: Some(evidence),
-            })
-            .expect("record")
-        })
-        .collect();
-    send(BatchKind::Attendance, records);
-    drop(server);
-    let output = run(REGISTRY, &dir.path(), &["findings", "--json"]);
-    assert!(output.status.success(), "{:?}", text(&output));
-    let findings: serde_json::Value = serde_json::from_str(&text(&output).0).expect("json");
-    let of = |kind: &str| -> Vec<serde_json::Value> {
-        findings
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter(|finding| finding["kind"] == kind)
-            .cloned()
-            .collect()
+    // Two kiosk marks for November on a consistent chain: the first a live mark after
+    // the close, the second (an adjustment) scanned three hours before it arrived.
+    let now = 1_795_000_000;
+    let kiosk = |scanned_ago: i64, entry| MarkEvidence {
+        kiosk: Some(1),
+        pass: Some("KP1.060315500016.1795000000.AA".into()),
+        scanned_at: Some(now - scanned_ago),
+        received_at: Some(now),
+        ..MarkEvidence::of(entry)
     };
-    let after_close = of("mark_after_statement");
+    let records = vec![
+        agent.mark(
+            1,
+            "060315500016",
+            "qr_kiosk",
+            "kiosk:1",
+            kiosk(5, EntryKind::Live),
+        ),
+        agent.mark(
+            2,
+            "060315500016",
+            "qr_kiosk",
+            "kiosk:1",
+            kiosk(3 * 3600, EntryKind::Adjustment),
+        ),
+    ];
+    agent.send(BatchKind::Attendance, records);
+    drop(server);
+    let findings = findings_json(&dir);
+    let after_close = findings_of(&findings, "mark_after_statement");
     assert_eq!(after_close.len(), 1, "{findings:#}");
     assert_eq!(after_close[0]["month"], "2026-11");
     assert_eq!(after_close[0]["evidence"], "1", "only the live mark");
-    let late = of("late_kiosk_scan");
+    let late = findings_of(&findings, "late_kiosk_scan");
     assert_eq!(late.len(), 1, "{findings:#}");
     assert_eq!(late[0]["evidence"], "2");
+    assert_eq!(findings.as_array().map(Vec::len), Some(2), "{findings:#}");
+}
+
+/// What no college sees alone: one student present at two colleges on one day, one
+/// phone checking in for two colleges. A kiosk id shared by both is no finding.
+#[test]
+fn one_student_or_one_phone_at_two_colleges_is_a_finding() {
+    use kasip_core::batch::BatchKind;
+    use kasip_core::chain::{EntryKind, MarkEvidence};
+    let (dir, server) = registry();
+    assert!(run(
+        REGISTRY,
+        &dir.path(),
+        &["add-college", "--bin", OTHER_BIN, "--name", "Other"]
+    )
+    .status
+    .success());
+    let mut first = HandAgent::enrol(&dir, &server, BIN, 11);
+    let mut second = HandAgent::enrol(&dir, &server, OTHER_BIN, 12);
+    let phone = |binding| MarkEvidence {
+        binding: Some(binding),
+        presented: Some("7.1.AA".into()),
+        device_signature: Some("AA".into()),
+        ..MarkEvidence::of(EntryKind::Live)
+    };
+    let shared_phone = "a".repeat(64);
+    let records = vec![
+        first.mark(1, "060315500016", "qr_phone", &shared_phone, phone(1)),
+        first.mark(
+            2,
+            "060315600022",
+            "qr_kiosk",
+            "kiosk:1",
+            MarkEvidence {
+                kiosk: Some(1),
+                pass: Some("KP1.060315600022.1795000000.AA".into()),
+                scanned_at: Some(1_795_000_000 - 5),
+                received_at: Some(1_795_000_000),
+                ..MarkEvidence::of(EntryKind::Live)
+            },
+        ),
+    ];
+    first.send(BatchKind::Attendance, records);
+    assert_eq!(
+        findings_json(&dir),
+        serde_json::json!([]),
+        "one college alone"
+    );
+    let records = vec![
+        second.mark(1, "060315500016", "qr_phone", &shared_phone, phone(1)),
+        second.mark(
+            2,
+            "051203500038",
+            "qr_kiosk",
+            "kiosk:1",
+            MarkEvidence {
+                kiosk: Some(1),
+                pass: Some("KP1.051203500038.1795000000.AA".into()),
+                scanned_at: Some(1_795_000_000 - 5),
+                received_at: Some(1_795_000_000),
+                ..MarkEvidence::of(EntryKind::Live)
+            },
+        ),
+    ];
+    second.send(BatchKind::Attendance, records);
+    drop(server);
+    let findings = findings_json(&dir);
+    let twice = findings_of(&findings, "present_at_two_colleges");
+    assert_eq!(twice.len(), 1, "{findings:#}");
+    assert_eq!(twice[0]["college_bin"], OTHER_BIN);
+    assert!(twice[0]["detail"]
+        .as_str()
+        .is_some_and(|detail| detail.contains(BIN)));
+    let device = findings_of(&findings, "device_at_two_colleges");
+    assert_eq!(device.len(), 1, "{findings:#}");
+    assert_eq!(device[0]["evidence"], "1", "the kiosk's mark is not one");
     assert_eq!(findings.as_array().map(Vec::len), Some(2), "{findings:#}");
 }
