@@ -102,6 +102,8 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
         stdout.contains(&format!("{batches} batches verified")),
         "{stdout}"
     );
+    // ...and re-walks the attendance chain from the records alone.
+    assert!(stdout.contains("6 attendance events re-walked"), "{stdout}");
     // The verifier is not a rubber stamp: one altered byte fails it.
     let first = export.join("1.jws");
     let jws = fs::read_to_string(&first).expect("jws");

@@ -8,7 +8,13 @@ at that point, and walks the chain: seq 1, 2, 3, ... with no gap, each `prev` th
 (hex) of the previous file's exact bytes, `agent` the enrolment key's RFC 7638 thumbprint,
 the header's `kid` the signing key's. A `key_rotation` batch, verified under the old key,
 names the next key (its thumbprint checked); later batches must verify under it.
-Prints "N batches verified, M records, K key rotation(s)" or exits 1 naming the fault.
+From format 2 on, attendance records carry every field of the agent's hash chain: the
+chain is re-walked from genesis across all attendance batches, each record the next event
+and hashing (SHA-256 over the previous hash and the length-prefixed row, its evidence as
+canonical JSON) to its `chain_hash`, so a rewrite of history shows without trusting the
+registry's code either. Records of format-1 batches are taken at their stated hash.
+Prints "N batches verified, M records, K key rotation(s), E attendance events re-walked"
+or exits 1 naming the fault.
 """
 import base64
 import hashlib
@@ -30,6 +36,32 @@ def fail(message):
     sys.exit(1)
 
 
+def canonical(value):
+    # RFC 8785 for what records hold (strings, integers, objects): sorted keys, no spaces.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def row_bytes(record):
+    out = bytearray()
+
+    def field(text):
+        data = text.encode()
+        out.extend(len(data).to_bytes(4, "big"))
+        out.extend(data)
+
+    for name in ("id", "lesson", "student_iin", "status", "method", "recorded_at"):
+        field(str(record[name]))
+    for name in ("device", "token_step", "marked_by", "reason", "corrects"):
+        if record.get(name) is None:
+            field("0")
+        else:
+            field("1")
+            field(str(record[name]))
+    if record.get("evidence") is not None:
+        field(canonical(record["evidence"]))
+    return bytes(out)
+
+
 def thumbprint_of(raw):
     jwk = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % base64.urlsafe_b64encode(raw).decode().rstrip("=")
     return base64.urlsafe_b64encode(hashlib.sha256(jwk.encode()).digest()).decode().rstrip("=")
@@ -45,6 +77,7 @@ if seqs != list(range(1, len(seqs) + 1)):
     fail("sequence numbers are not 1..%d: %s" % (len(seqs), seqs))
 prev = "0" * 64
 records = 0
+chain_head, chain_events = bytes(32), 0
 for seq in seqs:
     data = open(os.path.join(folder, "%d.jws" % seq), "rb").read()
     header, payload, signature = data.decode().split(".")
@@ -65,6 +98,15 @@ for seq in seqs:
     if batch["agent"] != agent_id:
         fail("batch %d: agent is not the enrolment key's thumbprint" % seq)
     records += len(batch["records"])
+    if batch["kind"] == "attendance":
+        for record in batch["records"]:
+            if record["id"] != chain_events + 1:
+                fail("batch %d: attendance event %d follows event %d" % (seq, record["id"], chain_events))
+            if batch["v"] >= 2:
+                computed = hashlib.sha256(chain_head + row_bytes(record)).hexdigest()
+                if computed != record["chain_hash"]:
+                    fail("batch %d: attendance event %d does not hash to its chain_hash: history was rewritten" % (seq, record["id"]))
+            chain_head, chain_events = bytes.fromhex(record["chain_hash"]), record["id"]
     if batch["kind"] == "key_rotation":
         for record in batch["records"]:
             raw = b64(record["new_key"])
@@ -73,4 +115,5 @@ for seq in seqs:
             key, key_id = Ed25519PublicKey.from_public_bytes(raw), record["new_kid"]
             rotations += 1
     prev = hashlib.sha256(data).hexdigest()
-print("%d batches verified, %d records, %d key rotation(s)" % (len(seqs), records, rotations))
+print("%d batches verified, %d records, %d key rotation(s), %d attendance events re-walked"
+      % (len(seqs), records, rotations, chain_events))
