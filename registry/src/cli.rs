@@ -78,6 +78,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Records a person's judgement of a finding: explained or confirmed (or open again),
+    /// by whom and why. Appended: earlier judgements stay.
+    FindingStatus {
+        /// The finding's id, as `findings` lists it.
+        id: i64,
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Serves the registry API until SIGTERM or Ctrl-C.
     #[command(args_override_self = true)]
     Serve {
@@ -268,7 +280,9 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             } else {
                 for finding in findings {
                     println!(
-                        "{}\t{}\t{}\t{}\t[{}]",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t[{}]",
+                        finding.id,
+                        finding.status,
                         finding.college_bin,
                         finding.kind,
                         finding.month.unwrap_or_default(),
@@ -277,6 +291,15 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                     );
                 }
             }
+        }
+        Command::FindingStatus {
+            id,
+            status,
+            by,
+            reason,
+        } => {
+            store()?.set_finding_status(id, &status, &by, &reason, clock()())?;
+            println!("finding {id}: {status}");
         }
         Command::LicenseAddress { bin: text, address } => {
             let address = address.trim();

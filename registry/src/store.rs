@@ -108,6 +108,20 @@ CREATE TABLE IF NOT EXISTS findings (
     at       INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS findings_by_college ON findings(bin, id);
+-- A finding's status over time: open until a person explains or confirms it, with who
+-- and why. Append-only: the history of a judgement is evidence too.
+CREATE TABLE IF NOT EXISTS finding_status (
+    id         INTEGER PRIMARY KEY,
+    finding_id INTEGER NOT NULL REFERENCES findings(id),
+    status     TEXT NOT NULL CHECK (status IN ('open', 'explained', 'confirmed')),
+    by         TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS finding_status_no_update BEFORE UPDATE ON finding_status
+BEGIN SELECT RAISE(ABORT, 'finding status changes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS finding_status_no_delete BEFORE DELETE ON finding_status
+BEGIN SELECT RAISE(ABORT, 'finding status changes are append-only'); END;
 -- Who was present where and when, and which phones checked in for which college: the
 -- cross-college rules (one student at two colleges on a day, one phone at two colleges).
 CREATE TABLE IF NOT EXISTS presence (
@@ -156,6 +170,9 @@ CREATE TABLE IF NOT EXISTS beneficiaries (
 /// One stored finding, as `kasip-registry findings` and the findings API show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FindingRow {
+    pub id: i64,
+    /// `open`, `explained` or `confirmed`: its latest status change.
+    pub status: String,
     pub college_bin: String,
     pub kind: String,
     pub month: Option<String>,
@@ -905,24 +922,70 @@ impl RegistryStore {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT bin, kind, month, detail, evidence, at FROM findings
-                 WHERE ?1 IS NULL OR bin = ?1 ORDER BY id",
+                "SELECT f.id, f.bin, f.kind, f.month, f.detail, f.evidence, f.at,
+                        COALESCE((SELECT s.status FROM finding_status s WHERE s.finding_id = f.id
+                                  ORDER BY s.id DESC LIMIT 1), 'open')
+                 FROM findings f WHERE ?1 IS NULL OR f.bin = ?1 ORDER BY f.id",
             )
             .map_err(|source| self.fail(source))?;
         let rows = statement
             .query_map([bin], |row| {
                 Ok(FindingRow {
-                    college_bin: row.get(0)?,
-                    kind: row.get(1)?,
-                    month: row.get(2)?,
-                    detail: row.get(3)?,
-                    evidence: row.get(4)?,
-                    at: row.get(5)?,
+                    id: row.get(0)?,
+                    college_bin: row.get(1)?,
+                    kind: row.get(2)?,
+                    month: row.get(3)?,
+                    detail: row.get(4)?,
+                    evidence: row.get(5)?,
+                    at: row.get(6)?,
+                    status: row.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|source| self.fail(source))?;
         Ok(rows)
+    }
+
+    /// Records a person's judgement of a finding (appended; the history stays).
+    pub fn set_finding_status(
+        &self,
+        finding: i64,
+        status: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        if !matches!(status, "open" | "explained" | "confirmed") {
+            return Err(RegistryError::Usage(format!(
+                "--status '{status}': use open, explained or confirmed"
+            )));
+        }
+        if by.trim().is_empty() || reason.trim().is_empty() {
+            return Err(RegistryError::Usage(
+                "--by and --reason are required: a judgement names who and why".into(),
+            ));
+        }
+        let exists: bool = self
+            .connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM findings WHERE id = ?1)",
+                [finding],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.fail(source))?;
+        if !exists {
+            return Err(RegistryError::Usage(format!(
+                "no finding {finding}; list them with `kasip-registry findings`"
+            )));
+        }
+        self.connection
+            .execute(
+                "INSERT INTO finding_status (finding_id, status, by, reason, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![finding, status, by.trim(), reason.trim(), now],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(())
     }
 
     /// Takes a heartbeat (a JWS over `wire::Heartbeat` by the agent's key): pins its

@@ -567,6 +567,55 @@ fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide() {
     assert_eq!(late.len(), 1, "{findings:#}");
     assert_eq!(late[0]["evidence"], "2");
     assert_eq!(findings.as_array().map(Vec::len), Some(2), "{findings:#}");
+    assert_eq!(late[0]["status"], "open");
+    // A person's judgement: appended with who and why; a judgement without a reason is
+    // refused and changes nothing.
+    let id = late[0]["id"].as_i64().expect("id").to_string();
+    let judge = |status: &str, reason: &str| {
+        run(
+            REGISTRY,
+            &dir.path(),
+            &[
+                "finding-status",
+                &id,
+                "--status",
+                status,
+                "--by",
+                "auditor",
+                "--reason",
+                reason,
+            ],
+        )
+    };
+    let refused = judge("explained", " ");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).1.contains("--reason are required"),
+        "{:?}",
+        text(&refused)
+    );
+    assert!(
+        judge("explained", "the kiosk's network was down that morning")
+            .status
+            .success()
+    );
+    assert!(judge("confirmed", "the network log shows no outage")
+        .status
+        .success());
+    let findings = findings_json(&dir);
+    assert_eq!(
+        findings_of(&findings, "late_kiosk_scan")[0]["status"],
+        "confirmed"
+    );
+    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
+    let history: i64 = db
+        .query_row("SELECT COUNT(*) FROM finding_status", [], |row| row.get(0))
+        .expect("history");
+    assert_eq!(history, 2);
+    assert!(
+        db.execute("DELETE FROM finding_status", []).is_err(),
+        "append-only"
+    );
 }
 
 /// What no college sees alone: one student present at two colleges on one day, one
