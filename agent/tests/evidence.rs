@@ -328,7 +328,9 @@ fn a_heartbeat_pins_history_that_was_never_sealed() {
 
 #[test]
 fn marks_for_a_closed_month_are_adjustments_on_every_path() {
-    let college = College::new(3);
+    let college = pinned_college(3, true);
+    let registry = Registry::new(&college, &[]);
+    enrol(&college, &registry);
     let teacher = college.with_one_check_in();
     let output = agent_run(
         &college,
@@ -365,6 +367,23 @@ fn marks_for_a_closed_month_are_adjustments_on_every_path() {
         assert_eq!(evidence["entry"], "adjustment", "{method}: {evidence}");
     }
     assert_eq!(college.count("SELECT COUNT(*) FROM month_adjustments"), 2);
+    // ...and are synced as such: the registry's records say so, and nothing is flagged.
+    wait_for(
+        &college,
+        "the marks to drain",
+        Duration::from_secs(60),
+        drained,
+    );
+    let entries: Vec<String> = registry
+        .db()
+        .prepare(
+            "SELECT json_extract(body, '$.evidence.entry') FROM records
+             WHERE kind = 'attendance' AND record_id > 1 ORDER BY record_id",
+        )
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .expect("records");
+    assert_eq!(entries, ["adjustment", "adjustment"]);
+    assert_eq!(registry.count("SELECT COUNT(*) FROM findings"), 0);
 }
 
 /// The statement's signed payload (verified under the agent's key).
