@@ -31,9 +31,8 @@ pub struct Finding {
     pub evidence: Vec<u64>,
 }
 
-/// The rules for one received batch, in the receiving transaction; `previous` is the
-/// agent's batch before it (seq, created) and `previous_attendance_created` the creation
-/// time of its last attendance batch.
+/// The rules for one received batch, in the receiving transaction (so a refused batch
+/// leaves no finding of its own): each hit is stored and returned.
 pub fn check(
     transaction: &Transaction<'_>,
     agent: &str,
