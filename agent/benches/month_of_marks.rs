@@ -84,11 +84,22 @@ pub fn seed_groups(store: &mut Store, month: Month, groups: usize) {
                             },
                             recorded_at: 0,
                             device_id: None,
-                            token_step: None,
+                            token_step: (!manual).then_some(0),
                             marked_by: manual.then(|| "bench".to_owned()),
                             reason: None,
                             corrects: None,
-                            evidence: MarkEvidence::of(EntryKind::Live),
+                            // A phone mark names its binding, what it presented and its
+                            // signature (placeholders: the registry checks their presence).
+                            evidence: if manual {
+                                MarkEvidence::of(EntryKind::Live)
+                            } else {
+                                MarkEvidence {
+                                    binding: Some(1),
+                                    presented: Some("bench".into()),
+                                    device_signature: Some("bench".into()),
+                                    ..MarkEvidence::of(EntryKind::Live)
+                                }
+                            },
                         };
                         chain.append(&transaction, &mark).expect("mark");
                     }

@@ -204,8 +204,14 @@ fn across_colleges(
         Default::default();
     let mut two_colleges: std::collections::BTreeMap<String, (String, Vec<u64>)> =
         Default::default();
+    // One lookup per student and day, and per phone, in a batch: a day's six lessons
+    // would otherwise ask six times.
+    let mut days_seen: std::collections::HashSet<(&str, &str)> = Default::default();
+    let mut phones_seen: std::collections::HashSet<&str> = Default::default();
     for record in records {
-        if matches!(record.status.as_str(), "present" | "late") {
+        if matches!(record.status.as_str(), "present" | "late")
+            && days_seen.insert((record.student_iin.as_str(), record.date.as_str()))
+        {
             transaction
                 .prepare_cached(
                     "INSERT OR IGNORE INTO presence (student_iin, date, bin, record_id)
@@ -237,6 +243,9 @@ fn across_colleges(
         }
         // Phones only: a kiosk's id is local to its college.
         if let (Some(device), "qr_phone" | "qr_typed") = (&record.device, record.method.as_str()) {
+            if !phones_seen.insert(device.as_str()) {
+                continue;
+            }
             transaction
                 .prepare_cached(
                     "INSERT OR IGNORE INTO devices_seen (device, bin, record_id) VALUES (?1, ?2, ?3)",
