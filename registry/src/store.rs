@@ -762,9 +762,21 @@ impl RegistryStore {
                 }
             }
         }
-        crate::timeline::check(&transaction, &kid, &bin, &envelope, now).map_err(fail)?;
+        // Attendance records parsed once, for the timeline rules and the chain re-walk.
+        let attendance: Vec<kasip_core::batch::AttendanceRecord> =
+            if envelope.kind == BatchKind::Attendance {
+                envelope
+                    .records
+                    .iter()
+                    .filter_map(|record| serde_json::from_value(record.clone()).ok())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
+            .map_err(fail)?;
         if envelope.kind == BatchKind::Attendance {
-            if let Err(alarm) = extend_chain(&transaction, &kid, &envelope) {
+            if let Err(alarm) = extend_chain(&transaction, &kid, envelope.v, &attendance) {
                 let message = format!("TAMPER ALARM: {alarm}");
                 drop(transaction);
                 self.record_finding(&kid, &bin, "chain_break", &message, now)?;
@@ -1297,16 +1309,16 @@ fn month_coverage(body: &str, keys: &[(String, Vec<u8>)]) -> Option<MonthCoverag
     })
 }
 
-/// Re-walks the attendance records of `envelope` from the agent's chain head and moves
+/// Re-walks a batch's attendance `records` from the agent's chain head and moves
 /// the head: each record must be the next event and (from format 2) hash to its
 /// `chain_hash`, and every head the agent pinned in a heartbeat within the walk must be
 /// met. A record already held (a duplicate) is skipped.
 fn extend_chain(
     transaction: &rusqlite::Transaction<'_>,
     agent: &str,
-    envelope: &BatchEnvelope,
+    batch_version: u64,
+    records: &[kasip_core::batch::AttendanceRecord],
 ) -> Result<(), String> {
-    use kasip_core::batch::AttendanceRecord;
     use kasip_core::chain::{rewalk, ChainHead};
     let failed = |error: rusqlite::Error| format!("the registry could not read its chain: {error}");
     let head = transaction
@@ -1323,12 +1335,12 @@ fn extend_chain(
         .optional()
         .map_err(failed)?
         .unwrap_or_else(ChainHead::genesis);
-    let records: Vec<AttendanceRecord> = envelope
-        .records
+    // Records already held (a duplicate) come first in id order: the walk starts after.
+    let start = records
         .iter()
-        .filter_map(|record| serde_json::from_value(record.clone()).ok())
-        .filter(|record: &AttendanceRecord| record.id > head.event)
-        .collect();
+        .position(|record| record.id > head.event)
+        .unwrap_or(records.len());
+    let records = &records[start..];
     if records.is_empty() {
         return Ok(());
     }
@@ -1345,7 +1357,7 @@ fn extend_chain(
         )
         .and_then(|rows| rows.collect())
         .map_err(failed)?;
-    let walked = rewalk(&head, &records, envelope.v).map_err(|error| error.to_string())?;
+    let walked = rewalk(&head, records, batch_version).map_err(|error| error.to_string())?;
     for (events, pinned_head) in pins {
         let held = records.iter().find(|record| record.id == events);
         if held.is_some_and(|record| record.chain_hash != pinned_head) {

@@ -38,6 +38,7 @@ pub fn check(
     agent: &str,
     bin: &str,
     envelope: &BatchEnvelope,
+    records: &[AttendanceRecord],
     now: i64,
 ) -> rusqlite::Result<Vec<Finding>> {
     let mut findings = Vec::new();
@@ -88,11 +89,6 @@ pub fn check(
             )?
             .query_map([bin], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let records: Vec<AttendanceRecord> = envelope
-            .records
-            .iter()
-            .filter_map(|record| serde_json::from_value(record.clone()).ok())
-            .collect();
         let zone: String = transaction
             .prepare_cached("SELECT timezone FROM colleges WHERE bin = ?1")?
             .query_row([bin], |row| row.get(0))?;
@@ -103,7 +99,7 @@ pub fn check(
         let mut backfilled = Vec::new();
         let mut late_scans = Vec::new();
         let mut after_close: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-        for record in &records {
+        for record in records {
             let month = record.date.get(..7).unwrap_or_default().to_owned();
             if let Some(sealed) = previous_attendance {
                 if record.method != "qr_kiosk"
@@ -142,7 +138,7 @@ pub fn check(
                 evidence: backfilled,
             });
         }
-        findings.extend(across_colleges(transaction, bin, &records)?);
+        findings.extend(across_colleges(transaction, bin, records)?);
         if !outside_window.is_empty() {
             findings.push(Finding {
                 kind: "mark_outside_window",
