@@ -75,8 +75,45 @@ enum Command {
     Findings {
         #[arg(long)]
         bin: Option<String>,
+        /// Only findings about this month (`YYYY-MM`).
+        #[arg(long)]
+        month: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Runs the month audit again (it runs by itself when a statement arrives): coverage
+    /// recomputed with the national policy and compared with the statement, and the
+    /// statistical flags. New findings are stored and listed; ones already stored are not.
+    Audit {
+        #[arg(long)]
+        month: String,
+        /// One college; all by default.
+        #[arg(long)]
+        bin: Option<String>,
+    },
+    /// Sets the statistical flags' thresholds (those not given keep their value) and
+    /// prints the thresholds in force.
+    SetThresholds {
+        /// Distinct phones checking in to one lesson within --check-in-burst-secs.
+        #[arg(long)]
+        check_in_burst: Option<u64>,
+        #[arg(long)]
+        check_in_burst_secs: Option<i64>,
+        /// Phones bound within --binding-burst-secs.
+        #[arg(long)]
+        binding_burst: Option<u64>,
+        #[arg(long)]
+        binding_burst_secs: Option<i64>,
+        /// How far above the median (teachers) or the classmates (students) a share of
+        /// hand marks may be, as a fraction (0.3 = 30 points).
+        #[arg(long)]
+        hand_share_margin: Option<f64>,
+        /// Teachers with fewer present marks in a month are not compared.
+        #[arg(long)]
+        hand_share_min_marks: Option<u64>,
+        /// Students with fewer present marks in a month are not compared.
+        #[arg(long)]
+        hand_share_min_student_marks: Option<u64>,
     },
     /// Records a person's judgement of a finding: explained or confirmed (or open again),
     /// by whom and why. Appended: earlier judgements stay.
@@ -130,6 +167,11 @@ fn data_dir(cli: &Option<PathBuf>) -> Result<PathBuf, RegistryError> {
     directories::ProjectDirs::from("kz", "KasipTech", "kasip-registry")
         .map(|dirs| dirs.data_dir().to_owned())
         .ok_or_else(|| RegistryError::Usage("no home directory; pass --data-dir DIR".into()))
+}
+
+fn parse_month(text: &str) -> Result<kasip_core::Month, RegistryError> {
+    kasip_core::Month::parse(text)
+        .map_err(|error| RegistryError::Usage(format!("--month '{text}': {error}")))
 }
 
 fn bin(text: &str) -> Result<Bin, RegistryError> {
@@ -264,13 +306,18 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 if typed_counts_as_qr { "count as" } else { "do not count as" }
             );
         }
-        Command::Findings { bin: text, json } => {
+        Command::Findings {
+            bin: text,
+            month,
+            json,
+        } => {
             let college = text
                 .as_deref()
                 .map(bin)
                 .transpose()?
                 .map(|bin| bin.to_string());
-            let findings = store()?.findings(college.as_deref())?;
+            let month = month.as_deref().map(parse_month).transpose()?;
+            let findings = store()?.findings(college.as_deref(), month)?;
             if json {
                 let text = serde_json::to_string_pretty(&findings)
                     .map_err(|error| RegistryError::Usage(error.to_string()))?;
@@ -291,6 +338,62 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                     );
                 }
             }
+        }
+        Command::Audit { month, bin: text } => {
+            let month = parse_month(&month)?;
+            let college = text.as_deref().map(bin).transpose()?;
+            let found = store()?.audit(college.as_ref(), month, clock()())?;
+            if found.is_empty() {
+                println!("{month}: no new findings");
+            }
+            for (college, finding) in found {
+                println!("{college}\t{}\t{}", finding.kind, finding.detail);
+            }
+        }
+        Command::SetThresholds {
+            check_in_burst,
+            check_in_burst_secs,
+            binding_burst,
+            binding_burst_secs,
+            hand_share_margin,
+            hand_share_min_marks,
+            hand_share_min_student_marks,
+        } => {
+            let store = store()?;
+            let mut thresholds = store.thresholds()?;
+            let positive = |name: &str, value: i64| {
+                if value > 0 {
+                    Ok(value)
+                } else {
+                    Err(RegistryError::Usage(format!("--{name} must be at least 1")))
+                }
+            };
+            if let Some(value) = check_in_burst {
+                thresholds.check_in_burst = positive("check-in-burst", value as i64)? as u64;
+            }
+            if let Some(value) = check_in_burst_secs {
+                thresholds.check_in_burst_secs = positive("check-in-burst-secs", value)?;
+            }
+            if let Some(value) = binding_burst {
+                thresholds.binding_burst = positive("binding-burst", value as i64)? as u64;
+            }
+            if let Some(value) = binding_burst_secs {
+                thresholds.binding_burst_secs = positive("binding-burst-secs", value)?;
+            }
+            if let Some(value) = hand_share_margin {
+                thresholds.hand_share_margin_per_mille =
+                    (check_rate("hand-share-margin", value)? * 1000.0).round() as u64;
+            }
+            if let Some(value) = hand_share_min_marks {
+                thresholds.hand_share_min_marks = value;
+            }
+            if let Some(value) = hand_share_min_student_marks {
+                thresholds.hand_share_min_student_marks = value;
+            }
+            store.set_thresholds(&thresholds, clock()())?;
+            let text = serde_json::to_string_pretty(&thresholds)
+                .map_err(|error| RegistryError::Usage(error.to_string()))?;
+            println!("{text}");
         }
         Command::FindingStatus {
             id,

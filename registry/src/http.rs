@@ -457,7 +457,7 @@ async fn findings(
         Err(response) => return response,
     };
     match state
-        .with_store(move |store| store.findings(Some(&agent_bin)))
+        .with_store(move |store| store.findings(Some(&agent_bin), None))
         .await
     {
         Err(response) => response,

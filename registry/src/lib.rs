@@ -2,6 +2,7 @@
 //! demos. `kasip-registry` is its thin binary over `cli::main`. It shares with the agent
 //! only the wire types in `kasip-core` and the request signatures in `kasip-certs`.
 
+pub mod audit;
 pub mod cli;
 pub mod http;
 mod memory;

@@ -153,6 +153,21 @@ CREATE TABLE IF NOT EXISTS policy (
     updated_at         INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO policy VALUES (1, 500, 500, 1, 0);
+-- The registry's own figure for a college's month (`audit::MonthFigures` as JSON),
+-- recomputed from the records it holds when the statement arrives and on `audit`.
+CREATE TABLE IF NOT EXISTS month_figures (
+    bin         TEXT NOT NULL REFERENCES colleges(bin),
+    month       TEXT NOT NULL,
+    figures     TEXT NOT NULL,
+    computed_at INTEGER NOT NULL,
+    PRIMARY KEY (bin, month)
+);
+-- The statistical flags' thresholds (`audit::Thresholds` as JSON); defaults without a row.
+CREATE TABLE IF NOT EXISTS audit_thresholds (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    thresholds TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS licensed_addresses (
     bin     TEXT NOT NULL REFERENCES colleges(bin),
     address TEXT NOT NULL,
@@ -775,6 +790,22 @@ impl RegistryStore {
             };
         crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
             .map_err(fail)?;
+        if envelope.kind == BatchKind::MonthClose {
+            let months: std::collections::BTreeSet<kasip_core::Month> = envelope
+                .records
+                .iter()
+                .filter_map(|record| record["month"].as_str())
+                .filter_map(|month| kasip_core::Month::parse(month).ok())
+                .collect();
+            for month in months {
+                for finding in
+                    crate::audit::audit_month(&transaction, &bin, month, now).map_err(fail)?
+                {
+                    crate::timeline::record(&transaction, &kid, &bin, &finding, now)
+                        .map_err(fail)?;
+                }
+            }
+        }
         if envelope.kind == BatchKind::Attendance {
             if let Err(alarm) = extend_chain(&transaction, &kid, envelope.v, &attendance) {
                 let message = format!("TAMPER ALARM: {alarm}");
@@ -926,33 +957,118 @@ impl RegistryStore {
             },
             now,
         )
+        .map(|_| ())
         .map_err(|source| self.fail(source))
     }
 
-    /// The findings, oldest first: of one college, or of all.
-    pub fn findings(&self, bin: Option<&str>) -> Result<Vec<FindingRow>, RegistryError> {
+    /// Runs the month audit of one college or of all, and stores what it finds (once).
+    /// Returns the findings new to the registry, with their college.
+    pub fn audit(
+        &mut self,
+        bin: Option<&Bin>,
+        month: kasip_core::Month,
+        now: i64,
+    ) -> Result<Vec<(String, crate::timeline::Finding)>, RegistryError> {
+        let path = self.path.clone();
+        let fail = |source| RegistryError::Database {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let colleges: Vec<(String, Option<String>)> = transaction
+            .prepare(
+                "SELECT c.bin, (SELECT a.kid FROM agents a WHERE a.bin = c.bin
+                                ORDER BY a.enrolled_at DESC LIMIT 1)
+                 FROM colleges c WHERE ?1 IS NULL OR c.bin = ?1 ORDER BY c.bin",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin.map(Bin::to_string)], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect()
+            })
+            .map_err(fail)?;
+        if let (Some(bin), true) = (bin, colleges.is_empty()) {
+            return Err(RegistryError::Usage(format!(
+                "no college {bin}; register it with `kasip-registry add-college`"
+            )));
+        }
+        let mut found = Vec::new();
+        for (college, agent) in colleges {
+            // A college without an enrolled agent has sent nothing to audit.
+            let Some(agent) = agent else { continue };
+            for finding in
+                crate::audit::audit_month(&transaction, &college, month, now).map_err(fail)?
+            {
+                if crate::timeline::record(&transaction, &agent, &college, &finding, now)
+                    .map_err(fail)?
+                {
+                    found.push((college.clone(), finding));
+                }
+            }
+        }
+        transaction.commit().map_err(fail)?;
+        Ok(found)
+    }
+
+    pub fn thresholds(&self) -> Result<crate::audit::Thresholds, RegistryError> {
+        crate::audit::Thresholds::read(&self.connection).map_err(|source| self.fail(source))
+    }
+
+    pub fn set_thresholds(
+        &self,
+        thresholds: &crate::audit::Thresholds,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        thresholds
+            .write(&self.connection, now)
+            .map_err(|source| self.fail(source))
+    }
+
+    /// The registry's own figures of a college's months.
+    pub fn month_figures(
+        &self,
+        bin: &str,
+    ) -> Result<Vec<crate::audit::MonthFigures>, RegistryError> {
+        crate::audit::figures_of(&self.connection, bin).map_err(|source| self.fail(source))
+    }
+
+    /// The findings, oldest first: of one college or of all, of one month or of all.
+    pub fn findings(
+        &self,
+        bin: Option<&str>,
+        month: Option<kasip_core::Month>,
+    ) -> Result<Vec<FindingRow>, RegistryError> {
         let mut statement = self
             .connection
             .prepare(
                 "SELECT f.id, f.bin, f.kind, f.month, f.detail, f.evidence, f.at,
                         COALESCE((SELECT s.status FROM finding_status s WHERE s.finding_id = f.id
                                   ORDER BY s.id DESC LIMIT 1), 'open')
-                 FROM findings f WHERE ?1 IS NULL OR f.bin = ?1 ORDER BY f.id",
+                 FROM findings f WHERE (?1 IS NULL OR f.bin = ?1) AND (?2 IS NULL OR f.month = ?2)
+                 ORDER BY f.id",
             )
             .map_err(|source| self.fail(source))?;
         let rows = statement
-            .query_map([bin], |row| {
-                Ok(FindingRow {
-                    id: row.get(0)?,
-                    college_bin: row.get(1)?,
-                    kind: row.get(2)?,
-                    month: row.get(3)?,
-                    detail: row.get(4)?,
-                    evidence: row.get(5)?,
-                    at: row.get(6)?,
-                    status: row.get(7)?,
-                })
-            })
+            .query_map(
+                rusqlite::params![bin, month.map(|month| month.to_string())],
+                |row| {
+                    Ok(FindingRow {
+                        id: row.get(0)?,
+                        college_bin: row.get(1)?,
+                        kind: row.get(2)?,
+                        month: row.get(3)?,
+                        detail: row.get(4)?,
+                        evidence: row.get(5)?,
+                        at: row.get(6)?,
+                        status: row.get(7)?,
+                    })
+                },
+            )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|source| self.fail(source))?;
         Ok(rows)
@@ -1248,16 +1364,9 @@ impl RegistryStore {
                     |row| row.get(0),
                 )
                 .map_err(fail)?;
-            let closes: Vec<String> = self
-                .connection
-                .prepare("SELECT body FROM records WHERE bin = ?1 AND kind = 'month_close' ORDER BY record_id")
-                .and_then(|mut statement| statement.query_map([&bin], |row| row.get(0))?.collect())
-                .map_err(fail)?;
-            let keys = self.keys_of(&bin)?;
-            let months = closes
-                .iter()
-                .filter_map(|body| month_coverage(body, &keys))
-                .collect();
+            // The registry's own figures, recomputed from the records; the statement's
+            // are shown beside them, never instead.
+            let months = self.month_figures(&bin)?;
             overview.push(CollegeOverview {
                 bin,
                 name,
@@ -1281,32 +1390,7 @@ pub struct CollegeOverview {
     pub last_batch_at: Option<i64>,
     pub records: std::collections::BTreeMap<String, u64>,
     pub quarantined: u64,
-    pub months: Vec<MonthCoverage>,
-}
-
-/// What a verified month-close statement says.
-#[derive(Debug, Serialize)]
-pub struct MonthCoverage {
-    pub month: String,
-    pub compliant: bool,
-    pub coverage_per_mille: Option<u64>,
-}
-
-/// Reads coverage out of a month-close record whose statement verifies under one of the
-/// college's enrolled keys; a statement that does not verify is not shown.
-fn month_coverage(body: &str, keys: &[(String, Vec<u8>)]) -> Option<MonthCoverage> {
-    let record: serde_json::Value = serde_json::from_str(body).ok()?;
-    let statement = record["statement"].as_str()?;
-    let payload = keys
-        .iter()
-        .find_map(|(_, key)| verify_compact(statement, key).ok())?
-        .payload;
-    let statement: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-    Some(MonthCoverage {
-        month: statement["month"].as_str()?.to_owned(),
-        compliant: statement["compliant"].as_bool()?,
-        coverage_per_mille: statement["coverage"]["college"]["coverage_per_mille"].as_u64(),
-    })
+    pub months: Vec<crate::audit::MonthFigures>,
 }
 
 /// Re-walks a batch's attendance `records` from the agent's chain head and moves

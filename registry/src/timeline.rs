@@ -350,25 +350,27 @@ fn loosened_statements(
     Ok(findings)
 }
 
-/// Stores a finding.
+/// Stores a finding, once: the same finding seen again (a re-run audit, a batch retried)
+/// keeps its first sighting and its status history.
 pub fn record(
     connection: &rusqlite::Connection,
     agent: &str,
     bin: &str,
     finding: &Finding,
     now: i64,
-) -> rusqlite::Result<()> {
-    tracing::warn!(agent, kind = finding.kind, detail = %finding.detail, "finding");
+) -> rusqlite::Result<bool> {
     let evidence = finding
         .evidence
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    connection
+    let inserted = connection
         .prepare_cached(
             "INSERT INTO findings (agent, bin, kind, month, detail, evidence, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE NOT EXISTS (SELECT 1 FROM findings WHERE bin = ?2 AND kind = ?3
+                               AND month IS ?4 AND detail = ?5 AND evidence = ?6)",
         )?
         .execute(rusqlite::params![
             agent,
@@ -379,5 +381,8 @@ pub fn record(
             evidence,
             now
         ])?;
-    Ok(())
+    if inserted == 1 {
+        tracing::warn!(agent, kind = finding.kind, detail = %finding.detail, "finding");
+    }
+    Ok(inserted == 1)
 }
