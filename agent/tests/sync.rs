@@ -41,9 +41,16 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
         registry.count("SELECT COUNT(*) FROM records WHERE kind = 'month_close'"),
         1
     );
-    // The registry's read API shows the college, its records and the month's coverage
-    // read from the verified statement.
-    let overview: Value = kasip_tests::http_client()
+    // The registry's read API is for registrars and auditors only...
+    let anonymous = kasip_tests::http_client()
+        .get(format!("{}/v1/colleges", registry.url()))
+        .send()
+        .expect("read API");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    // ...and shows them the college, its records and the month's coverage, recomputed by
+    // the registry from the records it holds.
+    let registrar = registry.signed_in("registrar", "registrar");
+    let overview: Value = registrar
         .get(format!("{}/v1/colleges", registry.url()))
         .send()
         .and_then(|response| response.json())
@@ -57,12 +64,19 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
         college_view["months"][0]["coverage_per_mille"], 666,
         "{overview:#}"
     );
-    let page = kasip_tests::http_client()
-        .get(registry.url())
+    assert_eq!(
+        college_view["months"][0]["stated_coverage_per_mille"], 666,
+        "{overview:#}"
+    );
+    let page = registrar
+        .get(format!("{}/?lang=en", registry.url()))
         .send()
         .and_then(|response| response.text())
         .expect("page");
-    assert!(page.contains("2026-11 66.6% (compliant)"), "{page}");
+    assert!(
+        page.contains("2026-11: 66.6% (<span class=ok>compliant</span>)"),
+        "{page}"
+    );
     assert!(
         status["acknowledged_batches"].as_u64() >= Some(2),
         "{status:#}"

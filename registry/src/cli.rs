@@ -127,6 +127,15 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Adds a registrar (reads every college's figures, findings and evidence) or an
+    /// auditor (also judges findings), or sets their role and password. The password is
+    /// read from the first line of standard input.
+    AddUser {
+        login: String,
+        /// registrar or auditor.
+        #[arg(long)]
+        role: String,
+    },
     /// Serves the registry API until SIGTERM or Ctrl-C.
     #[command(args_override_self = true)]
     Serve {
@@ -394,6 +403,20 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             let text = serde_json::to_string_pretty(&thresholds)
                 .map_err(|error| RegistryError::Usage(error.to_string()))?;
             println!("{text}");
+        }
+        Command::AddUser { login, role } => {
+            let role = crate::accounts::Role::parse(&role).ok_or_else(|| {
+                RegistryError::Usage(format!("--role '{role}': use registrar or auditor"))
+            })?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(RegistryError::io(
+                    "cannot read the password from standard input",
+                ))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            store()?.add_user(&login, role, password, clock()())?;
+            println!("{} {login} can sign in", role.as_str());
         }
         Command::FindingStatus {
             id,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Request, Response, StatusCode};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -66,7 +66,11 @@ impl RegistryState {
         }
     }
 
-    async fn with_store<T: Send + 'static>(
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    pub(crate) async fn with_store<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut RegistryStore) -> T + Send + 'static,
     ) -> Result<T, Response<Body>> {
@@ -82,7 +86,7 @@ impl RegistryState {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     (
         status,
         Json(ErrorAnswer {
@@ -93,7 +97,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
         .into_response()
 }
 
-fn internal(error: impl std::fmt::Display) -> Response<Body> {
+pub(crate) fn internal(error: impl std::fmt::Display) -> Response<Body> {
     tracing::error!(%error, "registry storage failed");
     error_response_503()
 }
@@ -112,7 +116,6 @@ fn error_response_503() -> Response<Body> {
 pub fn router(state: RegistryState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(overview_page))
         .route("/v1/colleges", get(overview_json))
         .route("/v1/enrolments", post(enrol))
         .route("/v1/batches", post(receive_batch))
@@ -121,6 +124,7 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v1/colleges/{bin}/beneficiaries", get(beneficiaries))
         .route("/v1/colleges/{bin}/policy", get(policy))
         .route("/v1/colleges/{bin}/findings", get(findings))
+        .merge(crate::pages::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             kasip_certs::jws::MAX_JWS_BYTES,
         ))
@@ -445,16 +449,21 @@ async fn policy(
     }
 }
 
-/// What the registry noticed about a college's evidence, for the college's own agent.
+/// What the registry noticed about a college's evidence: for the college's own agent
+/// (a signed read), or a signed-in registrar or auditor.
 async fn findings(
     State(state): State<RegistryState>,
     Path(bin): Path<String>,
     headers: HeaderMap,
 ) -> Response<Body> {
-    let path = format!("/v1/colleges/{bin}/findings");
-    let agent_bin = match own_college(&state, &headers, path, &bin, "findings").await {
-        Ok(bin) => bin,
-        Err(response) => return response,
+    let agent_bin = if crate::pages::signed_in(&state, &headers).await.is_some() {
+        bin
+    } else {
+        let path = format!("/v1/colleges/{bin}/findings");
+        match own_college(&state, &headers, path, &bin, "findings").await {
+            Ok(bin) => bin,
+            Err(response) => return response,
+        }
     };
     match state
         .with_store(move |store| store.findings(Some(&agent_bin), None))
@@ -466,68 +475,16 @@ async fn findings(
     }
 }
 
-async fn overview_json(State(state): State<RegistryState>) -> Response<Body> {
+/// Every college's figures: for registrars and auditors only.
+async fn overview_json(State(state): State<RegistryState>, headers: HeaderMap) -> Response<Body> {
+    if let Err(response) = crate::pages::require_api(&state, &headers).await {
+        return response;
+    }
     match state.with_store(|store| store.overview()).await {
         Err(response) => response,
         Ok(Err(failure)) => internal(failure),
         Ok(Ok(colleges)) => Json(json!({ "colleges": colleges })).into_response(),
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn overview_page(State(state): State<RegistryState>) -> Response<Body> {
-    let colleges = match state.with_store(|store| store.overview()).await {
-        Err(response) => return response,
-        Ok(Err(failure)) => return internal(failure),
-        Ok(Ok(colleges)) => colleges,
-    };
-    let mut rows = String::new();
-    for college in &colleges {
-        let records: Vec<String> = college
-            .records
-            .iter()
-            .map(|(kind, count)| format!("{kind}: {count}"))
-            .collect();
-        let months: Vec<String> = college
-            .months
-            .iter()
-            .map(|month| {
-                format!(
-                    "{} {} ({})",
-                    month.month,
-                    kasip_core::per_mille_text(month.coverage_per_mille),
-                    if month.compliant {
-                        "compliant"
-                    } else {
-                        "NON-COMPLIANT"
-                    }
-                )
-            })
-            .collect();
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&college.bin),
-            escape(&college.name),
-            college
-                .last_seq
-                .map_or("—".to_owned(), |seq| seq.to_string()),
-            escape(&records.join(", ")),
-            college.quarantined,
-            escape(&months.join("; ")),
-        ));
-    }
-    Html(format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>kasip-registry</title>\
-         <h1>Reference registry</h1><table border=1 cellpadding=4>\
-         <tr><th>BIN</th><th>College</th><th>Last batch</th><th>Records</th><th>Quarantined</th><th>Month closes</th></tr>{rows}</table>"
-    ))
-    .into_response()
 }
 
 /// A uniform draw in [0, 1).

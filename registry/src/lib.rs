@@ -2,9 +2,11 @@
 //! demos. `kasip-registry` is its thin binary over `cli::main`. It shares with the agent
 //! only the wire types in `kasip-core` and the request signatures in `kasip-certs`.
 
+pub mod accounts;
 pub mod audit;
 pub mod cli;
 pub mod http;
+mod pages;
 mod memory;
 pub mod store;
 pub mod timeline;

@@ -168,6 +168,19 @@ CREATE TABLE IF NOT EXISTS audit_thresholds (
     thresholds TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+-- Registrars and auditors (argon2id hashes) and their sessions (token SHA-256 only).
+CREATE TABLE IF NOT EXISTS registry_users (
+    login         TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('registrar', 'auditor')),
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_sessions (
+    token_hash TEXT PRIMARY KEY,
+    login      TEXT NOT NULL REFERENCES registry_users(login),
+    csrf       TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS licensed_addresses (
     bin     TEXT NOT NULL REFERENCES colleges(bin),
     address TEXT NOT NULL,
@@ -1013,6 +1026,114 @@ impl RegistryStore {
         }
         transaction.commit().map_err(fail)?;
         Ok(found)
+    }
+
+    /// Adds a registrar or auditor, or sets their role and password (ending their
+    /// sessions).
+    pub fn add_user(
+        &self,
+        login: &str,
+        role: crate::accounts::Role,
+        password: &str,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        let login = login.trim();
+        if login.is_empty() || login.chars().any(|character| character.is_whitespace()) {
+            return Err(RegistryError::Usage(
+                "a login is one word without spaces".into(),
+            ));
+        }
+        if password.chars().count() < crate::accounts::MIN_PASSWORD_CHARS {
+            return Err(RegistryError::Usage(format!(
+                "the password is too short: at least {} characters",
+                crate::accounts::MIN_PASSWORD_CHARS
+            )));
+        }
+        let hash = crate::accounts::hash_password(password).ok_or(RegistryError::Random)?;
+        crate::accounts::add_user(&self.connection, login, role, &hash, now)
+            .map_err(|source| self.fail(source))
+    }
+
+    pub fn credentials(
+        &self,
+        login: &str,
+    ) -> Result<Option<(String, crate::accounts::Role)>, RegistryError> {
+        crate::accounts::credentials(&self.connection, login).map_err(|source| self.fail(source))
+    }
+
+    pub fn open_session(&self, login: &str, now: i64) -> Result<Option<String>, RegistryError> {
+        crate::accounts::open_session(&self.connection, login, now)
+            .map_err(|source| self.fail(source))
+    }
+
+    pub fn session(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<crate::accounts::Session>, RegistryError> {
+        crate::accounts::session(&self.connection, token, now).map_err(|source| self.fail(source))
+    }
+
+    pub fn close_session(&self, token: &str) -> Result<(), RegistryError> {
+        crate::accounts::close_session(&self.connection, token).map_err(|source| self.fail(source))
+    }
+
+    /// A finding, the records its evidence names (body, or None when not held), and
+    /// its judgements (status, by, reason, at), oldest first.
+    #[allow(clippy::type_complexity)]
+    pub fn finding_with_evidence(
+        &self,
+        id: i64,
+    ) -> Result<
+        Option<(
+            FindingRow,
+            Vec<(u64, Option<String>)>,
+            Vec<(String, String, String, i64)>,
+        )>,
+        RegistryError,
+    > {
+        let fail = |source| self.fail(source);
+        let Some(finding) = self
+            .findings(None, None)?
+            .into_iter()
+            .find(|finding| finding.id == id)
+        else {
+            return Ok(None);
+        };
+        let mut records = Vec::new();
+        if let Some(kind) = crate::timeline::evidence_kind(&finding.kind) {
+            for record_id in finding
+                .evidence
+                .split(',')
+                .filter_map(|id| id.trim().parse::<u64>().ok())
+                .take(50)
+            {
+                let body: Option<String> = self
+                    .connection
+                    .query_row(
+                        "SELECT body FROM records WHERE bin = ?1 AND kind = ?2 AND record_id = ?3",
+                        rusqlite::params![finding.college_bin, kind, record_id as i64],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(fail)?;
+                records.push((record_id, body));
+            }
+        }
+        let history = self
+            .connection
+            .prepare(
+                "SELECT status, by, reason, at FROM finding_status WHERE finding_id = ?1 ORDER BY id",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([id], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })?
+                    .collect()
+            })
+            .map_err(fail)?;
+        Ok(Some((finding, records, history)))
     }
 
     pub fn thresholds(&self) -> Result<crate::audit::Thresholds, RegistryError> {

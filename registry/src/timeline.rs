@@ -98,6 +98,7 @@ pub fn check(
         let mut outside_window = Vec::new();
         let mut backfilled = Vec::new();
         let mut late_scans = Vec::new();
+        let mut unexplained = Vec::new();
         let mut after_close: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
         for record in records {
             let month = record.date.get(..7).unwrap_or_default().to_owned();
@@ -114,6 +115,19 @@ pub fn check(
                 {
                     outside_window.push(record.id);
                 }
+            }
+            // A late entry names who made it and why; a hand-made adjustment, who.
+            let blank =
+                |text: &Option<String>| text.as_deref().is_none_or(|text| text.trim().is_empty());
+            let adjustment = record
+                .evidence
+                .as_ref()
+                .is_some_and(|evidence| evidence.entry == EntryKind::Adjustment);
+            if (record.method == "late_entry"
+                && (blank(&record.reason) || blank(&record.marked_by)))
+                || (adjustment && record.method == "manual" && blank(&record.marked_by))
+            {
+                unexplained.push(record.id);
             }
             if let Some(evidence) = &record.evidence {
                 if let (Some(scanned), Some(received)) = (evidence.scanned_at, evidence.received_at)
@@ -150,6 +164,19 @@ pub fn check(
                     WINDOW_GRACE_SECS / 60
                 ),
                 evidence: outside_window,
+            });
+        }
+        if !unexplained.is_empty() {
+            findings.push(Finding {
+                kind: "entry_without_reason",
+                month: records
+                    .first()
+                    .map(|record| record.date.chars().take(7).collect()),
+                detail: format!(
+                    "{} late entr(ies) or adjustment(s) name no reason or no one who made them",
+                    unexplained.len()
+                ),
+                evidence: unexplained,
             });
         }
         if !late_scans.is_empty() {
@@ -348,6 +375,21 @@ fn loosened_statements(
         }
     }
     Ok(findings)
+}
+
+/// The kind of record a finding's evidence ids name.
+pub fn evidence_kind(finding_kind: &str) -> Option<&'static str> {
+    match finding_kind {
+        "binding_burst" => Some("bindings"),
+        "statement_disagrees" | "statement_loosened" => Some("month_close"),
+        // Batch seqs, or nothing a record names.
+        "batch_created_not_monotone"
+        | "batch_created_ahead"
+        | "chain_break"
+        | "agent_reported_break"
+        | "heartbeat_contradicts_records" => None,
+        _ => Some("attendance"),
+    }
 }
 
 /// Stores a finding, once: the same finding seen again (a re-run audit, a batch retried)

@@ -1,0 +1,195 @@
+//! The registry's people: registrars (who pay colleges and read the evidence) and
+//! auditors (who also judge findings). Passwords are argon2id; a session is a random
+//! token in an HttpOnly, SameSite=Strict cookie, stored only as its SHA-256, with its
+//! own CSRF token for every form that changes something.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use kasip_core::batch::sha256_hex;
+use ring::rand::SecureRandom;
+use rusqlite::{Connection, OptionalExtension};
+
+/// How long a session lasts without signing in again.
+pub const SESSION_SECS: i64 = 12 * 3600;
+/// The shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads every college's figures, findings and evidence.
+    Registrar,
+    /// A registrar who may also mark findings explained or confirmed.
+    Auditor,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "registrar" => Some(Self::Registrar),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Registrar => "registrar",
+            Self::Auditor => "auditor",
+        }
+    }
+}
+
+/// A signed-in person.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub login: String,
+    pub role: Role,
+    /// Echoed by every form that changes something.
+    pub csrf: String,
+}
+
+fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// An argon2id hash of `password` with a random salt; None if the system's random
+/// generator failed.
+pub fn hash_password(password: &str) -> Option<String> {
+    let mut salt = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut salt).ok()?;
+    let salt = SaltString::encode_b64(&salt).ok()?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .ok()
+        .map(|hash| hash.to_string())
+}
+
+/// Whether `password` is the one `stored` was made from. Slow on purpose (argon2):
+/// call it off the store's lock.
+pub fn password_matches(stored: &str, password: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+/// A hash of no password, checked against when the login does not exist, so that an
+/// unknown login takes as long to refuse as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("no such account").unwrap_or_default())
+}
+
+pub fn add_user(
+    connection: &Connection,
+    login: &str,
+    role: Role,
+    password_hash: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO registry_users (login, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (login) DO UPDATE SET role = ?2, password_hash = ?3",
+        rusqlite::params![login, role.as_str(), password_hash, now],
+    )?;
+    // A new password ends the sessions made with the old one.
+    connection.execute("DELETE FROM registry_sessions WHERE login = ?1", [login])?;
+    Ok(())
+}
+
+/// The stored hash and role of `login`.
+pub fn credentials(
+    connection: &Connection,
+    login: &str,
+) -> rusqlite::Result<Option<(String, Role)>> {
+    connection
+        .query_row(
+            "SELECT password_hash, role FROM registry_users WHERE login = ?1",
+            [login],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+        )
+        .optional()
+        .map(|found| found.and_then(|(hash, role)| Some((hash, Role::parse(&role)?))))
+}
+
+/// Opens a session for `login`; returns its cookie token. None if the random generator
+/// failed.
+pub fn open_session(
+    connection: &Connection,
+    login: &str,
+    now: i64,
+) -> rusqlite::Result<Option<String>> {
+    let (Some(token), Some(csrf)) = (random_token(), random_token()) else {
+        return Ok(None);
+    };
+    connection.execute(
+        "DELETE FROM registry_sessions WHERE expires_at <= ?1",
+        [now],
+    )?;
+    connection.execute(
+        "INSERT INTO registry_sessions (token_hash, login, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![sha256_hex(token.as_bytes()), login, csrf, now + SESSION_SECS],
+    )?;
+    Ok(Some(token))
+}
+
+/// The session a cookie token names, if it is current.
+pub fn session(
+    connection: &Connection,
+    token: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Session>> {
+    connection
+        .prepare_cached(
+            "SELECT s.login, u.role, s.csrf FROM registry_sessions s
+             JOIN registry_users u ON u.login = s.login
+             WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+        )?
+        .query_row(
+            rusqlite::params![sha256_hex(token.as_bytes()), now],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()
+        .map(|found| {
+            found.and_then(|(login, role, csrf)| {
+                Some(Session {
+                    login,
+                    role: Role::parse(&role)?,
+                    csrf,
+                })
+            })
+        })
+}
+
+pub fn close_session(connection: &Connection, token: &str) -> rusqlite::Result<()> {
+    connection.execute(
+        "DELETE FROM registry_sessions WHERE token_hash = ?1",
+        [sha256_hex(token.as_bytes())],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_matches_only_itself() {
+        let hash = hash_password("correct horse battery").expect("hash");
+        assert!(password_matches(&hash, "correct horse battery"));
+        assert!(!password_matches(&hash, "correct horse batterY"));
+        assert!(!password_matches("not a hash", "anything"));
+        assert!(!password_matches(decoy_hash(), ""));
+    }
+}
