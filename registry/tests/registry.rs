@@ -693,3 +693,216 @@ fn one_student_or_one_phone_at_two_colleges_is_a_finding() {
     assert_eq!(device[0]["evidence"], "1", "the kiosk's mark is not one");
     assert_eq!(findings.as_array().map(Vec::len), Some(2), "{findings:#}");
 }
+
+/// A registry person's browser: the account made with `add-user`, signed in.
+fn person(
+    dir: &TempDataDir,
+    server: &Server,
+    login: &str,
+    role: &str,
+) -> reqwest::blocking::Client {
+    let output = kasip_tests::run_with(
+        REGISTRY,
+        &dir.path(),
+        &["add-user", login, "--role", role],
+        &[],
+        Some("a long enough password\n"),
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let client = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{}/login", server.url))
+        .form(&[("login", login), ("password", "a long enough password")])
+        .send()
+        .expect("login");
+    assert_eq!(response.status().as_u16(), 303);
+    client
+}
+
+fn page_of(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {
+    let response = client.get(url).send().expect("get");
+    (response.status().as_u16(), response.text().expect("text"))
+}
+
+/// The Registrar's pages: nothing without a sign-in; colleges by open findings, each
+/// finding's evidence, in kk, ru and en (the choice sticks); only an auditor judges, with
+/// the form's CSRF token and a reason; every judgement stays in the history.
+#[test]
+fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
+    use kasip_core::batch::BatchKind;
+    use kasip_core::chain::{EntryKind, MarkEvidence};
+    let (dir, server) = registry();
+    let anonymous = kasip_tests::http_client();
+    for path in [
+        "/",
+        "/v1/colleges",
+        "/v1/findings",
+        "/findings/1",
+        "/colleges/090640001233",
+    ] {
+        let (status, body) = page_of(&anonymous, &format!("{}{path}", server.url));
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(
+            !body.contains(BIN) || path.contains(BIN),
+            "{path} leaks: {body}"
+        );
+    }
+    // Hostile accounts and sign-ins are refused with the reason, and change nothing.
+    for (args, stdin, says) in [
+        (
+            vec!["add-user", "x", "--role", "king"],
+            "a long enough password\n",
+            "registrar or auditor",
+        ),
+        (
+            vec!["add-user", "x", "--role", "auditor"],
+            "short\n",
+            "too short",
+        ),
+        (
+            vec!["add-user", "two words", "--role", "auditor"],
+            "a long enough password\n",
+            "one word",
+        ),
+    ] {
+        let output = kasip_tests::run_with(REGISTRY, &dir.path(), &args, &[], Some(stdin));
+        assert!(!output.status.success());
+        assert!(text(&output).1.contains(says), "{:?}", text(&output));
+    }
+    let registrar = person(&dir, &server, "registrar", "registrar");
+    let response = anonymous
+        .post(format!("{}/login", server.url))
+        .header("accept-language", "kk")
+        .form(&[("login", "registrar"), ("password", "wrong password!")])
+        .send()
+        .expect("login");
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response
+        .text()
+        .expect("text")
+        .contains("Логин немесе құпиясөз қате."));
+
+    // One finding: a November mark after November's statement, not an adjustment.
+    let mut agent = HandAgent::enrol(&dir, &server, BIN, 21);
+    agent.send(
+        BatchKind::MonthClose,
+        vec![serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": "e30.e30.AA"})],
+    );
+    let record = agent.mark(
+        1,
+        "060315500016",
+        "qr_kiosk",
+        "kiosk:1",
+        MarkEvidence {
+            kiosk: Some(1),
+            pass: Some("KP1.060315500016.1795000000.AA".into()),
+            scanned_at: Some(1_795_000_000 - 5),
+            received_at: Some(1_795_000_000),
+            ..MarkEvidence::of(EntryKind::Live)
+        },
+    );
+    agent.send(BatchKind::Attendance, vec![record]);
+
+    let (status, home) = page_of(&registrar, &format!("{}/?lang=ru", server.url));
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("Колледжи, сначала с наибольшим числом открытых находок"),
+        "{home}"
+    );
+    assert!(
+        home.contains("Test college") && home.contains("<td class=\"bad\">1</td>"),
+        "{home}"
+    );
+    // The language sticks without `?lang=`.
+    let (_, college) = page_of(&registrar, &format!("{}/colleges/{BIN}", server.url));
+    assert!(
+        college.contains("Отметка за уже заявленный месяц, не исправление"),
+        "{college}"
+    );
+    let (_, college) = page_of(
+        &registrar,
+        &format!("{}/colleges/{BIN}?lang=kk", server.url),
+    );
+    assert!(
+        college.contains("Мәлімделген айға түзету емес белгі"),
+        "{college}"
+    );
+    let id = findings_json(&dir)[0]["id"].as_i64().expect("id");
+    let (status, finding) = page_of(&registrar, &format!("{}/findings/{id}?lang=en", server.url));
+    assert_eq!(status, 200);
+    // The evidence is the record itself, as the agent signed it.
+    assert!(
+        finding.contains("&quot;student_iin&quot;:&quot;060315500016&quot;"),
+        "{finding}"
+    );
+    assert!(
+        !finding.contains("<form method=post action=\"/findings/"),
+        "a registrar does not judge"
+    );
+    let (status, _) = page_of(&registrar, &format!("{}/findings/999", server.url));
+    assert_eq!(status, 404);
+
+    // A registrar cannot judge, even with a valid token.
+    let csrf_of = |page: &str| {
+        page.split("name=csrf value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("csrf")
+            .to_owned()
+    };
+    let judge = |client: &reqwest::blocking::Client, csrf: &str, reason: &str| {
+        client
+            .post(format!("{}/findings/{id}/status", server.url))
+            .form(&[("csrf", csrf), ("status", "explained"), ("reason", reason)])
+            .send()
+            .expect("post")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(judge(&registrar, &csrf_of(&finding), "looks fine"), 403);
+    let auditor = person(&dir, &server, "auditor", "auditor");
+    let (_, finding) = page_of(&auditor, &format!("{}/findings/{id}?lang=en", server.url));
+    let csrf = csrf_of(&finding);
+    assert_eq!(
+        judge(&auditor, "forged", "looks fine"),
+        403,
+        "no CSRF token, no change"
+    );
+    assert_eq!(judge(&auditor, &csrf, "  "), 400, "a judgement names why");
+    assert_eq!(
+        judge(&auditor, &csrf, "the college filed it late; accepted"),
+        303
+    );
+    let (_, finding) = page_of(&auditor, &format!("{}/findings/{id}", server.url));
+    assert!(
+        finding.contains("— explained — auditor: the college filed it late; accepted"),
+        "{finding}"
+    );
+    assert_eq!(findings_json(&dir)[0]["status"], "explained");
+    // The read APIs for people with a sign-in: every college's findings, by month.
+    let all: serde_json::Value = auditor
+        .get(format!("{}/v1/findings?month=2026-11", server.url))
+        .send()
+        .and_then(|response| response.json())
+        .expect("json");
+    assert_eq!(all["findings"].as_array().map(Vec::len), Some(1), "{all:#}");
+    let none: serde_json::Value = auditor
+        .get(format!("{}/v1/findings?month=2026-10", server.url))
+        .send()
+        .and_then(|response| response.json())
+        .expect("json");
+    assert_eq!(none["findings"], serde_json::json!([]));
+    // Signing out ends the session.
+    let (_, home) = page_of(&auditor, &format!("{}/", server.url));
+    let response = auditor
+        .post(format!("{}/logout", server.url))
+        .form(&[("csrf", csrf_of(&home))])
+        .send()
+        .expect("logout");
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(page_of(&auditor, &format!("{}/", server.url)).0, 401);
+}
