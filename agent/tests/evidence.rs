@@ -383,7 +383,12 @@ fn marks_for_a_closed_month_are_adjustments_on_every_path() {
         .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
         .expect("records");
     assert_eq!(entries, ["adjustment", "adjustment"]);
-    assert_eq!(registry.count("SELECT COUNT(*) FROM findings"), 0);
+    assert_eq!(
+        registry.count("SELECT COUNT(*) FROM findings"),
+        0,
+        "{}",
+        registry.command(&["findings"])
+    );
 }
 
 /// The statement's signed payload (verified under the agent's key).
@@ -572,6 +577,13 @@ fn bindings_and_security_events_travel_to_the_registry() {
 /// Appends a mark behind the agent's back with a valid hash and a time before the last
 /// sealing pass: the local chain verifies, and the registry's timeline sees the backfill.
 fn backfill_mark(college: &College, student: &str, recorded_at: i64) {
+    forge_mark(college, student, "manual", recorded_at);
+}
+
+/// What root on the college's server can do without the agent: append a mark of
+/// `method` to the lesson of the log's last row, with a consistent hash, stamped
+/// `recorded_at`. Returns its id.
+fn forge_mark(college: &College, student: &str, method: &str, recorded_at: i64) -> i64 {
     let db = college.db();
     let (id, lesson, prev): (i64, i64, Vec<u8>) = db
         .query_row(
@@ -582,16 +594,19 @@ fn backfill_mark(college: &College, student: &str, recorded_at: i64) {
         .expect("head");
     let evidence =
         kasip_core::chain::MarkEvidence::of(kasip_core::chain::EntryKind::Live).to_canonical();
+    let manual = method == "manual";
+    let device = (!manual).then_some("forged-phone");
+    let marked_by = manual.then_some("teacher");
     let hash = ChainRow {
         id: id + 1,
         lesson_id: lesson,
         student_iin: student,
         status: "present",
-        method: "manual",
+        method,
         recorded_at,
-        device_id: None,
+        device_id: device,
         token_step: None,
-        marked_by: Some("teacher"),
+        marked_by,
         reason: None,
         corrects: None,
         evidence: Some(&evidence),
@@ -599,19 +614,23 @@ fn backfill_mark(college: &College, student: &str, recorded_at: i64) {
     .hash(&prev);
     db.execute(
         "INSERT INTO attendance_events (id, lesson_id, student_iin, status, method, recorded_at,
-             marked_by, prev_hash, row_hash, evidence)
-         VALUES (?1, ?2, ?3, 'present', 'manual', ?4, 'teacher', ?5, ?6, ?7)",
+             device_id, marked_by, prev_hash, row_hash, evidence)
+         VALUES (?1, ?2, ?3, 'present', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         rusqlite::params![
             id + 1,
             lesson,
             student,
+            method,
             recorded_at,
+            device,
+            marked_by,
             prev,
             hash.to_vec(),
             evidence
         ],
     )
     .expect("backfill");
+    id + 1
 }
 
 #[test]
@@ -661,4 +680,285 @@ fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
         findings_cli.contains("the agent's clock went back"),
         "{findings_cli}"
     );
+}
+
+/// Marks root forged with consistent hashes: a check-in two hours before its lesson began,
+/// and a live mark for a month after its signed statement. Each is its exact finding.
+#[test]
+fn advance_check_ins_and_marks_after_a_close_are_findings() {
+    let (college, registry) = enrolled_with_marks(4, true, 1, true);
+    let lesson_start = common::lesson_start_plus_one_minute() - 60;
+    let early = forge_mark(
+        &college,
+        &college.group_a[1],
+        "qr_phone",
+        lesson_start - 2 * 3600,
+    );
+    wait_until("the window finding", Duration::from_secs(60), || {
+        !registry.findings_of("mark_outside_window").is_empty()
+    });
+    let outside = registry.findings_of("mark_outside_window");
+    assert_eq!(outside.len(), 1, "{outside:#?}");
+    assert_eq!(outside[0]["evidence"], early.to_string());
+
+    let output = agent_run(
+        &college,
+        &["month-close", "2026-11", "--force", "--reason", "pilot"],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    wait_for(&college, "the statement", Duration::from_secs(60), drained);
+    let after = forge_mark(
+        &college,
+        &college.group_a[2],
+        "manual",
+        common::lesson_start_plus_one_minute(),
+    );
+    wait_until("the statement finding", Duration::from_secs(60), || {
+        !registry.findings_of("mark_after_statement").is_empty()
+    });
+    let closed = registry.findings_of("mark_after_statement");
+    assert_eq!(closed[0]["evidence"], after.to_string(), "{closed:#?}");
+    assert_eq!(closed[0]["month"], "2026-11");
+}
+
+/// A script with a dozen phones: bound one after another within a minute, checked in
+/// within a second. The registry's month audit sees both bursts, with the records.
+#[test]
+fn a_script_binding_and_checking_in_a_dozen_phones_is_two_bursts() {
+    let (college, registry) = enrolled_with_marks(12, true, 12, true);
+    let output = agent_run(
+        &college,
+        &["month-close", "2026-11", "--force", "--reason", "pilot"],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    wait_for(&college, "the statement", Duration::from_secs(60), drained);
+    let bindings = registry.findings_of("binding_burst");
+    assert_eq!(bindings.len(), 1, "{bindings:#?}");
+    assert_eq!(
+        bindings[0]["evidence"]
+            .as_str()
+            .map(|ids| ids.split(',').count()),
+        Some(12)
+    );
+    assert!(bindings[0]["detail"]
+        .as_str()
+        .is_some_and(|detail| detail.starts_with("12 phones were bound within 5 min")));
+    let check_ins = registry.findings_of("check_in_burst");
+    assert_eq!(check_ins.len(), 1, "{check_ins:#?}");
+    assert!(check_ins[0]["detail"]
+        .as_str()
+        .is_some_and(|detail| detail
+            .starts_with("12 phones checked in to ПО-21's lesson of 2026-11-23 09:00")));
+    // Nothing else: the statement agrees with the records.
+    assert_eq!(registry.count("SELECT COUNT(*) FROM findings"), 2);
+    // Thresholds are the operator's: raised above a dozen, a new audit finds nothing new.
+    registry.command(&[
+        "set-thresholds",
+        "--check-in-burst",
+        "13",
+        "--binding-burst",
+        "13",
+    ]);
+    let audit = registry.command(&["audit", "--month", "2026-11"]);
+    assert!(audit.contains("no new findings"), "{audit}");
+}
+
+/// A college that hides its untracked beneficiaries from its statement (flags edited in
+/// its database before the close): the registry counts its own list and disagrees.
+#[test]
+fn a_statement_leaving_out_beneficiaries_disagrees_with_the_registry() {
+    let college = pinned_college(4, true);
+    let registry = Registry::new(&college, &[]);
+    let list = registry.dir.file("beneficiaries.csv");
+    let mut csv = String::from("iin;beneficiary;voucher\n");
+    for (index, iin) in college.group_a.iter().chain(&college.group_b).enumerate() {
+        csv.push_str(&format!("{iin};да;V-{index}\n"));
+    }
+    std::fs::write(&list, csv).expect("csv");
+    registry.command(&[
+        "import-beneficiaries",
+        "--bin",
+        DEMO_BIN,
+        list.to_str().expect("path"),
+    ]);
+    enrol(&college, &registry);
+    check_in_students(&college, 0..4);
+    wait_for(&college, "the marks", Duration::from_secs(60), drained);
+    college
+        .db()
+        .execute(
+            "UPDATE students SET beneficiary = 0 WHERE iin IN (SELECT s.iin FROM students s
+             JOIN study_groups g ON g.id = s.group_id WHERE g.code = 'ВТ-21')",
+            [],
+        )
+        .expect("hide");
+    let output = agent_run(
+        &college,
+        &["month-close", "2026-11", "--force", "--reason", "pilot"],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    assert_eq!(
+        statement_payload(&college)["coverage"]["college"]["coverage_per_mille"],
+        1000
+    );
+    wait_for(&college, "the statement", Duration::from_secs(60), drained);
+    let disagrees = registry.findings_of("statement_disagrees");
+    assert_eq!(disagrees.len(), 1, "{disagrees:#?}");
+    let detail = disagrees[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(&format!(
+            "{}: a beneficiary the statement leaves out",
+            college.group_b[0]
+        )) && detail.contains("coverage: stated 100.0%, recomputed 57.1%"),
+        "{detail}"
+    );
+    // The registry's figure is the one shown: 4 of 7 tracked, below the rule.
+    let registrar = registry.signed_in("registrar", "registrar");
+    let overview: Value = registrar
+        .get(format!("{}/v1/colleges", registry.url()))
+        .send()
+        .and_then(|response| response.json())
+        .expect("overview");
+    let month = &overview["colleges"][0]["months"][0];
+    assert_eq!(month["coverage_per_mille"], 571, "{month:#}");
+    assert_eq!(month["stated_coverage_per_mille"], 1000);
+    assert_eq!(month["beneficiaries_from"], "registry");
+}
+
+/// One student present at two colleges on the same day, each college's own agent honest
+/// about what it saw: only the registry sees both.
+#[test]
+fn one_student_present_at_two_colleges_on_one_day_is_a_finding() {
+    const OTHER_BIN: &str = "090640001243";
+    let first = pinned_college(2, true);
+    let second = College::with_config(2, |config| {
+        config
+            .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
+            .replace(DEMO_BIN, OTHER_BIN)
+    });
+    let registry = Registry::new(&first, &[]);
+    registry.command(&[
+        "add-college",
+        "--bin",
+        OTHER_BIN,
+        "--name",
+        "Другой колледж",
+    ]);
+    enrol(&first, &registry);
+    let code = registry.enrolment_code_for(OTHER_BIN);
+    let output = agent_run(
+        &second,
+        &["enroll", "--registry", &registry.url(), "--code", &code],
+    );
+    assert!(output.status.success(), "{:?}", kasip_tests::text(&output));
+    // The same IIN is on both rosters (the test colleges number students alike).
+    assert_eq!(first.group_a[0], second.group_a[0]);
+    check_in_students(&first, 0..1);
+    wait_for(
+        &first,
+        "the first college",
+        Duration::from_secs(60),
+        drained,
+    );
+    assert!(registry.findings_of("present_at_two_colleges").is_empty());
+    check_in_students(&second, 0..1);
+    wait_for(
+        &second,
+        "the second college",
+        Duration::from_secs(60),
+        drained,
+    );
+    let twice = registry.findings_of("present_at_two_colleges");
+    assert_eq!(twice.len(), 1, "{twice:#?}");
+    assert_eq!(twice[0]["college_bin"], OTHER_BIN);
+    assert!(twice[0]["detail"]
+        .as_str()
+        .is_some_and(|detail| detail.contains(&first.group_a[0]) && detail.contains(DEMO_BIN)));
+}
+
+/// The demo college's month, closed and synced to a registry holding the demo's own
+/// beneficiary list: the registry's recomputed coverage agrees with the statement, and
+/// the only finding is the demo's planted hand-marking teacher (the agent flags the same
+/// teacher, `red_flags.rs`). Its honest groups raise nothing.
+#[test]
+fn a_month_of_the_demo_college_raises_only_its_planted_case() {
+    use kasip_tests::{run_with, text, TempDataDir};
+    let dir = TempDataDir::new();
+    let clock = dir.file("clock");
+    // Monday 2026-11-30, 18:00 in Almaty: November's working days are behind it.
+    let evening = kasip_core::Date::new(2026, 11, 30)
+        .expect("date")
+        .days_since_epoch()
+        * 86_400
+        + 13 * 3600;
+    std::fs::write(&clock, evening.to_string()).expect("clock");
+    let clock_text = clock.display().to_string();
+    let env = [("KASIP_UNSAFE_CLOCK_FILE", clock_text.as_str())];
+    let agent = |args: &[&str]| {
+        let output = run_with(common::AGENT, &dir.path(), args, &env, None);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        text(&output).0
+    };
+    agent(&["init"]);
+    agent(&["demo"]);
+    let registry = Registry::on_clock(&clock, &[]);
+    let database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
+    let beneficiaries: Vec<String> = database
+        .prepare("SELECT iin FROM students WHERE beneficiary = 1 ORDER BY iin")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .expect("beneficiaries");
+    assert!(beneficiaries.len() > 100, "{}", beneficiaries.len());
+    let list = registry.dir.file("beneficiaries.csv");
+    let mut csv = String::from("iin;beneficiary;voucher\n");
+    for (index, iin) in beneficiaries.iter().enumerate() {
+        csv.push_str(&format!("{iin};да;V-{index}\n"));
+    }
+    std::fs::write(&list, csv).expect("csv");
+    registry.command(&[
+        "import-beneficiaries",
+        "--bin",
+        DEMO_BIN,
+        list.to_str().expect("path"),
+    ]);
+    let code = registry.enrolment_code();
+    agent(&["enroll", "--registry", &registry.url(), "--code", &code]);
+    agent(&[
+        "month-close",
+        "2026-11",
+        "--force",
+        "--reason",
+        "the pilot month",
+    ]);
+    let synced = agent(&["sync", "now"]);
+    let status: Value = serde_json::from_str(&agent(&["sync", "status", "--json"])).expect("json");
+    assert!(drained(&status), "{synced}{status:#}");
+    let findings: Value =
+        serde_json::from_str(&registry.command(&["findings", "--json"])).expect("json");
+    let hand_marking: String = database
+        .query_row(
+            "SELECT iin FROM teachers ORDER BY rowid LIMIT 1 OFFSET 7",
+            [],
+            |row| row.get(0),
+        )
+        .expect("teacher");
+    let findings = findings.as_array().expect("array");
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["kind"], "hand_share_teacher");
+    assert!(findings[0]["detail"]
+        .as_str()
+        .is_some_and(|detail| detail.contains(&hand_marking)));
+    // The registry's own count of the month is the statement's.
+    let registrar = registry.signed_in("registrar", "registrar");
+    let overview: Value = registrar
+        .get(format!("{}/v1/colleges", registry.url()))
+        .send()
+        .and_then(|response| response.json())
+        .expect("overview");
+    let month = &overview["colleges"][0]["months"][0];
+    assert_eq!(month["beneficiaries"], beneficiaries.len(), "{month:#}");
+    assert_eq!(
+        month["coverage_per_mille"],
+        month["stated_coverage_per_mille"]
+    );
+    assert_eq!(month["compliant"], true);
 }

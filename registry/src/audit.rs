@@ -220,8 +220,9 @@ fn statement_of(
     Ok(None)
 }
 
-/// The latest mark of each lesson and student in the month (a correction replaces the
-/// mark it corrects), and every check-in event (bursts count events, not latest marks).
+/// The latest mark of each lesson and student in the month as it stood at its close (a
+/// correction replaces the mark it corrects), and every check-in event (bursts count
+/// events, not latest marks).
 struct MonthMarks {
     latest: Vec<AttendanceRecord>,
     check_ins: Vec<AttendanceRecord>,
@@ -247,6 +248,15 @@ fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Re
         let Ok(record) = serde_json::from_str::<AttendanceRecord>(&body?) else {
             continue;
         };
+        // A closed month's figures are those of its close: adjustments made after it
+        // reach the registry as such, and are not counted into the month.
+        if record
+            .evidence
+            .as_ref()
+            .is_some_and(|evidence| evidence.entry == kasip_core::chain::EntryKind::Adjustment)
+        {
+            continue;
+        }
         if matches!(record.method.as_str(), "qr_phone" | "qr_typed") {
             check_ins.push(record.clone());
         }

@@ -75,13 +75,7 @@ pub fn check(
         });
     }
     if envelope.kind == BatchKind::Attendance {
-        let previous_attendance: Option<i64> = transaction
-            .prepare_cached(
-                "SELECT t.created FROM batch_times t JOIN batches b ON b.agent = t.agent AND b.seq = t.seq
-                 WHERE t.agent = ?1 AND b.kind = 'attendance' ORDER BY t.seq DESC LIMIT 1",
-            )?
-            .query_row([agent], |row| row.get(0))
-            .optional()?;
+        let previous_attendance = previous_sealing_pass(transaction, agent, envelope.created)?;
         let closed: Vec<String> = transaction
             .prepare_cached(
                 "SELECT DISTINCT json_extract(body, '$.month') FROM records
@@ -213,6 +207,34 @@ pub fn check(
         record(transaction, agent, bin, finding, now)?;
     }
     Ok(findings)
+}
+
+/// When the agent's previous sealing pass made its attendance batches. A pass seals a
+/// backlog into consecutive attendance batches of one `created` time, holding older marks
+/// than the first: those batches are this one's pass, not the previous.
+fn previous_sealing_pass(
+    transaction: &Transaction<'_>,
+    agent: &str,
+    created: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let mut statement = transaction.prepare_cached(
+        "SELECT t.created, b.kind = 'attendance' FROM batch_times t
+         JOIN batches b ON b.agent = t.agent AND b.seq = t.seq
+         WHERE t.agent = ?1 ORDER BY t.seq DESC",
+    )?;
+    let mut rows = statement.query([agent])?;
+    let mut in_this_pass = true;
+    while let Some(row) = rows.next()? {
+        let (at, attendance): (i64, bool) = (row.get(0)?, row.get(1)?);
+        if in_this_pass && attendance && at == created {
+            continue;
+        }
+        in_this_pass = false;
+        if attendance {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
 }
 
 /// What one college's records cannot show alone: the same student present at another

@@ -25,6 +25,11 @@ pub struct Registry {
 impl Registry {
     /// A registry on the college's test clock (agent and registry agree on the time).
     pub fn new(college: &College, extra_args: &[&str]) -> Registry {
+        Self::on_clock(&college.clock_file, extra_args)
+    }
+
+    /// A registry on the test clock in `clock_file`.
+    pub fn on_clock(clock_file: &std::path::Path, extra_args: &[&str]) -> Registry {
         let dir = TempDataDir::new();
         let binary = workspace_binary("kasip-registry");
         let registry = |args: &[&str]| {
@@ -33,7 +38,7 @@ impl Registry {
         };
         registry(&["init"]);
         registry(&["add-college", "--bin", DEMO_BIN, "--name", "Демо колледж"]);
-        let clock = college.clock_file.display().to_string();
+        let clock = clock_file.display().to_string();
         let server = Server::start_with_env(
             &binary,
             &dir.path(),
@@ -67,9 +72,25 @@ impl Registry {
     }
 
     pub fn enrolment_code(&self) -> String {
-        self.command(&["issue-enrolment-code", "--bin", DEMO_BIN])
+        self.enrolment_code_for(DEMO_BIN)
+    }
+
+    pub fn enrolment_code_for(&self, bin: &str) -> String {
+        self.command(&["issue-enrolment-code", "--bin", bin])
             .trim()
             .to_owned()
+    }
+
+    /// The findings of one kind, as `findings --json` lists them.
+    pub fn findings_of(&self, kind: &str) -> Vec<Value> {
+        let all: Value =
+            serde_json::from_str(&self.command(&["findings", "--json"])).expect("findings json");
+        all.as_array()
+            .expect("array")
+            .iter()
+            .filter(|finding| finding["kind"] == kind)
+            .cloned()
+            .collect()
     }
 
     pub fn stop(&mut self) {
