@@ -674,6 +674,7 @@ fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
             "SELECT COUNT(*) FROM findings WHERE kind = 'mark_outside_window' AND evidence IN ('3', '4')",
         ) == 2
     });
+    python_agrees_with_the_registry(&registry);
     let findings_cli = registry.command(&["findings", "--bin", DEMO_BIN]);
     assert!(findings_cli.contains("backfilled_mark"), "{findings_cli}");
     assert!(
@@ -719,6 +720,66 @@ fn advance_check_ins_and_marks_after_a_close_are_findings() {
     let closed = registry.findings_of("mark_after_statement");
     assert_eq!(closed[0]["evidence"], after.to_string(), "{closed:#?}");
     assert_eq!(closed[0]["month"], "2026-11");
+    python_agrees_with_the_registry(&registry);
+}
+
+/// An outside auditor's rerun: the independent Python verifier, given only the exported
+/// batches, finds exactly the registry's timeline findings (kind by kind, the same ids).
+fn python_agrees_with_the_registry(registry: &Registry) {
+    const TIMELINE: [&str; 6] = [
+        "backfilled_mark",
+        "batch_created_not_monotone",
+        "entry_without_reason",
+        "late_kiosk_scan",
+        "mark_after_statement",
+        "mark_outside_window",
+    ];
+    let export = registry.dir.file("audit-export");
+    let _ = std::fs::remove_dir_all(&export);
+    registry.command(&[
+        "export-batches",
+        "--bin",
+        DEMO_BIN,
+        export.to_str().expect("path"),
+    ]);
+    let verifier = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify_batches.py");
+    let output = std::process::Command::new("python3")
+        .arg(&verifier)
+        .arg(&export)
+        .output()
+        .expect("python3");
+    let (stdout, stderr) = kasip_tests::text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let mut by_python = std::collections::BTreeMap::new();
+    for line in stdout.lines() {
+        if let Some((kind, ids)) = line.split_once(": ") {
+            if TIMELINE.contains(&kind) {
+                let ids: std::collections::BTreeSet<u64> =
+                    ids.split(',').map(|id| id.parse().expect("id")).collect();
+                by_python.insert(kind.to_owned(), ids);
+            }
+        }
+    }
+    let mut by_registry = std::collections::BTreeMap::new();
+    for kind in TIMELINE {
+        let ids: std::collections::BTreeSet<u64> = registry
+            .findings_of(kind)
+            .iter()
+            .flat_map(|finding| {
+                finding["evidence"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|id| id.parse().ok())
+                    .collect::<Vec<u64>>()
+            })
+            .collect();
+        if !ids.is_empty() {
+            by_registry.insert(kind.to_owned(), ids);
+        }
+    }
+    assert!(!by_registry.is_empty(), "a rerun of nothing proves nothing");
+    assert_eq!(by_python, by_registry, "{stdout}");
 }
 
 /// A script with a dozen phones: bound one after another within a minute, checked in

@@ -74,7 +74,7 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
         .and_then(|response| response.text())
         .expect("page");
     assert!(
-        page.contains("2026-11: 66.6% (<span class=ok>compliant</span>)"),
+        page.contains("2026-11: 66.6% (<span class=\"ok\">compliant</span>)"),
         "{page}"
     );
     assert!(
@@ -118,6 +118,8 @@ fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
     );
     // ...and re-walks the attendance chain from the records alone.
     assert!(stdout.contains("6 attendance events re-walked"), "{stdout}");
+    // ...and applies the registry's timeline rules to them: an honest month has none.
+    assert!(stdout.contains("0 timeline finding(s)"), "{stdout}");
     // The verifier is not a rubber stamp: one altered byte fails it.
     let first = export.join("1.jws");
     let jws = fs::read_to_string(&first).expect("jws");

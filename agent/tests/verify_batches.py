@@ -15,7 +15,18 @@ canonical JSON) to its `chain_hash`, so a rewrite of history shows without trust
 registry's code either. Records of format-1 batches are taken at their stated hash.
 Prints "N batches verified, M records, K key rotation(s), E attendance events re-walked"
 or exits 1 naming the fault.
+
+Then the registry's timeline rules, from the export alone (DIR/college.json gives the
+college's UTC offset; the constants are the registry's, `registry/src/timeline.rs`):
+a batch created before the one it follows; a non-kiosk mark stamped more than 60 s
+before the previous sealing pass; a mark outside its lesson's window (15 min before its
+start to 60 min after its end) that is not a late entry; a late entry without a reason
+or a marker; a kiosk scan received more than 2 h after it was made; a mark for a month
+whose statement came earlier that is not an adjustment. Prints "T timeline finding(s)"
+and one line per finding, "KIND: ids". Findings are for a person to judge, so they do
+not fail the check.
 """
+import calendar
 import base64
 import hashlib
 import json
@@ -117,3 +128,69 @@ for seq in seqs:
     prev = hashlib.sha256(data).hexdigest()
 print("%d batches verified, %d records, %d key rotation(s), %d attendance events re-walked"
       % (len(seqs), records, rotations, chain_events))
+
+# The timeline rules.
+BACKFILL_TOLERANCE, OPENS_EARLY, GRACE, LATE_SCAN = 60, 15 * 60, 60 * 60, 2 * 3600
+college = json.load(open(os.path.join(folder, "college.json")))
+offset = college["utc_offset_secs"]
+findings = {}
+
+
+def finding(kind, ident):
+    findings.setdefault(kind, []).append(ident)
+
+
+def local_unix(date, time):
+    year, month, day = (int(part) for part in date.split("-"))
+    hours, minutes = (int(part) for part in time.split(":"))
+    return calendar.timegm((year, month, day, hours, minutes, 0)) - offset
+
+
+batches = []
+for seq in seqs:
+    data = open(os.path.join(folder, "%d.jws" % seq), "rb").read()
+    batches.append(json.loads(b64(data.decode().split(".")[1])))
+closed = set()
+for index, batch in enumerate(batches):
+    if index > 0 and batch["created"] < batches[index - 1]["created"]:
+        finding("batch_created_not_monotone", batches[index - 1]["seq"])
+        finding("batch_created_not_monotone", batch["seq"])
+    if batch["kind"] == "month_close":
+        closed.update(record["month"] for record in batch["records"])
+    if batch["kind"] != "attendance":
+        continue
+    # The previous sealing pass: skip this pass's own attendance batches (consecutive,
+    # one `created`), then the latest attendance batch before them.
+    sealed, back, in_pass = None, index - 1, True
+    while back >= 0:
+        earlier = batches[back]
+        if in_pass and earlier["kind"] == "attendance" and earlier["created"] == batch["created"]:
+            back -= 1
+            continue
+        in_pass = False
+        if earlier["kind"] == "attendance":
+            sealed = earlier["created"]
+            break
+        back -= 1
+    for record in batch["records"]:
+        evidence = record.get("evidence") or {}
+        if sealed is not None and record["method"] != "qr_kiosk" and record["recorded_at"] < sealed - BACKFILL_TOLERANCE:
+            finding("backfilled_mark", record["id"])
+        if record.get("end") and record["method"] != "late_entry":
+            opens = local_unix(record["date"], record["start"]) - OPENS_EARLY
+            closes = local_unix(record["date"], record["end"]) + GRACE
+            if not opens <= record["recorded_at"] <= closes:
+                finding("mark_outside_window", record["id"])
+        blank = lambda name: not (record.get(name) or "").strip()
+        if (record["method"] == "late_entry" and (blank("reason") or blank("marked_by"))) or (
+            evidence.get("entry") == "adjustment" and record["method"] == "manual" and blank("marked_by")
+        ):
+            finding("entry_without_reason", record["id"])
+        if evidence.get("scanned_at") is not None and evidence.get("received_at") is not None:
+            if evidence["received_at"] - evidence["scanned_at"] > LATE_SCAN:
+                finding("late_kiosk_scan", record["id"])
+        if evidence and record["date"][:7] in closed and evidence.get("entry") != "adjustment":
+            finding("mark_after_statement", record["id"])
+print("%d timeline finding(s)" % sum(len(ids) for ids in findings.values()))
+for kind in sorted(findings):
+    print("%s: %s" % (kind, ",".join(str(ident) for ident in findings[kind])))

@@ -160,8 +160,9 @@ enum Command {
         #[arg(long)]
         slow_body: Option<u64>,
     },
-    /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received)
-    /// and DIR/agent.pub (the enrolled key, PEM), for auditors' own tools.
+    /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received),
+    /// DIR/agent.pub (the enrolled key, PEM) and DIR/college.json (its BIN and time
+    /// zone), for auditors' own tools.
     ExportBatches {
         #[arg(long)]
         bin: String,
@@ -336,9 +337,10 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             } else {
                 for finding in findings {
                     println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t[{}]",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t[{}]",
                         finding.id,
                         finding.status,
+                        finding.severity,
                         finding.college_bin,
                         finding.kind,
                         finding.month.unwrap_or_default(),
@@ -454,6 +456,13 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 std::fs::write(out.join(format!("{seq}.jws")), jws).map_err(io())?;
             }
             std::fs::write(out.join("agent.pub"), DeviceKey::public_key_pem(key)).map_err(io())?;
+            // The college's zone, for an auditor's own timeline rules (lesson windows).
+            let college_file = serde_json::json!({
+                "bin": college,
+                "timezone": store.timezone_of(&college)?.name(),
+                "utc_offset_secs": store.timezone_of(&college)?.offset_seconds(),
+            });
+            std::fs::write(out.join("college.json"), college_file.to_string()).map_err(io())?;
             println!(
                 "{} batch(es) of {college} written to {}",
                 batches.len(),

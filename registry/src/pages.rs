@@ -3,9 +3,10 @@
 //! and findings, each finding's evidence and the history of its judgements. In kk, ru
 //! and en from the one catalog (`core/text/`); the choice sticks in a `lang` cookie.
 
+use askama::Template;
 use axum::body::Body;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderMap, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,12 +23,218 @@ const SESSION_COOKIE: &str = "kasip_registry_session";
 pub fn routes() -> Router<RegistryState> {
     Router::new()
         .route("/", get(colleges_page))
+        .route("/style.css", get(style))
         .route("/login", get(login_page).post(log_in))
         .route("/logout", post(log_out))
         .route("/colleges/{bin}", get(college_page))
         .route("/findings/{id}", get(finding_page))
         .route("/findings/{id}/status", post(judge))
         .route("/v1/findings", get(findings_json))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// What every page and read API answer carries: they hold personal data and evidence.
+/// No referrer leaves, nothing is cached, nothing frames a page, and no inline script or
+/// style runs (the style sheet is `/style.css`).
+async fn security_headers(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn style() -> Response<Body> {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../templates/style.css"),
+    )
+        .into_response()
+}
+
+/// What every page shows around its content: the language switcher (keeping the path)
+/// and, when signed in, who and the sign-out form with its CSRF token.
+struct Chrome {
+    lang: Lang,
+    path: String,
+    signed_in_as: Option<String>,
+    csrf: String,
+}
+
+impl Chrome {
+    fn new(lang: Lang, path: &str, session: Option<&Session>) -> Self {
+        Self {
+            lang,
+            path: path.to_owned(),
+            signed_in_as: session.map(|session| {
+                lang.fill(
+                    Text::RegistrySignedInAs,
+                    &[("login", &session.login), ("role", session.role.as_str())],
+                )
+            }),
+            csrf: session
+                .map(|session| session.csrf.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A rendered page with the `lang` cookie that keeps the reader's choice.
+fn render(template: &impl Template, lang: Lang) -> Response<Body> {
+    let mut response = match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(failure) => return internal(failure),
+    };
+    if let Ok(value) = format!(
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        lang.code()
+    )
+    .parse()
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Chrome,
+    login: String,
+    message: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    chrome: Chrome,
+    message: String,
+}
+
+/// A month as a cell shows it: the registry's coverage, its verdict, and the college's
+/// own figure when it differs.
+struct MonthCell {
+    month: String,
+    coverage: String,
+    compliant: bool,
+    stated_differs: Option<String>,
+    beneficiaries: u64,
+    qr_tracked: u64,
+}
+
+impl MonthCell {
+    fn of(lang: Lang, figures: &crate::audit::MonthFigures) -> Self {
+        Self {
+            month: figures.month.clone(),
+            coverage: per_mille_text(figures.coverage_per_mille),
+            compliant: figures.compliant,
+            stated_differs: match figures.stated_coverage_per_mille {
+                Some(stated) if Some(stated) != figures.coverage_per_mille => Some(lang.fill(
+                    Text::RegistryCoverageStated,
+                    &[("coverage", &per_mille_text(Some(stated)))],
+                )),
+                _ => None,
+            },
+            beneficiaries: figures.beneficiaries,
+            qr_tracked: figures.qr_tracked,
+        }
+    }
+}
+
+struct CollegeRow {
+    bin: String,
+    name: String,
+    open: usize,
+    last_batch: String,
+    month: Option<MonthCell>,
+}
+
+#[derive(Template)]
+#[template(path = "colleges.html")]
+struct CollegesPage {
+    chrome: Chrome,
+    colleges: Vec<CollegeRow>,
+}
+
+/// A finding as the pages show it: labels in the reader's language.
+struct FindingLine {
+    id: i64,
+    kind: String,
+    severity: &'static str,
+    /// Critical and high findings are shown in red.
+    grave: bool,
+    status: &'static str,
+    open: bool,
+    month: String,
+    detail: String,
+    seen: String,
+}
+
+impl FindingLine {
+    fn of(lang: Lang, finding: &FindingRow) -> Self {
+        Self {
+            id: finding.id,
+            kind: kind_label(lang, &finding.kind),
+            severity: lang.text(match finding.severity.as_str() {
+                "critical" => Text::RegistrySeverityCritical,
+                "high" => Text::RegistrySeverityHigh,
+                _ => Text::RegistrySeverityMedium,
+            }),
+            grave: finding.severity != "medium",
+            status: status_label(lang, &finding.status),
+            open: finding.status == "open",
+            month: finding.month.clone().unwrap_or_else(|| "—".to_owned()),
+            detail: finding.detail.clone(),
+            seen: when(finding.at),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "college.html")]
+struct CollegePage {
+    chrome: Chrome,
+    bin: String,
+    name: String,
+    months: Vec<MonthCell>,
+    findings: Vec<FindingLine>,
+}
+
+struct EvidenceRecord {
+    body: Option<String>,
+    missing: String,
+}
+
+#[derive(Template)]
+#[template(path = "finding.html")]
+struct FindingPage {
+    chrome: Chrome,
+    id: i64,
+    bin: String,
+    college: String,
+    finding: FindingLine,
+    records: Vec<EvidenceRecord>,
+    history: Vec<String>,
+    auditor: bool,
+    /// (value, label, selected) of the status choices.
+    statuses: Vec<(&'static str, &'static str, bool)>,
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -60,14 +267,6 @@ pub async fn signed_in(state: &RegistryState, headers: &HeaderMap) -> Option<Ses
         .ok()?
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn kind_label(lang: Lang, kind: &str) -> String {
     let key = format!("registry.kind.{kind}");
     Text::ALL
@@ -91,85 +290,25 @@ fn when(unix: i64) -> String {
     format!("{date} {:02}:{:02} UTC", minutes / 60, minutes % 60)
 }
 
-/// A whole page: the language switcher keeps the path, the sign-out form its CSRF token.
-fn page(lang: Lang, path: &str, session: Option<&Session>, body: &str) -> Response<Body> {
-    let switcher: Vec<String> = Lang::all()
-        .map(|other| {
-            if other == lang {
-                format!("<strong>{}</strong>", other.code())
-            } else {
-                format!(
-                    "<a href=\"{}?lang={}\" lang=\"{}\">{}</a>",
-                    escape(path),
-                    other.code(),
-                    other.code(),
-                    other.code()
-                )
-            }
-        })
-        .collect();
-    let who = session.map_or_else(String::new, |session| {
-        format!(
-            "<form method=post action=/logout class=who>{} \
-             <input type=hidden name=csrf value=\"{}\"><button>{}</button></form>",
-            escape(&lang.fill(
-                Text::RegistrySignedInAs,
-                &[("login", &session.login), ("role", session.role.as_str())]
-            )),
-            escape(&session.csrf),
-            lang.text(Text::RegistrySignOut)
-        )
-    });
-    let mut response = Html(format!(
-        "<!doctype html><html lang=\"{code}\"><meta charset=utf-8>\
-         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:1rem;max-width:70rem}}\
-         table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #999;padding:.3rem .5rem;text-align:left;vertical-align:top}}\
-         .bad{{color:#a00;font-weight:bold}}.ok{{color:#060}}nav{{display:flex;gap:1rem;justify-content:space-between;flex-wrap:wrap}}\
-         .who{{display:inline}}pre{{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.5rem}}\
-         </style><nav><span>{switcher}</span>{who}</nav><h1>{title}</h1>{body}</html>",
-        code = lang.code(),
-        title = lang.text(Text::RegistryTitle),
-        switcher = switcher.join(" · "),
-    ))
-    .into_response();
-    if let Ok(value) = format!(
-        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
-        lang.code()
-    )
-    .parse()
-    {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
-}
-
 #[derive(Deserialize, Default)]
 struct LangQuery {
     lang: Option<String>,
 }
 
-fn login_form(lang: Lang, login: &str, message: Option<&str>) -> String {
-    format!(
-        "<h2>{title}</h2>{message}<form method=post action=/login>\
-         <p><label>Login <input name=login autocomplete=username required value=\"{login}\"></label></p>\
-         <p><label>{password} <input name=password type=password autocomplete=current-password required></label></p>\
-         <p><button>{submit}</button></p></form>",
-        title = lang.text(Text::RegistrySignIn),
-        message = message.map_or_else(String::new, |text| format!(
-            "<p class=bad role=alert>{}</p>",
-            escape(text)
-        )),
-        login = escape(login),
-        password = lang.text(Text::LoginPassword),
-        submit = lang.text(Text::LoginSubmit),
+fn login_page_with(lang: Lang, login: &str, message: Option<&str>) -> Response<Body> {
+    render(
+        &LoginPage {
+            chrome: Chrome::new(lang, "/login", None),
+            login: login.to_owned(),
+            message: message.map(str::to_owned),
+        },
+        lang,
     )
 }
 
 async fn login_page(headers: HeaderMap, Query(query): Query<LangQuery>) -> Response<Body> {
     let lang = language(&headers, query.lang.as_deref());
-    page(lang, "/login", None, &login_form(lang, "", None))
+    login_page_with(lang, "", None)
 }
 
 #[derive(Deserialize)]
@@ -208,12 +347,7 @@ async fn log_in(
     .unwrap_or(false);
     if !matches {
         tracing::warn!(login = %login, "registry sign-in refused");
-        let mut response = page(
-            lang,
-            "/login",
-            None,
-            &login_form(lang, &login, Some(lang.text(Text::RegistryWrong))),
-        );
+        let mut response = login_page_with(lang, &login, Some(lang.text(Text::RegistryWrong)));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     }
@@ -288,12 +422,8 @@ async fn require(
     match signed_in(state, headers).await {
         Some(session) => Ok(session),
         None => {
-            let mut response = page(
-                lang,
-                "/login",
-                None,
-                &login_form(lang, "", Some(lang.text(Text::RegistrySignInFirst))),
-            );
+            let mut response =
+                login_page_with(lang, "", Some(lang.text(Text::RegistrySignInFirst)));
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             Err(response)
         }
@@ -339,116 +469,38 @@ async fn colleges_page(
             .filter(|finding| finding.college_bin == bin && finding.status == "open")
             .count()
     };
-    let mut colleges: Vec<_> = colleges
+    let mut rows: Vec<CollegeRow> = colleges
         .iter()
-        .map(|college| (open(&college.bin), college))
-        .collect();
-    colleges.sort_by(|left, right| right.0.cmp(&left.0).then(left.1.bin.cmp(&right.1.bin)));
-    let mut rows = String::new();
-    for (open, college) in colleges {
-        let month = college.months.last().map_or_else(
-            || lang.text(Text::RegistryNoClose).to_owned(),
-            |month| month_cell(lang, month),
-        );
-        rows.push_str(&format!(
-            "<tr><td><a href=\"/colleges/{bin}\">{name}</a><br><small>{bin}</small></td>\
-             <td class=\"{class}\">{open}</td><td>{last}</td><td>{month}</td></tr>",
-            bin = escape(&college.bin),
-            name = escape(&college.name),
-            class = if open > 0 { "bad" } else { "ok" },
-            last = college
+        .map(|college| CollegeRow {
+            bin: college.bin.clone(),
+            name: college.name.clone(),
+            open: open(&college.bin),
+            last_batch: college
                 .last_batch_at
                 .map_or_else(|| lang.text(Text::RegistryNever).to_owned(), when),
-        ));
-    }
-    page(
-        lang,
-        "/",
-        Some(&session),
-        &format!(
-            "<h2>{title}</h2><table><thead><tr><th scope=col>{college}</th><th scope=col>{open}</th>\
-             <th scope=col>{last}</th><th scope=col>{coverage}</th></tr></thead><tbody>{rows}</tbody></table>",
-            title = lang.text(Text::RegistryColleges),
-            college = lang.text(Text::RegistryCollege),
-            open = lang.text(Text::RegistryOpenFindings),
-            last = lang.text(Text::RegistryLastBatch),
-            coverage = lang.text(Text::RegistryCoverageByRegistry),
-        ),
-    )
-}
-
-/// `2026-11: 66.6% (compliant) — stated by the college: 70.0%`.
-fn month_cell(lang: Lang, month: &crate::audit::MonthFigures) -> String {
-    let verdict = if month.compliant {
-        format!(
-            "<span class=ok>{}</span>",
-            lang.text(Text::RegistryCompliant)
-        )
-    } else {
-        format!(
-            "<span class=bad>{}</span>",
-            lang.text(Text::RegistryNotCompliant)
-        )
-    };
-    let stated = match month.stated_coverage_per_mille {
-        Some(stated) if Some(stated) != month.coverage_per_mille => format!(
-            " — <span class=bad>{}</span>",
-            escape(&lang.fill(
-                Text::RegistryCoverageStated,
-                &[("coverage", &per_mille_text(Some(stated)))]
-            ))
-        ),
-        _ => String::new(),
-    };
-    format!(
-        "{}: {} ({verdict}){stated}",
-        escape(&month.month),
-        per_mille_text(month.coverage_per_mille)
-    )
-}
-
-fn findings_table(lang: Lang, findings: &[FindingRow]) -> String {
-    if findings.is_empty() {
-        return format!("<p>{}</p>", lang.text(Text::RegistryNoFindings));
-    }
-    let rows: String = findings
-        .iter()
-        .rev()
-        .map(|finding| {
-            format!(
-                "<tr><td><a href=\"/findings/{id}\">{kind}</a></td><td class=\"{class}\">{status}</td>\
-                 <td>{month}</td><td>{detail}</td><td>{seen}</td></tr>",
-                id = finding.id,
-                kind = escape(&kind_label(lang, &finding.kind)),
-                class = if finding.status == "open" { "bad" } else { "" },
-                status = status_label(lang, &finding.status),
-                month = escape(finding.month.as_deref().unwrap_or("—")),
-                detail = escape(&finding.detail),
-                seen = when(finding.at),
-            )
+            month: college
+                .months
+                .last()
+                .map(|month| MonthCell::of(lang, month)),
         })
         .collect();
-    format!(
-        "<table><thead><tr><th scope=col>{kind}</th><th scope=col>{status}</th><th scope=col>{month}</th>\
-         <th scope=col>{detail}</th><th scope=col>{seen}</th></tr></thead><tbody>{rows}</tbody></table>",
-        kind = lang.text(Text::RegistryKind),
-        status = lang.text(Text::RegistryStatus),
-        month = lang.text(Text::RegistryMonth),
-        detail = lang.text(Text::RegistryDetail),
-        seen = lang.text(Text::RegistryFirstSeen),
+    rows.sort_by(|left, right| right.open.cmp(&left.open).then(left.bin.cmp(&right.bin)));
+    render(
+        &CollegesPage {
+            chrome: Chrome::new(lang, "/", Some(&session)),
+            colleges: rows,
+        },
+        lang,
     )
 }
 
 fn not_found(lang: Lang, path: &str, session: &Session) -> Response<Body> {
-    let mut response = page(
+    let mut response = render(
+        &MessagePage {
+            chrome: Chrome::new(lang, path, Some(session)),
+            message: lang.text(Text::RegistryNotFound).to_owned(),
+        },
         lang,
-        path,
-        Some(session),
-        &format!(
-            "<p class=bad>{}</p><p><a href=/>{}</a></p>",
-            lang.text(Text::RegistryNotFound),
-            lang.text(Text::RegistryBack)
-        ),
     );
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
@@ -482,38 +534,24 @@ async fn college_page(
         Ok(Ok((Some(college), findings))) => (college, findings),
         Ok(Ok((None, _))) => return not_found(lang, &path, &session),
     };
-    let months: String = college
-        .months
-        .iter()
-        .rev()
-        .map(|month| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                month_cell(lang, month),
-                month.beneficiaries,
-                month.qr_tracked
-            )
-        })
-        .collect();
-    page(
+    render(
+        &CollegePage {
+            chrome: Chrome::new(lang, &path, Some(&session)),
+            bin: college.bin.clone(),
+            name: college.name.clone(),
+            months: college
+                .months
+                .iter()
+                .rev()
+                .map(|month| MonthCell::of(lang, month))
+                .collect(),
+            findings: findings
+                .iter()
+                .rev()
+                .map(|finding| FindingLine::of(lang, finding))
+                .collect(),
+        },
         lang,
-        &path,
-        Some(&session),
-        &format!(
-            "<p><a href=/>{back}</a></p><h2>{name} <small>{bin}</small></h2>\
-             <h3>{months_title}</h3><table><thead><tr><th scope=col>{coverage}</th><th scope=col>{beneficiaries}</th>\
-             <th scope=col>{tracked}</th></tr></thead><tbody>{months}</tbody></table>\
-             <h3>{findings_title}</h3>{findings}",
-            back = lang.text(Text::RegistryBack),
-            name = escape(&college.name),
-            bin = escape(&college.bin),
-            months_title = lang.text(Text::RegistryMonths),
-            coverage = lang.text(Text::RegistryCoverageByRegistry),
-            beneficiaries = lang.text(Text::RegistryBeneficiaries),
-            tracked = lang.text(Text::RegistryQrTracked),
-            findings_title = lang.text(Text::RegistryFindings),
-            findings = findings_table(lang, &findings),
-        ),
     )
 }
 
@@ -530,89 +568,57 @@ async fn finding_page(
         Err(response) => return response,
     };
     let loaded = state
-        .with_store(move |store| store.finding_with_evidence(id))
+        .with_store(move |store| {
+            let Some(found) = store.finding_with_evidence(id)? else {
+                return Ok(None);
+            };
+            let name = store.college_name(&found.0.college_bin)?;
+            Ok::<_, crate::RegistryError>(Some((found, name)))
+        })
         .await;
-    let (finding, records, history) = match loaded {
+    let ((finding, records, history), college_name) = match loaded {
         Err(response) => return response,
         Ok(Err(failure)) => return internal(failure),
         Ok(Ok(Some(found))) => found,
         Ok(Ok(None)) => return not_found(lang, &path, &session),
     };
-    let evidence: String = records
-        .iter()
-        .map(|(record_id, body)| match body {
-            Some(body) => format!("<pre>{}</pre>", escape(body)),
-            None => format!(
-                "<p>{}</p>",
-                escape(&lang.fill(
-                    Text::RegistryRecordMissing,
-                    &[("id", &record_id.to_string())]
-                ))
+    let records = records
+        .into_iter()
+        .map(|(record_id, body)| EvidenceRecord {
+            body,
+            missing: lang.fill(
+                Text::RegistryRecordMissing,
+                &[("id", &record_id.to_string())],
             ),
         })
         .collect();
-    let history: String = history
+    let history = history
         .iter()
         .map(|(status, by, reason, at)| {
             format!(
-                "<li>{} — {} — {}: {}</li>",
+                "{} — {} — {by}: {reason}",
                 when(*at),
-                status_label(lang, status),
-                escape(by),
-                escape(reason)
+                status_label(lang, status)
             )
         })
         .collect();
-    let judge = if session.role == Role::Auditor {
-        let options: String = ["open", "explained", "confirmed"]
-            .iter()
-            .map(|status| {
-                format!(
-                    "<option value={status}{}>{}</option>",
-                    if *status == finding.status {
-                        " selected"
-                    } else {
-                        ""
-                    },
-                    status_label(lang, status)
-                )
-            })
-            .collect();
-        format!(
-            "<h3>{title}</h3><form method=post action=\"/findings/{id}/status\">\
-             <input type=hidden name=csrf value=\"{csrf}\">\
-             <p><label>{status} <select name=status>{options}</select></label></p>\
-             <p><label>{reason} <textarea name=reason required rows=3 cols=60></textarea></label></p>\
-             <p><button>{save}</button></p></form>",
-            title = lang.text(Text::RegistryJudge),
-            csrf = escape(&session.csrf),
-            status = lang.text(Text::RegistryStatus),
-            reason = lang.text(Text::RegistryReason),
-            save = lang.text(Text::RegistrySave),
-        )
-    } else {
-        String::new()
-    };
-    page(
+    let statuses = ["open", "explained", "confirmed"]
+        .into_iter()
+        .map(|status| (status, status_label(lang, status), status == finding.status))
+        .collect();
+    render(
+        &FindingPage {
+            chrome: Chrome::new(lang, &path, Some(&session)),
+            id,
+            bin: finding.college_bin.clone(),
+            college: college_name.unwrap_or_else(|| finding.college_bin.clone()),
+            finding: FindingLine::of(lang, &finding),
+            records,
+            history,
+            auditor: session.role == Role::Auditor,
+            statuses,
+        },
         lang,
-        &path,
-        Some(&session),
-        &format!(
-            "<p><a href=\"/colleges/{bin}\">{name}</a> · <a href=/>{back}</a></p>\
-             <h2>{kind}</h2><p>{status}: <strong>{state}</strong> · {month} · {seen}</p><p>{detail}</p>\
-             <h3>{records_title}</h3>{evidence}<h3>{history_title}</h3><ul>{history}</ul>{judge}",
-            bin = escape(&finding.college_bin),
-            name = escape(&finding.college_bin),
-            back = lang.text(Text::RegistryBack),
-            kind = escape(&kind_label(lang, &finding.kind)),
-            status = lang.text(Text::RegistryStatus),
-            state = status_label(lang, &finding.status),
-            month = escape(finding.month.as_deref().unwrap_or("—")),
-            seen = when(finding.at),
-            detail = escape(&finding.detail),
-            records_title = lang.text(Text::RegistryRecordsNamed),
-            history_title = lang.text(Text::RegistryHistory),
-        ),
     )
 }
 

@@ -203,6 +203,8 @@ pub struct FindingRow {
     pub status: String,
     pub college_bin: String,
     pub kind: String,
+    /// `critical`, `high` or `medium`, by its kind (`timeline::severity`).
+    pub severity: String,
     pub month: Option<String>,
     pub detail: String,
     /// Record ids (or batch seqs), comma-separated.
@@ -314,6 +316,9 @@ pub struct RegistryStore {
     connection: Connection,
     path: PathBuf,
     key: DeviceKey,
+    /// Whether received batches are audited (chain re-walk, timeline rules, month
+    /// audit). Always, except for the audit benchmark's baseline.
+    audit: bool,
 }
 
 impl RegistryStore {
@@ -369,7 +374,15 @@ impl RegistryStore {
             connection,
             path,
             key,
+            audit: true,
         })
+    }
+
+    /// The same store receiving without any audit: only the audit benchmark's baseline
+    /// (`benches/audit.rs`) may want this; a registry that serves never does.
+    pub fn without_audit_for_benchmark(mut self) -> Self {
+        self.audit = false;
+        self
     }
 
     fn fail(&self, source: rusqlite::Error) -> RegistryError {
@@ -792,7 +805,7 @@ impl RegistryStore {
         }
         // Attendance records parsed once, for the timeline rules and the chain re-walk.
         let attendance: Vec<kasip_core::batch::AttendanceRecord> =
-            if envelope.kind == BatchKind::Attendance {
+            if self.audit && envelope.kind == BatchKind::Attendance {
                 envelope
                     .records
                     .iter()
@@ -801,9 +814,11 @@ impl RegistryStore {
             } else {
                 Vec::new()
             };
-        crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
-            .map_err(fail)?;
-        if envelope.kind == BatchKind::MonthClose {
+        if self.audit {
+            crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
+                .map_err(fail)?;
+        }
+        if self.audit && envelope.kind == BatchKind::MonthClose {
             let months: std::collections::BTreeSet<kasip_core::Month> = envelope
                 .records
                 .iter()
@@ -819,7 +834,7 @@ impl RegistryStore {
                 }
             }
         }
-        if envelope.kind == BatchKind::Attendance {
+        if self.audit && envelope.kind == BatchKind::Attendance {
             if let Err(alarm) = extend_chain(&transaction, &kid, envelope.v, &attendance) {
                 let message = format!("TAMPER ALARM: {alarm}");
                 drop(transaction);
@@ -1136,6 +1151,29 @@ impl RegistryStore {
         Ok(Some((finding, records, history)))
     }
 
+    pub fn college_name(&self, bin: &str) -> Result<Option<String>, RegistryError> {
+        self.connection
+            .query_row("SELECT name FROM colleges WHERE bin = ?1", [bin], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|source| self.fail(source))
+    }
+
+    /// The zone a college's lessons are timed in.
+    pub fn timezone_of(&self, bin: &str) -> Result<kasip_core::CollegeTimezone, RegistryError> {
+        let zone: String = self
+            .connection
+            .query_row(
+                "SELECT timezone FROM colleges WHERE bin = ?1",
+                [bin],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.fail(source))?;
+        kasip_core::CollegeTimezone::parse(&zone)
+            .map_err(|error| RegistryError::Usage(format!("college {bin}: time zone {error}")))
+    }
+
     pub fn thresholds(&self) -> Result<crate::audit::Thresholds, RegistryError> {
         crate::audit::Thresholds::read(&self.connection).map_err(|source| self.fail(source))
     }
@@ -1178,10 +1216,12 @@ impl RegistryStore {
             .query_map(
                 rusqlite::params![bin, month.map(|month| month.to_string())],
                 |row| {
+                    let kind: String = row.get(2)?;
                     Ok(FindingRow {
                         id: row.get(0)?,
                         college_bin: row.get(1)?,
-                        kind: row.get(2)?,
+                        severity: crate::timeline::severity(&kind).to_owned(),
+                        kind,
                         month: row.get(3)?,
                         detail: row.get(4)?,
                         evidence: row.get(5)?,

@@ -414,6 +414,23 @@ pub fn evidence_kind(finding_kind: &str) -> Option<&'static str> {
     }
 }
 
+/// How grave a finding is, by its kind: `critical` — history was rewritten or the agent
+/// says its log broke; `high` — evidence that a mark, a statement or a student is not
+/// what the college says; `medium` — a pattern a person should look at.
+pub fn severity(kind: &str) -> &'static str {
+    match kind {
+        "chain_break" | "agent_reported_break" | "heartbeat_contradicts_records" => "critical",
+        "statement_disagrees"
+        | "statement_loosened"
+        | "present_at_two_colleges"
+        | "device_at_two_colleges"
+        | "batch_created_not_monotone"
+        | "backfilled_mark"
+        | "mark_after_statement" => "high",
+        _ => "medium",
+    }
+}
+
 /// Stores a finding, once: the same finding seen again (a re-run audit, a batch retried)
 /// keeps its first sighting and its status history.
 pub fn record(

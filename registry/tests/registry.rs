@@ -773,6 +773,25 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
         assert!(!output.status.success());
         assert!(text(&output).1.contains(says), "{:?}", text(&output));
     }
+    // Pages carry the security headers and no inline style or script.
+    let login = anonymous
+        .get(format!("{}/login?lang=en", server.url))
+        .send()
+        .expect("login page");
+    let csp = login.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'self'; frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(login.headers()["cache-control"], "no-store");
+    let html = login.text().expect("html");
+    assert!(
+        !html.contains("<style") && !html.contains("<script"),
+        "{html}"
+    );
     let registrar = person(&dir, &server, "registrar", "registrar");
     let response = anonymous
         .post(format!("{}/login", server.url))
@@ -831,12 +850,16 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
         college.contains("Мәлімделген айға түзету емес белгі"),
         "{college}"
     );
+    assert!(
+        college.contains("<td class=\"bad\">жоғары</td>"),
+        "high severity: {college}"
+    );
     let id = findings_json(&dir)[0]["id"].as_i64().expect("id");
     let (status, finding) = page_of(&registrar, &format!("{}/findings/{id}?lang=en", server.url));
     assert_eq!(status, 200);
     // The evidence is the record itself, as the agent signed it.
     assert!(
-        finding.contains("&quot;student_iin&quot;:&quot;060315500016&quot;"),
+        finding.contains("&#34;student_iin&#34;:&#34;060315500016&#34;"),
         "{finding}"
     );
     assert!(
