@@ -51,7 +51,7 @@ fn month(key: &DeviceKey) -> (Vec<String>, String, usize) {
     let mut batches = Vec::new();
     // iin → (present, qr)
     let mut totals: std::collections::BTreeMap<String, (u64, u64, String)> = Default::default();
-    let mut seal = |seq: u64, kind, created, records, prev: &mut String| {
+    let seal = |seq: u64, kind, created, records, prev: &mut String| {
         let envelope = BatchEnvelope {
             v: BATCH_VERSION,
             agent: key.thumbprint(),
@@ -87,7 +87,7 @@ fn month(key: &DeviceKey) -> (Vec<String>, String, usize) {
                     let iin = student_iin(group, student);
                     // One mark in twenty by hand; the rest from the students' phones,
                     // seven seconds apart (a queue at the projector, not a burst).
-                    let manual = (id % 20) == 0;
+                    let manual = id.is_multiple_of(20);
                     let recorded_at = start_at + 60 + 7 * student as i64;
                     let device = sha256_hex(iin.as_bytes());
                     let evidence = if manual {
