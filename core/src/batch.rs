@@ -449,6 +449,46 @@ pub struct KeyRotationRecord {
     pub at: i64,
 }
 
+/// Checks a parsed attendance record of a batch of format `version`: what its fields
+/// must hold beyond their types. (The registry parses each record once and checks it
+/// with this, keeping the parsed record for its audit.)
+pub fn check_attendance(version: u64, record: &AttendanceRecord) -> Result<(), String> {
+    let iin = |text: &str, name: &str| {
+        Iin::parse(text)
+            .map(|_| ())
+            .map_err(|error| format!("{name}: {error}"))
+    };
+    let text = |value: &str, name: &str, max: usize| {
+        if value.trim().is_empty() || value.chars().count() > max {
+            Err(format!("{name}: must be 1 to {max} characters"))
+        } else {
+            Ok(())
+        }
+    };
+    Date::parse(&record.date).map_err(|error| format!("date: {error}"))?;
+    TimeOfDay::parse(&record.start).map_err(|error| format!("start: {error}"))?;
+    if let Some(end) = &record.end {
+        TimeOfDay::parse(end).map_err(|error| format!("end: {error}"))?;
+    }
+    iin(&record.student_iin, "student_iin")?;
+    iin(&record.teacher_iin, "teacher_iin")?;
+    text(&record.group, "group", 64)?;
+    text(&record.discipline, "discipline", 200)?;
+    if !matches!(record.mode.as_str(), "offline" | "online") {
+        return Err("mode: must be offline or online".into());
+    }
+    MarkStatus::parse(&record.status).ok_or("status: not a mark status")?;
+    MarkMethod::parse(&record.method).ok_or("method: not a mark method")?;
+    if !is_sha256_hex(&record.chain_hash) {
+        return Err("chain_hash: not a lower-case hex SHA-256".into());
+    }
+    // Absent only for marks recorded before format 2 (they hash without it).
+    if let (2.., Some(evidence)) = (version, &record.evidence) {
+        check_evidence(record, evidence)?;
+    }
+    Ok(())
+}
+
 /// Checks one record of `kind` in a batch of format `version` and returns its permanent
 /// id, or why it is refused.
 pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64, String> {
@@ -475,27 +515,7 @@ pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64
     match kind {
         BatchKind::Attendance => {
             let record: AttendanceRecord = parse(record)?;
-            date(&record.date, "date")?;
-            TimeOfDay::parse(&record.start).map_err(|error| format!("start: {error}"))?;
-            if let Some(end) = &record.end {
-                TimeOfDay::parse(end).map_err(|error| format!("end: {error}"))?;
-            }
-            iin(&record.student_iin, "student_iin")?;
-            iin(&record.teacher_iin, "teacher_iin")?;
-            text(&record.group, "group", 64)?;
-            text(&record.discipline, "discipline", 200)?;
-            if !matches!(record.mode.as_str(), "offline" | "online") {
-                return Err("mode: must be offline or online".into());
-            }
-            MarkStatus::parse(&record.status).ok_or("status: not a mark status")?;
-            MarkMethod::parse(&record.method).ok_or("method: not a mark method")?;
-            if !is_sha256_hex(&record.chain_hash) {
-                return Err("chain_hash: not a lower-case hex SHA-256".into());
-            }
-            // Absent only for marks recorded before format 2 (they hash without it).
-            if let (2.., Some(evidence)) = (version, &record.evidence) {
-                check_evidence(&record, evidence)?;
-            }
+            check_attendance(version, &record)?;
             Ok(record.id)
         }
         BatchKind::Bindings => {

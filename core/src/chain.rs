@@ -81,11 +81,53 @@ impl MarkEvidence {
 
     /// The canonical JSON stored beside the row and hashed into the chain.
     pub fn to_canonical(&self) -> String {
-        // A struct of strings and integers always serialises, and its canonical form too.
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|value| crate::to_canonical_json(&value).ok())
-            .unwrap_or_default()
+        // Written directly, members in RFC 8785's order (keys sorted by UTF-16 code
+        // units, all ASCII here): it is made for every mark the agent records and every
+        // record the registry re-walks. A test holds it to the generic canonicaliser.
+        use std::fmt::Write;
+        fn string(out: &mut String, text: &str) {
+            // serde_json escapes exactly as RFC 8785 asks (", \, controls; lower-case hex).
+            out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        }
+        let mut out = String::with_capacity(128);
+        let member = |out: &mut String, name: &str| {
+            out.push(if out.is_empty() { '{' } else { ',' });
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+        };
+        if let Some(binding) = self.binding {
+            member(&mut out, "binding");
+            let _ = write!(out, "{binding}");
+        }
+        if let Some(signature) = &self.device_signature {
+            member(&mut out, "device_signature");
+            string(&mut out, signature);
+        }
+        member(&mut out, "entry");
+        string(&mut out, self.entry.as_str());
+        if let Some(kiosk) = self.kiosk {
+            member(&mut out, "kiosk");
+            let _ = write!(out, "{kiosk}");
+        }
+        if let Some(pass) = &self.pass {
+            member(&mut out, "pass");
+            string(&mut out, pass);
+        }
+        if let Some(presented) = &self.presented {
+            member(&mut out, "presented");
+            string(&mut out, presented);
+        }
+        if let Some(received) = self.received_at {
+            member(&mut out, "received_at");
+            let _ = write!(out, "{received}");
+        }
+        if let Some(scanned) = self.scanned_at {
+            member(&mut out, "scanned_at");
+            let _ = write!(out, "{scanned}");
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -256,6 +298,39 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Integers RFC 8785 can carry exactly (ids and Unix times are far below).
+    const SAFE: u64 = 1 << 53;
+
+    proptest! {
+        /// The direct writer is the generic RFC 8785 canonicaliser's twin.
+        #[test]
+        fn evidence_is_written_canonically(
+            entry in 0..3u8,
+            binding in proptest::option::of(0..SAFE),
+            presented in proptest::option::of("\\PC{0,20}"),
+            signature in proptest::option::of("[A-Za-z0-9_\"\\\u{0}-\u{1f}-]{0,20}"),
+            kiosk in proptest::option::of(0..SAFE),
+            pass in proptest::option::of("\\PC{0,20}"),
+            scanned in proptest::option::of(-(SAFE as i64)..SAFE as i64),
+            received in proptest::option::of(-(SAFE as i64)..SAFE as i64),
+        ) {
+            let evidence = MarkEvidence {
+                entry: [EntryKind::Live, EntryKind::LateEntry, EntryKind::Adjustment][entry as usize],
+                binding,
+                presented,
+                device_signature: signature,
+                kiosk,
+                pass,
+                scanned_at: scanned,
+                received_at: received,
+            };
+            let value = serde_json::to_value(&evidence).expect("evidence serialises");
+            let generic = crate::to_canonical_json(&value).expect("safe integers canonicalise");
+            prop_assert_eq!(evidence.to_canonical(), generic);
+        }
+    }
 
     fn row(evidence: Option<&str>) -> ChainRow<'_> {
         ChainRow {

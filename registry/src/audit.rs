@@ -14,7 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kasip_core::batch::{AttendanceRecord, BindingRecord, ContingentRecord};
+use kasip_core::batch::{BindingRecord, ContingentRecord};
+use kasip_core::chain::EntryKind;
 use kasip_core::{coverage_of, CollegeTimezone, Date, Month, PerMille, StudentMonth};
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -220,32 +221,73 @@ fn statement_of(
     Ok(None)
 }
 
+/// The fields of a stored attendance record the month audit reads, and only those: a
+/// month is parsed from its bodies at every audit, and the rest (chain hash, signatures,
+/// discipline, room) is the bulk of each.
+#[derive(Debug, Clone, Deserialize)]
+struct MarkView {
+    id: u64,
+    lesson: u64,
+    date: String,
+    start: String,
+    group: String,
+    teacher_iin: String,
+    student_iin: String,
+    status: String,
+    method: String,
+    recorded_at: i64,
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    evidence: Option<EntryView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct EntryView {
+    entry: EntryKind,
+}
+
 /// The latest mark of each lesson and student in the month as it stood at its close (a
 /// correction replaces the mark it corrects), and every check-in event (bursts count
 /// events, not latest marks).
 struct MonthMarks {
-    latest: Vec<AttendanceRecord>,
-    check_ins: Vec<AttendanceRecord>,
+    latest: Vec<MarkView>,
+    check_ins: Vec<CheckIn>,
+    /// Group, date and start of each lesson with check-ins, for the bursts' findings.
+    lessons: HashMap<u64, (String, String, String)>,
+}
+
+/// A phone's check-in as the burst rule reads it: no copy of the record's text.
+struct CheckIn {
+    lesson: u64,
+    recorded_at: i64,
+    id: u64,
+    /// The phone, hashed (a distinct-phones count needs only equality).
+    device: u64,
+}
+
+fn hashed(text: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(text)
 }
 
 fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Result<MonthMarks> {
-    let mut statement = connection.prepare_cached(
-        "SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance'
-           AND json_extract(body, '$.date') BETWEEN ?2 AND ?3",
-    )?;
-    let rows = statement.query_map(
-        rusqlite::params![
-            bin,
-            month.first_day().to_string(),
-            month.last_day().to_string()
-        ],
-        |row| row.get::<_, String>(0),
-    )?;
-    let mut latest: HashMap<(u64, String), AttendanceRecord> = HashMap::new();
+    let mut statement = connection
+        .prepare_cached("SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance'")?;
+    // Bodies are canonical JSON: the month's records are found by their text before
+    // any is parsed (json_extract in SQL parsed every body of every month).
+    let in_month = format!("\"date\":\"{month}-");
+    let mut rows = statement.query([bin])?;
+    let mut latest: HashMap<(u64, u64), MarkView> = HashMap::new();
     let mut check_ins = Vec::new();
-    for body in rows {
+    let mut lessons = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let body = row.get_ref(0)?.as_str().unwrap_or_default();
+        if !body.contains(&in_month) {
+            continue;
+        }
         // Stored only after `check_record` accepted it, so it parses.
-        let Ok(record) = serde_json::from_str::<AttendanceRecord>(&body?) else {
+        let Ok(record) = serde_json::from_str::<MarkView>(body) else {
             continue;
         };
         // A closed month's figures are those of its close: adjustments made after it
@@ -253,14 +295,26 @@ fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Re
         if record
             .evidence
             .as_ref()
-            .is_some_and(|evidence| evidence.entry == kasip_core::chain::EntryKind::Adjustment)
+            .is_some_and(|evidence| evidence.entry == EntryKind::Adjustment)
         {
             continue;
         }
         if matches!(record.method.as_str(), "qr_phone" | "qr_typed") {
-            check_ins.push(record.clone());
+            check_ins.push(CheckIn {
+                lesson: record.lesson,
+                recorded_at: record.recorded_at,
+                id: record.id,
+                device: record.device.as_deref().map_or(0, hashed),
+            });
+            lessons.entry(record.lesson).or_insert_with(|| {
+                (
+                    record.group.clone(),
+                    record.date.clone(),
+                    record.start.clone(),
+                )
+            });
         }
-        let key = (record.lesson, record.student_iin.clone());
+        let key = (record.lesson, hashed(&record.student_iin));
         match latest.get(&key) {
             Some(held) if held.id > record.id => {}
             _ => {
@@ -268,13 +322,17 @@ fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Re
             }
         }
     }
-    let mut latest: Vec<AttendanceRecord> = latest.into_values().collect();
+    let mut latest: Vec<MarkView> = latest.into_values().collect();
     latest.sort_by_key(|record| record.id);
     check_ins.sort_by_key(|record| (record.lesson, record.recorded_at, record.id));
-    Ok(MonthMarks { latest, check_ins })
+    Ok(MonthMarks {
+        latest,
+        check_ins,
+        lessons,
+    })
 }
 
-fn counts_as_present(record: &AttendanceRecord) -> bool {
+fn counts_as_present(record: &MarkView) -> bool {
     matches!(record.status.as_str(), "present" | "late")
 }
 
@@ -286,7 +344,7 @@ fn is_qr(method: &str, typed_counts: bool) -> bool {
     }
 }
 
-fn is_hand_mark(record: &AttendanceRecord) -> bool {
+fn is_hand_mark(record: &MarkView) -> bool {
     matches!(record.method.as_str(), "manual" | "late_entry")
 }
 
@@ -596,25 +654,25 @@ fn check_in_bursts(marks: &MonthMarks, thresholds: &Thresholds, month: &str) -> 
             {
                 begin += 1;
             }
-            let phones: HashSet<&str> = lesson[begin..=end]
+            let phones: HashSet<u64> = lesson[begin..=end]
                 .iter()
-                .filter_map(|record| record.device.as_deref())
+                .map(|check_in| check_in.device)
                 .collect();
             if phones.len() > best.0 {
                 best = (phones.len(), begin, end + 1);
             }
         }
         if best.0 as u64 >= thresholds.check_in_burst {
-            let first = &lesson[best.1];
+            let (group, date, start) = &marks.lessons[&lesson[best.1].lesson];
             findings.push(Finding {
                 kind: "check_in_burst",
                 month: Some(month.to_owned()),
                 detail: format!(
                     "{} phones checked in to {}'s lesson of {} {} within {} s: a script, not a queue at a projector (threshold {})",
                     best.0,
-                    first.group,
-                    first.date,
-                    first.start,
+                    group,
+                    date,
+                    start,
                     thresholds.check_in_burst_secs,
                     thresholds.check_in_burst
                 ),
@@ -684,14 +742,14 @@ fn binding_bursts(
 /// college's median, a student far above their classmates.
 fn hand_shares(marks: &MonthMarks, thresholds: &Thresholds, month: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let present: Vec<&AttendanceRecord> = marks
+    let present: Vec<&MarkView> = marks
         .latest
         .iter()
         .filter(|record| counts_as_present(record))
         .collect();
     let share = |hand: u64, all: u64| hand * 1000 / all.max(1);
     let percent = |per_mille: u64| format!("{}.{}%", per_mille / 10, per_mille % 10);
-    let mut per_teacher: BTreeMap<&str, Vec<&AttendanceRecord>> = BTreeMap::new();
+    let mut per_teacher: BTreeMap<&str, Vec<&MarkView>> = BTreeMap::new();
     for record in &present {
         per_teacher
             .entry(&record.teacher_iin)

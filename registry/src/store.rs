@@ -12,7 +12,7 @@ use kasip_core::batch::{
 };
 use kasip_core::{to_canonical_json, Bin, Iin};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS colleges (
@@ -748,6 +748,7 @@ impl RegistryStore {
             });
         }
         let mut outcomes = Vec::with_capacity(envelope.records.len());
+        let mut attendance = Vec::new();
         {
             let mut insert = transaction
                 .prepare_cached(
@@ -762,7 +763,24 @@ impl RegistryStore {
                 .map_err(fail)?;
             for (position, record) in envelope.records.iter().enumerate() {
                 let body = to_canonical_json(record).unwrap_or_default();
-                match check_record(envelope.v, envelope.kind, record) {
+                let checked = if envelope.kind == BatchKind::Attendance {
+                    // Parsed once: checked, and kept for the audit (a record refused
+                    // for its content is still an event of the agent's chain).
+                    match kasip_core::batch::AttendanceRecord::deserialize(record) {
+                        Ok(parsed) => {
+                            let checked = kasip_core::batch::check_attendance(envelope.v, &parsed)
+                                .map(|()| parsed.id);
+                            if self.audit {
+                                attendance.push(parsed);
+                            }
+                            checked
+                        }
+                        Err(error) => Err(error.to_string()),
+                    }
+                } else {
+                    check_record(envelope.v, envelope.kind, record)
+                };
+                match checked {
                     Ok(id) => {
                         let inserted = insert
                             .execute(rusqlite::params![
@@ -803,17 +821,6 @@ impl RegistryStore {
                 }
             }
         }
-        // Attendance records parsed once, for the timeline rules and the chain re-walk.
-        let attendance: Vec<kasip_core::batch::AttendanceRecord> =
-            if self.audit && envelope.kind == BatchKind::Attendance {
-                envelope
-                    .records
-                    .iter()
-                    .filter_map(|record| serde_json::from_value(record.clone()).ok())
-                    .collect()
-            } else {
-                Vec::new()
-            };
         if self.audit {
             crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
                 .map_err(fail)?;
