@@ -159,7 +159,7 @@ struct StatedStudent {
 }
 
 /// What the audit reads of a verified statement.
-struct Statement {
+pub struct Statement {
     record_id: u64,
     students: Vec<StatedStudent>,
     coverage_per_mille: Option<u64>,
@@ -204,21 +204,27 @@ fn statement_of(
         else {
             continue;
         };
-        let Ok(statement) = serde_json::from_slice::<serde_json::Value>(&payload.payload) else {
-            continue;
-        };
-        let students = serde_json::from_value(statement["students"].clone()).unwrap_or_default();
-        return Ok(Some(Statement {
-            record_id,
-            students,
-            coverage_per_mille: statement["coverage"]["college"]["coverage_per_mille"].as_u64(),
-            compliant: statement["compliant"].as_bool().unwrap_or(false),
-            min_coverage: statement["min_coverage_per_mille"].as_u64(),
-            student_qr_share: statement["student_qr_share_per_mille"].as_u64(),
-            typed_counts_as_qr: statement["typed_code_counts_as_qr"].as_bool() == Some(true),
-        }));
+        if let Some(statement) = parse_statement(record_id, &payload.payload) {
+            return Ok(Some(statement));
+        }
     }
     Ok(None)
+}
+
+/// Reads a statement's signed payload (the agent's words: a dishonest agent chooses
+/// them, so anything that is not a statement is none, and missing figures are absent).
+pub fn parse_statement(record_id: u64, payload: &[u8]) -> Option<Statement> {
+    let statement = serde_json::from_slice::<serde_json::Value>(payload).ok()?;
+    let students = serde_json::from_value(statement["students"].clone()).unwrap_or_default();
+    Some(Statement {
+        record_id,
+        students,
+        coverage_per_mille: statement["coverage"]["college"]["coverage_per_mille"].as_u64(),
+        compliant: statement["compliant"].as_bool().unwrap_or(false),
+        min_coverage: statement["min_coverage_per_mille"].as_u64(),
+        student_qr_share: statement["student_qr_share_per_mille"].as_u64(),
+        typed_counts_as_qr: statement["typed_code_counts_as_qr"].as_bool() == Some(true),
+    })
 }
 
 /// The fields of a stored attendance record the month audit reads, and only those: a

@@ -913,6 +913,41 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
         .and_then(|response| response.json())
         .expect("json");
     assert_eq!(all["findings"].as_array().map(Vec::len), Some(1), "{all:#}");
+    // Hostile bodies and queries: refused with the reason, nothing changed.
+    let bad_month = auditor
+        .get(format!("{}/v1/findings?month=2026-13", server.url))
+        .send()
+        .expect("get");
+    assert_eq!(bad_month.status().as_u16(), 400);
+    assert!(bad_month.text().expect("text").contains("month"));
+    for body in [
+        "",
+        "login=",
+        "%%%",
+        "login=a&password=b&password=c",
+        &"x".repeat(100_000),
+    ] {
+        let status = anonymous
+            .post(format!("{}/login", server.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .expect("post")
+            .status()
+            .as_u16();
+        assert!(
+            matches!(status, 400 | 401 | 413 | 422),
+            "{body:.20}: {status}"
+        );
+    }
+    let garbage = auditor
+        .post(format!("{}/findings/{id}/status", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=&status=")
+        .send()
+        .expect("post");
+    assert!(matches!(garbage.status().as_u16(), 400 | 403 | 422));
+    assert_eq!(findings_json(&dir)[0]["status"], "explained", "unchanged");
     let none: serde_json::Value = auditor
         .get(format!("{}/v1/findings?month=2026-10", server.url))
         .send()

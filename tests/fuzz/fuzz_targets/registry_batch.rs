@@ -1,6 +1,7 @@
 //! What the registry reads from an agent: the compact JWS, its kid, the batch envelope,
 //! every record kind in both formats (and an attendance chain's re-walk), heartbeats,
-//! receipts and request authorizations; and what the agent reads back: the policy.
+//! receipts, request authorizations and month-close statements; and what the agent reads
+//! back: the policy.
 #![no_main]
 
 use kasip_core::batch::{check_record, BatchEnvelope, BatchKind, Receipt};
@@ -22,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
                 kasip_core::chain::rewalk(&kasip_core::chain::ChainHead::genesis(), &records, 2);
         }
     }
+    // A month-close statement's payload, as the registry's month audit reads it.
+    let _ = kasip_registry::audit::parse_statement(1, data);
     let _ = serde_json::from_slice::<kasip_core::wire::Heartbeat>(data);
     let _ = serde_json::from_slice::<kasip_core::wire::Policy>(data);
     let _ = serde_json::from_slice::<kasip_core::wire::SignedPolicy>(data);
