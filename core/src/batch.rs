@@ -449,22 +449,25 @@ pub struct KeyRotationRecord {
     pub at: i64,
 }
 
+fn check_iin(text: &str, name: &str) -> Result<(), String> {
+    Iin::parse(text)
+        .map(|_| ())
+        .map_err(|error| format!("{name}: {error}"))
+}
+
+fn check_text(value: &str, name: &str, max: usize) -> Result<(), String> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        Err(format!("{name}: must be 1 to {max} characters"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a parsed attendance record of a batch of format `version`: what its fields
 /// must hold beyond their types. (The registry parses each record once and checks it
 /// with this, keeping the parsed record for its audit.)
 pub fn check_attendance(version: u64, record: &AttendanceRecord) -> Result<(), String> {
-    let iin = |text: &str, name: &str| {
-        Iin::parse(text)
-            .map(|_| ())
-            .map_err(|error| format!("{name}: {error}"))
-    };
-    let text = |value: &str, name: &str, max: usize| {
-        if value.trim().is_empty() || value.chars().count() > max {
-            Err(format!("{name}: must be 1 to {max} characters"))
-        } else {
-            Ok(())
-        }
-    };
+    let (iin, text) = (check_iin, check_text);
     Date::parse(&record.date).map_err(|error| format!("date: {error}"))?;
     TimeOfDay::parse(&record.start).map_err(|error| format!("start: {error}"))?;
     if let Some(end) = &record.end {
@@ -495,22 +498,11 @@ pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64
     fn parse<T: for<'de> Deserialize<'de>>(record: &Value) -> Result<T, String> {
         T::deserialize(record).map_err(|error| error.to_string())
     }
-    let iin = |text: &str, name: &str| {
-        Iin::parse(text)
-            .map(|_| ())
-            .map_err(|error| format!("{name}: {error}"))
-    };
+    let (iin, text) = (check_iin, check_text);
     let date = |text: &str, name: &str| {
         Date::parse(text)
             .map(|_| ())
             .map_err(|error| format!("{name}: {error}"))
-    };
-    let text = |value: &str, name: &str, max: usize| {
-        if value.trim().is_empty() || value.chars().count() > max {
-            Err(format!("{name}: must be 1 to {max} characters"))
-        } else {
-            Ok(())
-        }
     };
     match kind {
         BatchKind::Attendance => {
