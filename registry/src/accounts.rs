@@ -16,6 +16,35 @@ pub const SESSION_SECS: i64 = 12 * 3600;
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
+/// Wrong passwords a login may take within `FAILURE_WINDOW_SECS` before its sign-in is
+/// refused until the window ends (without checking the password, so guessing stops).
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW_SECS: i64 = 15 * 60;
+
+/// Recent wrong passwords per login (lower case): (count, first failure). In memory: a
+/// restart forgets them, which costs a guesser a restart of the registry.
+#[derive(Debug, Default)]
+pub struct Failures(std::collections::HashMap<String, (u32, i64)>);
+
+impl Failures {
+    /// Seconds until `login` may try again, if it may not now.
+    pub fn locked_for(&mut self, login: &str, now: i64) -> Option<i64> {
+        self.0
+            .retain(|_, (_, first)| now - *first < FAILURE_WINDOW_SECS);
+        let (count, first) = self.0.get(&login.to_lowercase())?;
+        (*count >= MAX_FAILURES).then(|| first + FAILURE_WINDOW_SECS - now)
+    }
+
+    pub fn failed(&mut self, login: &str, now: i64) {
+        let entry = self.0.entry(login.to_lowercase()).or_insert((0, now));
+        entry.0 += 1;
+    }
+
+    pub fn succeeded(&mut self, login: &str) {
+        self.0.remove(&login.to_lowercase());
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Reads every college's figures, findings and evidence.

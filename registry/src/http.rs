@@ -55,6 +55,8 @@ pub struct RegistryState {
     store: Arc<Mutex<RegistryStore>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     batch_slots: Arc<tokio::sync::Semaphore>,
+    /// Wrong passwords per login, for the sign-in throttle (`pages::log_in`).
+    pub(crate) sign_in_failures: Arc<Mutex<crate::accounts::Failures>>,
 }
 
 impl RegistryState {
@@ -63,6 +65,7 @@ impl RegistryState {
             store: Arc::new(Mutex::new(store)),
             clock,
             batch_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES)),
+            sign_in_failures: Arc::default(),
         }
     }
 

@@ -324,6 +324,28 @@ async fn log_in(
 ) -> Response<Body> {
     let lang = language(&headers, None);
     let login = form.login.trim().to_owned();
+    let now = state.now();
+    let locked = state
+        .sign_in_failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked_for(&login, now);
+    if let Some(wait) = locked {
+        tracing::warn!(login = %login, "registry sign-in throttled");
+        let mut response = login_page_with(
+            lang,
+            &login,
+            Some(&lang.fill(
+                Text::RegistryThrottled,
+                &[("minutes", &(wait / 60 + 1).to_string())],
+            )),
+        );
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(value) = wait.max(1).to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let lookup = login.clone();
     let stored = match state
         .with_store(move |store| store.credentials(&lookup))
@@ -347,11 +369,20 @@ async fn log_in(
     .unwrap_or(false);
     if !matches {
         tracing::warn!(login = %login, "registry sign-in refused");
+        state
+            .sign_in_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .failed(&login, now);
         let mut response = login_page_with(lang, &login, Some(lang.text(Text::RegistryWrong)));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     }
-    let now = state.now();
+    state
+        .sign_in_failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .succeeded(&login);
     let owner = login.clone();
     let token = match state
         .with_store(move |store| store.open_session(&owner, now))

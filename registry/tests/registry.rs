@@ -954,6 +954,34 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
         .and_then(|response| response.json())
         .expect("json");
     assert_eq!(none["findings"], serde_json::json!([]));
+    // Guessing a password is throttled: after five wrong ones the login is refused
+    // for a while, even with the right password (which is not checked).
+    let guesser = kasip_tests::http_client();
+    for _ in 0..4 {
+        let status = guesser
+            .post(format!("{}/login", server.url))
+            .form(&[("login", "registrar"), ("password", "wrong guess 123")])
+            .send()
+            .expect("guess")
+            .status()
+            .as_u16();
+        assert_eq!(status, 401);
+    }
+    let throttled = guesser
+        .post(format!("{}/login", server.url))
+        .header("accept-language", "en")
+        .form(&[
+            ("login", "Registrar"),
+            ("password", "a long enough password"),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(throttled.status().as_u16(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
+    assert!(throttled
+        .text()
+        .expect("text")
+        .contains("Too many wrong passwords for this login."));
     // Signing out ends the session.
     let (_, home) = page_of(&auditor, &format!("{}/", server.url));
     let response = auditor
