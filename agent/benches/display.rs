@@ -1,6 +1,8 @@
 //! The projector's poll: the agent's CPU per `GET /display/{id}/current` of an open
-//! lesson, against its CPU per `GET /ping` on the same kept-alive connection in the same
-//! run, and what 100 projectors polling once a second would cost of one core.
+//! lesson (one poll in ten fetching the code, nine naming the step they show, as a
+//! projector polling each second through a 10 s period does), against its CPU per
+//! `GET /ping` on the same kept-alive connection in the same run, and what 100 projectors
+//! polling once a second would cost of one core.
 //!
 //! `cargo bench -p kasip-agent --bench display`
 
@@ -74,23 +76,36 @@ fn main() {
     let client = browser(&dir.path());
     kasip_tests::sign_in(&client, &server.url, TEACHER, PASSWORD);
     let pid = server.pid();
-    let measure = |path: &str| {
+    // As a projector polls: once a second, a new code every 10 s (the default period), so
+    // one poll in ten fetches the code and nine say which step they already show.
+    let step: serde_json::Value = client
+        .get(format!("{}/display/1/current", server.url))
+        .send()
+        .and_then(|response| response.json())
+        .expect("poll");
+    let step = step["step"].as_u64().expect("step");
+    let measure = |path: &str, repeat_path: &str| {
         let url = format!("{}{path}", server.url);
+        let repeat_url = format!("{}{repeat_path}", server.url);
         for _ in 0..100 {
             client.get(&url).send().expect("warm up");
         }
         let cpu_before = cpu_seconds(pid);
         let started = Instant::now();
-        for _ in 0..REQUESTS {
-            let response = client.get(&url).send().expect("get");
+        for request in 0..REQUESTS {
+            let url = if request % 10 == 0 { &url } else { &repeat_url };
+            let response = client.get(url).send().expect("get");
             assert_eq!(response.status(), 200);
             let _ = response.bytes();
         }
         let wall = started.elapsed().as_secs_f64() / REQUESTS as f64;
         ((cpu_seconds(pid) - cpu_before) / REQUESTS as f64, wall)
     };
-    let (ping_cpu, ping_wall) = measure("/ping");
-    let (poll_cpu, poll_wall) = measure("/display/1/current");
+    let (ping_cpu, ping_wall) = measure("/ping", "/ping");
+    let (poll_cpu, poll_wall) = measure(
+        "/display/1/current",
+        &format!("/display/1/current?shown={step}"),
+    );
     let shown = client
         .get(format!("{}/display/1/current", server.url))
         .send()
@@ -99,6 +114,15 @@ fn main() {
     assert!(
         shown.contains("<svg"),
         "an open lesson's poll carries its code"
+    );
+    let repeat = client
+        .get(format!("{}/display/1/current?shown={step}", server.url))
+        .send()
+        .and_then(|response| response.text())
+        .expect("poll");
+    assert!(
+        !repeat.contains("<svg") && repeat.contains("\"checked_in\""),
+        "a poll for the code on screen carries the count alone: {repeat}"
     );
     println!(
         "agent CPU per request over {REQUESTS}: GET /ping {:.0} µs, display poll {:.0} µs ({:.1}× a ping); wall {:.2} ms and {:.2} ms; 100 projectors polling once a second: {:.1}% of a core",

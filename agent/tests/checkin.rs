@@ -10,6 +10,7 @@ use common::{
     check_in, lesson_start_plus_one_minute, reason_of, College, AGENT, TEACHER_A, TEACHER_B,
 };
 use kasip_tests::{browser, run_with, text};
+use serde_json::Value;
 
 #[test]
 fn bind_then_check_in_confirms_and_a_repeat_is_idempotent() {
@@ -59,6 +60,36 @@ fn bind_then_check_in_confirms_and_a_repeat_is_idempotent() {
     assert!(again.contains("id=confirmation"), "{again}");
     assert_eq!(college.marks(), 1, "a repeat records nothing new");
     assert_eq!(college.display(&teacher, college.lesson_a)["checked_in"], 1);
+    // A projector naming the step it shows gets the count without the code again; any
+    // other `shown` (an older step, junk) gets the code.
+    let step = shown["step"].as_u64().expect("step");
+    let poll = |query: &str| -> Value {
+        teacher
+            .get(college.url(&format!("/display/{}/current{query}", college.lesson_a)))
+            .send()
+            .and_then(|response| response.json())
+            .expect("poll")
+    };
+    let repeat = poll(&format!("?shown={step}"));
+    assert_eq!(
+        (repeat["svg"].as_str(), repeat["url"].as_str()),
+        (Some(""), Some(""))
+    );
+    assert_eq!(
+        (repeat["step"].as_u64(), repeat["checked_in"].as_i64()),
+        (Some(step), Some(1))
+    );
+    for query in [
+        format!("?shown={}", step - 1),
+        "?shown=-1".into(),
+        "?shown=%FF&x".into(),
+    ] {
+        let full = poll(&query);
+        assert!(
+            full["svg"].as_str().is_some_and(|svg| svg.contains("<svg")),
+            "{query}: {full}"
+        );
+    }
 }
 
 #[test]

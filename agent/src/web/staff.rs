@@ -38,25 +38,35 @@ async fn accessible_lesson(
     let member = member.clone();
     let lesson = state
         .with_db(move |store| {
-            let failure = |source| crate::error::AgentError::from(store.error(source));
-            let Some(lesson) =
-                lessons::summary(store.connection(), lesson_id, now, &settings.lesson_times())
-                    .map_err(failure)?
-            else {
-                return Ok(None);
-            };
-            Ok(accounts::may_act_on_lesson(
+            summary_for(
                 store.connection(),
                 &member,
-                &lesson.teacher_iin,
-                &lesson.group,
+                lesson_id,
+                now,
+                &settings.lesson_times(),
             )
-            .map_err(failure)?
-            .then_some(lesson))
+            .map_err(|source| crate::error::AgentError::from(store.error(source)))
         })
         .await
         .or_failure(lang)?;
     lesson.ok_or_else(|| WebError::refused(lang, StatusCode::FORBIDDEN, Text::StaffNotYours))
+}
+
+/// The lesson's summary, if `member` may act on it.
+fn summary_for(
+    connection: &rusqlite::Connection,
+    member: &StaffMember,
+    lesson_id: i64,
+    now: i64,
+    times: &lessons::LessonTimes,
+) -> rusqlite::Result<Option<LessonSummary>> {
+    let Some(lesson) = lessons::summary(connection, lesson_id, now, times)? else {
+        return Ok(None);
+    };
+    Ok(
+        accounts::may_act_on_lesson(connection, member, &lesson.teacher_iin, &lesson.group)?
+            .then_some(lesson),
+    )
 }
 
 #[derive(Template)]
@@ -683,20 +693,33 @@ fn qr_svg(url: &str) -> Result<(String, i16), qrcode::types::QrError> {
 pub async fn display_current(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
+    RawQuery(query): RawQuery,
     staff: Staff,
 ) -> Result<Response, WebError> {
     let lang = staff.lang;
-    let lesson = accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
     let now = state.now();
     let settings = state.settings.clone();
-    let key = state
+    let member = staff.member.clone();
+    // One trip to the database: the lesson, whether this staff member may show it, and
+    // its opening's key (three trips cost more than the rest of the poll).
+    let found = state
         .with_db(move |store| {
-            lessons::open_lesson_at(store.connection(), lesson_id, now, &settings.lesson_times())
-                .map(|open| open.map(|open| open.qr_key))
-                .map_err(|source| crate::error::AgentError::from(store.error(source)))
+            let failure = |source| crate::error::AgentError::from(store.error(source));
+            let times = settings.lesson_times();
+            let Some(lesson) = summary_for(store.connection(), &member, lesson_id, now, &times)
+                .map_err(failure)?
+            else {
+                return Ok(None);
+            };
+            let key = lessons::open_lesson_at(store.connection(), lesson_id, now, &times)
+                .map_err(failure)?
+                .map(|open| open.qr_key);
+            Ok(Some((lesson, key)))
         })
         .await
         .or_failure(lang)?;
+    let (lesson, key) =
+        found.ok_or_else(|| WebError::refused(lang, StatusCode::FORBIDDEN, Text::StaffNotYours))?;
     let period = u64::from(state.settings.qr_period_secs);
     let step = step_at(now, state.settings.qr_period_secs);
     let seconds_left = period - (now.max(0) as u64 % period);
@@ -704,7 +727,20 @@ pub async fn display_current(
         Some(key) => Some(shown_code(&state, lesson_id, step, key).or_failure(lang)?),
         None => None,
     };
-    let text = |pick: fn(&ShownCode) -> &str| shown.as_deref().map_or("", pick);
+    // The code (a few kilobytes of SVG) only when the projector does not show it yet:
+    // nine polls in ten carry the count alone.
+    // `?shown=STEP`, the step whose code the projector shows; anything else is ignored.
+    let shown_step = query.as_deref().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("shown="))
+            .and_then(|value| value.parse::<u64>().ok())
+    });
+    let already_shown = shown_step == Some(step);
+    let text = |pick: fn(&ShownCode) -> &str| match shown.as_deref() {
+        Some(code) if !already_shown => pick(code),
+        _ => "",
+    };
     let mut response = Json(DisplayNow {
         state: lesson.state,
         notice: lesson.state.notice().map_or("", |notice| lang.text(notice)),

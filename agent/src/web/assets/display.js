@@ -2,7 +2,9 @@
 (function() {
   var shownStep = -1;
   function refresh() {
-    fetch('/display/' + document.body.dataset.lesson + '/current', {cache: 'no-store', credentials: 'same-origin'})
+    // `shown`: the code already on screen comes back without its SVG.
+    var shown = shownStep >= 0 ? '?shown=' + shownStep : '';
+    fetch('/display/' + document.body.dataset.lesson + '/current' + shown, {cache: 'no-store', credentials: 'same-origin'})
       .then(function(r) { return r.json(); })
       .then(function(now) {
         document.getElementById('notice').textContent = now.notice;
