@@ -151,6 +151,12 @@ impl KioskStore {
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
             connection.busy_timeout(std::time::Duration::from_secs(10))?;
+            // Plans that do not change with bound values: cached statements are not
+            // compiled again on every reuse (see the agent's `Store::open_with`).
+            connection.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )?;
             connection.execute_batch(SCHEMA)
         };
         prepare().map_err(|source| KioskError::Database { path, source })?;

@@ -347,6 +347,14 @@ impl RegistryStore {
             ))?;
         }
         let connection = Connection::open(&path).map_err(fail)?;
+        // Plans that do not change with bound values, so that cached statements are not
+        // compiled again on every reuse (see the agent's `Store::open_with`).
+        connection
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )
+            .map_err(fail)?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;

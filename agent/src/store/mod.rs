@@ -165,8 +165,20 @@ impl Store {
             .map_err(sqlite_error)?;
         // The writer's check-in path alone prepares about 16 statements, rusqlite's
         // default cache: with the month close, imports and flags around them, the cache
-        // evicted and re-prepared statements on every mark (~10% of the writer's time).
+        // would evict and prepare statements again.
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Query-planner stability: SQLite 3.54 marks a statement to be planned again when
+        // a bound value might change its plan (a join on a bound column, LIMIT ?), and
+        // clearing the bindings, as rusqlite's cache does on every reuse, then expires it:
+        // 30 of the agent's cached statements, among them the session check, the lesson
+        // summary and the writer's repeat check, were compiled again on *every* run. Our
+        // plans do not depend on the values (no ANALYZE statistics), so we keep them.
+        connection
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )
+            .map_err(sqlite_error)?;
         let mut store = Self {
             connection,
             path: path.to_owned(),
