@@ -343,6 +343,26 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A cached statement joining on a bound column is compiled once, however often it
+    /// runs (SQLite compiled it again on every reuse without planner stability).
+    #[test]
+    fn cached_statements_are_not_compiled_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("agent.db")).expect("create");
+        let sql = "SELECT l.id FROM lessons l LEFT JOIN lesson_openings o ON o.lesson_id = l.id
+                   WHERE l.id = ?1 ORDER BY l.date LIMIT ?2";
+        let mut compiled_again = 0;
+        for value in 1..=3_i64 {
+            let mut statement = store.connection().prepare_cached(sql).expect("prepare");
+            let _ = statement
+                .query_map(rusqlite::params![value, value], |_| Ok(()))
+                .expect("query")
+                .count();
+            compiled_again = statement.get_status(rusqlite::StatementStatus::RePrepare);
+        }
+        assert_eq!(compiled_again, 0);
+    }
+
     #[test]
     fn create_then_reopen_keeps_the_latest_version() {
         let dir = tempfile::tempdir().expect("tempdir");
