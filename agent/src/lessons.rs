@@ -367,6 +367,24 @@ pub fn summary(
     Ok(summaries(connection, "WHERE l.id = ?1", &[&lesson_id], now, times)?.pop())
 }
 
+/// The lesson's summary, if `member` may act on it (admins any, teachers their own,
+/// curators their groups').
+pub fn summary_for(
+    connection: &Connection,
+    member: &crate::staff::StaffMember,
+    lesson_id: i64,
+    now: i64,
+    times: &LessonTimes,
+) -> rusqlite::Result<Option<LessonSummary>> {
+    let Some(lesson) = summary(connection, lesson_id, now, times)? else {
+        return Ok(None);
+    };
+    Ok(
+        crate::staff::may_act_on_lesson(connection, member, &lesson.teacher_iin, &lesson.group)?
+            .then_some(lesson),
+    )
+}
+
 /// Discipline, group code and room (or "online"): what a confirmation page names.
 pub type LessonLabel = (String, String, String);
 

@@ -38,7 +38,7 @@ async fn accessible_lesson(
     let member = member.clone();
     let lesson = state
         .with_db(move |store| {
-            summary_for(
+            lessons::summary_for(
                 store.connection(),
                 &member,
                 lesson_id,
@@ -50,23 +50,6 @@ async fn accessible_lesson(
         .await
         .or_failure(lang)?;
     lesson.ok_or_else(|| WebError::refused(lang, StatusCode::FORBIDDEN, Text::StaffNotYours))
-}
-
-/// The lesson's summary, if `member` may act on it.
-fn summary_for(
-    connection: &rusqlite::Connection,
-    member: &StaffMember,
-    lesson_id: i64,
-    now: i64,
-    times: &lessons::LessonTimes,
-) -> rusqlite::Result<Option<LessonSummary>> {
-    let Some(lesson) = lessons::summary(connection, lesson_id, now, times)? else {
-        return Ok(None);
-    };
-    Ok(
-        accounts::may_act_on_lesson(connection, member, &lesson.teacher_iin, &lesson.group)?
-            .then_some(lesson),
-    )
 }
 
 #[derive(Template)]
@@ -706,8 +689,9 @@ pub async fn display_current(
         .with_db(move |store| {
             let failure = |source| crate::error::AgentError::from(store.error(source));
             let times = settings.lesson_times();
-            let Some(lesson) = summary_for(store.connection(), &member, lesson_id, now, &times)
-                .map_err(failure)?
+            let Some(lesson) =
+                lessons::summary_for(store.connection(), &member, lesson_id, now, &times)
+                    .map_err(failure)?
             else {
                 return Ok(None);
             };
