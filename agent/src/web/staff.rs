@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
 use super::extract::{
-    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm, StaffPage,
-    SESSION_COOKIE,
+    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, SessionCheck, Staff, StaffForm,
+    StaffPage, SESSION_COOKIE,
 };
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
 use super::throttle::{self, throttled, Client, Key};
@@ -677,33 +677,38 @@ pub async fn display_current(
     State(state): State<AppState>,
     Path(lesson_id): Path<i64>,
     RawQuery(query): RawQuery,
-    staff: Staff,
+    session: SessionCheck,
 ) -> Result<Response, WebError> {
-    let lang = staff.lang;
+    let lang = session.lang;
     let now = state.now();
     let settings = state.settings.clone();
-    let member = staff.member.clone();
-    // One trip to the database: the lesson, whether this staff member may show it, and
-    // its opening's key (three trips cost more than the rest of the poll).
+    // One trip to the database: the session, the lesson, whether this staff member may
+    // show it, and its opening's key (each trip cost more than the rest of the poll).
     let found = state
         .with_db(move |store| {
+            let Some(member) = session.member(store)? else {
+                return Ok(Err(WebError::SignInFirst { lang }));
+            };
             let failure = |source| crate::error::AgentError::from(store.error(source));
             let times = settings.lesson_times();
             let Some(lesson) =
                 lessons::summary_for(store.connection(), &member, lesson_id, now, &times)
                     .map_err(failure)?
             else {
-                return Ok(None);
+                return Ok(Err(WebError::refused(
+                    lang,
+                    StatusCode::FORBIDDEN,
+                    Text::StaffNotYours,
+                )));
             };
             let key = lessons::open_lesson_at(store.connection(), lesson_id, now, &times)
                 .map_err(failure)?
                 .map(|open| open.qr_key);
-            Ok(Some((lesson, key)))
+            Ok(Ok((lesson, key)))
         })
         .await
         .or_failure(lang)?;
-    let (lesson, key) =
-        found.ok_or_else(|| WebError::refused(lang, StatusCode::FORBIDDEN, Text::StaffNotYours))?;
+    let (lesson, key) = found?;
     let period = u64::from(state.settings.qr_period_secs);
     let step = step_at(now, state.settings.qr_period_secs);
     let seconds_left = period - (now.max(0) as u64 % period);
