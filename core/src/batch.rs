@@ -323,7 +323,7 @@ pub struct AttendanceRecord {
     /// What the mark's source proved (format 2; absent for marks recorded before it).
     /// With `token_step`, the record holds every field of the chain hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<crate::chain::MarkEvidence>,
+    pub evidence: Option<crate::evidence::MarkEvidence>,
 }
 
 /// A phone bound to a student (format 2).
@@ -618,9 +618,9 @@ pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64
 /// What a record's evidence must hold for its method and entry.
 fn check_evidence(
     record: &AttendanceRecord,
-    evidence: &crate::chain::MarkEvidence,
+    evidence: &crate::evidence::MarkEvidence,
 ) -> Result<(), String> {
-    use crate::chain::EntryKind;
+    use crate::evidence::EntryKind;
     let method = MarkMethod::parse(&record.method).ok_or("method: not a mark method")?;
     match method {
         MarkMethod::QrPhone | MarkMethod::QrTyped => {

@@ -8,128 +8,12 @@
 //! begun under format 1 still verify.
 
 use ring::digest::{digest, SHA256};
-use serde::{Deserialize, Serialize};
 
 use crate::batch::{to_hex, AttendanceRecord};
+pub use crate::evidence::{EntryKind, MarkEvidence};
 
 /// `prev_hash` of the first row.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
-
-/// How a mark entered the log: live at the lesson, an admin's late entry after its
-/// window, or an adjustment to a month already closed (from any path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    Live,
-    LateEntry,
-    Adjustment,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Live => "live",
-            Self::LateEntry => "late_entry",
-            Self::Adjustment => "adjustment",
-        }
-    }
-}
-
-/// What a mark's source knew and the registry can check, hashed into the chain with the
-/// mark. Fields a source does not have are absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MarkEvidence {
-    pub entry: EntryKind,
-    /// The phone binding the check-in came through (the agent's opaque binding id; the
-    /// binding itself travels in a `bindings` batch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binding: Option<u64>,
-    /// What the phone presented: the classroom token it scanned, or the code typed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presented: Option<String>,
-    /// The phone's device signature over `check_in_message(presented)`, base64url
-    /// (ECDSA P-256, SHA-256, r‖s), verifiable under the binding's public key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_signature: Option<String>,
-    /// The kiosk that scanned the pass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kiosk: Option<u64>,
-    /// The student's pass as the phone signed it (`KP1.…`), for kiosk marks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pass: Option<String>,
-    /// When the kiosk saw the pass (its clock) and when the agent received the scan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scanned_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub received_at: Option<i64>,
-}
-
-impl MarkEvidence {
-    pub fn of(entry: EntryKind) -> Self {
-        Self {
-            entry,
-            binding: None,
-            presented: None,
-            device_signature: None,
-            kiosk: None,
-            pass: None,
-            scanned_at: None,
-            received_at: None,
-        }
-    }
-
-    /// The canonical JSON stored beside the row and hashed into the chain.
-    pub fn to_canonical(&self) -> String {
-        // Written directly, members in RFC 8785's order (keys sorted by UTF-16 code
-        // units, all ASCII here): it is made for every mark the agent records and every
-        // record the registry re-walks. A test holds it to the generic canonicaliser.
-        use std::fmt::Write;
-        fn string(out: &mut String, text: &str) {
-            // serde_json escapes exactly as RFC 8785 asks (", \, controls; lower-case hex).
-            out.push_str(&serde_json::to_string(text).unwrap_or_default());
-        }
-        let mut out = String::with_capacity(128);
-        let member = |out: &mut String, name: &str| {
-            out.push(if out.is_empty() { '{' } else { ',' });
-            out.push('"');
-            out.push_str(name);
-            out.push_str("\":");
-        };
-        if let Some(binding) = self.binding {
-            member(&mut out, "binding");
-            let _ = write!(out, "{binding}");
-        }
-        if let Some(signature) = &self.device_signature {
-            member(&mut out, "device_signature");
-            string(&mut out, signature);
-        }
-        member(&mut out, "entry");
-        string(&mut out, self.entry.as_str());
-        if let Some(kiosk) = self.kiosk {
-            member(&mut out, "kiosk");
-            let _ = write!(out, "{kiosk}");
-        }
-        if let Some(pass) = &self.pass {
-            member(&mut out, "pass");
-            string(&mut out, pass);
-        }
-        if let Some(presented) = &self.presented {
-            member(&mut out, "presented");
-            string(&mut out, presented);
-        }
-        if let Some(received) = self.received_at {
-            member(&mut out, "received_at");
-            let _ = write!(out, "{received}");
-        }
-        if let Some(scanned) = self.scanned_at {
-            member(&mut out, "scanned_at");
-            let _ = write!(out, "{scanned}");
-        }
-        out.push('}');
-        out
-    }
-}
 
 /// The text a phone signs to check in: what it presented (the classroom token names the
 /// lesson and its rotation step, so the signature is bound to both and to the time).
@@ -298,39 +182,6 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    /// Integers RFC 8785 can carry exactly (ids and Unix times are far below).
-    const SAFE: u64 = 1 << 53;
-
-    proptest! {
-        /// The direct writer is the generic RFC 8785 canonicaliser's twin.
-        #[test]
-        fn evidence_is_written_canonically(
-            entry in 0..3u8,
-            binding in proptest::option::of(0..SAFE),
-            presented in proptest::option::of("\\PC{0,20}"),
-            signature in proptest::option::of("[A-Za-z0-9_\"\\\u{0}-\u{1f}-]{0,20}"),
-            kiosk in proptest::option::of(0..SAFE),
-            pass in proptest::option::of("\\PC{0,20}"),
-            scanned in proptest::option::of(-(SAFE as i64)..SAFE as i64),
-            received in proptest::option::of(-(SAFE as i64)..SAFE as i64),
-        ) {
-            let evidence = MarkEvidence {
-                entry: [EntryKind::Live, EntryKind::LateEntry, EntryKind::Adjustment][entry as usize],
-                binding,
-                presented,
-                device_signature: signature,
-                kiosk,
-                pass,
-                scanned_at: scanned,
-                received_at: received,
-            };
-            let value = serde_json::to_value(&evidence).expect("evidence serialises");
-            let generic = crate::to_canonical_json(&value).expect("safe integers canonicalise");
-            prop_assert_eq!(evidence.to_canonical(), generic);
-        }
-    }
 
     fn row(evidence: Option<&str>) -> ChainRow<'_> {
         ChainRow {

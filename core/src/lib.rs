@@ -9,6 +9,7 @@ pub mod canonical_json;
 pub mod chain;
 pub mod coverage;
 pub mod date;
+pub mod evidence;
 pub mod iin;
 pub mod pass;
 pub mod roster;

@@ -10,7 +10,8 @@ use kasip_core::Bin;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::http::{serve, Faults, RegistryState};
+use crate::http::{serve, Faults};
+use crate::state::RegistryState;
 use crate::store::{RegistryError, RegistryStore};
 
 /// The reference e-Qazyna registry: enrols college agents, receives their signed batches

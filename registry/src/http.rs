@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,7 +27,8 @@ use ring::rand::SecureRandom;
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::store::{Enrolment, RegistryStore, Verdict};
+use crate::state::{error, internal, RegistryState};
+use crate::store::{Enrolment, Verdict};
 
 /// Faults to inject, for tests and demos.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,79 +43,8 @@ pub struct Faults {
     pub slow_body: Option<Duration>,
 }
 
-/// Batches read and verified at once. Each holds its body, payload and parsed records
-/// (a few times its size, up to `MAX_JWS_BYTES`) while it is worked on; the others wait
-/// with their bodies unread, in the kernel's buffers. Sixteen 30 MiB batches at once
-/// once took the registry to 5.2 GiB.
-pub const CONCURRENT_BATCHES: usize = 2;
 /// How long an upload waits for a slot before a 503 tells its agent to retry.
 const BATCH_SLOT_WAIT: Duration = Duration::from_secs(60);
-
-#[derive(Clone)]
-pub struct RegistryState {
-    store: Arc<Mutex<RegistryStore>>,
-    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
-    batch_slots: Arc<tokio::sync::Semaphore>,
-    /// Wrong passwords per login, for the sign-in throttle (`pages::log_in`).
-    pub(crate) sign_in_failures: Arc<Mutex<crate::accounts::Failures>>,
-}
-
-impl RegistryState {
-    pub fn new(store: RegistryStore, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
-        Self {
-            store: Arc::new(Mutex::new(store)),
-            clock,
-            batch_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES)),
-            sign_in_failures: Arc::default(),
-        }
-    }
-
-    pub(crate) fn now(&self) -> i64 {
-        (self.clock)()
-    }
-
-    pub(crate) async fn with_store<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut RegistryStore) -> T + Send + 'static,
-    ) -> Result<T, Response<Body>> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            let mut store = store
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut store)
-        })
-        .await
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "registry task failed"))
-    }
-}
-
-pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
-    (
-        status,
-        Json(ErrorAnswer {
-            error: message.to_owned(),
-            expected_seq: None,
-        }),
-    )
-        .into_response()
-}
-
-pub(crate) fn internal(error: impl std::fmt::Display) -> Response<Body> {
-    tracing::error!(%error, "registry storage failed");
-    error_response_503()
-}
-
-fn error_response_503() -> Response<Body> {
-    let mut response = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the registry cannot store right now; retry",
-    );
-    response
-        .headers_mut()
-        .insert("retry-after", axum::http::HeaderValue::from_static("5"));
-    response
-}
 
 pub fn router(state: RegistryState) -> Router {
     Router::new()
@@ -150,7 +80,7 @@ async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body
         Ok(parsed) => parsed,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
-    let now = (state.clock)();
+    let now = state.now();
     let answer = state
         .with_store(move |store| {
             let verdict = store.enrol(&code, &bin, &public_key, now)?;
@@ -243,7 +173,7 @@ async fn receive_batch(
     let Ok(jws) = String::from_utf8(Vec::from(body)) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
-    let now = (state.clock)();
+    let now = state.now();
     let verdict = state
         .with_store(move |store| {
             let verdict = store.receive(jws.trim(), now);
@@ -298,7 +228,7 @@ async fn heartbeat(State(state): State<RegistryState>, body: Bytes) -> Response<
     let Ok(jws) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
-    let now = (state.clock)();
+    let now = state.now();
     match state
         .with_store(move |store| store.heartbeat(jws.trim(), now))
         .await
@@ -334,7 +264,7 @@ async fn authenticated(
     let Some(signer) = agent.map_err(internal)? else {
         return Err(error(StatusCode::UNAUTHORIZED, "unknown agent"));
     };
-    let now = (state.clock)();
+    let now = state.now();
     let verified = kasip_certs::agent_auth::verify(&header, &signer.public_key, "GET", &path, now)
         .map_err(|reason| error(StatusCode::UNAUTHORIZED, &reason))?;
     let agent = signer.agent_id.clone();
@@ -441,7 +371,7 @@ async fn policy(
         Ok(bin) => bin,
         Err(response) => return response,
     };
-    let now = (state.clock)();
+    let now = state.now();
     match state
         .with_store(move |store| store.signed_policy(&agent_bin, now))
         .await

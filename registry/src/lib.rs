@@ -6,10 +6,12 @@ pub mod accounts;
 pub mod audit;
 pub mod cli;
 pub mod http;
-mod pages;
 mod memory;
+mod pages;
+pub mod state;
 pub mod store;
 pub mod timeline;
 
-pub use http::{Faults, RegistryState};
+pub use http::Faults;
+pub use state::RegistryState;
 pub use store::{RegistryError, RegistryStore, Verdict};

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::accounts::{Role, Session};
-use crate::http::{error, internal, RegistryState};
+use crate::state::{error, internal, RegistryState};
 use crate::store::FindingRow;
 
 const SESSION_COOKIE: &str = "kasip_registry_session";
