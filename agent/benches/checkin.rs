@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kasip_core::{Date, Iin, Sex};
-use kasip_tests::{run_with, text, Server, TempDataDir};
+use kasip_tests::{cpu_seconds, run_with, text, Server, TempDataDir};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
 const CLIENTS: usize = 64;
@@ -131,15 +131,39 @@ fn limit_to_a_quarter_core(pid: u32) -> Result<std::path::PathBuf, String> {
     Ok(dir)
 }
 
-/// The process's user + system CPU time so far, in seconds (`/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / 100.0
+/// A new client trusting the agent's certificate, keeping no connection: each request
+/// a fresh TLS session, as a phone that has just scanned the projector.
+fn fresh_client(pem: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("pem"))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// A phone's scan: the code's page, then the signed check-in; the time to confirmation.
+async fn scan(client: &reqwest::Client, url: &str, credential: &str, body: String) -> Duration {
+    let cookie = format!("__Host-kasip_credential={credential}");
+    let sent = Instant::now();
+    let page = client
+        .get(url)
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .expect("page");
+    assert!(page.status().is_success());
+    let _ = page.bytes().await;
+    let confirmed = client
+        .post(url)
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("check-in");
+    assert!(confirmed.status().is_success(), "{}", confirmed.status());
+    let _ = confirmed.bytes().await;
+    sent.elapsed()
 }
 
 /// 300 phones within 10 s and 100 projectors, on an agent limited to a quarter core.
@@ -203,32 +227,7 @@ fn weak_machine(
             let (pem, url) = (pem.to_vec(), format!("{base}/c/{token}"));
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(SPREAD * index as u32 / PHONES as u32).await;
-                let client = reqwest::Client::builder()
-                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .expect("client");
-                let cookie = format!("__Host-kasip_credential={credential}");
-                let sent = Instant::now();
-                let page = client
-                    .get(&url)
-                    .header("cookie", cookie.clone())
-                    .send()
-                    .await
-                    .expect("page");
-                assert!(page.status().is_success());
-                let _ = page.bytes().await;
-                let confirmed = client
-                    .post(&url)
-                    .header("cookie", cookie)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("check-in");
-                assert!(confirmed.status().is_success(), "{}", confirmed.status());
-                let _ = confirmed.bytes().await;
-                sent.elapsed()
+                scan(&fresh_client(&pem), &url, &credential, body).await
             }));
         }
         let mut scans = Vec::new();
@@ -466,16 +465,9 @@ fn main() {
 
         // Fresh connections, one phone at a time: a new client each (no pooled
         // connection, no TLS session to resume).
-        let fresh_client = || {
-            reqwest::Client::builder()
-                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("client")
-        };
         let mut pings = Vec::with_capacity(FRESH_PHONES);
         for _ in 0..FRESH_PHONES {
-            let client = fresh_client();
+            let client = fresh_client(&pem);
             let sent = Instant::now();
             let response = client.get(format!("{base}/ping")).send().await.expect("ping");
             assert!(response.status().is_success());
@@ -484,28 +476,7 @@ fn main() {
         }
         let mut scans = Vec::with_capacity(FRESH_PHONES);
         for (credential, body) in fresh_credentials.iter().zip(&fresh_bodies) {
-            let client = fresh_client();
-            let cookie = format!("__Host-kasip_credential={credential}");
-            let sent = Instant::now();
-            let page = client
-                .get(fresh_url.clone())
-                .header("cookie", cookie.clone())
-                .send()
-                .await
-                .expect("page");
-            assert!(page.status().is_success());
-            let _ = page.bytes().await;
-            let confirmed = client
-                .post(fresh_url.clone())
-                .header("cookie", cookie)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body.clone())
-                .send()
-                .await
-                .expect("check-in");
-            assert!(confirmed.status().is_success(), "{}", confirmed.status());
-            let _ = confirmed.bytes().await;
-            scans.push(sent.elapsed());
+            scans.push(scan(&fresh_client(&pem), &fresh_url, credential, body.clone()).await);
         }
         pings.sort();
         scans.sort();

@@ -9,25 +9,12 @@
 use std::time::Instant;
 
 use kasip_core::Date;
-use kasip_tests::{browser, run_with, text, Server, TempDataDir};
+use kasip_tests::{browser, cpu_seconds, run_with, text, Server, TempDataDir};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kasip-agent");
 const TEACHER: &str = "850515400012";
 const PASSWORD: &str = "correct horse battery";
 const REQUESTS: usize = 3000;
-
-/// The process's user + system CPU time so far, in seconds (`/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command's closing parenthesis; utime and stime are the 12th and
-    // 13th of those (14th and 15th of the line).
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / 100.0
-}
 
 fn main() {
     let dir = TempDataDir::new();

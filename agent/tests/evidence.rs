@@ -830,18 +830,7 @@ fn a_script_binding_and_checking_in_a_dozen_phones_is_two_bursts() {
 fn a_statement_leaving_out_beneficiaries_disagrees_with_the_registry() {
     let college = pinned_college(4, true);
     let registry = Registry::new(&college, &[]);
-    let list = registry.dir.file("beneficiaries.csv");
-    let mut csv = String::from("iin;beneficiary;voucher\n");
-    for (index, iin) in college.group_a.iter().chain(&college.group_b).enumerate() {
-        csv.push_str(&format!("{iin};да;V-{index}\n"));
-    }
-    std::fs::write(&list, csv).expect("csv");
-    registry.command(&[
-        "import-beneficiaries",
-        "--bin",
-        DEMO_BIN,
-        list.to_str().expect("path"),
-    ]);
+    registry.list_beneficiaries(college.group_a.iter().chain(&college.group_b));
     enrol(&college, &registry);
     check_in_students(&college, 0..4);
     wait_for(&college, "the marks", Duration::from_secs(60), drained);
@@ -969,18 +958,7 @@ fn a_month_of_the_demo_college_raises_only_its_planted_case() {
         .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
         .expect("beneficiaries");
     assert!(beneficiaries.len() > 100, "{}", beneficiaries.len());
-    let list = registry.dir.file("beneficiaries.csv");
-    let mut csv = String::from("iin;beneficiary;voucher\n");
-    for (index, iin) in beneficiaries.iter().enumerate() {
-        csv.push_str(&format!("{iin};да;V-{index}\n"));
-    }
-    std::fs::write(&list, csv).expect("csv");
-    registry.command(&[
-        "import-beneficiaries",
-        "--bin",
-        DEMO_BIN,
-        list.to_str().expect("path"),
-    ]);
+    registry.list_beneficiaries(&beneficiaries);
     let code = registry.enrolment_code();
     agent(&["enroll", "--registry", &registry.url(), "--code", &code]);
     agent(&[

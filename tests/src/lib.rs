@@ -52,6 +52,20 @@ pub fn run_with(
         .unwrap_or_else(|error| panic!("cannot wait for {binary}: {error}"))
 }
 
+/// A process's user + system CPU time so far, in seconds (`/proc/PID/stat`; 10 ms
+/// ticks, so measure over many requests).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and
+    // 13th of those (14th and 15th of the line).
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
 /// A memory field of `/proc/{process}/status` in KiB (`process`: a pid, or "self"), such
 /// as "VmRSS" (resident now) or "VmHWM" (the peak).
 pub fn memory_kib(process: impl std::fmt::Display, field: &str) -> u64 {

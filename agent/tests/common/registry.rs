@@ -81,6 +81,22 @@ impl Registry {
             .to_owned()
     }
 
+    /// Makes `iins` the registry's list of the demo college's state-funded students.
+    pub fn list_beneficiaries<'a>(&self, iins: impl IntoIterator<Item = &'a String>) {
+        let list = self.dir.file("beneficiaries.csv");
+        let mut csv = String::from("iin;beneficiary;voucher\n");
+        for (index, iin) in iins.into_iter().enumerate() {
+            csv.push_str(&format!("{iin};да;V-{index}\n"));
+        }
+        std::fs::write(&list, csv).expect("csv");
+        self.command(&[
+            "import-beneficiaries",
+            "--bin",
+            DEMO_BIN,
+            list.to_str().expect("path"),
+        ]);
+    }
+
     /// The findings of one kind, as `findings --json` lists them.
     pub fn findings_of(&self, kind: &str) -> Vec<Value> {
         let all: Value =
