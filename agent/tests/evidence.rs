@@ -863,12 +863,7 @@ fn a_statement_leaving_out_beneficiaries_disagrees_with_the_registry() {
         "{detail}"
     );
     // The registry's figure is the one shown: 4 of 7 tracked, below the rule.
-    let registrar = registry.signed_in("registrar", "registrar");
-    let overview: Value = registrar
-        .get(format!("{}/v1/colleges", registry.url()))
-        .send()
-        .and_then(|response| response.json())
-        .expect("overview");
+    let overview = registry.colleges();
     let month = &overview["colleges"][0]["months"][0];
     assert_eq!(month["coverage_per_mille"], 571, "{month:#}");
     assert_eq!(month["stated_coverage_per_mille"], 1000);
@@ -987,12 +982,7 @@ fn a_month_of_the_demo_college_raises_only_its_planted_case() {
         .as_str()
         .is_some_and(|detail| detail.contains(&hand_marking)));
     // The registry's own count of the month is the statement's.
-    let registrar = registry.signed_in("registrar", "registrar");
-    let overview: Value = registrar
-        .get(format!("{}/v1/colleges", registry.url()))
-        .send()
-        .and_then(|response| response.json())
-        .expect("overview");
+    let overview = registry.colleges();
     let month = &overview["colleges"][0]["months"][0];
     assert_eq!(month["beneficiaries"], beneficiaries.len(), "{month:#}");
     assert_eq!(

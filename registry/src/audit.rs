@@ -28,6 +28,7 @@ const DEMO_BIN: &str = "090640001233";
 /// The statistical flags' thresholds, configurable by the registry's operator. The
 /// defaults are the agent's own (its red flags), so a college sees what the registry sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Thresholds {
     /// Distinct phones checking in to one lesson within `check_in_burst_secs`.
     pub check_in_burst: u64,
@@ -67,20 +68,10 @@ impl Thresholds {
                 |row| row.get(0),
             )
             .optional()?;
-        // Written only by `write`, from this type: a row that does not parse is one an
-        // older build wrote with fewer fields, and the defaults fill them.
+        // Written only by `write`, from this type; fields an older build did not write
+        // take their defaults (`serde(default)`).
         Ok(stored
-            .and_then(|text| {
-                let mut value: serde_json::Value = serde_json::from_str(&text).ok()?;
-                let defaults = serde_json::to_value(Self::default()).ok()?;
-                if let (Some(value), Some(defaults)) = (value.as_object_mut(), defaults.as_object())
-                {
-                    for (name, default) in defaults {
-                        value.entry(name.clone()).or_insert(default.clone());
-                    }
-                }
-                serde_json::from_value(value).ok()
-            })
+            .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default())
     }
 

@@ -399,12 +399,11 @@ async fn findings(
         }
     };
     match state
-        .with_store(move |store| store.findings(Some(&agent_bin), None))
+        .try_with_store(move |store| store.findings(Some(&agent_bin), None))
         .await
     {
+        Ok(findings) => Json(json!({ "findings": findings })).into_response(),
         Err(response) => response,
-        Ok(Err(failure)) => internal(failure),
-        Ok(Ok(findings)) => Json(json!({ "findings": findings })).into_response(),
     }
 }
 
@@ -413,10 +412,9 @@ async fn overview_json(State(state): State<RegistryState>, headers: HeaderMap) -
     if let Err(response) = crate::pages::require_api(&state, &headers).await {
         return response;
     }
-    match state.with_store(|store| store.overview()).await {
+    match state.try_with_store(|store| store.overview()).await {
+        Ok(colleges) => Json(json!({ "colleges": colleges })).into_response(),
         Err(response) => response,
-        Ok(Err(failure)) => internal(failure),
-        Ok(Ok(colleges)) => Json(json!({ "colleges": colleges })).into_response(),
     }
 }
 

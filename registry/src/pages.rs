@@ -348,12 +348,11 @@ async fn log_in(
     }
     let lookup = login.clone();
     let stored = match state
-        .with_store(move |store| store.credentials(&lookup))
+        .try_with_store(move |store| store.credentials(&lookup))
         .await
     {
+        Ok(stored) => stored,
         Err(response) => return response,
-        Ok(Err(failure)) => return internal(failure),
-        Ok(Ok(stored)) => stored,
     };
     // argon2 off the store's lock; an unknown login is checked against a decoy so it
     // takes as long to refuse as a wrong password.
@@ -385,13 +384,12 @@ async fn log_in(
         .succeeded(&login);
     let owner = login.clone();
     let token = match state
-        .with_store(move |store| store.open_session(&owner, now))
+        .try_with_store(move |store| store.open_session(&owner, now))
         .await
     {
+        Ok(Some(token)) => token,
+        Ok(None) => return internal("the system random generator failed"),
         Err(response) => return response,
-        Ok(Err(failure)) => return internal(failure),
-        Ok(Ok(None)) => return internal("the system random generator failed"),
-        Ok(Ok(Some(token))) => token,
     };
     tracing::info!(login = %login, "registry sign-in");
     let mut response = Redirect::to("/").into_response();
@@ -485,14 +483,13 @@ async fn colleges_page(
         Err(response) => return response,
     };
     let loaded = state
-        .with_store(|store| {
+        .try_with_store(|store| {
             Ok::<_, crate::RegistryError>((store.overview()?, store.findings(None, None)?))
         })
         .await;
     let (colleges, findings) = match loaded {
+        Ok(loaded) => loaded,
         Err(response) => return response,
-        Ok(Err(failure)) => return internal(failure),
-        Ok(Ok(loaded)) => loaded,
     };
     let open = |bin: &str| {
         findings
@@ -551,19 +548,17 @@ async fn college_page(
     };
     let wanted = bin.clone();
     let loaded = state
-        .with_store(move |store| {
-            let college = store
-                .overview()?
-                .into_iter()
-                .find(|college| college.bin == wanted);
-            Ok::<_, crate::RegistryError>((college, store.findings(Some(&wanted), None)?))
+        .try_with_store(move |store| {
+            Ok::<_, crate::RegistryError>((
+                store.college(&wanted)?,
+                store.findings(Some(&wanted), None)?,
+            ))
         })
         .await;
     let (college, findings) = match loaded {
+        Ok((Some(college), findings)) => (college, findings),
+        Ok((None, _)) => return not_found(lang, &path, &session),
         Err(response) => return response,
-        Ok(Err(failure)) => return internal(failure),
-        Ok(Ok((Some(college), findings))) => (college, findings),
-        Ok(Ok((None, _))) => return not_found(lang, &path, &session),
     };
     render(
         &CollegePage {
@@ -599,7 +594,7 @@ async fn finding_page(
         Err(response) => return response,
     };
     let loaded = state
-        .with_store(move |store| {
+        .try_with_store(move |store| {
             let Some(found) = store.finding_with_evidence(id)? else {
                 return Ok(None);
             };
@@ -608,10 +603,9 @@ async fn finding_page(
         })
         .await;
     let ((finding, records, history), college_name) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found(lang, &path, &session),
         Err(response) => return response,
-        Ok(Err(failure)) => return internal(failure),
-        Ok(Ok(Some(found))) => found,
-        Ok(Ok(None)) => return not_found(lang, &path, &session),
     };
     let records = records
         .into_iter()
@@ -724,11 +718,10 @@ async fn findings_json(
         Err(problem) => return error(StatusCode::BAD_REQUEST, &format!("month: {problem}")),
     };
     match state
-        .with_store(move |store| store.findings(query.bin.as_deref(), month))
+        .try_with_store(move |store| store.findings(query.bin.as_deref(), month))
         .await
     {
+        Ok(findings) => Json(json!({ "findings": findings })).into_response(),
         Err(response) => response,
-        Ok(Err(failure)) => internal(failure),
-        Ok(Ok(findings)) => Json(json!({ "findings": findings })).into_response(),
     }
 }

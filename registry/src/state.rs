@@ -55,6 +55,16 @@ impl RegistryState {
     }
 }
 
+impl RegistryState {
+    /// `with_store` for work that can fail: a failure of the store is `internal`'s 503.
+    pub(crate) async fn try_with_store<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut RegistryStore) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, Response<Body>> {
+        self.with_store(work).await?.map_err(internal)
+    }
+}
+
 pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     (
         status,

@@ -1123,11 +1123,7 @@ impl RegistryStore {
         RegistryError,
     > {
         let fail = |source| self.fail(source);
-        let Some(finding) = self
-            .findings(None, None)?
-            .into_iter()
-            .find(|finding| finding.id == id)
-        else {
+        let Some(finding) = self.select_findings(None, None, Some(id))?.pop() else {
             return Ok(None);
         };
         let mut records = Vec::new();
@@ -1217,19 +1213,30 @@ impl RegistryStore {
         bin: Option<&str>,
         month: Option<kasip_core::Month>,
     ) -> Result<Vec<FindingRow>, RegistryError> {
+        self.select_findings(bin, month, None)
+    }
+
+    /// The findings of one college or all, one month or all, one finding or all.
+    fn select_findings(
+        &self,
+        bin: Option<&str>,
+        month: Option<kasip_core::Month>,
+        id: Option<i64>,
+    ) -> Result<Vec<FindingRow>, RegistryError> {
         let mut statement = self
             .connection
-            .prepare(
+            .prepare_cached(
                 "SELECT f.id, f.bin, f.kind, f.month, f.detail, f.evidence, f.at,
                         COALESCE((SELECT s.status FROM finding_status s WHERE s.finding_id = f.id
                                   ORDER BY s.id DESC LIMIT 1), 'open')
                  FROM findings f WHERE (?1 IS NULL OR f.bin = ?1) AND (?2 IS NULL OR f.month = ?2)
+                   AND (?3 IS NULL OR f.id = ?3)
                  ORDER BY f.id",
             )
             .map_err(|source| self.fail(source))?;
         let rows = statement
             .query_map(
-                rusqlite::params![bin, month.map(|month| month.to_string())],
+                rusqlite::params![bin, month.map(|month| month.to_string()), id],
                 |row| {
                     let kind: String = row.get(2)?;
                     Ok(FindingRow {
@@ -1509,51 +1516,62 @@ impl RegistryStore {
                     .collect()
             })
             .map_err(fail)?;
-        let mut overview = Vec::new();
-        for (bin, name) in colleges {
-            let last_batch: Option<(u64, i64)> = self
-                .connection
-                .query_row(
-                    "SELECT b.seq, b.received_at FROM batches b JOIN agents a ON a.kid = b.agent
-                     WHERE a.bin = ?1 ORDER BY b.received_at DESC, b.seq DESC LIMIT 1",
-                    [&bin],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-                .map_err(fail)?;
-            let records: Vec<(String, u64)> = self
-                .connection
-                .prepare(
-                    "SELECT kind, COUNT(*) FROM records WHERE bin = ?1 GROUP BY kind ORDER BY kind",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_map([&bin], |row| Ok((row.get(0)?, row.get(1)?)))?
-                        .collect()
-                })
-                .map_err(fail)?;
-            let quarantined: u64 = self
-                .connection
-                .query_row(
-                    "SELECT COUNT(*) FROM quarantine q JOIN agents a ON a.kid = q.agent WHERE a.bin = ?1",
-                    [&bin],
-                    |row| row.get(0),
-                )
-                .map_err(fail)?;
-            // The registry's own figures, recomputed from the records; the statement's
-            // are shown beside them, never instead.
-            let months = self.month_figures(&bin)?;
-            overview.push(CollegeOverview {
-                bin,
-                name,
-                last_seq: last_batch.map(|(seq, _)| seq),
-                last_batch_at: last_batch.map(|(_, at)| at),
-                records: records.into_iter().collect(),
-                quarantined,
-                months,
-            });
-        }
-        Ok(overview)
+        colleges
+            .into_iter()
+            .map(|(bin, name)| self.overview_of(bin, name))
+            .collect()
+    }
+
+    /// One college's figures, if it is registered.
+    pub fn college(&self, bin: &str) -> Result<Option<CollegeOverview>, RegistryError> {
+        self.college_name(bin)?
+            .map(|name| self.overview_of(bin.to_owned(), name))
+            .transpose()
+    }
+
+    fn overview_of(&self, bin: String, name: String) -> Result<CollegeOverview, RegistryError> {
+        let fail = |source| self.fail(source);
+        let last_batch: Option<(u64, i64)> = self
+            .connection
+            .query_row(
+                "SELECT b.seq, b.received_at FROM batches b JOIN agents a ON a.kid = b.agent
+                 WHERE a.bin = ?1 ORDER BY b.received_at DESC, b.seq DESC LIMIT 1",
+                [&bin],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(fail)?;
+        let records: Vec<(String, u64)> = self
+            .connection
+            .prepare(
+                "SELECT kind, COUNT(*) FROM records WHERE bin = ?1 GROUP BY kind ORDER BY kind",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([&bin], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(fail)?;
+        let quarantined: u64 = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM quarantine q JOIN agents a ON a.kid = q.agent WHERE a.bin = ?1",
+                [&bin],
+                |row| row.get(0),
+            )
+            .map_err(fail)?;
+        // The registry's own figures, recomputed from the records; the statement's
+        // are shown beside them, never instead.
+        let months = self.month_figures(&bin)?;
+        Ok(CollegeOverview {
+            bin,
+            name,
+            last_seq: last_batch.map(|(seq, _)| seq),
+            last_batch_at: last_batch.map(|(_, at)| at),
+            records: records.into_iter().collect(),
+            quarantined,
+            months,
+        })
     }
 }
 

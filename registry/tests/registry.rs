@@ -701,26 +701,14 @@ fn person(
     login: &str,
     role: &str,
 ) -> reqwest::blocking::Client {
-    let output = kasip_tests::run_with(
+    kasip_tests::registry_person(
         REGISTRY,
         &dir.path(),
-        &["add-user", login, "--role", role],
         &[],
-        Some("a long enough password\n"),
-    );
-    assert!(output.status.success(), "{:?}", text(&output));
-    let client = reqwest::blocking::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let response = client
-        .post(format!("{}/login", server.url))
-        .form(&[("login", login), ("password", "a long enough password")])
-        .send()
-        .expect("login");
-    assert_eq!(response.status().as_u16(), 303);
-    client
+        &server.url,
+        (login, role),
+        "a long enough password",
+    )
 }
 
 fn page_of(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {

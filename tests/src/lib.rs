@@ -52,6 +52,40 @@ pub fn run_with(
         .unwrap_or_else(|error| panic!("cannot wait for {binary}: {error}"))
 }
 
+/// A registrar's or auditor's browser on the reference registry at `url`: the account
+/// made with `kasip-registry add-user` (password on standard input), signed in through
+/// the login form, its session cookie kept, redirects not followed.
+pub fn registry_person(
+    registry: &str,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    url: &str,
+    (login, role): (&str, &str),
+    password: &str,
+) -> reqwest::blocking::Client {
+    let output = run_with(
+        registry,
+        data_dir,
+        &["add-user", login, "--role", role],
+        env,
+        Some(&format!("{password}\n")),
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let client = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{url}/login"))
+        .form(&[("login", login), ("password", password)])
+        .send()
+        .expect("login");
+    assert_eq!(response.status().as_u16(), 303, "{:?}", response.text());
+    client
+}
+
 /// A process's user + system CPU time so far, in seconds (`/proc/PID/stat`; 10 ms
 /// ticks, so measure over many requests).
 pub fn cpu_seconds(pid: u32) -> f64 {

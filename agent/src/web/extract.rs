@@ -76,19 +76,13 @@ impl FromRequestParts<AppState> for Staff {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
-        let lang = lang_of(parts);
+        let Ok(check) = SessionCheck::from_request_parts(parts, state).await;
+        let lang = check.lang;
         let not_signed_in = WebError::SignInFirst { lang };
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE, state.secure_cookies) else {
+        if check.token.is_none() {
             return Err(not_signed_in);
-        };
-        let now = state.clock_high_water();
-        let idle_secs = i64::from(state.settings.staff_idle_mins) * 60;
-        let session = state
-            .with_db(move |store| {
-                crate::staff::session(store.connection(), &token, now, idle_secs)
-                    .map_err(crate::error::AgentError::Staff)
-            })
-            .await;
+        }
+        let session = state.with_db(move |store| check.session(store)).await;
         match session {
             Ok(Some((member, csrf))) => Ok(Self { member, csrf, lang }),
             Ok(None) => Err(not_signed_in),
@@ -124,17 +118,24 @@ impl FromRequestParts<AppState> for SessionCheck {
 }
 
 impl SessionCheck {
-    /// The signed-in staff member, as `Staff` checks it; None when not signed in.
-    pub fn member(
+    /// The signed-in staff member and the session's CSRF token; None when not signed in.
+    pub fn session(
         &self,
         store: &crate::store::Store,
-    ) -> Result<Option<StaffMember>, crate::error::AgentError> {
+    ) -> Result<Option<(StaffMember, String)>, crate::error::AgentError> {
         let Some(token) = &self.token else {
             return Ok(None);
         };
         crate::staff::session(store.connection(), token, self.now, self.idle_secs)
-            .map(|session| session.map(|(member, _)| member))
             .map_err(crate::error::AgentError::Staff)
+    }
+
+    /// The signed-in staff member; None when not signed in.
+    pub fn member(
+        &self,
+        store: &crate::store::Store,
+    ) -> Result<Option<StaffMember>, crate::error::AgentError> {
+        Ok(self.session(store)?.map(|(member, _)| member))
     }
 }
 

@@ -137,28 +137,23 @@ impl Registry {
     /// A registrar's (or auditor's) browser: the account made with `add-user`, signed in
     /// through the login form, its session cookie kept.
     pub fn signed_in(&self, login: &str, role: &str) -> reqwest::blocking::Client {
-        let password = "registry-password-1";
-        let output = kasip_tests::run_with(
+        kasip_tests::registry_person(
             &self.binary,
             &self.dir.path(),
-            &["add-user", login, "--role", role],
             &[("KASIP_UNSAFE_CLOCK_FILE", &self.clock)],
-            Some(&format!("{password}\n")),
-        );
-        assert!(output.status.success(), "{:?}", text(&output));
-        let client = reqwest::blocking::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
-        let response = client
-            .post(format!("{}/login", self.url()))
-            .form(&[("login", login), ("password", password)])
+            &self.url(),
+            (login, role),
+            "registry-password-1",
+        )
+    }
+
+    /// Every college's figures, as a registrar reads them (`GET /v1/colleges`).
+    pub fn colleges(&self) -> Value {
+        self.signed_in("registrar", "registrar")
+            .get(format!("{}/v1/colleges", self.url()))
             .send()
-            .expect("login");
-        assert_eq!(response.status().as_u16(), 303, "{:?}", response.text());
-        client
+            .and_then(|response| response.json())
+            .expect("read API")
     }
 
     pub fn db(&self) -> rusqlite::Connection {
