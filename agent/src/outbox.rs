@@ -11,7 +11,7 @@ use kasip_certs::DeviceKey;
 use kasip_core::batch::{
     sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, BindingRecord,
     ContingentRecord, GradeRecord, KeyRotationRecord, MonthCloseRecord, OverrideRecord, Receipt,
-    SecurityEventRecord, SiteAddressRecord, BATCH_VERSION, GENESIS_PREV,
+    RecordText, SecurityEventRecord, SiteAddressRecord, BATCH_VERSION, GENESIS_PREV,
 };
 use kasip_core::Bin;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -82,9 +82,14 @@ fn cursor(transaction: &Transaction<'_>, kind: BatchKind) -> rusqlite::Result<i6
         .map(|found| found.unwrap_or(0))
 }
 
-fn to_value<T: Serialize>(record: T) -> Value {
-    // Records are plain structs of strings and integers: serialising cannot fail.
-    serde_json::to_value(record).unwrap_or(Value::Null)
+/// A record's canonical text (records are plain structs of strings and integers; an
+/// integer beyond 2^53 is the one way this fails).
+fn to_record<T: Serialize>(record: T) -> rusqlite::Result<RecordText> {
+    RecordText::of(&record).map_err(not_canonical)
+}
+
+fn not_canonical(error: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(error.to_string())))
 }
 
 /// The next at most `limit` events of `kind` after `after`: (id, record).
@@ -95,7 +100,7 @@ fn pending_records(
     limit: usize,
     data_dir: &std::path::Path,
     now: i64,
-) -> rusqlite::Result<Vec<(i64, Value)>> {
+) -> rusqlite::Result<Vec<(i64, RecordText)>> {
     let limit = limit as i64;
     match kind {
         BatchKind::Attendance => transaction
@@ -111,9 +116,9 @@ fn pending_records(
             .query_map([after, limit], |row| {
                 let evidence: Option<String> = row.get(20)?;
                 let room: String = row.get(18)?;
-                Ok((
-                    row.get(0)?,
-                    to_value(AttendanceRecord {
+                // Written straight to its canonical text, the evidence as the chain
+                // writer stored it (canonical, and verified by the chain's hash).
+                let record = AttendanceRecord {
                         id: row.get(0)?,
                         lesson: row.get(1)?,
                         date: row.get(2)?,
@@ -134,11 +139,13 @@ fn pending_records(
                         site: row.get(17)?,
                         room: (!room.is_empty()).then_some(room),
                         token_step: row.get(19)?,
-                        end: Some(row.get(21)?),
-                        // Stored canonical by the chain writer: it parses back.
-                        evidence: evidence.and_then(|text| serde_json::from_str(&text).ok()),
-                    }),
-                ))
+                    end: Some(row.get(21)?),
+                    evidence: None,
+                };
+                let text = record
+                    .to_canonical_with_evidence(evidence.as_deref())
+                    .map_err(not_canonical)?;
+                Ok((row.get(0)?, RecordText::from_canonical(text).map_err(not_canonical)?))
             })?
             .collect(),
         BatchKind::Bindings => transaction
@@ -151,7 +158,7 @@ fn pending_records(
                 use base64::Engine;
                 Ok((
                     row.get(0)?,
-                    to_value(BindingRecord {
+                    to_record(BindingRecord {
                         id: row.get(0)?,
                         student_iin: row.get(1)?,
                         device_key: base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -162,7 +169,7 @@ fn pending_records(
                         code_issued_at: row.get(6)?,
                         client: row.get(7)?,
                         user_agent: row.get(8)?,
-                    }),
+                    })?,
                 ))
             })?
             .collect(),
@@ -177,7 +184,7 @@ fn pending_records(
                 .query_map(rusqlite::params![after, limit, open_from], |row| {
                     Ok((
                         row.get(0)?,
-                        to_value(SecurityEventRecord {
+                        to_record(SecurityEventRecord {
                             id: row.get(0)?,
                             kind: row.get(1)?,
                             first_at: row.get(2)?,
@@ -188,7 +195,7 @@ fn pending_records(
                             device: row.get(7)?,
                             client: row.get(8)?,
                             detail: row.get(9)?,
-                        }),
+                        })?,
                     ))
                 })?
                 .collect()
@@ -202,14 +209,14 @@ fn pending_records(
             .query_map([after, limit], |row| {
                 Ok((
                     row.get(0)?,
-                    to_value(SiteAddressRecord {
+                    to_record(SiteAddressRecord {
                         id: row.get(0)?,
                         site: row.get(1)?,
                         address: row.get(2)?,
                         previous: row.get(3)?,
                         at: row.get(4)?,
                         source: row.get(5)?,
-                    }),
+                    })?,
                 ))
             })?
             .collect(),
@@ -222,7 +229,7 @@ fn pending_records(
             .query_map([after, limit], |row| {
                 Ok((
                     row.get(0)?,
-                    to_value(GradeRecord {
+                    to_record(GradeRecord {
                         id: row.get(0)?,
                         student_iin: row.get(1)?,
                         discipline: row.get(2)?,
@@ -233,7 +240,7 @@ fn pending_records(
                         recorded_at: row.get(7)?,
                         recorded_by: row.get(8)?,
                         corrects: row.get(9)?,
-                    }),
+                    })?,
                 ))
             })?
             .collect(),
@@ -246,7 +253,7 @@ fn pending_records(
             .query_map([after, limit], |row| {
                 Ok((
                     row.get(0)?,
-                    to_value(ContingentRecord {
+                    to_record(ContingentRecord {
                         id: row.get(0)?,
                         student_iin: row.get(1)?,
                         change: row.get(2)?,
@@ -255,7 +262,7 @@ fn pending_records(
                         effective_date: row.get(5)?,
                         recorded_at: row.get(6)?,
                         source: row.get(7)?,
-                    }),
+                    })?,
                 ))
             })?
             .collect(),
@@ -267,7 +274,7 @@ fn pending_records(
             .query_map([after, limit], |row| {
                 Ok((
                     row.get(0)?,
-                    to_value(OverrideRecord {
+                    to_record(OverrideRecord {
                         id: row.get(0)?,
                         event_id: row.get(1)?,
                         admin: row.get(2)?,
@@ -275,7 +282,7 @@ fn pending_records(
                         coverage_before: row.get(4)?,
                         coverage_after: row.get(5)?,
                         at: row.get(6)?,
-                    }),
+                    })?,
                 ))
             })?
             .collect(),
@@ -287,13 +294,13 @@ fn pending_records(
                 use base64::Engine;
                 Ok((
                     row.get(0)?,
-                    to_value(KeyRotationRecord {
+                    to_record(KeyRotationRecord {
                         id: row.get(0)?,
                         new_key: base64::engine::general_purpose::URL_SAFE_NO_PAD
                             .encode(row.get::<_, Vec<u8>>(1)?),
                         new_kid: row.get(2)?,
                         at: row.get(3)?,
-                    }),
+                    })?,
                 ))
             })?
             .collect(),
@@ -307,8 +314,7 @@ fn pending_records(
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(rows
-                .into_iter()
+            rows.into_iter()
                 .map(|(id, month, compliant, statement, path)| {
                     // Months closed before schema 5 kept the statement only as a file.
                     let statement = statement.unwrap_or_else(|| {
@@ -320,17 +326,17 @@ fn pending_records(
                         };
                         std::fs::read_to_string(path).unwrap_or_default()
                     });
-                    (
+                    Ok((
                         id,
-                        to_value(MonthCloseRecord {
+                        to_record(MonthCloseRecord {
                             id: id as u64,
                             month,
                             compliant,
                             statement: statement.trim().to_owned(),
-                        }),
-                    )
+                        })?,
+                    ))
                 })
-                .collect())
+                .collect()
         }
     }
 }
@@ -507,9 +513,14 @@ impl Sealer<'_> {
     }
 }
 
-/// The oldest batch the registry has not acknowledged.
-pub fn next_unsent(connection: &Connection) -> rusqlite::Result<Option<Sealed>> {
-    sealed_where(connection, "acked_at IS NULL ORDER BY seq LIMIT 1", [])
+/// The oldest batch after `after` the registry has not acknowledged (`after` 0: the
+/// oldest of all).
+pub fn next_unsent(connection: &Connection, after: u64) -> rusqlite::Result<Option<Sealed>> {
+    sealed_where(
+        connection,
+        "acked_at IS NULL AND seq > ?1 ORDER BY seq LIMIT 1",
+        [after as i64],
+    )
 }
 
 /// The batch with `seq`, acknowledged or not.

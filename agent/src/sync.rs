@@ -121,6 +121,14 @@ pub fn finish_rotation(
 #[derive(Clone)]
 pub struct Uploader {
     store: Arc<Mutex<Store>>,
+    /// The connection that seals and records receipts: a batch's sealing transaction
+    /// (tens of milliseconds for a full batch) never holds up the upload of the batch
+    /// before it, so a backlog keeps the registry busy while the next is sealed.
+    writes: Arc<Mutex<Store>>,
+    /// The last batch the registry answered whose receipt is being recorded, and those
+    /// recordings: the next upload does not wait for them (`settle_receipts`).
+    answered_through: Arc<std::sync::atomic::AtomicU64>,
+    receipts: Arc<Mutex<Vec<ReceiptRecording>>>,
     /// Replaced when a key rotation finishes.
     key: Arc<std::sync::RwLock<Arc<DeviceKey>>>,
     settings: Arc<Settings>,
@@ -131,6 +139,9 @@ pub struct Uploader {
     guard: Arc<std::sync::Mutex<outbox::ChainGuard>>,
     integrity: Arc<std::sync::Mutex<Option<outbox::IntegrityBreak>>>,
 }
+
+/// A receipt being recorded on the writing connection.
+type ReceiptRecording = tokio::task::JoinHandle<Result<(), AgentError>>;
 
 /// What one step of the queue came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -154,16 +165,20 @@ impl Uploader {
         settings: Arc<Settings>,
         clock: Arc<dyn Clock>,
         data_dir: DataDir,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, AgentError> {
+        let writes = Store::open(store.path())?;
+        Ok(Self {
             store: Arc::new(Mutex::new(store)),
+            writes: Arc::new(Mutex::new(writes)),
+            answered_through: Arc::default(),
+            receipts: Arc::default(),
             key: Arc::new(std::sync::RwLock::new(Arc::new(key))),
             settings,
             clock,
             data_dir: Arc::new(data_dir),
             guard: Arc::default(),
             integrity: Arc::default(),
-        }
+        })
     }
 
     pub fn now(&self) -> i64 {
@@ -207,7 +222,14 @@ impl Uploader {
         &self,
         work: impl FnOnce(&mut Store) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, AgentError> {
-        let store = Arc::clone(&self.store);
+        Self::on(Arc::clone(&self.store), work).await
+    }
+
+    /// Runs `work` on `store` on the blocking pool.
+    async fn on<T: Send + 'static>(
+        store: Arc<Mutex<Store>>,
+        work: impl FnOnce(&mut Store) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, AgentError> {
         tokio::task::spawn_blocking(move || {
             let mut store = store.lock().map_err(|_| {
                 AgentError::task("a sync step before this one (the lock is poisoned)", None)
@@ -237,29 +259,28 @@ impl Uploader {
         let data_dir = Arc::clone(&self.data_dir);
         let now = self.now();
         let guard = Arc::clone(&self.guard);
-        let sealed = self
-            .db(move |store| {
-                let agent_id = outbox::agent_id(store.connection(), &key)?;
-                let sealer = Sealer {
-                    key: &key,
-                    agent_id: &agent_id,
-                    college_bin: &settings.college_bin,
-                    data_dir: data_dir.root(),
-                    limits: SealLimits {
-                        max_records: settings.sync.batch_max_records,
-                        max_age_secs: settings.sync.batch_max_age_secs,
-                    },
-                };
-                let mut guard = guard
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let sealed = sealer.seal_some(store.connection_mut(), &mut guard, now, force, 1)?;
-                if let Err(broken) = &sealed {
-                    outbox::raise_alert(store.connection(), &broken.alert(), now)?;
-                }
-                Ok(sealed)
-            })
-            .await?;
+        let sealed = Self::on(Arc::clone(&self.writes), move |store| {
+            let agent_id = outbox::agent_id(store.connection(), &key)?;
+            let sealer = Sealer {
+                key: &key,
+                agent_id: &agent_id,
+                college_bin: &settings.college_bin,
+                data_dir: data_dir.root(),
+                limits: SealLimits {
+                    max_records: settings.sync.batch_max_records,
+                    max_age_secs: settings.sync.batch_max_age_secs,
+                },
+            };
+            let mut guard = guard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sealed = sealer.seal_some(store.connection_mut(), &mut guard, now, force, 1)?;
+            if let Err(broken) = &sealed {
+                outbox::raise_alert(store.connection(), &broken.alert(), now)?;
+            }
+            Ok(sealed)
+        })
+        .await?;
         let mut integrity = self
             .integrity
             .lock()
@@ -367,13 +388,42 @@ impl Uploader {
         if let Some(alert) = self.db(|store| outbox::alert(store.connection())).await? {
             return Ok(Step::Stopped(alert));
         }
+        let after = self
+            .answered_through
+            .load(std::sync::atomic::Ordering::SeqCst);
         let Some(batch) = self
-            .db(|store| outbox::next_unsent(store.connection()))
+            .db(move |store| outbox::next_unsent(store.connection(), after))
             .await?
         else {
+            // Empty only once every receipt is recorded (a failed recording sends its
+            // batch again: the registry answers with the receipt it keeps).
+            self.settle_receipts().await?;
             return Ok(Step::Empty);
         };
         self.upload(client, registry_key, backoff, batch).await
+    }
+
+    /// Waits for the receipts being recorded; the first failure, if any.
+    async fn settle_receipts(&self) -> Result<(), AgentError> {
+        let pending = std::mem::take(
+            &mut *self
+                .receipts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        self.answered_through
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        let mut first_failure = Ok(());
+        for recording in pending {
+            let recorded = recording
+                .await
+                .map_err(|error| AgentError::task("recording a receipt", Some(Box::new(error))))
+                .and_then(|recorded| recorded);
+            if first_failure.is_ok() {
+                first_failure = recorded;
+            }
+        }
+        first_failure
     }
 
     async fn upload(
@@ -403,12 +453,26 @@ impl Uploader {
                     tracing::error!(seq, rejected, "the registry quarantined records; see `kasip-agent sync status`");
                 }
                 tracing::debug!(seq, records = batch.records, "batch acknowledged");
-                self.db(move |store| {
+                let recording = tokio::spawn(Self::on(Arc::clone(&self.writes), move |store| {
                     outbox::acknowledge(store.connection_mut(), seq, &receipt_jws, &receipt, now)
-                })
-                .await?;
+                }));
                 if batch.kind == BatchKind::KeyRotation.as_str() {
+                    // The next batch is signed by the next key: it waits for the receipt.
+                    recording
+                        .await
+                        .map_err(|error| {
+                            AgentError::task("recording a receipt", Some(Box::new(error)))
+                        })??;
+                    self.settle_receipts().await?;
                     self.finish_rotation().await?;
+                } else {
+                    // The next batch goes up while this receipt is recorded.
+                    self.receipts
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(recording);
+                    self.answered_through
+                        .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
                 }
                 Ok(Step::Sent)
             }
@@ -593,6 +657,9 @@ impl Uploader {
                 }
             },
         };
+        if let Err(error) = self.settle_receipts().await {
+            tracing::warn!(error = %crate::error::report(&error), "a receipt was not recorded; its batch is sent again next time");
+        }
         let sealed = (&mut sealing)
             .await
             .map_err(|error| AgentError::task("the sealing task", Some(Box::new(error))))??;

@@ -6,8 +6,10 @@
 //! byte form, and its hash (`prev` of the next batch) is well defined.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::canonical_json::{is_canonical, ObjectWriter};
+use crate::CanonicalError;
 use crate::{to_canonical_json, Bin, Date, Iin, MarkMethod, MarkStatus, Month, TimeOfDay};
 
 /// The envelope version this code writes. Version 2: attendance records carry their
@@ -109,15 +111,80 @@ pub struct BatchEnvelope {
     /// Unix seconds when the agent sealed the batch.
     pub created: i64,
     #[serde(deserialize_with = "at_most_max_records")]
-    pub records: Vec<Value>,
+    pub records: Vec<RecordText>,
+}
+
+/// One record of a batch as its canonical JSON text: written once by the sealer, and
+/// stored by the registry as received (the bytes signed are the bytes kept). Parsing
+/// into the record's own type happens once, where it is used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecordText(Box<RawValue>);
+
+impl RecordText {
+    /// Any record, through the generic canonicaliser.
+    pub fn of<T: Serialize>(record: &T) -> Result<Self, BatchError> {
+        let value = serde_json::to_value(record)
+            .map_err(|error| BatchError::Envelope(error.to_string()))?;
+        let text =
+            to_canonical_json(&value).map_err(|error| BatchError::Envelope(error.to_string()))?;
+        Self::from_canonical(text)
+    }
+
+    /// Text a direct writer made (`AttendanceRecord::to_canonical`); refused unless it
+    /// is canonical.
+    pub fn from_canonical(text: String) -> Result<Self, BatchError> {
+        if !is_canonical(&text) {
+            return Err(BatchError::NotCanonical);
+        }
+        RawValue::from_string(text)
+            .map(Self)
+            .map_err(|error| BatchError::Envelope(error.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The record parsed as its own type.
+    pub fn parse<T: for<'de> Deserialize<'de>>(&self) -> Result<T, String> {
+        serde_json::from_str(self.as_str()).map_err(|error| error.to_string())
+    }
+}
+
+impl PartialEq for RecordText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 impl BatchEnvelope {
-    /// The canonical bytes that get signed.
+    /// The canonical bytes that get signed: the envelope's members in RFC 8785's order
+    /// around its records' own text (canonical when made by `RecordText::of` or
+    /// `from_canonical`, and checked by `parse` when received).
     pub fn to_canonical(&self) -> Result<String, BatchError> {
-        let value =
-            serde_json::to_value(self).map_err(|error| BatchError::Envelope(error.to_string()))?;
-        to_canonical_json(&value).map_err(|error| BatchError::Envelope(error.to_string()))
+        let records: usize = self
+            .records
+            .iter()
+            .map(|record| record.as_str().len() + 1)
+            .sum();
+        let mut out = String::with_capacity(records + 320);
+        let unsafe_integer = |error: CanonicalError| BatchError::Envelope(error.to_string());
+        let mut envelope = ObjectWriter::new(&mut out);
+        envelope
+            .string("agent", &self.agent)
+            .string("college_bin", &self.college_bin)
+            .integer("created", self.created)
+            .map_err(unsafe_integer)?
+            .string("kind", self.kind.as_str())
+            .string("prev", &self.prev)
+            .canonical_list("records", self.records.iter().map(RecordText::as_str))
+            .unsigned("seq", self.seq)
+            .map_err(unsafe_integer)?
+            .unsigned("v", self.v)
+            .map_err(unsafe_integer)?
+            .finish();
+        Ok(out)
     }
 
     /// Parses a received payload: the envelope's own fields, and that the bytes are the
@@ -141,7 +208,13 @@ impl BatchEnvelope {
                 supported,
             });
         }
-        if envelope.to_canonical()?.as_bytes() != payload {
+        // Each record canonical, and the envelope's own members around them.
+        if !envelope
+            .records
+            .iter()
+            .all(|record| is_canonical(record.as_str()))
+            || envelope.to_canonical()?.as_bytes() != payload
+        {
             return Err(BatchError::NotCanonical);
         }
         Bin::parse(&envelope.college_bin).map_err(|error| BatchError::Field {
@@ -177,10 +250,10 @@ impl BatchEnvelope {
 /// limit is checked.
 fn at_most_max_records<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Vec<Value>, D::Error> {
+) -> Result<Vec<RecordText>, D::Error> {
     struct AtMost;
     impl<'de> serde::de::Visitor<'de> for AtMost {
-        type Value = Vec<Value>;
+        type Value = Vec<RecordText>;
 
         fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(formatter, "a list of 1 to {MAX_RECORDS_PER_BATCH} records")
@@ -189,7 +262,7 @@ fn at_most_max_records<'de, D: serde::Deserializer<'de>>(
         fn visit_seq<A: serde::de::SeqAccess<'de>>(
             self,
             mut seq: A,
-        ) -> Result<Vec<Value>, A::Error> {
+        ) -> Result<Vec<RecordText>, A::Error> {
             let mut records = Vec::new();
             while let Some(record) = seq.next_element()? {
                 if records.len() == MAX_RECORDS_PER_BATCH {
@@ -221,7 +294,13 @@ pub fn is_sha256_hex(text: &str) -> bool {
 
 /// Lower-case hex of `bytes`: how hashes are written in records, batches and the log.
 pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// Lower-case hex SHA-256 of `bytes`: how batches chain (`prev`) and are compared.
@@ -262,11 +341,51 @@ pub struct Receipt {
     pub records: Vec<RecordOutcome>,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
 impl Receipt {
+    /// The canonical bytes the registry signs, written directly (a receipt answers up
+    /// to 20,000 records); a test holds it to the generic canonicaliser.
     pub fn to_canonical(&self) -> Result<String, BatchError> {
-        let value =
-            serde_json::to_value(self).map_err(|error| BatchError::Envelope(error.to_string()))?;
-        to_canonical_json(&value).map_err(|error| BatchError::Envelope(error.to_string()))
+        let unsafe_integer = |error: CanonicalError| BatchError::Envelope(error.to_string());
+        let mut records = String::with_capacity(self.records.len() * 40);
+        records.push('[');
+        for (index, record) in self.records.iter().enumerate() {
+            if index > 0 {
+                records.push(',');
+            }
+            let mut outcome = ObjectWriter::new(&mut records);
+            outcome
+                .unsigned("id", record.id)
+                .map_err(unsafe_integer)?
+                .string("outcome", record.outcome.as_str());
+            if let Some(reason) = &record.reason {
+                outcome.string("reason", reason);
+            }
+            outcome.finish();
+        }
+        records.push(']');
+        let mut out = String::with_capacity(records.len() + 256);
+        ObjectWriter::new(&mut out)
+            .string("agent", &self.agent)
+            .string("hash", &self.hash)
+            .integer("received", self.received)
+            .map_err(unsafe_integer)?
+            .canonical("records", &records)
+            .unsigned("seq", self.seq)
+            .map_err(unsafe_integer)?
+            .unsigned("v", self.v)
+            .map_err(unsafe_integer)?
+            .finish();
+        Ok(out)
     }
 
     pub fn parse(payload: &[u8]) -> Result<Self, BatchError> {
@@ -324,6 +443,74 @@ pub struct AttendanceRecord {
     /// With `token_step`, the record holds every field of the chain hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<crate::evidence::MarkEvidence>,
+}
+
+impl AttendanceRecord {
+    /// The record's canonical JSON, written directly rather than through a
+    /// `serde_json::Value` (a month's sync writes hundreds of thousands of these); a
+    /// property test holds it to the generic canonicaliser.
+    pub fn to_canonical(&self) -> Result<String, CanonicalError> {
+        let evidence = self
+            .evidence
+            .as_ref()
+            .map(crate::evidence::MarkEvidence::to_canonical);
+        self.to_canonical_with_evidence(evidence.as_deref())
+    }
+
+    /// `to_canonical` with the evidence given as its canonical text (as the agent
+    /// stores it beside the row) in place of `self.evidence`.
+    pub fn to_canonical_with_evidence(
+        &self,
+        evidence: Option<&str>,
+    ) -> Result<String, CanonicalError> {
+        let mut out = String::with_capacity(640);
+        let mut record = ObjectWriter::new(&mut out);
+        record.string("chain_hash", &self.chain_hash);
+        if let Some(corrects) = self.corrects {
+            record.unsigned("corrects", corrects)?;
+        }
+        record.string("date", &self.date);
+        if let Some(device) = &self.device {
+            record.string("device", device);
+        }
+        record.string("discipline", &self.discipline);
+        if let Some(end) = &self.end {
+            record.string("end", end);
+        }
+        if let Some(evidence) = evidence {
+            record.canonical("evidence", evidence);
+        }
+        record
+            .string("group", &self.group)
+            .unsigned("id", self.id)?
+            .unsigned("lesson", self.lesson)?;
+        if let Some(marked_by) = &self.marked_by {
+            record.string("marked_by", marked_by);
+        }
+        record
+            .string("method", &self.method)
+            .string("mode", &self.mode);
+        if let Some(reason) = &self.reason {
+            record.string("reason", reason);
+        }
+        record.integer("recorded_at", self.recorded_at)?;
+        if let Some(room) = &self.room {
+            record.string("room", room);
+        }
+        if let Some(site) = &self.site {
+            record.string("site", site);
+        }
+        record
+            .string("start", &self.start)
+            .string("status", &self.status)
+            .string("student_iin", &self.student_iin)
+            .string("teacher_iin", &self.teacher_iin);
+        if let Some(token_step) = self.token_step {
+            record.unsigned("token_step", token_step)?;
+        }
+        record.finish();
+        Ok(out)
+    }
 }
 
 /// A phone bound to a student (format 2).
@@ -494,9 +681,9 @@ pub fn check_attendance(version: u64, record: &AttendanceRecord) -> Result<(), S
 
 /// Checks one record of `kind` in a batch of format `version` and returns its permanent
 /// id, or why it is refused.
-pub fn check_record(version: u64, kind: BatchKind, record: &Value) -> Result<u64, String> {
-    fn parse<T: for<'de> Deserialize<'de>>(record: &Value) -> Result<T, String> {
-        T::deserialize(record).map_err(|error| error.to_string())
+pub fn check_record(version: u64, kind: BatchKind, record: &RecordText) -> Result<u64, String> {
+    fn parse<T: for<'de> Deserialize<'de>>(record: &RecordText) -> Result<T, String> {
+        record.parse()
     }
     let (iin, text) = (check_iin, check_text);
     let date = |text: &str, name: &str| {
@@ -669,7 +856,13 @@ fn check_evidence(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn grade() -> Value {
+        json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
+        "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
+        "recorded_at": 1_764_000_000, "recorded_by": "import:grades.csv"})
+    }
 
     fn envelope() -> BatchEnvelope {
         BatchEnvelope {
@@ -680,11 +873,7 @@ mod tests {
             prev: GENESIS_PREV.into(),
             kind: BatchKind::Grades,
             created: 1_764_000_000,
-            records: vec![
-                json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
-                "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
-                "recorded_at": 1_764_000_000, "recorded_by": "import:grades.csv"}),
-            ],
+            records: vec![RecordText::of(&grade()).expect("canonical")],
         }
     }
 
@@ -785,7 +974,7 @@ mod tests {
 
     #[test]
     fn hostile_records_are_refused_one_by_one() {
-        let good = envelope().records[0].clone();
+        let good = grade();
         let with = |key: &str, value: Value| {
             let mut record = good.clone();
             record[key] = value;
@@ -803,9 +992,118 @@ mod tests {
             (json!("a string"), "invalid type"),
         ];
         for (record, expected) in cases {
-            let error = check_record(2, BatchKind::Grades, &record).expect_err("refused");
+            let text = RecordText::of(&record).expect("canonical");
+            let error = check_record(2, BatchKind::Grades, &text).expect_err("refused");
             assert!(error.contains(expected), "{record}: {error}");
         }
+        let good = RecordText::of(&good).expect("canonical");
         assert!(check_record(2, BatchKind::Attendance, &good).is_err());
+    }
+
+    #[test]
+    fn receipts_and_hex_are_written_as_the_generic_path_writes_them() {
+        let receipt = Receipt {
+            v: 2,
+            agent: "kid\"€".into(),
+            seq: 7,
+            hash: sha256_hex(b"batch"),
+            received: -5,
+            records: vec![
+                RecordOutcome {
+                    id: 1,
+                    outcome: Outcome::Accepted,
+                    reason: None,
+                },
+                RecordOutcome {
+                    id: 2,
+                    outcome: Outcome::Duplicate,
+                    reason: None,
+                },
+                RecordOutcome {
+                    id: 3,
+                    outcome: Outcome::Rejected,
+                    reason: Some("date: \u{1}not a date".into()),
+                },
+            ],
+        };
+        let generic = to_canonical_json(&serde_json::to_value(&receipt).expect("json"));
+        assert_eq!(receipt.to_canonical().ok(), generic.ok());
+        let empty = Receipt {
+            records: Vec::new(),
+            ..receipt
+        };
+        let generic = to_canonical_json(&serde_json::to_value(&empty).expect("json"));
+        assert_eq!(empty.to_canonical().ok(), generic.ok());
+        assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
+
+    #[test]
+    fn a_record_not_in_canonical_form_refuses_the_batch() {
+        // The envelope around it is canonical; the record inside is not.
+        let canonical = envelope().to_canonical().expect("canonical");
+        let reordered = canonical
+            .replacen("{\"assessment\":\"exam\",", "{", 1)
+            .replacen(
+                "\"credits\":3,",
+                "\"credits\":3,\"assessment\":\"exam\",",
+                1,
+            );
+        assert_ne!(reordered, canonical);
+        assert_eq!(
+            BatchEnvelope::parse(reordered.as_bytes()),
+            Err(BatchError::NotCanonical)
+        );
+        assert_eq!(
+            RecordText::from_canonical("{\"b\":1,\"a\":2}".into()),
+            Err(BatchError::NotCanonical)
+        );
+    }
+
+    proptest::proptest! {
+        /// The direct writer is the generic RFC 8785 canonicaliser's twin, with and
+        /// without evidence, whatever the text holds.
+        #[test]
+        fn attendance_records_are_written_canonically(
+            id in 0..(1u64 << 53),
+            texts in proptest::collection::vec("\\PC{0,12}|[\"\\\\\\x00-\\x1f€😀]{0,4}", 12),
+            corrects in proptest::option::of(0..(1u64 << 53)),
+            recorded_at in -(1i64 << 53) + 1..(1i64 << 53),
+            token_step in proptest::option::of(0..(1u64 << 53)),
+            optional in proptest::collection::vec(proptest::bool::ANY, 7),
+            binding in proptest::option::of(0..(1u64 << 53)),
+        ) {
+            let maybe = |index: usize, text: &String| optional[index].then(|| text.clone());
+            let record = AttendanceRecord {
+                id,
+                lesson: id / 3,
+                date: texts[0].clone(),
+                start: texts[1].clone(),
+                group: texts[2].clone(),
+                discipline: texts[3].clone(),
+                teacher_iin: texts[4].clone(),
+                mode: texts[5].clone(),
+                student_iin: texts[6].clone(),
+                status: texts[7].clone(),
+                method: texts[8].clone(),
+                recorded_at,
+                device: maybe(0, &texts[9]),
+                marked_by: maybe(1, &texts[10]),
+                reason: maybe(2, &texts[11]),
+                corrects,
+                chain_hash: texts[9].clone(),
+                end: maybe(3, &texts[10]),
+                site: maybe(4, &texts[11]),
+                room: maybe(5, &texts[0]),
+                token_step,
+                evidence: optional[6].then(|| crate::evidence::MarkEvidence {
+                    binding,
+                    presented: Some(texts[1].clone()),
+                    ..crate::evidence::MarkEvidence::of(crate::evidence::EntryKind::Live)
+                }),
+            };
+            let generic = to_canonical_json(&serde_json::to_value(&record).expect("json"))
+                .expect("safe integers");
+            proptest::prop_assert_eq!(record.to_canonical().expect("safe integers"), generic);
+        }
     }
 }

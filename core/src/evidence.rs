@@ -70,52 +70,35 @@ impl MarkEvidence {
 
     /// The canonical JSON stored beside the row and hashed into the chain.
     pub fn to_canonical(&self) -> String {
-        // Written directly, members in RFC 8785's order (keys sorted by UTF-16 code
-        // units, all ASCII here): it is made for every mark the agent records and every
-        // record the registry re-walks. A test holds it to the generic canonicaliser.
-        use std::fmt::Write;
-        fn string(out: &mut String, text: &str) {
-            // serde_json escapes exactly as RFC 8785 asks (", \, controls; lower-case hex).
-            out.push_str(&serde_json::to_string(text).unwrap_or_default());
-        }
+        // Written directly, members in RFC 8785's order: it is made for every mark the
+        // agent records and every record the registry re-walks. A test holds it to the
+        // generic canonicaliser. Ids and times are far inside ±2^53: a value outside
+        // is left out rather than written in a form no reader keeps exact.
         let mut out = String::with_capacity(128);
-        let member = |out: &mut String, name: &str| {
-            out.push(if out.is_empty() { '{' } else { ',' });
-            out.push('"');
-            out.push_str(name);
-            out.push_str("\":");
-        };
+        let mut object = crate::canonical_json::ObjectWriter::new(&mut out);
         if let Some(binding) = self.binding {
-            member(&mut out, "binding");
-            let _ = write!(out, "{binding}");
+            let _ = object.unsigned("binding", binding);
         }
         if let Some(signature) = &self.device_signature {
-            member(&mut out, "device_signature");
-            string(&mut out, signature);
+            object.string("device_signature", signature);
         }
-        member(&mut out, "entry");
-        string(&mut out, self.entry.as_str());
+        object.string("entry", self.entry.as_str());
         if let Some(kiosk) = self.kiosk {
-            member(&mut out, "kiosk");
-            let _ = write!(out, "{kiosk}");
+            let _ = object.unsigned("kiosk", kiosk);
         }
         if let Some(pass) = &self.pass {
-            member(&mut out, "pass");
-            string(&mut out, pass);
+            object.string("pass", pass);
         }
         if let Some(presented) = &self.presented {
-            member(&mut out, "presented");
-            string(&mut out, presented);
+            object.string("presented", presented);
         }
         if let Some(received) = self.received_at {
-            member(&mut out, "received_at");
-            let _ = write!(out, "{received}");
+            let _ = object.integer("received_at", received);
         }
         if let Some(scanned) = self.scanned_at {
-            member(&mut out, "scanned_at");
-            let _ = write!(out, "{scanned}");
+            let _ = object.integer("scanned_at", scanned);
         }
-        out.push('}');
+        object.finish();
         out
     }
 }

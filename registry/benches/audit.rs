@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{
-    sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, BATCH_VERSION, GENESIS_PREV,
+    sha256_hex, to_hex, AttendanceRecord, BatchEnvelope, BatchKind, RecordText, BATCH_VERSION,
+    GENESIS_PREV,
 };
 use kasip_core::chain::{ChainRow, EntryKind, MarkEvidence, GENESIS_HASH};
 use kasip_core::{Bin, CollegeTimezone, Date};
@@ -137,7 +138,7 @@ fn month(key: &DeviceKey) -> (Vec<String>, String, usize) {
                     entry.0 += 1;
                     entry.1 += u64::from(!manual);
                     records.push(
-                        serde_json::to_value(AttendanceRecord {
+                        RecordText::of(&AttendanceRecord {
                             id,
                             lesson,
                             date: day.to_string(),
@@ -204,9 +205,10 @@ fn month(key: &DeviceKey) -> (Vec<String>, String, usize) {
         batches.len() as u64 + 1,
         BatchKind::MonthClose,
         last,
-        vec![
-            serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": signed}),
-        ],
+        vec![RecordText::of(
+            &serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": signed}),
+        )
+        .expect("record")],
         &mut prev,
     );
     (batches, close, count)

@@ -55,13 +55,14 @@ fn main() {
     let reason = "Причина".repeat(22);
     let records = (1..=RECORDS)
         .map(|id| {
-            serde_json::json!({
+            kasip_core::batch::RecordText::of(&serde_json::json!({
                 "id": id, "lesson": 1 + id / 30, "date": "2026-11-23", "start": "09:00",
                 "group": "ПО-21", "discipline": discipline, "teacher_iin": "850515400012",
                 "mode": "offline", "student_iin": "060315500016", "status": "present",
                 "method": "qr_phone", "recorded_at": 1_763_870_460 + id as i64,
                 "device": "d".repeat(64), "chain_hash": "a".repeat(64), "reason": reason,
-            })
+            }))
+            .expect("record")
         })
         .collect();
     let envelope = BatchEnvelope {

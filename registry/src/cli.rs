@@ -489,7 +489,9 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 (Some(cert), Some(key)) => Some(tls_acceptor(&cert, &key)?),
                 _ => None,
             };
-            let state = RegistryState::new(store()?, clock());
+            let store = store()?;
+            let _checkpoints = store.checkpoint_in_background()?;
+            let state = RegistryState::new(store, clock());
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(RegistryError::io("cannot start the async runtime"))?;
             runtime.block_on(async move {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use kasip_certs::jws::{protected_header, sign_compact, verify_compact};
 use kasip_certs::DeviceKey;
 use kasip_core::batch::{
-    check_record, sha256_hex, BatchEnvelope, BatchKind, KeyRotationRecord, Outcome, Receipt,
-    RecordOutcome, GENESIS_PREV,
+    check_record, sha256_hex, BatchEnvelope, BatchKind, KeyRotationRecord, MonthCloseRecord,
+    Outcome, Receipt, RecordOutcome, GENESIS_PREV,
 };
 use kasip_core::{to_canonical_json, Bin, Iin};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -321,7 +321,64 @@ pub struct RegistryStore {
     audit: bool,
 }
 
+/// Copies the write-ahead log into the database on its own thread and connection, so a
+/// batch's receipt never waits for a checkpoint of earlier batches (one was 13% of the
+/// receiving thread's CPU in the sync bench). Stops when dropped.
+pub struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpointer copies what was committed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl RegistryStore {
+    /// Moves checkpoints off this connection (the one that receives) to a thread of
+    /// their own: PASSIVE checkpoints, which never block a writer or a reader.
+    pub fn checkpoint_in_background(&self) -> Result<Checkpointer, RegistryError> {
+        let fail = |source| RegistryError::Database {
+            path: self.path.clone(),
+            source,
+        };
+        let checkpoints = Connection::open(&self.path).map_err(fail)?;
+        checkpoints
+            .execute_batch("PRAGMA busy_timeout = 10000;")
+            .map_err(fail)?;
+        self.connection
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(fail)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let path = self.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpoints".into())
+            .spawn(move || loop {
+                let last = matches!(
+                    stopped.recv_timeout(CHECKPOINT_EVERY),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+                if let Err(error) = checkpoints.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(path = %path.display(), %error, "checkpoint failed; the next one retries");
+                }
+                if last {
+                    return;
+                }
+            })
+            .map_err(RegistryError::io("cannot start the checkpoint thread"))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
     /// Opens (creating when needed) the registry in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
         // Every college's records: the service's user's only, whatever the umask.
@@ -648,7 +705,7 @@ impl RegistryStore {
         let mut new_keys = Vec::new();
         if envelope.kind == BatchKind::KeyRotation {
             for record in &envelope.records {
-                let parsed: Option<KeyRotationRecord> = serde_json::from_value(record.clone()).ok();
+                let parsed: Option<KeyRotationRecord> = record.parse().ok();
                 let new_key = parsed.as_ref().and_then(|record| {
                     base64::Engine::decode(
                         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -755,6 +812,11 @@ impl RegistryStore {
                 ),
             });
         }
+        /// A refused record's id, if it has one.
+        #[derive(Deserialize)]
+        struct RecordId {
+            id: u64,
+        }
         let mut outcomes = Vec::with_capacity(envelope.records.len());
         let mut attendance = Vec::new();
         {
@@ -770,11 +832,12 @@ impl RegistryStore {
                 )
                 .map_err(fail)?;
             for (position, record) in envelope.records.iter().enumerate() {
-                let body = to_canonical_json(record).unwrap_or_default();
+                // Stored as signed: the envelope's parse found it canonical.
+                let body = record.as_str();
                 let checked = if envelope.kind == BatchKind::Attendance {
                     // Parsed once: checked, and kept for the audit (a record refused
                     // for its content is still an event of the agent's chain).
-                    match kasip_core::batch::AttendanceRecord::deserialize(record) {
+                    match record.parse::<kasip_core::batch::AttendanceRecord>() {
                         Ok(parsed) => {
                             let checked = kasip_core::batch::check_attendance(envelope.v, &parsed)
                                 .map(|()| parsed.id);
@@ -783,7 +846,7 @@ impl RegistryStore {
                             }
                             checked
                         }
-                        Err(error) => Err(error.to_string()),
+                        Err(error) => Err(error),
                     }
                 } else {
                     check_record(envelope.v, envelope.kind, record)
@@ -821,7 +884,7 @@ impl RegistryStore {
                             ])
                             .map_err(fail)?;
                         outcomes.push(RecordOutcome {
-                            id: record["id"].as_u64().unwrap_or(0),
+                            id: record.parse::<RecordId>().map_or(0, |record| record.id),
                             outcome: Outcome::Rejected,
                             reason: Some(reason),
                         });
@@ -837,8 +900,8 @@ impl RegistryStore {
             let months: std::collections::BTreeSet<kasip_core::Month> = envelope
                 .records
                 .iter()
-                .filter_map(|record| record["month"].as_str())
-                .filter_map(|month| kasip_core::Month::parse(month).ok())
+                .filter_map(|record| record.parse::<MonthCloseRecord>().ok())
+                .filter_map(|record| kasip_core::Month::parse(&record.month).ok())
                 .collect();
             for month in months {
                 for finding in
@@ -1675,11 +1738,12 @@ mod tests {
             prev: GENESIS_PREV.into(),
             kind: BatchKind::Grades,
             created: NOW,
-            records: vec![
-                json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
+            records: vec![kasip_core::batch::RecordText::of(
+                &json!({"id": 1, "student_iin": "060315500016", "discipline": "Физика",
                 "assessment": "exam", "score": 87, "credits": 3, "date": "2026-11-20",
                 "recorded_at": NOW, "recorded_by": "import:grades.csv"}),
-            ],
+            )
+            .expect("canonical")],
         };
         let payload = envelope.to_canonical().expect("canonical");
         sign_compact(agent, &protected_header(agent), payload.as_bytes())

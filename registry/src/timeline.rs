@@ -362,13 +362,15 @@ fn loosened_statements(
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
     let mut findings = Vec::new();
     for record in &envelope.records {
-        let Some(id) = record["id"].as_u64() else {
+        let Ok(record) = record.parse::<kasip_core::batch::MonthCloseRecord>() else {
             continue;
         };
+        let id = record.id;
         // The batch is the agent's signed word; the statement inside is its payload.
-        let statement: Option<serde_json::Value> = record["statement"]
-            .as_str()
-            .and_then(|jws| jws.split('.').nth(1))
+        let statement: Option<serde_json::Value> = record
+            .statement
+            .split('.')
+            .nth(1)
             .and_then(|payload| {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(payload)

@@ -232,12 +232,13 @@ fn an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent() {
         prev: kasip_core::batch::GENESIS_PREV.into(),
         kind: kasip_core::batch::BatchKind::KeyRotation,
         created: 1_764_000_000,
-        records: vec![serde_json::json!({
+        records: vec![kasip_core::batch::RecordText::of(&serde_json::json!({
             "id": 1,
             "new_key": second.public_key_base64url(),
             "new_kid": second.thumbprint(),
             "at": 1_764_000_000,
-        })],
+        }))
+        .expect("canonical")],
     };
     let payload = envelope.to_canonical().expect("canonical");
     let jws = kasip_certs::jws::sign_compact(
@@ -350,7 +351,7 @@ fn oversized_batches_are_refused_before_they_are_built() {
         prev: kasip_core::batch::GENESIS_PREV.into(),
         kind: kasip_core::batch::BatchKind::Attendance,
         created: 1_764_000_000,
-        records: vec![serde_json::json!(0)],
+        records: vec![kasip_core::batch::RecordText::of(&0).expect("canonical")],
     };
     let one = envelope.to_canonical().expect("canonical");
     let many = one.replacen(
@@ -430,7 +431,10 @@ impl<'a> HandAgent<'a> {
             prev: self.prev.clone(),
             kind,
             created: self.created,
-            records,
+            records: records
+                .iter()
+                .map(|record| kasip_core::batch::RecordText::of(record).expect("canonical"))
+                .collect(),
         };
         let payload = envelope.to_canonical().expect("canonical");
         let jws = kasip_certs::jws::sign_compact(

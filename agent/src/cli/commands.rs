@@ -514,7 +514,7 @@ fn uploader(
     settings: Settings,
     clock: std::sync::Arc<dyn crate::clock::Clock>,
     data_dir: &DataDir,
-) -> crate::sync::Uploader {
+) -> Result<crate::sync::Uploader, AgentError> {
     crate::sync::Uploader::new(
         store,
         key,
@@ -573,7 +573,7 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
         }
         SyncCommand::Now => {
             let key = DeviceKey::load(&data_dir.key_path())?;
-            let uploader = uploader(store, key, settings, clock, data_dir);
+            let uploader = uploader(store, key, settings, clock, data_dir)?;
             let outcome = runtime()?.block_on(uploader.sync_now())?;
             println!(
                 "{} batch(es) sealed, {} sent and acknowledged",
@@ -831,7 +831,7 @@ fn rotate_key(data_dir: &DataDir) -> Result<(), AgentError> {
         settings,
         crate::clock::from_environment(),
         data_dir,
-    );
+    )?;
     let outcome = runtime()?.block_on(uploader.sync_now())?;
     if uploader.key().thumbprint() == new_kid {
         println!(

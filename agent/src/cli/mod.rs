@@ -820,7 +820,7 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             settings.clone(),
             clock.clone(),
             data_dir.clone(),
-        );
+        )?;
         let state = crate::web::AppState::new(read_store, reports_store, writer, settings.clone(), clock, public_url, secure_cookies, data_dir.clone())?;
         let (stop_uploader, uploader_stopped) = tokio::sync::watch::channel(false);
         let uploader = tokio::spawn(uploader.run(uploader_stopped));

@@ -10,11 +10,22 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = BatchEnvelope::parse(data);
     let _ = Receipt::parse(data);
-    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+    if let Ok(record) = serde_json::from_slice::<kasip_core::batch::RecordText>(data) {
         for kind in BatchKind::ALL {
             for version in kasip_core::batch::SUPPORTED_BATCH_VERSIONS {
-                let _ = check_record(version, kind, &value);
+                let _ = check_record(version, kind, &record);
             }
+        }
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        // The one-pass canonical check agrees with canonicalising the parsed value.
+        if let Ok(text) = std::str::from_utf8(data) {
+            let canonical = kasip_core::to_canonical_json(&value).ok();
+            assert_eq!(
+                kasip_core::canonical_json::is_canonical(text),
+                canonical.as_deref() == Some(text),
+                "{text}"
+            );
         }
         if let Ok(records) =
             serde_json::from_value::<Vec<kasip_core::batch::AttendanceRecord>>(value)
