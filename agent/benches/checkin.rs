@@ -433,6 +433,7 @@ fn main() {
         let fresh_url = check_in_url.clone();
         let credentials = Arc::new(credentials);
         let signed_bodies = Arc::new(signed_bodies);
+        let bodies = Arc::clone(&signed_bodies);
         let check_ins = load(
             &clients,
             per_client,
@@ -452,6 +453,33 @@ fn main() {
         println!(
             "check-in rate / trivial rate: {:.2}",
             check_ins.rate() / baseline.rate()
+        );
+        // What one device-signature check costs, as the agent makes it (ECDSA P-256,
+        // ring), on one core of this machine: with the two cores busy during the ping
+        // run, a check-in that cost nothing but this check on top of a ping could reach
+        // at most ping ÷ (ping + check).
+        let message = kasip_core::chain::check_in_message(&token);
+        let verifications = 2_000;
+        let started = Instant::now();
+        for (key, body) in phone_keys.iter().zip(bodies.iter()).take(verifications) {
+            use base64::Engine;
+            let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(body.trim_start_matches("device_signature="))
+                .expect("base64");
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                key.public_key_bytes(),
+            )
+            .verify(message.as_bytes(), &signature)
+            .expect("a valid signature");
+        }
+        let verification = started.elapsed() / verifications as u32;
+        let ping_cost = Duration::from_secs_f64(2.0 / baseline.rate());
+        println!(
+            "one device-signature check: {:.1} µs; a ping costs {:.1} µs of the two cores (client and agent); ceiling of the ratio with the check alone: {:.2}",
+            verification.as_secs_f64() * 1e6,
+            ping_cost.as_secs_f64() * 1e6,
+            ping_cost.as_secs_f64() / (ping_cost + verification).as_secs_f64()
         );
         let stored: i64 = rusqlite::Connection::open(dir.path().join("agent.db"))
             .expect("db")

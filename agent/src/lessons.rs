@@ -172,6 +172,7 @@ pub fn stored_to_unix(date: &str, time: &str, times: &LessonTimes) -> Option<i64
 }
 
 /// An opening's facts needed to accept check-ins.
+#[derive(Debug, Clone)]
 pub struct OpenLesson {
     pub lesson_id: i64,
     pub group_id: i64,
@@ -183,13 +184,30 @@ pub struct OpenLesson {
 /// group, teacher, date, start, end, QR key, closed at.
 type OpeningRow = (i64, String, String, String, String, Vec<u8>, Option<i64>);
 
-/// The lesson when it is open at `now`: opened, not closed, inside its window.
-pub fn open_lesson_at(
+/// An opened lesson as stored, before the clock is asked: the mark writer keeps these
+/// between check-ins (`marks::Lookups`).
+#[derive(Debug, Clone)]
+pub struct Opening {
+    lesson: OpenLesson,
+    window: LessonWindow,
+    closed: bool,
+}
+
+impl Opening {
+    /// The lesson when it is open at `now`: not closed, inside its window (the window,
+    /// not only the opening: a clock stepped back must not reopen a lesson).
+    pub fn open_at(&self, now: i64) -> Option<OpenLesson> {
+        (!self.closed && self.window.position(now) == WindowPosition::Within)
+            .then(|| self.lesson.clone())
+    }
+}
+
+/// The lesson's opening, if it was ever opened.
+pub fn opening(
     connection: &Connection,
     lesson_id: i64,
-    now: i64,
     times: &LessonTimes,
-) -> rusqlite::Result<Option<OpenLesson>> {
+) -> rusqlite::Result<Option<Opening>> {
     let row: Option<OpeningRow> = connection
         .prepare_cached(
             "SELECT l.group_id, l.teacher_iin, l.date, l.start_time, l.end_time, o.qr_key, o.closed_at
@@ -202,20 +220,29 @@ pub fn open_lesson_at(
     let Some((group_id, teacher_iin, date, start, end, qr_key, closed_at)) = row else {
         return Ok(None);
     };
-    let Some(window) = LessonWindow::of_stored(&date, &start, &end, times) else {
-        return Ok(None);
-    };
-    // The window, not only the opening: a clock stepped back must not reopen a lesson.
-    if closed_at.is_some() || window.position(now) != WindowPosition::Within {
-        return Ok(None);
-    }
-    Ok(Some(OpenLesson {
-        lesson_id,
-        group_id,
-        teacher_iin,
-        qr_key,
-        starts_at: window.starts_at,
-    }))
+    Ok(
+        LessonWindow::of_stored(&date, &start, &end, times).map(|window| Opening {
+            lesson: OpenLesson {
+                lesson_id,
+                group_id,
+                teacher_iin,
+                qr_key,
+                starts_at: window.starts_at,
+            },
+            window,
+            closed: closed_at.is_some(),
+        }),
+    )
+}
+
+/// The lesson when it is open at `now`: opened, not closed, inside its window.
+pub fn open_lesson_at(
+    connection: &Connection,
+    lesson_id: i64,
+    now: i64,
+    times: &LessonTimes,
+) -> rusqlite::Result<Option<OpenLesson>> {
+    Ok(opening(connection, lesson_id, times)?.and_then(|opening| opening.open_at(now)))
 }
 
 /// Opens a lesson inside its window with a fresh random QR key; opening an open lesson

@@ -489,8 +489,8 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 (Some(cert), Some(key)) => Some(tls_acceptor(&cert, &key)?),
                 _ => None,
             };
-            let store = store()?;
-            let _checkpoints = store.checkpoint_in_background()?;
+            let mut store = store()?;
+            store.checkpoint_in_background()?;
             let state = RegistryState::new(store, clock());
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(RegistryError::io("cannot start the async runtime"))?;

@@ -7,6 +7,7 @@
 //! `record::record_mark`, the only code that appends to the attendance chain.
 
 mod kiosk;
+mod lookups;
 mod manual;
 mod phone;
 mod record;
@@ -18,6 +19,7 @@ use std::thread;
 use tokio::sync::oneshot;
 
 pub use kiosk::{KioskScan, ScanOutcome, ScanRefusal};
+use lookups::Lookups;
 pub use manual::{ManualAccepted, ManualMark, ManualRefusal};
 pub use phone::{binding_key, verify_device, Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
 pub use record::{record_mark, MarkSource, MarkToRecord, RecordedMark};
@@ -176,6 +178,7 @@ fn writer_loop(
     rules: &MarkRules,
     clock: &dyn Clock,
 ) -> Store {
+    let mut lookups = Lookups::default();
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -185,7 +188,7 @@ fn writer_loop(
             }
         }
         let now = clock.now_unix();
-        let outcome = decide_group(&mut store, &group, rules, now);
+        let outcome = decide_group(&mut store, &mut lookups, &group, rules, now);
         match outcome {
             Ok(answers) => {
                 for (request, answer) in group.into_iter().zip(answers) {
@@ -193,6 +196,7 @@ fn writer_loop(
                 }
             }
             Err(error) => {
+                lookups.forget();
                 // Nothing in this group was stored: say so to every waiting client.
                 tracing::error!(error = %crate::error::report(&error), requests = group.len(), "cannot commit marks");
                 // A full or read-only disk is a state that passes: refuse (503) and try
@@ -237,6 +241,7 @@ fn writer_loop(
 
 fn decide_group(
     store: &mut Store,
+    lookups: &mut Lookups,
     group: &[Request],
     rules: &MarkRules,
     now: i64,
@@ -247,12 +252,14 @@ fn decide_group(
     let transaction = store
         .connection_mut()
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    lookups.refresh(&transaction)?;
     let mut chain = ChainWriter::read_head(&transaction)?;
     let mut answers = Vec::with_capacity(group.len());
     for request in group {
         match request {
             Request::Phone(check_in, _) => {
-                let answer = phone::decide_phone(&transaction, &mut chain, check_in, rules, now)?;
+                let answer =
+                    phone::decide_phone(&transaction, lookups, &mut chain, check_in, rules, now)?;
                 if let Err(rejection) = &answer {
                     phone::record_refusal(&transaction, now, *rejection, check_in)?;
                 }

@@ -6,10 +6,10 @@ use kasip_core::chain::{check_in_message, EntryKind, MarkEvidence};
 use kasip_core::{ClassroomToken, Iin, LessonKey, MarkMethod, MarkStatus, TokenError};
 use rusqlite::{OptionalExtension, Transaction};
 
+use super::lookups::Lookups;
 use super::record::{record_mark_admitted, MarkSource, MarkToRecord};
 use super::MarkRules;
 use crate::attendance::ChainWriter;
-use crate::lessons::open_lesson_at;
 use crate::security_events::{self, SecurityEvent};
 
 /// Why a check-in was refused. Each is recorded as a security event, never as a mark.
@@ -132,6 +132,7 @@ pub(super) fn record_refusal(
 
 pub(super) fn decide_phone(
     transaction: &Transaction<'_>,
+    lookups: &mut Lookups,
     chain: &mut ChainWriter,
     check_in: &PhoneCheckIn,
     rules: &MarkRules,
@@ -144,16 +145,9 @@ pub(super) fn decide_phone(
     let Some(credential_hash) = &check_in.credential_hash else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
-    let binding: Option<(i64, String, String)> = transaction
-        .prepare_cached(
-            "SELECT id, student_iin, device_id FROM device_bindings
-             WHERE credential_hash = ?1 AND revoked_at IS NULL",
-        )?
-        .query_row([credential_hash], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?;
-    let Some((binding_id, student_iin, device_id)) = binding else {
+    let Some((binding_id, student_iin, device_id)) =
+        lookups.binding(transaction, credential_hash)?
+    else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
     // The credential cookie names the binding; only the phone's key proves the phone.
@@ -162,7 +156,7 @@ pub(super) fn decide_phone(
     if check_in.device_verified_for != Some(binding_id) {
         return Ok(Err(Rejection::DeviceUnverified));
     }
-    let Some(lesson) = open_lesson_at(transaction, token.lesson, now, &rules.lessons)? else {
+    let Some(lesson) = lookups.open_lesson(transaction, token.lesson, now, &rules.lessons)? else {
         // A forged id for a lesson that is not open is still "not open": there is no key
         // to check the tag against, and the student's fix is the same.
         return Ok(Err(Rejection::LessonNotOpen));
@@ -179,15 +173,7 @@ pub(super) fn decide_phone(
             return Ok(Err(Rejection::StaleToken))
         }
     }
-    let student: Option<(i64, String, String)> = transaction
-        .prepare_cached(
-            "SELECT group_id, status, last_name || ' ' || first_name FROM students WHERE iin = ?1",
-        )?
-        .query_row([&student_iin], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?;
-    let Some((group_id, status, student_name)) = student else {
+    let Some((group_id, status, student_name)) = lookups.student(transaction, &student_iin)? else {
         return Ok(Err(Rejection::DeviceNotBound));
     };
     if status != "active" {
