@@ -138,13 +138,7 @@ fn writer_cpu_seconds(pid: u32) -> f64 {
         let path = task.path();
         if std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim() == "mark-writer")
         {
-            let stat = std::fs::read_to_string(path.join("stat")).expect("stat");
-            let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-                .split_whitespace()
-                .collect();
-            let ticks: f64 = fields[11].parse::<f64>().expect("utime")
-                + fields[12].parse::<f64>().expect("stime");
-            return ticks / 100.0;
+            return kasip_tests::stat_cpu_seconds(path.join("stat"), false);
         }
     }
     panic!("the agent has no mark-writer thread");

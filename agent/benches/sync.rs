@@ -107,7 +107,7 @@ fn main() {
     let server = Server::start(&registry_binary, &registry_dir.path(), &[]);
     agent(&["enroll", "--registry", &server.url, "--code", code.trim()]);
     let registry_cpu_before = kasip_tests::cpu_seconds(server.pid());
-    let children_cpu_before = children_cpu_seconds();
+    let children_cpu_before = kasip_tests::stat_cpu_seconds("/proc/self/stat", true);
     let upload_started = Instant::now();
     let mut child = std::process::Command::new(AGENT)
         .arg("--data-dir")
@@ -129,7 +129,7 @@ fn main() {
     };
     let upload = upload_started.elapsed();
     assert!(status.success(), "sync now failed");
-    let agent_cpu = children_cpu_seconds() - children_cpu_before;
+    let agent_cpu = kasip_tests::stat_cpu_seconds("/proc/self/stat", true) - children_cpu_before;
     let registry_cpu = kasip_tests::cpu_seconds(server.pid()) - registry_cpu_before;
     let stored: i64 = rusqlite::Connection::open(registry_dir.path().join("registry.db"))
         .and_then(|db| {
@@ -171,16 +171,4 @@ fn main() {
         registry_cpu * 1e6 / marks as f64,
         (agent_cpu + registry_cpu) / upload.as_secs_f64() / 2.0
     );
-}
-
-/// CPU time (user + system) of this process's finished, waited-for children, in
-/// seconds: `cutime` and `cstime` of `/proc/self/stat`.
-fn children_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[13].parse::<f64>().expect("cutime") + fields[14].parse::<f64>().expect("cstime");
-    ticks / 100.0
 }

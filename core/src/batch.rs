@@ -94,6 +94,8 @@ pub enum BatchError {
     },
     #[error("field {field}: {reason}")]
     Field { field: &'static str, reason: String },
+    #[error("{0}")]
+    Canonical(#[from] CanonicalError),
 }
 
 /// The signed payload of one batch.
@@ -126,9 +128,7 @@ impl RecordText {
     pub fn of<T: Serialize>(record: &T) -> Result<Self, BatchError> {
         let value = serde_json::to_value(record)
             .map_err(|error| BatchError::Envelope(error.to_string()))?;
-        let text =
-            to_canonical_json(&value).map_err(|error| BatchError::Envelope(error.to_string()))?;
-        Self::from_canonical(text)
+        Self::from_canonical(to_canonical_json(&value)?)
     }
 
     /// Text a direct writer made (`AttendanceRecord::to_canonical`); refused unless it
@@ -169,20 +169,16 @@ impl BatchEnvelope {
             .map(|record| record.as_str().len() + 1)
             .sum();
         let mut out = String::with_capacity(records + 320);
-        let unsafe_integer = |error: CanonicalError| BatchError::Envelope(error.to_string());
         let mut envelope = ObjectWriter::new(&mut out);
         envelope
             .string("agent", &self.agent)
             .string("college_bin", &self.college_bin)
-            .integer("created", self.created)
-            .map_err(unsafe_integer)?
+            .integer("created", self.created)?
             .string("kind", self.kind.as_str())
             .string("prev", &self.prev)
             .canonical_list("records", self.records.iter().map(RecordText::as_str))
-            .unsigned("seq", self.seq)
-            .map_err(unsafe_integer)?
-            .unsigned("v", self.v)
-            .map_err(unsafe_integer)?
+            .unsigned("seq", self.seq)?
+            .unsigned("v", self.v)?
             .finish();
         Ok(out)
     }
@@ -355,7 +351,6 @@ impl Receipt {
     /// The canonical bytes the registry signs, written directly (a receipt answers up
     /// to 20,000 records); a test holds it to the generic canonicaliser.
     pub fn to_canonical(&self) -> Result<String, BatchError> {
-        let unsafe_integer = |error: CanonicalError| BatchError::Envelope(error.to_string());
         let mut records = String::with_capacity(self.records.len() * 40);
         records.push('[');
         for (index, record) in self.records.iter().enumerate() {
@@ -364,8 +359,7 @@ impl Receipt {
             }
             let mut outcome = ObjectWriter::new(&mut records);
             outcome
-                .unsigned("id", record.id)
-                .map_err(unsafe_integer)?
+                .unsigned("id", record.id)?
                 .string("outcome", record.outcome.as_str());
             if let Some(reason) = &record.reason {
                 outcome.string("reason", reason);
@@ -377,13 +371,10 @@ impl Receipt {
         ObjectWriter::new(&mut out)
             .string("agent", &self.agent)
             .string("hash", &self.hash)
-            .integer("received", self.received)
-            .map_err(unsafe_integer)?
+            .integer("received", self.received)?
             .canonical("records", &records)
-            .unsigned("seq", self.seq)
-            .map_err(unsafe_integer)?
-            .unsigned("v", self.v)
-            .map_err(unsafe_integer)?
+            .unsigned("seq", self.seq)?
+            .unsigned("v", self.v)?
             .finish();
         Ok(out)
     }

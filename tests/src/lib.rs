@@ -89,14 +89,21 @@ pub fn registry_person(
 /// A process's user + system CPU time so far, in seconds (`/proc/PID/stat`; 10 ms
 /// ticks, so measure over many requests).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat_cpu_seconds(format!("/proc/{pid}/stat"), false)
+}
+
+/// utime + stime of a `/proc/…/stat` file (a process's or a thread's, under `task/`), or
+/// with `children` cutime + cstime (its finished, waited-for children's), in seconds.
+pub fn stat_cpu_seconds(stat_path: impl AsRef<Path>, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(stat_path.as_ref()).expect("stat");
     // Fields after the command's closing parenthesis; utime and stime are the 12th and
-    // 13th of those (14th and 15th of the line).
+    // 13th of those (14th and 15th of the line), cutime and cstime the next two.
     let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
         .split_whitespace()
         .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    let first = if children { 13 } else { 11 };
+    let ticks: f64 = fields[first].parse::<f64>().expect("a time")
+        + fields[first + 1].parse::<f64>().expect("a time");
     ticks / 100.0
 }
 
