@@ -131,6 +131,17 @@ fn limit_to_a_quarter_core(pid: u32) -> Result<std::path::PathBuf, String> {
     Ok(dir)
 }
 
+/// The marks in the agent's database.
+fn marks_on_disk(data_dir: &std::path::Path) -> usize {
+    let marks: i64 = rusqlite::Connection::open(data_dir.join("agent.db"))
+        .expect("db")
+        .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
+            row.get(0)
+        })
+        .expect("count");
+    marks as usize
+}
+
 /// CPU time of the agent's mark-writer thread, in seconds.
 fn writer_cpu_seconds(pid: u32) -> f64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
@@ -255,16 +266,8 @@ fn weak_machine(
     for projector in projectors {
         projector.join().expect("projector");
     }
-    let stored: i64 = rusqlite::Connection::open(data_dir.join("agent.db"))
-        .expect("db")
-        .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
-            row.get(0)
-        })
-        .expect("count");
-    assert_eq!(
-        stored as usize, PHONES,
-        "every check-in confirmed and on disk"
-    );
+    let stored = marks_on_disk(data_dir);
+    assert_eq!(stored, PHONES, "every check-in confirmed and on disk");
     let throttled = std::fs::read_to_string(cgroup.join("cpu.stat")).unwrap_or_default();
     scans.sort();
     let mut polls = polls.lock().expect("polls").clone();
@@ -479,20 +482,18 @@ fn main() {
         // ring), on one core of this machine: with the two cores busy during the ping
         // run, a check-in that cost nothing but this check on top of a ping could reach
         // at most ping ÷ (ping + check).
-        let message = kasip_core::chain::check_in_message(&token);
         let verifications = 2_000;
+        let keys: Vec<Vec<u8>> = phone_keys
+            .iter()
+            .take(verifications)
+            .map(kasip_tests::PhoneKey::public_key_bytes)
+            .collect();
         let started = Instant::now();
-        for (key, body) in phone_keys.iter().zip(bodies.iter()).take(verifications) {
-            use base64::Engine;
-            let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(body.trim_start_matches("device_signature="))
-                .expect("base64");
-            ring::signature::UnparsedPublicKey::new(
-                &ring::signature::ECDSA_P256_SHA256_FIXED,
-                key.public_key_bytes(),
-            )
-            .verify(message.as_bytes(), &signature)
-            .expect("a valid signature");
+        for (key, body) in keys.iter().zip(bodies.iter()) {
+            let signature = body.trim_start_matches("device_signature=");
+            assert!(kasip_agent::marks::device_signature_valid(
+                key, &token, signature
+            ));
         }
         let verification = started.elapsed() / verifications as u32;
         let ping_cost = Duration::from_secs_f64(2.0 / baseline.rate());
@@ -502,14 +503,9 @@ fn main() {
             ping_cost.as_secs_f64() * 1e6,
             ping_cost.as_secs_f64() / (ping_cost + verification).as_secs_f64()
         );
-        let stored: i64 = rusqlite::Connection::open(dir.path().join("agent.db"))
-            .expect("db")
-            .query_row("SELECT COUNT(*) FROM attendance_events", [], |row| {
-                row.get(0)
-            })
-            .expect("count");
+        let stored = marks_on_disk(&dir.path());
         println!("marks on disk: {stored} (2xx answers: {})", check_ins.ok);
-        assert_eq!(stored as usize, check_ins.ok, "every 2xx must be on disk");
+        assert_eq!(stored, check_ins.ok, "every 2xx must be on disk");
         assert_eq!(check_ins.ok, students, "every check-in accepted");
 
         // Fresh connections, one phone at a time: a new client each (no pooled

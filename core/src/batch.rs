@@ -351,28 +351,22 @@ impl Receipt {
     /// The canonical bytes the registry signs, written directly (a receipt answers up
     /// to 20,000 records); a test holds it to the generic canonicaliser.
     pub fn to_canonical(&self) -> Result<String, BatchError> {
-        let mut records = String::with_capacity(self.records.len() * 40);
-        records.push('[');
-        for (index, record) in self.records.iter().enumerate() {
-            if index > 0 {
-                records.push(',');
-            }
-            let mut outcome = ObjectWriter::new(&mut records);
-            outcome
-                .unsigned("id", record.id)?
-                .string("outcome", record.outcome.as_str());
-            if let Some(reason) = &record.reason {
-                outcome.string("reason", reason);
-            }
-            outcome.finish();
-        }
-        records.push(']');
-        let mut out = String::with_capacity(records.len() + 256);
+        let mut out = String::with_capacity(self.records.len() * 40 + 256);
         ObjectWriter::new(&mut out)
             .string("agent", &self.agent)
             .string("hash", &self.hash)
             .integer("received", self.received)?
-            .canonical("records", &records)
+            .list("records", &self.records, |out, record| {
+                let mut outcome = ObjectWriter::new(out);
+                outcome
+                    .unsigned("id", record.id)?
+                    .string("outcome", record.outcome.as_str());
+                if let Some(reason) = &record.reason {
+                    outcome.string("reason", reason);
+                }
+                outcome.finish();
+                Ok::<(), CanonicalError>(())
+            })?
             .unsigned("seq", self.seq)?
             .unsigned("v", self.v)?
             .finish();

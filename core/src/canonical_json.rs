@@ -90,22 +90,40 @@ impl<'a> ObjectWriter<'a> {
         self
     }
 
+    /// A list member, each item written by `write_item` (canonically, as the items of a
+    /// receipt are by their own `ObjectWriter`).
+    pub fn list<T, E>(
+        &mut self,
+        key: &'static str,
+        items: impl IntoIterator<Item = T>,
+        mut write_item: impl FnMut(&mut String, T) -> Result<(), E>,
+    ) -> Result<&mut Self, E> {
+        self.key(key);
+        self.out.push('[');
+        for (index, item) in items.into_iter().enumerate() {
+            if index > 0 {
+                self.out.push(',');
+            }
+            write_item(self.out, item)?;
+        }
+        self.out.push(']');
+        Ok(self)
+    }
+
     /// A list member of values that are each already canonical JSON text.
     pub fn canonical_list<'t>(
         &mut self,
         key: &'static str,
-        items: impl Iterator<Item = &'t str>,
+        items: impl IntoIterator<Item = &'t str>,
     ) -> &mut Self {
-        self.key(key);
-        self.out.push('[');
-        for (index, item) in items.enumerate() {
-            if index > 0 {
-                self.out.push(',');
-            }
-            self.out.push_str(item);
+        let written = self.list(key, items, |out, item| {
+            out.push_str(item);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match written {
+            Ok(this) => this,
+            Err(never) => match never {},
         }
-        self.out.push(']');
-        self
     }
 
     pub fn finish(&mut self) {

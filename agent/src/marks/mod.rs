@@ -21,7 +21,10 @@ use tokio::sync::oneshot;
 pub use kiosk::{KioskScan, ScanOutcome, ScanRefusal};
 use lookups::Lookups;
 pub use manual::{ManualAccepted, ManualMark, ManualRefusal};
-pub use phone::{binding_key, verify_device, Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
+pub use phone::{
+    binding_key, device_signature_valid, verify_device, Accepted, PhoneCheckIn, Rejection,
+    INTENT_SECS,
+};
 pub use record::{record_mark, MarkSource, MarkToRecord, RecordedMark};
 
 use crate::attendance::ChainWriter;
