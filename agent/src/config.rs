@@ -35,6 +35,48 @@ struct ConfigFile {
     backup: BackupSection,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    certificate: CertificateSection,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct CertificateSection {
+    acme: bool,
+    acme_directory: String,
+    acme_ca_file: String,
+    lan_addresses: Vec<String>,
+    check_secs: u64,
+}
+
+impl Default for CertificateSection {
+    fn default() -> Self {
+        Self {
+            acme: true,
+            acme_directory: LETS_ENCRYPT_DIRECTORY.to_owned(),
+            acme_ca_file: String::new(),
+            lan_addresses: Vec::new(),
+            check_secs: 3600,
+        }
+    }
+}
+
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[certificate]`: the publicly trusted certificate for the agent's name in the
+/// registry's zone (ACME, DNS-01 through the registry).
+#[derive(Debug, Clone)]
+pub struct CertificateSettings {
+    /// Off: the agent keeps its self-signed (or imported) certificate even when enrolled.
+    pub acme: bool,
+    pub acme_directory: String,
+    /// Extra CA (PEM) trusted for the ACME server: a test CA such as Pebble.
+    pub acme_ca_file: Option<PathBuf>,
+    /// The addresses the name resolves to; empty: the address the agent reaches the
+    /// registry from.
+    pub lan_addresses: Vec<std::net::IpAddr>,
+    /// Seconds between checks of the certificate, the name's addresses and the renewal.
+    pub check_secs: u64,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -313,6 +355,7 @@ pub struct Settings {
     pub security_events_keep_days: u32,
     /// Where `GET /metrics` is served; None when turned off.
     pub metrics_listen: Option<SocketAddr>,
+    pub certificate: CertificateSettings,
 }
 
 impl Settings {
@@ -591,7 +634,42 @@ impl Settings {
                 )
             })?),
         };
+        let certificate = {
+            let section = &file.certificate;
+            if !section.acme_directory.starts_with("https://") {
+                return Err(format!(
+                    "certificate.acme_directory = \"{}\" must be an https:// URL, such as \"{LETS_ENCRYPT_DIRECTORY}\"",
+                    section.acme_directory
+                ));
+            }
+            if !(1..=86_400).contains(&section.check_secs) {
+                return Err(format!(
+                    "certificate.check_secs must be 1-86400 seconds, not {}",
+                    section.check_secs
+                ));
+            }
+            let lan_addresses = section
+                .lan_addresses
+                .iter()
+                .map(|address| {
+                    address.parse::<std::net::IpAddr>().map_err(|_| {
+                        format!("certificate.lan_addresses: '{address}' is not an IP address such as \"192.168.1.10\"")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            CertificateSettings {
+                acme: section.acme,
+                acme_directory: section.acme_directory.clone(),
+                acme_ca_file: match section.acme_ca_file.trim() {
+                    "" => None,
+                    path => Some(PathBuf::from(path)),
+                },
+                lan_addresses,
+                check_secs: section.check_secs,
+            }
+        };
         Ok(Self {
+            certificate,
             staff_idle_mins: file.security.staff_idle_mins,
             security_events_keep_days: file.security.events_keep_days,
             metrics_listen,
@@ -689,6 +767,13 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
     ("metrics", &[
         ("listen", "Where Prometheus scrapes GET /metrics. The default serves this machine only; empty\nturns it off. Bind to a LAN address only behind a firewall."),
     ]),
+    ("certificate", &[
+        ("acme", "Once enrolled with a registry that runs the agents' zone, the agent gets a name in it\n(e.g. c7k2m4q9x3ab.agents.kasip.kz) and a publicly trusted certificate for that name,\nso phones open the classroom QR without a warning. false keeps the self-signed or\nimported certificate."),
+        ("acme_directory", "The ACME (RFC 8555) server that issues the certificate."),
+        ("acme_ca_file", "A PEM CA certificate trusted for the ACME server besides the system's roots (a test CA).\nEmpty (default): the system's roots only."),
+        ("lan_addresses", "The LAN addresses the name resolves to, e.g. [\"192.168.1.10\"]. Empty (default): the\naddress this machine reaches the registry from."),
+        ("check_secs", "How often (seconds) the name's addresses and the certificate's age are checked; it is\nrenewed at two thirds of its lifetime, with backoff and jitter while that fails."),
+    ]),
 ];
 
 /// The documented `config.toml` that `init` writes: every key with its comment and its
@@ -728,6 +813,7 @@ fn default_config_file(
         security: SecuritySection::default(),
         backup: BackupSection::default(),
         metrics: MetricsSection::default(),
+        certificate: CertificateSection::default(),
     }
 }
 

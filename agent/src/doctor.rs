@@ -72,6 +72,9 @@ pub fn examine(data_dir: &DataDir, now: i64, online: bool) -> Vec<Finding> {
     disk(data_dir.root(), &mut findings);
     if let Some(settings) = &settings {
         certificate(data_dir, settings, now, &mut findings);
+        if let Some(store) = &store {
+            named_certificate(data_dir, settings, store, now, &mut findings);
+        }
     }
     clock(now, &mut findings);
     if let Some(store) = &store {
@@ -332,6 +335,84 @@ fn certificate(data_dir: &DataDir, settings: &Settings, now: i64, findings: &mut
                 "",
             )),
         },
+    }
+}
+
+/// The agent's name in the registry's zone and its publicly trusted certificate:
+/// name, expiry, last renewal and its error.
+fn named_certificate(
+    data_dir: &DataDir,
+    settings: &Settings,
+    store: &Store,
+    now: i64,
+    findings: &mut Vec<Finding>,
+) {
+    const CHECK: &str = "name and certificate";
+    if settings.plain_http || !settings.certificate.acme {
+        return;
+    }
+    let files = crate::certificate::AcmeFiles::new(data_dir);
+    let state = files.load_state();
+    let at = |time: i64| crate::clock::local_time_text(&settings.timezone, time);
+    let enrolled = crate::registry_link::enrolment(store.connection())
+        .ok()
+        .flatten()
+        .is_some();
+    let Some(hostname) = state.hostname.clone() else {
+        findings.push(if enrolled {
+            finding(
+                CHECK,
+                Health::Warn,
+                match &state.last_error {
+                    Some(error) => format!("no name yet: {error}"),
+                    None => "no name yet: the registry has not given one (it may run no agents' zone)".into(),
+                },
+                "phones see the self-signed certificate's warning until the agent has a name; ask the registry's operators whether they serve the agents' zone",
+            )
+        } else {
+            finding(
+                CHECK,
+                Health::Ok,
+                "not enrolled: phones see the self-signed certificate (labs and demos)".into(),
+                "",
+            )
+        });
+        return;
+    };
+    let renewal = state
+        .last_renewal
+        .map_or("never".to_owned(), |time| format!("last renewed {}", at(time)));
+    let retry_fix = "check that this machine reaches the registry and the ACME server (certificate.acme_directory); `kasip-agent cert renew` tries again now";
+    match files.current() {
+        None => findings.push(finding(
+            CHECK,
+            if state.last_error.is_some() { Health::Fail } else { Health::Warn },
+            match &state.last_error {
+                Some(error) => format!("{hostname}: no certificate yet; the last attempt failed: {error}"),
+                None => format!("{hostname}: no certificate yet; the service obtains one within certificate.check_secs"),
+            },
+            retry_fix,
+        )),
+        Some((_, (_, not_after))) => {
+            let detail = format!(
+                "{hostname}: certificate valid until {}, {renewal}{}",
+                at(not_after),
+                state
+                    .last_error
+                    .as_ref()
+                    .map(|error| format!("; the last renewal failed: {error}"))
+                    .unwrap_or_default()
+            );
+            let health = if not_after <= now {
+                Health::Fail
+            } else if state.last_error.is_some() {
+                Health::Warn
+            } else {
+                Health::Ok
+            };
+            let fix = if health == Health::Ok { "" } else { retry_fix };
+            findings.push(finding(CHECK, health, detail, fix));
+        }
     }
 }
 

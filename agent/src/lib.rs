@@ -36,6 +36,7 @@ pub mod demo;
 // Edge: configuration, the service's tasks, the web and the CLI.
 pub mod config;
 pub mod sync;
+pub mod certificate;
 pub mod doctor;
 pub mod metrics;
 pub mod web;

@@ -39,7 +39,8 @@ fn sync_failure(error: kasip_sync::SyncError) -> AgentError {
     AgentError::Registry(error)
 }
 
-/// `kasip-agent enroll`: sends the public key and BIN with the one-time code.
+/// `kasip-agent enroll`: sends the public key and BIN with the one-time code. Returns
+/// the agent's id and its name in the registry's zone, when the registry runs one.
 pub async fn enroll(
     data_dir: &DataDir,
     settings: &Settings,
@@ -47,7 +48,7 @@ pub async fn enroll(
     registry_url: &str,
     code: &str,
     now: i64,
-) -> Result<String, AgentError> {
+) -> Result<(String, Option<String>), AgentError> {
     let key = DeviceKey::load(&data_dir.key_path())?;
     let client = client(settings, registry_url)?;
     let enrolment = client
@@ -62,7 +63,7 @@ pub async fn enroll(
         now,
     )
     .map_err(|source| store.error(source))?;
-    Ok(key.thumbprint())
+    Ok((key.thumbprint(), enrolment.hostname))
 }
 
 /// Where `keys rotate` keeps the next key until the registry acknowledges it.

@@ -96,6 +96,12 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// The end of a certificate's validity (`notAfter`) as a Unix time, from its DER: for
 /// the expiry warnings and `doctor`. None when the DER is not a certificate.
 pub fn not_after(der: &[u8]) -> Option<i64> {
+    validity(der).map(|(_, not_after)| not_after)
+}
+
+/// A certificate's validity (`notBefore`, `notAfter`) as Unix times, from its DER: the
+/// renewal is timed by it. None when the DER is not a certificate.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     let (0x30, certificate, _) = der_element(der)? else {
         return None;
     };
@@ -112,8 +118,76 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     let (0x30, validity, _) = der_element(tbs)? else {
         return None;
     };
-    let (_, _, after_not_before) = der_element(validity)?;
-    let (tag, time, _) = der_element(after_not_before)?;
+    let (before_tag, before, after_not_before) = der_element(validity)?;
+    let (after_tag, after, _) = der_element(after_not_before)?;
+    Some((asn1_time(before_tag, before)?, asn1_time(after_tag, after)?))
+}
+
+/// The DNS names of a certificate's subjectAltName extension, from its DER: which name
+/// a certificate on disk is for. Empty when the DER is not a certificate or has none.
+pub fn dns_names(der: &[u8]) -> Vec<String> {
+    dns_names_of(der).unwrap_or_default()
+}
+
+fn dns_names_of(der: &[u8]) -> Option<Vec<String>> {
+    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+    let (0x30, certificate, _) = der_element(der)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2;
+    }
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
+    for _ in 0..6 {
+        tbs = der_element(tbs)?.2;
+    }
+    // Optional issuerUniqueID [1] and subjectUniqueID [2], then extensions [3].
+    while let Some((tag, contents, rest)) = der_element(tbs) {
+        if tag != 0xa3 {
+            tbs = rest;
+            continue;
+        }
+        let (0x30, mut extensions, _) = der_element(contents)? else {
+            return None;
+        };
+        while let Some((0x30, extension, rest)) = der_element(extensions) {
+            extensions = rest;
+            let (0x06, oid, mut fields) = der_element(extension)? else {
+                return None;
+            };
+            if oid != SUBJECT_ALT_NAME {
+                continue;
+            }
+            // Optional `critical` BOOLEAN, then the OCTET STRING holding GeneralNames.
+            if fields.first() == Some(&0x01) {
+                fields = der_element(fields)?.2;
+            }
+            let (0x04, value, _) = der_element(fields)? else {
+                return None;
+            };
+            let (0x30, mut general_names, _) = der_element(value)? else {
+                return None;
+            };
+            let mut names = Vec::new();
+            while let Some((tag, name, rest)) = der_element(general_names) {
+                general_names = rest;
+                // dNSName [2] IA5String.
+                if tag == 0x82 {
+                    names.push(std::str::from_utf8(name).ok()?.to_owned());
+                }
+            }
+            return Some(names);
+        }
+        return Some(Vec::new());
+    }
+    Some(Vec::new())
+}
+
+/// A UTCTime or GeneralizedTime (`Z` form, as RFC 5280 requires) as a Unix time.
+fn asn1_time(tag: u8, time: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
     let (year, rest) = match tag {
         // UTCTime: YY (50-99 → 19YY), GeneralizedTime: YYYY.
@@ -302,6 +376,14 @@ mod tests {
             .days_since_epoch()
             * 86_400;
         assert_eq!(not_after(&der), Some(end));
+        let start = kasip_core::Date::new(2024, 1, 1)
+            .expect("date")
+            .days_since_epoch()
+            * 86_400;
+        assert_eq!(validity(&der), Some((start, end)));
+        assert_eq!(dns_names(&der), vec!["localhost".to_owned()]);
+        assert!(dns_names(&der[..60]).is_empty());
+        assert!(dns_names(b"").is_empty());
         assert_eq!(not_after(b""), None);
         assert_eq!(not_after(&der[..40]), None);
         assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);

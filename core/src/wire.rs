@@ -22,6 +22,40 @@ pub struct EnrolmentAnswer {
     pub college_bin: String,
     /// base64url without padding.
     pub registry_key: String,
+    /// The agent's name in the registry's agents zone, when the registry runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// `POST /v1/names`: what an agent asks the registry to publish under its name, signed
+/// with its key as a compact JWS (typ `kasip-name-update`). `None` leaves a part as it
+/// is; an empty list clears it. `iat` and the random `jti` make a captured update
+/// useless: the registry takes each `jti` once, within `MAX_SKEW_SECS` of its clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameUpdate {
+    /// The agent's id (its enrolment thumbprint).
+    pub agent: String,
+    /// The name the update is for; absent on an agent's first update, before it knows
+    /// its name. An agent may update only its own college's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The LAN addresses the agent serves on (IPv4 or IPv6, private or loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<String>>,
+    /// The `_acme-challenge` TXT values of the name (DNS-01, RFC 8555 §8.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_challenge: Option<Vec<String>>,
+    pub iat: i64,
+    pub jti: String,
+}
+
+/// The registry's answer to a `NameUpdate`: what its zone now publishes for the name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecords {
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub acme_challenge: Vec<String>,
 }
 
 /// `GET /v1/agents/{id}/checkpoint`: the last batch the registry holds from this agent.

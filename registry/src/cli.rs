@@ -160,6 +160,17 @@ enum Command {
         /// Fault injection: answers trickle out over this many milliseconds.
         #[arg(long)]
         slow_body: Option<u64>,
+        /// Serve the agents' DNS zone, e.g. agents.kasip.kz: each enrolled agent gets a
+        /// name in it that resolves to its LAN addresses (IT guide, "Names and
+        /// certificates"). The parent zone delegates it with one NS record.
+        #[arg(long, requires = "dns_listen")]
+        agents_zone: Option<String>,
+        /// Where the zone's DNS server listens, UDP and TCP (e.g. 0.0.0.0:53).
+        #[arg(long, requires = "agents_zone")]
+        dns_listen: Option<String>,
+        /// This server's public address, published as ns.<zone> (repeatable).
+        #[arg(long)]
+        dns_address: Vec<std::net::IpAddr>,
     },
     /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received),
     /// DIR/agent.pub (the enrolled key, PEM) and DIR/college.json (its BIN and time
@@ -478,6 +489,9 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             latency_ms,
             drop_rate,
             slow_body,
+            agents_zone,
+            dns_listen,
+            dns_address,
         } => {
             let faults = Faults {
                 fail_rate: check_rate("fail-rate", fail_rate)?,
@@ -491,10 +505,28 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             };
             let mut store = store()?;
             store.checkpoint_in_background()?;
-            let state = RegistryState::new(store, clock());
+            let clock = clock();
+            let zone = match &agents_zone {
+                Some(zone) => Some(std::sync::Arc::new(crate::dns::AgentsZone::new(
+                    crate::dns::ZoneConfig::parse(zone, dns_address)?,
+                    &store.zone_entries()?,
+                    clock(),
+                ))),
+                None => None,
+            };
+            let mut state = RegistryState::new(store, clock);
+            if let Some(zone) = &zone {
+                state = state.with_zone(zone.clone());
+            }
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(RegistryError::io("cannot start the async runtime"))?;
             runtime.block_on(async move {
+                if let (Some(zone), Some(dns_listen)) = (zone, &dns_listen) {
+                    let domain = zone.config().domain();
+                    let bound = crate::dns::serve(zone, dns_listen).await?;
+                    // Tests read this line to learn the port.
+                    println!("dns for {domain} on {bound}");
+                }
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .map_err(RegistryError::io(format!("cannot listen on {listen}")))?;

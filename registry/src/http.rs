@@ -53,6 +53,7 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v1/enrolments", post(enrol))
         .route("/v1/batches", post(receive_batch))
         .route("/v1/heartbeats", post(heartbeat))
+        .route("/v1/names", post(update_name))
         .route("/v1/agents/{kid}/checkpoint", get(checkpoint))
         .route("/v1/colleges/{bin}/beneficiaries", get(beneficiaries))
         .route("/v1/colleges/{bin}/policy", get(policy))
@@ -81,13 +82,20 @@ async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let now = state.now();
+    let zone = state.zone.as_ref().map(|zone| zone.config().domain());
     let answer = state
         .with_store(move |store| {
             let verdict = store.enrol(&code, &bin, &public_key, now)?;
+            let hostname = match (&verdict, zone) {
+                (Enrolment::Enrolled(_) | Enrolment::AlreadyEnrolled(_), Some(zone)) => {
+                    Some(format!("{}.{zone}", store.name_label(&bin)?))
+                }
+                _ => None,
+            };
             Ok::<_, crate::store::RegistryError>((
                 verdict,
                 store.registry_key().public_key_base64url(),
-                bin,
+                (bin, hostname),
             ))
         })
         .await;
@@ -99,12 +107,12 @@ async fn enrol(State(state): State<RegistryState>, body: Bytes) -> Response<Body
             tracing::warn!(%reason, "enrolment of an enrolled key refused");
             error(StatusCode::CONFLICT, &reason)
         }
-        Ok(Ok((Enrolment::Enrolled(kid), registry_key, bin))) => {
-            tracing::info!(%kid, %bin, "agent enrolled");
-            enrolled(StatusCode::CREATED, kid, bin, registry_key)
+        Ok(Ok((Enrolment::Enrolled(kid), registry_key, (bin, hostname)))) => {
+            tracing::info!(%kid, %bin, ?hostname, "agent enrolled");
+            enrolled(StatusCode::CREATED, kid, bin, registry_key, hostname)
         }
-        Ok(Ok((Enrolment::AlreadyEnrolled(kid), registry_key, bin))) => {
-            enrolled(StatusCode::OK, kid, bin, registry_key)
+        Ok(Ok((Enrolment::AlreadyEnrolled(kid), registry_key, (bin, hostname)))) => {
+            enrolled(StatusCode::OK, kid, bin, registry_key, hostname)
         }
     }
 }
@@ -114,6 +122,7 @@ fn enrolled(
     agent: String,
     college_bin: String,
     registry_key: String,
+    hostname: Option<String>,
 ) -> Response<Body> {
     (
         status,
@@ -121,9 +130,61 @@ fn enrolled(
             agent,
             college_bin,
             registry_key,
+            hostname,
         }),
     )
         .into_response()
+}
+
+/// `POST /v1/names`: a signed `NameUpdate` (compact JWS) from the name's own agent; the
+/// zone serves the change before the answer leaves.
+async fn update_name(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
+    let Some(zone) = state.zone.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this registry serves no agents' zone (kasip-registry serve --agents-zone)",
+        );
+    };
+    if body.len() > 16 * 1024 {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a name update is at most 16 KiB",
+        );
+    }
+    let Ok(jws) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    };
+    let now = state.now();
+    let domain = zone.config().domain();
+    let answer = state
+        .with_store(move |store| {
+            let verdict = store.update_name(jws.trim(), &domain, now)?;
+            let entries = match verdict {
+                Ok(_) => Some(store.zone_entries()?),
+                Err(_) => None,
+            };
+            Ok::<_, crate::store::RegistryError>((verdict, entries))
+        })
+        .await;
+    use crate::store::NameRefusal;
+    match answer {
+        Err(response) => response,
+        Ok(Err(failure)) => internal(failure),
+        Ok(Ok((Ok(records), entries))) => {
+            zone.refresh(&entries.unwrap_or_default());
+            tracing::info!(hostname = %records.hostname, addresses = ?records.addresses, challenges = records.acme_challenge.len(), "name updated");
+            Json(records).into_response()
+        }
+        Ok(Ok((Err(NameRefusal::Unauthenticated(reason)), _))) => {
+            tracing::warn!(%reason, "name update refused");
+            error(StatusCode::UNAUTHORIZED, &reason)
+        }
+        Ok(Ok((Err(NameRefusal::NotYours(reason)), _))) => {
+            tracing::warn!(%reason, "name update for another college's name refused");
+            error(StatusCode::FORBIDDEN, &reason)
+        }
+        Ok(Ok((Err(NameRefusal::Invalid(reason)), _))) => error(StatusCode::BAD_REQUEST, &reason),
+    }
 }
 
 async fn receive_batch(

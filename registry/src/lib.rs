@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cli;
+pub mod dns;
 pub mod http;
 mod memory;
 mod pages;

@@ -23,6 +23,8 @@ pub struct RegistryState {
     pub(crate) batch_slots: Arc<tokio::sync::Semaphore>,
     /// Wrong passwords per login, for the sign-in throttle (`pages::log_in`).
     pub(crate) sign_in_failures: Arc<Mutex<crate::accounts::Failures>>,
+    /// The agents' DNS zone, when this registry serves one (`--agents-zone`).
+    pub(crate) zone: Option<Arc<crate::dns::AgentsZone>>,
 }
 
 impl RegistryState {
@@ -32,7 +34,14 @@ impl RegistryState {
             clock,
             batch_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES)),
             sign_in_failures: Arc::default(),
+            zone: None,
         }
+    }
+
+    /// Serves names in `zone`: enrolment answers carry them, `POST /v1/names` changes them.
+    pub fn with_zone(mut self, zone: Arc<crate::dns::AgentsZone>) -> Self {
+        self.zone = Some(zone);
+        self
     }
 
     pub(crate) fn now(&self) -> i64 {

@@ -14,6 +14,9 @@ use kasip_core::{to_canonical_json, Bin, Iin};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+mod names;
+pub use names::{NameRefusal, ZoneEntry};
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS colleges (
     bin  TEXT PRIMARY KEY,
@@ -185,6 +188,13 @@ CREATE TABLE IF NOT EXISTS licensed_addresses (
     bin     TEXT NOT NULL REFERENCES colleges(bin),
     address TEXT NOT NULL,
     PRIMARY KEY (bin, address)
+);
+CREATE TABLE IF NOT EXISTS agent_names (
+    bin            TEXT PRIMARY KEY REFERENCES colleges(bin),
+    label          TEXT NOT NULL UNIQUE,
+    addresses      TEXT NOT NULL DEFAULT '[]',
+    acme_challenge TEXT NOT NULL DEFAULT '[]',
+    updated_at     INTEGER
 );
 CREATE TABLE IF NOT EXISTS beneficiaries (
     bin         TEXT NOT NULL REFERENCES colleges(bin),

@@ -72,7 +72,19 @@ pub use kasip_core::wire::{BeneficiaryList, Checkpoint, ListedStudent};
 #[derive(Debug, Clone)]
 pub struct Enrolment {
     pub registry_key: Vec<u8>,
+    /// The agent's name in the registry's agents zone, when it runs one.
+    pub hostname: Option<String>,
 }
+
+/// What a `NameUpdate` asks the registry to publish (`None`: leave as is).
+#[derive(Debug, Clone, Default)]
+pub struct NameChange {
+    pub hostname: Option<String>,
+    pub addresses: Option<Vec<String>>,
+    pub acme_challenge: Option<Vec<String>>,
+}
+
+pub use kasip_core::wire::NameRecords;
 
 #[derive(Clone)]
 pub struct RegistryClient {
@@ -182,7 +194,68 @@ impl RegistryClient {
             .ok()
             .filter(|bytes| bytes.len() == 32)
             .ok_or_else(|| SyncError::Protocol("no 32-byte registry_key in the answer".into()))?;
-        Ok(Enrolment { registry_key })
+        let hostname = match answer.hostname {
+            Some(name) if is_hostname(&name) => Some(name.to_ascii_lowercase()),
+            Some(name) => {
+                return Err(SyncError::Protocol(format!(
+                    "the hostname '{name}' in the answer is not a DNS name"
+                )))
+            }
+            None => None,
+        };
+        Ok(Enrolment {
+            registry_key,
+            hostname,
+        })
+    }
+
+    /// Asks the registry to publish `change` under this agent's name (`POST /v1/names`,
+    /// signed, single-use) and returns what the zone now holds for it.
+    pub async fn update_name(
+        &self,
+        key: &DeviceKey,
+        change: &NameChange,
+        now: i64,
+    ) -> Result<NameRecords, SyncError> {
+        use ring::rand::SecureRandom;
+        let mut jti = [0u8; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut jti)
+            .map_err(|_| SyncError::Protocol("the system random generator failed".into()))?;
+        let update = kasip_core::wire::NameUpdate {
+            agent: key.thumbprint(),
+            hostname: change.hostname.clone(),
+            addresses: change.addresses.clone(),
+            acme_challenge: change.acme_challenge.clone(),
+            iat: now,
+            jti: URL_SAFE_NO_PAD.encode(jti),
+        };
+        let payload = serde_json::to_value(&update)
+            .ok()
+            .and_then(|value| kasip_core::to_canonical_json(&value).ok())
+            .ok_or_else(|| SyncError::Protocol("cannot write the name update".into()))?;
+        let jws = kasip_certs::jws::sign_compact(
+            key,
+            &kasip_certs::jws::protected_header(key),
+            payload.as_bytes(),
+        );
+        let response = self
+            .http
+            .post(format!("{}/v1/names", self.base))
+            .header("content-type", "application/jose")
+            .body(jws)
+            .send()
+            .await
+            .map_err(SyncError::Network)?;
+        let text = ok_text(response).await?;
+        let records: NameRecords = serde_json::from_str(&text).map_err(SyncError::Answer)?;
+        if !is_hostname(&records.hostname) {
+            return Err(SyncError::Protocol(format!(
+                "the hostname '{}' in the answer is not a DNS name",
+                records.hostname
+            )));
+        }
+        Ok(records)
     }
 
     /// Uploads one sealed batch and classifies the answer. `hash` is the batch's
@@ -361,6 +434,22 @@ impl RegistryClient {
             .map_err(SyncError::Network)?;
         ok_text(response).await
     }
+}
+
+/// A DNS name of letters, digits and hyphens, at least two labels: what a certificate
+/// and a URL may carry.
+pub fn is_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').count() >= 2
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        })
 }
 
 /// The body of a 200 answer; any other status is the registry's refusal.

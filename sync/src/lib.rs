@@ -8,4 +8,6 @@ pub mod backoff;
 pub mod client;
 
 pub use backoff::Backoff;
-pub use client::{Checkpoint, Enrolment, RegistryClient, SyncError, Upload};
+pub use client::{
+    is_hostname, Checkpoint, Enrolment, NameChange, NameRecords, RegistryClient, SyncError, Upload,
+};

@@ -532,14 +532,113 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 }
 
 /// `kasip-agent enroll`.
-pub fn enroll(data_dir: &DataDir, registry: &str, code: &str) -> Result<String, AgentError> {
+pub fn enroll(
+    data_dir: &DataDir,
+    registry: &str,
+    code: &str,
+) -> Result<(String, Option<String>), AgentError> {
     let (settings, store) = open(data_dir)?;
     let now = crate::clock::from_environment().now_unix();
-    let kid = runtime()?.block_on(crate::sync::enroll(
+    let (kid, hostname) = runtime()?.block_on(crate::sync::enroll(
         data_dir, &settings, &store, registry, code, now,
     ))?;
     store.close()?;
-    Ok(kid)
+    if let Some(hostname) = &hostname {
+        crate::certificate::AcmeFiles::new(data_dir).remember_hostname(hostname)?;
+    }
+    Ok((kid, hostname))
+}
+
+/// `kasip-agent cert …`.
+pub fn cert(data_dir: &DataDir, command: super::CertCommand) -> Result<(), AgentError> {
+    use super::CertCommand;
+    let (settings, store) = open(data_dir)?;
+    store.close()?;
+    let files = crate::certificate::AcmeFiles::new(data_dir);
+    let clock = crate::clock::from_environment();
+    match command {
+        CertCommand::Status { json } => {
+            let state = files.load_state();
+            let current = files.current();
+            if json {
+                let value = serde_json::json!({
+                    "hostname": state.hostname,
+                    "addresses": state.addresses,
+                    "not_before": current.as_ref().map(|(_, (from, _))| from),
+                    "not_after": current.as_ref().map(|(_, (_, until))| until),
+                    "renewal_due_at": current.as_ref().map(|(_, validity)| crate::certificate::renewal_due_at(*validity)),
+                    "fingerprint": current.as_ref().map(|(der, _)| kasip_certs::fingerprint_der(der)),
+                    "last_renewal": state.last_renewal,
+                    "last_error": state.last_error,
+                    "failures": state.failures,
+                    "next_attempt": state.next_attempt,
+                });
+                let text = serde_json::to_string_pretty(&value)
+                    .map_err(AgentError::json("the JSON output"))?;
+                println!("{text}");
+                return Ok(());
+            }
+            let at = |time: i64| crate::clock::local_time_text(&settings.timezone, time);
+            let when = |time: Option<i64>| time.map_or("never".to_owned(), at);
+            println!(
+                "name:           {}",
+                state.hostname.as_deref().unwrap_or(
+                    "none yet (enrol with a registry that serves the agents' zone: kasip-agent enroll)"
+                )
+            );
+            println!(
+                "addresses:      {}",
+                if state.addresses.is_empty() {
+                    "none published".to_owned()
+                } else {
+                    state.addresses.join(", ")
+                }
+            );
+            match &current {
+                Some((der, validity)) => {
+                    println!("valid:          {} to {}", at(validity.0), at(validity.1));
+                    println!("renewal from:   {}", at(crate::certificate::renewal_due_at(*validity)));
+                    println!("fingerprint:    {}", kasip_certs::fingerprint_der(der));
+                }
+                None => println!("certificate:    none yet; phones see the self-signed one"),
+            }
+            println!("last renewal:   {}", when(state.last_renewal));
+            if let Some(error) = &state.last_error {
+                println!("last error:     {error}");
+                println!(
+                    "next attempt:   {} ({} failure(s) in a row; `kasip-agent cert renew` tries now)",
+                    when(state.next_attempt),
+                    state.failures
+                );
+            }
+            Ok(())
+        }
+        CertCommand::Renew => {
+            if !settings.certificate.acme {
+                return Err(AgentError::Usage(
+                    "certificate.acme is false in config.toml: this agent keeps its own certificate".into(),
+                ));
+            }
+            let settings = std::sync::Arc::new(settings);
+            let listen = settings.listen;
+            let renewer = crate::certificate::Renewer::new(settings, data_dir.clone(), clock);
+            let mut backoff = kasip_sync::Backoff::new(
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(6 * 3600),
+            );
+            let renewed = runtime()?.block_on(renewer.round(listen, &mut backoff, true))?;
+            let state = files.load_state();
+            match (renewed, state.hostname) {
+                (true, Some(hostname)) => {
+                    println!("a new certificate for {hostname} is in {}; the running service serves it within certificate.check_secs", files.chain().display());
+                    Ok(())
+                }
+                _ => Err(AgentError::Refused(
+                    "no name to renew: this agent is not enrolled with a registry that serves the agents' zone (kasip-agent enroll)".into(),
+                )),
+            }
+        }
+    }
 }
 
 /// `kasip-agent sync …`.

@@ -179,6 +179,23 @@ pub enum Command {
     /// Batches to the registry: send now, see the queue, resume after an alert
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// The agent's name in the registry's zone and its publicly trusted certificate
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// The name, its published addresses, the certificate's expiry, the last renewal and
+    /// its error
+    Status {
+        /// Print it as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the name's addresses and obtain a new certificate now; the running
+    /// service serves it within certificate.check_secs
+    Renew,
 }
 
 #[derive(Debug, Subcommand)]
@@ -601,11 +618,15 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
             Ok(())
         }
         Command::Enroll { registry, code } => {
-            let kid = commands::enroll(&data_dir, &registry, &code)?;
+            let (kid, hostname) = commands::enroll(&data_dir, &registry, &code)?;
             println!("enrolled with {registry} as {kid}; batches will be sent from now on");
+            if let Some(hostname) = hostname {
+                println!("the agent's name is {hostname}; the running service obtains its certificate within certificate.check_secs (see `kasip-agent cert status`)");
+            }
             Ok(())
         }
         Command::Sync(command) => commands::sync(&data_dir, command),
+        Command::Cert(command) => commands::cert(&data_dir, command),
         Command::Validate => {
             Settings::load(&data_dir)?;
             println!("{}: valid", data_dir.config_path().display());
@@ -614,28 +635,29 @@ pub fn run(cli: Cli) -> Result<(), AgentError> {
     }
 }
 
-/// On SIGHUP (`systemctl reload`), the certificate and key are read again; connections
+/// On SIGHUP (`systemctl reload`), the certificates and keys are read again; connections
 /// already open keep theirs, new handshakes get the new one.
 fn reload_tls_on_sighup(
-    config: axum_server::tls_rustls::RustlsConfig,
+    served: std::sync::Arc<crate::certificate::ServedCertificates>,
     cert_path: std::path::PathBuf,
     key_path: std::path::PathBuf,
+    acme_files: crate::certificate::AcmeFiles,
 ) -> Result<impl std::future::Future<Output = ()>, AgentError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups =
         signal(SignalKind::hangup()).map_err(AgentError::server("cannot handle SIGHUP"))?;
     Ok(async move {
         while hangups.recv().await.is_some() {
-            match config.reload_from_pem_file(&cert_path, &key_path).await {
-                Ok(()) => {
-                    crate::web::https_only_http1(&config);
-                    tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded")
-                }
-                Err(error) => tracing::error!(
-                    error = %crate::error::report(&error),
+            match served.reload_fallback(&cert_path, &key_path) {
+                Ok(()) => tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded"),
+                Err(reason) => tracing::error!(
+                    %reason,
                     cert = %cert_path.display(),
                     "cannot reload the TLS certificate; still serving the previous one"
                 ),
+            }
+            if let Err(reason) = served.reload_named(&acme_files) {
+                tracing::error!(%reason, "cannot reload the name's certificate; still serving the previous one");
             }
         }
     })
@@ -780,21 +802,20 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
         .map_err(AgentError::server("cannot start the async runtime"))?;
     let writer_thread = runtime.block_on(async move {
         let shutdown = crate::web::shutdown_signal()?;
-        let transport = if settings.plain_http {
-            crate::web::Transport::PlainHttp
+        let acme_files = crate::certificate::AcmeFiles::new(data_dir);
+        let (transport, served) = if settings.plain_http {
+            (crate::web::Transport::PlainHttp, None)
         } else {
             // One crypto library for the whole agent: ring, as for the identity key.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert_path, &key_path)
-                .await
-                .map_err(|error| {
-                    AgentError::Config {
-                        path: cert_path.clone(),
-                        reason: format!("cannot load the TLS certificate and key ({}): {error}", key_path.display()),
-                    }
+            let served = crate::certificate::ServedCertificates::load(&cert_path, &key_path, &acme_files)
+                .map_err(|reason| AgentError::Config {
+                    path: cert_path.clone(),
+                    reason: format!("cannot load the TLS certificate and key ({}): {reason}", key_path.display()),
                 })?;
-            crate::web::https_only_http1(&config);
-            crate::web::Transport::Https(config)
+            let served = std::sync::Arc::new(served);
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(served.server_config());
+            (crate::web::Transport::Https(config), Some(served))
         };
         let listener = std::net::TcpListener::bind(address)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
@@ -821,12 +842,21 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             clock.clone(),
             data_dir.clone(),
         )?;
-        let state = crate::web::AppState::new(read_store, reports_store, writer, settings.clone(), clock, public_url, secure_cookies, data_dir.clone())?;
+        let state = crate::web::AppState::new(read_store, reports_store, writer, settings.clone(), clock.clone(), public_url, secure_cookies, data_dir.clone())?;
         let (stop_uploader, uploader_stopped) = tokio::sync::watch::channel(false);
         let uploader = tokio::spawn(uploader.run(uploader_stopped));
-        if let crate::web::Transport::Https(config) = &transport {
-            tokio::spawn(reload_tls_on_sighup(config.clone(), cert_path.clone(), key_path.clone())?);
+        if let Some(served) = &served {
+            tokio::spawn(reload_tls_on_sighup(served.clone(), cert_path.clone(), key_path.clone(), acme_files.clone())?);
             tokio::spawn(warn_before_expiry(cert_path.clone(), state.clone()));
+            if settings.certificate.acme {
+                let renewer = crate::certificate::Renewer::new(settings.clone(), data_dir.clone(), clock.clone());
+                let named_url = settings.public_url.is_empty().then(|| state.clone());
+                tokio::spawn(crate::certificate::keep_certificate(renewer, served.clone(), bound, move |hostname| {
+                    if let Some(state) = &named_url {
+                        state.use_hostname(hostname, bound.port());
+                    }
+                }));
+            }
         }
         if let Some(address) = settings.metrics_listen {
             match tokio::net::TcpListener::bind(address).await {

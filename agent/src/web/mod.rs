@@ -55,8 +55,9 @@ pub struct AppState {
     /// Discipline, group and room per lesson for confirmation pages: read once per lesson
     /// instead of once per check-in (a timetable re-import shows after a restart).
     lesson_labels: Arc<Mutex<HashMap<i64, crate::lessons::LessonLabel>>>,
-    /// Base URL printed into classroom QR codes.
-    public_url: Arc<String>,
+    /// Base URL printed into classroom QR codes; becomes `https://<name>` once the
+    /// agent serves a certificate for its name (`use_hostname`).
+    public_url: Arc<std::sync::RwLock<Arc<String>>>,
     /// Cookies carry `Secure` when the agent speaks HTTPS.
     secure_cookies: bool,
     /// Where month-close statements and reports are written and the key is read.
@@ -98,7 +99,7 @@ impl AppState {
             intents: Arc::new(Mutex::new(HashMap::new())),
             lesson_labels: Arc::new(Mutex::new(HashMap::new())),
             shown_codes: Arc::default(),
-            public_url: Arc::new(public_url),
+            public_url: Arc::new(std::sync::RwLock::new(Arc::new(public_url))),
             secure_cookies,
             data_dir: Arc::new(data_dir),
             red_flags: Arc::default(),
@@ -109,6 +110,32 @@ impl AppState {
 
     pub fn now(&self) -> i64 {
         self.clock.now_unix()
+    }
+
+    /// The base URL classroom codes carry now.
+    pub fn public_url(&self) -> Arc<String> {
+        self.public_url
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Classroom codes carry `https://<hostname>[:port]` from the next rotation on:
+    /// the agent now serves a publicly trusted certificate for that name.
+    pub fn use_hostname(&self, hostname: &str, port: u16) {
+        let url = if port == 443 {
+            format!("https://{hostname}")
+        } else {
+            format!("https://{hostname}:{port}")
+        };
+        *self
+            .public_url
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(url);
+        self.shown_codes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 
     /// The clock, never earlier than any time read before (in this run or, through
@@ -488,16 +515,6 @@ pub async fn serve(
         }
     };
     result.map_err(AgentError::server("the web server stopped"))
-}
-
-/// Offers only HTTP/1.1 in the TLS handshake. HTTP/2 has no header-read or idle timeout
-/// in hyper, so an idle HTTP/2 connection could be held open for ever; phones make a few
-/// small requests, for which HTTP/1.1 with keep-alive is as fast. Called after every
-/// (re)load of the certificate, which resets the protocol list.
-pub fn https_only_http1(config: &axum_server::tls_rustls::RustlsConfig) {
-    let mut inner = (*config.get_inner()).clone();
-    inner.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.reload_from_config(Arc::new(inner));
 }
 
 /// The stop signals' future (`kasip_certs::process::shutdown_signal`), installed now.

@@ -638,7 +638,7 @@ fn shown_code(
     let key = LessonKey::new(&qr_key);
     let url = format!(
         "{}/c/{}",
-        state.public_url,
+        state.public_url(),
         ClassroomToken::mint(&key, lesson_id, step)
     );
     let (svg, version) = qr_svg(&url)?;
