@@ -85,14 +85,15 @@ impl AcmeFiles {
 
     fn save_state(&self, state: &CertificateState) -> Result<(), AgentError> {
         self.ensure_dir()?;
-        let text = serde_json::to_vec_pretty(state).map_err(AgentError::json("the certificate state"))?;
-        kasip_certs::process::write_file_atomically(&self.state(), &text, 0o600).map_err(
-            |source| AgentError::Io {
+        let text =
+            serde_json::to_vec_pretty(state).map_err(AgentError::json("the certificate state"))?;
+        kasip_certs::process::write_file_atomically(&self.state(), &text, 0o600).map_err(|source| {
+            AgentError::Io {
                 action: "write",
                 path: self.state(),
                 source,
-            },
-        )
+            }
+        })
     }
 
     /// The name learnt at enrolment.
@@ -154,8 +155,8 @@ fn load_certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, 
 }
 
 fn read_certified_key(chain: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let chain_pem =
-        std::fs::read(chain).map_err(|error| format!("cannot read {}: {error}", chain.display()))?;
+    let chain_pem = std::fs::read(chain)
+        .map_err(|error| format!("cannot read {}: {error}", chain.display()))?;
     let key_pem =
         std::fs::read(key).map_err(|error| format!("cannot read {}: {error}", key.display()))?;
     load_certified_key(&chain_pem, &key_pem)
@@ -381,7 +382,9 @@ impl Renewer {
         match self.files.current() {
             None => true,
             Some((der, validity)) => {
-                !certificate_names(&der).iter().any(|name| name.eq_ignore_ascii_case(hostname))
+                !certificate_names(&der)
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case(hostname))
                     || now >= renewal_due_at(validity)
             }
         }
@@ -398,9 +401,13 @@ impl Renewer {
         let ca_step = |what: &str| {
             let directory = directory.clone();
             let what = what.to_owned();
-            move |error: instant_acme::Error| format!("the ACME server {directory}: {what}: {error}")
+            move |error: instant_acme::Error| {
+                format!("the ACME server {directory}: {what}: {error}")
+            }
         };
-        self.files.ensure_dir().map_err(|error| crate::error::report(&error))?;
+        self.files
+            .ensure_dir()
+            .map_err(|error| crate::error::report(&error))?;
         let builder = match &self.settings.certificate.acme_ca_file {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
@@ -430,7 +437,9 @@ impl Renewer {
                 let text = serde_json::to_vec(&credentials)
                     .map_err(|error| format!("cannot write the ACME account: {error}"))?;
                 kasip_certs::process::write_file_atomically(&self.files.account(), &text, 0o600)
-                    .map_err(|error| format!("cannot write {}: {error}", self.files.account().display()))?;
+                    .map_err(|error| {
+                        format!("cannot write {}: {error}", self.files.account().display())
+                    })?;
                 account
             }
         };
@@ -455,9 +464,12 @@ impl Renewer {
                         ))
                     }
                 }
-                let mut challenge = authorization
-                    .challenge(ChallengeType::Dns01)
-                    .ok_or_else(|| format!("the ACME server {directory} offers no DNS-01 challenge"))?;
+                let mut challenge =
+                    authorization
+                        .challenge(ChallengeType::Dns01)
+                        .ok_or_else(|| {
+                            format!("the ACME server {directory} offers no DNS-01 challenge")
+                        })?;
                 let value = challenge.key_authorization().dns_value();
                 registry
                     .update_name(
@@ -537,7 +549,11 @@ impl Renewer {
             kasip_certs::process::write_file_atomically(&path, bytes, mode)
                 .map_err(|error| format!("cannot write {}: {error}", path.display()))
         };
-        write(self.files.key(), key_pem.as_bytes(), kasip_certs::KEY_FILE_MODE)?;
+        write(
+            self.files.key(),
+            key_pem.as_bytes(),
+            kasip_certs::KEY_FILE_MODE,
+        )?;
         write(self.files.chain(), chain_pem.as_bytes(), 0o644)?;
         Ok(())
     }
@@ -568,7 +584,8 @@ impl Renewer {
             }
         };
         let state = self.files.load_state();
-        if !force && (!self.renewal_due(&hostname) || state.next_attempt.is_some_and(|at| now < at)) {
+        if !force && (!self.renewal_due(&hostname) || state.next_attempt.is_some_and(|at| now < at))
+        {
             if state.last_error.is_some() && state.next_attempt.is_none() {
                 // The name was published again after a failure to publish it.
                 let mut state = state;
@@ -597,7 +614,8 @@ impl Renewer {
                 let wait = backoff.next_delay(None);
                 state.failures = backoff.failures();
                 state.last_error = Some(error.clone());
-                state.next_attempt = Some(now + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2));
+                state.next_attempt =
+                    Some(now + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2));
                 self.files.save_state(&state)?;
                 Err(AgentError::Refused(error))
             }
@@ -623,7 +641,10 @@ pub async fn keep_certificate(
         on_name(&hostname);
     }
     let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
-    let mut served_fingerprint = renewer.files.current().map(|(der, _)| kasip_certs::fingerprint_der(&der));
+    let mut served_fingerprint = renewer
+        .files
+        .current()
+        .map(|(der, _)| kasip_certs::fingerprint_der(&der));
     loop {
         match renewer.round(listen, &mut backoff, false).await {
             Ok(_) => {}
@@ -637,7 +658,10 @@ pub async fn keep_certificate(
             }
         }
         // Whatever wrote it (this task or `cert renew`), a new certificate on disk is served.
-        let on_disk = renewer.files.current().map(|(der, _)| kasip_certs::fingerprint_der(&der));
+        let on_disk = renewer
+            .files
+            .current()
+            .map(|(der, _)| kasip_certs::fingerprint_der(&der));
         if on_disk.is_some() && on_disk != served_fingerprint {
             match served.reload_named(&renewer.files) {
                 Ok(Some(hostname)) => {
@@ -646,7 +670,9 @@ pub async fn keep_certificate(
                     on_name(&hostname);
                 }
                 Ok(None) => {}
-                Err(reason) => tracing::error!(%reason, "cannot serve the new certificate; still serving the last good one"),
+                Err(reason) => {
+                    tracing::error!(%reason, "cannot serve the new certificate; still serving the last good one")
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(renewer.settings.certificate.check_secs)).await;

@@ -379,9 +379,9 @@ fn named_certificate(
         });
         return;
     };
-    let renewal = state
-        .last_renewal
-        .map_or("never".to_owned(), |time| format!("last renewed {}", at(time)));
+    let renewal = state.last_renewal.map_or("never".to_owned(), |time| {
+        format!("last renewed {}", at(time))
+    });
     let retry_fix = "check that this machine reaches the registry and the ACME server (certificate.acme_directory); `kasip-agent cert renew` tries again now";
     match files.current() {
         None => findings.push(finding(

@@ -14,6 +14,6 @@ pub mod tls;
 
 pub use device_key::{DeviceKey, KeyError, KEY_FILE_MODE};
 pub use tls::{
-    dns_names, fingerprint_der, fingerprint_pem, first_certificate_der, not_after, validity, write_self_signed,
-    TlsError,
+    dns_names, fingerprint_der, fingerprint_pem, first_certificate_der, not_after, validity,
+    write_self_signed, TlsError,
 };

@@ -56,7 +56,10 @@ impl ZoneConfig {
     }
 
     fn child(&self, label: &str) -> Option<Name> {
-        Name::from_ascii(label).ok()?.append_domain(&self.origin).ok()
+        Name::from_ascii(label)
+            .ok()?
+            .append_domain(&self.origin)
+            .ok()
     }
 }
 
@@ -196,13 +199,17 @@ impl RequestHandler for Handler {
 pub async fn serve(zone: Arc<AgentsZone>, address: &str) -> Result<SocketAddr, RegistryError> {
     let udp = tokio::net::UdpSocket::bind(address)
         .await
-        .map_err(RegistryError::io(format!("cannot serve DNS on {address} (UDP)")))?;
+        .map_err(RegistryError::io(format!(
+            "cannot serve DNS on {address} (UDP)"
+        )))?;
     let bound = udp
         .local_addr()
         .map_err(RegistryError::io("cannot read the DNS address"))?;
     let tcp = tokio::net::TcpListener::bind(bound)
         .await
-        .map_err(RegistryError::io(format!("cannot serve DNS on {bound} (TCP)")))?;
+        .map_err(RegistryError::io(format!(
+            "cannot serve DNS on {bound} (TCP)"
+        )))?;
     let mut server = hickory_server::Server::new(Handler(zone));
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(10), 16 * 1024);

@@ -455,6 +455,8 @@ impl Default for TempDataDir {
 }
 pub use reqwest;
 pub mod frames;
+pub mod acme;
+pub mod dns;
 pub mod webdriver;
 
 /// A phone's device key, as a phone's browser makes it at binding (ECDSA P-256, the

@@ -27,12 +27,45 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// How a browser trusts certificates.
+pub enum Trust<'a> {
+    /// Any certificate (the agent's self-signed one in most tests): WebDriver's
+    /// `acceptInsecureCerts`.
+    Anything,
+    /// Only what Chromium itself trusts, with `home` as its `$HOME` (its NSS database,
+    /// `home/.pki/nssdb`, holds the test CA) and `resolver_rules` for its DNS lookups
+    /// (e.g. `MAP name.agents.kasip.test 127.0.0.1`). Certificate errors fail the load.
+    Verified {
+        home: &'a Path,
+        resolver_rules: &'a str,
+    },
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium that trusts no network but loopback.
     pub fn start() -> Browser {
+        Self::start_with(Trust::Anything)
+    }
+
+    /// Starts chromedriver and a headless Chromium that trusts certificates as `trust`
+    /// says.
+    pub fn start_with(trust: Trust<'_>) -> Browser {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver");
+        let mut extra_args = Vec::new();
+        let accept_insecure = match trust {
+            Trust::Anything => true,
+            Trust::Verified {
+                home,
+                resolver_rules,
+            } => {
+                driver.env("HOME", home);
+                extra_args.push(format!("--host-resolver-rules={resolver_rules}"));
+                false
+            }
+        };
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -49,18 +82,30 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().expect("profile dir");
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            "--hide-scrollbars",
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_args);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "acceptInsecureCerts": true,
+            "acceptInsecureCerts": accept_insecure,
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                    "--window-size=1280,900", "--hide-scrollbars",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ]
+                "args": args,
             }
         }}});
         let response: Value = http
@@ -97,6 +142,21 @@ impl Browser {
             panic!("WebDriver {path} failed: {response}");
         }
         response["value"].clone()
+    }
+
+    /// Opens `url` through the DevTools protocol (`Page.navigate`) and returns the
+    /// network error Chromium met, e.g. `net::ERR_CERT_AUTHORITY_INVALID`; None when
+    /// the page loaded. Certificate errors are never ignored here.
+    pub fn navigate_reporting_errors(&self, url: &str) -> Option<String> {
+        let answer = self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Page.navigate", "params": {"url": url}})),
+        );
+        answer["errorText"]
+            .as_str()
+            .filter(|error| !error.is_empty())
+            .map(str::to_owned)
     }
 
     pub fn goto(&self, url: &str) {

@@ -597,7 +597,10 @@ pub fn cert(data_dir: &DataDir, command: super::CertCommand) -> Result<(), Agent
             match &current {
                 Some((der, validity)) => {
                     println!("valid:          {} to {}", at(validity.0), at(validity.1));
-                    println!("renewal from:   {}", at(crate::certificate::renewal_due_at(*validity)));
+                    println!(
+                        "renewal from:   {}",
+                        at(crate::certificate::renewal_due_at(*validity))
+                    );
                     println!("fingerprint:    {}", kasip_certs::fingerprint_der(der));
                 }
                 None => println!("certificate:    none yet; phones see the self-signed one"),

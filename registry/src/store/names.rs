@@ -58,8 +58,12 @@ fn publishable(address: &str) -> Result<IpAddr, String> {
         .parse()
         .map_err(|_| format!("'{address}' is not an IPv4 or IPv6 address"))?;
     let usable = match parsed {
-        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.is_link_local()),
-        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80),
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.is_link_local())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
     };
     if usable {
         Ok(parsed)
@@ -88,9 +92,11 @@ impl RegistryStore {
     pub fn name_label(&self, bin: &str) -> Result<String, RegistryError> {
         let existing: Option<String> = self
             .connection
-            .query_row("SELECT label FROM agent_names WHERE bin = ?1", [bin], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT label FROM agent_names WHERE bin = ?1",
+                [bin],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(|source| self.fail(source))?;
         if let Some(label) = existing {
@@ -104,9 +110,11 @@ impl RegistryStore {
             )
             .map_err(|source| self.fail(source))?;
         self.connection
-            .query_row("SELECT label FROM agent_names WHERE bin = ?1", [bin], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT label FROM agent_names WHERE bin = ?1",
+                [bin],
+                |row| row.get(0),
+            )
             .map_err(|source| self.fail(source))
     }
 
@@ -271,12 +279,26 @@ mod tests {
 
     #[test]
     fn only_reachable_unicast_addresses_are_published() {
-        for good in ["192.168.1.20", "10.0.0.5", "127.0.0.1", "fd00::5", "2001:db8::1"] {
+        for good in [
+            "192.168.1.20",
+            "10.0.0.5",
+            "127.0.0.1",
+            "fd00::5",
+            "2001:db8::1",
+        ] {
             assert!(publishable(good).is_ok(), "{good}");
         }
         for bad in [
-            "0.0.0.0", "224.0.0.1", "255.255.255.255", "169.254.1.1", "::", "ff02::1", "fe80::1",
-            "host.example", "192.168.1", "",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "169.254.1.1",
+            "::",
+            "ff02::1",
+            "fe80::1",
+            "host.example",
+            "192.168.1",
+            "",
         ] {
             assert!(publishable(bad).is_err(), "{bad}");
         }
@@ -284,7 +306,9 @@ mod tests {
 
     #[test]
     fn challenge_values_are_base64url_digests() {
-        assert!(is_challenge_value("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
+        assert!(is_challenge_value(
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+        ));
         for bad in [
             "",
             "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX",
