@@ -172,7 +172,11 @@ fn get_healthz(stream: &mut TlsStream, host: &str) -> u16 {
         if let Some(end) = text.find("\r\n\r\n") {
             let length: usize = text
                 .lines()
-                .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|value| value.trim().parse().unwrap_or(0)))
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|value| value.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if answer.len() >= end + 4 + length {
                 return text[9..12].parse().expect("status");
@@ -213,7 +217,10 @@ fn chromium_opens_the_agent_by_its_name_with_verification_on_and_checks_a_studen
     ]);
     assert!(trusted.status.success(), "{:?}", text(&trusted));
     let untrusted = curl(&["--resolve", &resolve, &healthz]);
-    assert!(!untrusted.status.success(), "curl trusted Pebble's root on its own");
+    assert!(
+        !untrusted.status.success(),
+        "curl trusted Pebble's root on its own"
+    );
 
     // Who connects by address still gets the self-signed certificate (a pinned kiosk).
     let (mut stream, by_address) = common::tls_connect(&college.server.address());
@@ -224,7 +231,10 @@ fn chromium_opens_the_agent_by_its_name_with_verification_on_and_checks_a_studen
         kasip_certs::fingerprint_pem(&self_signed)
     );
     let (_named_stream, by_name) = named.connect_by_name(&root);
-    assert_eq!(Some(by_name), named.status()["fingerprint"].as_str().map(str::to_owned));
+    assert_eq!(
+        Some(by_name),
+        named.status()["fingerprint"].as_str().map(str::to_owned)
+    );
 
     // The projector's QR carries the name.
     let teacher = college.teacher(TEACHER_A);
@@ -249,7 +259,10 @@ fn chromium_opens_the_agent_by_its_name_with_verification_on_and_checks_a_studen
         browser.navigate_reporting_errors(&named.named_url("/bind?lang=kk")),
         None
     );
-    assert_eq!(browser.execute("return window.isSecureContext"), Value::Bool(true));
+    assert_eq!(
+        browser.execute("return window.isSecureContext"),
+        Value::Bool(true)
+    );
     assert!(browser.current_url().starts_with(&named.named_url("/bind")));
     browser.type_into("input[name=iin]", &iin);
     browser.type_into("input[name=code]", &code);
@@ -291,6 +304,66 @@ fn chromium_opens_the_agent_by_its_name_with_verification_on_and_checks_a_studen
     let refused = bare.navigate_reporting_errors(&named.named_url("/bind"));
     assert_eq!(refused.as_deref(), Some("net::ERR_CERT_AUTHORITY_INVALID"));
 
+    // A kiosk enrolled by the name verifies the certificate as the browser did: refused
+    // without Pebble's root, enrolled with it, nothing pinned.
+    let output = agent_run(college, &["kiosk", "add", "--room", "101"]);
+    let said = text(&output).0;
+    let code = said
+        .lines()
+        .find_map(|line| line.strip_prefix("enrolment code: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_owned();
+    assert!(
+        said.contains(&format!("--agent https://{}:", named.hostname)),
+        "kiosk add shows the name: {said}"
+    );
+    let kiosk_dir = kasip_tests::TempDataDir::new();
+    let kiosk = |args: &[&str]| {
+        kasip_tests::run(
+            &kasip_tests::workspace_binary("kasip-kiosk"),
+            &kiosk_dir.path(),
+            args,
+        )
+    };
+    let agent_by_name = named.named_url("");
+    let refused = kiosk(&[
+        "enroll",
+        "--agent",
+        &agent_by_name,
+        "--code",
+        &code,
+        "--agent-address",
+        "127.0.0.1",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).1.contains("not trusted"),
+        "{:?}",
+        text(&refused)
+    );
+    let enrolled = kiosk(&[
+        "enroll",
+        "--agent",
+        &agent_by_name,
+        "--code",
+        &code,
+        "--agent-address",
+        "127.0.0.1",
+        "--ca-file",
+        root_file.to_str().expect("path"),
+    ]);
+    let (out, err) = text(&enrolled);
+    assert!(enrolled.status.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!("verified for {}", named.hostname)),
+        "{out}"
+    );
+    assert!(!err.contains("warning"), "the pass keys were pulled: {err}");
+    let status = kiosk(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&text(&status).0).expect("json");
+    assert_eq!(status["fingerprint"], "");
+
     let doctor = agent_json(college, &["doctor", "--json", "--offline"]);
     let finding = doctor["findings"]
         .as_array()
@@ -300,7 +373,10 @@ fn chromium_opens_the_agent_by_its_name_with_verification_on_and_checks_a_studen
         .cloned()
         .expect("a name finding");
     assert_eq!(finding["health"], "ok", "{finding}");
-    assert!(finding["detail"].as_str().expect("detail").contains(&named.hostname));
+    assert!(finding["detail"]
+        .as_str()
+        .expect("detail")
+        .contains(&named.hostname));
 }
 
 #[test]
@@ -308,7 +384,10 @@ fn renews_at_two_thirds_and_keeps_the_last_good_certificate_while_the_registry_i
     let mut named = Named::start();
     let root = named.pebble.issuing_root();
     let first = named.status();
-    let first_fingerprint = first["fingerprint"].as_str().expect("fingerprint").to_owned();
+    let first_fingerprint = first["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
     let due = first["renewal_due_at"].as_i64().expect("due");
     let (not_before, not_after) = (
         first["not_before"].as_i64().expect("from"),
@@ -322,10 +401,15 @@ fn renews_at_two_thirds_and_keeps_the_last_good_certificate_while_the_registry_i
     // and doctor says so with a fix.
     named.registry.stop();
     named.college.set_clock(due + 1);
-    let failed = named.wait_for("a failed renewal", |status| status["last_error"].is_string());
+    let failed = named.wait_for("a failed renewal", |status| {
+        status["last_error"].is_string()
+    });
     assert_eq!(failed["fingerprint"], first_fingerprint.as_str());
     assert!(
-        failed["last_error"].as_str().expect("error").contains("registry"),
+        failed["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("registry"),
         "{failed:#}"
     );
     let (_, still) = named.connect_by_name(&root);
@@ -353,7 +437,10 @@ fn renews_at_two_thirds_and_keeps_the_last_good_certificate_while_the_registry_i
         if now_served == renewed["fingerprint"].as_str().expect("fingerprint") {
             break;
         }
-        assert!(Instant::now() < deadline, "the new certificate is not served");
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate is not served"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(get_healthz(&mut open, &named.hostname), 200);

@@ -1,6 +1,7 @@
-//! The kiosk's calls to its college agent over HTTPS, with the agent's certificate
-//! pinned by SHA-256 fingerprint (the agent's certificate is self-signed, so no CA
-//! vouches for it; the admin compares the fingerprint `kasip-agent kiosk add` printed).
+//! The kiosk's calls to its college agent over HTTPS. An agent reached by its name in
+//! the registry's zone has a publicly trusted certificate, verified as any client
+//! verifies a web site; an agent reached by address has a self-signed one, pinned by
+//! SHA-256 fingerprint (the admin compares the one `kasip-agent kiosk add` printed).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,32 @@ pub use kasip_core::wire::{
 };
 use kasip_core::wire::{KioskEnrolRequest, ScanAnswers, ScanUpload, UploadedScan};
 
+/// How the agent's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentTrust {
+    /// Exactly this certificate (lower-case hex SHA-256 of its DER).
+    Pinned(String),
+    /// Any certificate, remembered (`seen_fingerprint`): the first enrolment by address.
+    FirstSeen,
+    /// A certificate valid for the URL's name, from the system's roots or `ca_file`;
+    /// the name is reached at `address` when given (a LAN whose DNS does not resolve it).
+    Verified {
+        ca_file: Option<std::path::PathBuf>,
+        address: Option<std::net::IpAddr>,
+    },
+}
+
+/// The host of an `https://host[:port]/…` URL: a DNS name, or None for an address.
+pub fn host_of(url: &str) -> Option<String> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    if authority.starts_with('[') {
+        return None;
+    }
+    let host = authority.split(':').next()?;
+    (host.parse::<std::net::IpAddr>().is_err() && host != "localhost" && !host.is_empty())
+        .then(|| host.to_ascii_lowercase())
+}
+
 pub struct AgentClient {
     base: String,
     http: reqwest::Client,
@@ -40,9 +67,9 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// A client for `agent_url` (https://, or http:// to loopback only) that accepts only
-    /// the certificate with `fingerprint` (any, remembered, when None).
-    pub fn new(agent_url: &str, fingerprint: Option<&str>) -> Result<Self, KioskError> {
+    /// A client for `agent_url` (https://, or http:// to loopback only) that checks the
+    /// agent's certificate as `trust` says.
+    pub fn new(agent_url: &str, trust: &AgentTrust) -> Result<Self, KioskError> {
         let base = agent_url.trim().trim_end_matches('/').to_owned();
         let plain = base.strip_prefix("http://");
         if let Some(rest) = plain {
@@ -57,20 +84,55 @@ impl AgentClient {
                 "{base}: the agent's address must start with https://"
             )));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = kasip_certs::tls::PinnedCertificate::new(
-            fingerprint.map(|text| text.trim().to_ascii_lowercase().replace(':', "")),
-            Arc::clone(&provider),
-        );
-        let seen = verifier.seen();
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(KioskError::Tls)?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+        let builder = reqwest::Client::builder();
+        let (builder, seen) = match trust {
+            AgentTrust::Verified { ca_file, address } => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut builder = builder;
+                if let Some(path) = ca_file {
+                    let pem = std::fs::read(path).map_err(|error| {
+                        KioskError::Usage(format!(
+                            "cannot read the CA file {}: {error}",
+                            path.display()
+                        ))
+                    })?;
+                    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                        .ok()
+                        .filter(|certificates| !certificates.is_empty())
+                        .ok_or_else(|| {
+                            KioskError::Usage(format!(
+                                "{} holds no PEM certificate",
+                                path.display()
+                            ))
+                        })?;
+                    builder = builder.tls_certs_merge(certificates);
+                }
+                if let (Some(address), Some(host)) = (address, host_of(&base)) {
+                    builder = builder.resolve(&host, std::net::SocketAddr::new(*address, 0));
+                }
+                (builder, Arc::new(Mutex::new(None)))
+            }
+            AgentTrust::Pinned(_) | AgentTrust::FirstSeen => {
+                let expected = match trust {
+                    AgentTrust::Pinned(fingerprint) => {
+                        Some(fingerprint.trim().to_ascii_lowercase().replace(':', ""))
+                    }
+                    _ => None,
+                };
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let verifier =
+                    kasip_certs::tls::PinnedCertificate::new(expected, Arc::clone(&provider));
+                let seen = verifier.seen();
+                let tls = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(KioskError::Tls)?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth();
+                (builder.tls_backend_preconfigured(tls), seen)
+            }
+        };
+        let http = builder
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())
@@ -80,7 +142,8 @@ impl AgentClient {
         Ok(Self { base, http, seen })
     }
 
-    /// The fingerprint of the certificate the agent presented last.
+    /// The fingerprint of the certificate the agent presented last (when pinned or seen
+    /// first; a verified certificate is not remembered: a renewal changes it).
     pub fn seen_fingerprint(&self) -> Option<String> {
         self.seen
             .lock()

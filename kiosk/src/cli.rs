@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, AgentTrust};
 use crate::decode::{decode, escape_line, Luma};
 use crate::error::KioskError;
 use crate::run::{run as run_kiosk, sync_now, unix_now, Input, RunOptions};
@@ -32,15 +32,27 @@ pub struct Cli {
 pub enum Command {
     /// Enrol with the college agent using the one-time code from `kasip-agent kiosk add`
     Enroll {
-        /// The agent's address, e.g. https://192.168.1.10:8443
+        /// The agent's address: its name once it has one (https://NAME:8443, see
+        /// `kasip-agent cert status`), whose certificate is then verified as a browser
+        /// verifies it; or https://192.168.1.10:8443 with a pinned certificate
         #[arg(long, value_name = "URL")]
         agent: String,
         #[arg(long, value_name = "CODE")]
         code: String,
-        /// The agent certificate's SHA-256 that `kasip-agent kiosk add` printed; without
-        /// it the certificate seen now is trusted from now on (compare it by eye)
+        /// Pin the agent certificate's SHA-256 that `kasip-agent kiosk add` printed;
+        /// for an agent reached by address without it, the certificate seen now is
+        /// pinned (compare it by eye)
         #[arg(long, value_name = "HEX")]
         fingerprint: Option<String>,
+        /// A CA certificate (PEM) trusted for the agent's name besides the system's
+        /// roots (a pilot's or test CA)
+        #[arg(long, value_name = "FILE", conflicts_with = "fingerprint")]
+        ca_file: Option<PathBuf>,
+        /// Reach the agent's name at this address instead of asking DNS (a LAN whose
+        /// resolver drops answers with private addresses); the certificate is still
+        /// verified for the name
+        #[arg(long, value_name = "IP", conflicts_with = "fingerprint")]
+        agent_address: Option<std::net::IpAddr>,
     },
     /// Scan passes until stopped: shows each verdict on the status page and stdout
     Run {
@@ -113,7 +125,18 @@ pub fn run(cli: Cli) -> Result<(), KioskError> {
             agent,
             code,
             fingerprint,
-        } => enroll(&dir, &agent, &code, fingerprint.as_deref()),
+            ca_file,
+            agent_address,
+        } => enroll(
+            &dir,
+            &agent,
+            &code,
+            EnrolTrust {
+                fingerprint,
+                ca_file,
+                agent_address,
+            },
+        ),
         Command::Run {
             frames,
             wedge,
@@ -159,20 +182,51 @@ pub fn run(cli: Cli) -> Result<(), KioskError> {
     }
 }
 
-fn enroll(
-    dir: &KioskDir,
-    agent: &str,
-    code: &str,
-    fingerprint: Option<&str>,
-) -> Result<(), KioskError> {
+/// How `enroll` was told to check the agent's certificate.
+struct EnrolTrust {
+    fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    agent_address: Option<std::net::IpAddr>,
+}
+
+fn enroll(dir: &KioskDir, agent: &str, code: &str, asked: EnrolTrust) -> Result<(), KioskError> {
     let store = KioskStore::open(dir)?;
-    let client = AgentClient::new(agent, fingerprint)?;
+    let by_name = crate::agent::host_of(agent);
+    let trust = match (&asked.fingerprint, &by_name) {
+        (Some(fingerprint), _) => AgentTrust::Pinned(fingerprint.clone()),
+        (None, Some(_)) => AgentTrust::Verified {
+            ca_file: asked.ca_file.clone(),
+            address: asked.agent_address,
+        },
+        (None, None) => {
+            if asked.ca_file.is_some() || asked.agent_address.is_some() {
+                return Err(KioskError::Usage(
+                    "--ca-file and --agent-address are for an agent reached by its name (https://NAME:8443); an agent reached by address is pinned".into(),
+                ));
+            }
+            AgentTrust::FirstSeen
+        }
+    };
+    let client = AgentClient::new(agent, &trust)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(KioskError::runtime("cannot start the async runtime"))?;
-    let answer = runtime.block_on(client.enrol(code))?;
-    let seen = client.seen_fingerprint().unwrap_or_default();
+    let answer = runtime.block_on(client.enrol(code)).map_err(|error| match (&trust, error) {
+        (AgentTrust::Verified { .. }, crate::agent::CallError::Unreachable(reason))
+            if reason.contains("certificate") || reason.contains("Certificate") =>
+        {
+            KioskError::Agent(format!(
+                "{reason}\nthe agent's certificate is not trusted for {}: check `kasip-agent cert status` on the agent, or pin its certificate with --fingerprint HEX",
+                by_name.clone().unwrap_or_default()
+            ))
+        }
+        (_, error) => error.into(),
+    })?;
+    let seen = match &trust {
+        AgentTrust::Verified { .. } => String::new(),
+        _ => client.seen_fingerprint().unwrap_or_default(),
+    };
     write_credential(dir, &answer.credential)?;
     store.save_enrolment(
         &Enrolment {
@@ -182,6 +236,15 @@ fn enroll(
             place: answer.place.description.clone(),
             fingerprint: seen.clone(),
             pass_window_secs: answer.pass_window_secs,
+            ca_file: asked
+                .ca_file
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+            agent_address: asked
+                .agent_address
+                .map(|address| address.to_string())
+                .unwrap_or_default(),
         },
         unix_now(),
     )?;
@@ -190,9 +253,12 @@ fn enroll(
         "enrolled as kiosk {} for {}",
         answer.kiosk_id, answer.place.description
     );
+    if let (AgentTrust::Verified { .. }, Some(name)) = (&trust, &by_name) {
+        println!("agent certificate verified for {name} (renewals need nothing here)");
+    }
     if !seen.is_empty() {
         println!("agent certificate SHA-256: {seen} (pinned)");
-        if fingerprint.is_none() {
+        if asked.fingerprint.is_none() {
             println!("compare it with the fingerprint `kasip-agent kiosk add` printed; enrol again with --fingerprint if they differ");
         }
     }
@@ -251,10 +317,17 @@ fn status(dir: &KioskDir, json: bool) -> Result<(), KioskError> {
         return Ok(());
     }
     println!("kiosk {} for {}", enrolment.kiosk_id, enrolment.place);
-    println!(
-        "agent: {} (certificate {})",
-        enrolment.agent_url, enrolment.fingerprint
-    );
+    if enrolment.fingerprint.is_empty() {
+        println!(
+            "agent: {} (certificate verified for its name)",
+            enrolment.agent_url
+        );
+    } else {
+        println!(
+            "agent: {} (certificate pinned, SHA-256 {})",
+            enrolment.agent_url, enrolment.fingerprint
+        );
+    }
     println!(
         "pass keys: {} student(s){}",
         queue.pass_holders,

@@ -99,7 +99,7 @@ impl Kiosk {
             });
         };
         let credential = read_credential(dir)?;
-        let client = AgentClient::new(&enrolment.agent_url, Some(&enrolment.fingerprint))?;
+        let client = AgentClient::new(&enrolment.agent_url, &enrolment.trust())?;
         Ok(Self {
             store: Arc::new(Mutex::new(store)),
             client,

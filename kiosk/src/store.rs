@@ -90,8 +90,29 @@ pub struct Enrolment {
     pub kiosk_id: i64,
     pub place_kind: String,
     pub place: String,
+    /// The agent certificate's pinned SHA-256; empty: the certificate is verified for the
+    /// URL's name against the system's roots and `ca_file`.
     pub fingerprint: String,
     pub pass_window_secs: i64,
+    /// An extra CA (PEM) trusted for the agent's name; empty: the system's roots only.
+    pub ca_file: String,
+    /// Where the agent's name is reached when the LAN's DNS does not resolve it; empty:
+    /// the name is resolved.
+    pub agent_address: String,
+}
+
+impl Enrolment {
+    /// How the agent's certificate is checked on every call.
+    pub fn trust(&self) -> crate::agent::AgentTrust {
+        if self.fingerprint.is_empty() {
+            crate::agent::AgentTrust::Verified {
+                ca_file: (!self.ca_file.is_empty()).then(|| PathBuf::from(&self.ca_file)),
+                address: self.agent_address.parse().ok(),
+            }
+        } else {
+            crate::agent::AgentTrust::Pinned(self.fingerprint.clone())
+        }
+    }
 }
 
 pub use kasip_core::wire::PassHolder;
@@ -157,7 +178,24 @@ impl KioskStore {
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
                 true,
             )?;
-            connection.execute_batch(SCHEMA)
+            connection.execute_batch(SCHEMA)?;
+            // Columns added after the first kiosks were enrolled: added once, where missing.
+            for (column, definition) in [
+                ("ca_file", "TEXT NOT NULL DEFAULT ''"),
+                ("agent_address", "TEXT NOT NULL DEFAULT ''"),
+            ] {
+                let present: bool = connection.query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('enrolment') WHERE name = ?1",
+                    [column],
+                    |row| row.get(0),
+                )?;
+                if !present {
+                    connection.execute_batch(&format!(
+                        "ALTER TABLE enrolment ADD COLUMN {column} {definition}"
+                    ))?;
+                }
+            }
+            Ok(())
         };
         prepare().map_err(|source| KioskError::Database { path, source })?;
         Ok(Self { connection })
@@ -173,7 +211,7 @@ impl KioskStore {
     pub fn enrolment(&self) -> Result<Option<Enrolment>, KioskError> {
         self.connection
             .query_row(
-                "SELECT agent_url, kiosk_id, place_kind, place, fingerprint, pass_window_secs FROM enrolment",
+                "SELECT agent_url, kiosk_id, place_kind, place, fingerprint, pass_window_secs, ca_file, agent_address FROM enrolment",
                 [],
                 |row| {
                     Ok(Enrolment {
@@ -183,6 +221,8 @@ impl KioskStore {
                         place: row.get(3)?,
                         fingerprint: row.get(4)?,
                         pass_window_secs: row.get(5)?,
+                        ca_file: row.get(6)?,
+                        agent_address: row.get(7)?,
                     })
                 },
             )
@@ -193,8 +233,8 @@ impl KioskStore {
     pub fn save_enrolment(&self, enrolment: &Enrolment, now: i64) -> Result<(), KioskError> {
         self.connection
             .execute(
-                "INSERT OR REPLACE INTO enrolment (id, agent_url, kiosk_id, place_kind, place, fingerprint, pass_window_secs, enrolled_at)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO enrolment (id, agent_url, kiosk_id, place_kind, place, fingerprint, pass_window_secs, enrolled_at, ca_file, agent_address)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 rusqlite::params![
                     enrolment.agent_url,
                     enrolment.kiosk_id,
@@ -202,7 +242,9 @@ impl KioskStore {
                     enrolment.place,
                     enrolment.fingerprint,
                     enrolment.pass_window_secs,
-                    now
+                    now,
+                    enrolment.ca_file,
+                    enrolment.agent_address,
                 ],
             )
             .map(drop)

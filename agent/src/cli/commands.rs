@@ -791,10 +791,20 @@ pub fn kiosk(data_dir: &DataDir, command: super::KioskCommand) -> Result<(), Age
             println!("kiosk {} for {}", issued.id, place.describe());
             println!("enrolment code: {} (valid 24 h, once)", issued.code);
             println!("agent certificate SHA-256: {fingerprint}");
-            println!(
-                "on the kiosk: kasip-kiosk enroll --agent https://AGENT:PORT --code {} --fingerprint {fingerprint}",
-                issued.code
-            );
+            let acme = crate::certificate::AcmeFiles::new(data_dir);
+            match (acme.load_state().hostname, acme.current()) {
+                // A name with a public certificate: verified on the kiosk, renewals
+                // included; nothing to compare by eye.
+                (Some(hostname), Some(_)) => println!(
+                    "on the kiosk: kasip-kiosk enroll --agent https://{hostname}:{} --code {}",
+                    settings.listen.port(),
+                    issued.code
+                ),
+                _ => println!(
+                    "on the kiosk: kasip-kiosk enroll --agent https://AGENT:PORT --code {} --fingerprint {fingerprint}",
+                    issued.code
+                ),
+            }
             Ok(())
         }
         KioskCommand::List { json } => {
