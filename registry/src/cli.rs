@@ -163,11 +163,19 @@ enum Command {
         /// Serve the agents' DNS zone, e.g. agents.kasip.kz: each enrolled agent gets a
         /// name in it that resolves to its LAN addresses (IT guide, "Names and
         /// certificates"). The parent zone delegates it with one NS record.
-        #[arg(long, requires = "dns_listen")]
+        #[arg(long)]
         agents_zone: Option<String>,
         /// Where the zone's DNS server listens, UDP and TCP (e.g. 0.0.0.0:53).
         #[arg(long, requires = "agents_zone")]
         dns_listen: Option<String>,
+        /// Keep the zone on this DNS server (address:port) by RFC 2136 updates, instead
+        /// of (or besides) serving it with --dns-listen.
+        #[arg(long, requires_all = ["agents_zone", "dns_update_key"])]
+        dns_update: Option<String>,
+        /// The TSIG key for --dns-update: a file (0600) holding ALGORITHM:NAME:SECRET,
+        /// e.g. hmac-sha256:kasip-registry:BASE64.
+        #[arg(long, requires = "dns_update")]
+        dns_update_key: Option<PathBuf>,
         /// This server's public address, published as ns.<zone> (repeatable).
         #[arg(long)]
         dns_address: Vec<std::net::IpAddr>,
@@ -492,7 +500,14 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             agents_zone,
             dns_listen,
             dns_address,
+            dns_update,
+            dns_update_key,
         } => {
+            if agents_zone.is_some() && dns_listen.is_none() && dns_update.is_none() {
+                return Err(RegistryError::Usage(
+                    "--agents-zone needs --dns-listen ADDR (serve the zone) or --dns-update SERVER (keep it on your DNS server)".into(),
+                ));
+            }
             let faults = Faults {
                 fail_rate: check_rate("fail-rate", fail_rate)?,
                 latency: Duration::from_millis(latency_ms),
@@ -517,6 +532,14 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             let mut state = RegistryState::new(store, clock);
             if let Some(zone) = &zone {
                 state = state.with_zone(zone.clone());
+                if let (Some(server), Some(key_file)) = (&dns_update, &dns_update_key) {
+                    let key = std::fs::read_to_string(key_file).map_err(RegistryError::io(
+                        format!("cannot read the TSIG key file {}", key_file.display()),
+                    ))?;
+                    let updates =
+                        crate::dns_update::ZoneUpdates::new(server, &key, zone.config().clone())?;
+                    state = state.with_zone_updates(std::sync::Arc::new(updates));
+                }
             }
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(RegistryError::io("cannot start the async runtime"))?;

@@ -171,7 +171,22 @@ async fn update_name(State(state): State<RegistryState>, body: Bytes) -> Respons
         Err(response) => response,
         Ok(Err(failure)) => internal(failure),
         Ok(Ok((Ok(records), entries))) => {
-            zone.refresh(&entries.unwrap_or_default());
+            let entries = entries.unwrap_or_default();
+            zone.refresh(&entries);
+            if let Some(updates) = &state.zone_updates {
+                let label = records.hostname.split('.').next().unwrap_or_default();
+                if let Some(entry) = entries.iter().find(|entry| entry.label == label) {
+                    // The agent proves the name right after this answer: the operator's
+                    // server must hold the change first, or the agent hears 503 and retries.
+                    if let Err(reason) = updates.publish(entry, now).await {
+                        tracing::error!(%reason, "the operator's DNS server did not take the update");
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("the name was stored but not published: {reason}"),
+                        );
+                    }
+                }
+            }
             tracing::info!(hostname = %records.hostname, addresses = ?records.addresses, challenges = records.acme_challenge.len(), "name updated");
             Json(records).into_response()
         }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod audit;
 pub mod cli;
 pub mod dns;
+pub mod dns_update;
 pub mod http;
 mod memory;
 mod pages;

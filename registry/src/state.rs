@@ -25,6 +25,8 @@ pub struct RegistryState {
     pub(crate) sign_in_failures: Arc<Mutex<crate::accounts::Failures>>,
     /// The agents' DNS zone, when this registry serves one (`--agents-zone`).
     pub(crate) zone: Option<Arc<crate::dns::AgentsZone>>,
+    /// The operator's DNS server that holds the zone too (RFC 2136), when configured.
+    pub(crate) zone_updates: Option<Arc<crate::dns_update::ZoneUpdates>>,
 }
 
 impl RegistryState {
@@ -35,7 +37,14 @@ impl RegistryState {
             batch_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES)),
             sign_in_failures: Arc::default(),
             zone: None,
+            zone_updates: None,
         }
+    }
+
+    /// Sends every change of a name to an operator's DNS server too (RFC 2136).
+    pub fn with_zone_updates(mut self, updates: Arc<crate::dns_update::ZoneUpdates>) -> Self {
+        self.zone_updates = Some(updates);
+        self
     }
 
     /// Serves names in `zone`: enrolment answers carry them, `POST /v1/names` changes them.

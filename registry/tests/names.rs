@@ -286,3 +286,167 @@ fn a_registry_without_a_zone_gives_no_names() {
         text(&output)
     );
 }
+
+/// BIND 9 (Debian's `bind9`), primary for the zone, taking updates signed with one key.
+struct Bind {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    address: String,
+}
+
+impl Bind {
+    fn start(key_name: &str, secret: &str) -> Bind {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = kasip_tests::dns::free_port();
+        let root = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("named.conf"),
+            format!(
+                r#"options {{
+    directory "{root}";
+    pid-file "{root}/named.pid";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+}};
+controls {{ }};
+key "{key_name}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{ZONE}" {{
+    type primary;
+    file "{root}/agents.zone";
+    update-policy {{ grant {key_name} subdomain {ZONE}. ANY; }};
+}};
+"#
+            ),
+        )
+        .expect("named.conf");
+        std::fs::write(
+            dir.path().join("agents.zone"),
+            format!(
+                "$TTL 60\n@ IN SOA ns.{ZONE}. hostmaster.{ZONE}. 1 3600 600 604800 10\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n"
+            ),
+        )
+        .expect("zone");
+        let log = std::fs::File::create(dir.path().join("named.log")).expect("log");
+        let child = std::process::Command::new("named")
+            .args(["-g", "-n", "1", "-c"])
+            .arg(dir.path().join("named.conf"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start named ({error}); install Debian's bind9"));
+        let address = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let answered = std::panic::catch_unwind(|| lookup(&address, ZONE, "SOA"));
+            if matches!(answered, Ok(answer) if answer.code == "NoError") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "named did not start: {}",
+                std::fs::read_to_string(dir.path().join("named.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Bind {
+            child,
+            _dir: dir,
+            address,
+        }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_operators_bind_server_keeps_the_zone_through_signed_rfc2136_updates() {
+    let secret = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"thirty-two bytes of shared secret",
+    );
+    let bind = Bind::start("kasip-registry", &secret);
+    let dir = TempDataDir::new();
+    for args in [
+        vec!["init"],
+        vec!["add-college", "--bin", BIN, "--name", "Test college"],
+    ] {
+        assert!(run(REGISTRY, &dir.path(), &args).status.success());
+    }
+    let key_file = dir.file("tsig.key");
+    std::fs::write(&key_file, format!("hmac-sha256:kasip-registry:{secret}")).expect("key");
+    let wrong_key_file = dir.file("wrong.key");
+    std::fs::write(
+        &wrong_key_file,
+        "hmac-sha256:kasip-registry:d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldCB3cm9uZw==",
+    )
+    .expect("key");
+    let data_dir = dir.path();
+    let serve = |key: &std::path::Path| {
+        Server::start(
+            REGISTRY,
+            &data_dir,
+            &[
+                "--agents-zone",
+                ZONE,
+                "--dns-update",
+                &bind.address,
+                "--dns-update-key",
+                key.to_str().expect("path"),
+            ],
+        )
+    };
+    let server = serve(&key_file);
+    let zone = Zone {
+        dir,
+        server: Some(server),
+        dns: bind.address.clone(),
+    };
+    let (key, hostname) = zone.enrol(BIN);
+    let updates = zone.url("/v1/names");
+    let (status, body) = post(
+        &updates,
+        &signed(
+            &key,
+            json!({"addresses": ["192.168.7.7"], "acme_challenge": [CHALLENGE]}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    // BIND, not the registry, answers: the update reached it, signed.
+    assert_eq!(zone.ask(&hostname, "A").records, vec!["192.168.7.7"]);
+    let challenge_name = format!("_acme-challenge.{hostname}");
+    assert_eq!(zone.ask(&challenge_name, "TXT").records, vec![CHALLENGE]);
+    let (status, body) = post(
+        &updates,
+        &signed(
+            &key,
+            json!({"addresses": ["192.168.7.8"], "acme_challenge": []}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(zone.ask(&hostname, "A").records, vec!["192.168.7.8"]);
+    assert!(zone.ask(&challenge_name, "TXT").records.is_empty());
+
+    // With a key BIND does not know, the update is refused there and the agent is told.
+    let Zone { dir, server, dns } = zone;
+    let (exit, log) = server.expect("server").stop_with("TERM");
+    assert!(exit.success(), "{log}");
+    let zone = Zone {
+        server: Some(serve(&wrong_key_file)),
+        dir,
+        dns,
+    };
+    let (status, body) = post(
+        &zone.url("/v1/names"),
+        &signed(&key, json!({"addresses": ["192.168.7.9"]})),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not published"), "{body}");
+    assert_eq!(zone.ask(&hostname, "A").records, vec!["192.168.7.8"]);
+}
