@@ -771,7 +771,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         ("acme", "Once enrolled with a registry that runs the agents' zone, the agent gets a name in it\n(e.g. c7k2m4q9x3ab.agents.kasip.kz) and a publicly trusted certificate for that name,\nso phones open the classroom QR without a warning. false keeps the self-signed or\nimported certificate."),
         ("acme_directory", "The ACME (RFC 8555) server that issues the certificate."),
         ("acme_ca_file", "A PEM CA certificate trusted for the ACME server besides the system's roots (a test CA).\nEmpty (default): the system's roots only."),
-        ("lan_addresses", "The LAN addresses the name resolves to, e.g. [\"192.168.1.10\"]. Empty (default): the\naddress this machine reaches the registry from."),
+        ("lan_addresses", "The LAN addresses the name resolves to, e.g. [\"192.168.1.10\"]. Empty (default): the\nlisten address, or for 0.0.0.0 the address this machine reaches the registry from."),
         ("check_secs", "How often (seconds) the name's addresses and the certificate's age are checked; it is\nrenewed at two thirds of its lifetime, with backoff and jitter while that fails."),
     ]),
 ];

@@ -119,7 +119,15 @@ fn the_layer_rule_itself_catches_an_upward_import() {
 }
 
 /// The edge modules (lib.rs's third group): configuration, tasks, web, CLI.
-const EDGE: &[&str] = &["config", "sync", "doctor", "metrics", "web", "cli"];
+const EDGE: &[&str] = &[
+    "config",
+    "sync",
+    "certificate",
+    "doctor",
+    "metrics",
+    "web",
+    "cli",
+];
 
 #[test]
 fn the_edge_holds_no_sql() {

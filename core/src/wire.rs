@@ -50,6 +50,89 @@ pub struct NameUpdate {
     pub jti: String,
 }
 
+impl NameUpdate {
+    /// Addresses one name may carry: a college's agent serves on a few interfaces.
+    pub const MAX_ADDRESSES: usize = 8;
+    /// Challenge values one name may carry at once (an order and a retry overlapping).
+    pub const MAX_CHALLENGES: usize = 4;
+
+    /// Parses a signed update's payload and checks what it asks to publish: addresses a
+    /// LAN's phones could reach, DNS-01 values of the right shape. The signature, the
+    /// clock and the name are the registry's to check. Err: the sentence for a 400.
+    pub fn parse(payload: &[u8]) -> Result<Self, String> {
+        let update: Self = serde_json::from_slice(payload)
+            .map_err(|error| format!("not a name update: {error}"))?;
+        if let Some(addresses) = &update.addresses {
+            if addresses.len() > Self::MAX_ADDRESSES {
+                return Err(format!(
+                    "{} addresses: at most {}",
+                    addresses.len(),
+                    Self::MAX_ADDRESSES
+                ));
+            }
+            for address in addresses {
+                publishable_address(address)?;
+            }
+        }
+        if let Some(values) = &update.acme_challenge {
+            if values.len() > Self::MAX_CHALLENGES {
+                return Err(format!(
+                    "{} challenge values: at most {}",
+                    values.len(),
+                    Self::MAX_CHALLENGES
+                ));
+            }
+            if let Some(bad) = values.iter().find(|value| !is_dns01_value(value)) {
+                return Err(format!(
+                    "'{bad}' is not a DNS-01 value (43 base64url characters)"
+                ));
+            }
+        }
+        Ok(update)
+    }
+
+    /// The addresses to publish, parsed (`parse` checked each).
+    pub fn parsed_addresses(&self) -> Option<Vec<std::net::IpAddr>> {
+        self.addresses.as_ref().map(|addresses| {
+            addresses
+                .iter()
+                .filter_map(|address| publishable_address(address).ok())
+                .collect()
+        })
+    }
+}
+
+/// A reported address that a LAN's phones could reach: unicast and specified.
+pub fn publishable_address(address: &str) -> Result<std::net::IpAddr, String> {
+    use std::net::IpAddr;
+    let parsed: IpAddr = address
+        .parse()
+        .map_err(|_| format!("'{address}' is not an IPv4 or IPv6 address"))?;
+    let usable = match parsed {
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.is_link_local())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    };
+    if usable {
+        Ok(parsed)
+    } else {
+        Err(format!(
+            "'{address}' cannot be published: not an address a phone on the LAN could reach"
+        ))
+    }
+}
+
+/// A DNS-01 value: base64url (no padding) of a SHA-256, 43 characters.
+pub fn is_dns01_value(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
 /// The registry's answer to a `NameUpdate`: what its zone now publishes for the name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameRecords {
@@ -239,6 +322,63 @@ pub struct ScanAnswers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_updates_publish_only_reachable_addresses_and_dns01_values() {
+        for good in [
+            "192.168.1.20",
+            "10.0.0.5",
+            "127.0.0.1",
+            "fd00::5",
+            "2001:db8::1",
+        ] {
+            assert!(publishable_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "169.254.1.1",
+            "::",
+            "ff02::1",
+            "fe80::1",
+            "host.example",
+            "192.168.1",
+            "",
+        ] {
+            assert!(publishable_address(bad).is_err(), "{bad}");
+        }
+        assert!(is_dns01_value(
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+        ));
+        for bad in [
+            "",
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX",
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0=",
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjE\"X0",
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjE X0",
+        ] {
+            assert!(!is_dns01_value(bad), "{bad}");
+        }
+        let update = |fields: &str| {
+            NameUpdate::parse(format!(r#"{{"agent":"a","iat":1,"jti":"j"{fields}}}"#).as_bytes())
+        };
+        assert!(update("").is_ok());
+        assert!(update(r#","addresses":["10.0.0.1","fd00::1"]"#).is_ok());
+        for (fields, says) in [
+            (
+                r#","addresses":["10.0.0.1","10.0.0.1","10.0.0.1","10.0.0.1","10.0.0.1","10.0.0.1","10.0.0.1","10.0.0.1","10.0.0.1"]"#,
+                "at most 8",
+            ),
+            (r#","addresses":["0.0.0.0"]"#, "cannot be published"),
+            (r#","acme_challenge":["x"]"#, "DNS-01"),
+            (r#","ttl":1"#, "not a name update"),
+            (r#","addresses":"10.0.0.1""#, "not a name update"),
+        ] {
+            let refused = update(fields).expect_err(fields);
+            assert!(refused.contains(says), "{fields}: {refused}");
+        }
+    }
 
     #[test]
     fn answers_read_what_the_other_end_wrote_and_hostile_bodies_are_refused() {

@@ -9,11 +9,6 @@ use rusqlite::OptionalExtension;
 
 use super::{RegistryError, RegistryStore};
 
-/// Addresses one name may carry: a college's agent serves on a few interfaces at most.
-pub const MAX_ADDRESSES: usize = 8;
-/// Challenge values one name may carry at once (an order and a retry overlapping).
-pub const MAX_CHALLENGES: usize = 4;
-
 /// One name as the zone publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneEntry {
@@ -50,36 +45,6 @@ fn new_label() -> Result<String, RegistryError> {
             .map(|byte| char::from(ALPHABET[usize::from(byte & 31)])),
     );
     Ok(label)
-}
-
-/// A reported address that a LAN's phones could reach: unicast and specified.
-fn publishable(address: &str) -> Result<IpAddr, String> {
-    let parsed: IpAddr = address
-        .parse()
-        .map_err(|_| format!("'{address}' is not an IPv4 or IPv6 address"))?;
-    let usable = match parsed {
-        IpAddr::V4(v4) => {
-            !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() || v4.is_link_local())
-        }
-        IpAddr::V6(v6) => {
-            !(v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-    };
-    if usable {
-        Ok(parsed)
-    } else {
-        Err(format!(
-            "'{address}' cannot be published: not an address a phone on the LAN could reach"
-        ))
-    }
-}
-
-/// A DNS-01 value: base64url (no padding) of a SHA-256, 43 characters.
-fn is_challenge_value(value: &str) -> bool {
-    value.len() == 43
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 fn json_list(text: &str) -> Vec<String> {
@@ -138,9 +103,9 @@ impl RegistryStore {
             Ok(verified) => verified,
             Err(error) => return Ok(Err(Unauthenticated(error.to_string()))),
         };
-        let update: NameUpdate = match serde_json::from_slice(&verified.payload) {
+        let update = match NameUpdate::parse(&verified.payload) {
             Ok(update) => update,
-            Err(error) => return Ok(Err(Invalid(format!("not a name update: {error}")))),
+            Err(reason) => return Ok(Err(Invalid(reason))),
         };
         if update.agent != signer.agent_id {
             return Ok(Err(Unauthenticated(
@@ -162,35 +127,9 @@ impl RegistryStore {
                 ))));
             }
         }
-        let addresses = match &update.addresses {
-            None => None,
-            Some(list) if list.len() > MAX_ADDRESSES => {
-                return Ok(Err(Invalid(format!(
-                    "{} addresses: at most {MAX_ADDRESSES}",
-                    list.len()
-                ))))
-            }
-            Some(list) => match list.iter().map(|address| publishable(address)).collect() {
-                Ok(parsed) => {
-                    let parsed: Vec<IpAddr> = parsed;
-                    Some(parsed.iter().map(IpAddr::to_string).collect::<Vec<_>>())
-                }
-                Err(reason) => return Ok(Err(Invalid(reason))),
-            },
-        };
-        if let Some(values) = &update.acme_challenge {
-            if values.len() > MAX_CHALLENGES {
-                return Ok(Err(Invalid(format!(
-                    "{} challenge values: at most {MAX_CHALLENGES}",
-                    values.len()
-                ))));
-            }
-            if let Some(bad) = values.iter().find(|value| !is_challenge_value(value)) {
-                return Ok(Err(Invalid(format!(
-                    "'{bad}' is not a DNS-01 value (43 base64url characters)"
-                ))));
-            }
-        }
+        let addresses: Option<Vec<String>> = update
+            .parsed_addresses()
+            .map(|parsed| parsed.iter().map(IpAddr::to_string).collect());
         // Only now, when everything else holds: a refused update spends no jti.
         if !self.use_authorization(&signer.agent_id, &update.jti, update.iat, now)? {
             return Ok(Err(Unauthenticated(
@@ -275,48 +214,5 @@ mod tests {
             .bytes()
             .all(|byte| byte.is_ascii_lowercase() || (b'2'..=b'7').contains(&byte)));
         assert_ne!(label, new_label().expect("random"));
-    }
-
-    #[test]
-    fn only_reachable_unicast_addresses_are_published() {
-        for good in [
-            "192.168.1.20",
-            "10.0.0.5",
-            "127.0.0.1",
-            "fd00::5",
-            "2001:db8::1",
-        ] {
-            assert!(publishable(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "169.254.1.1",
-            "::",
-            "ff02::1",
-            "fe80::1",
-            "host.example",
-            "192.168.1",
-            "",
-        ] {
-            assert!(publishable(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn challenge_values_are_base64url_digests() {
-        assert!(is_challenge_value(
-            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
-        ));
-        for bad in [
-            "",
-            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX",
-            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0=",
-            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjE\"X0",
-            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjE X0",
-        ] {
-            assert!(!is_challenge_value(bad), "{bad}");
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! What the registry reads from an agent: the compact JWS, its kid, the batch envelope,
 //! every record kind in both formats (and an attendance chain's re-walk), heartbeats,
-//! receipts, request authorizations and month-close statements; and what the agent reads
-//! back: the policy.
+//! name updates, receipts, request authorizations and month-close statements; and what
+//! the agent reads back: the policy and the name it was given.
 #![no_main]
 
 use kasip_core::batch::{check_record, BatchEnvelope, BatchKind, Receipt};
@@ -37,6 +37,19 @@ fuzz_target!(|data: &[u8]| {
     // A month-close statement's payload, as the registry's month audit reads it.
     let _ = kasip_registry::audit::parse_statement(1, data);
     let _ = serde_json::from_slice::<kasip_core::wire::Heartbeat>(data);
+    // A name update the registry would publish holds only what its zone may carry.
+    if let Ok(update) = kasip_core::wire::NameUpdate::parse(data) {
+        let addresses = update.parsed_addresses().unwrap_or_default();
+        assert_eq!(addresses.len(), update.addresses.as_ref().map_or(0, Vec::len));
+        assert!(addresses.len() <= kasip_core::wire::NameUpdate::MAX_ADDRESSES);
+        assert!(addresses.iter().all(|address| !address.is_unspecified() && !address.is_multicast()));
+        assert!(update
+            .acme_challenge
+            .iter()
+            .flatten()
+            .all(|value| kasip_core::wire::is_dns01_value(value)));
+    }
+    let _ = kasip_sync::is_hostname(std::str::from_utf8(data).unwrap_or_default());
     let _ = serde_json::from_slice::<kasip_core::wire::Policy>(data);
     let _ = serde_json::from_slice::<kasip_core::wire::SignedPolicy>(data);
     let Ok(text) = std::str::from_utf8(data) else {
