@@ -130,6 +130,7 @@ pub struct CertificateState {
     pub last_renewal: Option<i64>,
     /// The last failure (publishing the name or renewing), until a success clears it.
     pub last_error: Option<String>,
+    /// Failed rounds in a row (publishing or renewing); 0 after a success.
     #[serde(default)]
     pub failures: u32,
     /// No renewal is tried before this time after a failure (backoff with jitter).
@@ -579,6 +580,7 @@ impl Renewer {
                     return Ok(false);
                 }
                 state.last_error = Some(error.clone());
+                state.failures = state.failures.saturating_add(1);
                 self.files.save_state(&state)?;
                 return Err(AgentError::Refused(error));
             }
@@ -612,7 +614,7 @@ impl Renewer {
             }
             Err(error) => {
                 let wait = backoff.next_delay(None);
-                state.failures = backoff.failures();
+                state.failures = state.failures.saturating_add(1);
                 state.last_error = Some(error.clone());
                 state.next_attempt =
                     Some(now + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2));

@@ -271,6 +271,22 @@ pub fn render(
         "Memory SQLite holds from malloc (statements, schema, page overflow).",
         sqlite.malloc_bytes as f64,
     );
+    let acme = crate::certificate::AcmeFiles::new(data_dir);
+    single(
+        &mut out,
+        "kasip_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When the certificate for the agent's name expires (Unix time; 0 when it has none).",
+        acme.current()
+            .map_or(0.0, |(_, (_, not_after))| not_after as f64),
+    );
+    single(
+        &mut out,
+        "kasip_certificate_renewal_failures",
+        "gauge",
+        "Failed attempts in a row to publish the agent's name or renew its certificate (alert on > 0).",
+        f64::from(acme.load_state().failures),
+    );
     latencies.render(&mut out);
     Ok(out)
 }

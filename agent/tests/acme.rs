@@ -19,6 +19,7 @@ use serde_json::Value;
 
 const ZONE: &str = "agents.kasip.test";
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+const METRICS: &str = "127.0.0.1:9464";
 
 struct Named {
     // Dropped last: the agent and the registry stop before the CA.
@@ -27,6 +28,7 @@ struct Named {
     pebble: Pebble,
     dns: String,
     hostname: String,
+    metrics_url: String,
 }
 
 impl Named {
@@ -35,6 +37,8 @@ impl Named {
         let dns = format!("127.0.0.1:{}", kasip_tests::dns::free_port());
         let pebble = Pebble::start(&dns);
         let (directory, ca) = (pebble.directory.clone(), pebble.https_ca());
+        let metrics = format!("127.0.0.1:{}", kasip_tests::dns::free_port());
+        let metrics_url = format!("http://{metrics}/metrics");
         let college = College::with_config(3, move |config| {
             for key in [
                 format!("acme_directory = \"{LETS_ENCRYPT}\""),
@@ -53,6 +57,10 @@ impl Named {
                     &format!("acme_ca_file = \"{}\"", ca.display()),
                 )
                 .replace("check_secs = 3600", "check_secs = 1")
+                .replace(
+                    &format!("listen = \"{METRICS}\""),
+                    &format!("listen = \"{metrics}\""),
+                )
         });
         let registry = Registry::new(&college, &["--agents-zone", ZONE, "--dns-listen", &dns]);
         let code = registry.enrolment_code();
@@ -75,6 +83,7 @@ impl Named {
             pebble,
             dns,
             hostname,
+            metrics_url,
         };
         named.wait_for("the first certificate", |status| {
             status["fingerprint"].is_string()
@@ -100,6 +109,19 @@ impl Named {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// One sample of the agent's Prometheus text.
+    fn metric(&self, name: &str) -> f64 {
+        let text = kasip_tests::http_client()
+            .get(&self.metrics_url)
+            .send()
+            .and_then(|response| response.text())
+            .expect("metrics");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics"))
     }
 
     fn port(&self) -> u16 {
@@ -414,6 +436,11 @@ fn renews_at_two_thirds_and_keeps_the_last_good_certificate_while_the_registry_i
     );
     let (_, still) = named.connect_by_name(&root);
     assert_eq!(still, first_fingerprint);
+    assert!(named.metric("kasip_certificate_renewal_failures") >= 1.0);
+    assert_eq!(
+        named.metric("kasip_certificate_expiry_timestamp_seconds"),
+        not_after as f64
+    );
     let output = agent_run(&named.college, &["doctor", "--offline"]);
     let said = text(&output).0;
     assert!(
@@ -430,6 +457,7 @@ fn renews_at_two_thirds_and_keeps_the_last_good_certificate_while_the_registry_i
         status["fingerprint"].as_str() != Some(first_fingerprint.as_str())
     });
     assert!(renewed["last_error"].is_null(), "{renewed:#}");
+    assert_eq!(renewed["failures"], 0);
     assert_eq!(renewed["last_renewal"], due + 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
