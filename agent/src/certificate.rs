@@ -391,21 +391,10 @@ impl Renewer {
         }
     }
 
-    /// Orders a certificate for `hostname`, proves it through the registry's zone, and
-    /// writes the key (0600) and chain. Returns the chain's first DER.
-    pub async fn obtain(&self, registry: &RegistryClient, hostname: &str) -> Result<(), String> {
-        use instant_acme::{
-            Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier,
-            NewAccount, NewOrder, OrderStatus, RetryPolicy,
-        };
+    /// The ACME account, created (and saved, 0600) on first use.
+    async fn account(&self) -> Result<instant_acme::Account, String> {
+        use instant_acme::{Account, AccountCredentials, NewAccount};
         let directory = &self.settings.certificate.acme_directory;
-        let ca_step = |what: &str| {
-            let directory = directory.clone();
-            let what = what.to_owned();
-            move |error: instant_acme::Error| {
-                format!("the ACME server {directory}: {what}: {error}")
-            }
-        };
         self.files
             .ensure_dir()
             .map_err(|error| crate::error::report(&error))?;
@@ -413,134 +402,167 @@ impl Renewer {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
         }
-        .map_err(ca_step("cannot make its HTTPS client"))?;
+        .map_err(self.ca_step("cannot make its HTTPS client"))?;
         let saved: Option<AccountCredentials> = std::fs::read(self.files.account())
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        let account = match saved {
-            Some(credentials) => builder
+        if let Some(credentials) = saved {
+            return builder
                 .from_credentials(credentials)
                 .await
-                .map_err(ca_step("cannot use the saved account"))?,
-            None => {
-                let (account, credentials) = builder
-                    .create(
-                        &NewAccount {
-                            contact: &[],
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        directory.clone(),
-                        None,
-                    )
-                    .await
-                    .map_err(ca_step("cannot create an account"))?;
-                let text = serde_json::to_vec(&credentials)
-                    .map_err(|error| format!("cannot write the ACME account: {error}"))?;
-                kasip_certs::process::write_file_atomically(&self.files.account(), &text, 0o600)
-                    .map_err(|error| {
-                        format!("cannot write {}: {error}", self.files.account().display())
-                    })?;
-                account
-            }
+                .map_err(self.ca_step("cannot use the saved account"));
+        }
+        let new_account = NewAccount {
+            contact: &[],
+            terms_of_service_agreed: true,
+            only_return_existing: false,
         };
-        let identifiers = [Identifier::Dns(hostname.to_owned())];
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
+        let (account, credentials) = builder
+            .create(&new_account, directory.clone(), None)
             .await
-            .map_err(ca_step("cannot open an order"))?;
+            .map_err(self.ca_step("cannot create an account"))?;
+        let text = serde_json::to_vec(&credentials)
+            .map_err(|error| format!("cannot write the ACME account: {error}"))?;
+        kasip_certs::process::write_file_atomically(&self.files.account(), &text, 0o600)
+            .map_err(|error| format!("cannot write {}: {error}", self.files.account().display()))?;
+        Ok(account)
+    }
+
+    /// Turns the CA's error at `what` into a sentence naming the CA.
+    fn ca_step(&self, what: &str) -> impl Fn(instant_acme::Error) -> String {
+        let directory = self.settings.certificate.acme_directory.clone();
+        let what = what.to_owned();
+        move |error| format!("the ACME server {directory}: {what}: {error}")
+    }
+
+    /// Asks the registry to publish `values` as the name's `_acme-challenge` TXT.
+    async fn set_challenge(
+        &self,
+        registry: &RegistryClient,
+        key: &DeviceKey,
+        hostname: &str,
+        values: Vec<String>,
+    ) -> Result<(), String> {
+        let change = NameChange {
+            hostname: Some(hostname.to_owned()),
+            addresses: None,
+            acme_challenge: Some(values),
+        };
+        registry
+            .update_name(key, &change, self.clock.now_unix())
+            .await
+            .map(drop)
+            .map_err(|error| format!("publishing the DNS-01 value: {error}"))
+    }
+
+    /// Proves `hostname` for every pending authorization of `order` (DNS-01 through the
+    /// registry). Sets `published` once a value is in the zone.
+    async fn prove(
+        &self,
+        order: &mut instant_acme::Order,
+        registry: &RegistryClient,
+        key: &DeviceKey,
+        hostname: &str,
+        published: &mut bool,
+    ) -> Result<(), String> {
+        use instant_acme::{AuthorizationStatus, ChallengeType};
+        let directory = &self.settings.certificate.acme_directory;
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization =
+                authorization.map_err(self.ca_step("cannot read an authorization"))?;
+            match authorization.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(format!(
+                        "the ACME server {directory} holds the authorization for {hostname} as {other:?}"
+                    ))
+                }
+            }
+            let mut challenge = authorization
+                .challenge(ChallengeType::Dns01)
+                .ok_or_else(|| format!("the ACME server {directory} offers no DNS-01 challenge"))?;
+            let value = challenge.key_authorization().dns_value();
+            self.set_challenge(registry, key, hostname, vec![value])
+                .await?;
+            *published = true;
+            challenge
+                .set_ready()
+                .await
+                .map_err(self.ca_step("cannot start the DNS-01 check"))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the proof to be accepted, sends a request for a new P-256 key and
+    /// downloads the chain: (key PEM, chain PEM).
+    async fn finish(
+        &self,
+        order: &mut instant_acme::Order,
+        hostname: &str,
+    ) -> Result<(String, String), String> {
+        use instant_acme::{OrderStatus, RetryPolicy};
+        let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(self.ca_step("the DNS-01 check did not finish"))?;
+        if status != OrderStatus::Ready {
+            let problem = order
+                .state()
+                .error
+                .as_ref()
+                .map_or_else(|| format!("{status:?}"), |problem| problem.to_string());
+            return Err(format!(
+                "the ACME server {} did not accept the DNS-01 proof for {hostname}: {problem}",
+                self.settings.certificate.acme_directory
+            ));
+        }
+        let key_pair = rcgen::KeyPair::generate()
+            .map_err(|error| format!("cannot make the certificate's key: {error}"))?;
+        let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
+            .map_err(|error| format!("'{hostname}' cannot be a certificate's name: {error}"))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key_pair)
+            .map_err(|error| format!("cannot make the certificate request: {error}"))?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(self.ca_step("cannot finalize the order"))?;
+        let chain = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(self.ca_step("cannot download the certificate"))?;
+        Ok((key_pair.serialize_pem(), chain))
+    }
+
+    /// Orders a certificate for `hostname`, proves it through the registry's zone, and
+    /// writes the key (0600) and chain, once the pair verifies.
+    pub async fn obtain(&self, registry: &RegistryClient, hostname: &str) -> Result<(), String> {
+        let account = self.account().await?;
+        let identifiers = [instant_acme::Identifier::Dns(hostname.to_owned())];
+        let mut order = account
+            .new_order(&instant_acme::NewOrder::new(&identifiers))
+            .await
+            .map_err(self.ca_step("cannot open an order"))?;
         let key = DeviceKey::load(&self.data_dir.key_path()).map_err(|error| error.to_string())?;
         let mut published = false;
+        let outcome = match self
+            .prove(&mut order, registry, &key, hostname, &mut published)
+            .await
         {
-            let mut authorizations = order.authorizations();
-            while let Some(authorization) = authorizations.next().await {
-                let mut authorization =
-                    authorization.map_err(ca_step("cannot read an authorization"))?;
-                match authorization.status {
-                    AuthorizationStatus::Valid => continue,
-                    AuthorizationStatus::Pending => {}
-                    other => {
-                        return Err(format!(
-                            "the ACME server {directory} holds the authorization for {hostname} as {other:?}"
-                        ))
-                    }
-                }
-                let mut challenge =
-                    authorization
-                        .challenge(ChallengeType::Dns01)
-                        .ok_or_else(|| {
-                            format!("the ACME server {directory} offers no DNS-01 challenge")
-                        })?;
-                let value = challenge.key_authorization().dns_value();
-                registry
-                    .update_name(
-                        &key,
-                        &NameChange {
-                            hostname: Some(hostname.to_owned()),
-                            addresses: None,
-                            acme_challenge: Some(vec![value]),
-                        },
-                        self.clock.now_unix(),
-                    )
-                    .await
-                    .map_err(|error| format!("publishing the DNS-01 value: {error}"))?;
-                published = true;
-                challenge
-                    .set_ready()
-                    .await
-                    .map_err(ca_step("cannot start the DNS-01 check"))?;
-            }
-        }
-        let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
-        let outcome = async {
-            let status = order
-                .poll_ready(&retries)
-                .await
-                .map_err(ca_step("the DNS-01 check did not finish"))?;
-            if status != OrderStatus::Ready {
-                let problem = order
-                    .state()
-                    .error
-                    .as_ref()
-                    .map_or_else(|| format!("{status:?}"), |problem| problem.to_string());
-                return Err(format!(
-                    "the ACME server {directory} did not accept the DNS-01 proof for {hostname}: {problem}"
-                ));
-            }
-            let key_pair = rcgen::KeyPair::generate()
-                .map_err(|error| format!("cannot make the certificate's key: {error}"))?;
-            let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
-                .map_err(|error| format!("'{hostname}' cannot be a certificate's name: {error}"))?;
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            let csr = params
-                .serialize_request(&key_pair)
-                .map_err(|error| format!("cannot make the certificate request: {error}"))?;
-            order
-                .finalize_csr(csr.der())
-                .await
-                .map_err(ca_step("cannot finalize the order"))?;
-            let chain = order
-                .poll_certificate(&retries)
-                .await
-                .map_err(ca_step("cannot download the certificate"))?;
-            Ok::<_, String>((key_pair.serialize_pem(), chain))
-        }
-        .await;
+            Ok(()) => self.finish(&mut order, hostname).await,
+            Err(error) => Err(error),
+        };
         if published {
             // The value proved what it had to, or failed: either way it is not kept.
-            let cleared = registry
-                .update_name(
-                    &key,
-                    &NameChange {
-                        hostname: Some(hostname.to_owned()),
-                        addresses: None,
-                        acme_challenge: Some(Vec::new()),
-                    },
-                    self.clock.now_unix(),
-                )
-                .await;
-            if let Err(error) = cleared {
-                tracing::warn!(error = %error, "cannot clear the DNS-01 value; the registry keeps it until the next renewal");
+            if let Err(error) = self
+                .set_challenge(registry, &key, hostname, Vec::new())
+                .await
+            {
+                tracing::warn!(%error, "cannot clear the DNS-01 value; the registry keeps it until the next renewal");
             }
         }
         let (key_pem, chain_pem) = outcome?;

@@ -349,32 +349,24 @@ fn chromium_opens_the_agent_by_its_name_with_verification_on_and_checks_a_studen
         )
     };
     let agent_by_name = named.named_url("");
-    let refused = kiosk(&[
+    let by_name = [
         "enroll",
         "--agent",
-        &agent_by_name,
+        agent_by_name.as_str(),
         "--code",
-        &code,
+        code.as_str(),
         "--agent-address",
         "127.0.0.1",
-    ]);
+    ];
+    let refused = kiosk(&by_name);
     assert!(!refused.status.success());
     assert!(
         text(&refused).1.contains("not trusted"),
         "{:?}",
         text(&refused)
     );
-    let enrolled = kiosk(&[
-        "enroll",
-        "--agent",
-        &agent_by_name,
-        "--code",
-        &code,
-        "--agent-address",
-        "127.0.0.1",
-        "--ca-file",
-        root_file.to_str().expect("path"),
-    ]);
+    let with_root = ["--ca-file", root_file.to_str().expect("path")];
+    let enrolled = kiosk(&[&by_name[..], &with_root[..]].concat());
     let (out, err) = text(&enrolled);
     assert!(enrolled.status.success(), "{out}{err}");
     assert!(

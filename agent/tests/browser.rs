@@ -77,6 +77,30 @@ fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() 
     };
     assert_ne!(second, first, "the code changed");
     assert_eq!(browser.text_of("#count"), "1/3");
+    // The page says where to type the code when a phone cannot read it.
+    let address = college.server.url.trim_start_matches("https://");
+    assert!(
+        browser.text_of("#type-at").contains(&format!("{address}/c")),
+        "{}",
+        browser.text_of("#type-at")
+    );
+
+    // The agent goes away: the dead code leaves the wall at once and the page says why
+    // (the browser keeps reconnecting by itself).
+    let mut college = college;
+    college.server.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.execute("return document.getElementById('qr').innerHTML === ''")
+        != serde_json::Value::Bool(true)
+    {
+        assert!(Instant::now() < deadline, "the dead code stayed on the projector");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lost = browser.execute("return document.body.dataset.connectionLost");
+    assert_eq!(Some(browser.text_of("#notice").as_str()), lost.as_str());
+    let lost_shot = college.dir.file("display-lost.png");
+    browser.screenshot(&lost_shot);
+    assert!(zbar_decode(&lost_shot).is_empty(), "a QR is still on screen");
 }
 
 #[test]

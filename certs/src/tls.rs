@@ -99,19 +99,26 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     validity(der).map(|(_, not_after)| not_after)
 }
 
-/// A certificate's validity (`notBefore`, `notAfter`) as Unix times, from its DER: the
-/// renewal is timed by it. None when the DER is not a certificate.
-pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+/// A certificate's TBSCertificate fields after the optional `[0] version`, from its DER:
+/// serialNumber first.
+fn tbs_after_version(der: &[u8]) -> Option<&[u8]> {
     let (0x30, certificate, _) = der_element(der)? else {
         return None;
     };
-    let (0x30, mut tbs, _) = der_element(certificate)? else {
+    let (0x30, tbs, _) = der_element(certificate)? else {
         return None;
     };
-    // [0] version (optional), serialNumber, signature algorithm, issuer, then validity.
     if tbs.first() == Some(&0xa0) {
-        tbs = der_element(tbs)?.2;
+        return Some(der_element(tbs)?.2);
     }
+    Some(tbs)
+}
+
+/// A certificate's validity (`notBefore`, `notAfter`) as Unix times, from its DER: the
+/// renewal is timed by it. None when the DER is not a certificate.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let mut tbs = tbs_after_version(der)?;
+    // serialNumber, signature algorithm, issuer, then validity.
     for _ in 0..3 {
         tbs = der_element(tbs)?.2;
     }
@@ -131,15 +138,7 @@ pub fn dns_names(der: &[u8]) -> Vec<String> {
 
 fn dns_names_of(der: &[u8]) -> Option<Vec<String>> {
     const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-    let (0x30, certificate, _) = der_element(der)? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = der_element(certificate)? else {
-        return None;
-    };
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_element(tbs)?.2;
-    }
+    let mut tbs = tbs_after_version(der)?;
     // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
     for _ in 0..6 {
         tbs = der_element(tbs)?.2;

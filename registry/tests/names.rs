@@ -93,14 +93,7 @@ impl Zone {
     }
 }
 
-fn post(url: &str, body: &str) -> (u16, String) {
-    let response = kasip_tests::http_client()
-        .post(url)
-        .body(body.to_owned())
-        .send()
-        .expect("post");
-    (response.status().as_u16(), response.text().expect("body"))
-}
+use kasip_tests::post_text as post;
 
 /// The registry here runs on the system clock, as must the TSIG it signs for BIND.
 #[allow(clippy::disallowed_methods)]

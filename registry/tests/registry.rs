@@ -20,14 +20,7 @@ fn registry() -> (TempDataDir, Server) {
     (dir, server)
 }
 
-fn post(url: &str, body: &str) -> (u16, String) {
-    let response = kasip_tests::http_client()
-        .post(url)
-        .body(body.to_owned())
-        .send()
-        .expect("post");
-    (response.status().as_u16(), response.text().expect("body"))
-}
+use kasip_tests::post_text as post;
 
 #[test]
 fn hostile_batches_enrolments_and_credentials_are_refused_and_change_nothing() {

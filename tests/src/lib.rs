@@ -345,6 +345,16 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("HTTP client")
 }
 
+/// POSTs `body` as it is; the status and the answer's text.
+pub fn post_text(url: &str, body: &str) -> (u16, String) {
+    let response = http_client()
+        .post(url)
+        .body(body.to_owned())
+        .send()
+        .expect("post");
+    (response.status().as_u16(), response.text().expect("body"))
+}
+
 /// A browser-like HTTPS client for `server`: trusts the agent's self-signed certificate
 /// from its data dir, keeps cookies, and does not follow redirects (tests check them).
 pub fn browser(data_dir: &Path) -> reqwest::blocking::Client {

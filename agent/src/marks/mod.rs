@@ -111,6 +111,9 @@ impl Request {
 #[derive(Clone)]
 pub struct MarkWriter {
     sender: mpsc::Sender<Request>,
+    /// Counts what projectors must show anew: each committed group, each lesson opened
+    /// or closed (`announce_change`). Projectors wait on it instead of polling.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl MarkWriter {
@@ -122,11 +125,24 @@ impl MarkWriter {
         clock: Arc<dyn Clock>,
     ) -> (Self, thread::JoinHandle<Store>) {
         let (sender, receiver) = mpsc::channel();
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
+        let committed = Arc::clone(&changes);
         let handle = thread::Builder::new()
             .name("mark-writer".into())
-            .spawn(move || writer_loop(store, receiver, &rules, clock.as_ref()))
+            .spawn(move || writer_loop(store, receiver, &rules, clock.as_ref(), &committed))
             .unwrap_or_else(|error| panic!("cannot start the mark writer thread: {error}"));
-        (Self { sender }, handle)
+        (Self { sender, changes }, handle)
+    }
+
+    /// A receiver that wakes after every committed group of marks and every announced
+    /// change of a lesson.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes the projectors: a lesson was opened or closed on another connection.
+    pub fn announce_change(&self) {
+        self.changes.send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Decides and stores a phone check-in; resolves after commit.
@@ -180,6 +196,7 @@ fn writer_loop(
     receiver: mpsc::Receiver<Request>,
     rules: &MarkRules,
     clock: &dyn Clock,
+    changes: &tokio::sync::watch::Sender<u64>,
 ) -> Store {
     let mut lookups = Lookups::default();
     while let Ok(first) = receiver.recv() {
@@ -197,6 +214,7 @@ fn writer_loop(
                 for (request, answer) in group.into_iter().zip(answers) {
                     request.reply(Ok(answer));
                 }
+                changes.send_modify(|count| *count = count.wrapping_add(1));
             }
             Err(error) => {
                 lookups.forget();

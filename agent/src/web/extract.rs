@@ -94,6 +94,7 @@ impl FromRequestParts<AppState> for Staff {
 /// The staff session's cookie, checked later inside a handler's own trip to the
 /// database (`member`): the projector's poll, once a second per projector, makes one
 /// trip instead of two. Anything else takes `Staff`.
+#[derive(Clone)]
 pub struct SessionCheck {
     pub lang: Lang,
     token: Option<String>,
@@ -118,6 +119,14 @@ impl FromRequestParts<AppState> for SessionCheck {
 }
 
 impl SessionCheck {
+    /// The same cookie, judged at `now` (a projector's feed checks it again and again).
+    pub fn at(&self, now: i64) -> Self {
+        Self {
+            now,
+            ..self.clone()
+        }
+    }
+
     /// The signed-in staff member and the session's CSRF token; None when not signed in.
     pub fn session(
         &self,

@@ -5,6 +5,7 @@
 
 mod admin;
 mod assets;
+mod display;
 mod error;
 mod extract;
 mod kiosk;
@@ -51,7 +52,7 @@ pub struct AppState {
     /// Check-in intents of phones that had to bind first: id → (token, seen fresh at).
     intents: Arc<Mutex<HashMap<String, (ClassroomToken, i64)>>>,
     /// Each shown lesson's current code, rendered once per rotation step.
-    shown_codes: Arc<Mutex<HashMap<i64, Arc<staff::ShownCode>>>>,
+    shown_codes: Arc<Mutex<HashMap<i64, Arc<display::ShownCode>>>>,
     /// Discipline, group and room per lesson for confirmation pages: read once per lesson
     /// instead of once per check-in (a timetable re-import shows after a restart).
     lesson_labels: Arc<Mutex<HashMap<i64, crate::lessons::LessonLabel>>>,
@@ -71,6 +72,9 @@ pub struct AppState {
     /// The latest time read from the clock: sessions are judged by it, so a clock stepped
     /// back does not bring an expired one back.
     clock_high_water: Arc<std::sync::atomic::AtomicI64>,
+    /// Turns true when the server stops: endless answers (the projectors' feeds) end
+    /// then, instead of holding the graceful shutdown for its full 10 s.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -105,11 +109,18 @@ impl AppState {
             red_flags: Arc::default(),
             latencies: Arc::default(),
             passwords,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 
     pub fn now(&self) -> i64 {
         self.clock.now_unix()
+    }
+
+    /// Resolves once the server is stopping.
+    pub async fn stopping(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// The base URL classroom codes carry now.
@@ -248,8 +259,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/month-close", post(admin::close_month))
         .route("/admin/group", get(admin::group_page))
         .route("/admin/student", get(admin::student_page))
-        .route("/display/{id}", get(staff::display_page))
-        .route("/display/{id}/current", get(staff::display_current))
+        .route("/display/{id}", get(display::display_page))
+        .route("/display/{id}/current", get(display::display_current))
+        .route("/display/{id}/events", get(display::display_events))
         .route("/bind", get(phone::bind_form).post(phone::bind))
         .route("/pass", get(pass::page))
         .route("/pass.js", get(assets::pass))
@@ -472,12 +484,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    let stopping = state.stopping.clone();
     // Connect info: the throttles count guesses by the peer's address.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.send_replace(true);
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     // HTTP/1.1 only (see `https_only_http1`), and no more than `CLIENT_READ_TIMEOUT` to

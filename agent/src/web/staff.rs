@@ -3,15 +3,14 @@
 
 use askama::Template;
 use axum::extract::{Form, Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
-use kasip_core::{step_at, typed_code, ClassroomToken, Date, Iin, LessonKey, MarkStatus};
-use serde::{Deserialize, Serialize};
+use kasip_core::{Date, Iin, MarkStatus};
+use serde::Deserialize;
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
 use super::extract::{
-    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, SessionCheck, Staff, StaffForm,
+    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm,
     StaffPage, SESSION_COOKIE,
 };
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
@@ -27,7 +26,7 @@ use kasip_core::{Lang, Text};
 const LOGIN_CSRF_COOKIE: &str = "kasip_login_csrf";
 
 /// The lesson if it exists and `member` may act on it; 403 otherwise.
-async fn accessible_lesson(
+pub(super) async fn accessible_lesson(
     state: &AppState,
     member: &StaffMember,
     lang: Lang,
@@ -217,6 +216,8 @@ pub async fn logout(
                     .map_err(|source| crate::error::AgentError::from(store.error(source)))
             })
             .await;
+        // The session's projectors see the sign-out now, not at their next re-check.
+        state.writer.announce_change();
         if let Err(error) = ended {
             tracing::error!(error = %crate::error::report(&error), "a session could not be ended; it expires by itself");
         }
@@ -379,6 +380,9 @@ async fn act_on_lesson(
         })
         .await
         .or_failure(lang)?;
+    if done.is_ok() {
+        state.writer.announce_change();
+    }
     match (done, action) {
         (Ok(()), LessonAction::Open) => {
             Ok(Redirect::to(&format!("/display/{lesson_id}")).into_response())
@@ -588,196 +592,6 @@ pub async fn manual_mark(
     Ok(response)
 }
 
-/// What the display page fetches every second: the agent's clock decides the code.
-#[derive(Serialize)]
-pub struct DisplayNow<'a> {
-    pub state: LessonState,
-    /// Why there is no code, in the viewer's language; empty while the lesson is open.
-    pub notice: &'a str,
-    pub step: u64,
-    pub url: &'a str,
-    pub svg: &'a str,
-    pub typed_code: &'a str,
-    pub qr_version: i16,
-    pub checked_in: i64,
-    pub expected: i64,
-    pub seconds_left: u64,
-}
-
-/// One rotation step's code as a projector shows it: rendered once, then served from
-/// memory to every poll of that step (a poll rendered its QR each time: ~1.3 ms of CPU,
-/// ten times a ping, once a second per projector).
-pub struct ShownCode {
-    step: u64,
-    /// The opening's key: a code is never served for another key.
-    qr_key: Vec<u8>,
-    url: String,
-    svg: String,
-    typed: String,
-    version: i16,
-}
-
-/// `lesson_id`'s code at `step` under `qr_key`, from the cache or rendered now. The cache
-/// keeps one step per lesson, so it holds no more than the lessons being shown.
-fn shown_code(
-    state: &AppState,
-    lesson_id: i64,
-    step: u64,
-    qr_key: Vec<u8>,
-) -> Result<std::sync::Arc<ShownCode>, qrcode::types::QrError> {
-    let cached = state
-        .shown_codes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(&lesson_id)
-        .filter(|code| code.step == step && code.qr_key == qr_key)
-        .cloned();
-    if let Some(code) = cached {
-        return Ok(code);
-    }
-    let key = LessonKey::new(&qr_key);
-    let url = format!(
-        "{}/c/{}",
-        state.public_url(),
-        ClassroomToken::mint(&key, lesson_id, step)
-    );
-    let (svg, version) = qr_svg(&url)?;
-    let code = std::sync::Arc::new(ShownCode {
-        step,
-        typed: typed_code(&key, lesson_id, step),
-        qr_key,
-        url,
-        svg,
-        version,
-    });
-    let mut codes = state
-        .shown_codes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // Lessons no longer shown (their step has passed) leave the cache.
-    codes.retain(|_, shown| shown.step + 1 >= step);
-    codes.insert(lesson_id, std::sync::Arc::clone(&code));
-    Ok(code)
-}
-
-fn qr_svg(url: &str) -> Result<(String, i16), qrcode::types::QrError> {
-    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)?;
-    let version = match code.version() {
-        qrcode::Version::Normal(version) | qrcode::Version::Micro(version) => version,
-    };
-    let svg = code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(200, 200)
-        .quiet_zone(true)
-        .build();
-    Ok((svg, version))
-}
-
-pub async fn display_current(
-    State(state): State<AppState>,
-    Path(lesson_id): Path<i64>,
-    RawQuery(query): RawQuery,
-    session: SessionCheck,
-) -> Result<Response, WebError> {
-    let lang = session.lang;
-    let now = state.now();
-    let settings = state.settings.clone();
-    // One trip to the database: the session, the lesson, whether this staff member may
-    // show it, and its opening's key (each trip cost more than the rest of the poll).
-    let found = state
-        .with_db(move |store| {
-            let Some(member) = session.member(store)? else {
-                return Ok(Err(WebError::SignInFirst { lang }));
-            };
-            let failure = |source| crate::error::AgentError::from(store.error(source));
-            let times = settings.lesson_times();
-            let Some(lesson) =
-                lessons::summary_for(store.connection(), &member, lesson_id, now, &times)
-                    .map_err(failure)?
-            else {
-                return Ok(Err(WebError::refused(
-                    lang,
-                    StatusCode::FORBIDDEN,
-                    Text::StaffNotYours,
-                )));
-            };
-            let key = lessons::open_lesson_at(store.connection(), lesson_id, now, &times)
-                .map_err(failure)?
-                .map(|open| open.qr_key);
-            Ok(Ok((lesson, key)))
-        })
-        .await
-        .or_failure(lang)?;
-    let (lesson, key) = found?;
-    let period = u64::from(state.settings.qr_period_secs);
-    let step = step_at(now, state.settings.qr_period_secs);
-    let seconds_left = period - (now.max(0) as u64 % period);
-    let shown = match key {
-        Some(key) => Some(shown_code(&state, lesson_id, step, key).or_failure(lang)?),
-        None => None,
-    };
-    // The code (a few kilobytes of SVG) only when the projector does not show it yet:
-    // nine polls in ten carry the count alone.
-    // `?shown=STEP`, the step whose code the projector shows; anything else is ignored.
-    let shown_step = query.as_deref().and_then(|query| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("shown="))
-            .and_then(|value| value.parse::<u64>().ok())
-    });
-    let already_shown = shown_step == Some(step);
-    let text = |pick: fn(&ShownCode) -> &str| match shown.as_deref() {
-        Some(code) if !already_shown => pick(code),
-        _ => "",
-    };
-    let mut response = Json(DisplayNow {
-        state: lesson.state,
-        notice: lesson.state.notice().map_or("", |notice| lang.text(notice)),
-        step,
-        url: text(|code| &code.url),
-        svg: text(|code| &code.svg),
-        typed_code: text(|code| &code.typed),
-        qr_version: shown.as_ref().map_or(0, |code| code.version),
-        checked_in: lesson.checked_in,
-        expected: lesson.expected,
-        seconds_left,
-    })
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
-}
-
-#[derive(Template)]
-#[template(path = "display.html")]
-struct DisplayPage {
-    lang: Lang,
-    lesson: LessonSummary,
-    room: String,
-}
-
-pub async fn display_page(
-    State(state): State<AppState>,
-    Path(lesson_id): Path<i64>,
-    StaffPage(staff): StaffPage,
-) -> Result<Response, WebError> {
-    let lesson = accessible_lesson(&state, &staff.member, staff.lang, lesson_id).await?;
-    let room = if lesson.mode == "online" {
-        "online".to_owned()
-    } else {
-        format!("{} · {}", lesson.site, lesson.room)
-    };
-    Ok(render(
-        StatusCode::OK,
-        &DisplayPage {
-            lang: staff.lang,
-            lesson,
-            room,
-        },
-    ))
-}
-
 #[derive(Deserialize)]
 pub struct IssueCodeForm {
     #[serde(default)]
@@ -845,25 +659,6 @@ mod tests {
     use super::super::page::hostile;
     use super::*;
 
-    fn lesson() -> LessonSummary {
-        LessonSummary {
-            id: 1,
-            date: "2026-11-23".into(),
-            start: "09:00".into(),
-            end: "10:30".into(),
-            group: hostile::TEXT.into(),
-            discipline: hostile::TEXT.into(),
-            teacher_iin: "850515400012".into(),
-            teacher_name: hostile::TEXT.into(),
-            site: hostile::TEXT.into(),
-            room: hostile::TEXT.into(),
-            mode: "offline".into(),
-            state: LessonState::Open,
-            checked_in: 0,
-            expected: 1,
-        }
-    }
-
     #[test]
     fn staff_pages_escape_hostile_names() {
         let lang = Lang::fallback();
@@ -894,12 +689,6 @@ mod tests {
             }],
         };
         hostile::assert_escaped(&teacher.render().expect("teacher"));
-        let display = DisplayPage {
-            lang,
-            lesson: lesson(),
-            room: hostile::TEXT.into(),
-        };
-        hostile::assert_escaped(&display.render().expect("display"));
         let login = LoginPage {
             lang,
             csrf: hostile::TEXT.into(),
