@@ -80,7 +80,9 @@ fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() 
     // The page says where to type the code when a phone cannot read it.
     let address = college.server.url.trim_start_matches("https://");
     assert!(
-        browser.text_of("#type-at").contains(&format!("{address}/c")),
+        browser
+            .text_of("#type-at")
+            .contains(&format!("{address}/c")),
         "{}",
         browser.text_of("#type-at")
     );
@@ -93,14 +95,20 @@ fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() 
     while browser.execute("return document.getElementById('qr').innerHTML === ''")
         != serde_json::Value::Bool(true)
     {
-        assert!(Instant::now() < deadline, "the dead code stayed on the projector");
+        assert!(
+            Instant::now() < deadline,
+            "the dead code stayed on the projector"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let lost = browser.execute("return document.body.dataset.connectionLost");
     assert_eq!(Some(browser.text_of("#notice").as_str()), lost.as_str());
     let lost_shot = college.dir.file("display-lost.png");
     browser.screenshot(&lost_shot);
-    assert!(zbar_decode(&lost_shot).is_empty(), "a QR is still on screen");
+    assert!(
+        zbar_decode(&lost_shot).is_empty(),
+        "a QR is still on screen"
+    );
 }
 
 #[test]

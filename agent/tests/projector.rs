@@ -100,7 +100,11 @@ fn the_feed_pushes_the_code_and_the_count_and_ends_when_the_teacher_signs_out() 
     assert_eq!(counted["step"], open["step"]);
     assert_eq!(counted["svg"], "");
     // Everything above came from pushes, not from waiting out a period or a re-check.
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Signed out elsewhere (another tab): the feed says so and ends.
     let csrf = college.csrf(&teacher);
@@ -116,7 +120,10 @@ fn the_feed_pushes_the_code_and_the_count_and_ends_when_the_teacher_signs_out() 
         if event.name == "signed-out" {
             break event;
         }
-        assert!(Instant::now() < deadline, "the feed did not notice the sign-out");
+        assert!(
+            Instant::now() < deadline,
+            "the feed did not notice the sign-out"
+        );
     };
     assert!(!ended.data.is_empty());
     assert!(feed.next().is_none(), "the feed ends after signed-out");

@@ -82,6 +82,18 @@ enum Request {
     Kiosk(KioskScan, oneshot::Sender<KioskScanResult>),
 }
 
+impl Request {
+    /// The lesson a request may change, when known before deciding it.
+    fn lesson(&self) -> Option<i64> {
+        match self {
+            Request::Phone(check_in, _) => check_in.token.as_ref().ok().map(|token| token.lesson),
+            Request::Manual(mark, _) => Some(mark.lesson_id),
+            // A typed code or a kiosk scan finds its lesson inside the transaction.
+            Request::Kiosk(..) => None,
+        }
+    }
+}
+
 enum Answer {
     Phone(Result<Accepted, Rejection>),
     Manual(Result<ManualAccepted, ManualRefusal>),
@@ -111,9 +123,59 @@ impl Request {
 #[derive(Clone)]
 pub struct MarkWriter {
     sender: mpsc::Sender<Request>,
-    /// Counts what projectors must show anew: each committed group, each lesson opened
-    /// or closed (`announce_change`). Projectors wait on it instead of polling.
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// What projectors must show anew (`Changes`): they wait on it instead of polling.
+    changes: Arc<Changes>,
+}
+
+/// Which lessons changed, for the projectors' feeds: a version per lesson, bumped by each
+/// committed group that touched it, and one for every lesson (a kiosk scan, whose lesson
+/// is found inside the transaction; a lesson opened or closed; a sign-out). A feed wakes
+/// on every bump and reads the database only when its own lesson's version moved.
+#[derive(Default)]
+pub struct Changes {
+    per_lesson: std::sync::Mutex<std::collections::HashMap<i64, u64>>,
+    every_lesson: std::sync::atomic::AtomicU64,
+    wake: tokio::sync::watch::Sender<u64>,
+}
+
+impl Changes {
+    /// Bumps `lessons` (None: every lesson) and wakes the feeds.
+    fn touch(&self, lessons: impl IntoIterator<Item = Option<i64>>) {
+        {
+            let mut per_lesson = self
+                .per_lesson
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for lesson in lessons {
+                match lesson {
+                    Some(lesson) => *per_lesson.entry(lesson).or_default() += 1,
+                    None => {
+                        self.every_lesson
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.wake
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// A number that moves whenever `lesson` may show something new.
+    pub fn version(&self, lesson: i64) -> u64 {
+        let own = self
+            .per_lesson
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&lesson)
+            .copied()
+            .unwrap_or(0);
+        own.wrapping_add(self.every_lesson.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Wakes on every bump.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
 }
 
 impl MarkWriter {
@@ -125,7 +187,7 @@ impl MarkWriter {
         clock: Arc<dyn Clock>,
     ) -> (Self, thread::JoinHandle<Store>) {
         let (sender, receiver) = mpsc::channel();
-        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
+        let changes = Arc::new(Changes::default());
         let committed = Arc::clone(&changes);
         let handle = thread::Builder::new()
             .name("mark-writer".into())
@@ -134,15 +196,15 @@ impl MarkWriter {
         (Self { sender, changes }, handle)
     }
 
-    /// A receiver that wakes after every committed group of marks and every announced
-    /// change of a lesson.
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// What changed since a projector's feed last looked.
+    pub fn changes(&self) -> Arc<Changes> {
+        Arc::clone(&self.changes)
     }
 
-    /// Wakes the projectors: a lesson was opened or closed on another connection.
+    /// Wakes every projector: a lesson was opened or closed on another connection, or a
+    /// staff member signed out.
     pub fn announce_change(&self) {
-        self.changes.send_modify(|count| *count = count.wrapping_add(1));
+        self.changes.touch([None]);
     }
 
     /// Decides and stores a phone check-in; resolves after commit.
@@ -196,7 +258,7 @@ fn writer_loop(
     receiver: mpsc::Receiver<Request>,
     rules: &MarkRules,
     clock: &dyn Clock,
-    changes: &tokio::sync::watch::Sender<u64>,
+    changes: &Changes,
 ) -> Store {
     let mut lookups = Lookups::default();
     while let Ok(first) = receiver.recv() {
@@ -211,10 +273,10 @@ fn writer_loop(
         let outcome = decide_group(&mut store, &mut lookups, &group, rules, now);
         match outcome {
             Ok(answers) => {
+                changes.touch(group.iter().map(Request::lesson));
                 for (request, answer) in group.into_iter().zip(answers) {
                     request.reply(Ok(answer));
                 }
-                changes.send_modify(|count| *count = count.wrapping_add(1));
             }
             Err(error) => {
                 lookups.forget();

@@ -234,6 +234,9 @@ pub async fn display_current(
 /// How often an idle feed re-reads the session (a sign-out ends the feed) and the
 /// lesson (a change made by another process).
 const FEED_RECHECK: Duration = Duration::from_secs(15);
+/// A feed reads the database at most this often: every commit wakes every feed, and a
+/// burst of check-ins in one room must not make each projector read once per commit.
+const FEED_MIN_GAP: Duration = Duration::from_secs(1);
 
 /// What a projector's feed last sent, to send only what changed.
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -248,8 +251,13 @@ struct Feed {
     state: AppState,
     lesson_id: i64,
     session: SessionCheck,
-    changes: tokio::sync::watch::Receiver<u64>,
+    changes: Arc<crate::marks::Changes>,
+    wake: tokio::sync::watch::Receiver<u64>,
+    /// The lesson's version (`Changes::version`) at the last read.
+    version: u64,
     sent: Option<Sent>,
+    /// When the database was last read for this feed.
+    read_at: Option<tokio::time::Instant>,
     ended: bool,
 }
 
@@ -266,12 +274,16 @@ pub async fn display_events(
 ) -> Result<Response, WebError> {
     // Refused as a page before the stream starts: not signed in, not this lesson.
     snapshot(&state, lesson_id, session.clone(), state.now()).await?;
+    let changes = state.writer.changes();
     let feed = Feed {
-        changes: state.writer.changes(),
+        wake: changes.subscribe(),
+        version: changes.version(lesson_id),
+        changes,
         state,
         lesson_id,
         session,
         sent: None,
+        read_at: None,
         ended: false,
     };
     let events = futures_util::stream::unfold(feed, next_event);
@@ -289,13 +301,33 @@ async fn next_event(mut feed: Feed) -> Option<(Result<Event, Infallible>, Feed)>
         if feed.sent.is_some() {
             let now = feed.state.now();
             let until_step = u64::from(period) - (now.max(0) as u64 % u64::from(period));
-            tokio::select! {
-                _ = feed.changes.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(until_step)) => {}
-                () = tokio::time::sleep(FEED_RECHECK) => {}
-                () = feed.state.stopping() => return None,
+            // Fixed before waiting: wakes for other lessons do not push them back.
+            let started = tokio::time::Instant::now();
+            let (next_step, recheck) = (
+                started + Duration::from_secs(until_step),
+                started + FEED_RECHECK,
+            );
+            loop {
+                tokio::select! {
+                    _ = feed.wake.changed() => {
+                        // Another lesson's marks: nothing to read.
+                        if feed.changes.version(feed.lesson_id) == feed.version {
+                            continue;
+                        }
+                        if let Some(read_at) = feed.read_at {
+                            tokio::time::sleep_until(read_at + FEED_MIN_GAP).await;
+                        }
+                    }
+                    () = tokio::time::sleep_until(next_step) => {}
+                    () = tokio::time::sleep_until(recheck) => {}
+                    () = feed.state.stopping() => return None,
+                }
+                break;
             }
         }
+        feed.read_at = Some(tokio::time::Instant::now());
+        // Taken before the read: a commit after it moves the version again.
+        feed.version = feed.changes.version(feed.lesson_id);
         let now = feed.state.now();
         let session = feed.session.at(feed.state.clock_high_water());
         let lang = session.lang;

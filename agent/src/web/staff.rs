@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
 use super::extract::{
-    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm,
-    StaffPage, SESSION_COOKIE,
+    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm, StaffPage,
+    SESSION_COOKIE,
 };
 use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
 use super::throttle::{self, throttled, Client, Key};
