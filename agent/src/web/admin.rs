@@ -7,14 +7,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kasip_core::{per_mille_text, Month, PerMille, ScopeCoverage, StudentMonth};
 use serde::Deserialize;
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
-use super::extract::{Admin, AdminForm, CsrfField, StaffForm};
+use super::extract::{Admin, AdminForm, CsrfField, PageQuery, StaffForm};
 use super::page::render;
 use super::AppState;
 use crate::coverage::{month_figures, CoverageReport, CoverageTrend};
@@ -270,7 +270,7 @@ impl DashboardPage {
 pub async fn dashboard(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Query(query): Query<MonthQuery>,
+    PageQuery(query): PageQuery<MonthQuery>,
 ) -> Result<Response, WebError> {
     let lang = admin.lang;
     let month = month_of(&state, lang, query.month.as_deref())?;
@@ -334,7 +334,7 @@ pub async fn export(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(table_name): Path<String>,
-    Query(query): Query<ExportQuery>,
+    PageQuery(query): PageQuery<ExportQuery>,
 ) -> Result<Response, WebError> {
     let lang = admin.lang;
     let month = month_of(&state, lang, query.month.as_deref())?;
@@ -582,7 +582,7 @@ struct GroupPage {
 pub async fn group_page(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Query(query): Query<GroupQuery>,
+    PageQuery(query): PageQuery<GroupQuery>,
 ) -> Result<Response, WebError> {
     let lang = admin.lang;
     let month = month_of(&state, lang, query.month.as_deref())?;
@@ -622,7 +622,7 @@ struct StudentPage {
 pub async fn student_page(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Query(query): Query<StudentQuery>,
+    PageQuery(query): PageQuery<StudentQuery>,
 ) -> Result<Response, WebError> {
     let lang = admin.lang;
     let month = month_of(&state, lang, query.month.as_deref())?;

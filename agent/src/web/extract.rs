@@ -41,6 +41,26 @@ impl FromRequestParts<AppState> for PageLang {
     }
 }
 
+/// A page's query parameters, or a page in the reader's language saying the address is
+/// incomplete (axum's own refusal is a line of English about deserialising).
+pub struct PageQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|query| Self(query.0))
+            .map_err(|_| {
+                WebError::refused(
+                    lang_of(parts),
+                    StatusCode::BAD_REQUEST,
+                    Text::ErrorBadAddress,
+                )
+            })
+    }
+}
+
 /// The address the request came from (what throttles count guesses by). Served with
 /// connect info, every request has it; a router driven without (a unit test) is
 /// "unspecified".

@@ -283,6 +283,7 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::time_requests,
         ))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(keep_language))
         .layer(axum::middleware::from_fn(read_body_in_time))
         .layer(axum::middleware::from_fn_with_state(
             state.secure_cookies,
@@ -327,6 +328,52 @@ async fn security_headers(
         .or_insert(HeaderValue::from_static("no-store"));
     response
 }
+
+/// The reader's choice of language is kept: a `?lang=` sets the `lang` cookie for a year,
+/// so the next page needs no parameter; and the language links of an HTML page keep the
+/// rest of its address (`/admin/student?iin=…&lang=kk`), which they used to drop,
+/// leaving a page without the parameter it needs.
+async fn keep_language(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header;
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let chosen = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("lang="))
+        .and_then(kasip_core::Lang::from_code);
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("lang="))
+        .collect();
+    let mut response = next.run(request).await;
+    if let Some(lang) = chosen {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            page::set_cookie("lang", lang.code(), 365 * 86_400, false),
+        );
+    }
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if rest.is_empty() || !is_html {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_PAGE_BYTES).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "page too large").into_response();
+    };
+    // The query as the browser sent it (percent-encoded), escaped for an attribute.
+    let kept = page::escape_attribute(&rest.join("&"));
+    let html = String::from_utf8_lossy(&bytes)
+        .replace("href=\"?lang=", &format!("href=\"?{kept}&amp;lang="));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(html))
+}
+
+/// The largest page `keep_language` rewrites (the dashboard of a large college is a few
+/// hundred kilobytes).
+const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads the whole body before any handler runs, so that every route, including those
 /// that ignore their body, refuses one larger than `MAX_BODY_BYTES` (413) or one sent

@@ -35,6 +35,22 @@ pub fn language(query_lang: Option<&str>, headers: &HeaderMap) -> Lang {
     )
 }
 
+/// `text` safe inside a double-quoted HTML attribute.
+pub fn escape_attribute(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
 /// The value of one cookie from the request.
 pub fn cookie(headers: &HeaderMap, name: &str, secure: bool) -> Option<String> {
     let name = cookie_name(name, secure);
