@@ -18,6 +18,20 @@ pub const MAX_SKEW_SECS: i64 = 300;
 #[error("the system random generator failed")]
 pub struct RandomUnavailable;
 
+/// A fresh single-use id for a signed request (128 random bits, base64url): the
+/// registry takes each once.
+pub fn fresh_jti() -> Result<String, RandomUnavailable> {
+    use ring::rand::SecureRandom;
+    let mut jti = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut jti)
+        .map_err(|_| RandomUnavailable)?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jti,
+    ))
+}
+
 /// The header value for `method path` at `now`, with a fresh `jti`.
 pub fn authorization(
     key: &DeviceKey,
@@ -25,12 +39,7 @@ pub fn authorization(
     path: &str,
     now: i64,
 ) -> Result<String, RandomUnavailable> {
-    use ring::rand::SecureRandom;
-    let mut jti = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut jti)
-        .map_err(|_| RandomUnavailable)?;
-    let jti = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti);
+    let jti = fresh_jti()?;
     let claims =
         json!({"agent": key.thumbprint(), "method": method, "path": path, "iat": now, "jti": jti});
     // Only strings and integers: canonical form cannot fail.

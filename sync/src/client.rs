@@ -217,18 +217,15 @@ impl RegistryClient {
         change: &NameChange,
         now: i64,
     ) -> Result<NameRecords, SyncError> {
-        use ring::rand::SecureRandom;
-        let mut jti = [0u8; 16];
-        ring::rand::SystemRandom::new()
-            .fill(&mut jti)
-            .map_err(|_| SyncError::Protocol("the system random generator failed".into()))?;
+        let jti = kasip_certs::agent_auth::fresh_jti()
+            .map_err(|error| SyncError::Protocol(error.to_string()))?;
         let update = kasip_core::wire::NameUpdate {
             agent: key.thumbprint(),
             hostname: change.hostname.clone(),
             addresses: change.addresses.clone(),
             acme_challenge: change.acme_challenge.clone(),
             iat: now,
-            jti: URL_SAFE_NO_PAD.encode(jti),
+            jti,
         };
         let payload = serde_json::to_value(&update)
             .ok()
