@@ -75,7 +75,38 @@ pub fn local_date(timezone: &CollegeTimezone, unix_time: i64) -> Date {
 }
 
 /// The college's local time of day at `unix_time`, as `HH:MM`.
+/// `YYYY-MM-DD HH:MM` in the college's zone: when something happened or ends, for people.
+pub fn local_date_time_text(timezone: &CollegeTimezone, unix_time: i64) -> String {
+    format!(
+        "{} {}",
+        local_date(timezone, unix_time),
+        local_time_text(timezone, unix_time)
+    )
+}
+
 pub fn local_time_text(timezone: &CollegeTimezone, unix_time: i64) -> String {
     let minutes = (unix_time + timezone.offset_seconds()).rem_euclid(86_400) / 60;
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_date_and_time_are_the_colleges() {
+        let almaty = CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        // 2026-11-23 04:01 UTC is 09:01 in Almaty (UTC+5); 20:00 UTC is the next day there.
+        let morning = kasip_core::Date::new(2026, 11, 23)
+            .expect("date")
+            .days_since_epoch()
+            * 86_400
+            + 4 * 3600
+            + 60;
+        assert_eq!(local_date_time_text(&almaty, morning), "2026-11-23 09:01");
+        assert_eq!(
+            local_date_time_text(&almaty, morning + 16 * 3600 - 60),
+            "2026-11-24 01:00"
+        );
+    }
 }

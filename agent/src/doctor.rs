@@ -353,7 +353,7 @@ fn named_certificate(
     }
     let files = crate::certificate::AcmeFiles::new(data_dir);
     let state = files.load_state();
-    let at = |time: i64| crate::clock::local_time_text(&settings.timezone, time);
+    let at = |time: i64| crate::clock::local_date_time_text(&settings.timezone, time);
     let enrolled = crate::registry_link::enrolment(store.connection())
         .ok()
         .flatten()

@@ -578,7 +578,7 @@ pub fn cert(data_dir: &DataDir, command: super::CertCommand) -> Result<(), Agent
                 println!("{text}");
                 return Ok(());
             }
-            let at = |time: i64| crate::clock::local_time_text(&settings.timezone, time);
+            let at = |time: i64| crate::clock::local_date_time_text(&settings.timezone, time);
             let when = |time: Option<i64>| time.map_or("never".to_owned(), at);
             println!(
                 "name:           {}",
@@ -658,7 +658,7 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
                     .map_err(AgentError::json("the JSON output"))?;
                 println!("{text}");
             } else {
-                print_sync_status(&status);
+                print_sync_status(&status, &settings.timezone);
             }
             Ok(store.close()?)
         }
@@ -707,8 +707,13 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
     }
 }
 
-fn print_sync_status(status: &crate::outbox::SyncStatus) {
-    let when = |at: Option<i64>| at.map_or("never".to_owned(), |at| format!("unix {at}"));
+fn print_sync_status(status: &crate::outbox::SyncStatus, timezone: &kasip_core::CollegeTimezone) {
+    // The college's local time, as people read it (`--json` keeps Unix times).
+    let when = |at: Option<i64>| {
+        at.map_or("never".to_owned(), |at| {
+            crate::clock::local_date_time_text(timezone, at)
+        })
+    };
     println!(
         "registry:            {}",
         status
