@@ -273,20 +273,18 @@ pub async fn lan_addresses(
     if !listen.ip().is_unspecified() {
         return Ok(vec![listen.ip()]);
     }
-    let authority = registry_url
-        .split_once("://")
-        .map_or(registry_url, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let target = if authority.contains(':') && !authority.ends_with(']') {
-        authority
-    } else if registry_url.starts_with("http://") {
-        format!("{authority}:80")
-    } else {
-        format!("{authority}:443")
-    };
+    let uri: axum::http::Uri = registry_url
+        .parse()
+        .map_err(|_| format!("the registry's URL {registry_url} is not a URL"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("the registry's URL {registry_url} names no host"))?;
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("http") => 80,
+        _ => 443,
+    });
+    // `host` keeps an IPv6 address's brackets, as `ToSocketAddrs` wants them.
+    let target = format!("{host}:{port}");
     tokio::task::spawn_blocking(move || {
         use std::net::ToSocketAddrs;
         let remote = target
@@ -335,12 +333,13 @@ impl Renewer {
     }
 
     /// Publishes the name's addresses when they changed or are due again; learns the
-    /// name on the first call. Returns the name.
+    /// name on the first call. Returns the name; None when the registry serves no
+    /// agents' zone (404) and the agent has no name yet: not a failure, there is no name.
     pub async fn publish_addresses(
         &self,
         registry: &RegistryClient,
         listen: std::net::SocketAddr,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         let mut state = self.files.load_state();
         let now = self.clock.now_unix();
         let addresses: Vec<String> = lan_addresses(&self.settings, listen, registry.base_url())
@@ -352,21 +351,21 @@ impl Renewer {
             .published_at
             .is_some_and(|at| now - at < REPUBLISH_SECS && now >= at);
         if let (Some(hostname), true) = (&state.hostname, fresh && state.addresses == addresses) {
-            return Ok(hostname.clone());
+            return Ok(Some(hostname.clone()));
         }
         let key = DeviceKey::load(&self.data_dir.key_path()).map_err(|error| error.to_string())?;
-        let records = registry
-            .update_name(
-                &key,
-                &NameChange {
-                    hostname: state.hostname.clone(),
-                    addresses: Some(addresses),
-                    acme_challenge: None,
-                },
-                now,
-            )
-            .await
-            .map_err(|error| format!("publishing the name's addresses: {error}"))?;
+        let change = NameChange {
+            hostname: state.hostname.clone(),
+            addresses: Some(addresses),
+            acme_challenge: None,
+        };
+        let records = match registry.update_name(&key, &change, now).await {
+            Ok(records) => records,
+            Err(kasip_sync::SyncError::Refused { status: 404, .. }) if state.hostname.is_none() => {
+                return Ok(None)
+            }
+            Err(error) => return Err(format!("publishing the name's addresses: {error}")),
+        };
         state.hostname = Some(records.hostname.clone());
         state.addresses = records.addresses;
         state.published_at = Some(now);
@@ -374,7 +373,7 @@ impl Renewer {
             .save_state(&state)
             .map_err(|error| crate::error::report(&error))?;
         tracing::info!(hostname = %records.hostname, addresses = ?state.addresses, "name published");
-        Ok(records.hostname)
+        Ok(Some(records.hostname))
     }
 
     /// Whether the certificate on disk is missing, for another name, or due.
@@ -383,7 +382,7 @@ impl Renewer {
         match self.files.current() {
             None => true,
             Some((der, validity)) => {
-                !certificate_names(&der)
+                !kasip_certs::dns_names(&der)
                     .iter()
                     .any(|name| name.eq_ignore_ascii_case(hostname))
                     || now >= renewal_due_at(validity)
@@ -594,13 +593,10 @@ impl Renewer {
         };
         let now = self.clock.now_unix();
         let hostname = match self.publish_addresses(&registry, listen).await {
-            Ok(hostname) => hostname,
+            Ok(Some(hostname)) => hostname,
+            Ok(None) => return Ok(false),
             Err(error) => {
                 let mut state = self.files.load_state();
-                // A registry without a zone (404) is not a failure: there is no name.
-                if state.hostname.is_none() && error.contains("404") {
-                    return Ok(false);
-                }
                 state.last_error = Some(error.clone());
                 state.failures = state.failures.saturating_add(1);
                 self.files.save_state(&state)?;
@@ -645,11 +641,6 @@ impl Renewer {
             }
         }
     }
-}
-
-/// The DNS names of a certificate's subjectAltName, from its DER (empty when unreadable).
-pub fn certificate_names(der: &[u8]) -> Vec<String> {
-    kasip_certs::dns_names(der)
 }
 
 /// The service's task: a round every `certificate.check_secs`, and the new certificate

@@ -34,10 +34,10 @@ struct Named {
 impl Named {
     /// A college enrolled with a registry serving the zone, its certificate obtained.
     fn start() -> Named {
-        let dns = format!("127.0.0.1:{}", kasip_tests::dns::free_port());
+        let dns = format!("127.0.0.1:{}", kasip_tests::free_port());
         let pebble = Pebble::start(&dns);
         let (directory, ca) = (pebble.directory.clone(), pebble.https_ca());
-        let metrics = format!("127.0.0.1:{}", kasip_tests::dns::free_port());
+        let metrics = format!("127.0.0.1:{}", kasip_tests::free_port());
         let metrics_url = format!("http://{metrics}/metrics");
         let college = College::with_config(3, move |config| {
             for key in [

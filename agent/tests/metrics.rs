@@ -6,13 +6,6 @@ mod common;
 
 use common::{check_in, College, TEACHER_A};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn value_of(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
@@ -24,7 +17,7 @@ fn value_of(metrics: &str, series: &str) -> f64 {
 
 #[test]
 fn metrics_are_scraped_in_prometheus_text_format() {
-    let port = free_port();
+    let port = kasip_tests::free_port();
     let college = College::with_config(3, |config| {
         config.replace(
             "listen = \"127.0.0.1:9464\"",

@@ -51,13 +51,12 @@ pub enum AgentTrust {
 
 /// The host of an `https://host[:port]/…` URL: a DNS name, or None for an address.
 pub fn host_of(url: &str) -> Option<String> {
-    let authority = url.split_once("://")?.1.split('/').next()?;
-    if authority.starts_with('[') {
-        return None;
-    }
-    let host = authority.split(':').next()?;
-    (host.parse::<std::net::IpAddr>().is_err() && host != "localhost" && !host.is_empty())
-        .then(|| host.to_ascii_lowercase())
+    let host = reqwest::Url::parse(url)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    let address = host.trim_start_matches('[').trim_end_matches(']');
+    (address.parse::<std::net::IpAddr>().is_err() && host != "localhost").then_some(host)
 }
 
 pub struct AgentClient {
@@ -245,4 +244,26 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn only_a_dns_name_is_verified_by_name() {
+        assert_eq!(
+            host_of("https://C7K2.agents.kasip.kz:8443/x").as_deref(),
+            Some("c7k2.agents.kasip.kz")
+        );
+        for by_address in [
+            "https://192.168.1.10:8443",
+            "https://[fd00::5]:8443",
+            "https://localhost:8443",
+            "http://127.0.0.1:8443",
+            "not a url",
+        ] {
+            assert_eq!(host_of(by_address), None, "{by_address}");
+        }
+    }
 }

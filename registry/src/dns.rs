@@ -142,31 +142,49 @@ fn build(config: &ZoneConfig, entries: &[ZoneEntry], serial: u32) -> Catalog {
         add(address_record(name_server.clone(), *address, ZONE_TTL));
     }
     for entry in entries {
-        let Some(name) = config.child(&entry.label) else {
-            continue;
-        };
-        for address in &entry.addresses {
-            add(address_record(name.clone(), *address, ADDRESS_TTL));
-        }
-        if !entry.acme_challenge.is_empty() {
-            let Some(challenge) = Name::from_ascii("_acme-challenge")
-                .ok()
-                .and_then(|label| label.append_domain(&name).ok())
-            else {
-                continue;
-            };
-            for value in &entry.acme_challenge {
-                add(Record::from_rdata(
-                    challenge.clone(),
-                    CHALLENGE_TTL,
-                    RData::TXT(TXT::new(vec![value.clone()])),
-                ));
-            }
+        if let Some(published) = entry_records(config, entry) {
+            published.records.into_iter().for_each(&mut add);
         }
     }
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
     catalog
+}
+
+/// One name's records, as both the registry's server and an operator's (RFC 2136) hold
+/// them.
+pub(crate) struct EntryRecords {
+    pub name: Name,
+    /// `_acme-challenge.<name>`.
+    pub challenge: Name,
+    /// A/AAAA for the addresses, TXT for the challenge values.
+    pub records: Vec<Record>,
+}
+
+/// `entry`'s records in the zone; None when its label is not a DNS label.
+pub(crate) fn entry_records(config: &ZoneConfig, entry: &ZoneEntry) -> Option<EntryRecords> {
+    let name = config.child(&entry.label)?;
+    let challenge = Name::from_ascii("_acme-challenge")
+        .ok()?
+        .append_domain(&name)
+        .ok()?;
+    let mut records: Vec<Record> = entry
+        .addresses
+        .iter()
+        .map(|address| address_record(name.clone(), *address, ADDRESS_TTL))
+        .collect();
+    records.extend(entry.acme_challenge.iter().map(|value| {
+        Record::from_rdata(
+            challenge.clone(),
+            CHALLENGE_TTL,
+            RData::TXT(TXT::new(vec![value.clone()])),
+        )
+    }));
+    Some(EntryRecords {
+        name,
+        challenge,
+        records,
+    })
 }
 
 fn address_record(name: Name, address: IpAddr, ttl: u32) -> Record {

@@ -3,21 +3,17 @@
 //! registry's own server. Each change of a name sends one UPDATE that replaces the
 //! name's A, AAAA and `_acme-challenge` TXT record sets with what the store holds.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
 use hickory_proto::op::{Message, OpCode, Query, UpdateMessage};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType, TSigner};
 
-use crate::dns::ZoneConfig;
+use crate::dns::{entry_records, EntryRecords, ZoneConfig};
 use crate::store::{RegistryError, ZoneEntry};
 
-/// The TTLs the registry's own server gives (`dns`): the same answers either way.
-const ADDRESS_TTL: u32 = 60;
-const CHALLENGE_TTL: u32 = 10;
 /// Clocks of the registry and the DNS server may differ this much (RFC 8945's usual).
 const TSIG_FUDGE_SECS: u16 = 300;
 
@@ -89,12 +85,12 @@ impl ZoneUpdates {
     /// what the server answered, for the agent to retry and the operator to read.
     pub async fn publish(&self, entry: &ZoneEntry, now: i64) -> Result<(), String> {
         let origin = self.zone.origin.clone();
-        let name = Name::from_ascii(&entry.label)
-            .and_then(|label| label.append_domain(&origin))
-            .map_err(|error| format!("'{}' is not a DNS label: {error}", entry.label))?;
-        let challenge = Name::from_ascii("_acme-challenge")
-            .and_then(|label| label.append_domain(&name))
-            .map_err(|error| error.to_string())?;
+        let EntryRecords {
+            name,
+            challenge,
+            records,
+        } = entry_records(&self.zone, entry)
+            .ok_or_else(|| format!("'{}' is not a DNS label", entry.label))?;
         let mut message = Message::query();
         message.metadata.op_code = OpCode::Update;
         message.metadata.recursion_desired = false;
@@ -113,19 +109,8 @@ impl ZoneUpdates {
             delete.dns_class = DNSClass::ANY;
             message.add_update(delete.into_record_of_rdata());
         }
-        for address in &entry.addresses {
-            let data = match address {
-                IpAddr::V4(v4) => RData::A(A(*v4)),
-                IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
-            };
-            message.add_update(Record::from_rdata(name.clone(), ADDRESS_TTL, data));
-        }
-        for value in &entry.acme_challenge {
-            message.add_update(Record::from_rdata(
-                challenge.clone(),
-                CHALLENGE_TTL,
-                RData::TXT(TXT::new(vec![value.clone()])),
-            ));
+        for record in records {
+            message.add_update(record);
         }
         message
             .finalize(&self.signer, u64::try_from(now).unwrap_or_default())

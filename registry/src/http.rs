@@ -145,14 +145,9 @@ async fn update_name(State(state): State<RegistryState>, body: Bytes) -> Respons
             "this registry serves no agents' zone (kasip-registry serve --agents-zone)",
         );
     };
-    if body.len() > 16 * 1024 {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "a name update is at most 16 KiB",
-        );
-    }
-    let Ok(jws) = String::from_utf8(body.to_vec()) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    let jws = match small_jws(&body, "a name update") {
+        Ok(jws) => jws,
+        Err(response) => return *response,
     };
     let now = state.now();
     let domain = zone.config().domain();
@@ -293,16 +288,24 @@ async fn receive_batch(
     }
 }
 
+/// The body of a small signed request (a heartbeat, a name update): at most 16 KiB of
+/// UTF-8, or the refusal naming `what`.
+fn small_jws(body: &Bytes, what: &str) -> Result<String, Box<Response<Body>>> {
+    if body.len() > 16 * 1024 {
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{what} is at most 16 KiB"),
+        )));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "the body is not UTF-8")))
+}
+
 /// A heartbeat: the agent's chain head, pinned. Answered with the registry's clock.
 async fn heartbeat(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
-    if body.len() > 16 * 1024 {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "a heartbeat is at most 16 KiB",
-        );
-    }
-    let Ok(jws) = String::from_utf8(body.to_vec()) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    let jws = match small_jws(&body, "a heartbeat") {
+        Ok(jws) => jws,
+        Err(response) => return *response,
     };
     let now = state.now();
     match state

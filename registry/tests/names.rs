@@ -32,7 +32,7 @@ impl Zone {
             let output = run(REGISTRY, &dir.path(), &args);
             assert!(output.status.success(), "{:?}", text(&output));
         }
-        let dns = format!("127.0.0.1:{}", kasip_tests::dns::free_port());
+        let dns = format!("127.0.0.1:{}", kasip_tests::free_port());
         let mut zone = Zone {
             dir,
             server: None,
@@ -292,7 +292,7 @@ struct Bind {
 impl Bind {
     fn start(key_name: &str, secret: &str) -> Bind {
         let dir = tempfile::tempdir().expect("dir");
-        let port = kasip_tests::dns::free_port();
+        let port = kasip_tests::free_port();
         let root = dir.path().display().to_string();
         std::fs::write(
             dir.path().join("named.conf"),

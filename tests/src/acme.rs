@@ -15,13 +15,6 @@ pub struct Pebble {
     management: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
-
 impl Pebble {
     /// Starts Pebble on loopback with a certificate of our own for its HTTPS API
     /// (`https_ca()`), validating DNS-01 challenges against `dns_server` (`host:port`).
@@ -36,14 +29,14 @@ impl Pebble {
         let certificate = params.self_signed(&key_pair).expect("pebble's certificate");
         std::fs::write(dir.path().join("api.pem"), certificate.pem()).expect("write");
         std::fs::write(dir.path().join("api.key"), key_pair.serialize_pem()).expect("write");
-        let (api, management) = (free_port(), free_port());
+        let (api, management) = (crate::free_port(), crate::free_port());
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": dir.path().join("api.pem"),
             "privateKey": dir.path().join("api.key"),
-            "httpPort": free_port(),
-            "tlsPort": free_port(),
+            "httpPort": crate::free_port(),
+            "tlsPort": crate::free_port(),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});

@@ -6,17 +6,6 @@ use std::time::Duration;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-/// A loopback port free for both TCP and UDP, for a DNS server to bind.
-pub fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
-        let port = tcp.local_addr().expect("address").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// What the server answered: its response code (e.g. "NoError", "NXDomain"), whether it
 /// is authoritative, and each answer record's data as text (addresses; TXT strings).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -345,6 +345,18 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("HTTP client")
 }
 
+/// A loopback port free for both TCP and UDP, for a server to bind
+/// (a DNS server binds both).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+        let port = tcp.local_addr().expect("address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// POSTs `body` as it is; the status and the answer's text.
 pub fn post_text(url: &str, body: &str) -> (u16, String) {
     let response = http_client()

@@ -1,7 +1,6 @@
 //! A minimal W3C WebDriver client for headless Chromium (Debian's `chromium` and
 //! `chromium-driver`): enough to sign in, open a page, read text and take screenshots.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,13 +17,6 @@ pub struct Browser {
     session: String,
     http: reqwest::blocking::Client,
     _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// How a browser trusts certificates.
@@ -51,7 +43,7 @@ impl Browser {
     /// says.
     pub fn start_with(trust: Trust<'_>) -> Browser {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = free_port();
+        let port = crate::free_port();
         let mut driver = Command::new("chromedriver");
         let mut extra_args = Vec::new();
         let accept_insecure = match trust {
