@@ -826,6 +826,9 @@ fn check_evidence(
             }
         }
     }
+    if evidence.passkey.is_some() && !matches!(method, MarkMethod::QrPhone | MarkMethod::QrTyped) {
+        return Err("evidence: only a phone's check-in carries a passkey assertion".into());
+    }
     let late_entry = method == MarkMethod::LateEntry;
     if late_entry != (evidence.entry == EntryKind::LateEntry)
         && evidence.entry != EntryKind::Adjustment

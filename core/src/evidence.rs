@@ -47,6 +47,11 @@ pub struct MarkEvidence {
     /// The student's pass as the phone signed it (`KP1.…`), for kiosk marks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass: Option<String>,
+    /// The student's passkey assertion over the check-in's challenge
+    /// (`passkey::PasskeyAssertion::to_text`), when the phone made one: the registry
+    /// verifies it against its own key directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<String>,
     /// When the kiosk saw the pass (its clock) and when the agent received the scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<i64>,
@@ -63,6 +68,7 @@ impl MarkEvidence {
             device_signature: None,
             kiosk: None,
             pass: None,
+            passkey: None,
             scanned_at: None,
             received_at: None,
         }
@@ -88,6 +94,9 @@ impl MarkEvidence {
         }
         if let Some(pass) = &self.pass {
             object.string("pass", pass);
+        }
+        if let Some(passkey) = &self.passkey {
+            object.string("passkey", passkey);
         }
         if let Some(presented) = &self.presented {
             object.string("presented", presented);
@@ -121,6 +130,7 @@ mod tests {
             signature in proptest::option::of("[A-Za-z0-9_\"\\\u{0}-\u{1f}-]{0,20}"),
             kiosk in proptest::option::of(0..SAFE),
             pass in proptest::option::of("\\PC{0,20}"),
+            passkey in proptest::option::of("[A-Za-z0-9_.-]{0,20}"),
             scanned in proptest::option::of(-(SAFE as i64)..SAFE as i64),
             received in proptest::option::of(-(SAFE as i64)..SAFE as i64),
         ) {
@@ -131,6 +141,7 @@ mod tests {
                 device_signature: signature,
                 kiosk,
                 pass,
+                passkey,
                 scanned_at: scanned,
                 received_at: received,
             };

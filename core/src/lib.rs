@@ -12,6 +12,7 @@ pub mod date;
 pub mod evidence;
 pub mod iin;
 pub mod pass;
+pub mod passkey;
 pub mod roster;
 pub mod text;
 pub mod token;

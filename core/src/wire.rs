@@ -220,6 +220,10 @@ pub struct Policy {
     pub student_qr_share: u64,
     /// Whether a typed code counts as a QR mark.
     pub typed_counts_as_qr: bool,
+    /// Whether only passkey-verified check-ins count as QR marks for this college
+    /// (`kasip-registry require-passkey`); absent in policies issued before it.
+    #[serde(default)]
+    pub qr_requires_passkey: bool,
     /// The college's licensed addresses (its sites must be at one of them).
     pub licensed_addresses: Vec<String>,
     /// When the registry issued this (Unix seconds).
@@ -414,4 +418,64 @@ mod tests {
         }
         assert!(serde_json::from_str::<Checkpoint>(r#"{"last_seq":-1,"last_hash":""}"#).is_err());
     }
+}
+
+/// One student's active passkey in the registry's key directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyEntry {
+    pub iin: String,
+    /// The WebAuthn credential id, base64url.
+    pub credential_id: String,
+    /// The credential's COSE_Key as enrolled, base64url.
+    pub public_key: String,
+    pub registered_at: i64,
+}
+
+/// The passkeys of a college's students, as the registry signs them for its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyDirectory {
+    pub college_bin: String,
+    /// The relying party every passkey was made for: the registry's domain.
+    pub rp_id: String,
+    pub keys: Vec<PasskeyEntry>,
+    pub issued_at: i64,
+}
+
+/// `GET /v1/colleges/{bin}/passkeys`: a compact JWS over `PasskeyDirectory` by the
+/// registry's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPasskeyDirectory {
+    pub directory: String,
+}
+
+/// `POST /v1/passkeys/options`: the student's IIN and the one-time code proving it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyStart {
+    pub iin: String,
+    pub code: String,
+}
+
+/// Its answer: what the page hands to `navigator.credentials.create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyOptions {
+    pub ceremony: String,
+    pub rp_id: String,
+    pub rp_name: String,
+    /// The WebAuthn user handle (random, not the IIN), base64url.
+    pub user_id: String,
+    pub user_name: String,
+    pub challenge: String,
+    pub algorithms: Vec<i64>,
+}
+
+/// `POST /v1/passkeys`: the browser's registration, base64url.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyFinish {
+    pub ceremony: String,
+    pub client_data_json: String,
+    pub attestation_object: String,
 }

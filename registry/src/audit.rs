@@ -127,6 +127,9 @@ pub struct MonthFigures {
     /// What the college's statement said, for comparison.
     pub stated_coverage_per_mille: Option<u64>,
     pub stated_compliant: Option<bool>,
+    /// Whether only passkey-verified check-ins counted as QR (`qr_requires_passkey`).
+    #[serde(default)]
+    pub qr_requires_passkey: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -383,6 +386,8 @@ pub fn audit_month(
     let marks = month_marks(connection, bin, month)?;
     let statement = statement_of(connection, bin, &month_text)?;
     let mut findings = Vec::new();
+    let passkey_required = crate::store::passkey_required(connection, bin)?;
+    let verified = crate::store::verified_marks(connection, bin, &month_text)?;
 
     // Who counts: the registry's own list of state-funded students.
     let listed: Vec<String> = connection
@@ -466,7 +471,11 @@ pub fn audit_month(
         }
         if counts_as_present(record) {
             student.present += 1;
-            if is_qr(&record.method, policy.typed_counts_as_qr) {
+            // Under `qr_requires_passkey` a check-in counts as QR only once the registry
+            // verified its passkey assertion; a kiosk mark carries none.
+            if is_qr(&record.method, policy.typed_counts_as_qr)
+                && (!passkey_required || verified.contains(&record.id))
+            {
                 student.qr += 1;
             }
         }
@@ -511,6 +520,7 @@ pub fn audit_month(
             .as_ref()
             .and_then(|statement| statement.coverage_per_mille),
         stated_compliant: statement.as_ref().map(|statement| statement.compliant),
+        qr_requires_passkey: passkey_required,
     };
     connection
         .prepare_cached(
@@ -587,8 +597,12 @@ fn compare(
     let same_rules = statement.min_coverage == Some(policy.min_coverage_per_mille)
         && statement.student_qr_share == Some(policy.student_qr_share_per_mille)
         && statement.typed_counts_as_qr == policy.typed_counts_as_qr;
-    // A stricter college may state a lower coverage; never a higher one.
-    let coverage_disagrees = if same_rules {
+    // A stricter college may state a lower coverage; never a higher one. Under
+    // `qr_requires_passkey` the agent cannot know which assertions the registry will
+    // accept: the registry's own figure governs, and only the totals are compared.
+    let coverage_disagrees = if figures.qr_requires_passkey {
+        false
+    } else if same_rules {
         statement.coverage_per_mille != figures.coverage_per_mille
     } else {
         statement.coverage_per_mille.unwrap_or(0) > figures.coverage_per_mille.unwrap_or(0)

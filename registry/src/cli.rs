@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kasip_certs::DeviceKey;
-use kasip_core::Bin;
+use kasip_core::{Bin, Iin};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -44,6 +44,24 @@ enum Command {
     IssueEnrolmentCode {
         #[arg(long)]
         bin: String,
+    },
+    /// Issues a one-time code (a week) with which a student enrols a passkey on the
+    /// registry's /passkey page; it stands in for eGov sign-in. Print it or send it to
+    /// the student only, never through the college.
+    IssueStudentCode {
+        /// The student's IIN.
+        iin: String,
+    },
+    /// Sets the `qr_requires_passkey` policy: only passkey-verified check-ins count as
+    /// QR in the registry's coverage. For one college (--bin) or nationally (--all).
+    RequirePasskey {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        bin: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Turn the requirement off again.
+        #[arg(long)]
+        off: bool,
     },
     /// Replaces a college's beneficiary list from CSV `iin;beneficiary;voucher`.
     ImportBeneficiaries {
@@ -179,6 +197,11 @@ enum Command {
         /// This server's public address, published as ns.<zone> (repeatable).
         #[arg(long)]
         dns_address: Vec<std::net::IpAddr>,
+        /// The passkeys' relying party: the registry's own domain, the parent of
+        /// --agents-zone (its default). Students enrol passkeys at
+        /// https://<this>/passkey and check-ins' assertions are verified against it.
+        #[arg(long)]
+        passkey_rp_id: Option<String>,
     },
     /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received),
     /// DIR/agent.pub (the enrolled key, PEM) and DIR/college.json (its BIN and time
@@ -311,6 +334,29 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
         Command::IssueEnrolmentCode { bin: text } => {
             let code = store()?.issue_enrolment_code(&bin(&text)?, clock()())?;
             println!("{code}");
+        }
+        Command::IssueStudentCode { iin } => {
+            let iin = Iin::parse(&iin)
+                .map_err(|error| RegistryError::Usage(format!("IIN '{iin}': {error}")))?;
+            let code = store()?.issue_student_code(&iin, clock()())?;
+            println!("{code}");
+            eprintln!("valid for 7 days, once: the student enters it with their IIN at /passkey");
+        }
+        Command::RequirePasskey { bin: text, all, off } => {
+            let college = match (&text, all) {
+                (Some(text), _) => Some(bin(text)?),
+                (None, _) => None,
+            };
+            store()?.require_passkey(college.as_ref(), !off)?;
+            println!(
+                "{}: {}",
+                text.as_deref().unwrap_or("every college without a choice of its own"),
+                if off {
+                    "QR check-ins count as QR with or without a passkey"
+                } else {
+                    "only passkey-verified check-ins count as QR"
+                }
+            );
         }
         Command::ImportBeneficiaries { bin: text, file } => {
             let csv = std::fs::read_to_string(&file)
@@ -502,6 +548,7 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             dns_address,
             dns_update,
             dns_update_key,
+            passkey_rp_id,
         } => {
             if agents_zone.is_some() && dns_listen.is_none() && dns_update.is_none() {
                 return Err(RegistryError::Usage(
@@ -520,6 +567,22 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             };
             let mut store = store()?;
             store.checkpoint_in_background()?;
+            let relying_party = passkey_rp_id
+                .or_else(|| {
+                    agents_zone
+                        .as_deref()
+                        .and_then(|zone| zone.split_once('.'))
+                        .map(|(_, parent)| parent.to_owned())
+                })
+                .map(|rp_id| crate::store::RelyingParty {
+                    rp_id: rp_id.trim_end_matches('.').to_ascii_lowercase(),
+                    agents_zone: agents_zone
+                        .as_deref()
+                        .map(|zone| zone.trim_end_matches('.').to_ascii_lowercase()),
+                });
+            if let Some(relying_party) = &relying_party {
+                store.verify_passkeys(relying_party.clone());
+            }
             let clock = clock();
             let zone = match &agents_zone {
                 Some(zone) => Some(std::sync::Arc::new(crate::dns::AgentsZone::new(
@@ -530,6 +593,9 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 None => None,
             };
             let mut state = RegistryState::new(store, clock);
+            if let Some(relying_party) = relying_party {
+                state = state.with_relying_party(relying_party);
+            }
             if let Some(zone) = &zone {
                 state = state.with_zone(zone.clone());
                 if let (Some(server), Some(key_file)) = (&dns_update, &dns_update_key) {

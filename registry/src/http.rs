@@ -59,6 +59,7 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v1/colleges/{bin}/policy", get(policy))
         .route("/v1/colleges/{bin}/findings", get(findings))
         .merge(crate::pages::routes())
+        .merge(crate::passkeys::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             kasip_certs::jws::MAX_JWS_BYTES,
         ))
@@ -361,7 +362,7 @@ async fn authenticated(
 }
 
 /// A signed read of `/v1/colleges/{bin}/…`: only the college's own agent may make it.
-async fn own_college(
+pub(crate) async fn own_college(
     state: &RegistryState,
     headers: &HeaderMap,
     path: String,

@@ -10,6 +10,7 @@ pub mod dns_update;
 pub mod http;
 mod memory;
 mod pages;
+mod passkeys;
 pub mod state;
 pub mod store;
 pub mod timeline;

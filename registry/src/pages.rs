@@ -24,6 +24,8 @@ pub fn routes() -> Router<RegistryState> {
     Router::new()
         .route("/", get(colleges_page))
         .route("/style.css", get(style))
+        .route("/passkey", get(passkey_page))
+        .route("/passkey.js", get(passkey_script))
         .route("/login", get(login_page).post(log_in))
         .route("/logout", post(log_out))
         .route("/colleges/{bin}", get(college_page))
@@ -67,6 +69,40 @@ async fn style() -> Response<Body> {
         include_str!("../templates/style.css"),
     )
         .into_response()
+}
+
+async fn passkey_script() -> Response<Body> {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../templates/passkey.js"),
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "passkey.html")]
+struct PasskeyPage {
+    chrome: Chrome,
+    offered: bool,
+}
+
+/// A student's passkey enrolment: no sign-in, the one-time code proves who they are.
+async fn passkey_page(
+    State(state): State<RegistryState>,
+    headers: HeaderMap,
+    Query(query): Query<LangQuery>,
+) -> Response<Body> {
+    let lang = language(&headers, query.lang.as_deref());
+    render(
+        &PasskeyPage {
+            chrome: Chrome::new(lang, "/passkey", None),
+            offered: state.relying_party.is_some(),
+        },
+        lang,
+    )
 }
 
 /// What every page shows around its content: the language switcher (keeping the path)
@@ -215,6 +251,16 @@ struct CollegePage {
     name: String,
     months: Vec<MonthCell>,
     findings: Vec<FindingLine>,
+    /// Check-ins the registry verified by passkey, per month, newest first.
+    passkey_months: Vec<PasskeyMonth>,
+    passkey_required: bool,
+}
+
+struct PasskeyMonth {
+    month: String,
+    check_ins: u64,
+    verified: u64,
+    share: String,
 }
 
 struct EvidenceRecord {
@@ -552,12 +598,14 @@ async fn college_page(
             Ok::<_, crate::RegistryError>((
                 store.college(&wanted)?,
                 store.findings(Some(&wanted), None)?,
+                store.passkey_share(&wanted)?,
+                store.passkey_required(&wanted)?,
             ))
         })
         .await;
-    let (college, findings) = match loaded {
-        Ok((Some(college), findings)) => (college, findings),
-        Ok((None, _)) => return not_found(lang, &path, &session),
+    let (college, findings, passkey_months, passkey_required) = match loaded {
+        Ok((Some(college), findings, share, required)) => (college, findings, share, required),
+        Ok((None, ..)) => return not_found(lang, &path, &session),
         Err(response) => return response,
     };
     render(
@@ -576,6 +624,19 @@ async fn college_page(
                 .rev()
                 .map(|finding| FindingLine::of(lang, finding))
                 .collect(),
+            passkey_months: passkey_months
+                .into_iter()
+                .rev()
+                .map(|(month, check_ins, verified)| PasskeyMonth {
+                    share: per_mille_text(
+                        (check_ins > 0).then(|| (verified * 1000 + check_ins / 2) / check_ins),
+                    ),
+                    month,
+                    check_ins,
+                    verified,
+                })
+                .collect(),
+            passkey_required,
         },
         lang,
     )

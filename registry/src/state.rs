@@ -27,6 +27,8 @@ pub struct RegistryState {
     pub(crate) zone: Option<Arc<crate::dns::AgentsZone>>,
     /// The operator's DNS server that holds the zone too (RFC 2136), when configured.
     pub(crate) zone_updates: Option<Arc<crate::dns_update::ZoneUpdates>>,
+    /// The passkeys' relying party, when students enrol passkeys here.
+    pub(crate) relying_party: Option<crate::store::RelyingParty>,
 }
 
 impl RegistryState {
@@ -38,7 +40,14 @@ impl RegistryState {
             sign_in_failures: Arc::default(),
             zone: None,
             zone_updates: None,
+            relying_party: None,
         }
+    }
+
+    /// Enrols students' passkeys for `relying_party` and serves each college's directory.
+    pub fn with_relying_party(mut self, relying_party: crate::store::RelyingParty) -> Self {
+        self.relying_party = Some(relying_party);
+        self
     }
 
     /// Sends every change of a name to an operator's DNS server too (RFC 2136).

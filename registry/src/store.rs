@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 mod names;
+mod passkeys;
 pub use names::{NameRefusal, ZoneEntry};
+pub use passkeys::{check_passkeys, passkey_required, verified_marks, PasskeyRefusal, RelyingParty};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS colleges (
@@ -331,6 +333,8 @@ pub struct RegistryStore {
     /// Whether received batches are audited (chain re-walk, timeline rules, month
     /// audit). Always, except for the audit benchmark's baseline.
     audit: bool,
+    /// The passkeys' relying party, when this registry verifies check-ins' assertions.
+    relying_party: Option<RelyingParty>,
 }
 
 impl RegistryStore {
@@ -415,6 +419,7 @@ impl RegistryStore {
             .map_err(fail)?;
         restrict_database_files(&path)?;
         connection.execute_batch(SCHEMA).map_err(fail)?;
+        connection.execute_batch(passkeys::SCHEMA).map_err(fail)?;
         // A column added after the first registries were made: added once, where missing.
         let has_timezone: bool = connection
             .query_row(
@@ -436,7 +441,23 @@ impl RegistryStore {
             committed: None,
             key,
             audit: true,
+            relying_party: None,
         })
+    }
+
+    /// Verifies check-ins' passkey assertions on receipt, for passkeys made for
+    /// `relying_party.rp_id` on pages of the agents' zone.
+    pub fn verify_passkeys(&mut self, relying_party: RelyingParty) {
+        self.relying_party = Some(relying_party);
+    }
+
+    /// `value` as canonical JSON in a compact JWS by the registry's key.
+    fn sign_value(&self, value: &impl Serialize) -> String {
+        let payload = serde_json::to_value(value)
+            .ok()
+            .and_then(|value| to_canonical_json(&value).ok())
+            .unwrap_or_default();
+        sign_compact(&self.key, &protected_header(&self.key), payload.as_bytes())
     }
 
     /// The same store receiving without any audit: only the audit benchmark's baseline
@@ -891,6 +912,12 @@ impl RegistryStore {
         if self.audit {
             crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
                 .map_err(fail)?;
+            for finding in
+                check_passkeys(&transaction, &bin, &attendance, self.relying_party.as_ref())
+                    .map_err(fail)?
+            {
+                crate::timeline::record(&transaction, &kid, &bin, &finding, now).map_err(fail)?;
+            }
         }
         if self.audit && envelope.kind == BatchKind::MonthClose {
             let months: std::collections::BTreeSet<kasip_core::Month> = envelope
@@ -1027,18 +1054,11 @@ impl RegistryStore {
             min_coverage,
             student_qr_share,
             typed_counts_as_qr,
+            qr_requires_passkey: self.passkey_required(bin)?,
             licensed_addresses,
             issued_at: now,
         };
-        let payload = serde_json::to_value(&policy)
-            .ok()
-            .and_then(|value| to_canonical_json(&value).ok())
-            .unwrap_or_default();
-        Ok(sign_compact(
-            &self.key,
-            &protected_header(&self.key),
-            payload.as_bytes(),
-        ))
+        Ok(self.sign_value(&policy))
     }
 
     /// Records a finding about `agent`'s evidence.

@@ -1,0 +1,493 @@
+//! Students' passkeys (design §5.10): one-time codes that stand in for eGov sign-in,
+//! registration ceremonies, the key directory (one active passkey per IIN; a new one
+//! revokes the old), the signed directory each agent caches, the `qr_requires_passkey`
+//! policy per college, and the verification of every check-in's assertion on receipt.
+
+use base64::Engine;
+use kasip_core::batch::AttendanceRecord;
+use kasip_core::passkey::{
+    check_in_challenge, counter_advances, verify_registration, Expectation, PasskeyAssertion,
+    PasskeyError, ALGORITHMS,
+};
+use kasip_core::wire::{PasskeyDirectory, PasskeyEntry, PasskeyOptions};
+use kasip_core::{Bin, Iin};
+use rusqlite::{OptionalExtension, Transaction};
+
+use super::{RegistryError, RegistryStore};
+use crate::timeline::Finding;
+
+pub(super) const SCHEMA: &str = r#"
+-- One-time codes per IIN, standing in for eGov sign-in (SHA-256 of the code only).
+CREATE TABLE IF NOT EXISTS student_codes (
+    code_hash  TEXT PRIMARY KEY,
+    iin        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+-- Registrations begun and not yet finished: five minutes each.
+CREATE TABLE IF NOT EXISTS passkey_ceremonies (
+    id         TEXT PRIMARY KEY,
+    iin        TEXT NOT NULL,
+    code_hash  TEXT NOT NULL,
+    challenge  BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+-- The key directory: every passkey ever enrolled, the revoked ones kept.
+CREATE TABLE IF NOT EXISTS student_passkeys (
+    credential_id TEXT PRIMARY KEY,
+    iin           TEXT NOT NULL,
+    public_key    BLOB NOT NULL,
+    algorithm     INTEGER NOT NULL,
+    sign_count    INTEGER NOT NULL,
+    registered_at INTEGER NOT NULL,
+    revoked_at    INTEGER
+);
+CREATE INDEX IF NOT EXISTS student_passkeys_by_iin ON student_passkeys (iin, revoked_at);
+-- The registry's verdict on each QR check-in it received: verified by a passkey or not.
+CREATE TABLE IF NOT EXISTS passkey_marks (
+    bin       TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    date      TEXT NOT NULL,
+    verified  INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    PRIMARY KEY (bin, record_id)
+) WITHOUT ROWID;
+-- `qr_requires_passkey`: the national default (bin '*') and per-college choices.
+CREATE TABLE IF NOT EXISTS passkey_policy (
+    bin      TEXT PRIMARY KEY,
+    required INTEGER NOT NULL
+);
+"#;
+
+/// Codes last a week: long enough to reach a student by SMS or letter.
+const CODE_SECS: i64 = 7 * 86_400;
+const CEREMONY_SECS: i64 = 300;
+
+/// Where passkeys live: the RP ID (the registry's domain) and the agents' zone under it,
+/// whose names are the origins check-ins come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    pub rp_id: String,
+    pub agents_zone: Option<String>,
+}
+
+/// Why a registration step was refused, by who should fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasskeyRefusal {
+    /// The IIN and code do not match an unused, current code: 403.
+    WrongCode,
+    /// No such ceremony, or older than five minutes: 400, start again.
+    Expired,
+    /// The browser's registration does not hold: 400.
+    Invalid(PasskeyError),
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn random(length: usize) -> Result<Vec<u8>, RegistryError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = vec![0u8; length];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| RegistryError::Random)?;
+    Ok(bytes)
+}
+
+fn code_hash(iin: &str, code: &str) -> String {
+    let normal: String = code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    kasip_core::batch::sha256_hex(format!("{iin}:{normal}").as_bytes())
+}
+
+impl RegistryStore {
+    /// A one-time code for `iin` to enrol a passkey (`XXXX-XXXX-XXXX`, a week).
+    pub fn issue_student_code(&self, iin: &Iin, now: i64) -> Result<String, RegistryError> {
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        let text: String = random(12)?
+            .iter()
+            .map(|byte| char::from(ALPHABET[usize::from(byte & 31)]))
+            .collect();
+        let code = format!("{}-{}-{}", &text[..4], &text[4..8], &text[8..]);
+        self.connection
+            .execute(
+                "INSERT INTO student_codes (code_hash, iin, expires_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![code_hash(&iin.to_string(), &code), iin.to_string(), now + CODE_SECS],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(code)
+    }
+
+    /// Begins a registration for the student the code proves.
+    pub fn start_passkey(
+        &self,
+        iin: &Iin,
+        code: &str,
+        rp_id: &str,
+        now: i64,
+    ) -> Result<Result<PasskeyOptions, PasskeyRefusal>, RegistryError> {
+        let hash = code_hash(&iin.to_string(), code);
+        let current: bool = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM student_codes
+                 WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                rusqlite::params![hash, now],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.fail(source))?;
+        if !current {
+            return Ok(Err(PasskeyRefusal::WrongCode));
+        }
+        let ceremony = b64(&random(18)?);
+        let challenge = random(32)?;
+        self.connection
+            .execute(
+                "DELETE FROM passkey_ceremonies WHERE expires_at <= ?1",
+                [now],
+            )
+            .map_err(|source| self.fail(source))?;
+        self.connection
+            .execute(
+                "INSERT INTO passkey_ceremonies (id, iin, code_hash, challenge, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![ceremony, iin.to_string(), hash, challenge, now + CEREMONY_SECS],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(Ok(PasskeyOptions {
+            ceremony,
+            rp_id: rp_id.to_owned(),
+            rp_name: "e-Qazyna".to_owned(),
+            user_id: b64(&random(16)?),
+            user_name: iin.to_string(),
+            challenge: b64(&challenge),
+            algorithms: ALGORITHMS.to_vec(),
+        }))
+    }
+
+    /// Finishes a registration: verifies it, uses the code up, revokes the student's
+    /// earlier passkeys and enrols this one, in one transaction. Returns the IIN and the
+    /// credential id.
+    pub fn finish_passkey(
+        &mut self,
+        ceremony: &str,
+        client_data_json: &[u8],
+        attestation_object: &[u8],
+        rp_id: &str,
+        now: i64,
+    ) -> Result<Result<(String, String), PasskeyRefusal>, RegistryError> {
+        let path = self.path.clone();
+        let fail = |source| RegistryError::Database {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let begun: Option<(String, String, Vec<u8>)> = transaction
+            .query_row(
+                "DELETE FROM passkey_ceremonies WHERE id = ?1 AND expires_at > ?2
+                 RETURNING iin, code_hash, challenge",
+                rusqlite::params![ceremony, now],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(fail)?;
+        let Some((iin, hash, challenge)) = begun else {
+            transaction.commit().map_err(fail)?;
+            return Ok(Err(PasskeyRefusal::Expired));
+        };
+        let expected = Expectation {
+            rp_id,
+            origin_host: rp_id,
+            challenge: &challenge,
+        };
+        let credential = match verify_registration(client_data_json, attestation_object, &expected)
+        {
+            Ok(credential) => credential,
+            Err(error) => {
+                transaction.commit().map_err(fail)?;
+                return Ok(Err(PasskeyRefusal::Invalid(error)));
+            }
+        };
+        let used = transaction
+            .execute(
+                "UPDATE student_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL",
+                rusqlite::params![hash, now],
+            )
+            .map_err(fail)?;
+        if used != 1 {
+            transaction.commit().map_err(fail)?;
+            return Ok(Err(PasskeyRefusal::WrongCode));
+        }
+        transaction
+            .execute(
+                "UPDATE student_passkeys SET revoked_at = ?2 WHERE iin = ?1 AND revoked_at IS NULL",
+                rusqlite::params![iin, now],
+            )
+            .map_err(fail)?;
+        let id = b64(&credential.credential_id);
+        let inserted = transaction
+            .execute(
+                "INSERT OR IGNORE INTO student_passkeys
+                 (credential_id, iin, public_key, algorithm, sign_count, registered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    id,
+                    iin,
+                    credential.public_key,
+                    credential.algorithm,
+                    credential.sign_count,
+                    now
+                ],
+            )
+            .map_err(fail)?;
+        if inserted != 1 {
+            // A credential id enrolled before (for anyone): nothing changes.
+            return Ok(Err(PasskeyRefusal::Invalid(PasskeyError::AlreadyEnrolled)));
+        }
+        transaction.commit().map_err(fail)?;
+        tracing::info!(credential = %id, "passkey enrolled");
+        Ok(Ok((iin, id)))
+    }
+
+    /// The active passkeys of the students on `bin`'s beneficiary list, signed by the
+    /// registry's key for the college's agent.
+    pub fn signed_passkey_directory(
+        &self,
+        bin: &str,
+        rp_id: &str,
+        now: i64,
+    ) -> Result<String, RegistryError> {
+        let keys = self
+            .connection
+            .prepare(
+                "SELECT p.iin, p.credential_id, p.public_key, p.registered_at
+                 FROM student_passkeys p JOIN beneficiaries b ON b.iin = p.iin
+                 WHERE b.bin = ?1 AND p.revoked_at IS NULL ORDER BY p.iin",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin], |row| {
+                        Ok(PasskeyEntry {
+                            iin: row.get(0)?,
+                            credential_id: row.get(1)?,
+                            public_key: b64(&row.get::<_, Vec<u8>>(2)?),
+                            registered_at: row.get(3)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|source| self.fail(source))?;
+        let directory = PasskeyDirectory {
+            college_bin: bin.to_owned(),
+            rp_id: rp_id.to_owned(),
+            keys,
+            issued_at: now,
+        };
+        Ok(self.sign_value(&directory))
+    }
+
+    /// Sets `qr_requires_passkey` nationally (`None`) or for one college.
+    pub fn require_passkey(&self, college: Option<&Bin>, required: bool) -> Result<(), RegistryError> {
+        let scope = match college {
+            Some(bin) => {
+                if !self.college_exists(&bin.to_string())? {
+                    return Err(RegistryError::Usage(format!(
+                        "no college {bin}; add it with `kasip-registry add-college`"
+                    )));
+                }
+                bin.to_string()
+            }
+            None => "*".to_owned(),
+        };
+        self.connection
+            .execute(
+                "INSERT INTO passkey_policy (bin, required) VALUES (?1, ?2)
+                 ON CONFLICT (bin) DO UPDATE SET required = excluded.required",
+                rusqlite::params![scope, required],
+            )
+            .map_err(|source| self.fail(source))?;
+        Ok(())
+    }
+
+    /// `bin`'s phone check-ins per month and how many the registry verified by passkey:
+    /// (month, check-ins, verified), oldest first.
+    pub fn passkey_share(&self, bin: &str) -> Result<Vec<(String, u64, u64)>, RegistryError> {
+        self.connection
+            .prepare(
+                "SELECT substr(date, 1, 7), COUNT(*), SUM(verified) FROM passkey_marks
+                 WHERE bin = ?1 GROUP BY 1 ORDER BY 1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|source| self.fail(source))
+    }
+
+    /// Whether only passkey-verified check-ins count as QR for `bin`.
+    pub fn passkey_required(&self, bin: &str) -> Result<bool, RegistryError> {
+        passkey_required(&self.connection, bin).map_err(|source| self.fail(source))
+    }
+}
+
+/// The college's own choice, else the national one, else off.
+pub fn passkey_required(connection: &rusqlite::Connection, bin: &str) -> rusqlite::Result<bool> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT required FROM passkey_policy WHERE bin IN (?1, '*')
+             ORDER BY bin = '*' LIMIT 1",
+        )?
+        .query_row([bin], |row| row.get(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// The passkey-verified check-ins of `bin` (record ids) among `date_prefix`'s.
+pub fn verified_marks(
+    connection: &rusqlite::Connection,
+    bin: &str,
+    date_prefix: &str,
+) -> rusqlite::Result<std::collections::HashSet<u64>> {
+    connection
+        .prepare_cached(
+            "SELECT record_id FROM passkey_marks WHERE bin = ?1 AND verified = 1
+             AND date LIKE ?2 || '%'",
+        )?
+        .query_map(rusqlite::params![bin, date_prefix], |row| row.get(0))?
+        .collect()
+}
+
+/// Verifies the passkey assertion of each QR check-in of a received attendance batch
+/// against the registry's own directory (the key enrolled for the record's student,
+/// not revoked when the mark was made), the challenge recomputed from the record, the
+/// college agent's name as origin, and the credential's counter. Each check-in's
+/// verdict is stored; an assertion that does not hold is a finding.
+pub fn check_passkeys(
+    transaction: &Transaction<'_>,
+    bin: &str,
+    records: &[AttendanceRecord],
+    relying_party: Option<&RelyingParty>,
+) -> rusqlite::Result<Vec<Finding>> {
+    let origin_host = match relying_party.and_then(|rp| rp.agents_zone.as_deref()) {
+        Some(zone) => transaction
+            .prepare_cached("SELECT label FROM agent_names WHERE bin = ?1")?
+            .query_row([bin], |row| row.get::<_, String>(0))
+            .optional()?
+            .map(|label| format!("{label}.{zone}")),
+        None => None,
+    };
+    let mut invalid: std::collections::BTreeMap<(String, &'static str), Vec<u64>> =
+        Default::default();
+    for record in records {
+        if !matches!(record.method.as_str(), "qr_phone" | "qr_typed") {
+            continue;
+        }
+        let assertion = record
+            .evidence
+            .as_ref()
+            .and_then(|evidence| evidence.passkey.as_deref());
+        let verdict = match (assertion, relying_party, &origin_host) {
+            (None, _, _) => Err("no passkey".to_owned()),
+            (Some(_), None, _) | (Some(_), _, None) => {
+                Err("this registry verifies no passkeys (no --passkey-rp-id or zone)".to_owned())
+            }
+            (Some(text), Some(rp), Some(host)) => {
+                match verify_one(transaction, bin, record, text, &rp.rp_id, host)? {
+                    Ok(()) => Ok(()),
+                    Err(error) => {
+                        invalid
+                            .entry((record.date.get(..7).unwrap_or_default().to_owned(), error.kind()))
+                            .or_default()
+                            .push(record.id);
+                        Err(error.to_string())
+                    }
+                }
+            }
+        };
+        transaction
+            .prepare_cached(
+                "INSERT OR IGNORE INTO passkey_marks (bin, record_id, date, verified, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(rusqlite::params![
+                bin,
+                record.id,
+                record.date,
+                verdict.is_ok(),
+                verdict.err().unwrap_or_default()
+            ])?;
+    }
+    Ok(invalid
+        .into_iter()
+        .map(|((month, kind), ids)| Finding {
+            kind: "passkey_invalid",
+            detail: format!(
+                "{} check-in(s) carry a passkey assertion that does not verify ({kind}): a mark the student's own passkey did not make",
+                ids.len()
+            ),
+            month: Some(month),
+            evidence: ids,
+        })
+        .collect())
+}
+
+fn verify_one(
+    transaction: &Transaction<'_>,
+    bin: &str,
+    record: &AttendanceRecord,
+    text: &str,
+    rp_id: &str,
+    origin_host: &str,
+) -> rusqlite::Result<Result<(), PasskeyError>> {
+    let assertion = match PasskeyAssertion::parse(text) {
+        Ok(assertion) => assertion,
+        Err(error) => return Ok(Err(error)),
+    };
+    let credential = b64(&assertion.credential_id);
+    let enrolled: Option<(String, Vec<u8>, u32, Option<i64>)> = transaction
+        .prepare_cached(
+            "SELECT iin, public_key, sign_count, revoked_at FROM student_passkeys
+             WHERE credential_id = ?1",
+        )?
+        .query_row([&credential], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((iin, public_key, last_count, revoked_at)) = enrolled else {
+        return Ok(Err(PasskeyError::UnknownCredential));
+    };
+    if iin != record.student_iin {
+        return Ok(Err(PasskeyError::AnotherStudents));
+    }
+    if revoked_at.is_some_and(|revoked| revoked <= record.recorded_at) {
+        return Ok(Err(PasskeyError::Revoked));
+    }
+    let Some(step) = record.token_step else {
+        return Ok(Err(PasskeyError::WrongChallenge));
+    };
+    let challenge = check_in_challenge(bin, record.lesson, &record.date, step, &record.student_iin);
+    let expected = Expectation {
+        rp_id,
+        origin_host,
+        challenge: &challenge,
+    };
+    let count = match assertion.verify(&public_key, &expected) {
+        Ok(count) => count,
+        Err(error) => return Ok(Err(error)),
+    };
+    if let Err(error) = counter_advances(last_count, count) {
+        return Ok(Err(error));
+    }
+    transaction
+        .prepare_cached("UPDATE student_passkeys SET sign_count = ?2 WHERE credential_id = ?1")?
+        .execute(rusqlite::params![credential, count])?;
+    Ok(Ok(()))
+}
