@@ -246,3 +246,54 @@ pub fn store_policy(connection: &Connection, jws: &str, now: i64) -> rusqlite::R
         .execute(rusqlite::params![jws, now])?;
     Ok(())
 }
+
+/// Caches the registry's passkey directory (verified by the caller) for offline
+/// check-ins: entries gone or replaced are dropped, a kept credential keeps its counter.
+/// Returns how many students have a passkey.
+pub fn store_passkeys(
+    connection: &mut Connection,
+    directory: &kasip_core::wire::PasskeyDirectory,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    use base64::Engine;
+    let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    transaction.execute("CREATE TEMP TABLE IF NOT EXISTS pulled_passkeys (iin TEXT PRIMARY KEY, credential_id TEXT, public_key BLOB, registered_at INTEGER)", [])?;
+    transaction.execute("DELETE FROM temp.pulled_passkeys", [])?;
+    for entry in &directory.keys {
+        let Ok(public_key) =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&entry.public_key)
+        else {
+            continue;
+        };
+        transaction
+            .prepare_cached(
+                "INSERT OR REPLACE INTO temp.pulled_passkeys VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(rusqlite::params![
+                entry.iin,
+                entry.credential_id,
+                public_key,
+                entry.registered_at
+            ])?;
+    }
+    transaction.execute(
+        "DELETE FROM passkey_directory WHERE NOT EXISTS (
+             SELECT 1 FROM temp.pulled_passkeys p
+             WHERE p.iin = passkey_directory.iin AND p.credential_id = passkey_directory.credential_id)",
+        [],
+    )?;
+    let count = transaction.execute(
+        "INSERT OR IGNORE INTO passkey_directory (iin, credential_id, public_key, registered_at)
+         SELECT iin, credential_id, public_key, registered_at FROM temp.pulled_passkeys",
+        [],
+    )?;
+    transaction.execute(
+        "INSERT INTO passkey_relying_party (id, rp_id, fetched_at) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET rp_id = excluded.rp_id, fetched_at = excluded.fetched_at",
+        rusqlite::params![directory.rp_id, now],
+    )?;
+    transaction.execute("DELETE FROM temp.pulled_passkeys", [])?;
+    transaction.commit()?;
+    tracing::info!(new = count, listed = directory.keys.len(), "passkey directory pulled");
+    Ok(directory.keys.len())
+}

@@ -604,6 +604,30 @@ impl Uploader {
         Ok(policy)
     }
 
+    /// Pulls the students' passkey directory and caches it. None: the registry enrols
+    /// no passkeys, and check-ins go on without them.
+    pub async fn pull_passkeys(
+        &self,
+        client: &RegistryClient,
+        registry_key: &[u8],
+    ) -> Result<Option<usize>, AgentError> {
+        let bin = self.settings.college_bin.to_string();
+        let now = self.now();
+        let Some(directory) = client
+            .passkeys(&self.key(), &bin, registry_key, now)
+            .await
+            .map_err(sync_failure)?
+        else {
+            return Ok(None);
+        };
+        let count = self
+            .db(move |store| {
+                crate::registry_link::store_passkeys(store.connection_mut(), &directory, now)
+            })
+            .await?;
+        Ok(Some(count))
+    }
+
     /// Pulls the beneficiary list and applies it.
     pub async fn pull_beneficiaries(
         &self,
@@ -688,12 +712,20 @@ impl Uploader {
                 None
             }
         };
+        let passkeys = match self.pull_passkeys(&client, &enrolled.registry_key).await {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(error = %crate::error::report(&error), "passkey directory pull failed; the cached one stays in use");
+                None
+            }
+        };
         Ok(SyncNow {
             sealed,
             sent,
             stopped,
             beneficiaries,
             policy,
+            passkeys,
         })
     }
 
@@ -774,6 +806,10 @@ impl Uploader {
                 tracing::warn!(error = %crate::error::report(&error), "policy pull failed; the cached policy stays in force");
                 session.next_pull_at = now + 60;
             }
+            if let Err(error) = self.pull_passkeys(client, &enrolled.registry_key).await {
+                tracing::warn!(error = %crate::error::report(&error), "passkey directory pull failed; the cached one stays in use");
+                session.next_pull_at = now + 60;
+            }
         }
         self.send_next(client, &enrolled.registry_key, &mut session.backoff)
             .await
@@ -801,6 +837,8 @@ pub struct SyncNow {
     pub beneficiaries: Option<serde_json::Value>,
     /// The national policy pulled, if the pull succeeded.
     pub policy: Option<kasip_core::wire::Policy>,
+    /// Students with a passkey in the directory pulled, if the registry enrols passkeys.
+    pub passkeys: Option<usize>,
 }
 
 pub use crate::registry_link::apply_beneficiaries;

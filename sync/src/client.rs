@@ -402,6 +402,51 @@ impl RegistryClient {
         Ok((answer.policy, policy))
     }
 
+    /// The college's students' passkeys: a JWS by the registry's key, verified here under
+    /// `registry_key` and checked to be this college's, every entry parsed. None from a
+    /// registry that enrols no passkeys (404).
+    pub async fn passkeys(
+        &self,
+        key: &DeviceKey,
+        college_bin: &str,
+        registry_key: &[u8],
+        now: i64,
+    ) -> Result<Option<kasip_core::wire::PasskeyDirectory>, SyncError> {
+        let path = format!("/v1/colleges/{college_bin}/passkeys");
+        let text = match self.get_signed(key, &path, now).await {
+            Err(SyncError::Refused { status: 404, .. }) => return Ok(None),
+            answer => answer?,
+        };
+        let answer: kasip_core::wire::SignedPasskeyDirectory =
+            serde_json::from_str(&text).map_err(SyncError::Answer)?;
+        let verified = kasip_certs::jws::verify_compact(&answer.directory, registry_key)
+            .map_err(|error| SyncError::Protocol(format!("the passkey directory's signature: {error}")))?;
+        let directory: kasip_core::wire::PasskeyDirectory =
+            serde_json::from_slice(&verified.payload).map_err(SyncError::Answer)?;
+        if directory.college_bin != college_bin {
+            return Err(SyncError::Protocol(format!(
+                "asked for college {college_bin}'s passkeys, got {}'s",
+                directory.college_bin
+            )));
+        }
+        for entry in &directory.keys {
+            kasip_core::Iin::parse(&entry.iin).map_err(|error| {
+                SyncError::Protocol(format!("the passkey directory lists IIN {}: {error}", entry.iin))
+            })?;
+            let key = URL_SAFE_NO_PAD
+                .decode(&entry.public_key)
+                .ok()
+                .and_then(|key| kasip_core::passkey::CoseKey::parse(&key).ok());
+            if key.is_none() || entry.credential_id.is_empty() {
+                return Err(SyncError::Protocol(format!(
+                    "the passkey directory's entry for {} holds no usable key",
+                    entry.iin
+                )));
+            }
+        }
+        Ok(Some(directory))
+    }
+
     /// Sends a heartbeat (a JWS signed by the agent's key over `kasip_core::wire::
     /// Heartbeat`) and returns the registry's clock from its answer.
     pub async fn heartbeat(&self, jws: &str) -> Result<i64, SyncError> {

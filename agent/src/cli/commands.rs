@@ -696,6 +696,12 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
                     policy.student_qr_share,
                     if policy.typed_counts_as_qr { "count as QR" } else { "do not count as QR" }
                 );
+                if policy.qr_requires_passkey {
+                    println!("national policy: only check-ins verified by the student's passkey count as QR for this college");
+                }
+            }
+            if let Some(count) = outcome.passkeys {
+                println!("passkeys: {count} student(s) of this college have one at the registry");
             }
             match outcome.stopped {
                 None => Ok(()),

@@ -22,8 +22,8 @@ pub use kiosk::{KioskScan, ScanOutcome, ScanRefusal};
 use lookups::Lookups;
 pub use manual::{ManualAccepted, ManualMark, ManualRefusal};
 pub use phone::{
-    binding_key, device_signature_valid, verify_device, Accepted, PhoneCheckIn, Rejection,
-    INTENT_SECS,
+    binding_key, device_signature_valid, passkey_challenge, passkey_check, verify_device,
+    verify_passkey, Accepted, PasskeyCheck, PasskeyOutcome, PhoneCheckIn, Rejection, INTENT_SECS,
 };
 pub use record::{record_mark, MarkSource, MarkToRecord, RecordedMark};
 

@@ -26,6 +26,9 @@ pub enum Rejection {
     /// The check-in carries no valid signature of the phone's device key (a copied
     /// cookie, or a phone bound before device keys: it binds again).
     DeviceUnverified,
+    /// The check-in carries a passkey assertion that does not verify under the
+    /// student's key in the registry's directory (forged, replayed, another student's).
+    PasskeyInvalid,
 }
 
 impl Rejection {
@@ -41,6 +44,7 @@ impl Rejection {
             Self::DeviceUsedForAnotherStudent => "device_used_for_another_student",
             Self::StudentInactive => "student_inactive",
             Self::DeviceUnverified => "device_unverified",
+            Self::PasskeyInvalid => "passkey_invalid",
         }
     }
 
@@ -57,6 +61,7 @@ impl Rejection {
             }
             Self::StudentInactive => kasip_core::Text::RejectStudentInactive,
             Self::DeviceUnverified => kasip_core::Text::RejectDeviceUnverified,
+            Self::PasskeyInvalid => kasip_core::Text::RejectPasskeyInvalid,
         }
     }
 }
@@ -75,11 +80,130 @@ pub struct PhoneCheckIn {
     pub device_signature: Option<String>,
     /// The binding whose device key verified `device_signature` (see `verify_device`).
     pub device_verified_for: Option<i64>,
+    /// The student's passkey assertion and what `verify_passkey` made of it.
+    pub passkey: PasskeyOutcome,
     /// When the token was last seen fresh, if earlier than now: a check-in intent from a
     /// phone that had to bind first. Honoured for `INTENT_SECS`.
     pub fresh_at: Option<i64>,
     /// The phone's address and device, which a refusal's security event is counted under.
     pub client: String,
+}
+
+/// A check-in's passkey step, judged before the writer (`verify_passkey`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PasskeyOutcome {
+    /// No assertion came, and the student has no passkey in the directory.
+    #[default]
+    Absent,
+    /// No assertion came though the student has a passkey: recorded, unverified.
+    Missing,
+    /// Verified for this student: the assertion's text and signature counter.
+    Verified {
+        student_iin: String,
+        assertion: String,
+        count: u32,
+    },
+    /// An assertion that does not verify, and why (a short name for the security log).
+    Invalid(&'static str),
+}
+
+/// What checking a passkey assertion needs, read for the phone's binding and the lesson.
+#[derive(Debug, Clone)]
+pub struct PasskeyCheck {
+    pub student_iin: String,
+    /// base64url, as the directory lists it.
+    pub credential_id: String,
+    pub public_key: Vec<u8>,
+    pub rp_id: String,
+    pub lesson_date: String,
+}
+
+/// The binding's student's passkey from the cached directory, with the lesson's date.
+/// None: the student has no passkey (or the registry enrols none).
+pub fn passkey_check(
+    connection: &rusqlite::Connection,
+    credential_hash: &[u8],
+    lesson_id: i64,
+) -> rusqlite::Result<Option<PasskeyCheck>> {
+    connection
+        .prepare_cached(
+            "SELECT b.student_iin, p.credential_id, p.public_key, r.rp_id, l.date
+             FROM device_bindings b
+             JOIN passkey_directory p ON p.iin = b.student_iin
+             JOIN passkey_relying_party r ON r.id = 1
+             JOIN lessons l ON l.id = ?2
+             WHERE b.credential_hash = ?1 AND b.revoked_at IS NULL",
+        )?
+        .query_row(rusqlite::params![credential_hash, lesson_id], |row| {
+            Ok(PasskeyCheck {
+                student_iin: row.get(0)?,
+                credential_id: row.get(1)?,
+                public_key: row.get(2)?,
+                rp_id: row.get(3)?,
+                lesson_date: row.get(4)?,
+            })
+        })
+        .optional()
+}
+
+/// The challenge a check-in's passkey signs (`kasip_core::passkey::check_in_challenge`).
+pub fn passkey_challenge(college_bin: &str, token: &ClassroomToken, check: &PasskeyCheck) -> [u8; 32] {
+    kasip_core::passkey::check_in_challenge(
+        college_bin,
+        token.lesson as u64,
+        &check.lesson_date,
+        token.step,
+        &check.student_iin,
+    )
+}
+
+/// Verifies the check-in's passkey assertion (text as posted) off the writer's thread,
+/// as the registry will: the directory's key for the binding's student, the challenge
+/// for this college, lesson, date, step and student, the agent's own name as origin,
+/// user verification. The counter is compared on the writer, in its transaction.
+pub fn verify_passkey(
+    check_in: &mut PhoneCheckIn,
+    assertion: Option<&str>,
+    check: Option<PasskeyCheck>,
+    college_bin: &str,
+    origin_host: Option<&str>,
+) {
+    use kasip_core::passkey::{Expectation, PasskeyAssertion, PasskeyError};
+    check_in.passkey = match (assertion, check, &check_in.token) {
+        (None, None, _) => PasskeyOutcome::Absent,
+        (None, Some(_), _) => PasskeyOutcome::Missing,
+        (Some(_), None, _) => PasskeyOutcome::Invalid(PasskeyError::UnknownCredential.kind()),
+        (Some(_), Some(_), Err(_)) => PasskeyOutcome::Invalid(PasskeyError::WrongChallenge.kind()),
+        (Some(text), Some(check), Ok(token)) => {
+            let verified = PasskeyAssertion::parse(text).and_then(|assertion| {
+                use base64::Engine;
+                let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(&assertion.credential_id);
+                if id != check.credential_id {
+                    return Err(PasskeyError::UnknownCredential);
+                }
+                let challenge = passkey_challenge(college_bin, token, &check);
+                assertion.verify(
+                    &check.public_key,
+                    &Expectation {
+                        rp_id: &check.rp_id,
+                        origin_host: origin_host.ok_or(PasskeyError::WrongOrigin(
+                            "the agent has no name for passkeys".into(),
+                        ))?,
+                        challenge: &challenge,
+                    },
+                )
+            });
+            match verified {
+                Ok(count) => PasskeyOutcome::Verified {
+                    student_iin: check.student_iin,
+                    assertion: text.to_owned(),
+                    count,
+                },
+                Err(error) => PasskeyOutcome::Invalid(error.kind()),
+            }
+        }
+    };
 }
 
 /// How long a fresh token, once presented, holds a check-in open while the student binds.
@@ -95,6 +219,8 @@ pub struct Accepted {
     pub status: MarkStatus,
     pub recorded_at: i64,
     pub repeated: bool,
+    /// Whether the student's passkey verified the check-in; None when they have none.
+    pub passkey_verified: Option<bool>,
 }
 
 /// Records a refused check-in as a security event, naming the phone's student and
@@ -182,6 +308,31 @@ pub(super) fn decide_phone(
     if group_id != lesson.group_id {
         return Ok(Err(Rejection::NotInGroup));
     }
+    let (passkey, passkey_verified) = match &check_in.passkey {
+        PasskeyOutcome::Absent => (None, None),
+        PasskeyOutcome::Missing => (None, Some(false)),
+        PasskeyOutcome::Invalid(_) => return Ok(Err(Rejection::PasskeyInvalid)),
+        PasskeyOutcome::Verified {
+            student_iin: verified_for,
+            assertion,
+            count,
+        } => {
+            // The counter only goes forward (WebAuthn's clone check), compared and kept
+            // in this transaction.
+            let advanced = *verified_for == student_iin
+                && transaction
+                    .prepare_cached(
+                        "UPDATE passkey_directory SET sign_count = ?2
+                         WHERE iin = ?1 AND (sign_count < ?2 OR (?2 = 0 AND sign_count = 0))",
+                    )?
+                    .execute(rusqlite::params![student_iin, count])?
+                    == 1;
+            if !advanced {
+                return Ok(Err(Rejection::PasskeyInvalid));
+            }
+            (Some(assertion.clone()), Some(true))
+        }
+    };
     let method = if check_in.typed {
         MarkMethod::QrTyped
     } else {
@@ -203,6 +354,7 @@ pub(super) fn decide_phone(
                 binding: Some(binding_id as u64),
                 presented: Some(check_in.presented.clone()),
                 device_signature: check_in.device_signature.clone(),
+                passkey,
                 ..MarkEvidence::of(EntryKind::Live)
             },
         },
@@ -243,6 +395,7 @@ pub(super) fn decide_phone(
         status: recorded.status,
         recorded_at: recorded.recorded_at,
         repeated: recorded.repeated,
+        passkey_verified,
     }))
 }
 

@@ -580,6 +580,26 @@ INSERT INTO site_address_events (site_id, address, previous, at, source)
     SELECT id, address, NULL, 0, 'before versioning' FROM sites WHERE address != '';
 "#,
     },
+    Migration {
+        version: 11,
+        description: "students' passkeys: the registry's signed directory, cached for offline check-ins",
+        sql: r#"
+-- The registry's key directory for this college's students (design §5.10): replaced
+-- whole on every pull; the relying party and the JWS as received kept beside it.
+CREATE TABLE passkey_directory (
+    iin           TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL,
+    public_key    BLOB NOT NULL,
+    registered_at INTEGER NOT NULL,
+    sign_count    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE passkey_relying_party (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    rp_id      TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL
+);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

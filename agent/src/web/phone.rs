@@ -14,7 +14,7 @@ use super::throttle::{self, throttled, Client, Key};
 use super::AppState;
 use crate::error::AgentError;
 use crate::lessons::open_lesson_at;
-use crate::marks::{Accepted, PhoneCheckIn, Rejection, INTENT_SECS};
+use crate::marks::{Accepted, PasskeyOutcome, PhoneCheckIn, Rejection, INTENT_SECS};
 use crate::phones::BindOutcome;
 use crate::secrets::{random_token, secret_hash};
 use kasip_core::{Lang, Text};
@@ -230,10 +230,11 @@ async fn finish_binding(
                 token: Ok(token),
                 credential_hash: Some(secret_hash(&credential)),
                 typed: false,
+                passkey: PasskeyOutcome::Absent,
                 fresh_at: Some(seen_at),
                 client: Client::device(peer, Some(&device)).as_str().to_owned(),
             };
-            answer_check_in(state, lang, check_in).await
+            answer_check_in(state, lang, check_in, None).await
         }
         None => MessagePage::new(
             lang,
@@ -263,11 +264,63 @@ async fn finish_binding(
 struct CheckInPostPage {
     lang: Lang,
     token: String,
+    passkey: Option<PasskeyPrompt>,
 }
 
-/// GET never records anything: it shows a page that posts the check-in by itself.
-pub async fn check_in_page(Path(token): Path<String>, PageLang(lang): PageLang) -> Response {
-    render(StatusCode::OK, &CheckInPostPage { lang, token })
+/// What the page hands `navigator.credentials.get` (all base64url but the RP ID).
+struct PasskeyPrompt {
+    challenge: String,
+    rp_id: String,
+    credential: String,
+}
+
+/// GET never records anything: it shows a page that posts the check-in by itself,
+/// first asking the student's passkey when the registry's directory lists one for the
+/// phone's student.
+pub async fn check_in_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    PageLang(lang): PageLang,
+    headers: HeaderMap,
+) -> Response {
+    let credential_hash = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies)
+        .map(|credential| secret_hash(&credential));
+    let passkey = match (credential_hash, ClassroomToken::parse(&token)) {
+        (Some(hash), Ok(parsed)) => {
+            let lesson = parsed.lesson;
+            state
+                .with_db(move |store| {
+                    crate::marks::passkey_check(store.connection(), &hash, lesson)
+                        .map_err(|source| AgentError::from(store.error(source)))
+                })
+                .await
+                .ok()
+                .flatten()
+                .map(|check| {
+                    use base64::Engine;
+                    let challenge = crate::marks::passkey_challenge(
+                        &state.settings.college_bin.to_string(),
+                        &parsed,
+                        &check,
+                    );
+                    PasskeyPrompt {
+                        challenge: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(challenge),
+                        rp_id: check.rp_id,
+                        credential: check.credential_id,
+                    }
+                })
+        }
+        _ => None,
+    };
+    render(
+        StatusCode::OK,
+        &CheckInPostPage {
+            lang,
+            token,
+            passkey,
+        },
+    )
 }
 
 pub async fn check_in(
@@ -278,13 +331,18 @@ pub async fn check_in(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    // The page's script posts `device_signature=<base64url>`: no other field, and
-    // base64url needs no percent-decoding (anything else fails verification).
-    let device_signature = std::str::from_utf8(&body).ok().and_then(|body| {
-        body.split('&')
-            .find_map(|pair| pair.strip_prefix("device_signature="))
-            .map(str::to_owned)
-    });
+    // The page's script posts `device_signature=<base64url>` and, with a passkey,
+    // `passkey=<four base64url parts joined by dots>`: neither needs percent-decoding
+    // (anything else fails verification).
+    let field = |name: &str| {
+        std::str::from_utf8(&body).ok().and_then(|body| {
+            body.split('&')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+        })
+    };
+    let device_signature = field("device_signature");
+    let passkey = field("passkey");
     let token = ClassroomToken::parse(&token_text);
     let credential_hash = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies)
         .map(|credential| secret_hash(&credential));
@@ -302,10 +360,11 @@ pub async fn check_in(
         device_verified_for: None,
         credential_hash,
         typed: false,
+        passkey: PasskeyOutcome::Absent,
         fresh_at: None,
         client: phone_client(&state, peer, &headers).as_str().to_owned(),
     };
-    answer_check_in(&state, lang, check_in).await
+    answer_check_in(&state, lang, check_in, passkey.as_deref()).await
 }
 
 /// A phone with no binding that presents a fresh token gets a 2-minute intent and the
@@ -360,25 +419,57 @@ fn rejection_status(rejection: Rejection) -> StatusCode {
         | Rejection::DeviceNotBound
         | Rejection::DeviceUnverified
         | Rejection::DeviceUsedForAnotherStudent
-        | Rejection::StudentInactive => StatusCode::FORBIDDEN,
+        | Rejection::StudentInactive
+        | Rejection::PasskeyInvalid => StatusCode::FORBIDDEN,
     }
 }
 
-/// Verifies the phone's signature (here, not on the writer's thread), sends the check-in
-/// to the writer and renders its answer.
-async fn answer_check_in(state: &AppState, lang: Lang, mut check_in: PhoneCheckIn) -> Response {
+/// Verifies the phone's signature and the student's passkey assertion (here, not on
+/// the writer's thread), sends the check-in to the writer and renders its answer.
+async fn answer_check_in(
+    state: &AppState,
+    lang: Lang,
+    mut check_in: PhoneCheckIn,
+    passkey: Option<&str>,
+) -> Response {
     use axum::response::IntoResponse;
-    if let (Some(hash), Some(_)) = (&check_in.credential_hash, &check_in.device_signature) {
+    if let Some(hash) = &check_in.credential_hash {
         let hash = hash.clone();
-        let key = state
+        let lesson = check_in.token.as_ref().ok().map(|token| token.lesson);
+        let signed = check_in.device_signature.is_some();
+        let (key, passkey_check) = state
             .with_db(move |store| {
-                crate::marks::binding_key(store.connection(), &hash)
-                    .map_err(|source| AgentError::from(store.error(source)))
+                let key = if signed {
+                    crate::marks::binding_key(store.connection(), &hash)
+                        .map_err(|source| AgentError::from(store.error(source)))?
+                } else {
+                    None
+                };
+                let check = match lesson {
+                    Some(lesson) => crate::marks::passkey_check(store.connection(), &hash, lesson)
+                        .map_err(|source| AgentError::from(store.error(source)))?,
+                    None => None,
+                };
+                Ok((key, check))
             })
             .await
+            .unwrap_or((None, None));
+        if signed {
+            crate::marks::verify_device(&mut check_in, key);
+        }
+        let public_url = state.public_url();
+        let origin_host = public_url
+            .parse::<axum::http::Uri>()
             .ok()
-            .flatten();
-        crate::marks::verify_device(&mut check_in, key);
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .filter(|host| host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('['));
+        crate::marks::verify_passkey(
+            &mut check_in,
+            passkey,
+            passkey_check,
+            &state.settings.college_bin.to_string(),
+            origin_host.as_deref(),
+        );
     }
     match state.writer.phone_check_in(check_in).await {
         Ok(Ok(accepted)) => confirmation(state, lang, accepted).await,
@@ -414,6 +505,7 @@ struct ConfirmationPage {
     lesson: String,
     time: String,
     repeated: bool,
+    passkey_verified: Option<bool>,
 }
 
 async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Response {
@@ -462,6 +554,7 @@ async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Respo
                 local_seconds.rem_euclid(3600) / 60
             ),
             repeated: accepted.repeated,
+            passkey_verified: accepted.passkey_verified,
         },
     )
 }
@@ -562,10 +655,11 @@ pub async fn typed_check_in(
         device_verified_for: None,
         credential_hash,
         typed: true,
+        passkey: PasskeyOutcome::Absent,
         fresh_at: None,
         client: phone_key_client,
     };
-    Ok(answer_check_in(&state, lang, check_in).await)
+    Ok(answer_check_in(&state, lang, check_in, None).await)
 }
 
 #[cfg(test)]
@@ -587,6 +681,11 @@ mod tests {
         let post = CheckInPostPage {
             lang,
             token: hostile::TEXT.into(),
+            passkey: Some(PasskeyPrompt {
+                challenge: hostile::TEXT.into(),
+                rp_id: hostile::TEXT.into(),
+                credential: hostile::TEXT.into(),
+            }),
         };
         hostile::assert_escaped(&post.render().expect("post"));
         let confirmation = ConfirmationPage {
@@ -597,6 +696,7 @@ mod tests {
             lesson: hostile::TEXT.into(),
             time: "09:01".into(),
             repeated: true,
+            passkey_verified: Some(false),
         };
         hostile::assert_escaped(&confirmation.render().expect("confirmation"));
     }

@@ -39,6 +39,32 @@
 
   const supported = window.crypto && crypto.subtle && window.indexedDB;
 
+  const bytes = (text) => Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+
+  // The student's passkey (design §5.10), when the registry's directory lists one: an
+  // assertion over the check-in's challenge, after the phone's own fingerprint, face or
+  // PIN check. Refused or unavailable, the check-in goes on without it (unverified).
+  async function passkeyAssertion(form) {
+    const challenge = form.dataset.passkeyChallenge;
+    if (!challenge || !window.PublicKeyCredential || !navigator.credentials) return null;
+    try {
+      const credential = await navigator.credentials.get({
+        publicKey: {
+          challenge: bytes(challenge),
+          rpId: form.dataset.passkeyRp,
+          allowCredentials: [{ type: "public-key", id: bytes(form.dataset.passkeyCredential) }],
+          userVerification: "required",
+          timeout: 60000,
+        },
+      });
+      const response = credential.response;
+      return [credential.rawId, response.authenticatorData, response.clientDataJSON, response.signature]
+        .map(base64url).join(".");
+    } catch (error) {
+      return null;
+    }
+  }
+
   // Signs what the form presents, then sends it. Without a key the form is sent as it
   // is, and the agent's answer says to bind the phone again.
   async function signAndSend(form, create, presented) {
@@ -57,7 +83,12 @@
   }
 
   const scanned = document.getElementById("checkin");
-  if (scanned) signAndSend(scanned, false, scanned.dataset.token);
+  if (scanned) {
+    passkeyAssertion(scanned).then((assertion) => {
+      if (assertion) field(scanned, "passkey", assertion);
+      signAndSend(scanned, false, scanned.dataset.token);
+    });
+  }
 
   const typed = document.getElementById("typed");
   if (typed) {
