@@ -112,14 +112,37 @@ impl Drop for Pebble {
     }
 }
 
+/// A test CA of our own (rcgen) and one server certificate it issued for `names` (DNS
+/// names or IP addresses): (CA PEM, certificate PEM, key PEM). For a server the test
+/// starts with a certificate file, e.g. the registry on `kasip.test`.
+pub fn test_ca_issuing(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "KasipTech test CA");
+    let ca_pem = ca_params.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    let params = CertificateParams::new(names).expect("params");
+    let certificate = params.signed_by(&key, &issuer).expect("certificate");
+    (ca_pem, certificate.pem(), key.serialize_pem())
+}
+
 /// A `$HOME` whose NSS database (`.pki/nssdb`, where Chromium on Linux looks) trusts
 /// `root_pem` to identify web sites, and nothing else beyond Chromium's own roots.
 pub fn nss_home_trusting(root_pem: &str) -> tempfile::TempDir {
+    nss_home_trusting_all(&[root_pem])
+}
+
+/// `nss_home_trusting` for several roots (e.g. Pebble's and a test CA's).
+pub fn nss_home_trusting_all(root_pems: &[&str]) -> tempfile::TempDir {
     let home = tempfile::tempdir().expect("home");
     let database = home.path().join(".pki/nssdb");
     std::fs::create_dir_all(&database).expect("nssdb dir");
-    let root = home.path().join("root.pem");
-    std::fs::write(&root, root_pem).expect("root");
     let certutil = |args: &[&str]| {
         let output = Command::new("certutil")
             .args(args)
@@ -135,17 +158,21 @@ pub fn nss_home_trusting(root_pem: &str) -> tempfile::TempDir {
     };
     let db = format!("sql:{}", database.display());
     certutil(&["-N", "--empty-password", "-d", &db]);
-    certutil(&[
-        "-A",
-        "-d",
-        &db,
-        "-n",
-        "Pebble test root",
-        "-t",
-        "C,,",
-        "-i",
-        path_str(&root),
-    ]);
+    for (index, root_pem) in root_pems.iter().enumerate() {
+        let root = home.path().join(format!("root-{index}.pem"));
+        std::fs::write(&root, root_pem).expect("root");
+        certutil(&[
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            &format!("test root {index}"),
+            "-t",
+            "C,,",
+            "-i",
+            path_str(&root),
+        ]);
+    }
     home
 }
 

@@ -136,6 +136,15 @@ impl Browser {
         response["value"].clone()
     }
 
+    /// One DevTools protocol command (`Page.addScriptToEvaluateOnNewDocument`, …).
+    pub fn cdp(&self, command: &str, params: Value) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": command, "params": params})),
+        )
+    }
+
     /// Opens `url` through the DevTools protocol (`Page.navigate`) and returns the
     /// network error Chromium met, e.g. `net::ERR_CERT_AUTHORITY_INVALID`; None when
     /// the page loaded. Certificate errors are never ignored here.
@@ -149,6 +158,47 @@ impl Browser {
             .as_str()
             .filter(|error| !error.is_empty())
             .map(str::to_owned)
+    }
+
+    /// Adds a WebDriver virtual authenticator (W3C WebAuthn §11): CTAP2 on an internal
+    /// transport, resident keys, user verification available and performed, the user
+    /// consenting. Returns its id.
+    pub fn add_virtual_authenticator(&self) -> String {
+        let answer = self.command(
+            reqwest::Method::POST,
+            "/webauthn/authenticator",
+            Some(json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": true,
+            })),
+        );
+        answer.as_str().expect("authenticator id").to_owned()
+    }
+
+    /// Whether the authenticator's user verification (fingerprint, face, PIN) succeeds.
+    pub fn set_user_verified(&self, authenticator: &str, verified: bool) {
+        self.command(
+            reqwest::Method::POST,
+            &format!("/webauthn/authenticator/{authenticator}/uv"),
+            Some(json!({ "isUserVerified": verified })),
+        );
+    }
+
+    /// The authenticator's credentials as WebDriver lists them (credentialId, rpId,
+    /// privateKey as base64url PKCS#8, signCount, …).
+    pub fn virtual_credentials(&self, authenticator: &str) -> Vec<Value> {
+        self.command(
+            reqwest::Method::GET,
+            &format!("/webauthn/authenticator/{authenticator}/credentials"),
+            None,
+        )
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
     }
 
     pub fn goto(&self, url: &str) {

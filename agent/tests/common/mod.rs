@@ -2,6 +2,7 @@
 //! HTTPS, with helpers that act as a teacher's browser and as students' phones.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod named;
 pub mod registry;
 
 use std::collections::BTreeMap;

@@ -19,6 +19,8 @@ pub struct Registry {
     pub server: Option<Server>,
     /// The port of the first start, reused by restarts so enrolled agents find it.
     pub address: String,
+    /// `http` or `https`, as the first start printed.
+    scheme: String,
     clock: String,
 }
 
@@ -46,17 +48,19 @@ impl Registry {
             &[("KASIP_UNSAFE_CLOCK_FILE", &clock)],
         );
         let address = server.address();
+        let scheme = server.url.split("://").next().unwrap_or("http").to_owned();
         Registry {
             dir,
             binary,
             server: Some(server),
             address,
+            scheme,
             clock,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     pub fn command(&self, args: &[&str]) -> String {
