@@ -256,7 +256,8 @@ pub fn store_passkeys(
     now: i64,
 ) -> rusqlite::Result<usize> {
     use base64::Engine;
-    let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     transaction.execute("CREATE TEMP TABLE IF NOT EXISTS pulled_passkeys (iin TEXT PRIMARY KEY, credential_id TEXT, public_key BLOB, registered_at INTEGER)", [])?;
     transaction.execute("DELETE FROM temp.pulled_passkeys", [])?;
     for entry in &directory.keys {
@@ -266,9 +267,7 @@ pub fn store_passkeys(
             continue;
         };
         transaction
-            .prepare_cached(
-                "INSERT OR REPLACE INTO temp.pulled_passkeys VALUES (?1, ?2, ?3, ?4)",
-            )?
+            .prepare_cached("INSERT OR REPLACE INTO temp.pulled_passkeys VALUES (?1, ?2, ?3, ?4)")?
             .execute(rusqlite::params![
                 entry.iin,
                 entry.credential_id,
@@ -294,6 +293,10 @@ pub fn store_passkeys(
     )?;
     transaction.execute("DELETE FROM temp.pulled_passkeys", [])?;
     transaction.commit()?;
-    tracing::info!(new = count, listed = directory.keys.len(), "passkey directory pulled");
+    tracing::info!(
+        new = count,
+        listed = directory.keys.len(),
+        "passkey directory pulled"
+    );
     Ok(directory.keys.len())
 }

@@ -18,7 +18,6 @@ use kasip_tests::text;
 use kasip_tests::webdriver::{Browser, Trust};
 use serde_json::Value;
 
-
 impl Named {
     /// A TLS connection to the agent by its name, verified against Pebble's root as a
     /// phone verifies against its trust store; and the served certificate's fingerprint.

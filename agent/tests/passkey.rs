@@ -14,6 +14,7 @@ use base64::Engine;
 use common::named::Named;
 use common::registry::{agent_run, DEMO_BIN};
 use common::TEACHER_A;
+use kasip_core::passkey::software::{self, SoftwareAuthenticator};
 use kasip_tests::acme::{nss_home_trusting_all, test_ca_issuing};
 use kasip_tests::text;
 use kasip_tests::webdriver::{Browser, Trust};
@@ -73,10 +74,7 @@ impl Passkeys {
     }
 
     fn browser(&self) -> Browser {
-        let rules = format!(
-            "MAP {} 127.0.0.1, MAP {RP} 127.0.0.1",
-            self.named.hostname
-        );
+        let rules = format!("MAP {} 127.0.0.1, MAP {RP} 127.0.0.1", self.named.hostname);
         Browser::start_with(Trust::Verified {
             home: self.home.path(),
             resolver_rules: &rules,
@@ -107,9 +105,9 @@ impl Passkeys {
             .to_owned()
     }
 
-    /// `sync --now`: seals and sends the marks, pulls the passkey directory.
+    /// `sync now`: seals and sends the marks, pulls the passkey directory.
     fn sync(&self) -> String {
-        let output = agent_run(&self.named.college, &["sync", "--now"]);
+        let output = agent_run(&self.named.college, &["sync", "now"]);
         assert!(output.status.success(), "{:?}", text(&output));
         text(&output).0
     }
@@ -208,23 +206,23 @@ fn check_in(browser: &Browser, url: &str) -> Result<String, String> {
          || document.getElementById('reason') !== null",
         "the check-in's answer",
     );
-    let reason = browser.execute(
-        "const r = document.getElementById('reason'); return r ? r.dataset.reason : null",
-    );
+    let reason = browser
+        .execute("const r = document.getElementById('reason'); return r ? r.dataset.reason : null");
     match reason.as_str() {
         Some(reason) => Err(reason.to_owned()),
         None => Ok(browser
-            .execute("const p = document.getElementById('passkey'); return p ? p.dataset.verified : ''")
+            .execute(
+                "const p = document.getElementById('passkey'); return p ? p.dataset.verified : ''",
+            )
             .as_str()
             .unwrap_or_default()
             .to_owned()),
     }
 }
 
-/// A software stand-in for the phone's authenticator: an assertion signed by the
-/// PKCS#8 P-256 key `pkcs8` (e.g. the virtual authenticator's, exported by WebDriver),
-/// with the given flags and counter. (credential id, authenticator data, client data,
-/// signature).
+/// An assertion signed by the PKCS#8 P-256 key `pkcs8` (the virtual authenticator's,
+/// exported by WebDriver, or another), with the given flags and counter: (credential
+/// id, authenticator data, client data, signature).
 fn assertion(
     pkcs8: &[u8],
     credential_id: &[u8],
@@ -233,28 +231,18 @@ fn assertion(
     flags: u8,
     count: u32,
 ) -> [Vec<u8>; 4] {
-    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-    let random = ring::rand::SystemRandom::new();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &random)
-        .expect("P-256 key");
-    let mut data = ring::digest::digest(&ring::digest::SHA256, RP.as_bytes())
-        .as_ref()
-        .to_vec();
-    data.push(flags);
-    data.extend(count.to_be_bytes());
-    let client = format!(
-        r#"{{"type":"webauthn.get","challenge":"{}","origin":"{origin}","crossOrigin":false}}"#,
-        URL_SAFE_NO_PAD.encode(challenge)
-    )
-    .into_bytes();
-    let mut signed = data.clone();
-    signed.extend(ring::digest::digest(&ring::digest::SHA256, &client).as_ref());
-    let signature = key.sign(&random, &signed).expect("sign").as_ref().to_vec();
-    [credential_id.to_vec(), data, client, signature]
+    let signer = SoftwareAuthenticator::from_pkcs8(pkcs8, credential_id, RP);
+    let made = signer.assert(challenge, origin, flags, count);
+    [
+        made.credential_id,
+        made.authenticator_data,
+        made.client_data_json,
+        made.signature,
+    ]
 }
 
-const UP: u8 = 0x01;
-const UP_UV: u8 = 0x05;
+const UP: u8 = software::USER_PRESENT;
+const UP_UV: u8 = software::PRESENT_AND_VERIFIED;
 
 /// Makes the page's `navigator.credentials.get` answer `parts` (as a tampered phone,
 /// or a college's script, would) until the returned id is removed.
@@ -264,7 +252,10 @@ fn inject(browser: &Browser, parts: &[Vec<u8>; 4]) -> String {
         "(() => {{ const b = (t) => Uint8Array.from(atob(t.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0)).buffer; \
          navigator.credentials.get = async () => ({{ rawId: b('{id}'), response: {{ authenticatorData: b('{data}'), clientDataJSON: b('{client}'), signature: b('{signature}') }} }}); }})();"
     );
-    browser.cdp("Page.addScriptToEvaluateOnNewDocument", json!({ "source": source }))["identifier"]
+    browser.cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": source }),
+    )["identifier"]
         .as_str()
         .expect("identifier")
         .to_owned()
@@ -354,7 +345,9 @@ fn a_passkey_enrolled_at_the_registry_verifies_a_check_in_at_the_agent_and_again
         )
         .expect("the mark");
     let stored: Value = serde_json::from_str(&evidence).expect("evidence");
-    let assertion_text = stored["passkey"].as_str().expect("the assertion in the evidence");
+    let assertion_text = stored["passkey"]
+        .as_str()
+        .expect("the assertion in the evidence");
     assert_eq!(assertion_text.split('.').count(), 4);
 
     // A classmate without a passkey checks in as before: recorded, unverified.
@@ -369,7 +362,11 @@ fn a_passkey_enrolled_at_the_registry_verifies_a_check_in_at_the_agent_and_again
         setup.verdicts(),
         vec![(true, String::new()), (false, "no passkey".to_owned())]
     );
-    assert!(setup.named.registry.findings_of("passkey_invalid").is_empty());
+    assert!(setup
+        .named
+        .registry
+        .findings_of("passkey_invalid")
+        .is_empty());
 
     // With qr_requires_passkey, only the verified check-in counts as QR in the
     // registry's recomputed month.
@@ -408,7 +405,9 @@ fn a_passkey_enrolled_at_the_registry_verifies_a_check_in_at_the_agent_and_again
     assert_eq!(qr_tracked(false), 2);
     assert_eq!(qr_tracked(true), 1);
     // The agent learns the policy with its next pull.
-    assert!(setup.sync().contains("only check-ins verified by the student's passkey"));
+    assert!(setup
+        .sync()
+        .contains("only check-ins verified by the student's passkey"));
 }
 
 #[test]
@@ -463,8 +462,8 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
         "the UV flag not set",
     );
     // An assertion for the step before (what a replay of an earlier scan carries).
-    let token = kasip_core::ClassroomToken::parse(url.rsplit('/').next().expect("token"))
-        .expect("token");
+    let token =
+        kasip_core::ClassroomToken::parse(url.rsplit('/').next().expect("token")).expect("token");
     let date: String = college
         .db()
         .query_row(
@@ -497,7 +496,14 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
     );
     let classmate_raw = URL_SAFE_NO_PAD.decode(&classmate_id).expect("id");
     refused(
-        assertion(&classmate_key, &classmate_raw, &challenge, &origin, UP_UV, 1_004),
+        assertion(
+            &classmate_key,
+            &classmate_raw,
+            &challenge,
+            &origin,
+            UP_UV,
+            1_004,
+        ),
         "another student's credential",
     );
     let college_key = ring::signature::EcdsaKeyPair::generate_pkcs8(
@@ -506,7 +512,14 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
     )
     .expect("key");
     refused(
-        assertion(college_key.as_ref(), &own, &challenge, &origin, UP_UV, 1_005),
+        assertion(
+            college_key.as_ref(),
+            &own,
+            &challenge,
+            &origin,
+            UP_UV,
+            1_005,
+        ),
         "forged by the college, no authenticator",
     );
     let mut tampered = assertion(&own_key, &own, &challenge, &origin, UP_UV, 1_006);

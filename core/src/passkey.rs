@@ -31,7 +31,9 @@ pub enum PasskeyError {
     Malformed(&'static str),
     #[error("the client data is not a WebAuthn {0}")]
     WrongType(&'static str),
-    #[error("the assertion was made for another challenge (another lesson, step, date or student)")]
+    #[error(
+        "the assertion was made for another challenge (another lesson, step, date or student)"
+    )]
     WrongChallenge,
     #[error("the assertion was made on another site ({0})")]
     WrongOrigin(String),
@@ -159,7 +161,9 @@ impl CoseKey {
                 }
                 let (x, y) = (bytes(-2)?, bytes(-3)?);
                 if x.len() != 32 || y.len() != 32 {
-                    return Err(PasskeyError::Malformed("a P-256 coordinate is not 32 bytes"));
+                    return Err(PasskeyError::Malformed(
+                        "a P-256 coordinate is not 32 bytes",
+                    ));
                 }
                 let mut point = Vec::with_capacity(65);
                 point.push(4);
@@ -235,14 +239,18 @@ struct AuthenticatorData<'a> {
 impl<'a> AuthenticatorData<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, PasskeyError> {
         if bytes.len() < 37 {
-            return Err(PasskeyError::Malformed("authenticator data shorter than 37 bytes"));
+            return Err(PasskeyError::Malformed(
+                "authenticator data shorter than 37 bytes",
+            ));
         }
         let flags = bytes[32];
         let sign_count = u32::from_be_bytes([bytes[33], bytes[34], bytes[35], bytes[36]]);
         let attested = if flags & FLAG_ATTESTED != 0 {
             let rest = &bytes[37..];
             if rest.len() < 18 {
-                return Err(PasskeyError::Malformed("attested credential data is cut short"));
+                return Err(PasskeyError::Malformed(
+                    "attested credential data is cut short",
+                ));
             }
             let length = usize::from(u16::from_be_bytes([rest[16], rest[17]]));
             if length > MAX_CREDENTIAL_ID || rest.len() < 18 + length {
@@ -314,7 +322,9 @@ fn check_client_data(
             _ => rest,
         });
     if data.cross_origin || host != Some(expected.origin_host) {
-        return Err(PasskeyError::WrongOrigin(data.origin.chars().take(100).collect()));
+        return Err(PasskeyError::WrongOrigin(
+            data.origin.chars().take(100).collect(),
+        ));
     }
     Ok(())
 }
@@ -339,7 +349,12 @@ pub fn verify_registration(
     attestation_object: &[u8],
     expected: &Expectation<'_>,
 ) -> Result<NewCredential, PasskeyError> {
-    registration(client_data_json, attestation_object, expected, Required::UserVerified)
+    registration(
+        client_data_json,
+        attestation_object,
+        expected,
+        Required::UserVerified,
+    )
 }
 
 fn registration(
@@ -351,17 +366,21 @@ fn registration(
     check_client_data(client_data_json, "webauthn.create", expected)?;
     let (object, rest) = cbor::item(attestation_object, 0)?;
     if !rest.is_empty() {
-        return Err(PasskeyError::Malformed("bytes after the attestation object"));
+        return Err(PasskeyError::Malformed(
+            "bytes after the attestation object",
+        ));
     }
     let auth_data = object
         .get_text("authData")
         .and_then(|value| value.as_bytes())
-        .ok_or(PasskeyError::Malformed("the attestation object has no authData"))?;
+        .ok_or(PasskeyError::Malformed(
+            "the attestation object has no authData",
+        ))?;
     let data = AuthenticatorData::parse(auth_data)?;
     data.check(expected.rp_id, required)?;
-    let (id, key) = data
-        .attested
-        .ok_or(PasskeyError::Malformed("the registration has no credential"))?;
+    let (id, key) = data.attested.ok_or(PasskeyError::Malformed(
+        "the registration has no credential",
+    ))?;
     let parsed = CoseKey::parse(key)?;
     Ok(NewCredential {
         credential_id: id.to_vec(),
@@ -400,8 +419,7 @@ impl PasskeyAssertion {
         if parts.next().is_some() {
             return Err(PasskeyError::Malformed("an assertion has four parts"));
         }
-        if assertion.credential_id.is_empty() || assertion.credential_id.len() > MAX_CREDENTIAL_ID
-        {
+        if assertion.credential_id.is_empty() || assertion.credential_id.len() > MAX_CREDENTIAL_ID {
             return Err(PasskeyError::Malformed("the credential id's length"));
         }
         Ok(assertion)
@@ -455,6 +473,169 @@ pub fn counter_advances(last: u32, seen: u32) -> Result<(), PasskeyError> {
         return Err(PasskeyError::CounterWentBack { seen, last });
     }
     Ok(())
+}
+
+/// A software ES256 authenticator, for tests and benchmarks: it makes the bytes a
+/// phone's authenticator makes (registrations and assertions with chosen flags and
+/// counters), from a new key or an imported PKCS#8 one (e.g. exported by WebDriver from
+/// Chromium's virtual authenticator). Never in a product build.
+#[cfg(any(test, feature = "software-authenticator"))]
+pub mod software {
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+
+    use super::{b64, PasskeyAssertion};
+
+    enum Key {
+        Es256(EcdsaKeyPair),
+        Ed25519(Ed25519KeyPair),
+    }
+
+    pub const USER_PRESENT: u8 = super::FLAG_USER_PRESENT;
+    pub const USER_VERIFIED: u8 = super::FLAG_USER_VERIFIED;
+    pub const PRESENT_AND_VERIFIED: u8 = USER_PRESENT | USER_VERIFIED;
+
+    pub struct SoftwareAuthenticator {
+        key: Key,
+        pub credential_id: Vec<u8>,
+        rp_id: String,
+    }
+
+    fn head(out: &mut Vec<u8>, major: u8, value: usize) {
+        let major = major << 5;
+        match value {
+            0..=23 => out.push(major | value as u8),
+            24..=0xff => out.extend([major | 24, value as u8]),
+            _ => {
+                out.push(major | 25);
+                out.extend((value as u16).to_be_bytes());
+            }
+        }
+    }
+
+    fn bytes(out: &mut Vec<u8>, major: u8, data: &[u8]) {
+        head(out, major, data.len());
+        out.extend_from_slice(data);
+    }
+
+    impl SoftwareAuthenticator {
+        pub fn generate(credential_id: &[u8], rp_id: &str) -> Self {
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+                    .expect("a P-256 key");
+            Self::from_pkcs8(pkcs8.as_ref(), credential_id, rp_id)
+        }
+
+        pub fn from_pkcs8(pkcs8: &[u8], credential_id: &[u8], rp_id: &str) -> Self {
+            let key = EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_ASN1_SIGNING,
+                pkcs8,
+                &SystemRandom::new(),
+            )
+            .expect("a PKCS#8 P-256 key");
+            Self {
+                key: Key::Es256(key),
+                credential_id: credential_id.to_vec(),
+                rp_id: rp_id.to_owned(),
+            }
+        }
+
+        /// An EdDSA (Ed25519) authenticator.
+        pub fn generate_ed25519(credential_id: &[u8], rp_id: &str) -> Self {
+            let pkcs8 =
+                Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("an Ed25519 key");
+            Self {
+                key: Key::Ed25519(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")),
+                credential_id: credential_id.to_vec(),
+                rp_id: rp_id.to_owned(),
+            }
+        }
+
+        /// The public key as COSE_Key bytes.
+        pub fn cose_key(&self) -> Vec<u8> {
+            match &self.key {
+                Key::Es256(key) => {
+                    let point = key.public_key().as_ref();
+                    // {1: 2 (EC2), 3: -7 (ES256), -1: 1 (P-256), -2: x, -3: y}
+                    let mut cose = vec![0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21];
+                    bytes(&mut cose, 2, &point[1..33]);
+                    cose.push(0x22);
+                    bytes(&mut cose, 2, &point[33..]);
+                    cose
+                }
+                Key::Ed25519(key) => {
+                    // {1: 1 (OKP), 3: -8 (EdDSA), -1: 6 (Ed25519), -2: x}
+                    let mut cose = vec![0xa4, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06, 0x21];
+                    bytes(&mut cose, 2, key.public_key().as_ref());
+                    cose
+                }
+            }
+        }
+
+        fn authenticator_data(&self, flags: u8, count: u32, attested: bool) -> Vec<u8> {
+            let mut data = ring::digest::digest(&ring::digest::SHA256, self.rp_id.as_bytes())
+                .as_ref()
+                .to_vec();
+            data.push(flags | if attested { super::FLAG_ATTESTED } else { 0 });
+            data.extend(count.to_be_bytes());
+            if attested {
+                data.extend([0u8; 16]);
+                data.extend((self.credential_id.len() as u16).to_be_bytes());
+                data.extend(&self.credential_id);
+                data.extend(self.cose_key());
+            }
+            data
+        }
+
+        pub fn client_data(kind: &str, challenge: &[u8], origin: &str) -> Vec<u8> {
+            format!(
+                r#"{{"type":"{kind}","challenge":"{}","origin":"{origin}","crossOrigin":false}}"#,
+                b64(challenge)
+            )
+            .into_bytes()
+        }
+
+        /// A registration with attestation "none": (client data JSON, attestation object).
+        pub fn register(&self, challenge: &[u8], origin: &str, flags: u8) -> (Vec<u8>, Vec<u8>) {
+            let client = Self::client_data("webauthn.create", challenge, origin);
+            let mut object = vec![0xa3];
+            bytes(&mut object, 3, b"fmt");
+            bytes(&mut object, 3, b"none");
+            bytes(&mut object, 3, b"attStmt");
+            object.push(0xa0);
+            bytes(&mut object, 3, b"authData");
+            bytes(&mut object, 2, &self.authenticator_data(flags, 0, true));
+            (client, object)
+        }
+
+        /// An assertion over `challenge` made on a page of `origin`.
+        pub fn assert(
+            &self,
+            challenge: &[u8],
+            origin: &str,
+            flags: u8,
+            count: u32,
+        ) -> PasskeyAssertion {
+            let client = Self::client_data("webauthn.get", challenge, origin);
+            let data = self.authenticator_data(flags, count, false);
+            let mut signed = data.clone();
+            signed.extend(ring::digest::digest(&ring::digest::SHA256, &client).as_ref());
+            let signature = match &self.key {
+                Key::Es256(key) => key
+                    .sign(&SystemRandom::new(), &signed)
+                    .expect("sign")
+                    .as_ref()
+                    .to_vec(),
+                Key::Ed25519(key) => key.sign(&signed).as_ref().to_vec(),
+            };
+            PasskeyAssertion {
+                credential_id: self.credential_id.clone(),
+                authenticator_data: data,
+                client_data_json: client,
+                signature,
+            }
+        }
+    }
 }
 
 /// The subset of CBOR (RFC 8949) that WebAuthn uses: definite lengths, integers, byte
@@ -594,146 +775,12 @@ mod cbor {
 
 #[cfg(test)]
 mod tests {
+    use super::software::SoftwareAuthenticator as Authenticator;
     use super::*;
-    use ring::rand::SystemRandom;
-    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
     const RP: &str = "kasip.test";
     const HOST: &str = "c1.agents.kasip.test";
-
-    /// A software authenticator: what Chromium's virtual authenticator does, in bytes.
-    struct Authenticator {
-        key: Box<dyn Fn(&[u8]) -> Vec<u8>>,
-        cose: Vec<u8>,
-        id: Vec<u8>,
-    }
-
-    fn cbor_bytes(out: &mut Vec<u8>, major: u8, bytes: &[u8]) {
-        cbor_head(out, major, bytes.len() as u64);
-        out.extend_from_slice(bytes);
-    }
-
-    fn cbor_head(out: &mut Vec<u8>, major: u8, value: u64) {
-        let major = major << 5;
-        match value {
-            0..=23 => out.push(major | value as u8),
-            24..=0xff => out.extend([major | 24, value as u8]),
-            0x100..=0xffff => {
-                out.push(major | 25);
-                out.extend((value as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(major | 26);
-                out.extend((value as u32).to_be_bytes());
-            }
-        }
-    }
-
-    fn cbor_int(out: &mut Vec<u8>, value: i64) {
-        if value >= 0 {
-            cbor_head(out, 0, value as u64);
-        } else {
-            cbor_head(out, 1, (-1 - value) as u64);
-        }
-    }
-
-    impl Authenticator {
-        fn es256() -> Self {
-            let random = SystemRandom::new();
-            let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &random).expect("key");
-            let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &random).expect("key");
-            let point = pair.public_key().as_ref().to_vec();
-            let mut cose = vec![0xa5];
-            for (label, value) in [(1, 2), (3, -7), (-1, 1)] {
-                cbor_int(&mut cose, label);
-                cbor_int(&mut cose, value);
-            }
-            cbor_int(&mut cose, -2);
-            cbor_bytes(&mut cose, 2, &point[1..33]);
-            cbor_int(&mut cose, -3);
-            cbor_bytes(&mut cose, 2, &point[33..]);
-            Self {
-                key: Box::new(move |message| {
-                    pair.sign(&SystemRandom::new(), message)
-                        .expect("sign")
-                        .as_ref()
-                        .to_vec()
-                }),
-                cose,
-                id: b"es256-credential".to_vec(),
-            }
-        }
-
-        fn ed25519() -> Self {
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("key");
-            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
-            let mut cose = vec![0xa4];
-            for (label, value) in [(1, 1), (3, -8), (-1, 6)] {
-                cbor_int(&mut cose, label);
-                cbor_int(&mut cose, value);
-            }
-            cbor_int(&mut cose, -2);
-            cbor_bytes(&mut cose, 2, pair.public_key().as_ref());
-            Self {
-                key: Box::new(move |message| pair.sign(message).as_ref().to_vec()),
-                cose,
-                id: b"ed25519-credential".to_vec(),
-            }
-        }
-
-        fn auth_data(&self, rp: &str, flags: u8, count: u32, attested: bool) -> Vec<u8> {
-            let mut data = ring::digest::digest(&ring::digest::SHA256, rp.as_bytes())
-                .as_ref()
-                .to_vec();
-            data.push(flags | if attested { FLAG_ATTESTED } else { 0 });
-            data.extend(count.to_be_bytes());
-            if attested {
-                data.extend([0u8; 16]);
-                data.extend((self.id.len() as u16).to_be_bytes());
-                data.extend(&self.id);
-                data.extend(&self.cose);
-            }
-            data
-        }
-
-        fn client_data(kind: &str, challenge: &[u8], origin: &str) -> Vec<u8> {
-            format!(
-                r#"{{"type":"{kind}","challenge":"{}","origin":"{origin}","crossOrigin":false}}"#,
-                b64(challenge)
-            )
-            .into_bytes()
-        }
-
-        fn register(&self, challenge: &[u8], flags: u8) -> (Vec<u8>, Vec<u8>) {
-            let client = Self::client_data("webauthn.create", challenge, "https://kasip.test");
-            let mut object = vec![0xa3];
-            cbor_bytes(&mut object, 3, b"fmt");
-            cbor_bytes(&mut object, 3, b"none");
-            cbor_bytes(&mut object, 3, b"attStmt");
-            object.push(0xa0);
-            cbor_bytes(&mut object, 3, b"authData");
-            cbor_bytes(&mut object, 2, &self.auth_data(RP, flags, 0, true));
-            (client, object)
-        }
-
-        fn assert(&self, challenge: &[u8], flags: u8, count: u32) -> PasskeyAssertion {
-            let client = Self::client_data(
-                "webauthn.get",
-                challenge,
-                &format!("https://{HOST}:8443"),
-            );
-            let data = self.auth_data(RP, flags, count, false);
-            let mut signed = data.clone();
-            signed.extend(ring::digest::digest(&ring::digest::SHA256, &client).as_ref());
-            PasskeyAssertion {
-                credential_id: self.id.clone(),
-                authenticator_data: data,
-                client_data_json: client,
-                signature: (self.key)(&signed),
-            }
-        }
-    }
+    const ORIGIN: &str = "https://c1.agents.kasip.test:8443";
 
     const UP_UV: u8 = FLAG_USER_PRESENT | FLAG_USER_VERIFIED;
 
@@ -751,9 +798,13 @@ mod tests {
 
     #[test]
     fn a_registration_then_an_assertion_verify_for_each_algorithm() {
-        for authenticator in [Authenticator::es256(), Authenticator::ed25519()] {
+        for authenticator in [
+            Authenticator::generate(b"es256-credential", RP),
+            Authenticator::generate_ed25519(b"ed25519-credential", RP),
+        ] {
             let enrol_challenge = [9u8; 32];
-            let (client, object) = authenticator.register(&enrol_challenge, UP_UV);
+            let (client, object) =
+                authenticator.register(&enrol_challenge, "https://kasip.test", UP_UV);
             let enrolled = verify_registration(
                 &client,
                 &object,
@@ -764,71 +815,80 @@ mod tests {
                 },
             )
             .expect("registration");
-            assert_eq!(enrolled.credential_id, authenticator.id);
+            assert_eq!(enrolled.credential_id, authenticator.credential_id);
             let challenge = challenge();
-            let assertion = authenticator.assert(&challenge, UP_UV, 5);
+            let assertion = authenticator.assert(&challenge, ORIGIN, UP_UV, 5);
             let text = assertion.to_text();
             let parsed = PasskeyAssertion::parse(&text).expect("parse");
             assert_eq!(parsed, assertion);
-            assert_eq!(parsed.verify(&enrolled.public_key, &expect(&challenge)), Ok(5));
+            assert_eq!(
+                parsed.verify(&enrolled.public_key, &expect(&challenge)),
+                Ok(5)
+            );
         }
     }
 
     #[test]
     fn every_refusal_names_its_reason() {
-        let authenticator = Authenticator::es256();
-        let key = authenticator.cose.clone();
+        let authenticator = Authenticator::generate(b"es256-credential", RP);
+        let key = authenticator.cose_key();
         let right = challenge();
         let verify = |assertion: &PasskeyAssertion| assertion.verify(&key, &expect(&right));
 
-        let no_uv = authenticator.assert(&right, FLAG_USER_PRESENT, 1);
+        let no_uv = authenticator.assert(&right, ORIGIN, FLAG_USER_PRESENT, 1);
         assert_eq!(verify(&no_uv), Err(PasskeyError::NotUserVerified));
 
-        let other_lesson = check_in_challenge("090640001233", 8, "2026-12-04", 880_000, "020304500017");
-        let replayed = authenticator.assert(&other_lesson, UP_UV, 2);
+        let other_lesson =
+            check_in_challenge("090640001233", 8, "2026-12-04", 880_000, "020304500017");
+        let replayed = authenticator.assert(&other_lesson, ORIGIN, UP_UV, 2);
         assert_eq!(verify(&replayed), Err(PasskeyError::WrongChallenge));
-        let other_step = check_in_challenge("090640001233", 7, "2026-12-04", 880_001, "020304500017");
+        let other_step =
+            check_in_challenge("090640001233", 7, "2026-12-04", 880_001, "020304500017");
         assert_ne!(other_step, right);
 
-        let someone_else = Authenticator::es256();
-        let theirs = someone_else.assert(&right, UP_UV, 3);
+        let someone_else = Authenticator::generate(b"es256-credential", RP);
+        let theirs = someone_else.assert(&right, ORIGIN, UP_UV, 3);
         assert_eq!(verify(&theirs), Err(PasskeyError::BadSignature));
 
-        let mut tampered = authenticator.assert(&right, UP_UV, 4);
+        let mut tampered = authenticator.assert(&right, ORIGIN, UP_UV, 4);
         tampered.client_data_json = String::from_utf8(tampered.client_data_json)
             .expect("utf8")
             .replace("\"crossOrigin\":false", "\"crossOrigin\":false ")
             .into_bytes();
         assert_eq!(verify(&tampered), Err(PasskeyError::BadSignature));
 
-        let mut wrong_origin = authenticator.assert(&right, UP_UV, 5);
-        wrong_origin.client_data_json = Authenticator::client_data(
-            "webauthn.get",
-            &right,
-            "https://evil.example",
-        );
-        assert!(matches!(verify(&wrong_origin), Err(PasskeyError::WrongOrigin(_))));
+        let mut wrong_origin = authenticator.assert(&right, ORIGIN, UP_UV, 5);
+        wrong_origin.client_data_json =
+            Authenticator::client_data("webauthn.get", &right, "https://evil.example");
+        assert!(matches!(
+            verify(&wrong_origin),
+            Err(PasskeyError::WrongOrigin(_))
+        ));
 
-        let mut create_type = authenticator.assert(&right, UP_UV, 6);
+        let mut create_type = authenticator.assert(&right, ORIGIN, UP_UV, 6);
         create_type.client_data_json =
             Authenticator::client_data("webauthn.create", &right, &format!("https://{HOST}"));
-        assert_eq!(verify(&create_type), Err(PasskeyError::WrongType("webauthn.get")));
+        assert_eq!(
+            verify(&create_type),
+            Err(PasskeyError::WrongType("webauthn.get"))
+        );
 
-        let mut other_rp = authenticator.assert(&right, UP_UV, 7);
-        other_rp.authenticator_data = authenticator.auth_data("evil.example", UP_UV, 7, false);
+        let elsewhere = Authenticator::generate(b"es256-credential", "evil.example");
+        let other_rp = elsewhere.assert(&right, ORIGIN, UP_UV, 7);
         assert_eq!(verify(&other_rp), Err(PasskeyError::WrongRelyingParty));
 
         // A signature from no authenticator at all.
-        let mut forged = authenticator.assert(&right, UP_UV, 8);
+        let mut forged = authenticator.assert(&right, ORIGIN, UP_UV, 8);
         forged.signature = vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
         assert_eq!(verify(&forged), Err(PasskeyError::BadSignature));
     }
 
     #[test]
     fn a_registration_without_user_verification_is_refused() {
-        let authenticator = Authenticator::ed25519();
+        let authenticator = Authenticator::generate_ed25519(b"ed25519-credential", RP);
         let challenge = [1u8; 32];
-        let (client, object) = authenticator.register(&challenge, FLAG_USER_PRESENT);
+        let (client, object) =
+            authenticator.register(&challenge, "https://kasip.test", FLAG_USER_PRESENT);
         let expectation = Expectation {
             rp_id: RP,
             origin_host: RP,
@@ -838,7 +898,7 @@ mod tests {
             verify_registration(&client, &object, &expectation),
             Err(PasskeyError::NotUserVerified)
         );
-        let (client, object) = authenticator.register(&[2u8; 32], UP_UV);
+        let (client, object) = authenticator.register(&[2u8; 32], "https://kasip.test", UP_UV);
         assert_eq!(
             verify_registration(&client, &object, &expectation),
             Err(PasskeyError::WrongChallenge)
@@ -927,7 +987,11 @@ mod tests {
         };
         let challenge = hex("39c0e7521417ba54d43e8dc95174f423dee9bf3cd804ff6d65c857c9abf4d408");
         assert_eq!(
-            assertion.verify_requiring(&enrolled.public_key, &at(&challenge), Required::UserPresent),
+            assertion.verify_requiring(
+                &enrolled.public_key,
+                &at(&challenge),
+                Required::UserPresent
+            ),
             Ok(0)
         );
         assert_eq!(
@@ -945,7 +1009,15 @@ mod tests {
 
     #[test]
     fn hostile_bytes_are_refused_without_panicking() {
-        for text in ["", "a", "a.b.c", "a.b.c.d.e", "!!.b.c.d", "....", "AA.AA.AA.AA"] {
+        for text in [
+            "",
+            "a",
+            "a.b.c",
+            "a.b.c.d.e",
+            "!!.b.c.d",
+            "....",
+            "AA.AA.AA.AA",
+        ] {
             if let Ok(assertion) = PasskeyAssertion::parse(text) {
                 assert!(assertion.verify(&[0xa0], &expect(&[0; 32])).is_err());
             }

@@ -342,7 +342,11 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             println!("{code}");
             eprintln!("valid for 7 days, once: the student enters it with their IIN at /passkey");
         }
-        Command::RequirePasskey { bin: text, all, off } => {
+        Command::RequirePasskey {
+            bin: text,
+            all,
+            off,
+        } => {
             let college = match (&text, all) {
                 (Some(text), _) => Some(bin(text)?),
                 (None, _) => None,
@@ -350,7 +354,8 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             store()?.require_passkey(college.as_ref(), !off)?;
             println!(
                 "{}: {}",
-                text.as_deref().unwrap_or("every college without a choice of its own"),
+                text.as_deref()
+                    .unwrap_or("every college without a choice of its own"),
                 if off {
                     "QR check-ins count as QR with or without a passkey"
                 } else {

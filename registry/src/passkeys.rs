@@ -25,18 +25,16 @@ pub fn routes() -> Router<RegistryState> {
         .route("/v1/colleges/{bin}/passkeys", get(directory))
 }
 
-/// The relying party's RP ID, or the 404 of a registry that enrols no passkeys.
-fn rp_id(state: &RegistryState) -> Result<String, Response<Body>> {
-    state
-        .relying_party
-        .as_ref()
-        .map(|rp| rp.rp_id.clone())
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                "this registry enrols no passkeys (serve it with --agents-zone or --passkey-rp-id)",
-            )
-        })
+/// The relying party's RP ID, when this registry enrols passkeys.
+fn rp_id(state: &RegistryState) -> Option<String> {
+    state.relying_party.as_ref().map(|rp| rp.rp_id.clone())
+}
+
+fn no_passkeys() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "this registry enrols no passkeys (serve it with --agents-zone or --passkey-rp-id)",
+    )
 }
 
 fn refused(refusal: PasskeyRefusal) -> Response<Body> {
@@ -56,9 +54,8 @@ fn refused(refusal: PasskeyRefusal) -> Response<Body> {
 /// `POST /v1/passkeys/options` `{iin, code}`: the options for `credentials.create`.
 /// Wrong codes are throttled per IIN, as wrong passwords are per login.
 async fn options(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
-    let rp_id = match rp_id(&state) {
-        Ok(rp_id) => rp_id,
-        Err(response) => return response,
+    let Some(rp_id) = rp_id(&state) else {
+        return no_passkeys();
     };
     let Ok(start) = serde_json::from_slice::<PasskeyStart>(&body) else {
         return error(StatusCode::BAD_REQUEST, "expected JSON {iin, code}");
@@ -77,7 +74,10 @@ async fn options(State(state): State<RegistryState>, body: Bytes) -> Response<Bo
     if let Some(wait) = locked {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
-            &format!("too many wrong codes for this IIN; try again in {} min", wait / 60 + 1),
+            &format!(
+                "too many wrong codes for this IIN; try again in {} min",
+                wait / 60 + 1
+            ),
         );
         if let Ok(value) = wait.max(1).to_string().parse() {
             response.headers_mut().insert("retry-after", value);
@@ -107,9 +107,8 @@ async fn options(State(state): State<RegistryState>, body: Bytes) -> Response<Bo
 /// `POST /v1/passkeys` `{ceremony, client_data_json, attestation_object}`: enrols the
 /// passkey (201) and revokes the student's earlier one.
 async fn finish(State(state): State<RegistryState>, body: Bytes) -> Response<Body> {
-    let rp_id = match rp_id(&state) {
-        Ok(rp_id) => rp_id,
-        Err(response) => return response,
+    let Some(rp_id) = rp_id(&state) else {
+        return no_passkeys();
     };
     let Ok(finished) = serde_json::from_slice::<PasskeyFinish>(&body) else {
         return error(
@@ -121,7 +120,10 @@ async fn finish(State(state): State<RegistryState>, body: Bytes) -> Response<Bod
         URL_SAFE_NO_PAD.decode(&finished.client_data_json),
         URL_SAFE_NO_PAD.decode(&finished.attestation_object),
     ) else {
-        return error(StatusCode::BAD_REQUEST, "client_data_json and attestation_object are base64url");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "client_data_json and attestation_object are base64url",
+        );
     };
     let now = state.now();
     match state
@@ -148,14 +150,12 @@ async fn directory(
     headers: HeaderMap,
 ) -> Response<Body> {
     let path = format!("/v1/colleges/{bin}/passkeys");
-    let agent_bin = match crate::http::own_college(&state, &headers, path, &bin, "passkeys").await
-    {
+    let agent_bin = match crate::http::own_college(&state, &headers, path, &bin, "passkeys").await {
         Ok(bin) => bin,
         Err(response) => return response,
     };
-    let rp_id = match rp_id(&state) {
-        Ok(rp_id) => rp_id,
-        Err(response) => return response,
+    let Some(rp_id) = rp_id(&state) else {
+        return no_passkeys();
     };
     let now = state.now();
     match state

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 mod names;
 mod passkeys;
 pub use names::{NameRefusal, ZoneEntry};
-pub use passkeys::{check_passkeys, passkey_required, verified_marks, PasskeyRefusal, RelyingParty};
+pub use passkeys::{
+    check_passkeys, passkey_required, verified_marks, PasskeyRefusal, RelyingParty,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS colleges (

@@ -419,8 +419,10 @@ impl RegistryClient {
         };
         let answer: kasip_core::wire::SignedPasskeyDirectory =
             serde_json::from_str(&text).map_err(SyncError::Answer)?;
-        let verified = kasip_certs::jws::verify_compact(&answer.directory, registry_key)
-            .map_err(|error| SyncError::Protocol(format!("the passkey directory's signature: {error}")))?;
+        let verified =
+            kasip_certs::jws::verify_compact(&answer.directory, registry_key).map_err(|error| {
+                SyncError::Protocol(format!("the passkey directory's signature: {error}"))
+            })?;
         let directory: kasip_core::wire::PasskeyDirectory =
             serde_json::from_slice(&verified.payload).map_err(SyncError::Answer)?;
         if directory.college_bin != college_bin {
@@ -431,7 +433,10 @@ impl RegistryClient {
         }
         for entry in &directory.keys {
             kasip_core::Iin::parse(&entry.iin).map_err(|error| {
-                SyncError::Protocol(format!("the passkey directory lists IIN {}: {error}", entry.iin))
+                SyncError::Protocol(format!(
+                    "the passkey directory lists IIN {}: {error}",
+                    entry.iin
+                ))
             })?;
             let key = URL_SAFE_NO_PAD
                 .decode(&entry.public_key)

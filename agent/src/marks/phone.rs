@@ -147,7 +147,11 @@ pub fn passkey_check(
 }
 
 /// The challenge a check-in's passkey signs (`kasip_core::passkey::check_in_challenge`).
-pub fn passkey_challenge(college_bin: &str, token: &ClassroomToken, check: &PasskeyCheck) -> [u8; 32] {
+pub fn passkey_challenge(
+    college_bin: &str,
+    token: &ClassroomToken,
+    check: &PasskeyCheck,
+) -> [u8; 32] {
     kasip_core::passkey::check_in_challenge(
         college_bin,
         token.lesson as u64,

@@ -65,7 +65,10 @@ impl Named {
                 )
                 .replace(
                     "registry_ca_file = \"\"",
-                    &format!("registry_ca_file = \"{}\"", registry_ca.clone().unwrap_or_default()),
+                    &format!(
+                        "registry_ca_file = \"{}\"",
+                        registry_ca.clone().unwrap_or_default()
+                    ),
                 )
         });
         let mut args = vec!["--agents-zone", ZONE, "--dns-listen", &dns];

@@ -116,7 +116,11 @@ impl RegistryStore {
         self.connection
             .execute(
                 "INSERT INTO student_codes (code_hash, iin, expires_at) VALUES (?1, ?2, ?3)",
-                rusqlite::params![code_hash(&iin.to_string(), &code), iin.to_string(), now + CODE_SECS],
+                rusqlite::params![
+                    code_hash(&iin.to_string(), &code),
+                    iin.to_string(),
+                    now + CODE_SECS
+                ],
             )
             .map_err(|source| self.fail(source))?;
         Ok(code)
@@ -155,7 +159,13 @@ impl RegistryStore {
             .execute(
                 "INSERT INTO passkey_ceremonies (id, iin, code_hash, challenge, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![ceremony, iin.to_string(), hash, challenge, now + CEREMONY_SECS],
+                rusqlite::params![
+                    ceremony,
+                    iin.to_string(),
+                    hash,
+                    challenge,
+                    now + CEREMONY_SECS
+                ],
             )
             .map_err(|source| self.fail(source))?;
         Ok(Ok(PasskeyOptions {
@@ -294,7 +304,11 @@ impl RegistryStore {
     }
 
     /// Sets `qr_requires_passkey` nationally (`None`) or for one college.
-    pub fn require_passkey(&self, college: Option<&Bin>, required: bool) -> Result<(), RegistryError> {
+    pub fn require_passkey(
+        &self,
+        college: Option<&Bin>,
+        required: bool,
+    ) -> Result<(), RegistryError> {
         let scope = match college {
             Some(bin) => {
                 if !self.college_exists(&bin.to_string())? {
@@ -404,7 +418,10 @@ pub fn check_passkeys(
                     Ok(()) => Ok(()),
                     Err(error) => {
                         invalid
-                            .entry((record.date.get(..7).unwrap_or_default().to_owned(), error.kind()))
+                            .entry((
+                                record.date.get(..7).unwrap_or_default().to_owned(),
+                                error.kind(),
+                            ))
                             .or_default()
                             .push(record.id);
                         Err(error.to_string())
@@ -490,4 +507,378 @@ fn verify_one(
         .prepare_cached("UPDATE student_passkeys SET sign_count = ?2 WHERE credential_id = ?1")?
         .execute(rusqlite::params![credential, count])?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use kasip_core::chain::{EntryKind, MarkEvidence};
+    use kasip_core::passkey::software::{
+        SoftwareAuthenticator, PRESENT_AND_VERIFIED, USER_PRESENT,
+    };
+
+    use super::*;
+
+    const BIN: &str = "090640001233";
+    const STUDENT: &str = "060315500016";
+    const CLASSMATE: &str = "070412600021";
+    const ZONE: &str = "agents.kasip.test";
+    const NOW: i64 = 1_764_000_000;
+
+    struct Registry {
+        _dir: tempfile::TempDir,
+        store: RegistryStore,
+        origin: String,
+    }
+
+    fn registry() -> Registry {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = RegistryStore::open(dir.path()).expect("store");
+        let bin = Bin::parse(BIN).expect("bin");
+        store
+            .add_college(
+                &bin,
+                "Демо",
+                &kasip_core::CollegeTimezone::parse("Asia/Almaty").expect("zone"),
+            )
+            .expect("college");
+        let label = store.name_label(BIN).expect("label");
+        Registry {
+            _dir: dir,
+            store,
+            origin: format!("https://{label}.{ZONE}:8443"),
+        }
+    }
+
+    fn enrol(
+        store: &RegistryStore,
+        iin: &str,
+        authenticator: &SoftwareAuthenticator,
+        revoked_at: Option<i64>,
+    ) {
+        store
+            .connection
+            .execute(
+                "INSERT INTO student_passkeys
+                 (credential_id, iin, public_key, algorithm, sign_count, registered_at, revoked_at)
+                 VALUES (?1, ?2, ?3, -7, 0, 0, ?4)",
+                rusqlite::params![
+                    b64(&authenticator.credential_id),
+                    iin,
+                    authenticator.cose_key(),
+                    revoked_at
+                ],
+            )
+            .expect("enrol");
+    }
+
+    fn check_in(
+        id: u64,
+        lesson: u64,
+        step: u64,
+        iin: &str,
+        passkey: Option<String>,
+    ) -> AttendanceRecord {
+        AttendanceRecord {
+            id,
+            lesson,
+            date: "2026-12-04".into(),
+            start: "09:00".into(),
+            group: "ПО-21".into(),
+            discipline: "Физика".into(),
+            teacher_iin: "800101300014".into(),
+            mode: "offline".into(),
+            student_iin: iin.into(),
+            status: "present".into(),
+            method: "qr_phone".into(),
+            recorded_at: NOW,
+            device: Some("phone".into()),
+            marked_by: None,
+            reason: None,
+            corrects: None,
+            chain_hash: "0".repeat(64),
+            end: Some("10:30".into()),
+            site: None,
+            room: None,
+            token_step: Some(step),
+            evidence: Some(MarkEvidence {
+                passkey,
+                ..MarkEvidence::of(EntryKind::Live)
+            }),
+        }
+    }
+
+    /// A dishonest college signs its own batches: every way it could fake a verified
+    /// check-in reaches the registry's check, and none is counted verified.
+    #[test]
+    fn the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked() {
+        let mut registry = registry();
+        let student = SoftwareAuthenticator::generate(b"student", "kasip.test");
+        let classmate = SoftwareAuthenticator::generate(b"classmate", "kasip.test");
+        let revoked = SoftwareAuthenticator::generate(b"revoked", "kasip.test");
+        enrol(&registry.store, STUDENT, &student, None);
+        enrol(&registry.store, CLASSMATE, &classmate, None);
+        enrol(&registry.store, STUDENT, &revoked, Some(NOW - 60));
+        let origin = registry.origin.clone();
+        let challenge =
+            |lesson, step, iin| check_in_challenge(BIN, lesson, "2026-12-04", step, iin);
+        let signed = |by: &SoftwareAuthenticator, challenge: [u8; 32], flags, count| {
+            Some(by.assert(&challenge, &origin, flags, count).to_text())
+        };
+        let mut tampered = student.assert(
+            &challenge(7, 100, STUDENT),
+            &origin,
+            PRESENT_AND_VERIFIED,
+            3,
+        );
+        tampered.client_data_json.extend_from_slice(b" ");
+        let college_key = SoftwareAuthenticator::generate(b"student", "kasip.test");
+        let records = vec![
+            check_in(
+                1,
+                7,
+                100,
+                STUDENT,
+                signed(
+                    &student,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    1,
+                ),
+            ),
+            check_in(2, 7, 100, CLASSMATE, None),
+            check_in(
+                3,
+                7,
+                100,
+                STUDENT,
+                signed(&student, challenge(7, 100, STUDENT), USER_PRESENT, 2),
+            ),
+            check_in(
+                4,
+                8,
+                100,
+                STUDENT,
+                signed(
+                    &student,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    4,
+                ),
+            ),
+            check_in(
+                5,
+                7,
+                101,
+                STUDENT,
+                signed(
+                    &student,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    5,
+                ),
+            ),
+            check_in(
+                6,
+                7,
+                100,
+                STUDENT,
+                signed(
+                    &classmate,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    6,
+                ),
+            ),
+            check_in(
+                7,
+                7,
+                100,
+                STUDENT,
+                signed(
+                    &revoked,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    7,
+                ),
+            ),
+            check_in(
+                8,
+                7,
+                100,
+                STUDENT,
+                signed(
+                    &college_key,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    8,
+                ),
+            ),
+            check_in(9, 7, 100, STUDENT, Some(tampered.to_text())),
+            // The genuine assertion of record 1, replayed as is: its counter does not advance.
+            check_in(
+                10,
+                7,
+                100,
+                STUDENT,
+                signed(
+                    &student,
+                    challenge(7, 100, STUDENT),
+                    PRESENT_AND_VERIFIED,
+                    1,
+                ),
+            ),
+            check_in(11, 7, 100, STUDENT, Some("not.an.assertion".into())),
+        ];
+        let rp = RelyingParty {
+            rp_id: "kasip.test".into(),
+            agents_zone: Some(ZONE.into()),
+        };
+        let transaction = registry
+            .store
+            .connection
+            .transaction()
+            .expect("transaction");
+        let findings = check_passkeys(&transaction, BIN, &records, Some(&rp)).expect("check");
+        let verdicts: Vec<(u64, bool, String)> = transaction
+            .prepare("SELECT record_id, verified, reason FROM passkey_marks ORDER BY record_id")
+            .expect("select")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("rows")
+            .map(|row| row.expect("row"))
+            .collect();
+        let reasons: Vec<(u64, bool, &str)> = verdicts
+            .iter()
+            .map(|(id, verified, reason)| (*id, *verified, reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (1, true, ""),
+                (2, false, "no passkey"),
+                (3, false, "the phone did not verify the user (fingerprint, face or PIN)"),
+                (4, false, "the assertion was made for another challenge (another lesson, step, date or student)"),
+                (5, false, "the assertion was made for another challenge (another lesson, step, date or student)"),
+                (6, false, "the passkey is another student's"),
+                (7, false, "the passkey was revoked before the mark was made"),
+                (8, false, "the signature does not verify under the enrolled public key"),
+                (9, false, "the signature does not verify under the enrolled public key"),
+                (10, false, "the signature counter went back (1 after 1): a cloned or replayed passkey"),
+                (11, false, "the passkey data is malformed: the credential id is not base64url"),
+            ]
+        );
+        // Each fake is a finding naming its records; the honest ones are not.
+        let mut named: Vec<u64> = findings
+            .iter()
+            .inspect(|finding| assert_eq!(finding.kind, "passkey_invalid"))
+            .flat_map(|finding| finding.evidence.clone())
+            .collect();
+        named.sort_unstable();
+        assert_eq!(named, (3..=11).collect::<Vec<u64>>());
+
+        // A registry that enrols no passkeys verifies none and finds nothing.
+        transaction
+            .execute("DELETE FROM passkey_marks", [])
+            .expect("clear");
+        let findings = check_passkeys(&transaction, BIN, &records[..1], None).expect("check");
+        assert!(findings.is_empty());
+        let verified: bool = transaction
+            .query_row("SELECT verified FROM passkey_marks", [], |row| row.get(0))
+            .expect("verdict");
+        assert!(!verified);
+    }
+
+    #[test]
+    fn a_code_enrols_one_passkey_once_and_a_new_one_revokes_the_old() {
+        let mut registry = registry();
+        let iin = Iin::parse(STUDENT).expect("iin");
+        let code = registry.store.issue_student_code(&iin, NOW).expect("code");
+        assert_eq!(
+            registry
+                .store
+                .start_passkey(&iin, "WRONG-CODE-0000", "kasip.test", NOW)
+                .expect("start"),
+            Err(PasskeyRefusal::WrongCode)
+        );
+        let other = Iin::parse(CLASSMATE).expect("iin");
+        assert_eq!(
+            registry
+                .store
+                .start_passkey(&other, &code, "kasip.test", NOW)
+                .expect("start"),
+            Err(PasskeyRefusal::WrongCode),
+            "a code is for one IIN"
+        );
+        let enrol_with =
+            |store: &mut RegistryStore, code: &str, authenticator: &SoftwareAuthenticator| {
+                let options = store
+                    .start_passkey(&iin, &code.to_lowercase(), "kasip.test", NOW)
+                    .expect("start")
+                    .expect("options");
+                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&options.challenge)
+                    .expect("challenge");
+                let (client, object) =
+                    authenticator.register(&challenge, "https://kasip.test", PRESENT_AND_VERIFIED);
+                store.finish_passkey(&options.ceremony, &client, &object, "kasip.test", NOW + 10)
+            };
+        let first = SoftwareAuthenticator::generate(b"first", "kasip.test");
+        assert!(enrol_with(&mut registry.store, &code, &first)
+            .expect("finish")
+            .is_ok());
+        // Used up.
+        assert_eq!(
+            registry
+                .store
+                .start_passkey(&iin, &code, "kasip.test", NOW + 20)
+                .expect("start"),
+            Err(PasskeyRefusal::WrongCode)
+        );
+        let second = SoftwareAuthenticator::generate(b"second", "kasip.test");
+        let again = registry
+            .store
+            .issue_student_code(&iin, NOW + 30)
+            .expect("code");
+        assert!(enrol_with(&mut registry.store, &again, &second)
+            .expect("finish")
+            .is_ok());
+        let active: Vec<String> = registry
+            .store
+            .connection
+            .prepare("SELECT credential_id FROM student_passkeys WHERE revoked_at IS NULL")
+            .expect("select")
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .map(|row| row.expect("row"))
+            .collect();
+        assert_eq!(active, vec![b64(b"second")]);
+        // Expired codes and ceremonies are refused.
+        let late = registry.store.issue_student_code(&iin, NOW).expect("code");
+        assert_eq!(
+            registry
+                .store
+                .start_passkey(&iin, &late, "kasip.test", NOW + CODE_SECS + 1)
+                .expect("start"),
+            Err(PasskeyRefusal::WrongCode)
+        );
+        let options = registry
+            .store
+            .start_passkey(&iin, &late, "kasip.test", NOW)
+            .expect("start")
+            .expect("options");
+        let (client, object) =
+            second.register(b"whatever", "https://kasip.test", PRESENT_AND_VERIFIED);
+        assert_eq!(
+            registry
+                .store
+                .finish_passkey(
+                    &options.ceremony,
+                    &client,
+                    &object,
+                    "kasip.test",
+                    NOW + CEREMONY_SECS + 1
+                )
+                .expect("finish"),
+            Err(PasskeyRefusal::Expired)
+        );
+    }
 }
