@@ -4,6 +4,10 @@
 //! the `POST`), as a phone that just scanned the projector does: scan-to-confirmation
 //! p50/p99 against a fresh-connection `GET /ping`.
 //!
+//! The same check-ins again with the student's passkey (design §5.10): each carries a
+//! WebAuthn assertion the agent verifies before it records the mark, reported as a
+//! ratio to the check-ins without one, in the same run.
+//!
 //! `cargo bench -p kasip-agent --bench checkin` (add `-- --students N` to change the load).
 //! Figures go to BENCHMARKS.md by hand, as ratios to the baseline measured here.
 //!
@@ -17,6 +21,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kasip_core::passkey::check_in_challenge;
+use kasip_core::passkey::software::{SoftwareAuthenticator, PRESENT_AND_VERIFIED};
 use kasip_core::{Date, Iin, Sex};
 use kasip_tests::{cpu_seconds, run_with, text, Server, TempDataDir};
 
@@ -25,6 +31,10 @@ const CLIENTS: usize = 64;
 /// Phones in the fresh-connection run, each a student of its own.
 const FRESH_PHONES: usize = 400;
 const TEACHER: &str = "850515400012";
+const BIN: &str = "090640001233";
+/// The agent's name, as the passkeys' origin; the registry's domain, as their RP ID.
+const AGENT_NAME: &str = "agent.bench.kasip.test";
+const RP_ID: &str = "kasip.test";
 const PASSWORD: &str = "correct horse battery";
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -327,24 +337,44 @@ fn main() {
             )
         })
         .map(|iin| iin.to_string())
-        .take(students + FRESH_PHONES)
+        .take(2 * students + FRESH_PHONES)
         .collect();
     assert_eq!(
         iins.len(),
-        students + FRESH_PHONES,
+        2 * students + FRESH_PHONES,
         "not enough distinct test IINs"
     );
+    // The last `students` are group BENCHPK, whose lesson is checked into with passkeys.
+    let with_passkeys = students + FRESH_PHONES;
     let mut csv = String::from("iin;last_name;first_name;group;beneficiary\n");
     for (index, iin) in iins.iter().enumerate() {
-        let _ = writeln!(csv, "{iin};Студент{index};Әлия;BENCH;да");
+        let group = if index < with_passkeys {
+            "BENCH"
+        } else {
+            "BENCHPK"
+        };
+        let _ = writeln!(csv, "{iin};Студент{index};Әлия;{group};да");
     }
     let students_file = dir.file("students.csv");
     std::fs::write(&students_file, csv).expect("csv");
     agent(&["import", "students", students_file.to_str().expect("path")]);
     let timetable = dir.file("timetable.csv");
-    std::fs::write(&timetable, format!("date;start;end;group;discipline;teacher_iin;site;room;mode\n2026-11-23;09:00;10:30;BENCH;Математика;{TEACHER};Главный корпус;101;offline\n")).expect("csv");
+    std::fs::write(&timetable, format!("date;start;end;group;discipline;teacher_iin;site;room;mode\n2026-11-23;09:00;10:30;BENCH;Математика;{TEACHER};Главный корпус;101;offline\n2026-11-23;09:00;10:30;BENCHPK;Математика;{TEACHER};Главный корпус;102;offline\n")).expect("csv");
     agent(&["import", "timetable", timetable.to_str().expect("path")]);
     agent(&["lesson", "open", "1"]);
+    agent(&["lesson", "open", "2"]);
+    // The agent's name: the origin its passkey check-ins must come from.
+    let config_path = dir.path().join("config.toml");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    assert!(config.contains("public_url = \"\""));
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "public_url = \"\"",
+            &format!("public_url = \"https://{AGENT_NAME}\""),
+        ),
+    )
+    .expect("config");
     if weak {
         let output = run_with(
             AGENT,
@@ -357,11 +387,15 @@ fn main() {
     }
     // Bindings are seeded directly: binding is not what this benchmark measures. Each
     // phone has its device key, and signs its check-in as the page's script does.
-    let credentials: Vec<String> = (0..students + FRESH_PHONES)
+    let credentials: Vec<String> = (0..iins.len())
         .map(|index| format!("bench-credential-{index:08}"))
         .collect();
-    let phone_keys: Vec<kasip_tests::PhoneKey> = (0..students + FRESH_PHONES)
+    let phone_keys: Vec<kasip_tests::PhoneKey> = (0..iins.len())
         .map(|_| kasip_tests::PhoneKey::new())
+        .collect();
+    // The BENCHPK students' passkeys, as the registry's directory lists them.
+    let passkeys: Vec<SoftwareAuthenticator> = (with_passkeys..iins.len())
+        .map(|index| SoftwareAuthenticator::generate(format!("passkey-{index}").as_bytes(), RP_ID))
         .collect();
     {
         let mut database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
@@ -381,22 +415,65 @@ fn main() {
                 )
                 .expect("binding");
         }
+        for (iin, passkey) in iins[with_passkeys..].iter().zip(&passkeys) {
+            use base64::Engine;
+            transaction
+                .execute(
+                    "INSERT INTO passkey_directory (iin, credential_id, public_key, registered_at)
+                     VALUES (?1, ?2, ?3, 0)",
+                    rusqlite::params![
+                        iin,
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(&passkey.credential_id),
+                        passkey.cose_key()
+                    ],
+                )
+                .expect("passkey");
+        }
+        transaction
+            .execute(
+                "INSERT INTO passkey_relying_party (id, rp_id, fetched_at) VALUES (1, ?1, 0)",
+                [RP_ID],
+            )
+            .expect("relying party");
         transaction.commit().expect("commit");
     }
-    let qr_key: Vec<u8> = rusqlite::Connection::open(dir.path().join("agent.db"))
-        .expect("db")
-        .query_row(
-            "SELECT qr_key FROM lesson_openings WHERE lesson_id = 1",
-            [],
-            |row| row.get(0),
-        )
-        .expect("key");
     let step = kasip_core::step_at(start, 10);
-    let token =
-        kasip_core::ClassroomToken::mint(&kasip_core::LessonKey::new(&qr_key), 1, step).to_string();
+    let token_of = |lesson: i64| {
+        let qr_key: Vec<u8> = rusqlite::Connection::open(dir.path().join("agent.db"))
+            .expect("db")
+            .query_row(
+                "SELECT qr_key FROM lesson_openings WHERE lesson_id = ?1",
+                [lesson],
+                |row| row.get(0),
+            )
+            .expect("key");
+        kasip_core::ClassroomToken::mint(&kasip_core::LessonKey::new(&qr_key), lesson, step)
+            .to_string()
+    };
+    let (token, passkey_token) = (token_of(1), token_of(2));
+    let origin = format!("https://{AGENT_NAME}");
     let signed_bodies: Vec<String> = phone_keys
         .iter()
-        .map(|key| format!("device_signature={}", key.sign(&token)))
+        .enumerate()
+        .map(|(index, key)| {
+            if index < with_passkeys {
+                format!("device_signature={}", key.sign(&token))
+            } else {
+                let challenge = check_in_challenge(BIN, 2, "2026-11-23", step, &iins[index]);
+                let assertion = passkeys[index - with_passkeys].assert(
+                    &challenge,
+                    &origin,
+                    PRESENT_AND_VERIFIED,
+                    1,
+                );
+                format!(
+                    "device_signature={}&passkey={}",
+                    key.sign(&passkey_token),
+                    assertion.to_text()
+                )
+            }
+        })
         .collect();
 
     let server = Server::start_with_env(AGENT, &dir.path(), &[], &env);
@@ -444,8 +521,9 @@ fn main() {
         let baseline = load(&clients, per_client, warm).await;
         baseline.report("trivial handler GET /ping");
         let check_in_url = format!("{base}/c/{token}");
-        let fresh_credentials = credentials[students..].to_vec();
-        let fresh_bodies = signed_bodies[students..].to_vec();
+        let fresh_credentials = credentials[students..with_passkeys].to_vec();
+        let fresh_bodies = signed_bodies[students..with_passkeys].to_vec();
+        let passkey_credentials = Arc::new(credentials[with_passkeys..].to_vec());
         let fresh_url = check_in_url.clone();
         let credentials = Arc::new(credentials);
         let signed_bodies = Arc::new(signed_bodies);
@@ -507,6 +585,45 @@ fn main() {
         println!("marks on disk: {stored} (2xx answers: {})", check_ins.ok);
         assert_eq!(stored, check_ins.ok, "every 2xx must be on disk");
         assert_eq!(check_ins.ok, students, "every check-in accepted");
+
+        // The same load, each check-in with the student's passkey assertion.
+        let passkey_url = format!("{base}/c/{passkey_token}");
+        let passkey_bodies = Arc::new(bodies[with_passkeys..].to_vec());
+        let agent_before = cpu_seconds(server.pid());
+        let with_passkey = load(
+            &clients,
+            per_client,
+            Arc::new(
+                move |client: &reqwest::Client, index: usize, number: usize| {
+                    let at = index * per_client + number;
+                    client
+                        .post(passkey_url.clone())
+                        .header(
+                            "cookie",
+                            format!("__Host-kasip_credential={}", passkey_credentials[at]),
+                        )
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(passkey_bodies[at].clone())
+                },
+            ),
+        )
+        .await;
+        with_passkey.report("with a passkey assertion");
+        println!(
+            "CPU per check-in with a passkey: the agent {:.0} µs; check-ins with a passkey / without: {:.2}",
+            (cpu_seconds(server.pid()) - agent_before) * 1e6 / with_passkey.ok as f64,
+            with_passkey.rate() / check_ins.rate()
+        );
+        let verified: i64 = rusqlite::Connection::open(dir.path().join("agent.db"))
+            .expect("db")
+            .query_row(
+                "SELECT COUNT(*) FROM attendance_events WHERE evidence LIKE '%\"passkey\":%'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        assert_eq!(with_passkey.ok, students, "every passkey check-in accepted");
+        assert_eq!(verified as usize, students, "every one recorded with its assertion");
 
         // Fresh connections, one phone at a time: a new client each (no pooled
         // connection, no TLS session to resume).
