@@ -977,3 +977,122 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
     assert_eq!(response.status().as_u16(), 303);
     assert_eq!(page_of(&auditor, &format!("{}/", server.url)).0, 401);
 }
+
+/// Students' passkey enrolment as a browser's script (or a guesser) calls it: hostile
+/// bodies get a sentence and enrol nothing, wrong codes are throttled per IIN, a
+/// registry without a relying party says it enrols none; the college page shows the
+/// share of check-ins the registry verified.
+#[test]
+fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verified_share() {
+    let (dir, server) = registry();
+    let options = |server: &Server| format!("{}/v1/passkeys/options", server.url);
+    let (status, said) = post(&options(&server), r#"{"iin":"060315500016","code":"X"}"#);
+    assert_eq!(status, 404);
+    assert!(said.contains("enrols no passkeys"), "{said}");
+    let anonymous = kasip_tests::http_client();
+    let (status, page) = page_of(&anonymous, &format!("{}/passkey?lang=en", server.url));
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("This registry does not enrol passkeys."),
+        "{page}"
+    );
+    drop(server);
+
+    let server = Server::start(REGISTRY, &dir.path(), &["--passkey-rp-id", "kasip.test"]);
+    let (status, page) = page_of(&anonymous, &format!("{}/passkey?lang=kk", server.url));
+    assert_eq!(status, 200);
+    assert!(page.contains("src=\"/passkey.js\"") && page.contains("lang=\"kk\""));
+    for (body, status, says) in [
+        ("{", 400, "expected JSON"),
+        ("[]", 400, "expected JSON"),
+        (
+            r#"{"iin":"060315500016","code":"X","admin":true}"#,
+            400,
+            "expected JSON",
+        ),
+        (r#"{"iin":"12345","code":"X"}"#, 400, "iin"),
+        (
+            r#"{"iin":"060315500016","code":"WRONG-CODE"}"#,
+            403,
+            "do not match",
+        ),
+    ] {
+        let (got, said) = post(&options(&server), body);
+        assert_eq!(got, status, "{body}: {said}");
+        assert!(said.contains(says), "{body}: {said}");
+    }
+    let finish = format!("{}/v1/passkeys", server.url);
+    for (body, status, says) in [
+        ("{}", 400, "expected JSON"),
+        (
+            r#"{"ceremony":"made-up","client_data_json":"e30","attestation_object":"oA"}"#,
+            400,
+            "start again",
+        ),
+        (
+            r#"{"ceremony":"made-up","client_data_json":"!!","attestation_object":"oA"}"#,
+            400,
+            "base64url",
+        ),
+    ] {
+        let (got, said) = post(&finish, body);
+        assert_eq!(got, status, "{body}: {said}");
+        assert!(said.contains(says), "{body}: {said}");
+    }
+    // Wrong codes for one IIN: the fifth is the last answered; then 429, even for the
+    // right code, while another student is not slowed.
+    let code = run(
+        REGISTRY,
+        &dir.path(),
+        &["issue-student-code", "060315500016"],
+    );
+    assert!(code.status.success(), "{:?}", text(&code));
+    let code = text(&code).0.trim().to_owned();
+    for _ in 0..4 {
+        let (got, _) = post(
+            &options(&server),
+            r#"{"iin":"060315500016","code":"WRONG"}"#,
+        );
+        assert_eq!(got, 403);
+    }
+    let (got, said) = post(
+        &options(&server),
+        &format!(r#"{{"iin":"060315500016","code":"{code}"}}"#),
+    );
+    assert_eq!(got, 429, "{said}");
+    let (got, _) = post(
+        &options(&server),
+        r#"{"iin":"070412600021","code":"WRONG"}"#,
+    );
+    assert_eq!(got, 403);
+    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
+    let enrolled: i64 = db
+        .query_row("SELECT COUNT(*) FROM student_passkeys", [], |row| {
+            row.get(0)
+        })
+        .expect("count");
+    assert_eq!(enrolled, 0);
+
+    // Verdicts as receipts leave them: 2 of 3 November check-ins verified.
+    for (id, verified) in [(1, 1), (2, 0), (3, 1)] {
+        db.execute(
+            "INSERT INTO passkey_marks (bin, record_id, date, verified, reason)
+             VALUES (?1, ?2, '2026-11-20', ?3, '')",
+            rusqlite::params![BIN, id, verified],
+        )
+        .expect("verdict");
+    }
+    let set = run(REGISTRY, &dir.path(), &["require-passkey", "--bin", BIN]);
+    assert!(set.status.success(), "{:?}", text(&set));
+    let registrar = person(&dir, &server, "registrar", "registrar");
+    let (status, page) = page_of(
+        &registrar,
+        &format!("{}/colleges/{BIN}?lang=en", server.url),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<tr><td>2026-11</td><td>3</td><td>2</td><td>66.7%</td></tr>"),
+        "{page}"
+    );
+    assert!(page.contains("only these count as QR"), "{page}");
+}
