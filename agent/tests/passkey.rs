@@ -438,12 +438,23 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
     let classmate_id = credential_of(&setup, &classmate);
     let classmate_key = private_key(&browser, &authenticator, &classmate_id);
     let refusals_before = college.security_events("passkey_invalid");
-    let refused = |parts: [Vec<u8>; 4], what: &str| {
+    // Each refused with `passkey_invalid`, its reason in the security log's detail.
+    let refused = |parts: [Vec<u8>; 4], why: &str| {
         let url = college.shown_url(&teacher, college.lesson_a);
         let injected = inject(&browser, &parts);
         let answer = check_in(&browser, &url);
         remove_injection(&browser, &injected);
-        assert_eq!(answer, Err("passkey_invalid".to_owned()), "{what}");
+        assert_eq!(answer, Err("passkey_invalid".to_owned()), "{why}");
+        let logged: String = college
+            .db()
+            .query_row(
+                "SELECT detail FROM security_events WHERE kind = 'passkey_invalid'
+                 ORDER BY last_at DESC, id DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .expect("a security event");
+        assert_eq!(logged, why);
     };
     let url = college.shown_url(&teacher, college.lesson_a);
     let challenge = setup.challenge(&url, &student);
@@ -459,7 +470,7 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
 
     refused(
         assertion(&own_key, &own, &challenge, &origin, UP, 1_001),
-        "the UV flag not set",
+        "not_user_verified",
     );
     // An assertion for the step before (what a replay of an earlier scan carries).
     let token =
@@ -481,7 +492,7 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
     );
     refused(
         assertion(&own_key, &own, &earlier, &origin, UP_UV, 1_002),
-        "replayed from another step",
+        "wrong_challenge",
     );
     let other_lesson = kasip_core::passkey::check_in_challenge(
         DEMO_BIN,
@@ -492,7 +503,7 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
     );
     refused(
         assertion(&own_key, &own, &other_lesson, &origin, UP_UV, 1_003),
-        "replayed from another lesson",
+        "wrong_challenge",
     );
     let classmate_raw = URL_SAFE_NO_PAD.decode(&classmate_id).expect("id");
     refused(
@@ -504,7 +515,7 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
             UP_UV,
             1_004,
         ),
-        "another student's credential",
+        "unknown_credential",
     );
     let college_key = ring::signature::EcdsaKeyPair::generate_pkcs8(
         &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -520,14 +531,14 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
             UP_UV,
             1_005,
         ),
-        "forged by the college, no authenticator",
+        "bad_signature",
     );
     let mut tampered = assertion(&own_key, &own, &challenge, &origin, UP_UV, 1_006);
     tampered[2] = String::from_utf8(tampered[2].clone())
         .expect("utf8")
         .replace("\"crossOrigin\":false", "\"crossOrigin\":false,\"x\":1")
         .into_bytes();
-    refused(tampered, "a tampered clientDataJSON");
+    refused(tampered, "bad_signature");
 
     // A new passkey revokes the old one; the agent's next pull drops it.
     setup.enrol(&browser, &student);
@@ -535,7 +546,7 @@ fn forged_replayed_unverified_and_revoked_assertions_never_count_as_verified() {
     setup.sync();
     refused(
         assertion(&own_key, &own, &challenge, &origin, UP_UV, 1_007),
-        "a revoked credential",
+        "unknown_credential",
     );
     assert_eq!(
         college.security_events("passkey_invalid") - refusals_before,

@@ -254,7 +254,13 @@ pub(super) fn record_refusal(
             lesson_id,
             student_iin: student_iin.as_deref(),
             device_id: device_id.as_deref(),
-            detail: if check_in.typed { "typed code" } else { "" },
+            detail: match (rejection, &check_in.passkey) {
+                // Why the assertion failed, for whoever reads the security log.
+                (Rejection::PasskeyInvalid, PasskeyOutcome::Invalid(why)) => *why,
+                (Rejection::PasskeyInvalid, _) => "counter_went_back",
+                _ if check_in.typed => "typed code",
+                _ => "",
+            },
             client: Some(&check_in.client),
         },
     )
