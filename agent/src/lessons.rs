@@ -446,3 +446,52 @@ pub fn count_in_room(connection: &Connection, room: &str) -> rusqlite::Result<i6
         |row| row.get(0),
     )
 }
+
+/// One student of a lesson's roster: their latest mark for it, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterTile {
+    pub iin: String,
+    pub name: String,
+    pub status: Option<kasip_core::MarkStatus>,
+    pub method: Option<kasip_core::MarkMethod>,
+    pub recorded_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl RosterTile {
+    /// Not here (yet): no mark, or marked absent.
+    pub fn missing(&self) -> bool {
+        matches!(self.status, None | Some(kasip_core::MarkStatus::Absent))
+    }
+}
+
+/// The lesson's group as a teacher marks it: each active student with their latest
+/// mark, the missing first, then by name.
+pub fn roster(connection: &Connection, lesson_id: i64) -> rusqlite::Result<Vec<RosterTile>> {
+    let mut tiles = connection
+        .prepare_cached(
+            "SELECT s.iin, s.last_name || ' ' || s.first_name, m.status, m.method,
+                    m.recorded_at, m.reason
+             FROM lessons l
+             JOIN students s ON s.group_id = l.group_id AND s.status = 'active'
+             LEFT JOIN latest_marks m ON m.lesson_id = l.id AND m.student_iin = s.iin
+             WHERE l.id = ?1
+             ORDER BY s.last_name, s.first_name",
+        )?
+        .query_map([lesson_id], |row| {
+            let status: Option<String> = row.get(2)?;
+            let method: Option<String> = row.get(3)?;
+            Ok(RosterTile {
+                iin: row.get(0)?,
+                name: row.get(1)?,
+                status: status.as_deref().and_then(kasip_core::MarkStatus::parse),
+                method: method.as_deref().and_then(kasip_core::MarkMethod::parse),
+                recorded_at: row.get(4)?,
+                reason: row.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Stable: by name within each part.
+    tiles.sort_by_key(|tile| !tile.missing());
+    Ok(tiles)
+}

@@ -573,6 +573,18 @@ pub fn end_session(connection: &Connection, token: &str) -> rusqlite::Result<usi
     )
 }
 
+/// How pages greet `member`: a teacher by name, anyone else by login.
+pub fn display_name(connection: &Connection, member: &StaffMember) -> rusqlite::Result<String> {
+    let Some(iin) = &member.teacher_iin else {
+        return Ok(member.login.clone());
+    };
+    Ok(connection
+        .prepare_cached("SELECT last_name || ' ' || first_name FROM teachers WHERE iin = ?1")?
+        .query_row([iin], |row| row.get(0))
+        .optional()?
+        .unwrap_or_else(|| member.login.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,7 +335,7 @@ fn a_passkey_enrolled_at_the_registry_verifies_a_check_in_at_the_agent_and_again
     let url = college.shown_url(&teacher, college.lesson_a);
     assert!(url.starts_with(&setup.origin()), "{url}");
     assert_eq!(check_in(&browser, &url), Ok("yes".to_owned()));
-    browser.screenshot(&college.dir.file("passkey-check-in.png"));
+    browser.screenshot(&kasip_tests::screenshot_path("student-passkey-check-in"));
     let evidence: String = college
         .db()
         .query_row(

@@ -319,6 +319,20 @@ pub fn page_text(html: &str) -> String {
 
 /// The path of another workspace package's binary (`CARGO_BIN_EXE_*` names only the
 /// package's own). `cargo test --workspace` builds every binary before any test runs.
+/// Where a browser test keeps a screenshot among the test outputs:
+/// `target/screenshots/<name>.png`, kept after the test for people to look at.
+pub fn screenshot_path(name: &str) -> std::path::PathBuf {
+    let test_executable = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/screenshots
+    let target = test_executable
+        .ancestors()
+        .nth(3)
+        .expect("target")
+        .join("screenshots");
+    std::fs::create_dir_all(&target).expect("screenshots dir");
+    target.join(format!("{name}.png"))
+}
+
 pub fn workspace_binary(name: &str) -> String {
     let test_executable = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>

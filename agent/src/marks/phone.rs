@@ -256,7 +256,7 @@ pub(super) fn record_refusal(
             device_id: device_id.as_deref(),
             detail: match (rejection, &check_in.passkey) {
                 // Why the assertion failed, for whoever reads the security log.
-                (Rejection::PasskeyInvalid, PasskeyOutcome::Invalid(why)) => *why,
+                (Rejection::PasskeyInvalid, PasskeyOutcome::Invalid(why)) => why,
                 (Rejection::PasskeyInvalid, _) => "counter_went_back",
                 _ if check_in.typed => "typed code",
                 _ => "",

@@ -10,6 +10,8 @@ pub const STYLE: &str = include_str!("assets/style.css");
 pub const CHECKIN: &str = include_str!("assets/checkin.js");
 /// The projector's code, fetched every second.
 pub const DISPLAY: &str = include_str!("assets/display.js");
+/// A lesson's roster: one-tap marks saved in place, and live as phones check in.
+pub const ROSTER: &str = include_str!("assets/roster.js");
 /// Base64url and the IndexedDB key store the pass and the device key share.
 pub const KEYS: &str = include_str!("assets/keys.js");
 /// The student's rotating pass.
@@ -37,6 +39,10 @@ pub async fn checkin() -> Response {
 
 pub async fn display() -> Response {
     serve("text/javascript; charset=utf-8", DISPLAY)
+}
+
+pub async fn roster() -> Response {
+    serve("text/javascript; charset=utf-8", ROSTER)
 }
 
 pub async fn keys() -> Response {

@@ -2,7 +2,7 @@
 //! the rotating classroom code, and mark students who cannot scan.
 
 use askama::Template;
-use axum::extract::{Form, Path, RawQuery, State};
+use axum::extract::{Form, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kasip_core::{Date, Iin, MarkStatus};
@@ -273,10 +273,11 @@ pub async fn teacher_page(
         .filter(|_| staff.is_admin());
     let today = other_day.unwrap_or_else(|| state.settings.local_date(now));
     let member = staff.member.clone();
-    let lessons = state
+    let (name, lessons) = state
         .with_db(move |store| {
             let failure = |source| crate::error::AgentError::from(store.error(source));
             let connection = store.connection();
+            let name = accounts::display_name(connection, &member).map_err(failure)?;
             let all = lessons::list_for_date(connection, today, now, &settings.lesson_times())
                 .map_err(failure)?;
             let (rules, _) =
@@ -334,7 +335,7 @@ pub async fn teacher_page(
                     students,
                 });
             }
-            Ok(rows)
+            Ok((name, rows))
         })
         .await
         .or_failure(staff.lang)?;
@@ -343,11 +344,178 @@ pub async fn teacher_page(
         &TeacherPage {
             lang: staff.lang,
             is_admin: staff.is_admin(),
-            login: staff.member.login,
+            login: name,
             csrf: staff.csrf,
             lessons,
         },
     ))
+}
+
+/// One student's tile on a lesson's roster, in the reader's language.
+struct TileView {
+    iin: String,
+    name: String,
+    /// The style class: the status, or `missing`.
+    class: &'static str,
+    status: &'static str,
+    method: &'static str,
+    time: String,
+    /// A refusal of the last change to this tile, shown on it.
+    error: Option<&'static str>,
+    /// The reason as typed, kept when the change was refused.
+    reason: String,
+    /// The tile's form's accessible name ("Mark NAME").
+    mark_label: String,
+}
+
+#[derive(Template)]
+#[template(path = "lesson.html")]
+struct LessonPage {
+    lang: Lang,
+    csrf: String,
+    is_admin: bool,
+    lesson: LessonSummary,
+    room: String,
+    tiles: Vec<TileView>,
+    /// Marks may be made here now (the teacher page's rule).
+    markable: bool,
+    notice: Option<String>,
+    notice_bad: bool,
+}
+
+/// What a roster shows above its tiles after a change.
+enum RosterNotice {
+    Saved {
+        iin: String,
+    },
+    Refused {
+        iin: String,
+        text: Text,
+        reason: String,
+    },
+    Warning(String),
+}
+
+fn status_text(status: MarkStatus) -> Text {
+    match status {
+        MarkStatus::Present => Text::MarkPresent,
+        MarkStatus::Late => Text::MarkLate,
+        MarkStatus::Absent => Text::MarkAbsent,
+        MarkStatus::Excused => Text::MarkExcused,
+    }
+}
+
+fn method_text(method: kasip_core::MarkMethod) -> Text {
+    use kasip_core::MarkMethod;
+    match method {
+        MarkMethod::QrPhone => Text::MethodQrPhone,
+        MarkMethod::QrKiosk => Text::MethodQrKiosk,
+        MarkMethod::QrTyped => Text::MethodQrTyped,
+        MarkMethod::Manual => Text::MethodManual,
+        MarkMethod::LateEntry => Text::MethodLateEntry,
+    }
+}
+
+/// The lesson's roster page with `notice`, answered with `status`.
+async fn roster_page(
+    state: &AppState,
+    staff: Staff,
+    lesson_id: i64,
+    notice: Option<RosterNotice>,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    let lesson = accessible_lesson(state, &staff.member, lang, lesson_id).await?;
+    let tiles = state
+        .with_db(move |store| {
+            lessons::roster(store.connection(), lesson_id)
+                .map_err(|source| crate::error::AgentError::from(store.error(source)))
+        })
+        .await
+        .or_failure(lang)?;
+    let timezone = state.settings.timezone.clone();
+    let (mut notice_text, mut notice_bad) = (None, false);
+    let tiles = tiles
+        .into_iter()
+        .map(|tile| {
+            let mut view = TileView {
+                class: match tile.status {
+                    None => "missing",
+                    Some(status) => status.as_str(),
+                },
+                status: lang.text(tile.status.map_or(Text::RosterNotCheckedIn, status_text)),
+                method: tile
+                    .method
+                    .map_or("", |method| lang.text(method_text(method))),
+                time: tile
+                    .recorded_at
+                    .map(|at| crate::clock::local_time_text(&timezone, at))
+                    .unwrap_or_default(),
+                error: None,
+                reason: String::new(),
+                mark_label: lang.fill(Text::RosterMarkFor, &[("name", &tile.name)]),
+                iin: tile.iin,
+                name: tile.name,
+            };
+            match &notice {
+                Some(RosterNotice::Saved { iin }) if *iin == view.iin => {
+                    notice_text = Some(lang.fill(
+                        Text::RosterSaved,
+                        &[("name", &view.name), ("status", view.status)],
+                    ));
+                }
+                Some(RosterNotice::Refused { iin, text, reason }) if *iin == view.iin => {
+                    view.error = Some(lang.text(*text));
+                    view.reason = reason.clone();
+                    notice_text = Some(format!("{}: {}", view.name, lang.text(*text)));
+                    notice_bad = true;
+                }
+                _ => {}
+            }
+            view
+        })
+        .collect();
+    if let Some(RosterNotice::Warning(text)) = notice {
+        notice_text = Some(text);
+        notice_bad = true;
+    }
+    let markable = lesson.state == LessonState::Open
+        || lesson.state == LessonState::Closed
+        || (staff.is_admin() && lesson.state == LessonState::Ended);
+    Ok(render(
+        status,
+        &LessonPage {
+            lang,
+            is_admin: staff.is_admin(),
+            csrf: staff.csrf,
+            room: if lesson.mode == "online" {
+                "online".to_owned()
+            } else {
+                lesson.room.clone()
+            },
+            lesson,
+            tiles,
+            markable,
+            notice: notice_text,
+            notice_bad,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RosterQuery {
+    saved: Option<String>,
+}
+
+/// `GET /teacher/lessons/{id}`: the lesson's roster, one tile per student.
+pub async fn lesson_page(
+    State(state): State<AppState>,
+    Path(lesson_id): Path<i64>,
+    StaffPage(staff): StaffPage,
+    Query(query): Query<RosterQuery>,
+) -> Result<Response, WebError> {
+    let notice = query.saved.map(|iin| RosterNotice::Saved { iin });
+    roster_page(&state, staff, lesson_id, notice, StatusCode::OK).await
 }
 
 /// Opening and closing a lesson differ only in the call and where the teacher goes next.
@@ -422,6 +590,10 @@ pub struct ManualMarkForm {
     /// An admin's reason to let the mark take the group below the coverage rule.
     #[serde(default)]
     override_reason: String,
+    /// `roster` when the mark was made on the lesson's roster: the answer is the roster
+    /// again, the change or its refusal shown on the student's tile.
+    #[serde(default, rename = "return")]
+    return_to: String,
 }
 
 impl CsrfField for ManualMarkForm {
@@ -498,6 +670,7 @@ pub async fn manual_mark(
 ) -> Result<Response, WebError> {
     let lang = staff.lang;
     accessible_lesson(&state, &staff.member, lang, lesson_id).await?;
+    let on_roster = form.return_to == "roster";
     let (Ok(student_iin), Some(status)) =
         (Iin::parse(&form.student), MarkStatus::parse(&form.status))
     else {
@@ -507,28 +680,15 @@ pub async fn manual_mark(
             Text::MarkBadInput,
         ));
     };
-    if form.reason.chars().count() > 200 {
-        return Err(WebError::refused(
-            lang,
-            StatusCode::BAD_REQUEST,
-            Text::MarkBadInput,
-        ));
-    }
-    let mark = ManualMark {
-        lesson_id,
-        student_iin,
-        status,
-        reason: form.reason,
-        marker: staff.member,
-        override_reason: Some(form.override_reason).filter(|reason| !reason.trim().is_empty()),
-    };
+    let student = student_iin.to_string();
+    let typed_reason = form.reason.clone();
     let coverage_change = |before: Option<u64>, after: Option<u64>| {
-        Paragraph::plain(format!(
+        format!(
             "{}: {} → {}",
             lang.text(Text::MarkGroupCoverage),
             kasip_core::per_mille_text(before),
             kasip_core::per_mille_text(after)
-        ))
+        )
     };
     let refused_below_rule = |key: Text, before, after| {
         WebError::page(
@@ -538,49 +698,103 @@ pub async fn manual_mark(
                 Text::ErrorTitle,
                 vec![
                     Paragraph::bad(lang.text(key)).id("refusal"),
-                    coverage_change(before, after),
+                    Paragraph::plain(coverage_change(before, after)),
                 ],
             ),
         )
     };
-    let accepted = match state.writer.record_manual_mark(mark).await {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(ManualRefusal::NeedsOverride { before, after })) => {
-            return Err(refused_below_rule(Text::MarkNeedsOverride, before, after))
+    // A refusal: (status, sentence, the page shown off the roster when not the plain one).
+    let outcome = if form.reason.chars().count() > 200 {
+        Err((StatusCode::BAD_REQUEST, Text::MarkBadInput, None))
+    } else {
+        let mark = ManualMark {
+            lesson_id,
+            student_iin,
+            status,
+            reason: form.reason,
+            marker: staff.member.clone(),
+            override_reason: Some(form.override_reason).filter(|reason| !reason.trim().is_empty()),
+        };
+        match state.writer.record_manual_mark(mark).await {
+            Ok(Ok(accepted)) => Ok(accepted),
+            Ok(Err(ManualRefusal::NeedsOverride { before, after })) => Err((
+                StatusCode::CONFLICT,
+                Text::MarkNeedsOverride,
+                Some(refused_below_rule(Text::MarkNeedsOverride, before, after)),
+            )),
+            Ok(Err(ManualRefusal::Blocked { before, after })) => Err((
+                StatusCode::CONFLICT,
+                Text::MarkBlocked,
+                Some(refused_below_rule(Text::MarkBlocked, before, after)),
+            )),
+            Ok(Err(refusal)) => {
+                let (status, key) = match refusal {
+                    ManualRefusal::UnknownLesson => {
+                        (StatusCode::NOT_FOUND, Text::MarkUnknownLesson)
+                    }
+                    ManualRefusal::LessonNotHeld => (StatusCode::CONFLICT, Text::MarkNotHeld),
+                    ManualRefusal::NotOpenYet => (StatusCode::CONFLICT, Text::LessonNotOpenYet),
+                    ManualRefusal::Ended => (StatusCode::CONFLICT, Text::MarkEnded),
+                    ManualRefusal::LateEntryReasonRequired => {
+                        (StatusCode::BAD_REQUEST, Text::MarkLateEntryReason)
+                    }
+                    ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, Text::StaffNotYours),
+                    ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, Text::RejectNotInGroup),
+                    ManualRefusal::ReasonRequired => {
+                        (StatusCode::BAD_REQUEST, Text::MarkReasonRequired)
+                    }
+                    ManualRefusal::NeedsOverride { .. } | ManualRefusal::Blocked { .. } => {
+                        (StatusCode::CONFLICT, Text::MarkBlocked)
+                    }
+                };
+                Err((status, key, None))
+            }
+            Err(failure) => return Err(WebError::write_failure(lang, &failure)),
         }
-        Ok(Err(ManualRefusal::Blocked { before, after })) => {
-            return Err(refused_below_rule(Text::MarkBlocked, before, after))
-        }
-        Ok(Err(refusal)) => {
-            let (status, key) = match refusal {
-                ManualRefusal::UnknownLesson => (StatusCode::NOT_FOUND, Text::MarkUnknownLesson),
-                ManualRefusal::LessonNotHeld => (StatusCode::CONFLICT, Text::MarkNotHeld),
-                ManualRefusal::NotOpenYet => (StatusCode::CONFLICT, Text::LessonNotOpenYet),
-                ManualRefusal::Ended => (StatusCode::CONFLICT, Text::MarkEnded),
-                ManualRefusal::LateEntryReasonRequired => {
-                    (StatusCode::BAD_REQUEST, Text::MarkLateEntryReason)
-                }
-                ManualRefusal::NotYourLesson => (StatusCode::FORBIDDEN, Text::StaffNotYours),
-                ManualRefusal::NotInGroup => (StatusCode::FORBIDDEN, Text::RejectNotInGroup),
-                ManualRefusal::ReasonRequired => {
-                    (StatusCode::BAD_REQUEST, Text::MarkReasonRequired)
-                }
-                ManualRefusal::NeedsOverride { .. } | ManualRefusal::Blocked { .. } => {
-                    (StatusCode::CONFLICT, Text::MarkBlocked)
-                }
-            };
-            return Err(WebError::refused(lang, status, key));
-        }
-        Err(failure) => return Err(WebError::write_failure(lang, &failure)),
     };
-    let mut response = match accepted.below_rule {
-        None => Redirect::to("/teacher").into_response(),
-        Some((before, after)) => MessagePage::new(
+    let accepted = match outcome {
+        Ok(accepted) => accepted,
+        // On the roster: shown on the student's tile, with what was typed kept.
+        Err((status, text, _)) if on_roster => {
+            let notice = RosterNotice::Refused {
+                iin: student,
+                text,
+                reason: typed_reason,
+            };
+            return roster_page(&state, staff, lesson_id, Some(notice), status).await;
+        }
+        Err((status, text, page)) => {
+            return Err(page.unwrap_or_else(|| WebError::refused(lang, status, text)))
+        }
+    };
+    let mut response = match (accepted.below_rule, on_roster) {
+        (None, true) => Redirect::to(&format!(
+            "/teacher/lessons/{lesson_id}?saved={}#s-{}",
+            form.student, form.student
+        ))
+        .into_response(),
+        (None, false) => Redirect::to("/teacher").into_response(),
+        (Some((before, after)), true) => {
+            let warning = format!(
+                "{} {}",
+                lang.text(Text::MarkBelowRuleWarning),
+                coverage_change(before, after)
+            );
+            roster_page(
+                &state,
+                staff,
+                lesson_id,
+                Some(RosterNotice::Warning(warning)),
+                StatusCode::OK,
+            )
+            .await?
+        }
+        (Some((before, after)), false) => MessagePage::new(
             lang,
             Text::MarkSaved,
             vec![
                 Paragraph::bad(lang.text(Text::MarkBelowRuleWarning)).id("warning"),
-                coverage_change(before, after),
+                Paragraph::plain(coverage_change(before, after)),
             ],
         )
         .link("/teacher", "←")
