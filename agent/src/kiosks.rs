@@ -391,7 +391,7 @@ pub enum PassKeyRefusal {
 }
 
 /// The phone's current binding: (binding id, student).
-fn binding_of(
+pub fn binding_of(
     connection: &Connection,
     credential_hash: &[u8],
 ) -> rusqlite::Result<Option<(i64, String)>> {

@@ -25,6 +25,7 @@ pub mod error;
 pub mod roster;
 pub mod phones;
 pub mod marks;
+pub mod student_month;
 pub mod red_flags;
 pub mod export;
 pub mod month_close;

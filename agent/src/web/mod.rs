@@ -9,6 +9,7 @@ mod display;
 mod error;
 mod extract;
 mod kiosk;
+mod me;
 mod page;
 mod pass;
 mod phone;
@@ -250,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(staff::logout))
         .route("/teacher", get(staff::teacher_page))
         .route("/teacher/lessons/{id}", get(staff::lesson_page))
+        .route("/me", get(me::my_month))
         .route("/teacher/lessons/{id}/open", post(staff::open_lesson))
         .route("/teacher/lessons/{id}/close", post(staff::close_lesson))
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))

@@ -242,6 +242,7 @@ async fn finish_binding(
             vec![Paragraph::ok(lang.text(Text::BindDone))],
         )
         .link("/pass", lang.text(Text::PassTitle))
+        .link("/me", lang.text(Text::MeLink))
         .respond(StatusCode::OK),
     };
     let response = with_cookie(
@@ -503,6 +504,7 @@ struct ConfirmationPage {
     status: Text,
     student: String,
     lesson: String,
+    date: String,
     time: String,
     repeated: bool,
     passkey_verified: Option<bool>,
@@ -548,6 +550,8 @@ async fn confirmation(state: &AppState, lang: Lang, accepted: Accepted) -> Respo
             lesson: lesson
                 .map(|(discipline, group, room)| format!("{discipline} · {group} · {room}"))
                 .unwrap_or_default(),
+            date: crate::clock::local_date(&state.settings.timezone, accepted.recorded_at)
+                .to_string(),
             time: format!(
                 "{:02}:{:02}",
                 local_seconds.rem_euclid(86_400) / 3600,
@@ -694,6 +698,7 @@ mod tests {
             status: Text::CheckinPresent,
             student: hostile::TEXT.into(),
             lesson: hostile::TEXT.into(),
+            date: "2026-11-23".into(),
             time: "09:01".into(),
             repeated: true,
             passkey_verified: Some(false),
