@@ -110,6 +110,18 @@ pub fn backup(data_dir: &DataDir, target: &Path) -> Result<BackupSummary, AgentE
             target.display()
         )));
     }
+    // The folder is checked first: SQLite's own error would name a temporary file.
+    let folder = match target.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(AgentError::Usage(format!(
+            "the folder {} does not exist; create it (mkdir -p {}) or choose another",
+            folder.display(),
+            folder.display()
+        )));
+    }
     let store = Store::open(&data_dir.database_path())?;
     copy_database(&store, target)?;
     inspect(target)

@@ -48,6 +48,13 @@ impl RosterCounts {
 }
 
 /// The active students of the group `group_code` as (IIN, "Last First"), by name.
+/// Whether a study group with this code exists.
+pub fn group_exists(connection: &rusqlite::Connection, group_code: &str) -> rusqlite::Result<bool> {
+    connection
+        .prepare_cached("SELECT COUNT(*) > 0 FROM study_groups WHERE code = ?1")?
+        .query_row([group_code], |row| row.get(0))
+}
+
 pub fn active_students_of_group(
     connection: &rusqlite::Connection,
     group_code: &str,

@@ -820,6 +820,9 @@ fn a_wedge_scanner_and_an_image_stream_feed_a_running_kiosk_and_its_status_page(
         .iter()
         .map(|iin| student_with_pass(&college, iin))
         .collect();
+    // A student of another group, whose lesson is not in this room.
+    let elsewhere = college.group_b[0].clone();
+    let elsewhere_key = student_with_pass(&college, &elsewhere);
     let kiosk = Kiosk::enrol(&college, &["--room", "101"]);
 
     // Keyboard-wedge scanner: one pass per line.
@@ -917,6 +920,49 @@ fn a_wedge_scanner_and_an_image_stream_feed_a_running_kiosk_and_its_status_page(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A student of another group has no lesson in this room now: the pass is genuine,
+    // the screen turns green, and when the agent answers that nothing was marked it says
+    // so instead.
+    let accepted: Value = page_client
+        .get(format!("{status_url}status.json"))
+        .send()
+        .expect("status")
+        .json()
+        .expect("json");
+    stdin
+        .write_all(&frame(&pass(&elsewhere_key, &elsewhere, now())))
+        .expect("frame");
+    stdin.flush().expect("flush");
+    let line = stdout.next().expect("a verdict").expect("utf-8");
+    assert!(line.starts_with(&format!("ACCEPT\t{elsewhere}")), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = accepted["seq"].as_u64().expect("seq");
+    loop {
+        let screen: Value = page_client
+            .get(format!("{status_url}status.json?after={seen}"))
+            .send()
+            .expect("status")
+            .json()
+            .expect("json");
+        seen = screen["seq"].as_u64().expect("seq");
+        if screen["state"] == "no_lesson" {
+            assert!(
+                !screen["name"].as_str().unwrap_or("").is_empty(),
+                "{screen}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the screen never said no lesson: {screen}"
+        );
+    }
+    assert!(page.contains("\"no_lesson\":\"Не отмечено: сейчас здесь нет занятия вашей группы\""));
+    assert_eq!(
+        kiosk_marks(&college),
+        2,
+        "nothing marked for the other group"
+    );
     drop(stdin);
     let _ = Command::new("kill")
         .args(["-TERM", &running.id().to_string()])

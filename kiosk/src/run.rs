@@ -168,6 +168,13 @@ impl Kiosk {
                     continue;
                 }
                 report.delivered += 1;
+                if outcome == "no_lesson" {
+                    tracing::info!(
+                        scan_id,
+                        "the agent marked nothing: no lesson of the student's group here now"
+                    );
+                    self.board.no_lesson(scan_id, unix_now());
+                }
                 if outcome == "refused" {
                     report.refused_by_agent += 1;
                     tracing::warn!(

@@ -23,8 +23,12 @@ use crate::verify::{Refusal, Verdict};
 pub struct Screen {
     /// Increases with every verdict.
     pub seq: u64,
-    /// idle, accepted, repeat or refused.
+    /// idle, accepted, repeat, refused, or no_lesson (the agent answered that the pass
+    /// marked nothing: no lesson of the student's group here now).
     pub state: &'static str,
+    /// The scan an accepted screen shows, so the agent's later answer finds it.
+    #[serde(skip)]
+    pub scan: String,
     pub name: String,
     /// The refusal's code (a key of the page's message table).
     pub reason: String,
@@ -53,10 +57,11 @@ impl StatusBoard {
             screen.seq += 1;
             screen.at = at;
             match verdict {
-                Verdict::Accepted { name, .. } => {
+                Verdict::Accepted { name, scan_id, .. } => {
                     screen.state = "accepted";
                     screen.name = name.clone();
                     screen.reason.clear();
+                    screen.scan = scan_id.clone();
                 }
                 Verdict::Repeat { name, .. } => {
                     screen.state = "repeat";
@@ -67,8 +72,23 @@ impl StatusBoard {
                     screen.state = "refused";
                     screen.name.clear();
                     screen.reason = refusal.code().to_owned();
+                    screen.scan.clear();
                 }
             }
+        });
+    }
+
+    /// The agent answered that `scan` marked nothing: the screen still showing it says
+    /// so instead of a green "checked in".
+    pub fn no_lesson(&self, scan: &str, at: i64) {
+        self.sender.send_if_modified(|screen| {
+            if screen.scan != scan || screen.state != "accepted" {
+                return false;
+            }
+            screen.seq += 1;
+            screen.at = at;
+            screen.state = "no_lesson";
+            true
         });
     }
 
@@ -104,6 +124,7 @@ fn screen_texts() -> serde_json::Value {
         ("accepted", Text::KioskAccepted),
         ("repeat", Text::KioskRepeat),
         ("refused", Text::KioskRefused),
+        ("no_lesson", Text::KioskNoLesson),
     ];
     let refusals = Refusal::ALL
         .iter()
@@ -188,7 +209,7 @@ const PAGE: &str = r#"<!doctype html>
 <style>
 html,body{margin:0;height:100%;font-family:system-ui,sans-serif;color:#fff;background:#333}
 body{display:flex;align-items:center;justify-content:center;text-align:center;transition:background .1s}
-body.accepted,body.repeat{background:#0a7d32}body.refused{background:#b3141f}
+body.accepted,body.repeat{background:#0a7d32}body.refused{background:#b3141f}body.no_lesson{background:#8a5a00}
 #title{font-size:9vmin;font-weight:700}#detail{font-size:5vmin;margin-top:3vmin;padding:0 4vmin}
 nav{position:fixed;bottom:1vmin;right:2vmin;font-size:2.5vmin}nav a{color:#ddd;margin-left:1vmin}
 </style></head>

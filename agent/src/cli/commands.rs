@@ -312,16 +312,8 @@ pub fn staff(data_dir: &DataDir, command: super::StaffCommand) -> Result<(), Age
             );
         }
         StaffCommand::SetPassword { login_or_iin } => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .map_err(|source| AgentError::Io {
-                    action: "read the password from",
-                    path: "standard input".into(),
-                    source,
-                })?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            crate::staff::set_password(store.connection(), &login_or_iin, password, unix_now())
+            let password = read_new_password(&login_or_iin)?;
+            crate::staff::set_password(store.connection(), &login_or_iin, &password, unix_now())
                 .map_err(staff_failure)?;
             println!("password set for '{login_or_iin}'; its sessions ended");
         }
@@ -363,6 +355,14 @@ pub fn issue_binding_codes(
         (None, Some(group)) => {
             let rows = crate::roster::active_students_of_group(connection, group)
                 .map_err(|source| AgentError::from(store.error(source)))?;
+            if rows.is_empty()
+                && !crate::roster::group_exists(connection, group)
+                    .map_err(|source| AgentError::from(store.error(source)))?
+            {
+                return Err(AgentError::Usage(format!(
+                    "there is no group '{group}'; `kasip-agent coverage --month YYYY-MM` lists the groups (codes are case-sensitive)"
+                )));
+            }
             if rows.is_empty() {
                 return Err(AgentError::Refused(format!(
                     "group '{group}' has no active students"
@@ -711,6 +711,31 @@ pub fn sync(data_dir: &DataDir, command: super::SyncCommand) -> Result<(), Agent
             }
         }
     }
+}
+
+/// A new password: asked twice without echo on a terminal; the first line of standard
+/// input otherwise (scripts pipe it in).
+fn read_new_password(login: &str) -> Result<String, AgentError> {
+    use std::io::IsTerminal;
+    let io = |source| AgentError::Io {
+        action: "read the password from",
+        path: "standard input".into(),
+        source,
+    };
+    if !std::io::stdin().is_terminal() {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password).map_err(io)?;
+        return Ok(password.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let password =
+        rpassword::prompt_password(format!("new password for '{login}': ")).map_err(io)?;
+    let again = rpassword::prompt_password("the same again: ").map_err(io)?;
+    if password != again {
+        return Err(AgentError::Usage(
+            "the two passwords differ; nothing was changed. Run the command again".into(),
+        ));
+    }
+    Ok(password)
 }
 
 fn print_sync_status(status: &crate::outbox::SyncStatus, timezone: &kasip_core::CollegeTimezone) {
