@@ -11,6 +11,8 @@ use kasip_core::{Lang, Text};
 pub enum Cell {
     Text(String),
     Number(f64),
+    /// A share in thousandths: `94.1%` in CSV, a number formatted as a percentage in XLSX.
+    PerMille(u64),
 }
 
 impl From<&str> for Cell {
@@ -63,6 +65,7 @@ impl Table {
                 .iter()
                 .map(|cell| match cell {
                     Cell::Number(number) => number.to_string(),
+                    Cell::PerMille(per_mille) => kasip_core::per_mille_text(Some(*per_mille)),
                     Cell::Text(text) => csv_field(text),
                 })
                 .collect();
@@ -75,6 +78,7 @@ impl Table {
     pub fn to_xlsx(&self) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
         let mut workbook = rust_xlsxwriter::Workbook::new();
         let bold = rust_xlsxwriter::Format::new().set_bold();
+        let percent = rust_xlsxwriter::Format::new().set_num_format("0.0%");
         let worksheet = workbook.add_worksheet();
         // Sheet names: at most 31 characters, none of []:*?/\
         let sheet_name: String = self
@@ -99,9 +103,18 @@ impl Table {
                     Cell::Number(number) => {
                         worksheet.write_number(row_number, column as u16, *number)?
                     }
+                    Cell::PerMille(per_mille) => worksheet.write_number_with_format(
+                        row_number,
+                        column as u16,
+                        *per_mille as f64 / 1000.0,
+                        &percent,
+                    )?,
                 };
             }
         }
+        // Columns as wide as their widest cell: an accountant opens it and reads.
+        worksheet.autofit();
+        worksheet.set_freeze_panes(1, 0)?;
         workbook.save_to_buffer()
     }
 }
@@ -142,6 +155,22 @@ mod tests {
     }
 
     #[test]
+    fn shares_are_percentages_in_both_formats() {
+        let table = Table {
+            name: "coverage".into(),
+            headers: vec!["scope".into(), "coverage".into()],
+            rows: vec![vec!["ПО-21".into(), Cell::PerMille(941)]],
+        };
+        assert_eq!(table.to_csv(), "\u{feff}scope;coverage\nПО-21;94.1%\n");
+        let xlsx = table.to_xlsx().expect("xlsx");
+        // The sheet holds the number 0.941 under a percentage format.
+        let sheet = zip_entry(&xlsx, "xl/worksheets/sheet1.xml");
+        assert!(sheet.contains("<v>0.941</v>"), "{sheet}");
+        let styles = zip_entry(&xlsx, "xl/styles.xml");
+        assert!(styles.contains("formatCode=\"0.0%\""), "{styles}");
+    }
+
+    #[test]
     fn csv_quotes_what_needs_quoting_and_keeps_leading_zeros() {
         assert_eq!(
             sample().to_csv(),
@@ -173,6 +202,30 @@ mod tests {
              \"'=HYPERLINK(\"\"http://x/?\"\"&A2;\"\"a\"\")\";-1\n\
              '+1;-1\n'-2+3;-1\n'@SUM(A1);-1\n'\t=1;-1\n\"'\r=1\";-1\na=1;-1\n"
         );
+    }
+
+    /// One member of a ZIP archive, read by Python's zipfile (already a test tool here).
+    fn zip_entry(archive: &[u8], member: &str) -> String {
+        use std::io::Write;
+        let mut python = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile, io; sys.stdout.write(zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read())).read(sys.argv[1]).decode())",
+                member,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        python
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(archive)
+            .expect("write");
+        let output = python.wait_with_output().expect("python3");
+        assert!(output.status.success(), "no {member} in the archive");
+        String::from_utf8(output.stdout).expect("utf-8")
     }
 
     #[test]

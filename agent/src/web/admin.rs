@@ -370,7 +370,11 @@ pub async fn export(
                         .iter()
                         .map(|event| {
                             vec![
-                                Cell::Number(event.at as f64),
+                                crate::clock::local_date_time_text(
+                                    &state.settings.timezone,
+                                    event.at,
+                                )
+                                .into(),
                                 event.kind.clone().into(),
                                 event.student_iin.clone().into(),
                             ]
@@ -461,7 +465,7 @@ fn coverage_table(lang: Lang, month: Month, report: &CoverageReport) -> Table {
                     scope.qr_tracked.into(),
                     scope
                         .coverage_per_mille
-                        .map_or(Cell::Text(String::new()), Cell::from),
+                        .map_or(Cell::Text(String::new()), Cell::PerMille),
                     scope.present_marks.into(),
                     scope.qr_marks.into(),
                     yes_no(scope.holds).into(),
