@@ -180,7 +180,8 @@ pub fn close(
         .map_err(|error| AgentError::Refused(format!("statement: {error}")))?;
     let jws = sign_compact(key, &protected_header(key), canonical.as_bytes());
 
-    let write = |folder: &str, name: String, contents: &[u8]| -> Result<PathBuf, AgentError> {
+    let write = |kind: &str, contents: &[u8]| -> Result<PathBuf, AgentError> {
+        let (folder, name) = close_file(month, kind).expect("a kind of close file");
         let dir = data_dir.root().join(folder);
         fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
             action: "create",
@@ -198,24 +199,15 @@ pub fn close(
             })?;
         Ok(path)
     };
-    let statement = write(
-        "statements",
-        format!("month-close-{month}.jws"),
-        jws.as_bytes(),
-    )?;
+    let statement = write("jws", jws.as_bytes())?;
     let table = students_table(month, lang, &students);
-    let csv = write(
-        "reports",
-        format!("month-close-{month}.csv"),
-        table.to_csv().as_bytes(),
-    )?;
+    let csv = write("csv", table.to_csv().as_bytes())?;
     let xlsx_bytes = table
         .to_xlsx()
         .map_err(|error| AgentError::Refused(format!("XLSX report: {error}")))?;
-    let xlsx = write("reports", format!("month-close-{month}.xlsx"), &xlsx_bytes)?;
+    let xlsx = write("xlsx", &xlsx_bytes)?;
     let html = write(
-        "reports",
-        format!("month-close-{month}.html"),
+        "html",
         MonthCloseReport {
             lang,
             college: &settings.college_name,
@@ -409,4 +401,43 @@ struct MonthCloseReport<'a> {
     columns: &'a [Text],
     students: &'a [StudentTotals],
     flags: &'a [crate::red_flags::RedFlag],
+}
+
+/// A closed month as pages show it: when, by whom, and whether it met the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedMonth {
+    pub closed_at: i64,
+    pub closed_by: String,
+    pub compliant: bool,
+}
+
+/// `month`'s close, if it is closed.
+pub fn closed_month(
+    connection: &rusqlite::Connection,
+    month: Month,
+) -> rusqlite::Result<Option<ClosedMonth>> {
+    connection
+        .query_row(
+            "SELECT closed_at, closed_by, compliant FROM month_closes WHERE month = ?1",
+            [month.to_string()],
+            |row| {
+                Ok(ClosedMonth {
+                    closed_at: row.get(0)?,
+                    closed_by: row.get(1)?,
+                    compliant: row.get(2)?,
+                })
+            },
+        )
+        .optional()
+}
+
+/// The files a close wrote, by kind (`html`, `csv`, `xlsx` reports; `jws`, the signed
+/// statement): the folder under the data dir and the file name. None for another kind.
+pub fn close_file(month: Month, kind: &str) -> Option<(&'static str, String)> {
+    let folder = match kind {
+        "html" | "csv" | "xlsx" => "reports",
+        "jws" => "statements",
+        _ => return None,
+    };
+    Some((folder, format!("month-close-{month}.{kind}")))
 }

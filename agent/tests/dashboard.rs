@@ -153,6 +153,44 @@ fn the_dashboards_close_button_closes_the_month_like_the_cli() {
             .expect("close");
         (response.status().as_u16(), response.text().expect("body"))
     };
+    let page = |client: &kasip_tests::reqwest::blocking::Client, path: &str| {
+        let response = client.get(college.url(path)).send().expect("get");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            status,
+            content_type,
+            response.bytes().expect("body").to_vec(),
+        )
+    };
+    // The dashboard leads to a confirmation that says what the close will state.
+    let (_, _, dashboard) = page(&admin, "/admin?month=2026-11&lang=en");
+    let dashboard = String::from_utf8_lossy(&dashboard).to_string();
+    assert!(
+        dashboard.contains("href=\"/admin/month-close?month=2026-11\">Close the month…"),
+        "{dashboard}"
+    );
+    let (status, _, confirm) = page(&admin, "/admin/month-close?month=2026-11&lang=en");
+    let confirm = String::from_utf8_lossy(&confirm).to_string();
+    assert_eq!(status, 200);
+    assert!(confirm.contains("Close 2026-11?"), "{confirm}");
+    assert!(
+        confirm.contains("id=summary>College QR coverage:"),
+        "{confirm}"
+    );
+    assert!(
+        confirm.contains("closing it now needs a written reason"),
+        "{confirm}"
+    );
+    assert!(
+        confirm.contains("<input name=reason maxlength=200 required>"),
+        "{confirm}"
+    );
     let csrf = college.csrf(&admin);
     let (status, body) = close(&admin, &csrf, "");
     assert_eq!(
@@ -178,6 +216,52 @@ fn the_dashboards_close_button_closes_the_month_like_the_cli() {
         .path()
         .join("statements/month-close-2026-11.jws")
         .exists());
+    // The result offers every report; each downloads as written.
+    assert!(body.contains("id=downloads"), "{body}");
+    let statement = std::fs::read(
+        college
+            .dir
+            .path()
+            .join("statements/month-close-2026-11.jws"),
+    )
+    .expect("statement");
+    for (kind, content_type) in [
+        ("html", "text/html"),
+        ("csv", "text/csv"),
+        (
+            "xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
+        ("jws", "application/jose"),
+    ] {
+        let (status, got_type, bytes) = page(&admin, &format!("/admin/month-close/2026-11/{kind}"));
+        assert_eq!(status, 200, "{kind}");
+        assert!(got_type.starts_with(content_type), "{kind}: {got_type}");
+        match kind {
+            "xlsx" => assert_eq!(&bytes[..2], b"PK"),
+            "jws" => assert_eq!(bytes, statement),
+            "html" => assert!(String::from_utf8_lossy(&bytes).contains("<html lang=")),
+            _ => assert!(String::from_utf8_lossy(&bytes).contains(';')),
+        }
+    }
+    for path in [
+        "/admin/month-close/2026-11/pem",
+        "/admin/month-close/2026-10/jws",
+        "/admin/month-close/..%2fagent-key/jws",
+        "/admin/month-close/2026-11/..%2f..%2fagent.db",
+    ] {
+        assert_eq!(page(&admin, path).0, 404, "{path}");
+    }
+    assert_eq!(page(&teacher, "/admin/month-close/2026-11/jws").0, 403);
+    // The dashboard and the close page show the month closed.
+    let (_, _, dashboard) = page(&admin, "/admin?month=2026-11&lang=en");
+    let dashboard = String::from_utf8_lossy(&dashboard).to_string();
+    assert!(
+        dashboard.contains("2026-11: Closed — Closed "),
+        "{dashboard}"
+    );
+    let (_, _, closed) = page(&admin, "/admin/month-close?month=2026-11&lang=en");
+    assert!(String::from_utf8_lossy(&closed).contains("id=verdict"));
     assert_eq!(
         close(&admin, &csrf, "again").0,
         409,

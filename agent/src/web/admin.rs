@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use kasip_core::{per_mille_text, Month, PerMille, ScopeCoverage, StudentMonth};
 use serde::Deserialize;
 
-use super::error::{MessagePage, OrFailure, Paragraph, WebError};
+use super::error::{OrFailure, WebError};
 use super::extract::{Admin, AdminForm, CsrfField, PageQuery, StaffForm};
 use super::page::render;
 use super::AppState;
@@ -239,7 +239,6 @@ impl CoverageChart {
 struct DashboardPage {
     lang: Lang,
     month: Month,
-    csrf: String,
     college: ScopeCoverage,
     /// Thousandths, or -1 when there is nothing to divide by (for scripts and tests).
     college_value: i64,
@@ -259,6 +258,8 @@ struct DashboardPage {
     unknown_beneficiaries: Vec<String>,
     flags: Vec<RedFlag>,
     security_events: Vec<RecentEvent>,
+    /// "Closed DATE by WHO", once the month is closed.
+    closed: Option<String>,
 }
 
 impl DashboardPage {
@@ -281,11 +282,32 @@ pub async fn dashboard(
         security_events,
         sync,
     } = load(&state, month, Flags::Cached).await.or_failure(lang)?;
+    let closed = state
+        .with_db(move |store| {
+            crate::month_close::closed_month(store.connection(), month)
+                .map_err(|source| AgentError::from(store.error(source)))
+        })
+        .await
+        .or_failure(lang)?
+        .map(|closed| {
+            lang.fill(
+                Text::CloseClosedOn,
+                &[
+                    (
+                        "when",
+                        &crate::clock::local_date_time_text(
+                            &state.settings.timezone,
+                            closed.closed_at,
+                        ),
+                    ),
+                    ("who", &closed.closed_by),
+                ],
+            )
+        });
     let pull = sync.beneficiary_pull.as_ref();
     let page = DashboardPage {
         lang,
         month,
-        csrf: admin.csrf,
         college_value: report
             .college
             .coverage_per_mille
@@ -315,6 +337,7 @@ pub async fn dashboard(
         sync,
         flags,
         security_events,
+        closed,
     };
     Ok(render(StatusCode::OK, &page))
 }
@@ -509,7 +532,7 @@ pub async fn close_month(
     let data_dir = state.data_dir.clone();
     let reason = Some(form.reason.trim().to_owned()).filter(|reason| !reason.is_empty());
     let closed_by = staff.member.login;
-    let closed = state
+    state
         .with_reports(move |store| {
             let key = kasip_certs::DeviceKey::load(&data_dir.key_path())?;
             let request = crate::month_close::CloseRequest {
@@ -531,20 +554,145 @@ pub async fn close_month(
         .await
         .or_failure(lang)?
         .map_err(|refusal| WebError::refused_because(lang, StatusCode::CONFLICT, refusal))?;
-    let verdict = if closed.compliant {
-        Paragraph::ok(format!("{month}: {}", lang.text(Text::CloseCompliant)))
-    } else {
-        Paragraph::bad(format!("{month}: {}", lang.text(Text::CloseNonCompliant)))
+    close_page(&state, lang, &staff.csrf, month, StatusCode::OK).await
+}
+
+#[derive(Template)]
+#[template(path = "month_close.html")]
+struct MonthClosePage {
+    lang: Lang,
+    csrf: String,
+    month: Month,
+    summary: String,
+    below: String,
+    not_ended: bool,
+    /// When and by whom, and whether compliant, once closed.
+    closed: Option<(String, bool)>,
+}
+
+/// The month's close page: before, what the close would state and the button (with a
+/// reason when the month has not ended); after, the verdict and every report to download.
+async fn close_page(
+    state: &AppState,
+    lang: Lang,
+    csrf: &str,
+    month: Month,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let settings = state.settings.clone();
+    let (closed, report) = state
+        .with_reports(move |store| {
+            let failure = |source| AgentError::from(store.error(source));
+            let connection = store.connection();
+            let closed = crate::month_close::closed_month(connection, month).map_err(failure)?;
+            let (rules, _) =
+                crate::coverage::rules_in_force(connection, &settings.coverage_rules())
+                    .map_err(failure)?;
+            let report = crate::coverage::coverage_for_month(connection, month, None, &rules)
+                .map_err(failure)?;
+            Ok((closed, report))
+        })
+        .await
+        .or_failure(lang)?;
+    let below: Vec<&str> = report
+        .groups
+        .iter()
+        .filter(|group| !group.holds)
+        .map(|group| group.scope.as_str())
+        .collect();
+    let timezone = &state.settings.timezone;
+    Ok(render(
+        status,
+        &MonthClosePage {
+            lang,
+            csrf: csrf.to_owned(),
+            month,
+            summary: lang.fill(
+                Text::CloseSummary,
+                &[
+                    (
+                        "coverage",
+                        &per_mille_text(report.college.coverage_per_mille),
+                    ),
+                    ("tracked", &report.college.qr_tracked.to_string()),
+                    ("beneficiaries", &report.college.beneficiaries.to_string()),
+                    (
+                        "minimum",
+                        &per_mille_text(Some(u64::from(report.min_coverage_per_mille))),
+                    ),
+                ],
+            ),
+            below: if below.is_empty() {
+                lang.text(Text::CloseNoneBelow).to_owned()
+            } else {
+                lang.fill(Text::CloseGroupsBelow, &[("groups", &below.join(", "))])
+            },
+            not_ended: state.settings.local_date(state.now()) <= month.last_day(),
+            closed: closed.map(|closed| {
+                (
+                    lang.fill(
+                        Text::CloseClosedOn,
+                        &[
+                            (
+                                "when",
+                                &crate::clock::local_date_time_text(timezone, closed.closed_at),
+                            ),
+                            ("who", &closed.closed_by),
+                        ],
+                    ),
+                    closed.compliant,
+                )
+            }),
+        },
+    ))
+}
+
+/// `GET /admin/month-close?month=YYYY-MM`: the confirmation before a close, or a closed
+/// month's verdict and reports.
+pub async fn month_close_page(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    PageQuery(query): PageQuery<MonthQuery>,
+) -> Result<Response, WebError> {
+    let lang = admin.lang;
+    let month = month_of(&state, lang, query.month.as_deref())?;
+    close_page(&state, lang, &admin.csrf, month, StatusCode::OK).await
+}
+
+/// `GET /admin/month-close/{month}/{kind}`: a closed month's report (`html`, `csv`,
+/// `xlsx`) or signed statement (`jws`), as the close wrote it.
+pub async fn month_close_file(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((month, kind)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let lang = admin.lang;
+    let not_found = || WebError::refused(lang, StatusCode::NOT_FOUND, Text::ErrorNotFound);
+    let month = Month::parse(&month).map_err(|_| not_found())?;
+    // The name is built from the parsed month and a known kind: nothing from the
+    // address reaches the file system.
+    let (folder, name) = crate::month_close::close_file(month, &kind).ok_or_else(not_found)?;
+    let path = state.data_dir.root().join(folder).join(&name);
+    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    let content_type = match kind.as_str() {
+        "html" => "text/html; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/jose",
     };
-    Ok(MessagePage::new(
-        lang,
-        Text::AdminCloseMonth,
-        vec![
-            verdict.id("verdict"),
-            Paragraph::plain(closed.statement.display().to_string()),
+    let disposition = if kind == "html" {
+        "inline".to_owned()
+    } else {
+        format!("attachment; filename=\"{name}\"")
+    };
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
         ],
+        bytes,
     )
-    .respond(StatusCode::OK))
+        .into_response())
 }
 
 /// A group's beneficiaries for the month, for the drill-down page and its export.
@@ -702,7 +850,6 @@ mod tests {
         let dashboard = DashboardPage {
             lang,
             month: Month::parse("2026-11").expect("month"),
-            csrf: hostile::TEXT.into(),
             college: scope(),
             college_value: 500,
             projection_value: -1,
@@ -740,8 +887,19 @@ mod tests {
                 kind: hostile::TEXT.into(),
                 student_iin: hostile::TEXT.into(),
             }],
+            closed: Some(hostile::TEXT.into()),
         };
         hostile::assert_escaped(&dashboard.render().expect("dashboard"));
+        let close = MonthClosePage {
+            lang,
+            csrf: hostile::TEXT.into(),
+            month: Month::parse("2026-11").expect("month"),
+            summary: hostile::TEXT.into(),
+            below: hostile::TEXT.into(),
+            not_ended: true,
+            closed: None,
+        };
+        hostile::assert_escaped(&close.render().expect("close page"));
         let student = StudentMonth {
             iin: hostile::TEXT.into(),
             name: hostile::TEXT.into(),

@@ -259,7 +259,14 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/binding-codes", post(staff::issue_binding_code))
         .route("/admin", get(admin::dashboard))
         .route("/admin/export/{table}", get(admin::export))
-        .route("/admin/month-close", post(admin::close_month))
+        .route(
+            "/admin/month-close",
+            get(admin::month_close_page).post(admin::close_month),
+        )
+        .route(
+            "/admin/month-close/{month}/{kind}",
+            get(admin::month_close_file),
+        )
         .route("/admin/group", get(admin::group_page))
         .route("/admin/student", get(admin::student_page))
         .route("/display/{id}", get(display::display_page))
