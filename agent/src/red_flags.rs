@@ -796,3 +796,21 @@ fn manual_share_outliers(marks: &[MonthMark], rules: &RedFlagRules, flags: &mut 
         }
     }
 }
+/// A red flag's kind as people read it; None for a kind this build does not name.
+pub fn kind_text(kind: &str) -> Option<kasip_core::Text> {
+    use kasip_core::Text;
+    Some(match kind {
+        "beneficiary_without_attendance" => Text::FlagKindBeneficiaryWithoutAttendance,
+        "binding_burst" => Text::FlagKindBindingBurst,
+        "check_in_burst" => Text::FlagKindCheckInBurst,
+        "empty_lesson" => Text::FlagKindEmptyLesson,
+        "hand_marked_student" => Text::FlagKindHandMarkedStudent,
+        "idle_group" => Text::FlagKindIdleGroup,
+        "in_class_not_on_campus" => Text::FlagKindInClassNotOnCampus,
+        "manual_share_outlier" => Text::FlagKindManualShareOutlier,
+        "shared_device" => Text::FlagKindSharedDevice,
+        "two_rooms_at_once" => Text::FlagKindTwoRoomsAtOnce,
+        "unlicensed_site" => Text::FlagKindUnlicensedSite,
+        _ => return None,
+    })
+}

@@ -78,18 +78,27 @@ pub struct RecentEvent {
     pub at: i64,
     pub kind: String,
     pub student_iin: String,
+    /// The student's name, when the event names a student the roster knows.
+    pub student_name: String,
+    /// How many times it happened in its window (one row counts repeats).
+    pub count: i64,
 }
 
 /// The newest `limit` events, newest first.
 pub fn recent(connection: &Connection, limit: i64) -> rusqlite::Result<Vec<RecentEvent>> {
     let mut statement = connection.prepare_cached(
-        "SELECT at, kind, COALESCE(student_iin, '') FROM security_events ORDER BY id DESC LIMIT ?1",
+        "SELECT e.at, e.kind, COALESCE(e.student_iin, ''),
+                COALESCE(s.last_name || ' ' || s.first_name, ''), e.count
+         FROM security_events e LEFT JOIN students s ON s.iin = e.student_iin
+         ORDER BY e.id DESC LIMIT ?1",
     )?;
     let rows = statement.query_map([limit], |row| {
         Ok(RecentEvent {
             at: row.get(0)?,
             kind: row.get(1)?,
             student_iin: row.get(2)?,
+            student_name: row.get(3)?,
+            count: row.get(4)?,
         })
     })?;
     rows.collect()
@@ -101,4 +110,34 @@ pub fn counts_by_kind(connection: &Connection) -> rusqlite::Result<Vec<(String, 
         connection.prepare_cached("SELECT kind, SUM(count) FROM security_events GROUP BY kind")?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     rows.collect()
+}
+
+/// A security event's kind as people read it; None for a kind this build does not name
+/// (an older database), shown as its code.
+pub fn kind_text(kind: &str) -> Option<kasip_core::Text> {
+    use kasip_core::Text;
+    // A kiosk's refusals are recorded as `kiosk_<code>`.
+    Some(match kind.strip_prefix("kiosk_").unwrap_or(kind) {
+        "malformed_token" => Text::EventMalformedToken,
+        "forged_token" => Text::EventForgedToken,
+        "stale_token" => Text::EventStaleToken,
+        "lesson_not_open" => Text::EventLessonNotOpen,
+        "not_in_group" => Text::EventNotInGroup,
+        "device_not_bound" => Text::EventDeviceNotBound,
+        "device_used_for_another_student" => Text::EventDeviceUsedForAnotherStudent,
+        "student_inactive" => Text::EventStudentInactive,
+        "device_unverified" => Text::EventDeviceUnverified,
+        "passkey_invalid" => Text::EventPasskeyInvalid,
+        "malformed_pass" => Text::EventMalformedPass,
+        "unknown_student" => Text::EventUnknownStudent,
+        "forged_pass" => Text::EventForgedPass,
+        "stale_pass" => Text::EventStalePass,
+        "pass_from_the_future" => Text::EventPassFromTheFuture,
+        "replayed_pass" => Text::EventReplayedPass,
+        "buffered_too_long" => Text::EventBufferedTooLong,
+        "login_failed" => Text::EventLoginFailed,
+        "binding_code_wrong" => Text::EventBindingCodeWrong,
+        "typed_code_unknown" => Text::EventTypedCodeUnknown,
+        _ => return None,
+    })
 }

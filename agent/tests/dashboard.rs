@@ -345,3 +345,50 @@ fn a_dashboard_computing_does_not_hold_up_the_projector() {
         "the projector's poll waited for the dashboard"
     );
 }
+
+/// The dashboard speaks the admin's language: a security event is a local time, a
+/// sentence and a name, not a Unix time, a code and an IIN.
+#[test]
+fn security_events_on_the_dashboard_read_as_time_words_and_names() {
+    let college = College::new(3);
+    let phone = college.bound_phone(&college.group_a[0]);
+    // A forged code from the linked phone: a security event naming the student.
+    let forged = format!(
+        "{}/c/{}.1.AAAAAAAAAAAAAAAAAAAAAA",
+        college.server.url, college.lesson_a
+    );
+    let (status, _) = common::check_in(&phone, &forged);
+    assert!(status >= 400);
+    let admin = college.teacher("admin");
+    let page = admin
+        .get(college.url("/admin?lang=ru"))
+        .send()
+        .expect("dashboard")
+        .text()
+        .expect("body");
+    let start = page
+        .find("<ul id=security-events>")
+        .expect("the events list");
+    let events = &page[start
+        ..page[start..]
+            .find("</ul>")
+            .map_or(page.len(), |end| start + end)];
+    let name: String = college
+        .db()
+        .query_row(
+            "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
+            [&college.group_a[0]],
+            |row| row.get(0),
+        )
+        .expect("name");
+    assert!(events.contains(&name), "{events}");
+    assert!(
+        !events.contains(&college.group_a[0]),
+        "an IIN where a name belongs: {events}"
+    );
+    assert!(events.contains("2026-11-23 09:0"), "a local time: {events}");
+    assert!(
+        !events.contains("_token") && !events.contains("device_"),
+        "a code where words belong: {events}"
+    );
+}

@@ -257,7 +257,7 @@ struct DashboardPage {
     beneficiary_pull: Option<(String, String)>,
     unknown_beneficiaries: Vec<String>,
     flags: Vec<RedFlag>,
-    security_events: Vec<RecentEvent>,
+    security_events: Vec<EventLine>,
     /// "Closed DATE by WHO", once the month is closed.
     closed: Option<String>,
 }
@@ -266,6 +266,18 @@ impl DashboardPage {
     fn percent(&self, per_mille: &Option<u64>) -> String {
         per_mille_text(*per_mille)
     }
+
+    fn flag_kind(&self, kind: &'static str) -> &'static str {
+        crate::red_flags::kind_text(kind).map_or(kind, |text| self.lang.text(text))
+    }
+}
+
+/// A security event as the dashboard lists it: local time, what, who.
+struct EventLine {
+    when: String,
+    what: String,
+    who: String,
+    count: i64,
 }
 
 pub async fn dashboard(
@@ -336,7 +348,20 @@ pub async fn dashboard(
         trend,
         sync,
         flags,
-        security_events,
+        security_events: security_events
+            .into_iter()
+            .map(|event| EventLine {
+                when: crate::clock::local_date_time_text(&state.settings.timezone, event.at),
+                what: crate::security_events::kind_text(&event.kind)
+                    .map_or(event.kind.clone(), |text| lang.text(text).to_owned()),
+                who: if event.student_name.is_empty() {
+                    event.student_iin
+                } else {
+                    event.student_name
+                },
+                count: event.count,
+            })
+            .collect(),
         closed,
     };
     Ok(render(StatusCode::OK, &page))
@@ -377,7 +402,9 @@ pub async fn export(
                         .iter()
                         .map(|flag| {
                             vec![
-                                flag.kind.into(),
+                                crate::red_flags::kind_text(flag.kind)
+                                    .map_or(flag.kind, |text| lang.text(text))
+                                    .into(),
                                 flag.subject.clone().into(),
                                 flag.detail.in_lang(lang).into(),
                             ]
@@ -387,7 +414,7 @@ pub async fn export(
                 _ => Table::headed(
                     "security events".into(),
                     lang,
-                    &[Text::ColAt, Text::ColKind, Text::ColStudent],
+                    &[Text::ColAt, Text::ColKind, Text::ColStudent, Text::ColName],
                     dashboard
                         .security_events
                         .iter()
@@ -398,8 +425,11 @@ pub async fn export(
                                     event.at,
                                 )
                                 .into(),
-                                event.kind.clone().into(),
+                                crate::security_events::kind_text(&event.kind)
+                                    .map_or(event.kind.as_str(), |text| lang.text(text))
+                                    .into(),
                                 event.student_iin.clone().into(),
+                                event.student_name.clone().into(),
                             ]
                         })
                         .collect(),
@@ -845,6 +875,58 @@ mod tests {
     }
 
     #[test]
+    fn every_security_event_and_red_flag_kind_has_words() {
+        use crate::marks::{Rejection, ScanRefusal};
+        let phone = [
+            Rejection::MalformedToken,
+            Rejection::ForgedToken,
+            Rejection::StaleToken,
+            Rejection::LessonNotOpen,
+            Rejection::NotInGroup,
+            Rejection::DeviceNotBound,
+            Rejection::DeviceUsedForAnotherStudent,
+            Rejection::StudentInactive,
+            Rejection::DeviceUnverified,
+            Rejection::PasskeyInvalid,
+        ]
+        .map(|rejection| rejection.kind());
+        let kiosk = [
+            ScanRefusal::Malformed,
+            ScanRefusal::UnknownStudent,
+            ScanRefusal::Forged,
+            ScanRefusal::Stale,
+            ScanRefusal::FromTheFuture,
+            ScanRefusal::Replayed,
+            ScanRefusal::StudentInactive,
+            ScanRefusal::BufferedTooLong,
+        ]
+        .map(|refusal| format!("kiosk_{}", refusal.code()));
+        for kind in phone
+            .iter()
+            .map(|kind| kind.to_string())
+            .chain(kiosk)
+            .chain(["login_failed", "binding_code_wrong", "typed_code_unknown"].map(String::from))
+        {
+            assert!(crate::security_events::kind_text(&kind).is_some(), "{kind}");
+        }
+        for kind in [
+            "beneficiary_without_attendance",
+            "binding_burst",
+            "check_in_burst",
+            "empty_lesson",
+            "hand_marked_student",
+            "idle_group",
+            "in_class_not_on_campus",
+            "manual_share_outlier",
+            "shared_device",
+            "two_rooms_at_once",
+            "unlicensed_site",
+        ] {
+            assert!(crate::red_flags::kind_text(kind).is_some(), "{kind}");
+        }
+    }
+
+    #[test]
     fn admin_pages_escape_hostile_names() {
         let lang = Lang::fallback();
         let dashboard = DashboardPage {
@@ -882,10 +964,11 @@ mod tests {
             beneficiary_pull: Some((hostile::TEXT.into(), "0".into())),
             unknown_beneficiaries: vec![hostile::TEXT.into()],
             flags: Vec::new(),
-            security_events: vec![RecentEvent {
-                at: 0,
-                kind: hostile::TEXT.into(),
-                student_iin: hostile::TEXT.into(),
+            security_events: vec![EventLine {
+                when: hostile::TEXT.into(),
+                what: hostile::TEXT.into(),
+                who: hostile::TEXT.into(),
+                count: 2,
             }],
             closed: Some(hostile::TEXT.into()),
         };
