@@ -573,6 +573,67 @@ pub fn end_session(connection: &Connection, token: &str) -> rusqlite::Result<usi
     )
 }
 
+/// The groups `member` may issue phone-binding codes for: every group for an admin,
+/// their own for a curator, none for a teacher.
+pub fn code_issuing_groups(
+    connection: &Connection,
+    member: &StaffMember,
+) -> rusqlite::Result<Vec<String>> {
+    let sql = match member.role {
+        Role::Admin => "SELECT code FROM study_groups WHERE ?1 IS NOT NULL ORDER BY code",
+        Role::Curator => {
+            "SELECT g.code FROM curator_groups cg JOIN study_groups g ON g.id = cg.group_id
+             WHERE cg.staff_id = ?1 ORDER BY g.code"
+        }
+        Role::Teacher => return Ok(Vec::new()),
+    };
+    connection
+        .prepare_cached(sql)?
+        .query_map([member.id], |row| row.get(0))?
+        .collect()
+}
+
+/// One printed binding slip: who, the code, until when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingSlip {
+    pub iin: String,
+    pub name: String,
+    pub code: String,
+    pub expires_at: i64,
+}
+
+/// New binding codes for every active student of `group`, in one transaction (each
+/// replaces the student's unused one). The caller checked `code_issuing_groups`.
+pub fn issue_group_codes(
+    connection: &Connection,
+    group: &str,
+    issued_by: &str,
+    now: i64,
+) -> Result<Vec<BindingSlip>, StaffError> {
+    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+    let students: Vec<(String, String)> = transaction
+        .prepare(
+            "SELECT s.iin, s.last_name || ' ' || s.first_name FROM students s
+             JOIN study_groups g ON g.id = s.group_id
+             WHERE g.code = ?1 AND s.status = 'active' ORDER BY s.last_name, s.first_name",
+        )?
+        .query_map([group], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut slips = Vec::with_capacity(students.len());
+    for (iin, name) in students {
+        let parsed = Iin::parse(&iin).map_err(|_| StaffError::UnknownStudent(iin.clone()))?;
+        let code = issue_binding_code(&transaction, &parsed, issued_by, now)?;
+        slips.push(BindingSlip {
+            iin,
+            name,
+            code,
+            expires_at: now + BINDING_CODE_SECS,
+        });
+    }
+    transaction.commit()?;
+    Ok(slips)
+}
+
 /// How pages greet `member`: a teacher by name, anyone else by login.
 pub fn display_name(connection: &Connection, member: &StaffMember) -> rusqlite::Result<String> {
     let Some(iin) = &member.teacher_iin else {

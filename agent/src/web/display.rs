@@ -93,7 +93,7 @@ fn shown_code(
     Ok(code)
 }
 
-fn qr_svg(url: &str) -> Result<(String, i16), qrcode::types::QrError> {
+pub(super) fn qr_svg(url: &str) -> Result<(String, i16), qrcode::types::QrError> {
     let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)?;
     let version = match code.version() {
         qrcode::Version::Normal(version) | qrcode::Version::Micro(version) => version,

@@ -257,6 +257,10 @@ pub fn router(state: AppState) -> Router {
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))
         .route("/teacher/lessons/{id}/grades", post(staff::record_grade))
         .route("/admin/binding-codes", post(staff::issue_binding_code))
+        .route(
+            "/staff/binding-slips",
+            get(staff::binding_slips_form).post(staff::binding_slips),
+        )
         .route("/admin", get(admin::dashboard))
         .route("/admin/export/{table}", get(admin::export))
         .route(

@@ -253,6 +253,8 @@ struct TeacherPage {
     login: String,
     csrf: String,
     is_admin: bool,
+    /// Admins and curators issue phone-linking codes.
+    issues_codes: bool,
     lessons: Vec<LessonRow>,
 }
 
@@ -344,6 +346,7 @@ pub async fn teacher_page(
         &TeacherPage {
             lang: staff.lang,
             is_admin: staff.is_admin(),
+            issues_codes: staff.member.role != accounts::Role::Teacher,
             login: name,
             csrf: staff.csrf,
             lessons,
@@ -868,6 +871,133 @@ pub async fn issue_binding_code(
     }
 }
 
+/// One printed slip.
+struct SlipView {
+    name: String,
+    group: String,
+    code: String,
+    until: String,
+}
+
+#[derive(Template)]
+#[template(path = "binding_slips.html")]
+struct SlipsPage {
+    lang: Lang,
+    csrf: String,
+    groups: Vec<String>,
+    chosen: String,
+    /// The binding address, and its QR as SVG (the same on every slip).
+    address: String,
+    qr: String,
+    slips: Vec<SlipView>,
+}
+
+#[derive(Deserialize)]
+pub struct SlipsForm {
+    #[serde(default)]
+    csrf: String,
+    group: String,
+}
+
+impl CsrfField for SlipsForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn slips_page(
+    state: &AppState,
+    staff: &Staff,
+    chosen: Option<String>,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    let member = staff.member.clone();
+    let now = state.now();
+    let groups = state
+        .with_db(move |store| {
+            accounts::code_issuing_groups(store.connection(), &member)
+                .map_err(|source| crate::error::AgentError::from(store.error(source)))
+        })
+        .await
+        .or_failure(lang)?;
+    if groups.is_empty() {
+        return Err(WebError::refused(
+            lang,
+            StatusCode::FORBIDDEN,
+            Text::SlipsNone,
+        ));
+    }
+    let slips = match &chosen {
+        None => Vec::new(),
+        Some(group) if !groups.contains(group) => {
+            return Err(WebError::refused(
+                lang,
+                StatusCode::FORBIDDEN,
+                Text::StaffNotYours,
+            ))
+        }
+        Some(group) => {
+            let (group, issued_by) = (group.clone(), staff.member.login.clone());
+            state
+                .with_db(move |store| {
+                    accounts::issue_group_codes(store.connection(), &group, &issued_by, now)
+                        .map_err(crate::error::AgentError::from)
+                })
+                .await
+                .or_failure(lang)?
+        }
+    };
+    let address = format!("{}/bind", state.public_url());
+    let qr = super::display::qr_svg(&address)
+        .map(|(svg, _)| svg)
+        .unwrap_or_default();
+    let timezone = &state.settings.timezone;
+    Ok(render(
+        StatusCode::OK,
+        &SlipsPage {
+            lang,
+            csrf: staff.csrf.clone(),
+            groups,
+            chosen: chosen.clone().unwrap_or_default(),
+            qr,
+            slips: slips
+                .into_iter()
+                .map(|slip| SlipView {
+                    name: slip.name,
+                    group: chosen.clone().unwrap_or_default(),
+                    code: slip.code,
+                    until: lang.fill(
+                        Text::SlipsUntil,
+                        &[(
+                            "when",
+                            &crate::clock::local_date_time_text(timezone, slip.expires_at),
+                        )],
+                    ),
+                })
+                .collect(),
+            address,
+        },
+    ))
+}
+
+/// `GET /staff/binding-slips`: the group to issue codes for (an admin's any, a curator's
+/// own).
+pub async fn binding_slips_form(
+    State(state): State<AppState>,
+    StaffPage(staff): StaffPage,
+) -> Result<Response, WebError> {
+    slips_page(&state, &staff, None).await
+}
+
+/// `POST /staff/binding-slips`: new codes for every student of the group, as printable
+/// slips (A4, eight to a page).
+pub async fn binding_slips(
+    State(state): State<AppState>,
+    StaffForm { staff, form }: StaffForm<SlipsForm>,
+) -> Result<Response, WebError> {
+    slips_page(&state, &staff, Some(form.group)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::page::hostile;
@@ -882,11 +1012,27 @@ mod tests {
             rows: vec![(Text::StatusStudents, 1)],
         };
         hostile::assert_escaped(&home.render().expect("home"));
+        let slips = SlipsPage {
+            lang,
+            csrf: hostile::TEXT.into(),
+            groups: vec![hostile::TEXT.into()],
+            chosen: hostile::TEXT.into(),
+            address: hostile::TEXT.into(),
+            qr: String::new(),
+            slips: vec![SlipView {
+                name: hostile::TEXT.into(),
+                group: hostile::TEXT.into(),
+                code: hostile::TEXT.into(),
+                until: hostile::TEXT.into(),
+            }],
+        };
+        hostile::assert_escaped(&slips.render().expect("slips"));
         let teacher = TeacherPage {
             lang,
             login: hostile::TEXT.into(),
             csrf: hostile::TEXT.into(),
             is_admin: true,
+            issues_codes: true,
             lessons: vec![LessonRow {
                 id: 1,
                 start: "09:00".into(),

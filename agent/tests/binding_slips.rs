@@ -1,0 +1,134 @@
+//! Phone-linking slips: a curator issues codes for their own group (and only theirs) in
+//! one go, as a printable page of slips with each student's name, code, expiry and a QR
+//! of the binding address; each slip's code links that student's phone.
+
+mod common;
+
+use common::{College, AGENT, TEACHER_A};
+use kasip_tests::{run_with, text};
+
+fn slip_codes(page: &str) -> Vec<(String, String)> {
+    // (name, code) per slip, in page order.
+    page.split("<li class=slip>")
+        .skip(1)
+        .map(|slip| {
+            let name = slip
+                .split("<b>")
+                .nth(1)
+                .and_then(|rest| rest.split("</b>").next())
+                .unwrap_or_default()
+                .to_owned();
+            let code = slip
+                .split("<b class=code>")
+                .nth(1)
+                .and_then(|rest| rest.split("</b>").next())
+                .unwrap_or_default()
+                .to_owned();
+            (name, code)
+        })
+        .collect()
+}
+
+#[test]
+fn a_curator_prints_slips_for_their_group_and_each_code_links_its_student() {
+    let college = College::new(3);
+    let agent = |args: &[&str], stdin: Option<&str>| {
+        let output = run_with(AGENT, &college.dir.path(), args, &[], stdin);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+    };
+    agent(
+        &[
+            "staff", "add", "--role", "curator", "curator1", "--group", "ПО-21",
+        ],
+        None,
+    );
+    agent(
+        &["staff", "set-password", "curator1"],
+        Some("correct horse battery\n"),
+    );
+    let curator = college.teacher("curator1");
+    let teacher_page = curator
+        .get(college.url("/teacher?lang=en"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("teacher page");
+    assert!(
+        teacher_page.contains("href=\"/staff/binding-slips\""),
+        "{teacher_page}"
+    );
+    let form = curator
+        .get(college.url("/staff/binding-slips?lang=en"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("form");
+    assert!(form.contains("<option>ПО-21</option>"), "{form}");
+    assert!(
+        !form.contains("<option>ПО-22</option>"),
+        "another curator's group: {form}"
+    );
+
+    let csrf = kasip_tests::csrf_of(&form);
+    let issue = |group: &str| {
+        curator
+            .post(college.url("/staff/binding-slips?lang=en"))
+            .form(&[("csrf", csrf.as_str()), ("group", group)])
+            .send()
+            .expect("issue")
+    };
+    let refused = issue("ПО-22");
+    assert_eq!(refused.status(), 403);
+    let answer = issue("ПО-21");
+    assert_eq!(answer.status(), 200);
+    let page = answer.text().expect("slips");
+    let slips = slip_codes(&page);
+    assert_eq!(slips.len(), college.group_a.len(), "{page}");
+    assert_eq!(
+        page.matches("<svg").count(),
+        slips.len(),
+        "a QR on every slip"
+    );
+    assert!(
+        page.contains(&format!("{}/bind", college.server.url)),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches("Valid until 2026-11-24 ").count(),
+        slips.len(),
+        "{page}"
+    );
+    let issued_by_curator = college.count(
+        "SELECT COUNT(*) FROM binding_codes WHERE issued_by = 'curator1' AND used_at IS NULL",
+    );
+    assert_eq!(issued_by_curator, slips.len() as i64);
+
+    // The first slip's code links its student's phone.
+    let name_of = |iin: &str| -> String {
+        college
+            .db()
+            .query_row(
+                "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
+                [iin],
+                |row| row.get(0),
+            )
+            .expect("name")
+    };
+    let (name, code) = &slips[0];
+    let iin = college
+        .group_a
+        .iter()
+        .find(|iin| name_of(iin) == *name)
+        .expect("the slip's student")
+        .clone();
+    let phone = college.phone();
+    let bound = college.post_bind(&phone, &iin, code, None);
+    assert_eq!(bound.status(), 200, "{}", bound.text().unwrap_or_default());
+
+    // A teacher issues no codes.
+    let teacher = college.teacher(TEACHER_A);
+    let status = teacher
+        .get(college.url("/staff/binding-slips"))
+        .send()
+        .expect("slips")
+        .status();
+    assert_eq!(status, 403);
+}
