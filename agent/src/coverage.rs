@@ -408,7 +408,11 @@ fn weekly_trend(
             rules.student_qr_share,
             rules.min_coverage,
         );
-        weeks.push((through.to_string(), coverage.coverage_per_mille));
+        // A week before any mark is no figure, not 0%.
+        let figure = coverage
+            .coverage_per_mille
+            .filter(|_| coverage.present_marks > 0);
+        weeks.push((through.to_string(), figure));
         day = through.add_days(1);
     }
     // Extend the month's average daily change so far to its last day: a rough guide for

@@ -48,6 +48,39 @@ impl RosterCounts {
 }
 
 /// The active students of the group `group_code` as (IIN, "Last First"), by name.
+/// Students whose name (either order) or IIN contains `query`, case-insensitive in any
+/// script, at most `limit`: (IIN, name, group). Matched here, not in SQL: SQLite's
+/// `lower` and `LIKE` fold ASCII only, and a college's roster is small.
+pub fn search_students(
+    connection: &rusqlite::Connection,
+    query: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, String, String)>> {
+    let wanted = query.trim().to_lowercase();
+    let mut statement = connection.prepare_cached(
+        "SELECT s.iin, s.last_name, s.first_name, g.code
+         FROM students s JOIN study_groups g ON g.id = s.group_id
+         ORDER BY s.last_name, s.first_name",
+    )?;
+    let mut rows = statement.query([])?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (iin, last, first, group): (String, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let name = format!("{last} {first}");
+        if iin.contains(&wanted)
+            || name.to_lowercase().contains(&wanted)
+            || format!("{first} {last}").to_lowercase().contains(&wanted)
+        {
+            found.push((iin, name, group));
+            if found.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Whether a study group with this code exists.
 pub fn group_exists(connection: &rusqlite::Connection, group_code: &str) -> rusqlite::Result<bool> {
     connection

@@ -392,3 +392,49 @@ fn security_events_on_the_dashboard_read_as_time_words_and_names() {
         "a code where words belong: {events}"
     );
 }
+
+/// The dashboard has a month picker and finds a student by any part of their name (any
+/// case, Cyrillic too) or IIN.
+#[test]
+fn the_dashboard_picks_a_month_and_finds_a_student_by_name_or_iin() {
+    let college = College::new(3);
+    let admin = college.teacher("admin");
+    let get = |path: &str| {
+        admin
+            .get(college.url(path))
+            .send()
+            .and_then(|response| response.text())
+            .expect("page")
+    };
+    let page = get("/admin?month=2026-10&lang=en");
+    assert!(
+        page.contains("<input type=month name=month value=\"2026-10\" required>"),
+        "{page}"
+    );
+    assert!(page.contains("action=\"/admin/search\""), "{page}");
+    assert!(page.contains("College QR coverage:"), "{page}");
+    let (iin, name): (String, String) = college
+        .db()
+        .query_row(
+            "SELECT iin, last_name || ' ' || first_name FROM students WHERE iin = ?1",
+            [&college.group_a[1]],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("student");
+    let lower = name.to_lowercase();
+    let part: String = lower.chars().skip(1).take(5).collect();
+    for query in [part.as_str(), &iin[3..9]] {
+        let found = get(&format!(
+            "/admin/search?month=2026-11&lang=en&q={}",
+            kasip_tests::url_encode(query)
+        ));
+        assert!(
+            found.contains(&format!(
+                "/admin/student?month=2026-11&amp;iin={iin}\">{name}</a>"
+            )),
+            "{query}: {found}"
+        );
+    }
+    let none = get("/admin/search?q=%25%25zzzz&lang=en");
+    assert!(none.contains("id=none>No student matches."), "{none}");
+}

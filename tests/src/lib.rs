@@ -333,6 +333,18 @@ pub fn screenshot_path(name: &str) -> std::path::PathBuf {
     target.join(format!("{name}.png"))
 }
 
+/// `text` percent-encoded for a URL's query.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 pub fn workspace_binary(name: &str) -> String {
     let test_executable = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>

@@ -801,6 +801,55 @@ struct StudentPage {
 }
 
 /// Drill-down: one student's marks in the month, latest last, and their campus entries.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    month: Option<String>,
+    #[serde(default)]
+    q: String,
+}
+
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage {
+    lang: Lang,
+    month: Month,
+    query: String,
+    /// (IIN, name, group)
+    found: Vec<(String, String, String)>,
+}
+
+/// `GET /admin/search?q=…`: students by name or IIN, each a link to their month.
+pub async fn search(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    PageQuery(query): PageQuery<SearchQuery>,
+) -> Result<Response, WebError> {
+    let lang = admin.lang;
+    let month = month_of(&state, lang, query.month.as_deref())?;
+    let text: String = query.q.chars().take(100).collect();
+    let wanted = text.clone();
+    let found = if wanted.trim().is_empty() {
+        Vec::new()
+    } else {
+        state
+            .with_db(move |store| {
+                crate::roster::search_students(store.connection(), &wanted, 50)
+                    .map_err(|source| AgentError::from(store.error(source)))
+            })
+            .await
+            .or_failure(lang)?
+    };
+    Ok(render(
+        StatusCode::OK,
+        &SearchPage {
+            lang,
+            month,
+            query: text,
+            found,
+        },
+    ))
+}
+
 pub async fn student_page(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -983,6 +1032,17 @@ mod tests {
             closed: None,
         };
         hostile::assert_escaped(&close.render().expect("close page"));
+        let search = SearchPage {
+            lang,
+            month: Month::parse("2026-11").expect("month"),
+            query: hostile::TEXT.into(),
+            found: vec![(
+                hostile::TEXT.into(),
+                hostile::TEXT.into(),
+                hostile::TEXT.into(),
+            )],
+        };
+        hostile::assert_escaped(&search.render().expect("search"));
         let student = StudentMonth {
             iin: hostile::TEXT.into(),
             name: hostile::TEXT.into(),

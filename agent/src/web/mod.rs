@@ -273,6 +273,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/group", get(admin::group_page))
         .route("/admin/student", get(admin::student_page))
+        .route("/admin/search", get(admin::search))
         .route("/display/{id}", get(display::display_page))
         .route("/display/{id}/current", get(display::display_current))
         .route("/display/{id}/events", get(display::display_events))
