@@ -45,15 +45,19 @@ fn dashboard_matches_the_coverage_command_and_is_admin_only() {
         assert!(page.contains(&bar), "missing bar {bar}: {page}");
     }
     assert!(page.contains("id=threshold"), "{page}");
-    // Weeks end on Sundays: ≤ 1, 8, 15 and 22 November at 0‰, then 1 of 6 (166‰) on the
-    // 23rd. Projection by hand: (166 − 0) over the 22 days since the 1st is 7.5‰ a day;
-    // 7 more days to the 30th: 166 + 52.8 = 218.8 → 218‰.
+    // Weeks end on Sundays: ≤ 1, 8, 15 and 22 November had no mark at all, so no figure
+    // ("—", not 0%), then 1 of 6 (166‰) on the 23rd. One week with marks is no trend: the
+    // projection is that week's figure.
     assert!(
         page.contains("<th>≤ 2026-11-22</th><th>≤ 2026-11-23</th>"),
         "{page}"
     );
     assert!(
-        page.contains("id=projection data-per-mille=\"218\""),
+        page.contains("<tr><td>—</td><td>—</td><td>—</td><td>—</td><td>16.6%</td></tr>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=projection data-per-mille=\"166\""),
         "{page}"
     );
     let group = admin
