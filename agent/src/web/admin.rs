@@ -301,21 +301,7 @@ pub async fn dashboard(
         })
         .await
         .or_failure(lang)?
-        .map(|closed| {
-            lang.fill(
-                Text::CloseClosedOn,
-                &[
-                    (
-                        "when",
-                        &crate::clock::local_date_time_text(
-                            &state.settings.timezone,
-                            closed.closed_at,
-                        ),
-                    ),
-                    ("who", &closed.closed_by),
-                ],
-            )
-        });
+        .map(|closed| closed_on(&state, lang, &closed));
     let pull = sync.beneficiary_pull.as_ref();
     let page = DashboardPage {
         lang,
@@ -630,7 +616,6 @@ async fn close_page(
         .filter(|group| !group.holds)
         .map(|group| group.scope.as_str())
         .collect();
-    let timezone = &state.settings.timezone;
     Ok(render(
         status,
         &MonthClosePage {
@@ -658,23 +643,23 @@ async fn close_page(
                 lang.fill(Text::CloseGroupsBelow, &[("groups", &below.join(", "))])
             },
             not_ended: state.settings.local_date(state.now()) <= month.last_day(),
-            closed: closed.map(|closed| {
-                (
-                    lang.fill(
-                        Text::CloseClosedOn,
-                        &[
-                            (
-                                "when",
-                                &crate::clock::local_date_time_text(timezone, closed.closed_at),
-                            ),
-                            ("who", &closed.closed_by),
-                        ],
-                    ),
-                    closed.compliant,
-                )
-            }),
+            closed: closed.map(|closed| (closed_on(state, lang, &closed), closed.compliant)),
         },
     ))
+}
+
+/// "Closed DATE by WHO", at the college's local time.
+fn closed_on(state: &AppState, lang: Lang, closed: &crate::month_close::ClosedMonth) -> String {
+    lang.fill(
+        Text::CloseClosedOn,
+        &[
+            (
+                "when",
+                &crate::clock::local_date_time_text(&state.settings.timezone, closed.closed_at),
+            ),
+            ("who", &closed.closed_by),
+        ],
+    )
 }
 
 /// `GET /admin/month-close?month=YYYY-MM`: the confirmation before a close, or a closed

@@ -6,12 +6,12 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use kasip_core::{Date, Lang, MarkMethod, MarkStatus, Month, Text};
+use kasip_core::{Date, Lang, Month, Text};
 use serde::Deserialize;
 
-use super::error::{MessagePage, OrFailure, Paragraph, WebError};
+use super::error::{OrFailure, WebError};
 use super::extract::{PageLang, PageQuery};
-use super::page::{cookie, render};
+use super::page::{cookie, method_text, render, status_text};
 use super::phone::CREDENTIAL_COOKIE;
 use super::AppState;
 use crate::error::AgentError;
@@ -61,25 +61,6 @@ pub struct MonthQuery {
     month: Option<String>,
 }
 
-fn status_text(status: MarkStatus) -> Text {
-    match status {
-        MarkStatus::Present => Text::MarkPresent,
-        MarkStatus::Late => Text::MarkLate,
-        MarkStatus::Absent => Text::MarkAbsent,
-        MarkStatus::Excused => Text::MarkExcused,
-    }
-}
-
-fn method_text(method: MarkMethod) -> Text {
-    match method {
-        MarkMethod::QrPhone => Text::MethodQrPhone,
-        MarkMethod::QrKiosk => Text::MethodQrKiosk,
-        MarkMethod::QrTyped => Text::MethodQrTyped,
-        MarkMethod::Manual => Text::MethodManual,
-        MarkMethod::LateEntry => Text::MethodLateEntry,
-    }
-}
-
 /// Monday = 0.
 fn weekday(date: Date) -> usize {
     (date.days_since_epoch() + 3).rem_euclid(7) as usize
@@ -92,17 +73,7 @@ pub async fn my_month(
     PageQuery(query): PageQuery<MonthQuery>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let not_bound = || {
-        WebError::page(
-            StatusCode::UNAUTHORIZED,
-            MessagePage::new(
-                lang,
-                Text::MeTitle,
-                vec![Paragraph::bad(lang.text(Text::PassNotBound))],
-            )
-            .link("/bind", lang.text(Text::BindTitle)),
-        )
-    };
+    let not_bound = || super::pass::not_bound(lang, Text::MeTitle);
     let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies) else {
         return Err(not_bound());
     };

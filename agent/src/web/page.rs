@@ -7,6 +7,29 @@ use axum::response::{Html, IntoResponse, Response};
 
 use kasip_core::Lang;
 
+/// A mark's status in words.
+pub fn status_text(status: kasip_core::MarkStatus) -> kasip_core::Text {
+    use kasip_core::{MarkStatus, Text};
+    match status {
+        MarkStatus::Present => Text::MarkPresent,
+        MarkStatus::Late => Text::MarkLate,
+        MarkStatus::Absent => Text::MarkAbsent,
+        MarkStatus::Excused => Text::MarkExcused,
+    }
+}
+
+/// How a mark was made, in words.
+pub fn method_text(method: kasip_core::MarkMethod) -> kasip_core::Text {
+    use kasip_core::{MarkMethod, Text};
+    match method {
+        MarkMethod::QrPhone => Text::MethodQrPhone,
+        MarkMethod::QrKiosk => Text::MethodQrKiosk,
+        MarkMethod::QrTyped => Text::MethodQrTyped,
+        MarkMethod::Manual => Text::MethodManual,
+        MarkMethod::LateEntry => Text::MethodLateEntry,
+    }
+}
+
 /// `template` as an HTML page with `status`. A template that fails to render (a bug: the
 /// templates are checked at compile time) is a 500 and a log line, never a panic.
 pub fn render(status: StatusCode, template: &impl Template) -> Response {

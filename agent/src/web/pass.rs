@@ -35,22 +35,25 @@ struct PassPage {
     name: String,
 }
 
+/// A student's page asked for by a phone that is not linked: 401, and the way to link it.
+pub(super) fn not_bound(lang: Lang, title: Text) -> WebError {
+    WebError::page(
+        StatusCode::UNAUTHORIZED,
+        MessagePage::new(
+            lang,
+            title,
+            vec![Paragraph::bad(lang.text(Text::PassNotBound))],
+        )
+        .link("/bind", lang.text(Text::BindTitle)),
+    )
+}
+
 pub async fn page(
     State(state): State<AppState>,
     PageLang(lang): PageLang,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let not_bound = || {
-        WebError::page(
-            StatusCode::UNAUTHORIZED,
-            MessagePage::new(
-                lang,
-                Text::PassTitle,
-                vec![Paragraph::bad(lang.text(Text::PassNotBound))],
-            )
-            .link("/bind", lang.text(Text::BindTitle)),
-        )
-    };
+    let not_bound = || not_bound(lang, Text::PassTitle);
     let Some(credential) = cookie(&headers, CREDENTIAL_COOKIE, state.secure_cookies) else {
         return Err(not_bound());
     };

@@ -13,7 +13,9 @@ use super::extract::{
     AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm, StaffPage,
     SESSION_COOKIE,
 };
-use super::page::{cookie, double_submit_ok, render, set_cookie, with_cookie};
+use super::page::{
+    cookie, double_submit_ok, method_text, render, set_cookie, status_text, with_cookie,
+};
 use super::throttle::{self, throttled, Client, Key};
 use super::AppState;
 use crate::lessons::{self, LessonState, LessonSummary};
@@ -397,26 +399,6 @@ enum RosterNotice {
         reason: String,
     },
     Warning(String),
-}
-
-fn status_text(status: MarkStatus) -> Text {
-    match status {
-        MarkStatus::Present => Text::MarkPresent,
-        MarkStatus::Late => Text::MarkLate,
-        MarkStatus::Absent => Text::MarkAbsent,
-        MarkStatus::Excused => Text::MarkExcused,
-    }
-}
-
-fn method_text(method: kasip_core::MarkMethod) -> Text {
-    use kasip_core::MarkMethod;
-    match method {
-        MarkMethod::QrPhone => Text::MethodQrPhone,
-        MarkMethod::QrKiosk => Text::MethodQrKiosk,
-        MarkMethod::QrTyped => Text::MethodQrTyped,
-        MarkMethod::Manual => Text::MethodManual,
-        MarkMethod::LateEntry => Text::MethodLateEntry,
-    }
 }
 
 /// The lesson's roster page with `notice`, answered with `status`.
