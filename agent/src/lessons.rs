@@ -495,3 +495,62 @@ pub fn roster(connection: &Connection, lesson_id: i64) -> rusqlite::Result<Vec<R
     tiles.sort_by_key(|tile| !tile.missing());
     Ok(tiles)
 }
+
+/// One student's attendance over a span of a group's lessons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub iin: String,
+    pub name: String,
+    pub lessons: u64,
+    pub present: u64,
+    pub late: u64,
+    pub absent: u64,
+    pub excused: u64,
+}
+
+impl HistoryRow {
+    /// Present or late of the lessons held, in thousandths; None without lessons.
+    pub fn attended_per_mille(&self) -> Option<u64> {
+        (self.lessons > 0).then(|| (self.present + self.late) * 1000 / self.lessons)
+    }
+}
+
+/// The group's active students over its lessons from `from` to `through` (inclusive),
+/// each student's latest mark per lesson counted by status.
+pub fn group_history(
+    connection: &Connection,
+    group: &str,
+    from: Date,
+    through: Date,
+) -> rusqlite::Result<Vec<HistoryRow>> {
+    connection
+        .prepare_cached(
+            "SELECT s.iin, s.last_name || ' ' || s.first_name,
+                    COUNT(l.id),
+                    COUNT(CASE m.status WHEN 'present' THEN 1 END),
+                    COUNT(CASE m.status WHEN 'late' THEN 1 END),
+                    COUNT(CASE m.status WHEN 'absent' THEN 1 END),
+                    COUNT(CASE m.status WHEN 'excused' THEN 1 END)
+             FROM study_groups g
+             JOIN students s ON s.group_id = g.id AND s.status = 'active'
+             LEFT JOIN lessons l ON l.group_id = g.id AND l.date BETWEEN ?2 AND ?3
+             LEFT JOIN latest_marks m ON m.lesson_id = l.id AND m.student_iin = s.iin
+             WHERE g.code = ?1
+             GROUP BY s.iin ORDER BY s.last_name, s.first_name",
+        )?
+        .query_map(
+            rusqlite::params![group, from.to_string(), through.to_string()],
+            |row| {
+                Ok(HistoryRow {
+                    iin: row.get(0)?,
+                    name: row.get(1)?,
+                    lessons: row.get(2)?,
+                    present: row.get(3)?,
+                    late: row.get(4)?,
+                    absent: row.get(5)?,
+                    excused: row.get(6)?,
+                })
+            },
+        )?
+        .collect()
+}

@@ -55,13 +55,37 @@ pub fn qr_marks_needed(present: u64, qr: u64, share: u16) -> u64 {
     (want - have).div_ceil(1000 - share)
 }
 
-/// `iin`'s month; None if no such student.
-pub fn student_month(
+/// A student's name, group and their group's lessons over a span, each with the student's
+/// latest mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudentLessons {
+    pub name: String,
+    pub group: String,
+    pub lessons: Vec<LessonMark>,
+}
+
+impl StudentLessons {
+    /// Lessons marked present or late.
+    pub fn attended(&self) -> u64 {
+        self.lessons
+            .iter()
+            .filter(|lesson| {
+                lesson
+                    .status
+                    .is_some_and(|status| status.counts_as_present())
+            })
+            .count() as u64
+    }
+}
+
+/// `iin`'s group's lessons from `from` through `through` (inclusive), with the student's
+/// marks; None if no such student.
+pub fn student_lessons(
     connection: &Connection,
     iin: &str,
-    month: Month,
-    rules: &CoverageRules,
-) -> rusqlite::Result<Option<StudentMonthView>> {
+    from: Date,
+    through: Date,
+) -> rusqlite::Result<Option<StudentLessons>> {
     let found: Option<(String, String, i64)> = connection
         .prepare_cached(
             "SELECT s.last_name || ' ' || s.first_name, g.code, g.id
@@ -72,7 +96,6 @@ pub fn student_month(
     let Some((name, group, group_id)) = found else {
         return Ok(None);
     };
-    let (first, last) = (month.first_day().to_string(), month.last_day().to_string());
     let lessons = connection
         .prepare_cached(
             "SELECT l.date, l.start_time, l.discipline, m.status, m.method
@@ -81,12 +104,15 @@ pub fn student_month(
              WHERE l.group_id = ?2 AND l.date BETWEEN ?3 AND ?4
              ORDER BY l.date, l.start_time",
         )?
-        .query_map(rusqlite::params![iin, group_id, first, last], |row| {
-            let date: String = row.get(0)?;
-            let status: Option<String> = row.get(3)?;
-            let method: Option<String> = row.get(4)?;
-            Ok((date, row.get(1)?, row.get(2)?, status, method))
-        })?
+        .query_map(
+            rusqlite::params![iin, group_id, from.to_string(), through.to_string()],
+            |row| {
+                let date: String = row.get(0)?;
+                let status: Option<String> = row.get(3)?;
+                let method: Option<String> = row.get(4)?;
+                Ok((date, row.get(1)?, row.get(2)?, status, method))
+            },
+        )?
         .filter_map(|row| match row {
             Ok((date, start, discipline, status, method)) => Some(Ok(LessonMark {
                 date: Date::parse(&date).ok()?,
@@ -98,14 +124,30 @@ pub fn student_month(
             Err(error) => Some(Err(error)),
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let present = lessons
-        .iter()
-        .filter(|lesson| {
-            lesson
-                .status
-                .is_some_and(|status| status.counts_as_present())
-        })
-        .count() as u64;
+    Ok(Some(StudentLessons {
+        name,
+        group,
+        lessons,
+    }))
+}
+
+/// `iin`'s month; None if no such student.
+pub fn student_month(
+    connection: &Connection,
+    iin: &str,
+    month: Month,
+    rules: &CoverageRules,
+) -> rusqlite::Result<Option<StudentMonthView>> {
+    let Some(span) = student_lessons(connection, iin, month.first_day(), month.last_day())? else {
+        return Ok(None);
+    };
+    let present = span.attended();
+    let StudentLessons {
+        name,
+        group,
+        lessons,
+    } = span;
+    let (first, last) = (month.first_day().to_string(), month.last_day().to_string());
     let qr = lessons
         .iter()
         .filter(|lesson| {

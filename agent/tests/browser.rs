@@ -52,6 +52,15 @@ fn teacher_display_is_scanned_by_zbar_and_the_decoded_url_checks_a_student_in() 
         "{first}"
     );
     assert_eq!(browser.text_of("#count"), "0/3");
+    // On a landscape screen the code takes nearly its full height, the words beside it.
+    let share = browser.execute(
+        "const r = document.querySelector('#qr svg').getBoundingClientRect(); return r.height / window.innerHeight",
+    );
+    assert!(
+        share.as_f64().unwrap_or(0.0) >= 0.85,
+        "the QR is {share} of the height"
+    );
+    browser.screenshot(&kasip_tests::screenshot_path("projector"));
 
     let phone = college.bound_phone(&college.group_a[0]);
     let (status, body) = check_in(&phone, &first);

@@ -211,3 +211,118 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
         )));
     }
 }
+
+/// A group's history over chosen dates: each student's lessons by status and the share
+/// attended, for the groups the reader teaches (another's is refused).
+#[test]
+fn a_groups_history_counts_each_students_marks_over_the_chosen_dates() {
+    // The fixture: ПО-21 has one lesson on 2026-11-23, taught by TEACHER_A; ВТ-21's is
+    // TEACHER_B's.
+    let college = College::new(3);
+    let teacher = college.teacher(TEACHER_A);
+    college.open_lesson(&teacher, college.lesson_a);
+    let phone = college.bound_phone(&college.group_a[0]);
+    let (status, _) = check_in(&phone, &college.shown_url(&teacher, college.lesson_a));
+    assert_eq!(status, 200);
+    let get = |client: &reqwest::blocking::Client, path: &str| {
+        let response = client.get(college.url(path)).send().expect("history");
+        (response.status().as_u16(), response.text().expect("body"))
+    };
+    let group = kasip_tests::url_encode("ПО-21");
+    let (status, page) = get(
+        &teacher,
+        &format!("/teacher/history?group={group}&from=2026-11-23&to=2026-11-23&lang=en"),
+    );
+    assert_eq!(status, 200, "{page}");
+    let name: String = college
+        .db()
+        .query_row(
+            "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
+            [&college.group_a[0]],
+            |row| row.get(0),
+        )
+        .expect("name");
+    let iin = &college.group_a[0];
+    let attended = kasip_core::per_mille_text(Some(1000));
+    assert!(
+        page.contains(&format!(
+            "<tr><td><a href=\"/teacher/history/student?iin={iin}&amp;from=2026-11-23&amp;to=2026-11-23\">{name}</a></td><td>1</td><td>1</td><td>0</td><td>0</td><td>0</td><td>{attended}</td></tr>"
+        )),
+        "{page}"
+    );
+    let missing = kasip_core::per_mille_text(Some(0));
+    assert!(
+        page.contains(&format!(
+            "<td>1</td><td>0</td><td>0</td><td>0</td><td>0</td><td>{missing}</td>"
+        )),
+        "the students who did not check in: {page}"
+    );
+    // A day with no lessons: nothing attended, no figure.
+    let (_, empty) = get(
+        &teacher,
+        &format!("/teacher/history?group={group}&from=2020-01-01&to=2020-01-01"),
+    );
+    assert!(
+        empty.contains("<td>0</td><td>0</td><td>0</td><td>0</td><td>0</td><td>—</td>"),
+        "{empty}"
+    );
+    // One student's lessons, each with its mark and how it was made.
+    let (status, student) = get(
+        &teacher,
+        &format!("/teacher/history/student?iin={iin}&from=2026-11-01&to=2026-11-30&lang=en"),
+    );
+    assert_eq!(status, 200, "{student}");
+    assert!(
+        student.contains(&format!("<b id=student>{name}</b>")),
+        "{student}"
+    );
+    assert!(
+        student.contains("<tr class=\"present\"><td>2026-11-23</td><td>09:00</td><td>Математика</td><td>Present</td><td>QR, phone</td></tr>"),
+        "{student}"
+    );
+    assert!(
+        student.contains(&format!("<span id=attended>{attended}</span>")),
+        "{student}"
+    );
+    let absent_iin = &college.group_a[1];
+    let (_, unmarked) = get(
+        &teacher,
+        &format!("/teacher/history/student?iin={absent_iin}&from=2026-11-01&to=2026-11-30&lang=en"),
+    );
+    assert!(
+        unmarked.contains(&format!("<span id=attended>{missing}</span>")),
+        "{unmarked}"
+    );
+    // Another teacher's group and its students are not this teacher's to read; an
+    // admin reads any.
+    let other = kasip_tests::url_encode("ВТ-21");
+    let (status, _) = get(&teacher, &format!("/teacher/history?group={other}"));
+    assert_eq!(status, 403, "a group the teacher does not teach");
+    let outsider = &college.group_b[0];
+    let (status, _) = get(
+        &teacher,
+        &format!("/teacher/history/student?iin={outsider}"),
+    );
+    assert_eq!(
+        status, 403,
+        "a student of a group the teacher does not teach"
+    );
+    let admin = college.teacher("admin");
+    let (status, _) = get(&admin, &format!("/teacher/history?group={other}"));
+    assert_eq!(status, 200);
+    let (status, _) = get(&admin, &format!("/teacher/history/student?iin={outsider}"));
+    assert_eq!(status, 200);
+    // Bad input: a date that is not one, an IIN that is not one, a student nobody has.
+    let (status, _) = get(&teacher, "/teacher/history?from=yesterday");
+    assert_eq!(status, 400);
+    let (status, _) = get(
+        &teacher,
+        &format!("/teacher/history/student?iin={iin}&to=2026-13-01"),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = get(&teacher, "/teacher/history/student?iin=12345");
+    assert_eq!(status, 400);
+    let nobody = &common::student_iins(1, 7000)[0];
+    let (status, _) = get(&admin, &format!("/teacher/history/student?iin={nobody}"));
+    assert_eq!(status, 404, "a valid IIN of no student");
+}

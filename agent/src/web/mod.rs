@@ -252,6 +252,8 @@ pub fn router(state: AppState) -> Router {
         .route("/teacher", get(staff::teacher_page))
         .route("/teacher/lessons/{id}", get(staff::lesson_page))
         .route("/me", get(me::my_month))
+        .route("/teacher/history", get(staff::history_page))
+        .route("/teacher/history/student", get(staff::student_history_page))
         .route("/teacher/lessons/{id}/open", post(staff::open_lesson))
         .route("/teacher/lessons/{id}/close", post(staff::close_lesson))
         .route("/teacher/lessons/{id}/marks", post(staff::manual_mark))

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::error::{MessagePage, OrFailure, Paragraph, WebError};
 use super::extract::{
-    AdminForm, CsrfField, CsrfOnly, PageLang, PeerAddress, Staff, StaffForm, StaffPage,
+    AdminForm, CsrfField, CsrfOnly, PageLang, PageQuery, PeerAddress, Staff, StaffForm, StaffPage,
     SESSION_COOKIE,
 };
 use super::page::{
@@ -853,6 +853,222 @@ pub async fn issue_binding_code(
     }
 }
 
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    group: Option<String>,
+    iin: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl HistoryQuery {
+    /// The chosen dates, this month so far by default; a date that does not parse is a 400.
+    fn span(&self, today: Date, lang: Lang) -> Result<(Date, Date), WebError> {
+        let date = |text: Option<&str>, default: Date| match text.filter(|text| !text.is_empty()) {
+            None => Ok(default),
+            Some(text) => Date::parse(text).map_err(|_| {
+                WebError::refused(lang, StatusCode::BAD_REQUEST, Text::ErrorBadAddress)
+            }),
+        };
+        Ok((
+            date(self.from.as_deref(), today.calendar_month().first_day())?,
+            date(self.to.as_deref(), today)?,
+        ))
+    }
+}
+
+struct HistoryLine {
+    iin: String,
+    name: String,
+    lessons: u64,
+    present: u64,
+    late: u64,
+    absent: u64,
+    excused: u64,
+    attended: String,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryPage {
+    lang: Lang,
+    groups: Vec<String>,
+    group: String,
+    from: String,
+    to: String,
+    rows: Vec<HistoryLine>,
+}
+
+/// `GET /teacher/history?group=&from=&to=`: a group's attendance per student over any
+/// dates (this month so far by default), for the groups the reader teaches, curates or,
+/// as an admin, any.
+pub async fn history_page(
+    State(state): State<AppState>,
+    StaffPage(staff): StaffPage,
+    PageQuery(query): PageQuery<HistoryQuery>,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    let (from, to) = query.span(state.settings.local_date(state.now()), lang)?;
+    let member = staff.member.clone();
+    let wanted = query.group.clone();
+    let (groups, rows) = state
+        .with_reports(move |store| {
+            let failure = |source| crate::error::AgentError::from(store.error(source));
+            let connection = store.connection();
+            let groups = accounts::history_groups(connection, &member).map_err(failure)?;
+            let rows = match wanted.as_ref().or(groups.first()) {
+                Some(group) if groups.contains(group) => {
+                    Some(lessons::group_history(connection, group, from, to).map_err(failure)?)
+                }
+                Some(_) => None,
+                None => Some(Vec::new()),
+            };
+            Ok((groups, rows))
+        })
+        .await
+        .or_failure(lang)?;
+    if groups.is_empty() {
+        return Err(WebError::refused(
+            lang,
+            StatusCode::FORBIDDEN,
+            Text::HistoryNone,
+        ));
+    }
+    let Some(rows) = rows else {
+        return Err(WebError::refused(
+            lang,
+            StatusCode::FORBIDDEN,
+            Text::StaffNotYours,
+        ));
+    };
+    Ok(render(
+        StatusCode::OK,
+        &HistoryPage {
+            lang,
+            group: query.group.unwrap_or_else(|| groups[0].clone()),
+            groups,
+            from: from.to_string(),
+            to: to.to_string(),
+            rows: rows
+                .into_iter()
+                .map(|row| HistoryLine {
+                    attended: kasip_core::per_mille_text(row.attended_per_mille()),
+                    iin: row.iin,
+                    name: row.name,
+                    lessons: row.lessons,
+                    present: row.present,
+                    late: row.late,
+                    absent: row.absent,
+                    excused: row.excused,
+                })
+                .collect(),
+        },
+    ))
+}
+
+struct StudentHistoryLine {
+    date: String,
+    start: String,
+    discipline: String,
+    status: &'static str,
+    method: &'static str,
+    class: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "history_student.html")]
+struct StudentHistoryPage {
+    lang: Lang,
+    iin: String,
+    name: String,
+    group: String,
+    from: String,
+    to: String,
+    attended: String,
+    lessons: Vec<StudentHistoryLine>,
+}
+
+/// `GET /teacher/history/student?iin=&from=&to=`: one student's lessons over any dates,
+/// each with its mark and how it was made, for a reader who may see the student's group.
+pub async fn student_history_page(
+    State(state): State<AppState>,
+    StaffPage(staff): StaffPage,
+    PageQuery(query): PageQuery<HistoryQuery>,
+) -> Result<Response, WebError> {
+    let lang = staff.lang;
+    let (from, to) = query.span(state.settings.local_date(state.now()), lang)?;
+    let Ok(iin) = kasip_core::Iin::parse(query.iin.as_deref().unwrap_or_default().trim()) else {
+        return Err(WebError::refused(
+            lang,
+            StatusCode::BAD_REQUEST,
+            Text::BindBadIin,
+        ));
+    };
+    let member = staff.member.clone();
+    let found = state
+        .with_reports(move |store| {
+            let failure = |source| crate::error::AgentError::from(store.error(source));
+            let connection = store.connection();
+            let Some(span) =
+                crate::student_month::student_lessons(connection, &iin.as_string(), from, to)
+                    .map_err(failure)?
+            else {
+                return Ok(None);
+            };
+            let groups = accounts::history_groups(connection, &member).map_err(failure)?;
+            Ok(Some((groups.contains(&span.group), span)))
+        })
+        .await
+        .or_failure(lang)?;
+    let span = match found {
+        None => {
+            return Err(WebError::refused(
+                lang,
+                StatusCode::NOT_FOUND,
+                Text::AdminNoResults,
+            ))
+        }
+        Some((false, _)) => {
+            return Err(WebError::refused(
+                lang,
+                StatusCode::FORBIDDEN,
+                Text::StaffNotYours,
+            ))
+        }
+        Some((true, span)) => span,
+    };
+    let held = span.lessons.len() as u64;
+    let attended = span.attended();
+    Ok(render(
+        StatusCode::OK,
+        &StudentHistoryPage {
+            lang,
+            iin: iin.as_string(),
+            attended: kasip_core::per_mille_text((held > 0).then(|| attended * 1000 / held)),
+            from: from.to_string(),
+            to: to.to_string(),
+            lessons: span
+                .lessons
+                .into_iter()
+                .map(|lesson| StudentHistoryLine {
+                    date: lesson.date.to_string(),
+                    start: lesson.start,
+                    discipline: lesson.discipline,
+                    status: lesson
+                        .status
+                        .map_or("—", |status| lang.text(status_text(status))),
+                    method: lesson
+                        .method
+                        .map_or("", |method| lang.text(method_text(method))),
+                    class: lesson.status.map_or("", |status| status.as_str()),
+                })
+                .collect(),
+            name: span.name,
+            group: span.group,
+        },
+    ))
+}
+
 /// One printed slip.
 struct SlipView {
     name: String,
@@ -1031,6 +1247,42 @@ mod tests {
             }],
         };
         hostile::assert_escaped(&teacher.render().expect("teacher"));
+        let history = HistoryPage {
+            lang,
+            groups: vec![hostile::TEXT.into()],
+            group: hostile::TEXT.into(),
+            from: hostile::TEXT.into(),
+            to: hostile::TEXT.into(),
+            rows: vec![HistoryLine {
+                iin: hostile::TEXT.into(),
+                name: hostile::TEXT.into(),
+                lessons: 1,
+                present: 1,
+                late: 0,
+                absent: 0,
+                excused: 0,
+                attended: hostile::TEXT.into(),
+            }],
+        };
+        hostile::assert_escaped(&history.render().expect("history"));
+        let student = StudentHistoryPage {
+            lang,
+            iin: hostile::TEXT.into(),
+            name: hostile::TEXT.into(),
+            group: hostile::TEXT.into(),
+            from: hostile::TEXT.into(),
+            to: hostile::TEXT.into(),
+            attended: hostile::TEXT.into(),
+            lessons: vec![StudentHistoryLine {
+                date: hostile::TEXT.into(),
+                start: hostile::TEXT.into(),
+                discipline: hostile::TEXT.into(),
+                status: "",
+                method: "",
+                class: "",
+            }],
+        };
+        hostile::assert_escaped(&student.render().expect("student history"));
         let login = LoginPage {
             lang,
             csrf: hostile::TEXT.into(),
