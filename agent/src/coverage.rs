@@ -363,13 +363,90 @@ pub fn report_of(month: Month, students: &[StudentMonth], rules: &CoverageRules)
     }
 }
 
-/// College coverage at the end of each week (Sunday, or the month's last day) up to
-/// `today`, and a month-end projection extended linearly from the last two weeks.
+/// College coverage at the end of each week (Sunday, or the month's last day) and of each
+/// day up to `today`, and a month-end projection extended linearly from the weeks.
 #[derive(Debug, Serialize)]
 pub struct CoverageTrend {
     /// (week's last day, coverage in thousandths)
     pub weeks: Vec<(String, Option<u64>)>,
+    /// (day, the month's coverage counting marks through it): no figure before any mark.
+    pub days: Vec<(String, Option<u64>)>,
     pub projected_month_end: Option<u64>,
+}
+
+/// One group's lessons of one day: the students expected at them (active students times
+/// lessons), those marked present or late, and of those, by QR (as the rules count QR).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDay {
+    pub group: String,
+    pub date: Date,
+    pub expected: u64,
+    pub attended: u64,
+    pub qr: u64,
+}
+
+impl GroupDay {
+    /// Attended of expected, in thousandths; None without anyone expected.
+    pub fn attended_per_mille(&self) -> Option<u64> {
+        (self.expected > 0).then(|| self.attended.min(self.expected) * 1000 / self.expected)
+    }
+}
+
+/// Every group's attendance per lesson day from `from` through `through`, by group then
+/// date; a day without a group's lessons has no row.
+pub fn group_days(
+    connection: &Connection,
+    from: Date,
+    through: Date,
+    rules: &CoverageRules,
+) -> rusqlite::Result<Vec<GroupDay>> {
+    connection
+        .prepare_cached(
+            "WITH enrolled AS (
+                 SELECT group_id, COUNT(*) AS students FROM students
+                 WHERE status = 'active' GROUP BY group_id),
+             marked AS (
+                 SELECT m.lesson_id,
+                        COUNT(CASE WHEN m.counts_as_present THEN 1 END) AS attended,
+                        COUNT(CASE WHEN m.counts_as_present
+                                    AND (m.method IN ('qr_phone', 'qr_kiosk')
+                                         OR (?3 AND m.method = 'qr_typed'))
+                              THEN 1 END) AS qr
+                 FROM latest_marks m JOIN lessons l ON l.id = m.lesson_id
+                 WHERE l.date BETWEEN ?1 AND ?2
+                 GROUP BY m.lesson_id)
+             SELECT g.code, l.date, SUM(COALESCE(e.students, 0)),
+                    SUM(COALESCE(k.attended, 0)), SUM(COALESCE(k.qr, 0))
+             FROM lessons l
+             JOIN study_groups g ON g.id = l.group_id
+             LEFT JOIN enrolled e ON e.group_id = l.group_id
+             LEFT JOIN marked k ON k.lesson_id = l.id
+             WHERE l.date BETWEEN ?1 AND ?2
+             GROUP BY g.code, l.date
+             ORDER BY g.code, l.date",
+        )?
+        .query_map(
+            rusqlite::params![
+                from.to_string(),
+                through.to_string(),
+                rules.typed_code_counts_as_qr
+            ],
+            |row| {
+                let date: String = row.get(1)?;
+                Ok((row.get(0)?, date, row.get(2)?, row.get(3)?, row.get(4)?))
+            },
+        )?
+        .filter_map(|row| match row {
+            Ok((group, date, expected, attended, qr)) => Some(Ok(GroupDay {
+                group,
+                date: Date::parse(&date).ok()?,
+                expected,
+                attended,
+                qr,
+            })),
+            Err(error) => Some(Err(error)),
+        })
+        .collect()
 }
 
 /// The month's coverage report as of `today` and its weekly trend: what the dashboard
@@ -391,6 +468,25 @@ fn weekly_trend(
     today: Date,
     rules: &CoverageRules,
 ) -> CoverageTrend {
+    let college_through = |through: Date| {
+        let students = tally.through(through, rules);
+        let coverage = coverage_of(
+            "college",
+            &students.iter().collect::<Vec<_>>(),
+            rules.student_qr_share,
+            rules.min_coverage,
+        );
+        // A span before any mark is no figure, not 0%.
+        coverage
+            .coverage_per_mille
+            .filter(|_| coverage.present_marks > 0)
+    };
+    let mut days = Vec::new();
+    let mut day = month.first_day();
+    while day <= month.last_day() && day <= today {
+        days.push((day.to_string(), college_through(day)));
+        day = day.add_days(1);
+    }
     let mut weeks = Vec::new();
     let mut day = month.first_day();
     while day <= month.last_day() && day <= today {
@@ -401,17 +497,7 @@ fn weekly_trend(
             week_end
         };
         let through = if through > today { today } else { through };
-        let students = tally.through(through, rules);
-        let coverage = coverage_of(
-            "college",
-            &students.iter().collect::<Vec<_>>(),
-            rules.student_qr_share,
-            rules.min_coverage,
-        );
-        // A week before any mark is no figure, not 0%.
-        let figure = coverage
-            .coverage_per_mille
-            .filter(|_| coverage.present_marks > 0);
+        let figure = college_through(through);
         weeks.push((through.to_string(), figure));
         day = through.add_days(1);
     }
@@ -435,6 +521,7 @@ fn weekly_trend(
     };
     CoverageTrend {
         weeks,
+        days,
         projected_month_end,
     }
 }

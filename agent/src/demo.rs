@@ -15,6 +15,10 @@ use kasip_core::chain::{EntryKind, MarkEvidence};
 /// The demo college's BIN (valid check digit; not a real organisation's number).
 pub const DEMO_BIN: &str = "090640001233";
 pub const DEMO_COLLEGE_NAME: &str = "Алматы политехникалық колледжі (демо)";
+const TIMETABLE_HEADER: &str =
+    "date;start;end;group;discipline;teacher_iin;site;room;mode;address\n";
+/// The demo's random numbers start here, so every seeding makes the same college.
+const DEMO_SEED: u64 = 0x004B_4153_4950;
 /// The default `lesson.late_after_mins`: demo check-ins all fall before it.
 const DEMO_LATE_AFTER_MINS: u32 = 10;
 
@@ -236,8 +240,7 @@ fn teacher_of(group_index: usize, slot: usize, weekday: u8) -> usize {
 }
 
 fn timetable_csv(teachers: &[Iin], today: Date) -> String {
-    let mut csv =
-        String::from("date;start;end;group;discipline;teacher_iin;site;room;mode;address\n");
+    let mut csv = String::from(TIMETABLE_HEADER);
     for date in timetable_days(today) {
         for (slot, (start, end)) in PAIRS.iter().enumerate() {
             for (group_index, group) in GROUPS.iter().enumerate() {
@@ -531,11 +534,60 @@ fn academic_year_start(today: Date) -> Date {
     Date::new(year, 9, 1).unwrap_or(today)
 }
 
+/// Adds a lesson of the first group starting now when none of the demo college's lessons
+/// can be opened now: `serve` calls it at every start of the demo college, so whoever
+/// follows the README's walkthrough, at 23:00 or on another day than the seeding's, has
+/// a lesson to open. Returns whether it added one.
+pub fn ensure_lesson_now(
+    store: &mut Store,
+    now: i64,
+    times: &LessonTimes,
+) -> Result<bool, ImportError> {
+    let today = crate::clock::local_date(&times.timezone, now);
+    let openable = {
+        let connection = store.connection();
+        let mut statement = connection
+            .prepare("SELECT date, start_time, end_time FROM lessons WHERE date BETWEEN ?1 AND ?2")
+            .map_err(|source| store.error(source))?;
+        let lessons = statement
+            .query_map([today.add_days(-1).to_string(), today.to_string()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|source| store.error(source))?;
+        lessons.iter().any(|(date, start, end)| {
+            LessonWindow::of_stored(date, start, end, times)
+                .is_some_and(|window| window.position(now) == WindowPosition::Within)
+        })
+    };
+    if openable {
+        return Ok(false);
+    }
+    let (_, teachers) = teachers_csv(&mut DemoRandom(DEMO_SEED));
+    let line = lesson_now(&teachers, today, now, times);
+    if line.is_empty() {
+        return Ok(false);
+    }
+    let options = ImportOptions {
+        skip_invalid: false,
+        today,
+        source: "demo".to_owned(),
+        now,
+    };
+    let timetable = format!("{TIMETABLE_HEADER}{line}");
+    let report = import(store, ImportKind::Timetable, timetable.as_bytes(), &options)?;
+    Ok(report.added > 0)
+}
+
 /// Seeds (or refreshes: imports are upserts) the demo college into `store`.
 pub fn seed(store: &mut Store, now: i64, times: &LessonTimes) -> Result<DemoReport, ImportError> {
     let timezone = &times.timezone;
     let today = crate::clock::local_date(timezone, now);
-    let mut random = DemoRandom(0x004B_4153_4950);
+    let mut random = DemoRandom(DEMO_SEED);
     let options = ImportOptions {
         skip_invalid: false,
         today,

@@ -173,7 +173,20 @@ fn admin_dashboard_in_chromium_shows_what_coverage_json_computes() {
         "{}",
         browser.text_of("#college")
     );
-    let shot = college.dir.file("dashboard.png");
+    // The heatmap's cells and the trend's points, as the browser lays them out.
+    assert_eq!(
+        browser.attribute_of("rect.cell[data-group='ПО-21']", "data-per-mille"),
+        "666"
+    );
+    assert_eq!(
+        browser.attribute_of("circle.trend-point", "data-date"),
+        "2026-11-23"
+    );
+    browser.cdp(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 1000, "height": 1500, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    let shot = kasip_tests::screenshot_path("admin-dashboard");
     browser.screenshot(&shot);
     assert!(std::fs::metadata(&shot).expect("screenshot").len() > 1000);
 }

@@ -1,5 +1,6 @@
 //! The admin dashboard shows the same numbers as `kasip-agent coverage --json`, draws a
-//! bar per group with the threshold line, exports CSV, and is for admins only.
+//! bar per group with the threshold line, the college's coverage day by day and a heatmap
+//! of each group's attendance by day, exports CSV, and is for admins only.
 
 mod common;
 
@@ -45,16 +46,39 @@ fn dashboard_matches_the_coverage_command_and_is_admin_only() {
         assert!(page.contains(&bar), "missing bar {bar}: {page}");
     }
     assert!(page.contains("id=threshold"), "{page}");
-    // Weeks end on Sundays: ≤ 1, 8, 15 and 22 November had no mark at all, so no figure
-    // ("—", not 0%), then 1 of 6 (166‰) on the 23rd. One week with marks is no trend: the
-    // projection is that week's figure.
+    // The daily trend: 1–22 November had no mark at all, so no point (not 0%), then 1 of
+    // 6 (166‰) on the 23rd, today; nothing after today. One day with marks is no trend:
+    // the projection is that day's figure.
+    let points: Vec<&str> = page
+        .match_indices("class=trend-point")
+        .map(|(at, _)| &page[at..])
+        .collect();
+    assert_eq!(points.len(), 1, "{page}");
     assert!(
-        page.contains("<th>≤ 2026-11-22</th><th>≤ 2026-11-23</th>"),
-        "{page}"
+        points[0].starts_with("class=trend-point data-date=\"2026-11-23\" data-per-mille=\"166\""),
+        "{}",
+        points[0]
+    );
+    assert!(page.contains("id=trend-threshold"), "{page}");
+    // The heatmap: a cell per group and lesson day, from the lessons and marks.
+    let cell =
+        |group: &str| format!("data-group=\"{group}\" data-date=\"2026-11-23\" data-per-mille=");
+    assert!(
+        page.contains(&format!("{}\"333\"", cell("ПО-21"))),
+        "1 of 3: {page}"
     );
     assert!(
-        page.contains("<tr><td>—</td><td>—</td><td>—</td><td>—</td><td>16.6%</td></tr>"),
+        page.contains(&format!("{}\"0\"", cell("ВТ-21"))),
+        "0 of 3: {page}"
+    );
+    assert!(
+        page.contains("<title>ПО-21, 2026-11-23: 33.3% (1/3)</title>"),
         "{page}"
+    );
+    assert_eq!(
+        page.matches("class=\"cell ").count(),
+        2,
+        "no lessons, no cell: {page}"
     );
     assert!(
         page.contains("id=projection data-per-mille=\"166\""),

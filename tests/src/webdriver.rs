@@ -276,6 +276,23 @@ impl Browser {
         )
     }
 
+    /// Runs axe-core (vendored, `tests/vendor/axe-core`) over the page as it is now, with
+    /// the WCAG 2.0, 2.1 and 2.2 A and AA rules and axe's best practices, and returns what
+    /// it found.
+    pub fn axe(&self) -> Vec<AxeViolation> {
+        let loaded = self.execute(&format!("{}\nreturn typeof axe;", axe_source()));
+        assert_eq!(loaded, "object", "axe-core did not load");
+        let found = self.command(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({ "script": AXE_RUN, "args": [] })),
+        );
+        let found = found.as_str().unwrap_or_default();
+        let found: Vec<AxeViolation> = serde_json::from_str(found)
+            .unwrap_or_else(|error| panic!("axe-core answered {found:?}: {error}"));
+        found
+    }
+
     /// Saves a PNG screenshot of the viewport to `path`.
     pub fn screenshot(&self, path: &Path) {
         let encoded = self.command(reqwest::Method::GET, "/screenshot", None);
@@ -285,6 +302,71 @@ impl Browser {
         std::fs::write(path, png).expect("write screenshot");
     }
 }
+
+/// What axe-core found wrong on a page: a rule, how bad, and where.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AxeViolation {
+    pub id: String,
+    /// minor, moderate, serious or critical.
+    pub impact: Option<String>,
+    pub help: String,
+    /// CSS selectors of the elements, each with axe's summary of what to fix.
+    pub nodes: Vec<(String, String)>,
+}
+
+impl AxeViolation {
+    /// Critical or serious: what a user of assistive technology cannot get past.
+    pub fn blocks(&self) -> bool {
+        matches!(self.impact.as_deref(), Some("critical" | "serious"))
+    }
+}
+
+impl std::fmt::Display for AxeViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let impact = self.impact.as_deref().unwrap_or("?");
+        write!(f, "{} ({impact}): {}", self.id, self.help)?;
+        for (target, summary) in &self.nodes {
+            write!(f, "\n    {target}: {}", summary.replace('\n', " "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The vendored axe-core's SHA-256, as its README records it: a changed file is noticed.
+const AXE_SHA256: &str = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c";
+
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let digest = ring::digest::digest(&ring::digest::SHA256, source.as_bytes());
+        let hex: String = digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            AXE_SHA256,
+            "{} is not the vendored axe-core",
+            path.display()
+        );
+        source
+    })
+}
+
+const AXE_RUN: &str = r#"
+const done = arguments[arguments.length - 1];
+axe.run(document, {
+  runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] },
+  resultTypes: ['violations'],
+}).then(result => done(JSON.stringify(result.violations.map(v => ({
+  id: v.id, impact: v.impact, help: v.help,
+  nodes: v.nodes.map(n => [n.target.join(' '), n.failureSummary || '']),
+}))))).catch(error => done('axe failed: ' + error));
+"#;
 
 impl Drop for Browser {
     fn drop(&mut self) {

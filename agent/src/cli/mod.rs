@@ -9,6 +9,7 @@ use kasip_core::{Bin, CollegeTimezone, Date, Iin, Month};
 pub mod commands;
 
 use crate::config::{DataDir, Settings};
+use crate::demo;
 use crate::error::AgentError;
 use crate::import::{ImportKind, ImportReport};
 use crate::staff::Role;
@@ -773,7 +774,18 @@ fn serve(data_dir: &DataDir, listen: Option<SocketAddr>, demo: bool) -> Result<(
             "demo college seeded"
         );
     }
-    let (settings, write_store) = commands::open(data_dir)?;
+    let (settings, mut write_store) = commands::open(data_dir)?;
+    if settings.college_bin == demo::demo_bin() {
+        let now = crate::clock::from_environment().now_unix();
+        let added = demo::ensure_lesson_now(&mut write_store, now, &settings.lesson_times())
+            .map_err(|source| AgentError::Import {
+                file: "demo data".into(),
+                source: Box::new(source),
+            })?;
+        if added {
+            tracing::info!("demo college: a lesson starting now was added, to open from /teacher");
+        }
+    }
     prune_security_events(
         &write_store,
         crate::clock::from_environment().now_unix(),

@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use kasip_core::{per_mille_text, Month, PerMille, ScopeCoverage, StudentMonth};
 use serde::Deserialize;
 
+use super::charts::{CoverageChart, Heatmap, TrendChart};
 use super::error::{OrFailure, WebError};
 use super::extract::{Admin, AdminForm, CsrfField, PageQuery, StaffForm};
 use super::page::render;
 use super::AppState;
-use crate::coverage::{month_figures, CoverageReport, CoverageTrend};
+use crate::coverage::{group_days, month_figures, CoverageReport, CoverageTrend, GroupDay};
 use crate::error::AgentError;
 use crate::export::{Cell, Table};
 use crate::outbox::SyncStatus;
@@ -42,6 +43,7 @@ fn month_of(state: &AppState, lang: Lang, query: Option<&str>) -> Result<Month, 
 struct Dashboard {
     report: CoverageReport,
     trend: CoverageTrend,
+    group_days: Vec<GroupDay>,
     flags: Vec<RedFlag>,
     security_events: Vec<RecentEvent>,
     sync: SyncStatus,
@@ -116,7 +118,7 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
         Flags::Fresh => None,
     };
     let now = state.now();
-    let (report, trend, flags, security_events, sync) = state
+    let (report, trend, group_days, flags, security_events, sync) = state
         .with_reports(move |store| {
             let failure = |source| AgentError::from(store.error(source));
             let connection = store.connection();
@@ -125,6 +127,10 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
                     .map_err(failure)?;
             let (report, trend) =
                 month_figures(connection, month, today, &rules).map_err(failure)?;
+            // Lessons still to come are not absences: the heatmap stops at today.
+            let through = month.last_day().min(today);
+            let group_days =
+                group_days(connection, month.first_day(), through, &rules).map_err(failure)?;
             let flags = match cached {
                 Some(flags) => flags,
                 None => {
@@ -135,13 +141,14 @@ async fn load(state: &AppState, month: Month, flags: Flags) -> Result<Dashboard,
             let security_events =
                 crate::security_events::recent(connection, 20).map_err(failure)?;
             let sync = crate::outbox::status(connection, now).map_err(failure)?;
-            Ok((report, trend, flags, security_events, sync))
+            Ok((report, trend, group_days, flags, security_events, sync))
         })
         .await?;
     state.red_flags.store(month, &flags);
     Ok(Dashboard {
         report,
         trend,
+        group_days,
         flags,
         security_events,
         sync,
@@ -174,66 +181,6 @@ fn refresh_red_flags(state: AppState, month: Month) {
     });
 }
 
-/// One bar of the coverage chart, in SVG units.
-struct ChartBar {
-    group: String,
-    per_mille: u64,
-    holds: bool,
-    y: u64,
-    text_y: u64,
-    width: u64,
-    value_x: u64,
-    value: String,
-}
-
-/// Bars of coverage per group, 0–100%, with a dashed line at the minimum.
-struct CoverageChart {
-    width: u64,
-    height: u64,
-    label_width: u64,
-    bar_height: u64,
-    threshold_x: u64,
-    bars: Vec<ChartBar>,
-}
-
-impl CoverageChart {
-    const BAR: u64 = 28;
-    const WIDTH: u64 = 600;
-    const LABEL_WIDTH: u64 = 110;
-
-    fn new(groups: &[ScopeCoverage], min_per_mille: u16) -> Self {
-        let scale = |per_mille: u64| {
-            Self::LABEL_WIDTH + per_mille * (Self::WIDTH - Self::LABEL_WIDTH - 60) / 1000
-        };
-        let bars = groups
-            .iter()
-            .enumerate()
-            .map(|(index, group)| {
-                let y = 10 + Self::BAR * index as u64;
-                let per_mille = group.coverage_per_mille.unwrap_or(0);
-                ChartBar {
-                    group: group.scope.clone(),
-                    per_mille,
-                    holds: group.holds,
-                    y,
-                    text_y: y + 17,
-                    width: scale(per_mille) - Self::LABEL_WIDTH,
-                    value_x: scale(per_mille) + 4,
-                    value: per_mille_text(group.coverage_per_mille),
-                }
-            })
-            .collect();
-        Self {
-            width: Self::WIDTH,
-            height: 20 + Self::BAR * groups.len() as u64,
-            label_width: Self::LABEL_WIDTH,
-            bar_height: Self::BAR - 8,
-            threshold_x: scale(u64::from(min_per_mille)),
-            bars,
-        }
-    }
-}
-
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
@@ -245,6 +192,8 @@ struct DashboardPage {
     projection_value: i64,
     trend: CoverageTrend,
     chart: CoverageChart,
+    trend_chart: TrendChart,
+    heatmap: Heatmap,
     groups: Vec<ScopeCoverage>,
     sync: SyncStatus,
     /// Batches waiting, counting the records not yet sealed as one more.
@@ -290,6 +239,7 @@ pub async fn dashboard(
     let Dashboard {
         report,
         trend,
+        group_days,
         flags,
         security_events,
         sync,
@@ -312,6 +262,8 @@ pub async fn dashboard(
             .map_or(-1, |value| value as i64),
         projection_value: trend.projected_month_end.map_or(-1, |value| value as i64),
         chart: CoverageChart::new(&report.groups, report.min_coverage_per_mille),
+        trend_chart: TrendChart::new(month, &trend.days, report.min_coverage_per_mille),
+        heatmap: Heatmap::new(month, &group_days),
         queued: sync.queued_batches + u64::from(sync.unsealed_records > 0),
         queued_records: sync.queued_records + sync.unsealed_records,
         backlog_over_a_day: sync.oldest_unsent_age_secs.is_some_and(|age| age > 86_400),
@@ -971,9 +923,25 @@ mod tests {
             projection_value: -1,
             trend: CoverageTrend {
                 weeks: vec![(hostile::TEXT.into(), Some(500))],
+                days: vec![("2026-11-02".into(), Some(500))],
                 projected_month_end: None,
             },
             chart: CoverageChart::new(&[scope()], 500),
+            trend_chart: TrendChart::new(
+                Month::parse("2026-11").expect("month"),
+                &[("2026-11-02".into(), Some(500))],
+                500,
+            ),
+            heatmap: Heatmap::new(
+                Month::parse("2026-11").expect("month"),
+                &[GroupDay {
+                    group: hostile::TEXT.into(),
+                    date: kasip_core::Date::parse("2026-11-02").expect("date"),
+                    expected: 2,
+                    attended: 1,
+                    qr: 1,
+                }],
+            ),
             groups: vec![scope()],
             sync: SyncStatus {
                 registry: Some(hostile::TEXT.into()),

@@ -5,6 +5,7 @@
 
 mod admin;
 mod assets;
+mod charts;
 mod display;
 mod error;
 mod extract;

@@ -371,36 +371,7 @@ impl College {
         code: &str,
         intent: Option<&str>,
     ) -> kasip_tests::reqwest::blocking::Response {
-        let path = match intent {
-            Some(intent) => format!("/bind?intent={intent}"),
-            None => "/bind".into(),
-        };
-        let form = phone
-            .get(self.url(&path))
-            .send()
-            .expect("bind form")
-            .text()
-            .expect("body");
-        let csrf = csrf_of(&form);
-        let device_key = phone.key.public_key();
-        let signature = attribute(&form, "data-token").map(|token| phone.key.sign(&token));
-        let mut fields = vec![
-            ("iin", iin),
-            ("code", code),
-            ("csrf", csrf.as_str()),
-            ("device_key", device_key.as_str()),
-        ];
-        if let Some(intent) = intent {
-            fields.push(("intent", intent));
-        }
-        if let Some(signature) = &signature {
-            fields.push(("device_signature", signature));
-        }
-        phone
-            .post(self.url("/bind"))
-            .form(&fields)
-            .send()
-            .expect("bind")
+        post_bind(&self.server.url, phone, iin, code, intent)
     }
 
     pub fn bind(&self, phone: &Phone, iin: &str) {
@@ -481,6 +452,48 @@ pub fn attribute(html: &str, name: &str) -> Option<String> {
     let start = html.find(&format!("{name}=\""))? + name.len() + 2;
     let end = start + html[start..].find('"')?;
     Some(kasip_tests::page_text(&html[start..end]))
+}
+
+/// Loads the binding form of the agent at `base_url` (its CSRF cookie and field) and posts
+/// it as a phone's page does: with the device key, and, for an intent, the device
+/// signature over the token the page names.
+pub fn post_bind(
+    base_url: &str,
+    phone: &Phone,
+    iin: &str,
+    code: &str,
+    intent: Option<&str>,
+) -> kasip_tests::reqwest::blocking::Response {
+    let path = match intent {
+        Some(intent) => format!("/bind?intent={intent}"),
+        None => "/bind".into(),
+    };
+    let form = phone
+        .get(format!("{base_url}{path}"))
+        .send()
+        .expect("bind form")
+        .text()
+        .expect("body");
+    let csrf = csrf_of(&form);
+    let device_key = phone.key.public_key();
+    let signature = attribute(&form, "data-token").map(|token| phone.key.sign(&token));
+    let mut fields = vec![
+        ("iin", iin),
+        ("code", code),
+        ("csrf", csrf.as_str()),
+        ("device_key", device_key.as_str()),
+    ];
+    if let Some(intent) = intent {
+        fields.push(("intent", intent));
+    }
+    if let Some(signature) = &signature {
+        fields.push(("device_signature", signature));
+    }
+    phone
+        .post(format!("{base_url}/bind"))
+        .form(&fields)
+        .send()
+        .expect("bind")
 }
 
 /// POSTs the scanned URL as the phone's page does, signed by the phone's device key;
