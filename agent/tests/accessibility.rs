@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{College, AGENT, PASSWORD, TEACHER_A};
+use common::{College, PASSWORD, TEACHER_A};
 use kasip_tests::webdriver::Browser;
-use kasip_tests::{run_with, text};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const LANGUAGES: [&str; 3] = ["kk", "ru", "en"];
 
@@ -43,35 +40,18 @@ impl Audit {
     }
 }
 
-fn wait_for(browser: &Browser, script: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser.execute(script) != Value::Bool(true) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; the page says: {}",
-            browser.execute("return document.body.innerText")
-        );
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
-
 fn sign_in(browser: &Browser, college: &College, login: &str, lang: &str) {
     browser.goto(&college.url(&format!("/login?lang={lang}")));
     browser.type_into("input[name=login]", login);
     browser.type_into("input[name=password]", PASSWORD);
     browser.click("form[action='/login'] button");
-    wait_for(
-        browser,
-        "return location.pathname === '/teacher'",
-        "the sign-in",
-    );
+    browser.wait_for("return location.pathname === '/teacher'", "the sign-in");
 }
 
 fn sign_out(browser: &Browser, college: &College) {
     browser.goto(&college.url("/teacher"));
     browser.execute("document.querySelector('form[action=\"/logout\"]').submit()");
-    wait_for(
-        browser,
+    browser.wait_for(
         "return location.pathname !== '/teacher' && document.readyState === 'complete'",
         "the sign-out",
     );
@@ -80,17 +60,7 @@ fn sign_out(browser: &Browser, college: &College) {
 #[test]
 fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
     let college = College::new(3);
-    let agent = |args: &[&str], stdin: Option<&str>| {
-        let output = run_with(AGENT, &college.dir.path(), args, &[], stdin);
-        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
-    };
-    agent(
-        &[
-            "staff", "add", "--role", "curator", "curator1", "--group", "ПО-21",
-        ],
-        None,
-    );
-    agent(&["staff", "set-password", "curator1"], Some(PASSWORD));
+    college.add_curator("curator1", "ПО-21");
     let teacher = college.teacher(TEACHER_A);
     college.open_lesson(&teacher, college.lesson_a);
     let mut audit = Audit::default();
@@ -117,16 +87,14 @@ fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
         browser.type_into("input[name=iin]", student);
         browser.type_into("input[name=code]", &code);
         browser.click("form[action='/bind'] button");
-        wait_for(
-            &browser,
+        browser.wait_for(
             "return document.querySelector('a[href=\"/pass\"]') !== null",
             "the binding",
         );
         audit.page(&browser, "bound", lang);
         visit(&mut audit, "pass", "/pass");
         browser.goto(&college.shown_url(&teacher, lesson));
-        wait_for(
-            &browser,
+        browser.wait_for(
             "return document.getElementById('confirmation') !== null",
             "the check-in's confirmation",
         );
@@ -157,8 +125,7 @@ fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
         visit(&mut audit, "curator history", "/teacher/history");
         visit(&mut audit, "slips form", "/staff/binding-slips");
         browser.click("form[action='/staff/binding-slips'] button");
-        wait_for(
-            &browser,
+        browser.wait_for(
             "return document.querySelector('.slip') !== null",
             "the slips",
         );
@@ -185,8 +152,7 @@ fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
         );
         visit(&mut audit, "admin slips form", "/staff/binding-slips");
         browser.click("form[action='/staff/binding-slips'] button");
-        wait_for(
-            &browser,
+        browser.wait_for(
             "return document.querySelector('.slip') !== null",
             "the slips",
         );
@@ -200,8 +166,7 @@ fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
             // Closed once; the other languages see the closed month and its reports.
             browser.type_into("textarea[name=reason], input[name=reason]", "Тест");
             browser.click("form[action='/admin/month-close'] button");
-            wait_for(
-                &browser,
+            browser.wait_for(
                 "return document.querySelector('a[href$=\"/html\"]') !== null",
                 "the month close",
             );

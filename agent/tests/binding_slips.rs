@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{College, AGENT, TEACHER_A};
-use kasip_tests::{run_with, text};
+use common::{College, TEACHER_A};
 
 fn slip_codes(page: &str) -> Vec<(String, String)> {
     // (name, code) per slip, in page order.
@@ -32,20 +31,7 @@ fn slip_codes(page: &str) -> Vec<(String, String)> {
 #[test]
 fn a_curator_prints_slips_for_their_group_and_each_code_links_its_student() {
     let college = College::new(3);
-    let agent = |args: &[&str], stdin: Option<&str>| {
-        let output = run_with(AGENT, &college.dir.path(), args, &[], stdin);
-        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
-    };
-    agent(
-        &[
-            "staff", "add", "--role", "curator", "curator1", "--group", "ПО-21",
-        ],
-        None,
-    );
-    agent(
-        &["staff", "set-password", "curator1"],
-        Some("correct horse battery\n"),
-    );
+    college.add_curator("curator1", "ПО-21");
     let curator = college.teacher("curator1");
     let teacher_page = curator
         .get(college.url("/teacher?lang=en"))

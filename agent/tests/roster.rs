@@ -5,34 +5,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{check_in, College, PASSWORD, TEACHER_A};
 use kasip_tests::webdriver::Browser;
-use serde_json::{json, Value};
-
-fn wait_for(browser: &Browser, script: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser.execute(script) != Value::Bool(true) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; the page says: {}",
-            browser.execute("return document.body.innerText")
-        );
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
+use serde_json::json;
 
 fn sign_in(browser: &Browser, college: &College, login: &str) {
     browser.goto(&college.url("/login?lang=en"));
     browser.type_into("input[name=login]", login);
     browser.type_into("input[name=password]", PASSWORD);
     browser.click("button");
-    wait_for(
-        browser,
-        "return location.pathname === '/teacher'",
-        "the sign-in",
-    );
+    browser.wait_for("return location.pathname === '/teacher'", "the sign-in");
 }
 
 /// The tiles in page order: (student IIN, status class).
@@ -64,8 +46,7 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
         "the IIN, not a name: {greeting}"
     );
     browser.click("a.roster-link");
-    wait_for(
-        &browser,
+    browser.wait_for(
         "return document.getElementById('roster') !== null",
         "the roster",
     );
@@ -87,11 +68,7 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
     let phone = college.bound_phone(&group[0]);
     let (status, body) = check_in(&phone, &college.shown_url(&teacher, college.lesson_a));
     assert_eq!(status, 200, "{body}");
-    wait_for(
-        &browser,
-        &tile_is(&group[0], "present"),
-        "the check-in on the roster",
-    );
+    browser.wait_for(&tile_is(&group[0], "present"), "the check-in on the roster");
     let after = tiles(&browser);
     assert_eq!(
         after.last().map(|tile| tile.0.as_str()),
@@ -103,7 +80,7 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
 
     // One tap: present, saved in place with a confirmation naming the student.
     browser.click(&format!("#s-{} button[value=present]", group[1]));
-    wait_for(&browser, &tile_is(&group[1], "present"), "the one-tap mark");
+    browser.wait_for(&tile_is(&group[1], "present"), "the one-tap mark");
     assert!(
         browser.text_of("#notice").starts_with("Saved: "),
         "{}",
@@ -114,8 +91,7 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
     // was typing on another tile is kept.
     browser.type_into(&format!("#s-{} input[name=reason]", group[0]), "half-typed");
     browser.click(&format!("#s-{} button[value=late]", group[2]));
-    wait_for(
-        &browser,
+    browser.wait_for(
         &format!(
             "return document.querySelector('#s-{} [role=alert]') !== null",
             group[2]
@@ -138,13 +114,13 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
         "bus was late",
     );
     browser.click(&format!("#s-{} button[value=late]", group[2]));
-    wait_for(&browser, &tile_is(&group[2], "late"), "the late mark");
+    browser.wait_for(&tile_is(&group[2], "late"), "the late mark");
     browser.type_into(
         &format!("#s-{} input[name=reason]", group[1]),
         "at the doctor's",
     );
     browser.click(&format!("#s-{} button[value=excused]", group[1]));
-    wait_for(&browser, &tile_is(&group[1], "excused"), "the excused mark");
+    browser.wait_for(&tile_is(&group[1], "excused"), "the excused mark");
     assert_eq!(
         browser.execute("return window.sameDocument === true"),
         json!(true),
@@ -190,11 +166,7 @@ fn the_roster_puts_the_missing_first_follows_check_ins_live_and_saves_one_tap_ma
         (format!("/teacher/lessons/{}", college.lesson_a), "en"),
     ] {
         browser.goto(&college.url(&format!("{path}?lang={lang}")));
-        wait_for(
-            &browser,
-            "return document.readyState === 'complete'",
-            "the page",
-        );
+        browser.wait_for("return document.readyState === 'complete'", "the page");
         assert_eq!(
             browser.execute("return document.documentElement.lang"),
             json!(lang)

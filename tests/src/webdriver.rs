@@ -267,6 +267,20 @@ impl Browser {
         .to_owned()
     }
 
+    /// Runs `script` (a function body returning a boolean) until it returns true, for up
+    /// to 20 s; on timeout, panics naming `what` with the page's text.
+    pub fn wait_for(&self, script: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.execute(script) != Value::Bool(true) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the page says: {}",
+                self.execute("return document.body.innerText")
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
     /// Runs `script` (a function body) in the page and returns what it returns.
     pub fn execute(&self, script: &str) -> Value {
         self.command(

@@ -385,6 +385,20 @@ impl College {
         );
     }
 
+    /// A curator account `login` for `group`, with the test password.
+    pub fn add_curator(&self, login: &str, group: &str) {
+        for (args, stdin) in [
+            (
+                vec!["staff", "add", "--role", "curator", login, "--group", group],
+                None,
+            ),
+            (vec!["staff", "set-password", login], Some(PASSWORD)),
+        ] {
+            let output = run_with(AGENT, &self.dir.path(), &args, &[], stdin);
+            assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+        }
+    }
+
     pub fn issue_code(&self, iin: &str) -> String {
         let output = run_with(
             AGENT,
