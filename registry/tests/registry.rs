@@ -1096,3 +1096,90 @@ fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verif
     );
     assert!(page.contains("only these count as QR"), "{page}");
 }
+
+/// The registry's pages as a registrar's phone and a student's phone draw them, in kk, ru
+/// and en at 320 px: axe-core (vendored, `tests/vendor/axe-core`; WCAG 2.0–2.2 A/AA with
+/// target size, and best practices) finds nothing, and nothing scrolls sideways.
+#[test]
+fn the_registrys_pages_pass_axe_in_every_language_at_320_px() {
+    use kasip_core::batch::BatchKind;
+    use kasip_core::chain::{EntryKind, MarkEvidence};
+    use kasip_tests::webdriver::Browser;
+    let (dir, server) = registry();
+    drop(person(&dir, &server, "registrar", "registrar"));
+    // A finding to show: a November mark after November's statement.
+    let mut agent = HandAgent::enrol(&dir, &server, BIN, 21);
+    agent.send(
+        BatchKind::MonthClose,
+        vec![serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": "e30.e30.AA"})],
+    );
+    let record = agent.mark(
+        1,
+        "060315500016",
+        "qr_kiosk",
+        "kiosk:1",
+        MarkEvidence {
+            kiosk: Some(1),
+            pass: Some("KP1.060315500016.1795000000.AA".into()),
+            scanned_at: Some(1_795_000_000 - 5),
+            received_at: Some(1_795_000_000),
+            ..MarkEvidence::of(EntryKind::Live)
+        },
+    );
+    agent.send(BatchKind::Attendance, vec![record]);
+
+    let browser = Browser::start();
+    browser.cdp(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 320, "height": 720, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    let mut found = Vec::new();
+    let mut runs = 0;
+    let mut audit = |name: &str, lang: &str| {
+        runs += 1;
+        for violation in browser.axe() {
+            found.push(format!("{name} [{lang}]: {violation}"));
+        }
+        let widths = browser.execute(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+        );
+        if widths[0].as_i64() > widths[1].as_i64() {
+            found.push(format!(
+                "{name} [{lang}]: scrolls sideways at 320 px: {widths}"
+            ));
+        }
+        browser.screenshot(&kasip_tests::screenshot_path(&format!(
+            "registry-{lang}-{name}"
+        )));
+    };
+    for lang in ["kk", "ru", "en"] {
+        // A student's phone, before any sign-in.
+        browser.goto(&format!("{}/passkey?lang={lang}", server.url));
+        audit("passkey", lang);
+        browser.goto(&format!("{}/login?lang={lang}", server.url));
+        audit("login", lang);
+        browser.type_into("input[name=login]", "registrar");
+        browser.type_into("input[name=password]", "a long enough password");
+        browser.click("form[action='/login'] button");
+        browser.wait_for("return location.pathname === '/'", "the sign-in");
+        audit("colleges", lang);
+        for (name, path) in [
+            ("college", format!("/colleges/{BIN}")),
+            ("finding", "/findings/1".into()),
+        ] {
+            browser.goto(&format!("{}{path}?lang={lang}", server.url));
+            audit(name, lang);
+        }
+        browser.execute("document.querySelector('form[action=\"/logout\"]').submit()");
+        browser.wait_for(
+            "return location.pathname !== '/findings/1' && document.readyState === 'complete'",
+            "the sign-out",
+        );
+    }
+    assert_eq!(runs, 15);
+    assert!(
+        found.is_empty(),
+        "in {runs} page runs:\n{}",
+        found.join("\n")
+    );
+}

@@ -71,6 +71,7 @@ pub fn registry_person(
         Some(&format!("{password}\n")),
     );
     assert!(output.status.success(), "{:?}", text(&output));
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
