@@ -48,6 +48,15 @@ fn sign_in(browser: &Browser, college: &College, login: &str, lang: &str) {
     browser.wait_for("return location.pathname === '/teacher'", "the sign-in");
 }
 
+/// Submits the slips form shown and waits for its slips.
+fn issue_slips(browser: &Browser) {
+    browser.click("form[action='/staff/binding-slips'] button");
+    browser.wait_for(
+        "return document.querySelector('.slip') !== null",
+        "the slips",
+    );
+}
+
 fn sign_out(browser: &Browser, college: &College) {
     browser.goto(&college.url("/teacher"));
     browser.execute("document.querySelector('form[action=\"/logout\"]').submit()");
@@ -124,11 +133,7 @@ fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
         audit.page(&browser, "curator", lang);
         visit(&mut audit, "curator history", "/teacher/history");
         visit(&mut audit, "slips form", "/staff/binding-slips");
-        browser.click("form[action='/staff/binding-slips'] button");
-        browser.wait_for(
-            "return document.querySelector('.slip') !== null",
-            "the slips",
-        );
+        issue_slips(&browser);
         audit.page(&browser, "slips", lang);
         sign_out(&browser, &college);
 
@@ -151,11 +156,7 @@ fn every_page_in_every_language_passes_axe_and_reflows_at_320_px() {
             &format!("/admin/student?month=2026-11&iin={known}"),
         );
         visit(&mut audit, "admin slips form", "/staff/binding-slips");
-        browser.click("form[action='/staff/binding-slips'] button");
-        browser.wait_for(
-            "return document.querySelector('.slip') !== null",
-            "the slips",
-        );
+        issue_slips(&browser);
         audit.page(&browser, "admin slips", lang);
         visit(
             &mut audit,

@@ -691,6 +691,32 @@ fn one_student_or_one_phone_at_two_colleges_is_a_finding() {
     assert_eq!(findings.as_array().map(Vec::len), Some(2), "{findings:#}");
 }
 
+/// One finding, made by an enrolled agent: a November mark sent after November's
+/// statement, not filed as an adjustment.
+fn a_mark_after_the_statement(dir: &TempDataDir, server: &Server) {
+    use kasip_core::batch::BatchKind;
+    use kasip_core::chain::{EntryKind, MarkEvidence};
+    let mut agent = HandAgent::enrol(dir, server, BIN, 21);
+    agent.send(
+        BatchKind::MonthClose,
+        vec![serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": "e30.e30.AA"})],
+    );
+    let record = agent.mark(
+        1,
+        "060315500016",
+        "qr_kiosk",
+        "kiosk:1",
+        MarkEvidence {
+            kiosk: Some(1),
+            pass: Some("KP1.060315500016.1795000000.AA".into()),
+            scanned_at: Some(1_795_000_000 - 5),
+            received_at: Some(1_795_000_000),
+            ..MarkEvidence::of(EntryKind::Live)
+        },
+    );
+    agent.send(BatchKind::Attendance, vec![record]);
+}
+
 /// A registry person's browser: the account made with `add-user`, signed in.
 fn person(
     dir: &TempDataDir,
@@ -718,8 +744,6 @@ fn page_of(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {
 /// the form's CSRF token and a reason; every judgement stays in the history.
 #[test]
 fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
-    use kasip_core::batch::BatchKind;
-    use kasip_core::chain::{EntryKind, MarkEvidence};
     let (dir, server) = registry();
     let anonymous = kasip_tests::http_client();
     for path in [
@@ -791,25 +815,7 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
         .contains("Логин немесе құпиясөз қате."));
 
     // One finding: a November mark after November's statement, not an adjustment.
-    let mut agent = HandAgent::enrol(&dir, &server, BIN, 21);
-    agent.send(
-        BatchKind::MonthClose,
-        vec![serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": "e30.e30.AA"})],
-    );
-    let record = agent.mark(
-        1,
-        "060315500016",
-        "qr_kiosk",
-        "kiosk:1",
-        MarkEvidence {
-            kiosk: Some(1),
-            pass: Some("KP1.060315500016.1795000000.AA".into()),
-            scanned_at: Some(1_795_000_000 - 5),
-            received_at: Some(1_795_000_000),
-            ..MarkEvidence::of(EntryKind::Live)
-        },
-    );
-    agent.send(BatchKind::Attendance, vec![record]);
+    a_mark_after_the_statement(&dir, &server);
 
     let (status, home) = page_of(&registrar, &format!("{}/?lang=ru", server.url));
     assert_eq!(status, 200);
@@ -1102,31 +1108,11 @@ fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verif
 /// target size, and best practices) finds nothing, and nothing scrolls sideways.
 #[test]
 fn the_registrys_pages_pass_axe_in_every_language_at_320_px() {
-    use kasip_core::batch::BatchKind;
-    use kasip_core::chain::{EntryKind, MarkEvidence};
     use kasip_tests::webdriver::Browser;
     let (dir, server) = registry();
     drop(person(&dir, &server, "registrar", "registrar"));
     // A finding to show: a November mark after November's statement.
-    let mut agent = HandAgent::enrol(&dir, &server, BIN, 21);
-    agent.send(
-        BatchKind::MonthClose,
-        vec![serde_json::json!({"id": 1, "month": "2026-11", "compliant": true, "statement": "e30.e30.AA"})],
-    );
-    let record = agent.mark(
-        1,
-        "060315500016",
-        "qr_kiosk",
-        "kiosk:1",
-        MarkEvidence {
-            kiosk: Some(1),
-            pass: Some("KP1.060315500016.1795000000.AA".into()),
-            scanned_at: Some(1_795_000_000 - 5),
-            received_at: Some(1_795_000_000),
-            ..MarkEvidence::of(EntryKind::Live)
-        },
-    );
-    agent.send(BatchKind::Attendance, vec![record]);
+    a_mark_after_the_statement(&dir, &server);
 
     let browser = Browser::start();
     browser.cdp(
