@@ -634,6 +634,37 @@ pub fn issue_group_codes(
     Ok(slips)
 }
 
+/// A student's name and group code, for a slip; None if no such student.
+pub fn student_of(
+    connection: &Connection,
+    iin: &Iin,
+) -> rusqlite::Result<Option<(String, String)>> {
+    connection
+        .prepare_cached(
+            "SELECT s.last_name || ' ' || s.first_name, g.code FROM students s
+             JOIN study_groups g ON g.id = s.group_id WHERE s.iin = ?1",
+        )?
+        .query_row([iin.as_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+}
+
+/// A new binding code for one student, as a slip (it replaces their unused one).
+pub fn issue_student_slip(
+    connection: &Connection,
+    iin: &Iin,
+    name: String,
+    issued_by: &str,
+    now: i64,
+) -> Result<BindingSlip, StaffError> {
+    let code = issue_binding_code(connection, iin, issued_by, now)?;
+    Ok(BindingSlip {
+        iin: iin.as_string(),
+        name,
+        code,
+        expires_at: now + BINDING_CODE_SECS,
+    })
+}
+
 /// The groups whose attendance history `member` may read: every group for an admin,
 /// a curator's own, and the groups a teacher teaches.
 pub fn history_groups(

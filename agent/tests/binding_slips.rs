@@ -118,3 +118,63 @@ fn a_curator_prints_slips_for_their_group_and_each_code_links_its_student() {
         .status();
     assert_eq!(status, 403);
 }
+
+/// One student's code, as one slip: from the admin's IIN form on today's lessons, and
+/// from the slips page for a curator's own student only.
+#[test]
+fn one_students_code_is_a_slip_with_name_group_and_expiry() {
+    let college = College::new(3);
+    college.add_curator("curator1", "ПО-21");
+    let admin = college.teacher("admin");
+    let csrf = college.csrf(&admin);
+    let student = &college.group_a[1];
+    let answer = admin
+        .post(college.url("/admin/binding-codes?lang=en"))
+        .form(&[("csrf", csrf.as_str()), ("iin", student.as_str())])
+        .send()
+        .expect("issue");
+    assert_eq!(answer.status(), 200);
+    let page = answer.text().expect("slip");
+    let slips = slip_codes(&page);
+    assert_eq!(slips.len(), 1, "{page}");
+    let name: String = college
+        .db()
+        .query_row(
+            "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
+            [student],
+            |row| row.get(0),
+        )
+        .expect("name");
+    assert_eq!(slips[0].0, name);
+    assert!(page.contains(&format!("<b>{name}</b> · ПО-21")), "{page}");
+    assert!(page.contains("Valid until 2026-11-24 "), "{page}");
+    let bound = college.post_bind(&college.phone(), student, &slips[0].1, None);
+    assert_eq!(bound.status(), 200, "the slip's code links the phone");
+
+    // A curator: their own group's student, not another's; refusals change nothing.
+    let curator = college.teacher("curator1");
+    let form = curator
+        .get(college.url("/staff/binding-slips?lang=en"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("form");
+    let csrf = kasip_tests::csrf_of(&form);
+    let issue = |iin: &str| {
+        let response = curator
+            .post(college.url("/staff/binding-slips?lang=en"))
+            .form(&[("csrf", csrf.as_str()), ("iin", iin)])
+            .send()
+            .expect("issue");
+        (response.status().as_u16(), response.text().expect("body"))
+    };
+    let codes = || college.count("SELECT COUNT(*) FROM binding_codes");
+    let before = codes();
+    assert_eq!(issue(&college.group_b[0]).0, 403, "another group's student");
+    assert_eq!(issue("12345").0, 400, "not an IIN");
+    let nobody = &common::student_iins(1, 7000)[0];
+    assert_eq!(issue(nobody).0, 404, "a valid IIN of no student");
+    assert_eq!(codes(), before, "refusals issue nothing");
+    let (status, page) = issue(&college.group_a[0]);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(slip_codes(&page).len(), 1, "{page}");
+}

@@ -804,53 +804,13 @@ impl CsrfField for IssueCodeForm {
     }
 }
 
-/// Admin only: a one-time binding code for a student, shown once.
+/// Admin only, from today's lessons: a one-time binding code for one student, shown as
+/// their printable slip (name, group, code, expiry).
 pub async fn issue_binding_code(
     State(state): State<AppState>,
     AdminForm(StaffForm { staff, form }): AdminForm<IssueCodeForm>,
 ) -> Result<Response, WebError> {
-    let lang = staff.lang;
-    let Ok(iin) = Iin::parse(form.iin.trim()) else {
-        return Err(WebError::refused(
-            lang,
-            StatusCode::BAD_REQUEST,
-            Text::BindBadIin,
-        ));
-    };
-    let now = state.now();
-    let issued_by = staff.member.login.clone();
-    let issued = state
-        .with_db(move |store| {
-            Ok(accounts::issue_binding_code(
-                store.connection(),
-                &iin,
-                &issued_by,
-                now,
-            ))
-        })
-        .await
-        .or_failure(lang)?;
-    match issued {
-        Ok(code) => Ok(MessagePage::new(
-            lang,
-            Text::AdminBindingCodes,
-            vec![
-                Paragraph::plain(form.iin.trim()),
-                Paragraph {
-                    class: "code",
-                    ..Paragraph::plain(code)
-                }
-                .id("code"),
-            ],
-        )
-        .link("/teacher", "←")
-        .respond(StatusCode::OK)),
-        Err(refusal) => Err(WebError::refused_because(
-            lang,
-            StatusCode::NOT_FOUND,
-            refusal,
-        )),
-    }
+    slips_page(&state, &staff, SlipsFor::student(&form.iin, staff.lang)?).await
 }
 
 #[derive(Deserialize)]
@@ -1094,7 +1054,27 @@ struct SlipsPage {
 pub struct SlipsForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
     group: String,
+    /// One student instead of the whole group.
+    #[serde(default)]
+    iin: String,
+}
+
+/// Whose codes a slips page issues.
+enum SlipsFor {
+    /// None yet: the form.
+    Nobody,
+    Group(String),
+    Student(Iin),
+}
+
+impl SlipsFor {
+    fn student(iin: &str, lang: Lang) -> Result<Self, WebError> {
+        Iin::parse(iin.trim())
+            .map(Self::Student)
+            .map_err(|_| WebError::refused(lang, StatusCode::BAD_REQUEST, Text::BindBadIin))
+    }
 }
 
 impl CsrfField for SlipsForm {
@@ -1106,7 +1086,7 @@ impl CsrfField for SlipsForm {
 async fn slips_page(
     state: &AppState,
     staff: &Staff,
-    chosen: Option<String>,
+    chosen: SlipsFor,
 ) -> Result<Response, WebError> {
     let lang = staff.lang;
     let member = staff.member.clone();
@@ -1125,24 +1105,53 @@ async fn slips_page(
             Text::SlipsNone,
         ));
     }
-    let slips = match &chosen {
-        None => Vec::new(),
-        Some(group) if !groups.contains(group) => {
-            return Err(WebError::refused(
-                lang,
-                StatusCode::FORBIDDEN,
-                Text::StaffNotYours,
-            ))
-        }
-        Some(group) => {
-            let (group, issued_by) = (group.clone(), staff.member.login.clone());
-            state
+    let not_yours = || WebError::refused(lang, StatusCode::FORBIDDEN, Text::StaffNotYours);
+    let issued_by = staff.member.login.clone();
+    let (chosen, slips) = match chosen {
+        SlipsFor::Nobody => (String::new(), Vec::new()),
+        SlipsFor::Group(group) if !groups.contains(&group) => return Err(not_yours()),
+        SlipsFor::Group(group) => {
+            let code = group.clone();
+            let slips = state
                 .with_db(move |store| {
-                    accounts::issue_group_codes(store.connection(), &group, &issued_by, now)
+                    accounts::issue_group_codes(store.connection(), &code, &issued_by, now)
                         .map_err(crate::error::AgentError::from)
                 })
                 .await
-                .or_failure(lang)?
+                .or_failure(lang)?;
+            (group, slips)
+        }
+        SlipsFor::Student(iin) => {
+            let allowed = groups.clone();
+            let issued = state
+                .with_db(move |store| {
+                    let connection = store.connection();
+                    let found = accounts::student_of(connection, &iin)
+                        .map_err(|source| crate::error::AgentError::from(store.error(source)))?;
+                    let Some((name, group)) = found else {
+                        return Ok(None);
+                    };
+                    if !allowed.contains(&group) {
+                        return Ok(Some((group, None)));
+                    }
+                    let slip =
+                        accounts::issue_student_slip(connection, &iin, name, &issued_by, now)
+                            .map_err(crate::error::AgentError::from)?;
+                    Ok(Some((group, Some(slip))))
+                })
+                .await
+                .or_failure(lang)?;
+            match issued {
+                None => {
+                    return Err(WebError::refused(
+                        lang,
+                        StatusCode::NOT_FOUND,
+                        Text::AdminNoResults,
+                    ))
+                }
+                Some((_, None)) => return Err(not_yours()),
+                Some((group, Some(slip))) => (group, vec![slip]),
+            }
         }
     };
     let address = format!("{}/bind", state.public_url());
@@ -1156,13 +1165,13 @@ async fn slips_page(
             lang,
             csrf: staff.csrf.clone(),
             groups,
-            chosen: chosen.clone().unwrap_or_default(),
+            chosen: chosen.clone(),
             qr,
             slips: slips
                 .into_iter()
                 .map(|slip| SlipView {
                     name: slip.name,
-                    group: chosen.clone().unwrap_or_default(),
+                    group: chosen.clone(),
                     code: slip.code,
                     until: lang.fill(
                         Text::SlipsUntil,
@@ -1184,7 +1193,7 @@ pub async fn binding_slips_form(
     State(state): State<AppState>,
     StaffPage(staff): StaffPage,
 ) -> Result<Response, WebError> {
-    slips_page(&state, &staff, None).await
+    slips_page(&state, &staff, SlipsFor::Nobody).await
 }
 
 /// `POST /staff/binding-slips`: new codes for every student of the group, as printable
@@ -1193,7 +1202,12 @@ pub async fn binding_slips(
     State(state): State<AppState>,
     StaffForm { staff, form }: StaffForm<SlipsForm>,
 ) -> Result<Response, WebError> {
-    slips_page(&state, &staff, Some(form.group)).await
+    let chosen = if form.iin.trim().is_empty() {
+        SlipsFor::Group(form.group)
+    } else {
+        SlipsFor::student(&form.iin, staff.lang)?
+    };
+    slips_page(&state, &staff, chosen).await
 }
 
 #[cfg(test)]
