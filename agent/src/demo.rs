@@ -544,8 +544,22 @@ pub fn ensure_lesson_now(
     times: &LessonTimes,
 ) -> Result<bool, ImportError> {
     let today = crate::clock::local_date(&times.timezone, now);
+    let (_, teachers) = teachers_csv(&mut DemoRandom(DEMO_SEED));
     let openable = {
         let connection = store.connection();
+        // Only a seeded demo college: an initialised data dir with the demo BIN and
+        // another roster (or none) gets no lesson.
+        let seeded: bool = connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM study_groups WHERE code = ?1)
+                    AND EXISTS (SELECT 1 FROM teachers WHERE iin = ?2)",
+                [GROUPS[0].to_owned(), teachers[0].as_string()],
+                |row| row.get(0),
+            )
+            .map_err(|source| store.error(source))?;
+        if !seeded {
+            return Ok(false);
+        }
         let mut statement = connection
             .prepare("SELECT date, start_time, end_time FROM lessons WHERE date BETWEEN ?1 AND ?2")
             .map_err(|source| store.error(source))?;
@@ -567,7 +581,6 @@ pub fn ensure_lesson_now(
     if openable {
         return Ok(false);
     }
-    let (_, teachers) = teachers_csv(&mut DemoRandom(DEMO_SEED));
     let line = lesson_now(&teachers, today, now, times);
     if line.is_empty() {
         return Ok(false);

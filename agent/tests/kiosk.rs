@@ -963,6 +963,28 @@ fn a_wedge_scanner_and_an_image_stream_feed_a_running_kiosk_and_its_status_page(
         2,
         "nothing marked for the other group"
     );
+    // The screen in Chromium, in each language and each state: axe finds nothing.
+    let browser = kasip_tests::webdriver::Browser::start();
+    let mut found = Vec::new();
+    for lang in ["kk", "ru", "en"] {
+        browser.goto(&format!("{status_url}?lang={lang}"));
+        for state in [
+            "{state: 'idle', name: ''}",
+            "{state: 'accepted', name: 'Әлия Студент0'}",
+            "{state: 'refused', reason: 'replayed'}",
+            "{state: 'no_lesson', name: 'Әлия Студент0'}",
+        ] {
+            browser.execute(&format!("show({state})"));
+            for violation in browser.axe() {
+                found.push(format!("{lang} {state}: {violation}"));
+            }
+        }
+        assert_eq!(
+            browser.execute("return document.documentElement.lang"),
+            lang
+        );
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
     drop(stdin);
     let _ = Command::new("kill")
         .args(["-TERM", &running.id().to_string()])

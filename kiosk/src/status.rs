@@ -204,22 +204,23 @@ pub fn refusal_text(refusal: Refusal) -> String {
 }
 
 const PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="__FALLBACK__"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>KasipTech kiosk</title>
 <style>
 html,body{margin:0;height:100%;font-family:system-ui,sans-serif;color:#fff;background:#333}
 body{display:flex;align-items:center;justify-content:center;text-align:center;transition:background .1s}
 body.accepted,body.repeat{background:#0a7d32}body.refused{background:#b3141f}body.no_lesson{background:#8a5a00}
-#title{font-size:9vmin;font-weight:700}#detail{font-size:5vmin;margin-top:3vmin;padding:0 4vmin}
-nav{position:fixed;bottom:1vmin;right:2vmin;font-size:2.5vmin}nav a{color:#ddd;margin-left:1vmin}
+#title{font-size:9vmin;font-weight:700;margin:0}#detail{font-size:5vmin;margin-top:3vmin;padding:0 4vmin}
+nav{position:fixed;bottom:1vmin;right:2vmin;font-size:max(2.5vmin,16px)}nav a{color:#fff;display:inline-block;min-width:24px;min-height:24px;padding:2px 4px;margin-left:1vmin}
 </style></head>
-<body class="idle"><main><div id="title"></div><div id="detail"></div></main>
+<body class="idle"><main><div role="status"><h1 id="title"></h1><p id="detail"></p></div></main>
 <nav>__LANGUAGES__</nav>
 <script>
 "use strict";
 const TEXT = __TEXT__;
 const lang = (new URLSearchParams(location.search).get("lang") || navigator.language || "__FALLBACK__").slice(0, 2);
 const text = TEXT[lang] || TEXT["__FALLBACK__"];
+document.documentElement.lang = TEXT[lang] ? lang : "__FALLBACK__";
 let seq = 0, idleTimer = null;
 function show(screen) {
   document.body.className = screen.state;
