@@ -273,7 +273,6 @@ fn timetable_csv(teachers: &[Iin], today: Date) -> String {
 /// the demo, at any hour, has a lesson to open (lessons open only in their window); none
 /// when one of today's pairs can be opened now anyway.
 fn lesson_now(teachers: &[Iin], today: Date, now: i64, times: &LessonTimes) -> String {
-    let minutes = (now + times.timezone.offset_seconds()).rem_euclid(86_400) / 60;
     let day = today.to_string();
     let in_a_pair = today.iso_weekday() <= 5
         && PAIRS.iter().any(|(start, end)| {
@@ -283,6 +282,12 @@ fn lesson_now(teachers: &[Iin], today: Date, now: i64, times: &LessonTimes) -> S
     if in_a_pair {
         return String::new();
     }
+    lesson_starting_now(teachers, today, now, times)
+}
+
+/// A lesson of the first group starting now, to the five minutes, as a timetable row.
+fn lesson_starting_now(teachers: &[Iin], today: Date, now: i64, times: &LessonTimes) -> String {
+    let minutes = (now + times.timezone.offset_seconds()).rem_euclid(86_400) / 60;
     let start = minutes - minutes % 5;
     let end = (start + 90).min(23 * 60 + 59);
     let teacher = teacher_of(0, 0, today.iso_weekday());
@@ -581,10 +586,9 @@ pub fn ensure_lesson_now(
     if openable {
         return Ok(false);
     }
-    let line = lesson_now(&teachers, today, now, times);
-    if line.is_empty() {
-        return Ok(false);
-    }
+    // Not `lesson_now`: a pair of the timetable's is openable now only if it was seeded
+    // for this week.
+    let line = lesson_starting_now(&teachers, today, now, times);
     let options = ImportOptions {
         skip_invalid: false,
         today,
@@ -667,6 +671,33 @@ mod tests {
         // Late at night the lesson ends at midnight's last minute.
         let night = lesson_now(&teachers, wednesday, at(23, 2), &times);
         assert!(night.starts_with("2026-11-25;23:00;23:59;"), "{night}");
+    }
+
+    #[test]
+    fn a_later_start_adds_a_lesson_for_now_only_when_none_can_be_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let times = almaty_times();
+        let zone = times.timezone.offset_seconds();
+        let at = |date: Date, hour: i64, minute: i64| {
+            date.days_since_epoch() * 86_400 + hour * 3600 + minute * 60 - zone
+        };
+        let mut empty = Store::create(&dir.path().join("empty.db")).expect("store");
+        let monday = Date::new(2026, 11, 23).expect("date");
+        assert!(
+            !ensure_lesson_now(&mut empty, at(monday, 20, 7), &times).expect("empty"),
+            "no roster, no lesson"
+        );
+        let mut store = Store::create(&dir.path().join("agent.db")).expect("store");
+        seed(&mut store, at(monday, 20, 7), &times).expect("seed");
+        assert!(
+            !ensure_lesson_now(&mut store, at(monday, 20, 30), &times).expect("same evening"),
+            "the seeded lesson for now is still open"
+        );
+        // Nine days later at 09:03, inside a pair's window, but that week's pairs were
+        // never seeded: a lesson is added, once.
+        let next_wednesday = monday.add_days(9);
+        assert!(ensure_lesson_now(&mut store, at(next_wednesday, 9, 3), &times).expect("later"));
+        assert!(!ensure_lesson_now(&mut store, at(next_wednesday, 9, 20), &times).expect("again"));
     }
 
     #[test]
