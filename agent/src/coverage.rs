@@ -497,7 +497,9 @@ fn weekly_trend(
             week_end
         };
         let through = if through > today { today } else { through };
-        let figure = college_through(through);
+        // A week ends on one of the days already figured, which start on the 1st.
+        let index = (through.days_since_epoch() - month.first_day().days_since_epoch()) as usize;
+        let figure = days.get(index).and_then(|(_, figure)| *figure);
         weeks.push((through.to_string(), figure));
         day = through.add_days(1);
     }

@@ -671,27 +671,15 @@ pub fn history_groups(
     connection: &Connection,
     member: &StaffMember,
 ) -> rusqlite::Result<Vec<String>> {
-    let codes = |sql: &str, key: &dyn rusqlite::ToSql| {
-        connection
-            .prepare_cached(sql)?
-            .query_map([key], |row| row.get(0))?
-            .collect()
-    };
     match member.role {
-        Role::Admin => connection
-            .prepare_cached("SELECT code FROM study_groups ORDER BY code")?
-            .query_map([], |row| row.get(0))?
+        Role::Admin | Role::Curator => code_issuing_groups(connection, member),
+        Role::Teacher => connection
+            .prepare_cached(
+                "SELECT DISTINCT g.code FROM lessons l JOIN study_groups g ON g.id = l.group_id
+                 WHERE l.teacher_iin = ?1 ORDER BY g.code",
+            )?
+            .query_map([&member.teacher_iin], |row| row.get(0))?
             .collect(),
-        Role::Curator => codes(
-            "SELECT g.code FROM curator_groups cg JOIN study_groups g ON g.id = cg.group_id
-             WHERE cg.staff_id = ?1 ORDER BY g.code",
-            &member.id,
-        ),
-        Role::Teacher => codes(
-            "SELECT DISTINCT g.code FROM lessons l JOIN study_groups g ON g.id = l.group_id
-             WHERE l.teacher_iin = ?1 ORDER BY g.code",
-            &member.teacher_iin,
-        ),
     }
 }
 

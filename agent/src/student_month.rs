@@ -76,6 +76,12 @@ impl StudentLessons {
             })
             .count() as u64
     }
+
+    /// Attended of the lessons held, in thousandths; None without lessons.
+    pub fn attended_per_mille(&self) -> Option<u64> {
+        let held = self.lessons.len() as u64;
+        (held > 0).then(|| self.attended() * 1000 / held)
+    }
 }
 
 /// `iin`'s group's lessons from `from` through `through` (inclusive), with the student's

@@ -88,21 +88,11 @@ fn a_curator_prints_slips_for_their_group_and_each_code_links_its_student() {
     assert_eq!(issued_by_curator, slips.len() as i64);
 
     // The first slip's code links its student's phone.
-    let name_of = |iin: &str| -> String {
-        college
-            .db()
-            .query_row(
-                "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
-                [iin],
-                |row| row.get(0),
-            )
-            .expect("name")
-    };
     let (name, code) = &slips[0];
     let iin = college
         .group_a
         .iter()
-        .find(|iin| name_of(iin) == *name)
+        .find(|iin| college.student_name(iin) == *name)
         .expect("the slip's student")
         .clone();
     let phone = college.phone();
@@ -137,14 +127,7 @@ fn one_students_code_is_a_slip_with_name_group_and_expiry() {
     let page = answer.text().expect("slip");
     let slips = slip_codes(&page);
     assert_eq!(slips.len(), 1, "{page}");
-    let name: String = college
-        .db()
-        .query_row(
-            "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
-            [student],
-            |row| row.get(0),
-        )
-        .expect("name");
+    let name = college.student_name(student);
     assert_eq!(slips[0].0, name);
     assert!(page.contains(&format!("<b>{name}</b> · ПО-21")), "{page}");
     assert!(page.contains("Valid until 2026-11-24 "), "{page}");

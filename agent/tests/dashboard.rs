@@ -401,14 +401,7 @@ fn security_events_on_the_dashboard_read_as_time_words_and_names() {
         ..page[start..]
             .find("</ul>")
             .map_or(page.len(), |end| start + end)];
-    let name: String = college
-        .db()
-        .query_row(
-            "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
-            [&college.group_a[0]],
-            |row| row.get(0),
-        )
-        .expect("name");
+    let name = college.student_name(&college.group_a[0]);
     assert!(events.contains(&name), "{events}");
     assert!(
         !events.contains(&college.group_a[0]),

@@ -206,14 +206,7 @@ fn a_groups_history_counts_each_students_marks_over_the_chosen_dates() {
         &format!("/teacher/history?group={group}&from=2026-11-23&to=2026-11-23&lang=en"),
     );
     assert_eq!(status, 200, "{page}");
-    let name: String = college
-        .db()
-        .query_row(
-            "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
-            [&college.group_a[0]],
-            |row| row.get(0),
-        )
-        .expect("name");
+    let name = college.student_name(&college.group_a[0]);
     let iin = &college.group_a[0];
     let attended = kasip_core::per_mille_text(Some(1000));
     assert!(

@@ -997,14 +997,13 @@ pub async fn student_history_page(
         }
         Some((true, span)) => span,
     };
-    let held = span.lessons.len() as u64;
-    let attended = span.attended();
+    let attended = kasip_core::per_mille_text(span.attended_per_mille());
     Ok(render(
         StatusCode::OK,
         &StudentHistoryPage {
             lang,
             iin: iin.as_string(),
-            attended: kasip_core::per_mille_text((held > 0).then(|| attended * 1000 / held)),
+            attended,
             from: from.to_string(),
             to: to.to_string(),
             lessons: span

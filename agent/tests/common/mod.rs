@@ -385,6 +385,17 @@ impl College {
         );
     }
 
+    /// A student's name as pages show it: "last first".
+    pub fn student_name(&self, iin: &str) -> String {
+        self.db()
+            .query_row(
+                "SELECT last_name || ' ' || first_name FROM students WHERE iin = ?1",
+                [iin],
+                |row| row.get(0),
+            )
+            .expect("name")
+    }
+
     /// A curator account `login` for `group`, with the test password.
     pub fn add_curator(&self, login: &str, group: &str) {
         for (args, stdin) in [
