@@ -3,13 +3,13 @@
 //! token in an HttpOnly, SameSite=Strict cookie, stored only as its SHA-256, with its
 //! own CSRF token for every form that changes something.
 
+use crate::db::{params, Db, DbResult};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use kasip_core::batch::sha256_hex;
 use ring::rand::SecureRandom;
-use rusqlite::{Connection, OptionalExtension};
 
 /// How long a session lasts without signing in again.
 pub const SESSION_SECS: i64 = 12 * 3600;
@@ -115,81 +115,69 @@ pub fn decoy_hash() -> &'static str {
 }
 
 pub fn add_user(
-    connection: &Connection,
+    connection: &Db,
     login: &str,
     role: Role,
     password_hash: &str,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> DbResult<()> {
     connection.execute(
         "INSERT INTO registry_users (login, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (login) DO UPDATE SET role = ?2, password_hash = ?3",
-        rusqlite::params![login, role.as_str(), password_hash, now],
+        params![login, role.as_str(), password_hash, now],
     )?;
     // A new password ends the sessions made with the old one.
-    connection.execute("DELETE FROM registry_sessions WHERE login = ?1", [login])?;
+    connection.execute(
+        "DELETE FROM registry_sessions WHERE login = ?1",
+        params![login],
+    )?;
     Ok(())
 }
 
 /// The stored hash and role of `login`.
-pub fn credentials(
-    connection: &Connection,
-    login: &str,
-) -> rusqlite::Result<Option<(String, Role)>> {
+pub fn credentials(connection: &Db, login: &str) -> DbResult<Option<(String, Role)>> {
     connection
-        .query_row(
+        .query_opt(
             "SELECT password_hash, role FROM registry_users WHERE login = ?1",
-            [login],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            params![login],
+            |row| Ok((row.get::<String>(0)?, row.get::<String>(1)?)),
         )
-        .optional()
         .map(|found| found.and_then(|(hash, role)| Some((hash, Role::parse(&role)?))))
 }
 
 /// Opens a session for `login`; returns its cookie token. None if the random generator
 /// failed.
-pub fn open_session(
-    connection: &Connection,
-    login: &str,
-    now: i64,
-) -> rusqlite::Result<Option<String>> {
+pub fn open_session(connection: &Db, login: &str, now: i64) -> DbResult<Option<String>> {
     let (Some(token), Some(csrf)) = (random_token(), random_token()) else {
         return Ok(None);
     };
     connection.execute(
         "DELETE FROM registry_sessions WHERE expires_at <= ?1",
-        [now],
+        params![now],
     )?;
     connection.execute(
         "INSERT INTO registry_sessions (token_hash, login, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![sha256_hex(token.as_bytes()), login, csrf, now + SESSION_SECS],
+        params![sha256_hex(token.as_bytes()), login, csrf, now + SESSION_SECS],
     )?;
     Ok(Some(token))
 }
 
 /// The session a cookie token names, if it is current.
-pub fn session(
-    connection: &Connection,
-    token: &str,
-    now: i64,
-) -> rusqlite::Result<Option<Session>> {
+pub fn session(connection: &Db, token: &str, now: i64) -> DbResult<Option<Session>> {
     connection
-        .prepare_cached(
+        .query_opt(
             "SELECT s.login, u.role, s.csrf FROM registry_sessions s
              JOIN registry_users u ON u.login = s.login
              WHERE s.token_hash = ?1 AND s.expires_at > ?2",
-        )?
-        .query_row(
-            rusqlite::params![sha256_hex(token.as_bytes()), now],
+            params![sha256_hex(token.as_bytes()), now],
             |row| {
                 Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
+                    row.get::<String>(0)?,
+                    row.get::<String>(1)?,
+                    row.get::<String>(2)?,
                 ))
             },
         )
-        .optional()
         .map(|found| {
             found.and_then(|(login, role, csrf)| {
                 Some(Session {
@@ -201,10 +189,10 @@ pub fn session(
         })
 }
 
-pub fn close_session(connection: &Connection, token: &str) -> rusqlite::Result<()> {
+pub fn close_session(connection: &Db, token: &str) -> DbResult<()> {
     connection.execute(
         "DELETE FROM registry_sessions WHERE token_hash = ?1",
-        [sha256_hex(token.as_bytes())],
+        params![sha256_hex(token.as_bytes())],
     )?;
     Ok(())
 }

@@ -14,10 +14,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::db::{params, Db, DbResult};
 use kasip_core::batch::{BindingRecord, ContingentRecord};
 use kasip_core::chain::EntryKind;
 use kasip_core::{coverage_of, CollegeTimezone, Date, Month, PerMille, StudentMonth};
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::timeline::Finding;
@@ -60,14 +60,12 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
-    pub fn read(connection: &Connection) -> rusqlite::Result<Self> {
-        let stored: Option<String> = connection
-            .query_row(
-                "SELECT thresholds FROM audit_thresholds WHERE id = 1",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
+    pub fn read(connection: &Db) -> DbResult<Self> {
+        let stored: Option<String> = connection.query_opt(
+            "SELECT thresholds FROM audit_thresholds WHERE id = 1",
+            params![],
+            |row| row.get(0),
+        )?;
         // Written only by `write`, from this type; fields an older build did not write
         // take their defaults (`serde(default)`).
         Ok(stored
@@ -75,12 +73,12 @@ impl Thresholds {
             .unwrap_or_default())
     }
 
-    pub fn write(&self, connection: &Connection, now: i64) -> rusqlite::Result<()> {
+    pub fn write(&self, connection: &Db, now: i64) -> DbResult<()> {
         let text = serde_json::to_string(self).unwrap_or_default();
         connection.execute(
             "INSERT INTO audit_thresholds (id, thresholds, updated_at) VALUES (1, ?1, ?2)
              ON CONFLICT (id) DO UPDATE SET thresholds = ?1, updated_at = ?2",
-            rusqlite::params![text, now],
+            params![text, now],
         )?;
         Ok(())
     }
@@ -95,10 +93,10 @@ pub struct NationalPolicy {
 }
 
 impl NationalPolicy {
-    pub fn read(connection: &Connection) -> rusqlite::Result<Self> {
-        connection.query_row(
+    pub fn read(connection: &Db) -> DbResult<Self> {
+        connection.query_one(
             "SELECT min_coverage, student_qr_share, typed_counts_as_qr FROM policy WHERE id = 1",
-            [],
+            params![],
             |row| {
                 Ok(Self {
                     min_coverage_per_mille: row.get(0)?,
@@ -165,26 +163,27 @@ pub struct Statement {
 
 /// The statement of `bin`'s `month` whose signature verifies under one of the college's
 /// agents' keys (enrolment or rotated): the latest, if several arrived.
-fn statement_of(
-    connection: &Connection,
-    bin: &str,
-    month: &str,
-) -> rusqlite::Result<Option<Statement>> {
-    let keys: Vec<Vec<u8>> = connection
-        .prepare_cached(
-            "SELECT k.public_key FROM agent_keys k JOIN agents a ON a.kid = k.agent WHERE a.bin = ?1",
-        )?
-        .query_map([bin], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let bodies: Vec<(u64, String)> = connection
-        .prepare_cached(
-            "SELECT record_id, body FROM records WHERE bin = ?1 AND kind = 'month_close'
-               AND json_extract(body, '$.month') = ?2 ORDER BY record_id DESC",
-        )?
-        .query_map(rusqlite::params![bin, month], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+fn statement_of(connection: &Db, bin: &str, month: &str) -> DbResult<Option<Statement>> {
+    let keys: Vec<Vec<u8>> = connection.query(
+        "SELECT k.public_key FROM agent_keys k JOIN agents a ON a.kid = k.agent WHERE a.bin = ?1",
+        params![bin],
+        |row| row.get(0),
+    )?;
+    // PostgreSQL keeps a month's statement in that month's partition.
+    let bodies: Vec<(u64, String)> = connection.query(
+        match connection.engine() {
+            crate::db::Engine::Sqlite => {
+                "SELECT record_id, body FROM records WHERE bin = ?1 AND kind = 'month_close'
+                 AND json_extract(body, '$.month') = ?2 ORDER BY record_id DESC"
+            }
+            crate::db::Engine::Postgres => {
+                "SELECT record_id, body FROM records WHERE bin = ?1 AND kind = 'month_close'
+                 AND month = ?2 ORDER BY record_id DESC"
+            }
+        },
+        params![bin, month],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     for (record_id, body) in bodies {
         let Some(jws) = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -271,24 +270,33 @@ fn hashed(text: &str) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(text)
 }
 
-fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Result<MonthMarks> {
-    let mut statement = connection
-        .prepare_cached("SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance'")?;
+fn month_marks(connection: &Db, bin: &str, month: Month) -> DbResult<MonthMarks> {
     // Bodies are canonical JSON: the month's records are found by their text before
-    // any is parsed (json_extract in SQL parsed every body of every month).
+    // any is parsed (json_extract in SQL parsed every body of every month). PostgreSQL
+    // reads only the month's partition.
     let in_month = format!("\"date\":\"{month}-");
-    let mut rows = statement.query([bin])?;
+    let month_text = month.to_string();
+    let (sql, params): (&'static str, &[&dyn crate::db::ToValue]) = match connection.engine() {
+        crate::db::Engine::Sqlite => (
+            "SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance'",
+            params![bin],
+        ),
+        crate::db::Engine::Postgres => (
+            "SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance' AND month = ?2",
+            params![bin, month_text],
+        ),
+    };
     let mut latest: HashMap<(u64, u64), MarkView> = HashMap::new();
     let mut check_ins = Vec::new();
     let mut lessons = HashMap::new();
-    while let Some(row) = rows.next()? {
-        let body = row.get_ref(0)?.as_str().unwrap_or_default();
+    connection.for_each(sql, params, |row| {
+        let body = row.str(0)?;
         if !body.contains(&in_month) {
-            continue;
+            return Ok(true);
         }
         // Stored only after `check_record` accepted it, so it parses.
         let Ok(record) = serde_json::from_str::<MarkView>(body) else {
-            continue;
+            return Ok(true);
         };
         // A closed month's figures are those of its close: adjustments made after it
         // reach the registry as such, and are not counted into the month.
@@ -297,7 +305,7 @@ fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Re
             .as_ref()
             .is_some_and(|evidence| evidence.entry == EntryKind::Adjustment)
         {
-            continue;
+            return Ok(true);
         }
         if matches!(record.method.as_str(), "qr_phone" | "qr_typed") {
             check_ins.push(CheckIn {
@@ -321,7 +329,8 @@ fn month_marks(connection: &Connection, bin: &str, month: Month) -> rusqlite::Re
                 latest.insert(key, record);
             }
         }
-    }
+        Ok(true)
+    })?;
     let mut latest: Vec<MarkView> = latest.into_values().collect();
     latest.sort_by_key(|record| record.id);
     check_ins.sort_by_key(|record| (record.lesson, record.recorded_at, record.id));
@@ -374,12 +383,7 @@ fn active_span(events: &[ContingentRecord], month: Month) -> Option<(Option<Date
 
 /// Audits `bin`'s `month`: stores the registry's figures and returns the findings (not
 /// yet stored: the caller records them with the agent they concern).
-pub fn audit_month(
-    connection: &Connection,
-    bin: &str,
-    month: Month,
-    now: i64,
-) -> rusqlite::Result<Vec<Finding>> {
+pub fn audit_month(connection: &Db, bin: &str, month: Month, now: i64) -> DbResult<Vec<Finding>> {
     let month_text = month.to_string();
     let policy = NationalPolicy::read(connection)?;
     let thresholds = Thresholds::read(connection)?;
@@ -390,10 +394,11 @@ pub fn audit_month(
     let verified = crate::store::verified_marks(connection, bin, &month_text)?;
 
     // Who counts: the registry's own list of state-funded students.
-    let listed: Vec<String> = connection
-        .prepare_cached("SELECT iin FROM beneficiaries WHERE bin = ?1 AND beneficiary = 1")?
-        .query_map([bin], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let listed: Vec<String> = connection.query(
+        "SELECT iin FROM beneficiaries WHERE bin = ?1 AND beneficiary = 1",
+        params![bin],
+        |row| row.get(0),
+    )?;
     let (beneficiaries_from, candidates) = if listed.is_empty() {
         let stated = statement
             .as_ref()
@@ -411,16 +416,19 @@ pub fn audit_month(
     };
     let mut contingent: HashMap<String, Vec<ContingentRecord>> = HashMap::new();
     {
-        let mut statement = connection
-            .prepare_cached("SELECT body FROM records WHERE bin = ?1 AND kind = 'contingent'")?;
-        for body in statement.query_map([bin], |row| row.get::<_, String>(0))? {
-            if let Ok(event) = serde_json::from_str::<ContingentRecord>(&body?) {
-                contingent
-                    .entry(event.student_iin.clone())
-                    .or_default()
-                    .push(event);
-            }
-        }
+        connection.for_each(
+            "SELECT body FROM records WHERE bin = ?1 AND kind = 'contingent'",
+            params![bin],
+            |row| {
+                if let Ok(event) = serde_json::from_str::<ContingentRecord>(row.str(0)?) {
+                    contingent
+                        .entry(event.student_iin.clone())
+                        .or_default()
+                        .push(event);
+                }
+                Ok(true)
+            },
+        )?;
     }
     let stated_groups: HashMap<&str, &str> = statement
         .iter()
@@ -522,17 +530,16 @@ pub fn audit_month(
         stated_compliant: statement.as_ref().map(|statement| statement.compliant),
         qr_requires_passkey: passkey_required,
     };
-    connection
-        .prepare_cached(
-            "INSERT INTO month_figures (bin, month, figures, computed_at) VALUES (?1, ?2, ?3, ?4)
+    connection.execute(
+        "INSERT INTO month_figures (bin, month, figures, computed_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (bin, month) DO UPDATE SET figures = ?3, computed_at = ?4",
-        )?
-        .execute(rusqlite::params![
+        params![
             bin,
             month_text,
             serde_json::to_string(&figures).unwrap_or_default(),
             now
-        ])?;
+        ],
+    )?;
     if let Some(statement) = &statement {
         findings.extend(compare(&figures, statement, &marks, &students, &policy));
     }
@@ -695,24 +702,27 @@ fn check_in_bursts(marks: &MonthMarks, thresholds: &Thresholds, month: &str) -> 
 }
 
 fn binding_bursts(
-    connection: &Connection,
+    connection: &Db,
     bin: &str,
     month: Month,
     thresholds: &Thresholds,
-) -> rusqlite::Result<Vec<Finding>> {
-    let zone: String = connection
-        .prepare_cached("SELECT timezone FROM colleges WHERE bin = ?1")?
-        .query_row([bin], |row| row.get(0))?;
+) -> DbResult<Vec<Finding>> {
+    let zone: String = connection.query_one(
+        "SELECT timezone FROM colleges WHERE bin = ?1",
+        params![bin],
+        |row| row.get(0),
+    )?;
     let offset = CollegeTimezone::parse(&zone)
         .map(|zone| zone.offset_seconds())
         .unwrap_or(5 * 3600);
     let mut bindings: Vec<BindingRecord> = connection
-        .prepare_cached("SELECT body FROM records WHERE bin = ?1 AND kind = 'bindings'")?
-        .query_map([bin], |row| row.get::<_, String>(0))?
-        .filter_map(|body| {
-            body.ok()
-                .and_then(|body| serde_json::from_str::<BindingRecord>(&body).ok())
-        })
+        .query(
+            "SELECT body FROM records WHERE bin = ?1 AND kind = 'bindings'",
+            params![bin],
+            |row| Ok(serde_json::from_str::<BindingRecord>(row.str(0)?).ok()),
+        )?
+        .into_iter()
+        .flatten()
         // The demo college's seeded bindings are made at once by its generator, not by
         // people; only under the demo's BIN, which no real college is registered with.
         .filter(|binding| !(bin == DEMO_BIN && binding.code_issued_by == "demo"))
@@ -846,15 +856,16 @@ fn hand_shares(marks: &MonthMarks, thresholds: &Thresholds, month: &str) -> Vec<
 }
 
 /// The registry's figures of `bin`'s months, oldest first.
-pub fn figures_of(connection: &Connection, bin: &str) -> rusqlite::Result<Vec<MonthFigures>> {
-    connection
-        .prepare_cached("SELECT figures FROM month_figures WHERE bin = ?1 ORDER BY month")?
-        .query_map([bin], |row| row.get::<_, String>(0))?
-        .filter_map(|text| match text {
-            Ok(text) => serde_json::from_str(&text).ok().map(Ok),
-            Err(error) => Some(Err(error)),
-        })
-        .collect()
+pub fn figures_of(connection: &Db, bin: &str) -> DbResult<Vec<MonthFigures>> {
+    Ok(connection
+        .query(
+            "SELECT figures FROM month_figures WHERE bin = ?1 ORDER BY month",
+            params![bin],
+            |row| Ok(serde_json::from_str(row.str(0)?).ok()),
+        )?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 #[cfg(test)]

@@ -22,6 +22,17 @@ pub struct Cli {
     /// Where the registry keeps its database and signing key.
     #[arg(long, env = "KASIP_REGISTRY_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Where the records are kept: `sqlite` (a file in the data dir, the default) or a
+    /// PostgreSQL database, `postgres://USER@HOST:PORT/DATABASE`, which several registry
+    /// processes can share. Also `database = "…"` in DATA_DIR/registry.toml. The
+    /// signing key stays in the data dir either way.
+    #[arg(
+        long,
+        env = "KASIP_REGISTRY_DATABASE",
+        global = true,
+        value_name = "URL"
+    )]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,6 +213,10 @@ enum Command {
         /// https://<this>/passkey and check-ins' assertions are verified against it.
         #[arg(long)]
         passkey_rp_id: Option<String>,
+        /// Connections to PostgreSQL this process holds (requests beyond them wait up
+        /// to 10 s, then get 503). SQLite always has one.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        database_connections: u16,
     },
     /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received),
     /// DIR/agent.pub (the enrolled key, PEM) and DIR/college.json (its BIN and time
@@ -311,7 +326,8 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<(), RegistryError> {
     let dir = data_dir(&cli.data_dir)?;
-    let store = || RegistryStore::open(&dir);
+    let database = crate::store::Database::configured(&dir, cli.database.as_deref())?;
+    let store = || RegistryStore::open_with(&dir, &database);
     match cli.command {
         Command::Init => {
             let store = store()?;
@@ -554,6 +570,7 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             dns_update,
             dns_update_key,
             passkey_rp_id,
+            database_connections,
         } => {
             if agents_zone.is_some() && dns_listen.is_none() && dns_update.is_none() {
                 return Err(RegistryError::Usage(
@@ -570,8 +587,13 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 (Some(cert), Some(key)) => Some(tls_acceptor(&cert, &key)?),
                 _ => None,
             };
-            let mut store = store()?;
-            store.checkpoint_in_background()?;
+            let connections = match database {
+                crate::store::Database::Sqlite => 1,
+                crate::store::Database::Postgres(_) => usize::from(database_connections),
+            };
+            let mut stores = (0..connections)
+                .map(|_| store())
+                .collect::<Result<Vec<_>, _>>()?;
             let relying_party = passkey_rp_id
                 .or_else(|| {
                     agents_zone
@@ -585,19 +607,22 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                         .as_deref()
                         .map(|zone| zone.trim_end_matches('.').to_ascii_lowercase()),
                 });
-            if let Some(relying_party) = &relying_party {
-                store.verify_passkeys(relying_party.clone());
+            for store in &mut stores {
+                store.checkpoint_in_background()?;
+                if let Some(relying_party) = &relying_party {
+                    store.verify_passkeys(relying_party.clone());
+                }
             }
             let clock = clock();
             let zone = match &agents_zone {
                 Some(zone) => Some(std::sync::Arc::new(crate::dns::AgentsZone::new(
                     crate::dns::ZoneConfig::parse(zone, dns_address)?,
-                    &store.zone_entries()?,
+                    &stores[0].zone_entries()?,
                     clock(),
                 ))),
                 None => None,
             };
-            let mut state = RegistryState::new(store, clock);
+            let mut state = RegistryState::with_connections(stores, clock);
             if let Some(relying_party) = relying_party {
                 state = state.with_relying_party(relying_party);
             }

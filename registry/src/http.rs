@@ -48,7 +48,7 @@ const BATCH_SLOT_WAIT: Duration = Duration::from_secs(60);
 
 pub fn router(state: RegistryState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/v1/colleges", get(overview_json))
         .route("/v1/enrolments", post(enrol))
         .route("/v1/batches", post(receive_batch))
@@ -526,6 +526,22 @@ async fn trickled(response: Response<Body>, over: Duration) -> Response<Body> {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves.
+/// 200 "ok" with the database's engine when a query answers; 503 otherwise, so that a
+/// balancer stops sending to a registry whose database is gone.
+async fn healthz(State(state): State<RegistryState>) -> Response<Body> {
+    match state.with_store(|store| store.check_database()).await {
+        Ok(Ok(engine)) => format!("ok\ndatabase: {engine}\n").into_response(),
+        Ok(Err(failure)) => {
+            tracing::error!(error = %failure, "health check: the database does not answer");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database does not answer",
+            )
+        }
+        Err(busy) => busy,
+    }
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cli;
+pub mod db;
 pub mod dns;
 pub mod dns_update;
 pub mod http;

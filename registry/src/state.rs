@@ -1,7 +1,8 @@
-//! What every handler of the registry shares: the store behind its lock, the clock, the
-//! upload slots and the sign-in throttle; and the JSON error answers.
+//! What every handler of the registry shares: the stores (one per database connection),
+//! the clock, the upload slots and the sign-in throttle; and the JSON error answers.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
@@ -16,9 +17,21 @@ use crate::store::RegistryStore;
 /// with their bodies unread, in the kernel's buffers. Sixteen 30 MiB batches at once
 /// once took the registry to 5.2 GiB.
 pub const CONCURRENT_BATCHES: usize = 2;
+/// How long a request waits for a free database connection before it is answered 503
+/// (the agent retries): a full pool means the database is the bottleneck, and queueing
+/// more work in front of it only makes every answer later.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// The registry's connections: SQLite has one (its one writer), PostgreSQL as many as
+/// `--database-connections`. A request takes one for the time of its work.
+struct StorePool {
+    idle: Mutex<Vec<RegistryStore>>,
+    slots: tokio::sync::Semaphore,
+}
+
 #[derive(Clone)]
 pub struct RegistryState {
-    store: Arc<Mutex<RegistryStore>>,
+    stores: Arc<StorePool>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     pub(crate) batch_slots: Arc<tokio::sync::Semaphore>,
     /// Wrong passwords per login, for the sign-in throttle (`pages::log_in`).
@@ -33,8 +46,19 @@ pub struct RegistryState {
 
 impl RegistryState {
     pub fn new(store: RegistryStore, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
+        Self::with_connections(vec![store], clock)
+    }
+
+    /// Serves with several stores, each on its own database connection.
+    pub fn with_connections(
+        stores: Vec<RegistryStore>,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Self {
         Self {
-            store: Arc::new(Mutex::new(store)),
+            stores: Arc::new(StorePool {
+                slots: tokio::sync::Semaphore::new(stores.len()),
+                idle: Mutex::new(stores),
+            }),
             clock,
             batch_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES)),
             sign_in_failures: Arc::default(),
@@ -70,15 +94,47 @@ impl RegistryState {
         &self,
         work: impl FnOnce(&mut RegistryStore) -> T + Send + 'static,
     ) -> Result<T, Response<Body>> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            let mut store = store
+        let Ok(Ok(slot)) = tokio::time::timeout(POOL_WAIT, self.stores.slots.acquire()).await
+        else {
+            tracing::warn!("every database connection stayed busy for {POOL_WAIT:?}");
+            return Err(error_response_503());
+        };
+        let pool = Arc::clone(&self.stores);
+        let store = pool
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let Some(mut store) = store else {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no database connection",
+            ));
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let answer = work(&mut store);
+            pool.idle
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut store)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(store);
+            answer
         })
-        .await
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "registry task failed"))
+        .await;
+        match done {
+            Ok(answer) => {
+                drop(slot);
+                Ok(answer)
+            }
+            // The store went down with the work: its slot goes too, so that no request
+            // waits for a connection that is not coming back.
+            Err(_) => {
+                slot.forget();
+                Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "registry task failed",
+                ))
+            }
+        }
     }
 }
 

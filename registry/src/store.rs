@@ -11,8 +11,9 @@ use kasip_core::batch::{
     Outcome, Receipt, RecordOutcome, GENESIS_PREV,
 };
 use kasip_core::{to_canonical_json, Bin, Iin};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
+
+use crate::db::{params, Db, DbError, Engine};
 
 mod names;
 mod passkeys;
@@ -239,11 +240,9 @@ pub const ENROLMENT_CODE_SECS: i64 = 7 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry database {path}: {source}")]
-    Database {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    /// `place` is the database file, or the PostgreSQL server and database.
+    #[error("registry database {place}: {source}")]
+    Database { place: String, source: DbError },
     #[error("{0}")]
     Key(#[from] kasip_certs::KeyError),
     #[error("{0}")]
@@ -326,9 +325,163 @@ fn restrict_database_files(path: &Path) -> Result<(), RegistryError> {
     Ok(())
 }
 
+fn open_sqlite(path: &Path) -> Result<Db, RegistryError> {
+    let fail = |source: rusqlite::Error| RegistryError::Database {
+        place: path.display().to_string(),
+        source: source.into(),
+    };
+    // SQLite gives its -wal and -shm files the database file's mode.
+    if !path.exists() {
+        kasip_certs::process::create_private_file(path).map_err(RegistryError::io(format!(
+            "cannot create {}",
+            path.display()
+        )))?;
+    }
+    let connection = rusqlite::Connection::open(path).map_err(fail)?;
+    // Plans that do not change with bound values, so that cached statements are not
+    // compiled again on every reuse (see the agent's `Store::open_with`).
+    connection
+        .set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(fail)?;
+    // A full batch writes ~7 MB in one transaction: with SQLite's default 2 MiB page
+    // cache, pages spilled into the log mid-transaction and some were written twice.
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
+        )
+        .map_err(fail)?;
+    restrict_database_files(path)?;
+    connection.execute_batch(SCHEMA).map_err(fail)?;
+    connection.execute_batch(passkeys::SCHEMA).map_err(fail)?;
+    // A column added after the first registries were made: added once, where missing.
+    let has_timezone: bool = connection
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('colleges') WHERE name = 'timezone'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(fail)?;
+    if !has_timezone {
+        connection
+            .execute_batch(
+                "ALTER TABLE colleges ADD COLUMN timezone TEXT NOT NULL DEFAULT 'Asia/Almaty'",
+            )
+            .map_err(fail)?;
+    }
+    Ok(Db::sqlite(connection))
+}
+
+/// Connects with the registry's limits and creates the schema where missing: under an
+/// advisory lock, since several processes may start at once on one database.
+fn open_postgres(url: &str) -> Result<(Db, String), RegistryError> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|error| RegistryError::Usage(format!("--database: {error}")))?;
+    let place = format!(
+        "postgresql {}/{}",
+        config
+            .get_hosts()
+            .first()
+            .map(|host| match host {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_default(),
+        config.get_dbname().unwrap_or_default()
+    );
+    config
+        .application_name("kasip-registry")
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .options(&format!(
+            "-c client_min_messages=warning -c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={}",
+            2 * STATEMENT_TIMEOUT_MS
+        ));
+    let fail = |source: postgres::Error| RegistryError::Database {
+        place: place.clone(),
+        source: source.into(),
+    };
+    let client = config.connect(postgres::NoTls).map_err(fail)?;
+    let db = Db::postgres(client);
+    db.batch(concat!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('kasip:schema', 0));\n",
+        include_str!("store/postgres.sql"),
+        "\nCOMMIT;"
+    ))
+    .map_err(|source| RegistryError::Database {
+        place: place.clone(),
+        source,
+    })?;
+    Ok((db, place))
+}
+
+/// Which database the registry keeps: an SQLite file in its data dir (the default), or a
+/// PostgreSQL database that several registry processes share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite,
+    /// A `postgres://` URL (libpq's URL form; a password in it is never logged).
+    Postgres(String),
+}
+
+impl Database {
+    /// `--database` if given, else `database` in `DATA_DIR/registry.toml`, else SQLite.
+    pub fn configured(data_dir: &Path, option: Option<&str>) -> Result<Self, RegistryError> {
+        if option.is_some() {
+            return Self::parse(option);
+        }
+        let path = data_dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Self::Sqlite),
+            Err(error) => {
+                return Err(RegistryError::io(format!("cannot read {}", path.display()))(error))
+            }
+        };
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Config {
+            database: Option<String>,
+        }
+        let config: Config = toml::from_str(&text).map_err(|error| {
+            RegistryError::Usage(format!("{}: {}", path.display(), error.message()))
+        })?;
+        Self::parse(config.database.as_deref())
+    }
+
+    /// `--database`: absent or `sqlite` for the file, a `postgres://` URL otherwise.
+    pub fn parse(option: Option<&str>) -> Result<Self, RegistryError> {
+        match option.map(str::trim) {
+            None | Some("") | Some("sqlite") => Ok(Self::Sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                url.parse::<postgres::Config>().map_err(|error| {
+                    RegistryError::Usage(format!("--database: not a PostgreSQL URL: {error}"))
+                })?;
+                Ok(Self::Postgres(url.to_owned()))
+            }
+            Some(_) => Err(RegistryError::Usage(
+                "--database: use `sqlite` (the default) or a postgres://user@host:port/database URL"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The registry's settings in its data dir (`database = "postgres://…"`), for a service
+/// whose command line stays the package's.
+pub const CONFIG_FILE: &str = "registry.toml";
+
+/// PostgreSQL's limits on one registry connection: a statement that runs longer is
+/// cancelled (the agent retries its batch), a lock waited for longer too.
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
 pub struct RegistryStore {
-    connection: Connection,
-    path: PathBuf,
+    db: Db,
+    /// Where the database is, for error messages: the file, or host and database.
+    place: String,
     /// Wakes the checkpoint thread after a batch is stored, when there is one.
     committed: Option<std::sync::mpsc::Sender<()>>,
     key: DeviceKey,
@@ -337,31 +490,36 @@ pub struct RegistryStore {
     audit: bool,
     /// The passkeys' relying party, when this registry verifies check-ins' assertions.
     relying_party: Option<RelyingParty>,
+    /// Months whose records partition is known to exist (PostgreSQL).
+    partitions: std::collections::HashSet<kasip_core::Month>,
 }
 
 impl RegistryStore {
-    /// Moves checkpoints off this connection (the one that receives) to a thread and
-    /// connection of their own, woken after each commit: the log is copied while the
+    /// Moves SQLite's checkpoints off this connection (the one that receives) to a thread
+    /// and connection of their own, woken after each commit: the log is copied while the
     /// registry waits for the agent's next batch, and the next batch finds it copied and
     /// writes the log from its start again (checkpointing inline was 13% of the
     /// receiving thread's CPU in the sync bench). PASSIVE checkpoints never block a
-    /// writer or a reader; the thread ends with this store.
+    /// writer or a reader; the thread ends with this store. PostgreSQL checkpoints itself.
     pub fn checkpoint_in_background(&mut self) -> Result<(), RegistryError> {
-        let fail = |source| RegistryError::Database {
-            path: self.path.clone(),
-            source,
+        let Some(connection) = self.db.as_sqlite() else {
+            return Ok(());
         };
-        let checkpoints = Connection::open(&self.path).map_err(fail)?;
+        let path = PathBuf::from(&self.place);
+        let fail = |source: rusqlite::Error| RegistryError::Database {
+            place: self.place.clone(),
+            source: source.into(),
+        };
+        let checkpoints = rusqlite::Connection::open(&path).map_err(fail)?;
         checkpoints
             .execute_batch("PRAGMA busy_timeout = 10000;")
             .map_err(fail)?;
         // The receiving connection still checkpoints when the log passes 64 MiB: the
         // backstop should this thread ever fall behind.
-        self.connection
+        connection
             .execute_batch("PRAGMA wal_autocheckpoint = 16384;")
             .map_err(fail)?;
         let (committed, commits) = std::sync::mpsc::channel::<()>();
-        let path = self.path.clone();
         std::thread::Builder::new()
             .name("checkpoints".into())
             .spawn(move || {
@@ -378,8 +536,14 @@ impl RegistryStore {
         Ok(())
     }
 
-    /// Opens (creating when needed) the registry in `data_dir`.
+    /// Opens (creating when needed) the registry in `data_dir`, on SQLite.
     pub fn open(data_dir: &Path) -> Result<Self, RegistryError> {
+        Self::open_with(data_dir, &Database::Sqlite)
+    }
+
+    /// Opens (creating when needed) the registry: its signing key in `data_dir`, its
+    /// tables in `database`.
+    pub fn open_with(data_dir: &Path, database: &Database) -> Result<Self, RegistryError> {
         // Every college's records: the service's user's only, whatever the umask.
         kasip_certs::process::create_private_dir(data_dir).map_err(RegistryError::io(format!(
             "cannot create {}",
@@ -391,60 +555,40 @@ impl RegistryStore {
         } else {
             DeviceKey::generate_to(&key_path)?
         };
-        let path = data_dir.join("registry.db");
-        let fail = |source| RegistryError::Database {
-            path: path.clone(),
-            source,
+        let (db, place) = match database {
+            Database::Sqlite => {
+                let path = data_dir.join("registry.db");
+                (open_sqlite(&path)?, path.display().to_string())
+            }
+            Database::Postgres(url) => open_postgres(url)?,
         };
-        // SQLite gives its -wal and -shm files the database file's mode.
-        if !path.exists() {
-            kasip_certs::process::create_private_file(&path).map_err(RegistryError::io(
-                format!("cannot create {}", path.display()),
-            ))?;
-        }
-        let connection = Connection::open(&path).map_err(fail)?;
-        // Plans that do not change with bound values, so that cached statements are not
-        // compiled again on every reuse (see the agent's `Store::open_with`).
-        connection
-            .set_db_config(
-                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-                true,
-            )
-            .map_err(fail)?;
-        // A full batch writes ~7 MB in one transaction: with SQLite's default 2 MiB page
-        // cache, pages spilled into the log mid-transaction and some were written twice.
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
-            )
-            .map_err(fail)?;
-        restrict_database_files(&path)?;
-        connection.execute_batch(SCHEMA).map_err(fail)?;
-        connection.execute_batch(passkeys::SCHEMA).map_err(fail)?;
-        // A column added after the first registries were made: added once, where missing.
-        let has_timezone: bool = connection
-            .query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('colleges') WHERE name = 'timezone'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(fail)?;
-        if !has_timezone {
-            connection
-                .execute_batch(
-                    "ALTER TABLE colleges ADD COLUMN timezone TEXT NOT NULL DEFAULT 'Asia/Almaty'",
-                )
-                .map_err(fail)?;
-        }
         Ok(Self {
-            connection,
-            path,
+            db,
+            place,
             committed: None,
             key,
             audit: true,
             relying_party: None,
+            partitions: std::collections::HashSet::new(),
         })
+    }
+
+    /// Creates `month`'s records partition unless it exists (PostgreSQL): in a
+    /// transaction of its own, under a lock, since another process may be making it too.
+    fn ensure_month_partition(&mut self, month: kasip_core::Month) -> Result<(), RegistryError> {
+        if self.partitions.contains(&month) {
+            return Ok(());
+        }
+        // The table's name comes from a parsed month: digits and a dash only.
+        let name = format!("records_{}", month.to_string().replace('-', "_"));
+        let sql = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('kasip:partitions', 0));
+             CREATE TABLE IF NOT EXISTS {name} PARTITION OF records FOR VALUES IN ('{month}');
+             COMMIT;"
+        );
+        self.db.batch(&sql).map_err(|source| self.fail(source))?;
+        self.partitions.insert(month);
+        Ok(())
     }
 
     /// Verifies check-ins' passkey assertions on receipt, for passkeys made for
@@ -469,11 +613,27 @@ impl RegistryStore {
         self
     }
 
-    fn fail(&self, source: rusqlite::Error) -> RegistryError {
+    fn fail(&self, source: impl Into<DbError>) -> RegistryError {
         RegistryError::Database {
-            path: self.path.clone(),
-            source,
+            place: self.place.clone(),
+            source: source.into(),
         }
+    }
+
+    /// The database, for tools and tests that read the registry's tables.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// What the health check reports: the engine answers a query.
+    pub fn check_database(&self) -> Result<&'static str, RegistryError> {
+        self.db
+            .value::<i64>("SELECT 1", params![])
+            .map_err(|source| self.fail(source))?;
+        Ok(match self.db.engine() {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgresql",
+        })
     }
 
     pub fn registry_key(&self) -> &DeviceKey {
@@ -492,20 +652,23 @@ impl RegistryStore {
         if name.is_empty() {
             return Err(RegistryError::Usage("the college name is empty".into()));
         }
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO colleges (bin, name, timezone) VALUES (?1, ?2, ?3)
                  ON CONFLICT (bin) DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
-                rusqlite::params![bin.to_string(), name, timezone.name()],
+                params![bin.to_string(), name, timezone.name()],
             )
             .map_err(|source| self.fail(source))?;
         Ok(())
     }
 
     fn college_exists(&self, bin: &str) -> Result<bool, RegistryError> {
-        self.connection
-            .query_row("SELECT 1 FROM colleges WHERE bin = ?1", [bin], |_| Ok(()))
-            .optional()
+        self.db
+            .query_opt(
+                "SELECT 1 FROM colleges WHERE bin = ?1",
+                params![bin],
+                |_| Ok(()),
+            )
             .map(|found| found.is_some())
             .map_err(|source| self.fail(source))
     }
@@ -526,10 +689,10 @@ impl RegistryStore {
             .iter()
             .map(|byte| ALPHABET[usize::from(byte % 32)] as char)
             .collect();
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO enrolment_codes (code_hash, bin, expires_at) VALUES (?1, ?2, ?3)",
-                rusqlite::params![
+                params![
                     sha256_hex(code.as_bytes()),
                     bin.to_string(),
                     now + ENROLMENT_CODE_SECS
@@ -553,35 +716,23 @@ impl RegistryStore {
             ));
         };
         let code = code.trim().to_uppercase();
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| RegistryError::Database {
-                path: self.path.clone(),
-                source,
-            })?;
+        let code_hash = sha256_hex(code.as_bytes());
+        let fail = |source| self.fail(source);
+        let transaction = self.db.transaction().map_err(fail)?;
         let found: Option<(String, i64, Option<i64>)> = transaction
-            .query_row(
+            .query_opt(
                 "SELECT bin, expires_at, used_at FROM enrolment_codes WHERE code_hash = ?1",
-                [sha256_hex(code.as_bytes())],
+                params![code_hash],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .optional()
-            .map_err(|source| RegistryError::Database {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(fail)?;
         let holder: Option<(String, String)> = transaction
-            .query_row(
+            .query_opt(
                 "SELECT a.bin, a.kid FROM agent_keys k JOIN agents a ON a.kid = k.agent WHERE k.kid = ?1",
-                [&key],
+                params![key],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()
-            .map_err(|source| RegistryError::Database {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(fail)?;
         match holder {
             Some((holder_bin, agent)) if holder_bin == bin => {
                 return Ok(Enrolment::AlreadyEnrolled(agent));
@@ -607,36 +758,39 @@ impl RegistryStore {
             )),
             Some(_) => Ok(key),
         };
-        if let Ok(kid) = &verdict {
-            let result = transaction
-                .execute(
-                    "UPDATE enrolment_codes SET used_at = ?1 WHERE code_hash = ?2",
-                    rusqlite::params![now, sha256_hex(code.as_bytes())],
-                )
-                .and_then(|_| {
-                    transaction.execute(
-                        "INSERT INTO agents (kid, bin, public_key, enrolled_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (kid) DO NOTHING",
-                        rusqlite::params![kid, bin, public_key, now],
-                    )
-                })
-                .and_then(|_| {
-                    transaction.execute(
-                        "INSERT INTO agent_keys (kid, agent, public_key, added_at) VALUES (?1, ?1, ?2, ?3)
-                         ON CONFLICT (kid) DO NOTHING",
-                        rusqlite::params![kid, public_key, now],
-                    )
-                })
-                .and_then(|_| transaction.commit());
-            result.map_err(|source| RegistryError::Database {
-                path: self.path.clone(),
-                source,
-            })?;
+        let kid = match verdict {
+            Ok(kid) => kid,
+            Err(reason) => return Ok(Enrolment::Refused(reason)),
+        };
+        // Spent only if still unspent: two registry processes given one code at once
+        // enrol one key, whatever the isolation level.
+        let spent = transaction
+            .execute(
+                "UPDATE enrolment_codes SET used_at = ?1 WHERE code_hash = ?2 AND used_at IS NULL",
+                params![now, code_hash],
+            )
+            .map_err(fail)?;
+        if spent != 1 {
+            return Ok(Enrolment::Refused(
+                "this enrolment code was already used".to_owned(),
+            ));
         }
-        Ok(match verdict {
-            Ok(kid) => Enrolment::Enrolled(kid),
-            Err(reason) => Enrolment::Refused(reason),
-        })
+        transaction
+            .execute(
+                "INSERT INTO agents (kid, bin, public_key, enrolled_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kid) DO NOTHING",
+                params![kid, bin, public_key, now],
+            )
+            .map_err(fail)?;
+        transaction
+            .execute(
+                "INSERT INTO agent_keys (kid, agent, public_key, added_at) VALUES (?1, ?1, ?2, ?3)
+                 ON CONFLICT (kid) DO NOTHING",
+                params![kid, public_key, now],
+            )
+            .map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+        Ok(Enrolment::Enrolled(kid))
     }
 
     /// Accepts a signed read's `jti` once: false when it was used before.
@@ -647,46 +801,39 @@ impl RegistryStore {
         iat: i64,
         now: i64,
     ) -> Result<bool, RegistryError> {
-        let fail = |source| RegistryError::Database {
-            path: self.path.clone(),
-            source,
-        };
-        self.connection
-            .prepare_cached("DELETE FROM used_authorizations WHERE iat < ?1")
-            .and_then(|mut statement| {
-                statement.execute([now - 2 * kasip_certs::agent_auth::MAX_SKEW_SECS])
-            })
+        let fail = |source| self.fail(source);
+        self.db
+            .execute(
+                "DELETE FROM used_authorizations WHERE iat < ?1",
+                params![now - 2 * kasip_certs::agent_auth::MAX_SKEW_SECS],
+            )
             .map_err(fail)?;
         let inserted = self
-            .connection
-            .prepare_cached(
+            .db
+            .execute(
                 "INSERT INTO used_authorizations (agent, jti, iat) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
+                params![agent, jti, iat],
             )
-            .and_then(|mut statement| statement.execute(rusqlite::params![agent, jti, iat]))
             .map_err(fail)?;
         Ok(inserted == 1)
     }
 
-    /// The enrolled key and college of `kid`.
     /// The agent that signs with the current (not retired) key `kid`.
     pub fn agent(&self, kid: &str) -> Result<Option<SigningAgent>, RegistryError> {
-        self.connection
-            .prepare_cached(
+        self.db
+            .query_opt(
                 "SELECT k.public_key, a.bin, a.kid FROM agent_keys k JOIN agents a ON a.kid = k.agent
                  WHERE k.kid = ?1 AND k.retired_at IS NULL",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_row([kid], |row| {
-                        Ok(SigningAgent {
-                            public_key: row.get(0)?,
-                            bin: row.get(1)?,
-                            agent_id: row.get(2)?,
-                        })
+                params![kid],
+                |row| {
+                    Ok(SigningAgent {
+                        public_key: row.get(0)?,
+                        bin: row.get(1)?,
+                        agent_id: row.get(2)?,
                     })
-                    .optional()
-            })
+                },
+            )
             .map_err(|source| self.fail(source))
     }
 
@@ -749,11 +896,10 @@ impl RegistryStore {
         }
         for (new_kid, _) in &new_keys {
             let taken: bool = self
-                .connection
-                .query_row(
+                .db
+                .value(
                     "SELECT EXISTS (SELECT 1 FROM agent_keys WHERE kid = ?1)",
-                    [new_kid],
-                    |row| row.get(0),
+                    params![new_kid],
                 )
                 .map_err(|source| self.fail(source))?;
             if taken {
@@ -771,34 +917,46 @@ impl RegistryStore {
             )));
         }
         let hash = sha256_hex(jws.as_bytes());
-        let path = self.path.clone();
+        let months = match self.db.engine() {
+            Engine::Sqlite => Vec::new(),
+            Engine::Postgres => {
+                let months: Vec<_> = envelope
+                    .records
+                    .iter()
+                    .map(|record| record_month(record.as_str(), envelope.created))
+                    .collect();
+                for month in months
+                    .iter()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    self.ensure_month_partition(month)?;
+                }
+                months
+            }
+        };
+        let place = self.place.clone();
         let fail = |source| RegistryError::Database {
-            path: path.clone(),
+            place: place.clone(),
             source,
         };
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
+        let transaction = self.db.transaction().map_err(fail)?;
+        // Another registry process may be storing this agent's batch right now: its
+        // sequence and chain are read only once that one has committed or rolled back.
+        transaction.lock_agent(&kid).map_err(fail)?;
         let same_seq: Option<(String, String)> = transaction
-            .prepare_cached("SELECT hash, receipt FROM batches WHERE agent = ?1 AND seq = ?2")
-            .and_then(|mut statement| {
-                statement
-                    .query_row(rusqlite::params![kid, envelope.seq], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .optional()
-            })
+            .query_opt(
+                "SELECT hash, receipt FROM batches WHERE agent = ?1 AND seq = ?2",
+                params![kid, envelope.seq],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .map_err(fail)?;
         let (last_seq, last_hash): (u64, String) = transaction
-            .prepare_cached(
+            .query_opt(
                 "SELECT seq, hash FROM batches WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
+                params![kid],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_row([&kid], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-            })
             .map_err(fail)?
             .unwrap_or((0, GENESIS_PREV.to_owned()));
         match same_seq {
@@ -839,17 +997,6 @@ impl RegistryStore {
         let mut outcomes = Vec::with_capacity(envelope.records.len());
         let mut attendance = Vec::new();
         {
-            let mut insert = transaction
-                .prepare_cached(
-                    "INSERT INTO records (bin, kind, record_id, agent, seq, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                )
-                .map_err(fail)?;
-            let mut quarantine = transaction
-                .prepare_cached(
-                    "INSERT INTO quarantine (agent, seq, position, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(fail)?;
             for (position, record) in envelope.records.iter().enumerate() {
                 // Stored as signed: the envelope's parse found it canonical.
                 let body = record.as_str();
@@ -872,16 +1019,27 @@ impl RegistryStore {
                 };
                 match checked {
                     Ok(id) => {
-                        let inserted = insert
-                            .execute(rusqlite::params![
-                                bin,
-                                envelope.kind.as_str(),
-                                id as i64,
-                                kid,
-                                envelope.seq,
-                                body
-                            ])
-                            .map_err(fail)?;
+                        let inserted = match months.get(position) {
+                            None => transaction.execute(
+                                "INSERT INTO records (bin, kind, record_id, agent, seq, body)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                                params![bin, envelope.kind.as_str(), id, kid, envelope.seq, body],
+                            ),
+                            Some(month) => transaction.execute(
+                                "INSERT INTO records (bin, kind, record_id, agent, seq, body, month)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                                params![
+                                    bin,
+                                    envelope.kind.as_str(),
+                                    id,
+                                    kid,
+                                    envelope.seq,
+                                    body,
+                                    month.to_string()
+                                ],
+                            ),
+                        }
+                        .map_err(fail)?;
                         outcomes.push(RecordOutcome {
                             id,
                             outcome: if inserted == 1 {
@@ -893,14 +1051,12 @@ impl RegistryStore {
                         });
                     }
                     Err(reason) => {
-                        quarantine
-                            .execute(rusqlite::params![
-                                kid,
-                                envelope.seq,
-                                position as i64,
-                                reason,
-                                body
-                            ])
+                        transaction
+                            .execute(
+                                "INSERT INTO quarantine (agent, seq, position, reason, body)
+                                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                                params![kid, envelope.seq, position, reason, body],
+                            )
                             .map_err(fail)?;
                         outcomes.push(RecordOutcome {
                             id: record.parse::<RecordId>().map_or(0, |record| record.id),
@@ -912,6 +1068,10 @@ impl RegistryStore {
             }
         }
         if self.audit {
+            // The cross-college rules read and write what every college's batches share
+            // (who was present where, which phone checked in where): one batch at a time
+            // across processes, so that two colleges' batches cannot miss each other.
+            transaction.lock_national().map_err(fail)?;
             crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
                 .map_err(fail)?;
             for finding in
@@ -969,7 +1129,7 @@ impl RegistryStore {
             .execute(
                 "INSERT INTO batches (agent, seq, kind, hash, jws, receipt, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                rusqlite::params![
+                params![
                     kid,
                     envelope.seq,
                     envelope.kind.as_str(),
@@ -984,13 +1144,13 @@ impl RegistryStore {
             transaction
                 .execute(
                     "INSERT INTO agent_keys (kid, agent, public_key, added_at) VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![new_kid, kid, new_key, now],
+                    params![new_kid, kid, new_key, now],
                 )
                 .map_err(fail)?;
             transaction
                 .execute(
                     "UPDATE agent_keys SET retired_at = ?2 WHERE kid = ?1",
-                    rusqlite::params![kid_signing, now],
+                    params![kid_signing, now],
                 )
                 .map_err(fail)?;
         }
@@ -1007,10 +1167,10 @@ impl RegistryStore {
         student_qr_share: u64,
         typed_counts_as_qr: bool,
     ) -> Result<(), RegistryError> {
-        self.connection
+        self.db
             .execute(
                 "UPDATE policy SET min_coverage = ?1, student_qr_share = ?2, typed_counts_as_qr = ?3",
-                rusqlite::params![min_coverage, student_qr_share, typed_counts_as_qr],
+                params![min_coverage, student_qr_share, typed_counts_as_qr],
             )
             .map_err(|source| self.fail(source))?;
         Ok(())
@@ -1022,10 +1182,10 @@ impl RegistryStore {
                 "no college {bin}; add it with `kasip-registry add-college`"
             )));
         }
-        self.connection
+        self.db
             .execute(
-                "INSERT OR IGNORE INTO licensed_addresses (bin, address) VALUES (?1, ?2)",
-                rusqlite::params![bin.to_string(), address],
+                "INSERT INTO licensed_addresses (bin, address) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![bin.to_string(), address],
             )
             .map_err(|source| self.fail(source))?;
         Ok(())
@@ -1035,21 +1195,20 @@ impl RegistryStore {
     /// `wire::Policy`): the agent verifies it as it verifies receipts, and caches it.
     pub fn signed_policy(&self, bin: &str, now: i64) -> Result<String, RegistryError> {
         let (min_coverage, student_qr_share, typed_counts_as_qr): (u64, u64, bool) = self
-            .connection
-            .query_row(
+            .db
+            .query_one(
                 "SELECT min_coverage, student_qr_share, typed_counts_as_qr FROM policy WHERE id = 1",
-                [],
+                params![],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .map_err(|source| self.fail(source))?;
         let licensed_addresses = self
-            .connection
-            .prepare("SELECT address FROM licensed_addresses WHERE bin = ?1 ORDER BY address")
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin], |row| row.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
-            })
+            .db
+            .query(
+                "SELECT address FROM licensed_addresses WHERE bin = ?1 ORDER BY address",
+                params![bin],
+                |row| row.get(0),
+            )
             .map_err(|source| self.fail(source))?;
         let policy = kasip_core::wire::Policy {
             college_bin: bin.to_owned(),
@@ -1073,7 +1232,7 @@ impl RegistryStore {
         now: i64,
     ) -> Result<(), RegistryError> {
         crate::timeline::record(
-            &self.connection,
+            &self.db,
             agent,
             bin,
             &crate::timeline::Finding {
@@ -1096,28 +1255,23 @@ impl RegistryStore {
         month: kasip_core::Month,
         now: i64,
     ) -> Result<Vec<(String, crate::timeline::Finding)>, RegistryError> {
-        let path = self.path.clone();
+        let place = self.place.clone();
         let fail = |source| RegistryError::Database {
-            path: path.clone(),
+            place: place.clone(),
             source,
         };
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
+        let transaction = self.db.transaction().map_err(fail)?;
+        // The same lock a batch's audit takes: a month audit writes findings too.
+        transaction.lock_national().map_err(fail)?;
+        let bin_text = bin.map(Bin::to_string);
         let colleges: Vec<(String, Option<String>)> = transaction
-            .prepare(
+            .query(
                 "SELECT c.bin, (SELECT a.kid FROM agents a WHERE a.bin = c.bin
                                 ORDER BY a.enrolled_at DESC LIMIT 1)
-                 FROM colleges c WHERE ?1 IS NULL OR c.bin = ?1 ORDER BY c.bin",
+                 FROM colleges c WHERE CAST(?1 AS TEXT) IS NULL OR c.bin = ?1 ORDER BY c.bin",
+                params![bin_text],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin.map(Bin::to_string)], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })?
-                    .collect()
-            })
             .map_err(fail)?;
         if let (Some(bin), true) = (bin, colleges.is_empty()) {
             return Err(RegistryError::Usage(format!(
@@ -1164,7 +1318,7 @@ impl RegistryStore {
             )));
         }
         let hash = crate::accounts::hash_password(password).ok_or(RegistryError::Random)?;
-        crate::accounts::add_user(&self.connection, login, role, &hash, now)
+        crate::accounts::add_user(&self.db, login, role, &hash, now)
             .map_err(|source| self.fail(source))
     }
 
@@ -1172,12 +1326,11 @@ impl RegistryStore {
         &self,
         login: &str,
     ) -> Result<Option<(String, crate::accounts::Role)>, RegistryError> {
-        crate::accounts::credentials(&self.connection, login).map_err(|source| self.fail(source))
+        crate::accounts::credentials(&self.db, login).map_err(|source| self.fail(source))
     }
 
     pub fn open_session(&self, login: &str, now: i64) -> Result<Option<String>, RegistryError> {
-        crate::accounts::open_session(&self.connection, login, now)
-            .map_err(|source| self.fail(source))
+        crate::accounts::open_session(&self.db, login, now).map_err(|source| self.fail(source))
     }
 
     pub fn session(
@@ -1185,11 +1338,11 @@ impl RegistryStore {
         token: &str,
         now: i64,
     ) -> Result<Option<crate::accounts::Session>, RegistryError> {
-        crate::accounts::session(&self.connection, token, now).map_err(|source| self.fail(source))
+        crate::accounts::session(&self.db, token, now).map_err(|source| self.fail(source))
     }
 
     pub fn close_session(&self, token: &str) -> Result<(), RegistryError> {
-        crate::accounts::close_session(&self.connection, token).map_err(|source| self.fail(source))
+        crate::accounts::close_session(&self.db, token).map_err(|source| self.fail(source))
     }
 
     /// A finding, the records its evidence names (body, or None when not held), and
@@ -1219,49 +1372,42 @@ impl RegistryStore {
                 .take(50)
             {
                 let body: Option<String> = self
-                    .connection
-                    .query_row(
+                    .db
+                    .query_opt(
                         "SELECT body FROM records WHERE bin = ?1 AND kind = ?2 AND record_id = ?3",
-                        rusqlite::params![finding.college_bin, kind, record_id as i64],
+                        params![finding.college_bin, kind, record_id as i64],
                         |row| row.get(0),
                     )
-                    .optional()
                     .map_err(fail)?;
                 records.push((record_id, body));
             }
         }
         let history = self
-            .connection
-            .prepare(
-                "SELECT status, by, reason, at FROM finding_status WHERE finding_id = ?1 ORDER BY id",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([id], |row| {
+            .db
+            .query("SELECT status, by, reason, at FROM finding_status WHERE finding_id = ?1 ORDER BY id", params![id], |row| {
                         Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })?
-                    .collect()
-            })
+                    })
             .map_err(fail)?;
         Ok(Some((finding, records, history)))
     }
 
     pub fn college_name(&self, bin: &str) -> Result<Option<String>, RegistryError> {
-        self.connection
-            .query_row("SELECT name FROM colleges WHERE bin = ?1", [bin], |row| {
-                row.get(0)
-            })
-            .optional()
+        self.db
+            .query_opt(
+                "SELECT name FROM colleges WHERE bin = ?1",
+                params![bin],
+                |row| row.get(0),
+            )
             .map_err(|source| self.fail(source))
     }
 
     /// The zone a college's lessons are timed in.
     pub fn timezone_of(&self, bin: &str) -> Result<kasip_core::CollegeTimezone, RegistryError> {
         let zone: String = self
-            .connection
-            .query_row(
+            .db
+            .query_one(
                 "SELECT timezone FROM colleges WHERE bin = ?1",
-                [bin],
+                params![bin],
                 |row| row.get(0),
             )
             .map_err(|source| self.fail(source))?;
@@ -1270,7 +1416,7 @@ impl RegistryStore {
     }
 
     pub fn thresholds(&self) -> Result<crate::audit::Thresholds, RegistryError> {
-        crate::audit::Thresholds::read(&self.connection).map_err(|source| self.fail(source))
+        crate::audit::Thresholds::read(&self.db).map_err(|source| self.fail(source))
     }
 
     pub fn set_thresholds(
@@ -1279,7 +1425,7 @@ impl RegistryStore {
         now: i64,
     ) -> Result<(), RegistryError> {
         thresholds
-            .write(&self.connection, now)
+            .write(&self.db, now)
             .map_err(|source| self.fail(source))
     }
 
@@ -1288,7 +1434,7 @@ impl RegistryStore {
         &self,
         bin: &str,
     ) -> Result<Vec<crate::audit::MonthFigures>, RegistryError> {
-        crate::audit::figures_of(&self.connection, bin).map_err(|source| self.fail(source))
+        crate::audit::figures_of(&self.db, bin).map_err(|source| self.fail(source))
     }
 
     /// The findings, oldest first: of one college or of all, of one month or of all.
@@ -1307,20 +1453,19 @@ impl RegistryStore {
         month: Option<kasip_core::Month>,
         id: Option<i64>,
     ) -> Result<Vec<FindingRow>, RegistryError> {
-        let mut statement = self
-            .connection
-            .prepare_cached(
+        let month = month.map(|month| month.to_string());
+        let rows = self
+            .db
+            .query(
                 "SELECT f.id, f.bin, f.kind, f.month, f.detail, f.evidence, f.at,
                         COALESCE((SELECT s.status FROM finding_status s WHERE s.finding_id = f.id
                                   ORDER BY s.id DESC LIMIT 1), 'open')
-                 FROM findings f WHERE (?1 IS NULL OR f.bin = ?1) AND (?2 IS NULL OR f.month = ?2)
-                   AND (?3 IS NULL OR f.id = ?3)
+                 FROM findings f
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR f.bin = ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR f.month = ?2)
+                   AND (CAST(?3 AS BIGINT) IS NULL OR f.id = ?3)
                  ORDER BY f.id",
-            )
-            .map_err(|source| self.fail(source))?;
-        let rows = statement
-            .query_map(
-                rusqlite::params![bin, month.map(|month| month.to_string()), id],
+                params![bin, month, id],
                 |row| {
                     let kind: String = row.get(2)?;
                     Ok(FindingRow {
@@ -1336,7 +1481,6 @@ impl RegistryStore {
                     })
                 },
             )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|source| self.fail(source))?;
         Ok(rows)
     }
@@ -1361,10 +1505,10 @@ impl RegistryStore {
             ));
         }
         let exists: bool = self
-            .connection
-            .query_row(
+            .db
+            .query_one(
                 "SELECT EXISTS (SELECT 1 FROM findings WHERE id = ?1)",
-                [finding],
+                params![finding],
                 |row| row.get(0),
             )
             .map_err(|source| self.fail(source))?;
@@ -1373,11 +1517,11 @@ impl RegistryStore {
                 "no finding {finding}; list them with `kasip-registry findings`"
             )));
         }
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO finding_status (finding_id, status, by, reason, at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![finding, status, by.trim(), reason.trim(), now],
+                params![finding, status, by.trim(), reason.trim(), now],
             )
             .map_err(|source| self.fail(source))?;
         Ok(())
@@ -1427,11 +1571,11 @@ impl RegistryStore {
                     now,
                 )?;
             }
-            self.connection
+            self.db
                 .execute(
-                    "INSERT OR IGNORE INTO heartbeats (agent, events, head, agent_time, received_at, broken)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    rusqlite::params![
+                    "INSERT INTO heartbeats (agent, events, head, agent_time, received_at, broken)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![
                         agent,
                         heartbeat.events,
                         heartbeat.head,
@@ -1448,13 +1592,12 @@ impl RegistryStore {
     /// The `chain_hash` of attendance event `event` of a college, if the registry holds it.
     fn held_chain_hash(&self, bin: &str, event: u64) -> Result<Option<String>, RegistryError> {
         let body: Option<String> = self
-            .connection
-            .query_row(
+            .db
+            .query_opt(
                 "SELECT body FROM records WHERE bin = ?1 AND kind = 'attendance' AND record_id = ?2",
-                rusqlite::params![bin, event as i64],
+                params![bin, event as i64],
                 |row| row.get(0),
             )
-            .optional()
             .map_err(|source| self.fail(source))?;
         Ok(body.and_then(|body| {
             serde_json::from_str::<serde_json::Value>(&body)
@@ -1465,13 +1608,12 @@ impl RegistryStore {
 
     /// The last batch held from `kid`: (seq, hash), (0, "") when none.
     pub fn checkpoint(&self, kid: &str) -> Result<(u64, String), RegistryError> {
-        self.connection
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT seq, hash FROM batches WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
-                [kid],
+                params![kid],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()
             .map(|found| found.unwrap_or((0, String::new())))
             .map_err(|source| self.fail(source))
     }
@@ -1523,16 +1665,16 @@ impl RegistryStore {
             }
             rows.push((iin.to_string(), beneficiary, voucher));
         }
-        let path = self.path.clone();
+        let place = self.place.clone();
         let fail = |source| RegistryError::Database {
-            path: path.clone(),
+            place: place.clone(),
             source,
         };
-        let transaction = self.connection.transaction().map_err(fail)?;
+        let transaction = self.db.transaction().map_err(fail)?;
         transaction
             .execute(
                 "DELETE FROM beneficiaries WHERE bin = ?1",
-                [bin.to_string()],
+                params![bin.to_string()],
             )
             .map_err(fail)?;
         for (iin, beneficiary, voucher) in &rows {
@@ -1540,7 +1682,7 @@ impl RegistryStore {
                 .execute(
                     "INSERT INTO beneficiaries (bin, iin, beneficiary, voucher) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (bin, iin) DO UPDATE SET beneficiary = excluded.beneficiary, voucher = excluded.voucher",
-                    rusqlite::params![bin.to_string(), iin, beneficiary, voucher],
+                    params![bin.to_string(), iin, beneficiary, voucher],
                 )
                 .map_err(fail)?;
         }
@@ -1549,42 +1691,35 @@ impl RegistryStore {
     }
 
     pub fn beneficiaries(&self, bin: &str) -> Result<Vec<(String, bool, String)>, RegistryError> {
-        self.connection
-            .prepare(
+        self.db
+            .query(
                 "SELECT iin, beneficiary, voucher FROM beneficiaries WHERE bin = ?1 ORDER BY iin",
+                params![bin],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                    .collect()
-            })
             .map_err(|source| self.fail(source))
     }
 
     /// Every stored batch of `bin`'s agents, oldest first: (agent, seq, jws).
     pub fn batches_of(&self, bin: &str) -> Result<Vec<(String, u64, String)>, RegistryError> {
-        self.connection
-            .prepare(
+        self.db
+            .query(
                 "SELECT b.agent, b.seq, b.jws FROM batches b JOIN agents a ON a.kid = b.agent
                  WHERE a.bin = ?1 ORDER BY a.enrolled_at, b.agent, b.seq",
+                params![bin],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                    .collect()
-            })
             .map_err(|source| self.fail(source))
     }
 
     /// The enrolled keys of `bin`'s agents.
     pub fn keys_of(&self, bin: &str) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-        self.connection
-            .prepare("SELECT kid, public_key FROM agents WHERE bin = ?1 ORDER BY enrolled_at")
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
-            })
+        self.db
+            .query(
+                "SELECT kid, public_key FROM agents WHERE bin = ?1 ORDER BY enrolled_at",
+                params![bin],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .map_err(|source| self.fail(source))
     }
 
@@ -1592,13 +1727,12 @@ impl RegistryStore {
     pub fn overview(&self) -> Result<Vec<CollegeOverview>, RegistryError> {
         let fail = |source| self.fail(source);
         let colleges: Vec<(String, String)> = self
-            .connection
-            .prepare("SELECT bin, name FROM colleges ORDER BY bin")
-            .and_then(|mut statement| {
-                statement
-                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
-            })
+            .db
+            .query(
+                "SELECT bin, name FROM colleges ORDER BY bin",
+                params![],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .map_err(fail)?;
         colleges
             .into_iter()
@@ -1616,31 +1750,27 @@ impl RegistryStore {
     fn overview_of(&self, bin: String, name: String) -> Result<CollegeOverview, RegistryError> {
         let fail = |source| self.fail(source);
         let last_batch: Option<(u64, i64)> = self
-            .connection
-            .query_row(
+            .db
+            .query_opt(
                 "SELECT b.seq, b.received_at FROM batches b JOIN agents a ON a.kid = b.agent
                  WHERE a.bin = ?1 ORDER BY b.received_at DESC, b.seq DESC LIMIT 1",
-                [&bin],
+                params![&bin],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()
             .map_err(fail)?;
         let records: Vec<(String, u64)> = self
-            .connection
-            .prepare(
+            .db
+            .query(
                 "SELECT kind, COUNT(*) FROM records WHERE bin = ?1 GROUP BY kind ORDER BY kind",
+                params![&bin],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([&bin], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
-            })
             .map_err(fail)?;
         let quarantined: u64 = self
-            .connection
-            .query_row(
+            .db
+            .query_one(
                 "SELECT COUNT(*) FROM quarantine q JOIN agents a ON a.kid = q.agent WHERE a.bin = ?1",
-                [&bin],
+                params![&bin],
                 |row| row.get(0),
             )
             .map_err(fail)?;
@@ -1657,6 +1787,32 @@ impl RegistryStore {
             months,
         })
     }
+}
+
+/// A record's own month: its date's, the month it closes, or else the month the batch
+/// was made in. PostgreSQL keeps records in a partition per month.
+fn record_month(body: &str, created: i64) -> kasip_core::Month {
+    #[derive(Deserialize)]
+    struct Dated {
+        date: Option<String>,
+        month: Option<String>,
+    }
+    let dated: Option<Dated> = serde_json::from_str(body).ok();
+    dated
+        .and_then(|dated| {
+            dated
+                .date
+                .and_then(|date| kasip_core::Date::parse(&date).ok())
+                .map(|date| date.calendar_month())
+                .or_else(|| {
+                    dated
+                        .month
+                        .and_then(|month| kasip_core::Month::parse(&month).ok())
+                })
+        })
+        .unwrap_or_else(|| {
+            kasip_core::Date::from_days_since_epoch(created.div_euclid(86_400)).calendar_month()
+        })
 }
 
 /// One college in the read API.
@@ -1676,25 +1832,24 @@ pub struct CollegeOverview {
 /// `chain_hash`, and every head the agent pinned in a heartbeat within the walk must be
 /// met. A record already held (a duplicate) is skipped.
 fn extend_chain(
-    transaction: &rusqlite::Transaction<'_>,
+    transaction: &Db,
     agent: &str,
     batch_version: u64,
     records: &[kasip_core::batch::AttendanceRecord],
 ) -> Result<(), String> {
     use kasip_core::chain::{rewalk, ChainHead};
-    let failed = |error: rusqlite::Error| format!("the registry could not read its chain: {error}");
+    let failed = |error: DbError| format!("the registry could not read its chain: {error}");
     let head = transaction
-        .query_row(
+        .query_opt(
             "SELECT event, hash FROM chain_heads WHERE agent = ?1",
-            [agent],
+            params![agent],
             |row| {
                 Ok(ChainHead {
-                    event: row.get::<_, i64>(0)? as u64,
+                    event: row.get::<i64>(0)? as u64,
                     hash: row.get(1)?,
                 })
             },
         )
-        .optional()
         .map_err(failed)?
         .unwrap_or_else(ChainHead::genesis);
     // Records already held (a duplicate) come first in id order: the walk starts after.
@@ -1706,18 +1861,13 @@ fn extend_chain(
     if records.is_empty() {
         return Ok(());
     }
-    let mut pinned = transaction
-        .prepare_cached(
-            "SELECT events, head FROM heartbeats WHERE agent = ?1 AND events > ?2 AND events <= ?3",
-        )
-        .map_err(failed)?;
     let last = records.last().map_or(0, |record| record.id);
-    let pins: Vec<(u64, String)> = pinned
-        .query_map(
-            rusqlite::params![agent, head.event as i64, last as i64],
-            |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)),
+    let pins: Vec<(u64, String)> = transaction
+        .query(
+            "SELECT events, head FROM heartbeats WHERE agent = ?1 AND events > ?2 AND events <= ?3",
+            params![agent, head.event, last],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
-        .and_then(|rows| rows.collect())
         .map_err(failed)?;
     let walked = rewalk(&head, records, batch_version).map_err(|error| error.to_string())?;
     for (events, pinned_head) in pins {
@@ -1732,7 +1882,7 @@ fn extend_chain(
         .execute(
             "INSERT INTO chain_heads (agent, event, hash) VALUES (?1, ?2, ?3)
              ON CONFLICT (agent) DO UPDATE SET event = excluded.event, hash = excluded.hash",
-            rusqlite::params![agent, walked.event as i64, walked.hash],
+            params![agent, walked.event as i64, walked.hash],
         )
         .map_err(failed)?;
     Ok(())

@@ -2,9 +2,9 @@
 //! evidence cannot look like. Each hit is a finding (kind, college, month, the record ids
 //! as evidence); the batch is still stored, because a finding is for a person to judge.
 
+use crate::db::{params, Db, DbResult};
 use kasip_core::batch::{AttendanceRecord, BatchEnvelope, BatchKind};
 use kasip_core::chain::EntryKind;
-use rusqlite::{OptionalExtension, Transaction};
 
 /// A batch created this far ahead of the registry's clock was sealed on a wrong clock.
 pub const MAX_CREATED_AHEAD_SECS: i64 = 300;
@@ -34,20 +34,19 @@ pub struct Finding {
 /// The rules for one received batch, in the receiving transaction (so a refused batch
 /// leaves no finding of its own): each hit is stored and returned.
 pub fn check(
-    transaction: &Transaction<'_>,
+    transaction: &Db,
     agent: &str,
     bin: &str,
     envelope: &BatchEnvelope,
     records: &[AttendanceRecord],
     now: i64,
-) -> rusqlite::Result<Vec<Finding>> {
+) -> DbResult<Vec<Finding>> {
     let mut findings = Vec::new();
-    let previous: Option<(u64, i64)> = transaction
-        .prepare_cached(
-            "SELECT seq, created FROM batch_times WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
-        )?
-        .query_row([agent], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let previous: Option<(u64, i64)> = transaction.query_opt(
+        "SELECT seq, created FROM batch_times WHERE agent = ?1 ORDER BY seq DESC LIMIT 1",
+        params![agent],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     if let Some((seq, created)) = previous {
         if envelope.created < created {
             findings.push(Finding {
@@ -76,16 +75,25 @@ pub fn check(
     }
     if envelope.kind == BatchKind::Attendance {
         let previous_attendance = previous_sealing_pass(transaction, agent, envelope.created)?;
-        let closed: Vec<String> = transaction
-            .prepare_cached(
-                "SELECT DISTINCT json_extract(body, '$.month') FROM records
-                 WHERE bin = ?1 AND kind = 'month_close'",
-            )?
-            .query_map([bin], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let zone: String = transaction
-            .prepare_cached("SELECT timezone FROM colleges WHERE bin = ?1")?
-            .query_row([bin], |row| row.get(0))?;
+        let closed: Vec<String> = transaction.query(
+            match transaction.engine() {
+                crate::db::Engine::Sqlite => {
+                    "SELECT DISTINCT json_extract(body, '$.month') FROM records
+                     WHERE bin = ?1 AND kind = 'month_close'"
+                }
+                // A statement's partition is the month it closes.
+                crate::db::Engine::Postgres => {
+                    "SELECT DISTINCT month FROM records WHERE bin = ?1 AND kind = 'month_close'"
+                }
+            },
+            params![bin],
+            |row| row.get(0),
+        )?;
+        let zone: String = transaction.query_one(
+            "SELECT timezone FROM colleges WHERE bin = ?1",
+            params![bin],
+            |row| row.get(0),
+        )?;
         let offset = kasip_core::CollegeTimezone::parse(&zone)
             .map(|zone| zone.offset_seconds())
             .unwrap_or(5 * 3600);
@@ -200,9 +208,10 @@ pub fn check(
     if envelope.kind == BatchKind::MonthClose {
         findings.extend(loosened_statements(transaction, envelope)?);
     }
-    transaction
-        .prepare_cached("INSERT INTO batch_times (agent, seq, created) VALUES (?1, ?2, ?3)")?
-        .execute(rusqlite::params![agent, envelope.seq, envelope.created])?;
+    transaction.execute(
+        "INSERT INTO batch_times (agent, seq, created) VALUES (?1, ?2, ?3)",
+        params![agent, envelope.seq, envelope.created],
+    )?;
     for finding in &findings {
         record(transaction, agent, bin, finding, now)?;
     }
@@ -212,38 +221,37 @@ pub fn check(
 /// When the agent's previous sealing pass made its attendance batches. A pass seals a
 /// backlog into consecutive attendance batches of one `created` time, holding older marks
 /// than the first: those batches are this one's pass, not the previous.
-fn previous_sealing_pass(
-    transaction: &Transaction<'_>,
-    agent: &str,
-    created: i64,
-) -> rusqlite::Result<Option<i64>> {
-    let mut statement = transaction.prepare_cached(
+fn previous_sealing_pass(transaction: &Db, agent: &str, created: i64) -> DbResult<Option<i64>> {
+    let mut in_this_pass = true;
+    let mut previous = None;
+    transaction.for_each(
         "SELECT t.created, b.kind = 'attendance' FROM batch_times t
          JOIN batches b ON b.agent = t.agent AND b.seq = t.seq
          WHERE t.agent = ?1 ORDER BY t.seq DESC",
+        params![agent],
+        |row| {
+            let (at, attendance): (i64, bool) = (row.get(0)?, row.get(1)?);
+            if in_this_pass && attendance && at == created {
+                return Ok(true);
+            }
+            in_this_pass = false;
+            if attendance {
+                previous = Some(at);
+                return Ok(false);
+            }
+            Ok(true)
+        },
     )?;
-    let mut rows = statement.query([agent])?;
-    let mut in_this_pass = true;
-    while let Some(row) = rows.next()? {
-        let (at, attendance): (i64, bool) = (row.get(0)?, row.get(1)?);
-        if in_this_pass && attendance && at == created {
-            continue;
-        }
-        in_this_pass = false;
-        if attendance {
-            return Ok(Some(at));
-        }
-    }
-    Ok(None)
+    Ok(previous)
 }
 
 /// What one college's records cannot show alone: the same student present at another
 /// college on the same day, and the same phone checking in for another college.
 fn across_colleges(
-    transaction: &Transaction<'_>,
+    transaction: &Db,
     bin: &str,
     records: &[AttendanceRecord],
-) -> rusqlite::Result<Vec<Finding>> {
+) -> DbResult<Vec<Finding>> {
     let mut findings = Vec::new();
     let mut two_places: std::collections::BTreeMap<(String, String), (String, Vec<u64>)> =
         Default::default();
@@ -257,27 +265,17 @@ fn across_colleges(
         if matches!(record.status.as_str(), "present" | "late")
             && days_seen.insert((record.student_iin.as_str(), record.date.as_str()))
         {
-            transaction
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO presence (student_iin, date, bin, record_id)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(rusqlite::params![
-                    record.student_iin,
-                    record.date,
-                    bin,
-                    record.id
-                ])?;
-            let elsewhere: Option<String> = transaction
-                .prepare_cached(
-                    "SELECT bin FROM presence WHERE student_iin = ?1 AND date = ?2 AND bin != ?3
+            transaction.execute(
+                "INSERT INTO presence (student_iin, date, bin, record_id)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                params![record.student_iin, record.date, bin, record.id],
+            )?;
+            let elsewhere: Option<String> = transaction.query_opt(
+                "SELECT bin FROM presence WHERE student_iin = ?1 AND date = ?2 AND bin != ?3
                      LIMIT 1",
-                )?
-                .query_row(
-                    rusqlite::params![record.student_iin, record.date, bin],
-                    |row| row.get(0),
-                )
-                .optional()?;
+                params![record.student_iin, record.date, bin],
+                |row| row.get(0),
+            )?;
             if let Some(other) = elsewhere {
                 two_places
                     .entry((record.student_iin.clone(), record.date.clone()))
@@ -291,17 +289,15 @@ fn across_colleges(
             if !phones_seen.insert(device.as_str()) {
                 continue;
             }
-            transaction
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO devices_seen (device, bin, record_id) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(rusqlite::params![device, bin, record.id])?;
-            let elsewhere: Option<String> = transaction
-                .prepare_cached(
-                    "SELECT bin FROM devices_seen WHERE device = ?1 AND bin != ?2 LIMIT 1",
-                )?
-                .query_row(rusqlite::params![device, bin], |row| row.get(0))
-                .optional()?;
+            transaction.execute(
+                "INSERT INTO devices_seen (device, bin, record_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![device, bin, record.id],
+            )?;
+            let elsewhere: Option<String> = transaction.query_opt(
+                "SELECT bin FROM devices_seen WHERE device = ?1 AND bin != ?2 LIMIT 1",
+                params![device, bin],
+                |row| row.get(0),
+            )?;
             if let Some(other) = elsewhere {
                 two_colleges
                     .entry(device.clone())
@@ -350,16 +346,13 @@ fn window(record: &AttendanceRecord, offset_seconds: i64) -> Option<(i64, i64)> 
 
 /// Statements judged by thresholds looser than the national policy the registry serves:
 /// a college may only be stricter.
-fn loosened_statements(
-    transaction: &Transaction<'_>,
-    envelope: &BatchEnvelope,
-) -> rusqlite::Result<Vec<Finding>> {
+fn loosened_statements(transaction: &Db, envelope: &BatchEnvelope) -> DbResult<Vec<Finding>> {
     use base64::Engine;
-    let (min_coverage, student_qr_share, typed): (u64, u64, bool) = transaction
-        .prepare_cached(
-            "SELECT min_coverage, student_qr_share, typed_counts_as_qr FROM policy WHERE id = 1",
-        )?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let (min_coverage, student_qr_share, typed): (u64, u64, bool) = transaction.query_one(
+        "SELECT min_coverage, student_qr_share, typed_counts_as_qr FROM policy WHERE id = 1",
+        params![],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     let mut findings = Vec::new();
     for record in &envelope.records {
         let Ok(record) = record.parse::<kasip_core::batch::MonthCloseRecord>() else {
@@ -436,26 +429,26 @@ pub fn severity(kind: &str) -> &'static str {
 /// Stores a finding, once: the same finding seen again (a re-run audit, a batch retried)
 /// keeps its first sighting and its status history.
 pub fn record(
-    connection: &rusqlite::Connection,
+    connection: &Db,
     agent: &str,
     bin: &str,
     finding: &Finding,
     now: i64,
-) -> rusqlite::Result<bool> {
+) -> DbResult<bool> {
     let evidence = finding
         .evidence
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let inserted = connection
-        .prepare_cached(
-            "INSERT INTO findings (agent, bin, kind, month, detail, evidence, at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+    let inserted = connection.execute(
+        "INSERT INTO findings (agent, bin, kind, month, detail, evidence, at)
+             SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS TEXT),
+                    CAST(?5 AS TEXT), CAST(?6 AS TEXT), CAST(?7 AS BIGINT)
              WHERE NOT EXISTS (SELECT 1 FROM findings WHERE bin = ?2 AND kind = ?3
-                               AND month IS ?4 AND detail = ?5 AND evidence = ?6)",
-        )?
-        .execute(rusqlite::params![
+                               AND month IS NOT DISTINCT FROM ?4 AND detail = ?5
+                               AND evidence = ?6)",
+        params![
             agent,
             bin,
             finding.kind,
@@ -463,7 +456,8 @@ pub fn record(
             finding.detail,
             evidence,
             now
-        ])?;
+        ],
+    )?;
     if inserted == 1 {
         tracing::warn!(agent, kind = finding.kind, detail = %finding.detail, "finding");
     }

@@ -2,13 +2,13 @@
 //! refusal and change nothing. (Also: this test target makes `cargo test --workspace`
 //! build `kasip-registry`, which the agent's sync tests drive.)
 
-use kasip_tests::{run, text, Server, TempDataDir};
+use kasip_tests::{registry_query, registry_sql, run, text, Server, Store, TempDataDir};
 
 const REGISTRY: &str = env!("CARGO_BIN_EXE_kasip-registry");
 const BIN: &str = "090640001233";
 
-fn registry() -> (TempDataDir, Server) {
-    let dir = TempDataDir::new();
+fn registry(store: Store) -> (TempDataDir, Server) {
+    let dir = TempDataDir::for_registry(store);
     for args in [
         vec!["init"],
         vec!["add-college", "--bin", BIN, "--name", "Test college"],
@@ -22,9 +22,22 @@ fn registry() -> (TempDataDir, Server) {
 
 use kasip_tests::post_text as post;
 
-#[test]
-fn hostile_batches_enrolments_and_credentials_are_refused_and_change_nothing() {
-    let (dir, server) = registry();
+kasip_tests::on_both_stores!(
+    hostile_batches_enrolments_and_credentials_are_refused_and_change_nothing,
+    cli_refuses_bad_input_with_the_reason,
+    an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent,
+    the_registry_data_is_its_owners_only_whatever_the_umask,
+    a_signed_read_is_single_use,
+    oversized_batches_are_refused_before_they_are_built,
+    the_timeline_rules_flag_what_a_consistent_chain_cannot_hide,
+    one_student_or_one_phone_at_two_colleges_is_a_finding,
+    the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in,
+    passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verified_share,
+    the_registrys_pages_pass_axe_in_every_language_at_320_px
+);
+
+fn hostile_batches_enrolments_and_credentials_are_refused_and_change_nothing(store: Store) {
+    let (dir, server) = registry(store);
     let batches = format!("{}/v1/batches", server.url);
     for (body, status, says) in [
         ("", 400, "not a compact JWS"),
@@ -74,20 +87,14 @@ fn hostile_batches_enrolments_and_credentials_are_refused_and_change_nothing() {
         }
     }
     drop(server);
-    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
     for table in ["agents", "batches", "records", "quarantine"] {
-        let rows: i64 = db
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
-                row.get(0)
-            })
-            .expect("count");
-        assert_eq!(rows, 0, "{table}");
+        let rows = registry_query(&dir, &format!("SELECT COUNT(*) FROM {table}"));
+        assert_eq!(rows, "0", "{table}");
     }
 }
 
-#[test]
-fn cli_refuses_bad_input_with_the_reason() {
-    let dir = TempDataDir::new();
+fn cli_refuses_bad_input_with_the_reason(store: Store) {
+    let dir = TempDataDir::for_registry(store);
     let refused = |args: &[&str], says: &str| {
         let output = run(REGISTRY, &dir.path(), args);
         assert!(!output.status.success(), "{args:?}");
@@ -169,18 +176,17 @@ fn enrol_for(
 }
 
 fn code_used(dir: &TempDataDir, code: &str) -> bool {
-    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
-    db.query_row(
-        "SELECT used_at IS NOT NULL FROM enrolment_codes WHERE code_hash = ?1",
-        [kasip_core::batch::sha256_hex(code.as_bytes())],
-        |row| row.get(0),
-    )
-    .expect("code")
+    registry_query(
+        dir,
+        &format!(
+            "SELECT COUNT(*) FROM enrolment_codes WHERE used_at IS NOT NULL AND code_hash = '{}'",
+            kasip_core::batch::sha256_hex(code.as_bytes())
+        ),
+    ) == "1"
 }
 
-#[test]
-fn an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent() {
-    let (dir, server) = registry();
+fn an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent(store: Store) {
+    let (dir, server) = registry(store);
     let keys = TempDataDir::new();
     let first = kasip_certs::DeviceKey::generate_to(&keys.file("first.pem")).expect("key");
     let second = kasip_certs::DeviceKey::generate_to(&keys.file("second.pem")).expect("key");
@@ -248,14 +254,16 @@ fn an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent() {
         "not a sequence conflict: {body}"
     );
     drop(server);
-    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
-    let keys: Vec<(String, String, bool)> = db
-        .prepare("SELECT kid, agent, retired_at IS NOT NULL FROM agent_keys ORDER BY added_at, kid")
-        .expect("keys")
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .expect("keys")
-        .collect::<Result<_, _>>()
-        .expect("keys");
+    let keys: Vec<(String, String, bool)> = registry_query(
+        &dir,
+        "SELECT kid, agent, CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END FROM agent_keys",
+    )
+    .lines()
+    .map(|line| {
+        let fields: Vec<&str> = line.split('|').collect();
+        (fields[0].to_owned(), fields[1].to_owned(), fields[2] == "1")
+    })
+    .collect();
     let mut expected = vec![
         (first.thumbprint(), first.thumbprint(), false),
         (second.thumbprint(), second.thumbprint(), false),
@@ -264,16 +272,12 @@ fn an_enrolled_key_cannot_be_enrolled_again_or_announced_by_another_agent() {
     let mut keys = keys;
     keys.sort();
     assert_eq!(keys, expected);
-    let batches: i64 = db
-        .query_row("SELECT COUNT(*) FROM batches", [], |row| row.get(0))
-        .expect("count");
-    assert_eq!(batches, 0);
+    assert_eq!(registry_query(&dir, "SELECT COUNT(*) FROM batches"), "0");
 }
 
-#[test]
-fn the_registry_data_is_its_owners_only_whatever_the_umask() {
+fn the_registry_data_is_its_owners_only_whatever_the_umask(store: Store) {
     use std::os::unix::fs::PermissionsExt;
-    let (dir, server) = registry();
+    let (dir, server) = registry(store);
     // One upload-free request is enough for the WAL files to exist.
     let (status, _) = post(&format!("{}/v1/enrolments", server.url), "{");
     assert_eq!(status, 400);
@@ -286,20 +290,24 @@ fn the_registry_data_is_its_owners_only_whatever_the_umask() {
     };
     // The tests run under the usual umask 022, which used to leave these 0755 and 0644.
     assert_eq!(mode(dir.path()), 0o700);
-    for name in [
-        "registry.db",
-        "registry.db-wal",
-        "registry.db-shm",
-        "registry-key.pem",
-    ] {
+    let files: &[&str] = match store {
+        Store::Sqlite => &[
+            "registry.db",
+            "registry.db-wal",
+            "registry.db-shm",
+            "registry-key.pem",
+        ],
+        // The tables are the database server's; the key stays here.
+        Store::Postgres => &["registry-key.pem"],
+    };
+    for name in files {
         assert_eq!(mode(dir.path().join(name)), 0o600, "{name}");
     }
 }
 
-#[test]
 #[allow(clippy::disallowed_methods)] // the registry here runs on the system clock
-fn a_signed_read_is_single_use() {
-    let (dir, server) = registry();
+fn a_signed_read_is_single_use(store: Store) {
+    let (dir, server) = registry(store);
     let keys = TempDataDir::new();
     let key = kasip_certs::DeviceKey::generate_to(&keys.file("agent.pem")).expect("key");
     let (status, body) = enrol(&server, &enrolment_code(&dir), &key);
@@ -328,9 +336,8 @@ fn a_signed_read_is_single_use() {
     assert_eq!(get(&fresh).0, 200);
 }
 
-#[test]
-fn oversized_batches_are_refused_before_they_are_built() {
-    let (dir, server) = registry();
+fn oversized_batches_are_refused_before_they_are_built(store: Store) {
+    let (dir, server) = registry(store);
     let keys = TempDataDir::new();
     let key = kasip_certs::DeviceKey::generate_to(&keys.file("agent.pem")).expect("key");
     assert_eq!(enrol(&server, &enrolment_code(&dir), &key).0, 201);
@@ -377,11 +384,7 @@ fn oversized_batches_are_refused_before_they_are_built() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("a batch is at most"), "{answer}");
     drop(server);
-    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
-    let batches: i64 = db
-        .query_row("SELECT COUNT(*) FROM batches", [], |row| row.get(0))
-        .expect("count");
-    assert_eq!(batches, 0);
+    assert_eq!(registry_query(&dir, "SELECT COUNT(*) FROM batches"), "0");
 }
 
 /// An agent made by hand: its key, enrolled for `bin`, and the chain of its batches.
@@ -513,11 +516,10 @@ fn findings_of(findings: &serde_json::Value, kind: &str) -> Vec<serde_json::Valu
 /// What a dishonest agent build could send with a self-consistent chain: the registry's
 /// timeline rules still see it. A mark for a month whose statement is signed, not filed
 /// as an adjustment; a kiosk scan that reached the agent three hours after it was made.
-#[test]
-fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide() {
+fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide(store: Store) {
     use kasip_core::batch::BatchKind;
     use kasip_core::chain::{EntryKind, MarkEvidence};
-    let (dir, server) = registry();
+    let (dir, server) = registry(store);
     let mut agent = HandAgent::enrol(&dir, &server, BIN, 9);
     // The November statement first (its signature is the agent's; the registry keeps it).
     agent.send(
@@ -604,24 +606,24 @@ fn the_timeline_rules_flag_what_a_consistent_chain_cannot_hide() {
         findings_of(&findings, "late_kiosk_scan")[0]["status"],
         "confirmed"
     );
-    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
-    let history: i64 = db
-        .query_row("SELECT COUNT(*) FROM finding_status", [], |row| row.get(0))
-        .expect("history");
-    assert_eq!(history, 2);
-    assert!(
-        db.execute("DELETE FROM finding_status", []).is_err(),
-        "append-only"
+    assert_eq!(
+        registry_query(&dir, "SELECT COUNT(*) FROM finding_status"),
+        "2"
+    );
+    let refused = registry_sql(&dir, "DELETE FROM finding_status").expect_err("append-only");
+    assert!(refused.contains("append-only"), "{refused}");
+    assert_eq!(
+        registry_query(&dir, "SELECT COUNT(*) FROM finding_status"),
+        "2"
     );
 }
 
 /// What no college sees alone: one student present at two colleges on one day, one
 /// phone checking in for two colleges. A kiosk id shared by both is no finding.
-#[test]
-fn one_student_or_one_phone_at_two_colleges_is_a_finding() {
+fn one_student_or_one_phone_at_two_colleges_is_a_finding(store: Store) {
     use kasip_core::batch::BatchKind;
     use kasip_core::chain::{EntryKind, MarkEvidence};
-    let (dir, server) = registry();
+    let (dir, server) = registry(store);
     assert!(run(
         REGISTRY,
         &dir.path(),
@@ -742,9 +744,8 @@ fn page_of(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {
 /// The Registrar's pages: nothing without a sign-in; colleges by open findings, each
 /// finding's evidence, in kk, ru and en (the choice sticks); only an auditor judges, with
 /// the form's CSRF token and a reason; every judgement stays in the history.
-#[test]
-fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
-    let (dir, server) = registry();
+fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in(store: Store) {
+    let (dir, server) = registry(store);
     let anonymous = kasip_tests::http_client();
     for path in [
         "/",
@@ -988,9 +989,10 @@ fn the_registrar_reads_findings_and_an_auditor_judges_them_behind_a_sign_in() {
 /// bodies get a sentence and enrol nothing, wrong codes are throttled per IIN, a
 /// registry without a relying party says it enrols none; the college page shows the
 /// share of check-ins the registry verified.
-#[test]
-fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verified_share() {
-    let (dir, server) = registry();
+fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verified_share(
+    store: Store,
+) {
+    let (dir, server) = registry(store);
     let options = |server: &Server| format!("{}/v1/passkeys/options", server.url);
     let (status, said) = post(&options(&server), r#"{"iin":"060315500016","code":"X"}"#);
     assert_eq!(status, 404);
@@ -1071,22 +1073,20 @@ fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verif
         r#"{"iin":"070412600021","code":"WRONG"}"#,
     );
     assert_eq!(got, 403);
-    let db = rusqlite::Connection::open(dir.path().join("registry.db")).expect("db");
-    let enrolled: i64 = db
-        .query_row("SELECT COUNT(*) FROM student_passkeys", [], |row| {
-            row.get(0)
-        })
-        .expect("count");
-    assert_eq!(enrolled, 0);
+    assert_eq!(
+        registry_query(&dir, "SELECT COUNT(*) FROM student_passkeys"),
+        "0"
+    );
 
     // Verdicts as receipts leave them: 2 of 3 November check-ins verified.
     for (id, verified) in [(1, 1), (2, 0), (3, 1)] {
-        db.execute(
-            "INSERT INTO passkey_marks (bin, record_id, date, verified, reason)
-             VALUES (?1, ?2, '2026-11-20', ?3, '')",
-            rusqlite::params![BIN, id, verified],
-        )
-        .expect("verdict");
+        registry_query(
+            &dir,
+            &format!(
+                "INSERT INTO passkey_marks (bin, record_id, date, verified, reason)
+                 VALUES ('{BIN}', {id}, '2026-11-20', {verified}, '')"
+            ),
+        );
     }
     let set = run(REGISTRY, &dir.path(), &["require-passkey", "--bin", BIN]);
     assert!(set.status.success(), "{:?}", text(&set));
@@ -1106,10 +1106,9 @@ fn passkey_enrolment_refuses_hostile_bodies_and_the_college_page_shows_the_verif
 /// The registry's pages as a registrar's phone and a student's phone draw them, in kk, ru
 /// and en at 320 px: axe-core (vendored, `tests/vendor/axe-core`; WCAG 2.0–2.2 A/AA with
 /// target size, and best practices) finds nothing, and nothing scrolls sideways.
-#[test]
-fn the_registrys_pages_pass_axe_in_every_language_at_320_px() {
+fn the_registrys_pages_pass_axe_in_every_language_at_320_px(store: Store) {
     use kasip_tests::webdriver::Browser;
-    let (dir, server) = registry();
+    let (dir, server) = registry(store);
     drop(person(&dir, &server, "registrar", "registrar"));
     // A finding to show: a November mark after November's statement.
     a_mark_after_the_statement(&dir, &server);

@@ -477,13 +477,51 @@ fn browser_builder(data_dir: &Path) -> reqwest::blocking::ClientBuilder {
 /// A fresh temporary directory; `path()` is a not-yet-existing data dir inside it.
 pub struct TempDataDir {
     holder: tempfile::TempDir,
+    /// The registry's own PostgreSQL server, for a registry data dir on PostgreSQL.
+    postgres: Option<postgres::Postgres>,
+}
+
+/// Where a test's registry keeps its tables: every registry test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    Postgres,
 }
 
 impl TempDataDir {
     pub fn new() -> Self {
         Self {
             holder: tempfile::tempdir().expect("create temp dir"),
+            postgres: None,
         }
+    }
+
+    /// A registry's data dir on `store`: for PostgreSQL, a throwaway server of its own
+    /// and `registry.toml` naming its database, so that every `kasip-registry` command
+    /// run with this data dir uses it.
+    pub fn for_registry(store: Store) -> Self {
+        let mut dir = Self::new();
+        if store == Store::Postgres {
+            let server = postgres::Postgres::start();
+            let url = server.create_database("registry");
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir.path())
+                .expect("data dir");
+            std::fs::write(
+                dir.path().join("registry.toml"),
+                format!("database = \"{url}\"\n"),
+            )
+            .expect("registry.toml");
+            dir.postgres = Some(server);
+        }
+        dir
+    }
+
+    /// The PostgreSQL server of a registry data dir made `for_registry(Store::Postgres)`.
+    pub fn postgres(&self) -> Option<&postgres::Postgres> {
+        self.postgres.as_ref()
     }
 
     /// The data dir (not created: `init` and `serve` create it).
@@ -497,6 +535,69 @@ impl TempDataDir {
     }
 }
 
+/// Each named scenario `fn NAME(store: Store)` becomes two tests, `NAME::sqlite` and
+/// `NAME::postgres`: the registry's suite runs on both of its stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::Store::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                super::$name($crate::Store::Postgres)
+            }
+        }
+    )*};
+}
+
+/// Runs `sql` on a registry data dir's database, whichever store it is on: rows one per
+/// line, columns separated by `|`, NULL empty (psql's unaligned form). An error is the
+/// engine's message.
+pub fn registry_sql(dir: &TempDataDir, sql: &str) -> Result<String, String> {
+    if let Some(server) = dir.postgres() {
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(server.url("registry"))
+            .args(["-c", sql])
+            .output()
+            .map_err(|error| format!("psql: {error}"))?;
+        return if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        };
+    }
+    let db = rusqlite::Connection::open(dir.path().join("registry.db"))
+        .map_err(|error| error.to_string())?;
+    let mut statement = db.prepare(sql).map_err(|error| error.to_string())?;
+    let columns = statement.column_count();
+    let mut rows = statement.query([]).map_err(|error| error.to_string())?;
+    let mut lines = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| error.to_string())? {
+        let fields: Vec<String> = (0..columns)
+            .map(|column| match row.get_ref(column) {
+                Ok(rusqlite::types::ValueRef::Integer(value)) => value.to_string(),
+                Ok(rusqlite::types::ValueRef::Real(value)) => value.to_string(),
+                Ok(rusqlite::types::ValueRef::Text(text)) => {
+                    String::from_utf8_lossy(text).into_owned()
+                }
+                Ok(rusqlite::types::ValueRef::Blob(_)) => "(blob)".to_owned(),
+                Ok(rusqlite::types::ValueRef::Null) | Err(_) => String::new(),
+            })
+            .collect();
+        lines.push(fields.join("|"));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// `registry_sql` that must succeed.
+pub fn registry_query(dir: &TempDataDir, sql: &str) -> String {
+    registry_sql(dir, sql).unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
 impl Default for TempDataDir {
     fn default() -> Self {
         Self::new()
@@ -504,6 +605,7 @@ impl Default for TempDataDir {
 }
 pub use reqwest;
 pub mod frames;
+pub mod postgres;
 pub mod acme;
 pub mod dns;
 pub mod webdriver;

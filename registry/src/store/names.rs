@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::db::params;
 use kasip_core::wire::{NameRecords, NameUpdate};
-use rusqlite::OptionalExtension;
 
 use super::{RegistryError, RegistryStore};
 
@@ -56,28 +56,27 @@ impl RegistryStore {
     /// whichever agent key it enrols.
     pub fn name_label(&self, bin: &str) -> Result<String, RegistryError> {
         let existing: Option<String> = self
-            .connection
-            .query_row(
+            .db
+            .query_opt(
                 "SELECT label FROM agent_names WHERE bin = ?1",
-                [bin],
+                params![bin],
                 |row| row.get(0),
             )
-            .optional()
             .map_err(|source| self.fail(source))?;
         if let Some(label) = existing {
             return Ok(label);
         }
         let label = new_label()?;
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO agent_names (bin, label) VALUES (?1, ?2) ON CONFLICT (bin) DO NOTHING",
-                rusqlite::params![bin, label],
+                params![bin, label],
             )
             .map_err(|source| self.fail(source))?;
-        self.connection
-            .query_row(
+        self.db
+            .query_one(
                 "SELECT label FROM agent_names WHERE bin = ?1",
-                [bin],
+                params![bin],
                 |row| row.get(0),
             )
             .map_err(|source| self.fail(source))
@@ -136,19 +135,16 @@ impl RegistryStore {
                 "this update was already applied: each signed update is single-use".into(),
             )));
         }
-        let fail = |source| RegistryError::Database {
-            path: self.path.clone(),
-            source,
-        };
+        let fail = |source| self.fail(source);
         let to_json = |list: &Vec<String>| serde_json::to_string(list).unwrap_or_default();
-        self.connection
+        self.db
             .execute(
                 "UPDATE agent_names SET
                      addresses = COALESCE(?2, addresses),
                      acme_challenge = COALESCE(?3, acme_challenge),
                      updated_at = ?4
                  WHERE bin = ?1",
-                rusqlite::params![
+                params![
                     signer.bin,
                     addresses.as_ref().map(to_json),
                     update.acme_challenge.as_ref().map(to_json),
@@ -157,10 +153,10 @@ impl RegistryStore {
             )
             .map_err(fail)?;
         let (addresses, acme_challenge): (String, String) = self
-            .connection
-            .query_row(
+            .db
+            .query_one(
                 "SELECT addresses, acme_challenge FROM agent_names WHERE bin = ?1",
-                [&signer.bin],
+                params![&signer.bin],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .map_err(fail)?;
@@ -173,19 +169,13 @@ impl RegistryStore {
 
     /// Every name with something to publish, for the DNS server.
     pub fn zone_entries(&self) -> Result<Vec<ZoneEntry>, RegistryError> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT label, addresses, acme_challenge FROM agent_names ORDER BY label")
-            .map_err(|source| self.fail(source))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        let rows: Vec<(String, String, String)> = self
+            .db
+            .query(
+                "SELECT label, addresses, acme_challenge FROM agent_names ORDER BY label",
+                params![],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .map_err(|source| self.fail(source))?;
         Ok(rows
             .into_iter()

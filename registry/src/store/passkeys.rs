@@ -3,6 +3,7 @@
 //! revokes the old), the signed directory each agent caches, the `qr_requires_passkey`
 //! policy per college, and the verification of every check-in's assertion on receipt.
 
+use crate::db::{params, Db, DbResult};
 use base64::Engine;
 use kasip_core::batch::AttendanceRecord;
 use kasip_core::passkey::{
@@ -11,7 +12,6 @@ use kasip_core::passkey::{
 };
 use kasip_core::wire::{PasskeyDirectory, PasskeyEntry, PasskeyOptions};
 use kasip_core::{Bin, Iin};
-use rusqlite::{OptionalExtension, Transaction};
 
 use super::{RegistryError, RegistryStore};
 use crate::timeline::Finding;
@@ -113,10 +113,10 @@ impl RegistryStore {
             .map(|byte| char::from(ALPHABET[usize::from(byte & 31)]))
             .collect();
         let code = format!("{}-{}-{}", &text[..4], &text[4..8], &text[8..]);
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO student_codes (code_hash, iin, expires_at) VALUES (?1, ?2, ?3)",
-                rusqlite::params![
+                params![
                     code_hash(&iin.to_string(), &code),
                     iin.to_string(),
                     now + CODE_SECS
@@ -136,11 +136,11 @@ impl RegistryStore {
     ) -> Result<Result<PasskeyOptions, PasskeyRefusal>, RegistryError> {
         let hash = code_hash(&iin.to_string(), code);
         let current: bool = self
-            .connection
-            .query_row(
+            .db
+            .query_one(
                 "SELECT COUNT(*) > 0 FROM student_codes
                  WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-                rusqlite::params![hash, now],
+                params![hash, now],
                 |row| row.get(0),
             )
             .map_err(|source| self.fail(source))?;
@@ -149,17 +149,17 @@ impl RegistryStore {
         }
         let ceremony = b64(&random(18)?);
         let challenge = random(32)?;
-        self.connection
+        self.db
             .execute(
                 "DELETE FROM passkey_ceremonies WHERE expires_at <= ?1",
-                [now],
+                params![now],
             )
             .map_err(|source| self.fail(source))?;
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO passkey_ceremonies (id, iin, code_hash, challenge, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![
+                params![
                     ceremony,
                     iin.to_string(),
                     hash,
@@ -190,23 +190,19 @@ impl RegistryStore {
         rp_id: &str,
         now: i64,
     ) -> Result<Result<(String, String), PasskeyRefusal>, RegistryError> {
-        let path = self.path.clone();
+        let place = self.place.clone();
         let fail = |source| RegistryError::Database {
-            path: path.clone(),
+            place: place.clone(),
             source,
         };
-        let transaction = self
-            .connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(fail)?;
+        let transaction = self.db.transaction().map_err(fail)?;
         let begun: Option<(String, String, Vec<u8>)> = transaction
-            .query_row(
+            .query_opt(
                 "DELETE FROM passkey_ceremonies WHERE id = ?1 AND expires_at > ?2
                  RETURNING iin, code_hash, challenge",
-                rusqlite::params![ceremony, now],
+                params![ceremony, now],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .optional()
             .map_err(fail)?;
         let Some((iin, hash, challenge)) = begun else {
             transaction.commit().map_err(fail)?;
@@ -228,7 +224,7 @@ impl RegistryStore {
         let used = transaction
             .execute(
                 "UPDATE student_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL",
-                rusqlite::params![hash, now],
+                params![hash, now],
             )
             .map_err(fail)?;
         if used != 1 {
@@ -238,16 +234,16 @@ impl RegistryStore {
         transaction
             .execute(
                 "UPDATE student_passkeys SET revoked_at = ?2 WHERE iin = ?1 AND revoked_at IS NULL",
-                rusqlite::params![iin, now],
+                params![iin, now],
             )
             .map_err(fail)?;
         let id = b64(&credential.credential_id);
         let inserted = transaction
             .execute(
-                "INSERT OR IGNORE INTO student_passkeys
+                "INSERT INTO student_passkeys
                  (credential_id, iin, public_key, algorithm, sign_count, registered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
                     id,
                     iin,
                     credential.public_key,
@@ -275,24 +271,21 @@ impl RegistryStore {
         now: i64,
     ) -> Result<String, RegistryError> {
         let keys = self
-            .connection
-            .prepare(
+            .db
+            .query(
                 "SELECT p.iin, p.credential_id, p.public_key, p.registered_at
                  FROM student_passkeys p JOIN beneficiaries b ON b.iin = p.iin
                  WHERE b.bin = ?1 AND p.revoked_at IS NULL ORDER BY p.iin",
+                params![bin],
+                |row| {
+                    Ok(PasskeyEntry {
+                        iin: row.get(0)?,
+                        credential_id: row.get(1)?,
+                        public_key: b64(&row.get::<Vec<u8>>(2)?),
+                        registered_at: row.get(3)?,
+                    })
+                },
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin], |row| {
-                        Ok(PasskeyEntry {
-                            iin: row.get(0)?,
-                            credential_id: row.get(1)?,
-                            public_key: b64(&row.get::<_, Vec<u8>>(2)?),
-                            registered_at: row.get(3)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
             .map_err(|source| self.fail(source))?;
         let directory = PasskeyDirectory {
             college_bin: bin.to_owned(),
@@ -320,11 +313,11 @@ impl RegistryStore {
             }
             None => "*".to_owned(),
         };
-        self.connection
+        self.db
             .execute(
                 "INSERT INTO passkey_policy (bin, required) VALUES (?1, ?2)
                  ON CONFLICT (bin) DO UPDATE SET required = excluded.required",
-                rusqlite::params![scope, required],
+                params![scope, required],
             )
             .map_err(|source| self.fail(source))?;
         Ok(())
@@ -333,50 +326,49 @@ impl RegistryStore {
     /// `bin`'s phone check-ins per month and how many the registry verified by passkey:
     /// (month, check-ins, verified), oldest first.
     pub fn passkey_share(&self, bin: &str) -> Result<Vec<(String, u64, u64)>, RegistryError> {
-        self.connection
-            .prepare(
-                "SELECT substr(date, 1, 7), COUNT(*), SUM(verified) FROM passkey_marks
+        self.db
+            .query(
+                "SELECT substr(date, 1, 7), COUNT(*), CAST(SUM(verified) AS BIGINT) FROM passkey_marks
                  WHERE bin = ?1 GROUP BY 1 ORDER BY 1",
+                params![bin],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([bin], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                    .collect()
-            })
             .map_err(|source| self.fail(source))
     }
 
     /// Whether only passkey-verified check-ins count as QR for `bin`.
     pub fn passkey_required(&self, bin: &str) -> Result<bool, RegistryError> {
-        passkey_required(&self.connection, bin).map_err(|source| self.fail(source))
+        passkey_required(&self.db, bin).map_err(|source| self.fail(source))
     }
 }
 
 /// The college's own choice, else the national one, else off.
-pub fn passkey_required(connection: &rusqlite::Connection, bin: &str) -> rusqlite::Result<bool> {
+pub fn passkey_required(connection: &Db, bin: &str) -> DbResult<bool> {
     Ok(connection
-        .prepare_cached(
+        .query_opt(
             "SELECT required FROM passkey_policy WHERE bin IN (?1, '*')
              ORDER BY bin = '*' LIMIT 1",
+            params![bin],
+            |row| row.get(0),
         )?
-        .query_row([bin], |row| row.get(0))
-        .optional()?
         .unwrap_or(false))
 }
 
 /// The passkey-verified check-ins of `bin` (record ids) among `date_prefix`'s.
 pub fn verified_marks(
-    connection: &rusqlite::Connection,
+    connection: &Db,
     bin: &str,
     date_prefix: &str,
-) -> rusqlite::Result<std::collections::HashSet<u64>> {
-    connection
-        .prepare_cached(
+) -> DbResult<std::collections::HashSet<u64>> {
+    Ok(connection
+        .query(
             "SELECT record_id FROM passkey_marks WHERE bin = ?1 AND verified = 1
              AND date LIKE ?2 || '%'",
+            params![bin, date_prefix],
+            |row| row.get(0),
         )?
-        .query_map(rusqlite::params![bin, date_prefix], |row| row.get(0))?
-        .collect()
+        .into_iter()
+        .collect())
 }
 
 /// Verifies the passkey assertion of each QR check-in of a received attendance batch
@@ -385,16 +377,18 @@ pub fn verified_marks(
 /// college agent's name as origin, and the credential's counter. Each check-in's
 /// verdict is stored; an assertion that does not hold is a finding.
 pub fn check_passkeys(
-    transaction: &Transaction<'_>,
+    transaction: &Db,
     bin: &str,
     records: &[AttendanceRecord],
     relying_party: Option<&RelyingParty>,
-) -> rusqlite::Result<Vec<Finding>> {
+) -> DbResult<Vec<Finding>> {
     let origin_host = match relying_party.and_then(|rp| rp.agents_zone.as_deref()) {
         Some(zone) => transaction
-            .prepare_cached("SELECT label FROM agent_names WHERE bin = ?1")?
-            .query_row([bin], |row| row.get::<_, String>(0))
-            .optional()?
+            .query_opt(
+                "SELECT label FROM agent_names WHERE bin = ?1",
+                params![bin],
+                |row| row.get::<String>(0),
+            )?
             .map(|label| format!("{label}.{zone}")),
         None => None,
     };
@@ -429,18 +423,17 @@ pub fn check_passkeys(
                 }
             }
         };
-        transaction
-            .prepare_cached(
-                "INSERT OR IGNORE INTO passkey_marks (bin, record_id, date, verified, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(rusqlite::params![
+        transaction.execute(
+            "INSERT INTO passkey_marks (bin, record_id, date, verified, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![
                 bin,
                 record.id,
                 record.date,
                 verdict.is_ok(),
                 verdict.err().unwrap_or_default()
-            ])?;
+            ],
+        )?;
     }
     Ok(invalid
         .into_iter()
@@ -457,27 +450,24 @@ pub fn check_passkeys(
 }
 
 fn verify_one(
-    transaction: &Transaction<'_>,
+    transaction: &Db,
     bin: &str,
     record: &AttendanceRecord,
     text: &str,
     rp_id: &str,
     origin_host: &str,
-) -> rusqlite::Result<Result<(), PasskeyError>> {
+) -> DbResult<Result<(), PasskeyError>> {
     let assertion = match PasskeyAssertion::parse(text) {
         Ok(assertion) => assertion,
         Err(error) => return Ok(Err(error)),
     };
     let credential = b64(&assertion.credential_id);
-    let enrolled: Option<(String, Vec<u8>, u32, Option<i64>)> = transaction
-        .prepare_cached(
-            "SELECT iin, public_key, sign_count, revoked_at FROM student_passkeys
+    let enrolled: Option<(String, Vec<u8>, u32, Option<i64>)> = transaction.query_opt(
+        "SELECT iin, public_key, sign_count, revoked_at FROM student_passkeys
              WHERE credential_id = ?1",
-        )?
-        .query_row([&credential], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .optional()?;
+        params![&credential],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    )?;
     let Some((iin, public_key, last_count, revoked_at)) = enrolled else {
         return Ok(Err(PasskeyError::UnknownCredential));
     };
@@ -503,9 +493,10 @@ fn verify_one(
     if let Err(error) = counter_advances(last_count, count) {
         return Ok(Err(error));
     }
-    transaction
-        .prepare_cached("UPDATE student_passkeys SET sign_count = ?2 WHERE credential_id = ?1")?
-        .execute(rusqlite::params![credential, count])?;
+    transaction.execute(
+        "UPDATE student_passkeys SET sign_count = ?2 WHERE credential_id = ?1",
+        params![credential, count],
+    )?;
     Ok(Ok(()))
 }
 
@@ -556,12 +547,12 @@ mod tests {
         revoked_at: Option<i64>,
     ) {
         store
-            .connection
+            .db
             .execute(
                 "INSERT INTO student_passkeys
                  (credential_id, iin, public_key, algorithm, sign_count, registered_at, revoked_at)
                  VALUES (?1, ?2, ?3, -7, 0, 0, ?4)",
-                rusqlite::params![
+                params![
                     b64(&authenticator.credential_id),
                     iin,
                     authenticator.cose_key(),
@@ -611,7 +602,7 @@ mod tests {
     /// check-in reaches the registry's check, and none is counted verified.
     #[test]
     fn the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked() {
-        let mut registry = registry();
+        let registry = registry();
         let student = SoftwareAuthenticator::generate(b"student", "kasip.test");
         let classmate = SoftwareAuthenticator::generate(b"classmate", "kasip.test");
         let revoked = SoftwareAuthenticator::generate(b"revoked", "kasip.test");
@@ -733,19 +724,15 @@ mod tests {
             rp_id: "kasip.test".into(),
             agents_zone: Some(ZONE.into()),
         };
-        let transaction = registry
-            .store
-            .connection
-            .transaction()
-            .expect("transaction");
+        let transaction = registry.store.db.transaction().expect("transaction");
         let findings = check_passkeys(&transaction, BIN, &records, Some(&rp)).expect("check");
         let verdicts: Vec<(u64, bool, String)> = transaction
-            .prepare("SELECT record_id, verified, reason FROM passkey_marks ORDER BY record_id")
-            .expect("select")
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .expect("rows")
-            .map(|row| row.expect("row"))
-            .collect();
+            .query(
+                "SELECT record_id, verified, reason FROM passkey_marks ORDER BY record_id",
+                params![],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .expect("verdicts");
         let reasons: Vec<(u64, bool, &str)> = verdicts
             .iter()
             .map(|(id, verified, reason)| (*id, *verified, reason.as_str()))
@@ -777,12 +764,14 @@ mod tests {
 
         // A registry that enrols no passkeys verifies none and finds nothing.
         transaction
-            .execute("DELETE FROM passkey_marks", [])
+            .execute("DELETE FROM passkey_marks", params![])
             .expect("clear");
         let findings = check_passkeys(&transaction, BIN, &records[..1], None).expect("check");
         assert!(findings.is_empty());
         let verified: bool = transaction
-            .query_row("SELECT verified FROM passkey_marks", [], |row| row.get(0))
+            .query_one("SELECT verified FROM passkey_marks", params![], |row| {
+                row.get(0)
+            })
             .expect("verdict");
         assert!(!verified);
     }
@@ -843,13 +832,13 @@ mod tests {
             .is_ok());
         let active: Vec<String> = registry
             .store
-            .connection
-            .prepare("SELECT credential_id FROM student_passkeys WHERE revoked_at IS NULL")
-            .expect("select")
-            .query_map([], |row| row.get(0))
-            .expect("rows")
-            .map(|row| row.expect("row"))
-            .collect();
+            .db
+            .query(
+                "SELECT credential_id FROM student_passkeys WHERE revoked_at IS NULL",
+                params![],
+                |row| row.get(0),
+            )
+            .expect("active");
         assert_eq!(active, vec![b64(b"second")]);
         // Expired codes and ceremonies are refused.
         let late = registry.store.issue_student_code(&iin, NOW).expect("code");

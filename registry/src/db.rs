@@ -1,0 +1,678 @@
+//! One way to speak to the registry's two databases: SQLite (the embedded default: pilots,
+//! labs, the README's demo) and PostgreSQL (the national registry, several processes on
+//! one database). The store's SQL is written once, in the subset both understand, with
+//! `?N` placeholders (rewritten to PostgreSQL's `$N`); the few statements that differ ask
+//! [`Db::engine`].
+//!
+//! Both clients block. The store runs on tokio's blocking pool, as it always did with
+//! SQLite; the `postgres` crate is tokio-postgres behind a blocking facade (ARCHITECTURE.md
+//! says why that and not sqlx).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use postgres::types::{IsNull, ToSql, Type};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", postgres_message(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error("column {column}: {why}")]
+    Column { column: usize, why: String },
+    #[error("the query returned no row")]
+    NoRow,
+}
+
+/// The server's own sentence (e.g. "duplicate key value violates …"), not just "db error".
+fn postgres_message(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(server) => format!("{}: {}", server.severity(), server.message()),
+        None => error.to_string(),
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound value, borrowed from the caller.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+/// What can be bound to a `?N`.
+pub trait ToValue {
+    fn value(&self) -> Value<'_>;
+}
+
+macro_rules! int_value {
+    ($($int:ty),*) => {$(
+        impl ToValue for $int {
+            fn value(&self) -> Value<'_> {
+                // Ids, sequence numbers and seconds: far below i64::MAX.
+                Value::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+int_value!(i64, i32, u32, u64, usize);
+
+impl ToValue for bool {
+    fn value(&self) -> Value<'_> {
+        Value::Int(i64::from(*self))
+    }
+}
+impl ToValue for f64 {
+    fn value(&self) -> Value<'_> {
+        Value::Real(*self)
+    }
+}
+impl ToValue for str {
+    fn value(&self) -> Value<'_> {
+        Value::Text(self)
+    }
+}
+impl ToValue for String {
+    fn value(&self) -> Value<'_> {
+        Value::Text(self)
+    }
+}
+impl ToValue for [u8] {
+    fn value(&self) -> Value<'_> {
+        Value::Blob(self)
+    }
+}
+impl ToValue for Vec<u8> {
+    fn value(&self) -> Value<'_> {
+        Value::Blob(self)
+    }
+}
+impl<T: ToValue + ?Sized> ToValue for &T {
+    fn value(&self) -> Value<'_> {
+        (**self).value()
+    }
+}
+impl<T: ToValue> ToValue for Option<T> {
+    fn value(&self) -> Value<'_> {
+        self.as_ref().map_or(Value::Null, ToValue::value)
+    }
+}
+
+/// `params![a, b]`: the values bound to `?1`, `?2`.
+#[macro_export]
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        &[$(&$value as &dyn $crate::db::ToValue),*] as &[&dyn $crate::db::ToValue]
+    };
+}
+pub use params;
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Null => ValueRef::Null,
+            Value::Int(value) => ValueRef::Integer(value),
+            Value::Real(value) => ValueRef::Real(value),
+            Value::Text(value) => ValueRef::Text(value.as_bytes()),
+            Value::Blob(value) => ValueRef::Blob(value),
+        }))
+    }
+}
+
+impl ToSql for Value<'_> {
+    /// As the parameter's type asks, the way SQLite's affinity would: the store's SQL
+    /// is shared, and PostgreSQL infers each `$N`'s type from where it stands.
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(value) => match *ty {
+                Type::INT8 => value.to_sql(ty, out),
+                Type::INT4 => i32::try_from(value)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(value)?.to_sql(ty, out),
+                Type::BOOL => (value != 0).to_sql(ty, out),
+                Type::FLOAT8 => (value as f64).to_sql(ty, out),
+                _ => value.to_string().to_sql(&Type::TEXT, out),
+            },
+            Value::Real(value) => match *ty {
+                Type::FLOAT4 => (value as f32).to_sql(ty, out),
+                _ => value.to_sql(ty, out),
+            },
+            Value::Text(value) => value.to_sql(ty, out),
+            Value::Blob(value) => value.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// One row of a result, from either engine.
+pub enum Row<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    Postgres(&'r postgres::Row),
+}
+
+impl Row<'_> {
+    /// A text column, borrowed from the row.
+    pub fn str(&self, column: usize) -> DbResult<&str> {
+        match self {
+            Row::Sqlite(row) => row
+                .get_ref(column)?
+                .as_str()
+                .map_err(|error| DbError::Column {
+                    column,
+                    why: error.to_string(),
+                }),
+            Row::Postgres(row) => row.try_get(column).map_err(pg_failed(column)),
+        }
+    }
+
+    pub fn get<T: FromColumn>(&self, column: usize) -> DbResult<T> {
+        match self {
+            Row::Sqlite(row) => T::from_sqlite(row, column).map_err(DbError::from),
+            Row::Postgres(row) => T::from_postgres(row, column),
+        }
+    }
+}
+
+/// What a column can be read as.
+pub trait FromColumn: Sized {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self>;
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self>;
+}
+
+fn pg_failed(column: usize) -> impl FnOnce(postgres::Error) -> DbError {
+    move |error| DbError::Column {
+        column,
+        why: error.to_string(),
+    }
+}
+
+/// An integer however PostgreSQL typed the expression (`COUNT` is bigint, a comparison
+/// boolean, a literal int4): SQLite has one integer type and the SQL is shared.
+fn pg_int(row: &postgres::Row, column: usize) -> DbResult<Option<i64>> {
+    let ty = row
+        .columns()
+        .get(column)
+        .map(|c| c.type_().clone())
+        .ok_or(DbError::Column {
+            column,
+            why: "no such column".into(),
+        })?;
+    let failed = pg_failed(column);
+    Ok(match ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(column).map_err(failed)?,
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(column)
+            .map_err(failed)?
+            .map(i64::from),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(column)
+            .map_err(failed)?
+            .map(i64::from),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(column)
+            .map_err(failed)?
+            .map(i64::from),
+        other => {
+            return Err(DbError::Column {
+                column,
+                why: format!("{other} is not an integer (cast it AS BIGINT in the SQL)"),
+            })
+        }
+    })
+}
+
+fn null(column: usize) -> DbError {
+    DbError::Column {
+        column,
+        why: "is NULL".into(),
+    }
+}
+
+impl FromColumn for Option<i64> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        pg_int(row, column)
+    }
+}
+impl FromColumn for i64 {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        pg_int(row, column)?.ok_or_else(|| null(column))
+    }
+}
+impl FromColumn for Option<u64> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        pg_int(row, column)?
+            .map(|value| {
+                u64::try_from(value).map_err(|_| DbError::Column {
+                    column,
+                    why: format!("{value} is negative"),
+                })
+            })
+            .transpose()
+    }
+}
+impl FromColumn for u64 {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        Option::<u64>::from_postgres(row, column)?.ok_or_else(|| null(column))
+    }
+}
+impl FromColumn for bool {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        Ok(pg_int(row, column)?.ok_or_else(|| null(column))? != 0)
+    }
+}
+macro_rules! narrow_int {
+    ($($int:ty),*) => {$(
+        impl FromColumn for $int {
+            fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+                row.get(column)
+            }
+            fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+                let value = i64::from_postgres(row, column)?;
+                <$int>::try_from(value).map_err(|_| DbError::Column {
+                    column,
+                    why: format!("{value} does not fit {}", stringify!($int)),
+                })
+            }
+        }
+    )*};
+}
+narrow_int!(i32, u32);
+
+impl FromColumn for Option<String> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        row.try_get(column).map_err(pg_failed(column))
+    }
+}
+impl FromColumn for String {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        Option::<String>::from_postgres(row, column)?.ok_or_else(|| null(column))
+    }
+}
+impl FromColumn for Vec<u8> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Self> {
+        row.get(column)
+    }
+    fn from_postgres(row: &postgres::Row, column: usize) -> DbResult<Self> {
+        row.try_get::<_, Option<Vec<u8>>>(column)
+            .map_err(pg_failed(column))?
+            .ok_or_else(|| null(column))
+    }
+}
+
+/// `?N` to `$N`, outside quoted text.
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    for character in sql.chars() {
+        match character {
+            '\'' => {
+                quoted = !quoted;
+                out.push(character);
+            }
+            '?' if !quoted => out.push('$'),
+            _ => out.push(character),
+        }
+    }
+    out
+}
+
+struct Postgres {
+    client: postgres::Client,
+    /// Prepared once per connection, by the SQL as the store wrote it.
+    statements: HashMap<&'static str, postgres::Statement>,
+}
+
+impl Postgres {
+    fn statement(&mut self, sql: &'static str) -> DbResult<postgres::Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(&numbered_placeholders(sql))?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+enum Connection {
+    Sqlite(rusqlite::Connection),
+    Postgres(RefCell<Postgres>),
+}
+
+/// A connection to either engine. Its SQL is `&'static str`: every statement is cached.
+pub struct Db {
+    connection: Connection,
+    in_transaction: Cell<bool>,
+}
+
+fn values_of<'a>(params: &'a [&'a dyn ToValue]) -> Vec<Value<'a>> {
+    params.iter().map(|param| param.value()).collect()
+}
+
+fn as_pg<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|value| value as &(dyn ToSql + Sync))
+        .collect()
+}
+
+impl Db {
+    pub fn sqlite(connection: rusqlite::Connection) -> Self {
+        // More distinct statements than rusqlite's default 16: evicting one means
+        // compiling it again on the next batch.
+        connection.set_prepared_statement_cache_capacity(128);
+        Self {
+            connection: Connection::Sqlite(connection),
+            in_transaction: Cell::new(false),
+        }
+    }
+
+    pub fn postgres(client: postgres::Client) -> Self {
+        Self {
+            connection: Connection::Postgres(RefCell::new(Postgres {
+                client,
+                statements: HashMap::new(),
+            })),
+            in_transaction: Cell::new(false),
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.connection {
+            Connection::Sqlite(_) => Engine::Sqlite,
+            Connection::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// The SQLite connection, for what only SQLite has (pragmas, checkpoints).
+    pub fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        match &self.connection {
+            Connection::Sqlite(connection) => Some(connection),
+            Connection::Postgres(_) => None,
+        }
+    }
+
+    /// Several statements without parameters (schemas, settings).
+    pub fn batch(&self, sql: &str) -> DbResult<()> {
+        match &self.connection {
+            Connection::Sqlite(connection) => connection.execute_batch(sql)?,
+            Connection::Postgres(postgres) => postgres.borrow_mut().client.batch_execute(sql)?,
+        }
+        Ok(())
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    pub fn execute(&self, sql: &'static str, params: &[&dyn ToValue]) -> DbResult<u64> {
+        match &self.connection {
+            Connection::Sqlite(connection) => {
+                let values = values_of(params);
+                let changed = connection
+                    .prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(values.iter()))?;
+                Ok(changed as u64)
+            }
+            Connection::Postgres(postgres) => {
+                let mut postgres = postgres.borrow_mut();
+                let statement = postgres.statement(sql)?;
+                let values = values_of(params);
+                Ok(postgres.client.execute(&statement, &as_pg(&values))?)
+            }
+        }
+    }
+
+    /// Every row, each through `map`.
+    pub fn query<T>(
+        &self,
+        sql: &'static str,
+        params: &[&dyn ToValue],
+        mut map: impl FnMut(&Row<'_>) -> DbResult<T>,
+    ) -> DbResult<Vec<T>> {
+        let values = values_of(params);
+        match &self.connection {
+            Connection::Sqlite(connection) => {
+                let mut statement = connection.prepare_cached(sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter(values.iter()))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(map(&Row::Sqlite(row))?);
+                }
+                Ok(out)
+            }
+            Connection::Postgres(postgres) => {
+                let mut postgres = postgres.borrow_mut();
+                let statement = postgres.statement(sql)?;
+                postgres
+                    .client
+                    .query(&statement, &as_pg(&values))?
+                    .iter()
+                    .map(|row| map(&Row::Postgres(row)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Each row in turn, without holding them all, until `each` answers false.
+    pub fn for_each(
+        &self,
+        sql: &'static str,
+        params: &[&dyn ToValue],
+        mut each: impl FnMut(&Row<'_>) -> DbResult<bool>,
+    ) -> DbResult<()> {
+        let values = values_of(params);
+        match &self.connection {
+            Connection::Sqlite(connection) => {
+                let mut statement = connection.prepare_cached(sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter(values.iter()))?;
+                while let Some(row) = rows.next()? {
+                    if !each(&Row::Sqlite(row))? {
+                        break;
+                    }
+                }
+            }
+            Connection::Postgres(postgres) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut postgres = postgres.borrow_mut();
+                let statement = postgres.statement(sql)?;
+                let mut rows = postgres.client.query_raw(&statement, values.iter())?;
+                while let Some(row) = rows.next()? {
+                    if !each(&Row::Postgres(&row))? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first row, if any.
+    pub fn query_opt<T>(
+        &self,
+        sql: &'static str,
+        params: &[&dyn ToValue],
+        mut map: impl FnMut(&Row<'_>) -> DbResult<T>,
+    ) -> DbResult<Option<T>> {
+        let values = values_of(params);
+        match &self.connection {
+            Connection::Sqlite(connection) => {
+                let mut statement = connection.prepare_cached(sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter(values.iter()))?;
+                rows.next()?.map(|row| map(&Row::Sqlite(row))).transpose()
+            }
+            Connection::Postgres(postgres) => {
+                let mut postgres = postgres.borrow_mut();
+                let statement = postgres.statement(sql)?;
+                postgres
+                    .client
+                    .query_opt(&statement, &as_pg(&values))?
+                    .map(|row| map(&Row::Postgres(&row)))
+                    .transpose()
+            }
+        }
+    }
+
+    /// The first row, which must exist.
+    pub fn query_one<T>(
+        &self,
+        sql: &'static str,
+        params: &[&dyn ToValue],
+        map: impl FnMut(&Row<'_>) -> DbResult<T>,
+    ) -> DbResult<T> {
+        self.query_opt(sql, params, map)?.ok_or(DbError::NoRow)
+    }
+
+    /// The first column of the first row, which must exist.
+    pub fn value<T: FromColumn>(&self, sql: &'static str, params: &[&dyn ToValue]) -> DbResult<T> {
+        self.query_one(sql, params, |row| row.get(0))
+    }
+
+    /// A transaction that writes: SQLite takes its one write lock now (`BEGIN
+    /// IMMEDIATE`), PostgreSQL locks rows as they are touched (and see
+    /// [`Db::lock_agent`]). Rolled back when dropped uncommitted.
+    pub fn transaction(&self) -> DbResult<Transaction<'_>> {
+        self.batch(match self.engine() {
+            Engine::Sqlite => "BEGIN IMMEDIATE",
+            Engine::Postgres => "BEGIN",
+        })?;
+        self.in_transaction.set(true);
+        Ok(Transaction { db: self })
+    }
+
+    /// Serialises, across every registry process on this database, the transactions that
+    /// change one agent's sequence and chain (a batch, a heartbeat, a key rotation): a
+    /// PostgreSQL advisory lock held to the end of the transaction. SQLite's write lock
+    /// already serialises every writer.
+    pub fn lock_agent(&self, agent: &str) -> DbResult<()> {
+        self.advisory_lock(agent)
+    }
+
+    /// The same for what every college's transactions read and write together: the
+    /// cross-college rules (one student present at two colleges, one phone at two).
+    pub fn lock_national(&self) -> DbResult<()> {
+        self.advisory_lock("kasip:national")
+    }
+
+    fn advisory_lock(&self, key: &str) -> DbResult<()> {
+        if self.engine() == Engine::Postgres {
+            debug_assert!(
+                self.in_transaction.get(),
+                "an advisory lock outside a transaction"
+            );
+            self.query_one(
+                "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+                params![key],
+                |_| Ok(()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Transaction<'a> {
+    db: &'a Db,
+}
+
+impl Transaction<'_> {
+    pub fn commit(self) -> DbResult<()> {
+        let result = self.db.batch("COMMIT");
+        self.db.in_transaction.set(false);
+        std::mem::forget(self);
+        result
+    }
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = Db;
+    fn deref(&self) -> &Db {
+        self.db
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.db.batch("ROLLBACK") {
+            tracing::warn!(%error, "rollback failed");
+        }
+        self.db.in_transaction.set(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_renumbered_outside_quoted_text_only() {
+        assert_eq!(
+            numbered_placeholders("SELECT '?1', x FROM t WHERE a = ?1 AND b = ?12"),
+            "SELECT '?1', x FROM t WHERE a = $1 AND b = $12"
+        );
+    }
+
+    #[test]
+    fn a_dropped_transaction_changes_nothing_and_a_committed_one_stays() {
+        let db = Db::sqlite(rusqlite::Connection::open_in_memory().expect("db"));
+        db.batch("CREATE TABLE t (x INTEGER)").expect("table");
+        {
+            let transaction = db.transaction().expect("begin");
+            transaction
+                .execute("INSERT INTO t VALUES (?1)", params![1_i64])
+                .expect("insert");
+        }
+        assert_eq!(
+            db.value::<i64>("SELECT COUNT(*) FROM t", params![])
+                .expect("count"),
+            0
+        );
+        let transaction = db.transaction().expect("begin");
+        transaction
+            .execute("INSERT INTO t VALUES (?1)", params![2_i64])
+            .expect("insert");
+        transaction.commit().expect("commit");
+        assert_eq!(
+            db.value::<i64>("SELECT SUM(x) FROM t", params![])
+                .expect("sum"),
+            2
+        );
+    }
+}
