@@ -359,17 +359,37 @@ fn numbered_placeholders(sql: &str) -> String {
 }
 
 struct Postgres {
-    client: postgres::Client,
+    /// Always Some until dropped (see `Drop`).
+    client: Option<postgres::Client>,
     /// Prepared once per connection, by the SQL as the store wrote it.
     statements: HashMap<&'static str, postgres::Statement>,
 }
 
+impl Drop for Postgres {
+    /// The blocking client closes its connection by running a runtime of its own, which
+    /// tokio forbids on a thread that drives async tasks (a serving registry drops its
+    /// stores there when it stops): it closes on a thread of its own then.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("postgres-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
+}
+
 impl Postgres {
+    fn client(&mut self) -> &mut postgres::Client {
+        self.client.as_mut().expect("a connection is open until dropped")
+    }
+
     fn statement(&mut self, sql: &'static str) -> DbResult<postgres::Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(&numbered_placeholders(sql))?;
+        let statement = self.client().prepare(&numbered_placeholders(sql))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -411,7 +431,7 @@ impl Db {
     pub fn postgres(client: postgres::Client) -> Self {
         Self {
             connection: Connection::Postgres(RefCell::new(Postgres {
-                client,
+                client: Some(client),
                 statements: HashMap::new(),
             })),
             in_transaction: Cell::new(false),
@@ -437,7 +457,7 @@ impl Db {
     pub fn batch(&self, sql: &str) -> DbResult<()> {
         match &self.connection {
             Connection::Sqlite(connection) => connection.execute_batch(sql)?,
-            Connection::Postgres(postgres) => postgres.borrow_mut().client.batch_execute(sql)?,
+            Connection::Postgres(postgres) => postgres.borrow_mut().client().batch_execute(sql)?,
         }
         Ok(())
     }
@@ -456,7 +476,7 @@ impl Db {
                 let mut postgres = postgres.borrow_mut();
                 let statement = postgres.statement(sql)?;
                 let values = values_of(params);
-                Ok(postgres.client.execute(&statement, &as_pg(&values))?)
+                Ok(postgres.client().execute(&statement, &as_pg(&values))?)
             }
         }
     }
@@ -483,7 +503,7 @@ impl Db {
                 let mut postgres = postgres.borrow_mut();
                 let statement = postgres.statement(sql)?;
                 postgres
-                    .client
+                    .client()
                     .query(&statement, &as_pg(&values))?
                     .iter()
                     .map(|row| map(&Row::Postgres(row)))
@@ -514,7 +534,7 @@ impl Db {
                 use postgres::fallible_iterator::FallibleIterator;
                 let mut postgres = postgres.borrow_mut();
                 let statement = postgres.statement(sql)?;
-                let mut rows = postgres.client.query_raw(&statement, values.iter())?;
+                let mut rows = postgres.client().query_raw(&statement, values.iter())?;
                 while let Some(row) = rows.next()? {
                     if !each(&Row::Postgres(&row))? {
                         break;
@@ -543,7 +563,7 @@ impl Db {
                 let mut postgres = postgres.borrow_mut();
                 let statement = postgres.statement(sql)?;
                 postgres
-                    .client
+                    .client()
                     .query_opt(&statement, &as_pg(&values))?
                     .map(|row| map(&Row::Postgres(&row)))
                     .transpose()

@@ -1889,8 +1889,9 @@ fn extend_chain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use kasip_core::batch::{BatchEnvelope, BatchKind};
+    use kasip_tests::{Store, TempDataDir};
     use serde_json::json;
 
     use super::*;
@@ -1920,10 +1921,21 @@ mod tests {
         sign_compact(agent, &protected_header(agent), payload.as_bytes())
     }
 
-    #[test]
-    fn a_batch_sealed_under_format_1_is_received_and_answered_in_format_1() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut store = RegistryStore::open(dir.path()).expect("store");
+    /// A registry store on `on`, in a data dir of its own (with its own PostgreSQL
+    /// server for `Store::Postgres`).
+    pub(crate) fn store_on(on: Store) -> (TempDataDir, RegistryStore) {
+        let dir = TempDataDir::for_registry(on);
+        let database = Database::configured(&dir.path(), None).expect("database");
+        let store = RegistryStore::open_with(&dir.path(), &database).expect("store");
+        (dir, store)
+    }
+
+    kasip_tests::on_both_stores!(
+        a_batch_sealed_under_format_1_is_received_and_answered_in_format_1
+    );
+
+    fn a_batch_sealed_under_format_1_is_received_and_answered_in_format_1(on: Store) {
+        let (dir, mut store) = store_on(on);
         let bin = Bin::parse(BIN).expect("bin");
         store
             .add_college(

@@ -5,8 +5,14 @@
 use kasip_certs::jws::{protected_header, sign_compact};
 use kasip_certs::DeviceKey;
 use kasip_tests::dns::{lookup, Answer};
-use kasip_tests::{run, text, Server, TempDataDir};
+use kasip_tests::{run, text, Server, Store, TempDataDir};
 use serde_json::{json, Value};
+
+kasip_tests::on_both_stores!(
+    a_name_resolves_to_its_agents_addresses_and_only_that_agent_changes_it,
+    a_registry_without_a_zone_gives_no_names,
+    an_operators_bind_server_keeps_the_zone_through_signed_rfc2136_updates,
+);
 
 const REGISTRY: &str = env!("CARGO_BIN_EXE_kasip-registry");
 const BIN: &str = "090640001233";
@@ -22,8 +28,8 @@ struct Zone {
 }
 
 impl Zone {
-    fn start() -> Zone {
-        let dir = TempDataDir::new();
+    fn start(store: Store) -> Zone {
+        let dir = TempDataDir::for_registry(store);
         for args in [
             vec!["init"],
             vec!["add-college", "--bin", BIN, "--name", "Test college"],
@@ -120,9 +126,8 @@ fn signed(key: &DeviceKey, fields: Value) -> String {
     sign_compact(key, &protected_header(key), payload.as_bytes())
 }
 
-#[test]
-fn a_name_resolves_to_its_agents_addresses_and_only_that_agent_changes_it() {
-    let mut zone = Zone::start();
+fn a_name_resolves_to_its_agents_addresses_and_only_that_agent_changes_it(store: Store) {
+    let mut zone = Zone::start(store);
     let (key, hostname) = zone.enrol(BIN);
     assert!(
         hostname.ends_with(&format!(".{ZONE}")) && !hostname.contains(BIN),
@@ -250,9 +255,8 @@ fn a_name_resolves_to_its_agents_addresses_and_only_that_agent_changes_it() {
     assert_eq!(zone.ask(&format!("nobody.{ZONE}"), "A").code, "NXDomain");
 }
 
-#[test]
-fn a_registry_without_a_zone_gives_no_names() {
-    let dir = TempDataDir::new();
+fn a_registry_without_a_zone_gives_no_names(store: Store) {
+    let dir = TempDataDir::for_registry(store);
     for args in [
         vec!["init"],
         vec!["add-college", "--bin", BIN, "--name", "Test college"],
@@ -360,14 +364,13 @@ impl Drop for Bind {
     }
 }
 
-#[test]
-fn an_operators_bind_server_keeps_the_zone_through_signed_rfc2136_updates() {
+fn an_operators_bind_server_keeps_the_zone_through_signed_rfc2136_updates(store: Store) {
     let secret = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         b"thirty-two bytes of shared secret",
     );
     let bind = Bind::start("kasip-registry", &secret);
-    let dir = TempDataDir::new();
+    let dir = TempDataDir::for_registry(store);
     for args in [
         vec!["init"],
         vec!["add-college", "--bin", BIN, "--name", "Test college"],

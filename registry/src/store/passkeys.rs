@@ -507,6 +507,8 @@ mod tests {
         SoftwareAuthenticator, PRESENT_AND_VERIFIED, USER_PRESENT,
     };
 
+    use kasip_tests::Store;
+
     use super::*;
 
     const BIN: &str = "090640001233";
@@ -515,15 +517,16 @@ mod tests {
     const ZONE: &str = "agents.kasip.test";
     const NOW: i64 = 1_764_000_000;
 
+    /// The store before its data dir: fields drop in order, and the connection closes
+    /// before its PostgreSQL server stops.
     struct Registry {
-        _dir: tempfile::TempDir,
         store: RegistryStore,
         origin: String,
+        _dir: kasip_tests::TempDataDir,
     }
 
-    fn registry() -> Registry {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = RegistryStore::open(dir.path()).expect("store");
+    fn registry(on: Store) -> Registry {
+        let (dir, store) = crate::store::tests::store_on(on);
         let bin = Bin::parse(BIN).expect("bin");
         store
             .add_college(
@@ -600,9 +603,13 @@ mod tests {
 
     /// A dishonest college signs its own batches: every way it could fake a verified
     /// check-in reaches the registry's check, and none is counted verified.
-    #[test]
-    fn the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked() {
-        let registry = registry();
+    kasip_tests::on_both_stores!(
+        the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked,
+        a_code_enrols_one_passkey_once_and_a_new_one_revokes_the_old,
+    );
+
+    fn the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked(on: Store) {
+        let registry = registry(on);
         let student = SoftwareAuthenticator::generate(b"student", "kasip.test");
         let classmate = SoftwareAuthenticator::generate(b"classmate", "kasip.test");
         let revoked = SoftwareAuthenticator::generate(b"revoked", "kasip.test");
@@ -776,9 +783,8 @@ mod tests {
         assert!(!verified);
     }
 
-    #[test]
-    fn a_code_enrols_one_passkey_once_and_a_new_one_revokes_the_old() {
-        let mut registry = registry();
+    fn a_code_enrols_one_passkey_once_and_a_new_one_revokes_the_old(on: Store) {
+        let mut registry = registry(on);
         let iin = Iin::parse(STUDENT).expect("iin");
         let code = registry.store.issue_student_code(&iin, NOW).expect("code");
         assert_eq!(
