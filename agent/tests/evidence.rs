@@ -10,7 +10,24 @@ use std::time::{Duration, Instant};
 use common::registry::*;
 use common::{check_in, check_in_unsigned, reason_of, College, TEACHER_A};
 use kasip_core::chain::ChainRow;
+use kasip_tests::Store;
 use serde_json::Value;
+
+// The fraud suite runs against both of the registry's stores.
+kasip_tests::on_both_stores!(
+    a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_registry,
+    a_rewrite_of_synced_history_breaks_the_registry_s_re_walk,
+    a_heartbeat_pins_history_that_was_never_sealed,
+    marks_for_a_closed_month_are_adjustments_on_every_path,
+    a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen,
+    bindings_and_security_events_travel_to_the_registry,
+    the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark,
+    advance_check_ins_and_marks_after_a_close_are_findings,
+    a_script_binding_and_checking_in_a_dozen_phones_is_two_bursts,
+    a_statement_leaving_out_beneficiaries_disagrees_with_the_registry,
+    one_student_present_at_two_colleges_on_one_day_is_a_finding,
+    a_month_of_the_demo_college_raises_only_its_planted_case,
+);
 
 /// The registry's findings of `kind`.
 fn findings(registry: &Registry, kind: &str) -> i64 {
@@ -131,13 +148,14 @@ fn pinned_college(group_size: usize, seal_at_once: bool) -> College {
 /// A pinned college enrolled with a fresh registry, with `checked_in` students of group
 /// A checked in; when `drain`, their marks are at the registry.
 fn enrolled_with_marks(
+    store: Store,
     group_size: usize,
     seal_at_once: bool,
     checked_in: usize,
     drain: bool,
 ) -> (College, Registry) {
     let college = pinned_college(group_size, seal_at_once);
-    let registry = Registry::new(&college, &[]);
+    let registry = Registry::on(store, &college, &[]);
     enrol(&college, &registry);
     check_in_students(&college, 0..checked_in);
     if drain {
@@ -229,9 +247,10 @@ fn a_copied_cookie_without_the_device_key_checks_nobody_in() {
     assert_eq!(status, 403);
 }
 
-#[test]
-fn a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_registry() {
-    let (college, registry) = enrolled_with_marks(3, true, 1, true);
+fn a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_registry(
+    store: Store,
+) {
+    let (college, registry) = enrolled_with_marks(store, 3, true, 1, true);
     // Root inserts a mark with a made-up hash behind the agent's back.
     college
         .db()
@@ -263,20 +282,12 @@ fn a_row_slipped_into_the_log_stops_sealing_raises_the_alert_and_reaches_the_reg
     assert!(!doctor.status.success());
 }
 
-#[test]
-fn a_rewrite_of_synced_history_breaks_the_registry_s_re_walk() {
-    let (mut college, registry) = enrolled_with_marks(4, true, 2, true);
+fn a_rewrite_of_synced_history_breaks_the_registry_s_re_walk(store: Store) {
+    let (mut college, registry) = enrolled_with_marks(store, 4, true, 2, true);
     // The registry's copy re-walks from genesis: every field of the hash is in it.
     let records: Vec<kasip_core::batch::AttendanceRecord> = registry
-        .db()
-        .prepare("SELECT body FROM records WHERE kind = 'attendance' ORDER BY record_id")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .expect("records")
-        .iter()
+        .query("SELECT body FROM records WHERE kind = 'attendance' ORDER BY record_id")
+        .lines()
         .map(|body| serde_json::from_str(body).expect("record"))
         .collect();
     let head = kasip_core::chain::rewalk(&kasip_core::chain::ChainHead::genesis(), &records, 2)
@@ -297,9 +308,8 @@ fn a_rewrite_of_synced_history_breaks_the_registry_s_re_walk() {
     );
 }
 
-#[test]
-fn a_heartbeat_pins_history_that_was_never_sealed() {
-    let (mut college, registry) = enrolled_with_marks(3, false, 2, false);
+fn a_heartbeat_pins_history_that_was_never_sealed(store: Store) {
+    let (mut college, registry) = enrolled_with_marks(store, 3, false, 2, false);
     wait_until(
         "a heartbeat pinning both marks",
         Duration::from_secs(30),
@@ -326,10 +336,9 @@ fn a_heartbeat_pins_history_that_was_never_sealed() {
     college.kill_and_restart();
 }
 
-#[test]
-fn marks_for_a_closed_month_are_adjustments_on_every_path() {
+fn marks_for_a_closed_month_are_adjustments_on_every_path(store: Store) {
     let college = pinned_college(3, true);
-    let registry = Registry::new(&college, &[]);
+    let registry = Registry::on(store, &college, &[]);
     enrol(&college, &registry);
     let teacher = college.with_one_check_in();
     let output = agent_run(
@@ -375,13 +384,19 @@ fn marks_for_a_closed_month_are_adjustments_on_every_path() {
         drained,
     );
     let entries: Vec<String> = registry
-        .db()
-        .prepare(
-            "SELECT json_extract(body, '$.evidence.entry') FROM records
-             WHERE kind = 'attendance' AND record_id > 1 ORDER BY record_id",
+        .query(
+            "SELECT body FROM records WHERE kind = 'attendance' AND record_id > 1
+             ORDER BY record_id",
         )
-        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
-        .expect("records");
+        .lines()
+        .map(|body| {
+            let record: Value = serde_json::from_str(body).expect("record");
+            record["evidence"]["entry"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(entries, ["adjustment", "adjustment"]);
     assert_eq!(
         registry.count("SELECT COUNT(*) FROM findings"),
@@ -406,15 +421,14 @@ fn statement_payload(college: &College) -> Value {
     serde_json::from_slice(&verified.payload).expect("payload")
 }
 
-#[test]
-fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen() {
+fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen(store: Store) {
     const LICENSED: &str = "г. Алматы, ул. Толе би, 100";
     let college = College::with_config(6, |config| {
         config
             .replace("min_coverage = 0.5", "min_coverage = 0.0")
             .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
     });
-    let registry = Registry::new(&college, &[]);
+    let registry = Registry::on(store, &college, &[]);
     registry.command(&[
         "set-policy",
         "--min-coverage",
@@ -520,9 +534,8 @@ fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen() {
     );
 }
 
-#[test]
-fn bindings_and_security_events_travel_to_the_registry() {
-    let (college, registry) = enrolled_with_marks(3, true, 2, false);
+fn bindings_and_security_events_travel_to_the_registry(store: Store) {
+    let (college, registry) = enrolled_with_marks(store, 3, true, 2, false);
     // A forged code from a bound phone: a security event with its client.
     let teacher = college.teacher(TEACHER_A);
     let url = college.shown_url(&teacher, college.lesson_a);
@@ -535,14 +548,7 @@ fn bindings_and_security_events_travel_to_the_registry() {
         || registry.count("SELECT COUNT(*) FROM records WHERE kind = 'bindings'") == 3,
     );
     let binding: Value = serde_json::from_str(
-        &registry
-            .db()
-            .query_row(
-                "SELECT body FROM records WHERE kind = 'bindings' AND record_id = 1",
-                [],
-                |row| row.get::<_, String>(0),
-            )
-            .expect("binding"),
+        &registry.query("SELECT body FROM records WHERE kind = 'bindings' AND record_id = 1"),
     )
     .expect("json");
     assert!(binding["code_issued_by"]
@@ -563,12 +569,9 @@ fn bindings_and_security_events_travel_to_the_registry() {
         Duration::from_secs(60),
         || registry.count("SELECT COUNT(*) FROM records WHERE kind = 'security_events'") >= 1,
     );
-    let event: Value = serde_json::from_str(&registry.db().query_row(
+    let event: Value = serde_json::from_str(&registry.query(
         "SELECT body FROM records WHERE kind = 'security_events' ORDER BY record_id LIMIT 1",
-        [],
-        |row| row.get::<_, String>(0),
-    )
-    .expect("event"))
+    ))
     .expect("json");
     assert_eq!(event["kind"], "forged_token", "{event}");
     assert_eq!(event["count"], 1);
@@ -633,9 +636,8 @@ fn forge_mark(college: &College, student: &str, method: &str, recorded_at: i64) 
     id + 1
 }
 
-#[test]
-fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
-    let (college, registry) = enrolled_with_marks(4, true, 1, true);
+fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark(store: Store) {
+    let (college, registry) = enrolled_with_marks(store, 4, true, 1, true);
     assert_eq!(
         registry.count("SELECT COUNT(*) FROM findings"),
         0,
@@ -648,14 +650,7 @@ fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
     wait_until("the backfill finding", Duration::from_secs(60), || {
         findings(&registry, "backfilled_mark") == 1
     });
-    let evidence: String = registry
-        .db()
-        .query_row(
-            "SELECT evidence FROM findings WHERE kind = 'backfilled_mark'",
-            [],
-            |row| row.get(0),
-        )
-        .expect("finding");
+    let evidence = registry.query("SELECT evidence FROM findings WHERE kind = 'backfilled_mark'");
     assert_eq!(evidence, "2", "the record id is the evidence");
 
     // The clock set back a day: the next batch is created before the one it follows.
@@ -685,9 +680,8 @@ fn the_registry_s_timeline_sees_a_clock_set_back_and_a_backfilled_mark() {
 
 /// Marks root forged with consistent hashes: a check-in two hours before its lesson began,
 /// and a live mark for a month after its signed statement. Each is its exact finding.
-#[test]
-fn advance_check_ins_and_marks_after_a_close_are_findings() {
-    let (college, registry) = enrolled_with_marks(4, true, 1, true);
+fn advance_check_ins_and_marks_after_a_close_are_findings(store: Store) {
+    let (college, registry) = enrolled_with_marks(store, 4, true, 1, true);
     let lesson_start = common::lesson_start_plus_one_minute() - 60;
     let early = forge_mark(
         &college,
@@ -784,9 +778,8 @@ fn python_agrees_with_the_registry(registry: &Registry) {
 
 /// A script with a dozen phones: bound one after another within a minute, checked in
 /// within a second. The registry's month audit sees both bursts, with the records.
-#[test]
-fn a_script_binding_and_checking_in_a_dozen_phones_is_two_bursts() {
-    let (college, registry) = enrolled_with_marks(12, true, 12, true);
+fn a_script_binding_and_checking_in_a_dozen_phones_is_two_bursts(store: Store) {
+    let (college, registry) = enrolled_with_marks(store, 12, true, 12, true);
     let output = agent_run(
         &college,
         &["month-close", "2026-11", "--force", "--reason", "pilot"],
@@ -826,10 +819,9 @@ fn a_script_binding_and_checking_in_a_dozen_phones_is_two_bursts() {
 
 /// A college that hides its untracked beneficiaries from its statement (flags edited in
 /// its database before the close): the registry counts its own list and disagrees.
-#[test]
-fn a_statement_leaving_out_beneficiaries_disagrees_with_the_registry() {
+fn a_statement_leaving_out_beneficiaries_disagrees_with_the_registry(store: Store) {
     let college = pinned_college(4, true);
-    let registry = Registry::new(&college, &[]);
+    let registry = Registry::on(store, &college, &[]);
     registry.list_beneficiaries(college.group_a.iter().chain(&college.group_b));
     enrol(&college, &registry);
     check_in_students(&college, 0..4);
@@ -872,8 +864,7 @@ fn a_statement_leaving_out_beneficiaries_disagrees_with_the_registry() {
 
 /// One student present at two colleges on the same day, each college's own agent honest
 /// about what it saw: only the registry sees both.
-#[test]
-fn one_student_present_at_two_colleges_on_one_day_is_a_finding() {
+fn one_student_present_at_two_colleges_on_one_day_is_a_finding(store: Store) {
     const OTHER_BIN: &str = "090640001243";
     let first = pinned_college(2, true);
     let second = College::with_config(2, |config| {
@@ -881,7 +872,7 @@ fn one_student_present_at_two_colleges_on_one_day_is_a_finding() {
             .replace("batch_max_age_secs = 60", "batch_max_age_secs = 0")
             .replace(DEMO_BIN, OTHER_BIN)
     });
-    let registry = Registry::new(&first, &[]);
+    let registry = Registry::on(store, &first, &[]);
     registry.command(&[
         "add-college",
         "--bin",
@@ -925,8 +916,7 @@ fn one_student_present_at_two_colleges_on_one_day_is_a_finding() {
 /// beneficiary list: the registry's recomputed coverage agrees with the statement, and
 /// the only finding is the demo's planted hand-marking teacher (the agent flags the same
 /// teacher, `red_flags.rs`). Its honest groups raise nothing.
-#[test]
-fn a_month_of_the_demo_college_raises_only_its_planted_case() {
+fn a_month_of_the_demo_college_raises_only_its_planted_case(store: Store) {
     use kasip_tests::{run_with, text, TempDataDir};
     let dir = TempDataDir::new();
     let clock = dir.file("clock");
@@ -946,7 +936,7 @@ fn a_month_of_the_demo_college_raises_only_its_planted_case() {
     };
     agent(&["init"]);
     agent(&["demo"]);
-    let registry = Registry::on_clock(&clock, &[]);
+    let registry = Registry::on_clock_in(store, &clock, &[]);
     let database = rusqlite::Connection::open(dir.path().join("agent.db")).expect("db");
     let beneficiaries: Vec<String> = database
         .prepare("SELECT iin FROM students WHERE beneficiary = 1 ORDER BY iin")

@@ -153,14 +153,14 @@ impl Passkeys {
 
     /// The registry's verdicts on the check-ins it holds: (verified, reason) by record.
     fn verdicts(&self) -> Vec<(bool, String)> {
-        let db = self.named.registry.db();
-        let mut statement = db
-            .prepare("SELECT verified, reason FROM passkey_marks ORDER BY record_id")
-            .expect("passkey_marks");
-        statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .expect("rows")
-            .map(|row| row.expect("row"))
+        self.named
+            .registry
+            .query("SELECT verified, reason FROM passkey_marks ORDER BY record_id")
+            .lines()
+            .map(|line| {
+                let (verified, reason) = line.split_once('|').unwrap_or((line, ""));
+                (verified == "1", reason.to_owned())
+            })
             .collect()
     }
 
@@ -283,16 +283,11 @@ fn private_key(browser: &Browser, authenticator: &str, credential_id: &str) -> V
 }
 
 fn credential_of(setup: &Passkeys, iin: &str) -> String {
-    setup
-        .named
-        .registry
-        .db()
-        .query_row(
-            "SELECT credential_id FROM student_passkeys WHERE iin = ?1 AND revoked_at IS NULL",
-            [iin],
-            |row| row.get(0),
-        )
-        .expect("an active passkey")
+    let credential = setup.named.registry.query(&format!(
+        "SELECT credential_id FROM student_passkeys WHERE iin = '{iin}' AND revoked_at IS NULL"
+    ));
+    assert!(!credential.is_empty(), "no active passkey for {iin}");
+    credential
 }
 
 #[test]
@@ -388,16 +383,9 @@ fn a_passkey_enrolled_at_the_registry_verifies_a_check_in_at_the_agent_and_again
             .named
             .registry
             .command(&["audit", "--month", &month, "--bin", DEMO_BIN]);
-        let figures: String = setup
-            .named
-            .registry
-            .db()
-            .query_row(
-                "SELECT figures FROM month_figures WHERE bin = ?1 AND month = ?2",
-                [DEMO_BIN, &month],
-                |row| row.get(0),
-            )
-            .expect("month figures");
+        let figures = setup.named.registry.query(&format!(
+            "SELECT figures FROM month_figures WHERE bin = '{DEMO_BIN}' AND month = '{month}'"
+        ));
         let figures: Value = serde_json::from_str(&figures).expect("json");
         assert_eq!(figures["qr_requires_passkey"], required);
         figures["qr_tracked"].as_u64().expect("qr_tracked")

@@ -13,10 +13,16 @@ use common::{check_in, College, AGENT, TEACHER_A};
 use kasip_tests::{run, text, workspace_binary, Server, TempDataDir};
 use serde_json::Value;
 
-#[test]
-fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees() {
+// An honest college, on both of the registry's stores (the fraud suite's baseline).
+kasip_tests::on_both_stores!(
+    enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees
+);
+
+fn enrolled_agent_delivers_every_record_once_and_an_independent_verifier_agrees(
+    store: kasip_tests::Store,
+) {
     let college = quick_college(6);
-    let registry = Registry::new(&college, &[]);
+    let registry = Registry::on(store, &college, &[]);
     enrol(&college, &registry);
     check_in_students(&college, 6);
     // A month close travels as a signed statement inside a month_close batch.
@@ -595,14 +601,7 @@ fn grades_from_the_teacher_page_and_the_lms_reach_the_registry_as_events() {
     );
     assert_one_for_one(&college, &registry);
     let correction: Value = serde_json::from_str(
-        &registry
-            .db()
-            .query_row(
-                "SELECT body FROM records WHERE kind = 'grades' AND record_id = 3",
-                [],
-                |row| row.get::<_, String>(0),
-            )
-            .expect("record"),
+        &registry.query("SELECT body FROM records WHERE kind = 'grades' AND record_id = 3"),
     )
     .expect("json");
     assert_eq!(correction["score"], 80);

@@ -382,7 +382,9 @@ impl Drop for Postgres {
 
 impl Postgres {
     fn client(&mut self) -> &mut postgres::Client {
-        self.client.as_mut().expect("a connection is open until dropped")
+        self.client
+            .as_mut()
+            .expect("a connection is open until dropped")
     }
 
     fn statement(&mut self, sql: &'static str) -> DbResult<postgres::Statement> {

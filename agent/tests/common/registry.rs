@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use kasip_tests::{run, text, workspace_binary, Server, TempDataDir};
+use kasip_tests::{registry_query, run, text, workspace_binary, Server, Store, TempDataDir};
 use serde_json::Value;
 
 use super::{check_in, College, AGENT, TEACHER_A};
@@ -27,12 +27,26 @@ pub struct Registry {
 impl Registry {
     /// A registry on the college's test clock (agent and registry agree on the time).
     pub fn new(college: &College, extra_args: &[&str]) -> Registry {
-        Self::on_clock(&college.clock_file, extra_args)
+        Self::on(Store::Sqlite, college, extra_args)
+    }
+
+    /// The same, keeping its tables on `store`.
+    pub fn on(store: Store, college: &College, extra_args: &[&str]) -> Registry {
+        Self::on_clock_in(store, &college.clock_file, extra_args)
     }
 
     /// A registry on the test clock in `clock_file`.
     pub fn on_clock(clock_file: &std::path::Path, extra_args: &[&str]) -> Registry {
-        let dir = TempDataDir::new();
+        Self::on_clock_in(Store::Sqlite, clock_file, extra_args)
+    }
+
+    /// A registry on `store`, on the test clock in `clock_file`.
+    pub fn on_clock_in(
+        store: Store,
+        clock_file: &std::path::Path,
+        extra_args: &[&str],
+    ) -> Registry {
+        let dir = TempDataDir::for_registry(store);
         let binary = workspace_binary("kasip-registry");
         let registry = |args: &[&str]| {
             let output = run(&binary, &dir.path(), args);
@@ -160,14 +174,16 @@ impl Registry {
             .expect("read API")
     }
 
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("registry.db")).expect("registry db")
+    /// `sql`'s rows on the registry's database, whichever store: one per line, columns
+    /// separated by `|` (`kasip_tests::registry_sql`).
+    pub fn query(&self, sql: &str) -> String {
+        registry_query(&self.dir, sql)
     }
 
     pub fn count(&self, sql: &str) -> i64 {
-        self.db()
-            .query_row(sql, [], |row| row.get(0))
-            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        let text = self.query(sql);
+        text.parse()
+            .unwrap_or_else(|_| panic!("{sql}: not a count: {text}"))
     }
 }
 
@@ -282,16 +298,13 @@ pub fn assert_one_for_one(college: &College, registry: &Registry) {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows");
-    let registry_db = registry.db();
     // One read of all of them (a query per mark scans the table each time).
-    let theirs: std::collections::HashMap<i64, String> = registry_db
-        .prepare("SELECT record_id, body FROM records WHERE kind = 'attendance'")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect()
-        })
-        .expect("registry records");
+    let rows = registry.query("SELECT record_id, body FROM records WHERE kind = 'attendance'");
+    let theirs: std::collections::HashMap<i64, &str> = rows
+        .lines()
+        .filter_map(|line| line.split_once('|'))
+        .map(|(id, body)| (id.parse().expect("record id"), body))
+        .collect();
     for (id, iin, status, method, hash) in ours {
         let body = theirs
             .get(&id)
@@ -312,14 +325,12 @@ pub fn assert_one_for_one(college: &College, registry: &Registry) {
                 .collect()
         })
         .expect("batches");
-    let theirs: Vec<(i64, String)> = registry_db
-        .prepare("SELECT seq, hash FROM batches ORDER BY seq")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect()
-        })
-        .expect("batches");
+    let theirs: Vec<(i64, String)> = registry
+        .query("SELECT seq, hash FROM batches ORDER BY seq")
+        .lines()
+        .filter_map(|line| line.split_once('|'))
+        .map(|(seq, hash)| (seq.parse().expect("seq"), hash.to_owned()))
+        .collect();
     assert_eq!(ours, theirs);
     assert_eq!(
         ours.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),

@@ -601,13 +601,13 @@ mod tests {
         }
     }
 
-    /// A dishonest college signs its own batches: every way it could fake a verified
-    /// check-in reaches the registry's check, and none is counted verified.
     kasip_tests::on_both_stores!(
         the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked,
         a_code_enrols_one_passkey_once_and_a_new_one_revokes_the_old,
     );
 
+    /// A dishonest college signs its own batches: every way it could fake a verified
+    /// check-in reaches the registry's check, and none is counted verified.
     fn the_registry_verifies_each_assertion_itself_and_finds_what_a_college_faked(on: Store) {
         let registry = registry(on);
         let student = SoftwareAuthenticator::generate(b"student", "kasip.test");
