@@ -218,6 +218,35 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         database_connections: u16,
     },
+    /// Drives a simulated national day at running registries (`serve`): N agents, each
+    /// with its own key, enrolled here and then over HTTP, sending signed batches with
+    /// real chains and heartbeats; colleges of realistic sizes, the first lessons at
+    /// once. Prints the figures as JSON; exits 1 if any batch was refused or two
+    /// registries gave one batch different receipts. For load tests, never production.
+    Simulate {
+        /// A registry's URL, e.g. http://127.0.0.1:8443 (repeat for several processes on
+        /// one database: batches are spread over them, and retried elsewhere on 503).
+        #[arg(long = "registry", required = true, value_name = "URL")]
+        registries: Vec<String>,
+        /// Colleges (one agent each).
+        #[arg(long, default_value_t = 772)]
+        agents: usize,
+        /// Attendance marks in the day, over four lessons.
+        #[arg(long, default_value_t = 2_000_000)]
+        marks: usize,
+        /// The day simulated (YYYY-MM-DD); yesterday by default.
+        #[arg(long)]
+        date: Option<String>,
+        /// Agents sending at once.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Each batch to two registries at once, its successor racing it to a third.
+        #[arg(long)]
+        race: bool,
+        /// Makes another run's colleges and keys (BINs and keys follow from it).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Writes every stored batch of a college as DIR/<seq>.jws (the bytes received),
     /// DIR/agent.pub (the enrolled key, PEM) and DIR/college.json (its BIN and time
     /// zone), for auditors' own tools.
@@ -523,6 +552,60 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
             }
             store()?.license_address(&bin(&text)?, address)?;
             println!("{text}: '{address}' licensed");
+        }
+        Command::Simulate {
+            registries,
+            agents,
+            marks,
+            date,
+            in_flight,
+            race,
+            seed,
+        } => {
+            let now = clock()();
+            let date = match date {
+                Some(text) => kasip_core::Date::parse(&text)
+                    .map_err(|error| RegistryError::Usage(format!("--date {error}")))?,
+                None => kasip_core::Date::from_days_since_epoch(now.div_euclid(86_400) - 1),
+            };
+            if agents == 0 || marks == 0 {
+                return Err(RegistryError::Usage(
+                    "--agents and --marks must be at least 1".into(),
+                ));
+            }
+            let plan = crate::simulate::DayPlan {
+                agents,
+                marks,
+                date,
+                race,
+                in_flight,
+                seed,
+            };
+            let colleges = plan.colleges();
+            eprintln!(
+                "registering {} colleges ({} students) and sealing {date}'s batches",
+                colleges.len(),
+                colleges
+                    .iter()
+                    .map(|college| college.students)
+                    .sum::<usize>()
+            );
+            let codes = crate::simulate::register_colleges(&store()?, &colleges, now)?;
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(RegistryError::io("cannot start the async runtime"))?;
+            let report =
+                runtime.block_on(crate::simulate::drive(&plan, registries, colleges, codes))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report)
+                    .map_err(|error| RegistryError::Usage(error.to_string()))?
+            );
+            if report.failures > 0 || report.receipts_differing > 0 {
+                return Err(RegistryError::Usage(format!(
+                    "{} batch(es) refused, {} with differing receipts: {:?}",
+                    report.failures, report.receipts_differing, report.failure_examples
+                )));
+            }
         }
         Command::ExportBatches {
             bin: text,

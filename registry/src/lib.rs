@@ -12,6 +12,7 @@ pub mod http;
 mod memory;
 mod pages;
 mod passkeys;
+pub mod simulate;
 pub mod state;
 pub mod store;
 pub mod timeline;
