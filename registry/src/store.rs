@@ -13,7 +13,7 @@ use kasip_core::batch::{
 use kasip_core::{to_canonical_json, Bin, Iin};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{params, Db, DbError, Engine};
+use crate::db::{params, Db, DbError, Engine, ToValue};
 
 mod names;
 mod passkeys;
@@ -995,6 +995,8 @@ impl RegistryStore {
             id: u64,
         }
         let mut outcomes = Vec::with_capacity(envelope.records.len());
+        // Checked records, stored together below: (outcome index, id, body, month).
+        let mut accepted = Vec::with_capacity(envelope.records.len());
         let mut attendance = Vec::new();
         {
             for (position, record) in envelope.records.iter().enumerate() {
@@ -1019,34 +1021,10 @@ impl RegistryStore {
                 };
                 match checked {
                     Ok(id) => {
-                        let inserted = match months.get(position) {
-                            None => transaction.execute(
-                                "INSERT INTO records (bin, kind, record_id, agent, seq, body)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                                params![bin, envelope.kind.as_str(), id, kid, envelope.seq, body],
-                            ),
-                            Some(month) => transaction.execute(
-                                "INSERT INTO records (bin, kind, record_id, agent, seq, body, month)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                                params![
-                                    bin,
-                                    envelope.kind.as_str(),
-                                    id,
-                                    kid,
-                                    envelope.seq,
-                                    body,
-                                    month.to_string()
-                                ],
-                            ),
-                        }
-                        .map_err(fail)?;
+                        accepted.push((outcomes.len(), id, body, months.get(position)));
                         outcomes.push(RecordOutcome {
                             id,
-                            outcome: if inserted == 1 {
-                                Outcome::Accepted
-                            } else {
-                                Outcome::Duplicate
-                            },
+                            outcome: Outcome::Duplicate,
                             reason: None,
                         });
                     }
@@ -1067,6 +1045,53 @@ impl RegistryStore {
                 }
             }
         }
+        let month_texts: Vec<Option<String>> = accepted
+            .iter()
+            .map(|(_, _, _, month)| month.map(|month| month.to_string()))
+            .collect();
+        let kind = envelope.kind.as_str();
+        let rows: Vec<Vec<crate::db::Value<'_>>> = accepted
+            .iter()
+            .zip(&month_texts)
+            .map(|((_, id, body, _), month)| {
+                let mut row = vec![
+                    bin.value(),
+                    kind.value(),
+                    id.value(),
+                    kid.value(),
+                    envelope.seq.value(),
+                    body.value(),
+                ];
+                if let Some(month) = month {
+                    row.push(month.value());
+                }
+                row
+            })
+            .collect();
+        let inserted: std::collections::HashSet<i64> = transaction
+            .insert_rows(
+                match self.db.engine() {
+                    Engine::Sqlite => {
+                        "INSERT INTO records (bin, kind, record_id, agent, seq, body)"
+                    }
+                    Engine::Postgres => {
+                        "INSERT INTO records (bin, kind, record_id, agent, seq, body, month)"
+                    }
+                },
+                "ON CONFLICT DO NOTHING RETURNING record_id",
+                &rows,
+            )
+            .map_err(fail)?
+            .into_iter()
+            .collect();
+        // A record is accepted once: a second copy in the same batch is a duplicate.
+        let mut counted = std::collections::HashSet::new();
+        for (index, id, _, _) in &accepted {
+            if inserted.contains(&(*id as i64)) && counted.insert(*id) {
+                outcomes[*index].outcome = Outcome::Accepted;
+            }
+        }
+        drop(rows);
         if self.audit {
             // The cross-college rules read and write what every college's batches share
             // (who was present where, which phone checked in where): one batch at a time

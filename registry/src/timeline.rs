@@ -2,7 +2,10 @@
 //! evidence cannot look like. Each hit is a finding (kind, college, month, the record ids
 //! as evidence); the batch is still stored, because a finding is for a person to judge.
 
-use crate::db::{params, Db, DbResult};
+use crate::db::{params, Db, DbResult, ToValue, Value};
+
+/// Students or phones looked up in one query by the cross-college rules.
+const LOOKUPS_PER_QUERY: usize = 500;
 use kasip_core::batch::{AttendanceRecord, BatchEnvelope, BatchKind};
 use kasip_core::chain::EntryKind;
 
@@ -253,58 +256,109 @@ fn across_colleges(
     records: &[AttendanceRecord],
 ) -> DbResult<Vec<Finding>> {
     let mut findings = Vec::new();
+    // The first record of each student's day present, and of each phone, in the batch:
+    // a day's six lessons would otherwise ask six times. Written and looked up a few
+    // hundred at a time (one round trip each on PostgreSQL).
+    let mut days_seen: std::collections::HashSet<(&str, &str)> = Default::default();
+    let days: Vec<&AttendanceRecord> = records
+        .iter()
+        .filter(|record| matches!(record.status.as_str(), "present" | "late"))
+        .filter(|record| days_seen.insert((record.student_iin.as_str(), record.date.as_str())))
+        .collect();
+    // Phones only: a kiosk's id is local to its college.
+    let mut phones_seen: std::collections::HashSet<&str> = Default::default();
+    let phones: Vec<(&str, u64)> = records
+        .iter()
+        .filter(|record| matches!(record.method.as_str(), "qr_phone" | "qr_typed"))
+        .filter_map(|record| Some((record.device.as_deref()?, record.id)))
+        .filter(|(device, _)| phones_seen.insert(device))
+        .collect();
+    let rows: Vec<Vec<Value<'_>>> = days
+        .iter()
+        .map(|record| {
+            vec![
+                record.student_iin.value(),
+                record.date.value(),
+                bin.value(),
+                record.id.value(),
+            ]
+        })
+        .collect();
+    transaction.insert_rows(
+        "INSERT INTO presence (student_iin, date, bin, record_id)",
+        "ON CONFLICT DO NOTHING",
+        &rows,
+    )?;
+    let rows: Vec<Vec<Value<'_>>> = phones
+        .iter()
+        .map(|(device, id)| vec![device.value(), bin.value(), id.value()])
+        .collect();
+    transaction.insert_rows(
+        "INSERT INTO devices_seen (device, bin, record_id)",
+        "ON CONFLICT DO NOTHING",
+        &rows,
+    )?;
+    let mut day_elsewhere: std::collections::HashMap<(String, String), String> = Default::default();
+    for chunk in days.chunks(LOOKUPS_PER_QUERY) {
+        let pairs = (0..chunk.len())
+            .map(|index| format!("(?{}, ?{})", 2 * index + 2, 2 * index + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT student_iin, date, MIN(bin) FROM presence
+             WHERE bin <> ?1 AND (student_iin, date) IN (VALUES {pairs})
+             GROUP BY student_iin, date"
+        );
+        let mut params = vec![bin.value()];
+        for record in chunk {
+            params.push(record.student_iin.value());
+            params.push(record.date.value());
+        }
+        for (iin, date, other) in transaction.query_built(&sql, &params, |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })? {
+            day_elsewhere.insert((iin, date), other);
+        }
+    }
+    let mut phone_elsewhere: std::collections::HashMap<String, String> = Default::default();
+    for chunk in phones.chunks(LOOKUPS_PER_QUERY) {
+        let list = (0..chunk.len())
+            .map(|index| format!("?{}", index + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT device, MIN(bin) FROM devices_seen WHERE bin <> ?1 AND device IN ({list})
+             GROUP BY device"
+        );
+        let mut params = vec![bin.value()];
+        params.extend(chunk.iter().map(|(device, _)| device.value()));
+        for (device, other) in
+            transaction.query_built(&sql, &params, |row| Ok((row.get(0)?, row.get(1)?)))?
+        {
+            phone_elsewhere.insert(device, other);
+        }
+    }
     let mut two_places: std::collections::BTreeMap<(String, String), (String, Vec<u64>)> =
         Default::default();
+    for record in days {
+        let key = (record.student_iin.clone(), record.date.clone());
+        if let Some(other) = day_elsewhere.get(&key) {
+            two_places
+                .entry(key)
+                .or_insert_with(|| (other.clone(), Vec::new()))
+                .1
+                .push(record.id);
+        }
+    }
     let mut two_colleges: std::collections::BTreeMap<String, (String, Vec<u64>)> =
         Default::default();
-    // One lookup per student and day, and per phone, in a batch: a day's six lessons
-    // would otherwise ask six times.
-    let mut days_seen: std::collections::HashSet<(&str, &str)> = Default::default();
-    let mut phones_seen: std::collections::HashSet<&str> = Default::default();
-    for record in records {
-        if matches!(record.status.as_str(), "present" | "late")
-            && days_seen.insert((record.student_iin.as_str(), record.date.as_str()))
-        {
-            transaction.execute(
-                "INSERT INTO presence (student_iin, date, bin, record_id)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                params![record.student_iin, record.date, bin, record.id],
-            )?;
-            let elsewhere: Option<String> = transaction.query_opt(
-                "SELECT bin FROM presence WHERE student_iin = ?1 AND date = ?2 AND bin != ?3
-                     LIMIT 1",
-                params![record.student_iin, record.date, bin],
-                |row| row.get(0),
-            )?;
-            if let Some(other) = elsewhere {
-                two_places
-                    .entry((record.student_iin.clone(), record.date.clone()))
-                    .or_insert_with(|| (other, Vec::new()))
-                    .1
-                    .push(record.id);
-            }
-        }
-        // Phones only: a kiosk's id is local to its college.
-        if let (Some(device), "qr_phone" | "qr_typed") = (&record.device, record.method.as_str()) {
-            if !phones_seen.insert(device.as_str()) {
-                continue;
-            }
-            transaction.execute(
-                "INSERT INTO devices_seen (device, bin, record_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![device, bin, record.id],
-            )?;
-            let elsewhere: Option<String> = transaction.query_opt(
-                "SELECT bin FROM devices_seen WHERE device = ?1 AND bin != ?2 LIMIT 1",
-                params![device, bin],
-                |row| row.get(0),
-            )?;
-            if let Some(other) = elsewhere {
-                two_colleges
-                    .entry(device.clone())
-                    .or_insert_with(|| (other, Vec::new()))
-                    .1
-                    .push(record.id);
-            }
+    for (device, id) in phones {
+        if let Some(other) = phone_elsewhere.get(device) {
+            two_colleges
+                .entry(device.to_owned())
+                .or_insert_with(|| (other.clone(), Vec::new()))
+                .1
+                .push(id);
         }
     }
     for ((student, date), (other, ids)) in two_places {

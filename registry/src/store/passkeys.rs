@@ -3,7 +3,7 @@
 //! revokes the old), the signed directory each agent caches, the `qr_requires_passkey`
 //! policy per college, and the verification of every check-in's assertion on receipt.
 
-use crate::db::{params, Db, DbResult};
+use crate::db::{params, Db, DbResult, ToValue, Value};
 use base64::Engine;
 use kasip_core::batch::AttendanceRecord;
 use kasip_core::passkey::{
@@ -394,6 +394,8 @@ pub fn check_passkeys(
     };
     let mut invalid: std::collections::BTreeMap<(String, &'static str), Vec<u64>> =
         Default::default();
+    // Each QR check-in's verdict, stored together: (record, verified, why not).
+    let mut verdicts = Vec::new();
     for record in records {
         if !matches!(record.method.as_str(), "qr_phone" | "qr_typed") {
             continue;
@@ -423,18 +425,25 @@ pub fn check_passkeys(
                 }
             }
         };
-        transaction.execute(
-            "INSERT INTO passkey_marks (bin, record_id, date, verified, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-            params![
-                bin,
-                record.id,
-                record.date,
-                verdict.is_ok(),
-                verdict.err().unwrap_or_default()
-            ],
-        )?;
+        verdicts.push((record, verdict.is_ok(), verdict.err().unwrap_or_default()));
     }
+    let rows: Vec<Vec<Value<'_>>> = verdicts
+        .iter()
+        .map(|(record, verified, reason)| {
+            vec![
+                bin.value(),
+                record.id.value(),
+                record.date.value(),
+                verified.value(),
+                reason.value(),
+            ]
+        })
+        .collect();
+    transaction.insert_rows(
+        "INSERT INTO passkey_marks (bin, record_id, date, verified, reason)",
+        "ON CONFLICT DO NOTHING",
+        &rows,
+    )?;
     Ok(invalid
         .into_iter()
         .map(|((month, kind), ids)| Finding {
