@@ -157,7 +157,9 @@ pub fn check(
                 evidence: backfilled,
             });
         }
-        findings.extend(across_colleges(transaction, bin, records)?);
+        if transaction.engine() == crate::db::Engine::Sqlite {
+            findings.extend(across_colleges(transaction, bin, records)?);
+        }
         if !outside_window.is_empty() {
             findings.push(Finding {
                 kind: "mark_outside_window",
@@ -250,7 +252,13 @@ fn previous_sealing_pass(transaction: &Db, agent: &str, created: i64) -> DbResul
 
 /// What one college's records cannot show alone: the same student present at another
 /// college on the same day, and the same phone checking in for another college.
-fn across_colleges(
+///
+/// On SQLite this runs in the batch's own transaction (one writer at a time). On
+/// PostgreSQL, where another process may be storing another college's batch at the same
+/// moment, it runs after the batch's commit (`RegistryStore::check_across_colleges`):
+/// of two colleges' batches naming one student, the one that commits last then sees the
+/// other's committed presence, whatever the interleaving, and no lock spans colleges.
+pub fn across_colleges(
     transaction: &Db,
     bin: &str,
     records: &[AttendanceRecord],
