@@ -49,6 +49,8 @@ pub enum Value<'a> {
     Real(f64),
     Text(&'a str),
     Blob(&'a [u8]),
+    /// A PostgreSQL `text[]` (`= ANY(?1)`, `UNNEST(?1)`): statements only PostgreSQL runs.
+    Texts(&'a [&'a str]),
 }
 
 /// What can be bound to a `?N`.
@@ -98,6 +100,16 @@ impl ToValue for Vec<u8> {
         Value::Blob(self)
     }
 }
+impl<'a> ToValue for [&'a str] {
+    fn value(&self) -> Value<'_> {
+        Value::Texts(self)
+    }
+}
+impl<'a> ToValue for Vec<&'a str> {
+    fn value(&self) -> Value<'_> {
+        Value::Texts(self)
+    }
+}
 impl<T: ToValue + ?Sized> ToValue for &T {
     fn value(&self) -> Value<'_> {
         (**self).value()
@@ -127,6 +139,11 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Real(value) => ValueRef::Real(value),
             Value::Text(value) => ValueRef::Text(value.as_bytes()),
             Value::Blob(value) => ValueRef::Blob(value),
+            Value::Texts(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "a list is a PostgreSQL parameter".into(),
+                ))
+            }
         }))
     }
 }
@@ -155,6 +172,7 @@ impl ToSql for Value<'_> {
             },
             Value::Text(value) => value.to_sql(ty, out),
             Value::Blob(value) => value.to_sql(ty, out),
+            Value::Texts(values) => values.to_sql(ty, out),
         }
     }
 
@@ -358,11 +376,92 @@ fn numbered_placeholders(sql: &str) -> String {
     out
 }
 
+/// One column of rows as a PostgreSQL array (`insert_rows`), typed by its values.
+#[derive(Debug)]
+enum PgColumn<'a> {
+    Int(Vec<Option<i64>>),
+    Real(Vec<Option<f64>>),
+    Text(Vec<Option<&'a str>>),
+    Blob(Vec<Option<&'a [u8]>>),
+}
+
+impl<'a> PgColumn<'a> {
+    fn of(values: impl Iterator<Item = Value<'a>> + Clone) -> Self {
+        let kind = values.clone().find(|value| !matches!(value, Value::Null));
+        match kind {
+            Some(Value::Int(_)) => Self::Int(
+                values
+                    .map(|value| match value {
+                        Value::Int(value) => Some(value),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Some(Value::Real(_)) => Self::Real(
+                values
+                    .map(|value| match value {
+                        Value::Real(value) => Some(value),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Some(Value::Blob(_)) => Self::Blob(
+                values
+                    .map(|value| match value {
+                        Value::Blob(value) => Some(value),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => Self::Text(
+                values
+                    .map(|value| match value {
+                        Value::Text(value) => Some(value),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn sql_type(&self) -> &'static str {
+        match self {
+            Self::Int(_) => "bigint[]",
+            Self::Real(_) => "float8[]",
+            Self::Text(_) => "text[]",
+            Self::Blob(_) => "bytea[]",
+        }
+    }
+}
+
+impl ToSql for PgColumn<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Self::Int(values) => values.to_sql(ty, out),
+            Self::Real(values) => values.to_sql(ty, out),
+            Self::Text(values) => values.to_sql(ty, out),
+            Self::Blob(values) => values.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(ty.kind(), postgres::types::Kind::Array(_))
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
 struct Postgres {
     /// Always Some until dropped (see `Drop`).
     client: Option<postgres::Client>,
     /// Prepared once per connection, by the SQL as the store wrote it.
     statements: HashMap<&'static str, postgres::Statement>,
+    /// The same for statements built at run time (`insert_rows`' shapes).
+    built: HashMap<String, postgres::Statement>,
 }
 
 impl Drop for Postgres {
@@ -385,6 +484,15 @@ impl Postgres {
         self.client
             .as_mut()
             .expect("a connection is open until dropped")
+    }
+
+    fn built_statement(&mut self, sql: &str) -> DbResult<postgres::Statement> {
+        if let Some(statement) = self.built.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client().prepare(sql)?;
+        self.built.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
     }
 
     fn statement(&mut self, sql: &'static str) -> DbResult<postgres::Statement> {
@@ -435,6 +543,7 @@ impl Db {
             connection: Connection::Postgres(RefCell::new(Postgres {
                 client: Some(client),
                 statements: HashMap::new(),
+                built: HashMap::new(),
             })),
             in_transaction: Cell::new(false),
         }
@@ -610,36 +719,32 @@ impl Db {
                 }
             }
             Connection::Postgres(postgres) => {
+                // One array per column, unnested: one prepared statement per shape, a
+                // round trip for all the rows (a VALUES list of thousands of parameters
+                // cost PostgreSQL more to plan than to insert).
+                let arrays: Vec<PgColumn<'_>> = (0..columns)
+                    .map(|column| PgColumn::of(rows.iter().map(|row| row[column])))
+                    .collect();
+                let unnest = arrays
+                    .iter()
+                    .enumerate()
+                    .map(|(index, array)| format!("${}::{}", index + 1, array.sql_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("{insert} SELECT * FROM UNNEST({unnest}) {tail}");
                 let mut postgres = postgres.borrow_mut();
-                let per_statement = (30_000 / columns).clamp(1, 500);
-                for chunk in rows.chunks(per_statement) {
-                    let values = chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(index, _)| {
-                            let first = index * columns;
-                            let row = (1..=columns)
-                                .map(|n| format!("${}", first + n))
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            format!("({row})")
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!("{insert} VALUES {values} {tail}");
-                    let flat: Vec<&(dyn ToSql + Sync)> = chunk
-                        .iter()
-                        .flatten()
-                        .map(|value| value as &(dyn ToSql + Sync))
-                        .collect();
-                    let client = postgres.client();
-                    if returns {
-                        for returned in client.query(&sql, &flat)? {
-                            out.push(pg_int(&returned, 0)?.ok_or_else(|| null(0))?);
-                        }
-                    } else {
-                        client.execute(&sql, &flat)?;
+                let statement = postgres.built_statement(&sql)?;
+                let params: Vec<&(dyn ToSql + Sync)> = arrays
+                    .iter()
+                    .map(|array| array as &(dyn ToSql + Sync))
+                    .collect();
+                let client = postgres.client();
+                if returns {
+                    for returned in client.query(&statement, &params)? {
+                        out.push(pg_int(&returned, 0)?.ok_or_else(|| null(0))?);
                     }
+                } else {
+                    client.execute(&statement, &params)?;
                 }
             }
         }

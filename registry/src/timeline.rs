@@ -306,46 +306,10 @@ pub fn across_colleges(
         "ON CONFLICT DO NOTHING",
         &rows,
     )?;
-    let mut day_elsewhere: std::collections::HashMap<(String, String), String> = Default::default();
-    for chunk in days.chunks(LOOKUPS_PER_QUERY) {
-        let pairs = (0..chunk.len())
-            .map(|index| format!("(?{}, ?{})", 2 * index + 2, 2 * index + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT student_iin, date, MIN(bin) FROM presence
-             WHERE bin <> ?1 AND (student_iin, date) IN (VALUES {pairs})
-             GROUP BY student_iin, date"
-        );
-        let mut params = vec![bin.value()];
-        for record in chunk {
-            params.push(record.student_iin.value());
-            params.push(record.date.value());
-        }
-        for (iin, date, other) in transaction.query_built(&sql, &params, |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })? {
-            day_elsewhere.insert((iin, date), other);
-        }
-    }
-    let mut phone_elsewhere: std::collections::HashMap<String, String> = Default::default();
-    for chunk in phones.chunks(LOOKUPS_PER_QUERY) {
-        let list = (0..chunk.len())
-            .map(|index| format!("?{}", index + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT device, MIN(bin) FROM devices_seen WHERE bin <> ?1 AND device IN ({list})
-             GROUP BY device"
-        );
-        let mut params = vec![bin.value()];
-        params.extend(chunk.iter().map(|(device, _)| device.value()));
-        for (device, other) in
-            transaction.query_built(&sql, &params, |row| Ok((row.get(0)?, row.get(1)?)))?
-        {
-            phone_elsewhere.insert(device, other);
-        }
-    }
+    let (day_elsewhere, phone_elsewhere) = match transaction.engine() {
+        crate::db::Engine::Sqlite => elsewhere_listed(transaction, bin, &days, &phones)?,
+        crate::db::Engine::Postgres => elsewhere_unnested(transaction, bin, &days, &phones)?,
+    };
     let mut two_places: std::collections::BTreeMap<(String, String), (String, Vec<u64>)> =
         Default::default();
     for record in days {
@@ -404,6 +368,108 @@ fn window(record: &AttendanceRecord, offset_seconds: i64) -> Option<(i64, i64)> 
         at(start) - WINDOW_OPENS_EARLY_SECS,
         at(end) + WINDOW_GRACE_SECS,
     ))
+}
+
+/// Student-days and phones of `days` and `phones` seen at another college than `bin`,
+/// with that college.
+type Elsewhere = (
+    std::collections::HashMap<(String, String), String>,
+    std::collections::HashMap<String, String>,
+);
+
+/// `Elsewhere` in SQLite: lists of values in the query text, a few hundred at a time.
+fn elsewhere_listed(
+    transaction: &Db,
+    bin: &str,
+    days: &[&AttendanceRecord],
+    phones: &[(&str, u64)],
+) -> DbResult<Elsewhere> {
+    let mut day_elsewhere = std::collections::HashMap::new();
+    for chunk in days.chunks(LOOKUPS_PER_QUERY) {
+        let pairs = (0..chunk.len())
+            .map(|index| format!("(?{}, ?{})", 2 * index + 2, 2 * index + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT student_iin, date, MIN(bin) FROM presence
+             WHERE bin <> ?1 AND (student_iin, date) IN (VALUES {pairs})
+             GROUP BY student_iin, date"
+        );
+        let mut params = vec![bin.value()];
+        for record in chunk {
+            params.push(record.student_iin.value());
+            params.push(record.date.value());
+        }
+        for (iin, date, other) in transaction.query_built(&sql, &params, |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })? {
+            day_elsewhere.insert((iin, date), other);
+        }
+    }
+    let mut phone_elsewhere = std::collections::HashMap::new();
+    for chunk in phones.chunks(LOOKUPS_PER_QUERY) {
+        let list = (0..chunk.len())
+            .map(|index| format!("?{}", index + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT device, MIN(bin) FROM devices_seen WHERE bin <> ?1 AND device IN ({list})
+             GROUP BY device"
+        );
+        let mut params = vec![bin.value()];
+        params.extend(chunk.iter().map(|(device, _)| device.value()));
+        for (device, other) in
+            transaction.query_built(&sql, &params, |row| Ok((row.get(0)?, row.get(1)?)))?
+        {
+            phone_elsewhere.insert(device, other);
+        }
+    }
+    Ok((day_elsewhere, phone_elsewhere))
+}
+
+/// `Elsewhere` in PostgreSQL: the batch's students and phones as arrays, one prepared
+/// statement each whatever their number.
+fn elsewhere_unnested(
+    transaction: &Db,
+    bin: &str,
+    days: &[&AttendanceRecord],
+    phones: &[(&str, u64)],
+) -> DbResult<Elsewhere> {
+    let iins: Vec<&str> = days
+        .iter()
+        .map(|record| record.student_iin.as_str())
+        .collect();
+    let dates: Vec<&str> = days.iter().map(|record| record.date.as_str()).collect();
+    let day_elsewhere = transaction
+        .query(
+            // One index probe per student-day (a join over the arrays was planned as a
+            // scan of the whole table once the statement was prepared).
+            "SELECT iin, date, other FROM (
+                 SELECT q.iin, q.date,
+                        (SELECT MIN(p.bin) FROM presence p
+                         WHERE p.student_iin = q.iin AND p.date = q.date AND p.bin <> ?1) AS other
+                 FROM UNNEST(CAST(?2 AS text[]), CAST(?3 AS text[])) AS q(iin, date)
+             ) AS found WHERE other IS NOT NULL",
+            params![bin, iins, dates],
+            |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)),
+        )?
+        .into_iter()
+        .collect();
+    let devices: Vec<&str> = phones.iter().map(|(device, _)| *device).collect();
+    let phone_elsewhere = transaction
+        .query(
+            "SELECT device, other FROM (
+                 SELECT q.device,
+                        (SELECT MIN(d.bin) FROM devices_seen d
+                         WHERE d.device = q.device AND d.bin <> ?1) AS other
+                 FROM UNNEST(CAST(?2 AS text[])) AS q(device)
+             ) AS found WHERE other IS NOT NULL",
+            params![bin, devices],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .into_iter()
+        .collect();
+    Ok((day_elsewhere, phone_elsewhere))
 }
 
 /// Statements judged by thresholds looser than the national policy the registry serves:

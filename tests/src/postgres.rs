@@ -71,8 +71,19 @@ fn check(output: Output, what: &str) -> Output {
 }
 
 impl Postgres {
-    /// A new server with nothing in it but the `postgres` database.
+    /// A new server with nothing in it but the `postgres` database. Tests need no
+    /// durability: it neither syncs nor writes full pages.
     pub fn start() -> Self {
+        Self::start_with(&[
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+        ])
+    }
+
+    /// A server with `settings` (`name=value`) besides the loopback port: benchmarks
+    /// give durable settings, as a registry runs.
+    pub fn start_with(settings: &[&str]) -> Self {
         let bin = server_binaries();
         let holder = tempfile::tempdir().expect("temp dir");
         let as_postgres = is_root();
@@ -106,10 +117,14 @@ impl Postgres {
         for attempt in 0..5 {
             postgres.port = free_port();
             let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 {}",
                 postgres.port,
-                postgres.holder.path().display()
+                postgres.holder.path().display(),
+                settings
+                    .iter()
+                    .map(|setting| format!("-c {setting}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             let started = postgres
                 .server_command("pg_ctl")
@@ -130,6 +145,11 @@ impl Postgres {
             }
         }
         unreachable!()
+    }
+
+    /// Where the server keeps its files (`COPY … TO` writes here too).
+    pub fn folder(&self) -> &Path {
+        self.holder.path()
     }
 
     fn data(&self) -> PathBuf {

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS batches (
     seq         BIGINT NOT NULL,
     kind        TEXT NOT NULL,
     hash        TEXT NOT NULL,
-    jws         TEXT NOT NULL,
+    -- The batch as received (up to 32 MiB): lz4, several times cheaper to compress
+    -- than PostgreSQL's default pglz, which took a tenth of the national day's CPU.
+    jws         TEXT COMPRESSION lz4 NOT NULL,
     receipt     TEXT NOT NULL,
     received_at BIGINT NOT NULL,
     PRIMARY KEY (agent, seq)
@@ -51,8 +53,8 @@ CREATE TABLE IF NOT EXISTS records (
     month     TEXT NOT NULL,
     PRIMARY KEY (bin, kind, record_id, month)
 ) PARTITION BY LIST (month);
--- The auditor's reads: a college's month of one kind.
-CREATE INDEX IF NOT EXISTS records_by_college_month ON records (bin, month, kind);
+-- The auditor's reads (a college's month of one kind) are the month's partition's
+-- primary key prefix (bin, kind): no second index to keep up on every insert.
 CREATE TABLE IF NOT EXISTS quarantine (
     agent     TEXT NOT NULL,
     seq       BIGINT NOT NULL,
@@ -107,12 +109,14 @@ $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS finding_status_no_change ON finding_status;
 CREATE TRIGGER finding_status_no_change BEFORE UPDATE OR DELETE ON finding_status
     FOR EACH ROW EXECUTE FUNCTION finding_status_append_only();
+-- One row per student, day and college (its first record of the day): the rule asks
+-- only whether another college has one, and the day's later lessons add nothing.
 CREATE TABLE IF NOT EXISTS presence (
     student_iin TEXT NOT NULL,
     date        TEXT NOT NULL,
     bin         TEXT NOT NULL,
     record_id   BIGINT NOT NULL,
-    PRIMARY KEY (student_iin, date, bin, record_id)
+    PRIMARY KEY (student_iin, date, bin)
 );
 CREATE TABLE IF NOT EXISTS devices_seen (
     device    TEXT NOT NULL,
