@@ -208,7 +208,20 @@ CREATE TABLE IF NOT EXISTS beneficiaries (
     voucher     TEXT NOT NULL,
     PRIMARY KEY (bin, iin)
 );
+-- Records held per college and kind, kept with every batch: the national overview reads
+-- these, never the records (a month of the country is tens of millions).
+CREATE TABLE IF NOT EXISTS record_counts (
+    bin     TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    PRIMARY KEY (bin, kind)
+);
 "#;
+
+/// Counts the records of a registry made before `record_counts` existed, once.
+const FILL_RECORD_COUNTS: &str = "INSERT INTO record_counts (bin, kind, records)
+     SELECT bin, kind, COUNT(*) FROM records
+     WHERE NOT EXISTS (SELECT 1 FROM record_counts) GROUP BY bin, kind";
 
 /// One stored finding, as `kasip-registry findings` and the findings API show it.
 #[derive(Debug, Clone, Serialize)]
@@ -357,6 +370,7 @@ fn open_sqlite(path: &Path) -> Result<Db, RegistryError> {
     restrict_database_files(path)?;
     connection.execute_batch(SCHEMA).map_err(fail)?;
     connection.execute_batch(passkeys::SCHEMA).map_err(fail)?;
+    connection.execute_batch(FILL_RECORD_COUNTS).map_err(fail)?;
     // A column added after the first registries were made: added once, where missing.
     let has_timezone: bool = connection
         .query_row(
@@ -1110,6 +1124,16 @@ impl RegistryStore {
                 outcomes[*index].outcome = Outcome::Accepted;
             }
         }
+        if !counted.is_empty() {
+            transaction
+                .execute(
+                    "INSERT INTO record_counts (bin, kind, records) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (bin, kind) DO UPDATE
+                     SET records = record_counts.records + excluded.records",
+                    params![bin, kind, counted.len()],
+                )
+                .map_err(fail)?;
+        }
         drop(rows);
         if self.audit {
             crate::timeline::check(&transaction, &kid, &bin, &envelope, &attendance, now)
@@ -1770,8 +1794,10 @@ impl RegistryStore {
             .map_err(|source| self.fail(source))
     }
 
-    /// The read API's view of every college.
+    /// The read API's view of every college: five queries whatever the number of
+    /// colleges, none of them over the records (`record_counts` holds their counts).
     pub fn overview(&self) -> Result<Vec<CollegeOverview>, RegistryError> {
+        use std::collections::HashMap;
         let fail = |source| self.fail(source);
         let colleges: Vec<(String, String)> = self
             .db
@@ -1781,10 +1807,86 @@ impl RegistryStore {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .map_err(fail)?;
-        colleges
+        // Each agent's last batch; a college's is the one received last.
+        let mut last_batch: HashMap<String, (u64, i64)> = HashMap::new();
+        for (bin, seq, at) in self
+            .db
+            .query(
+                "SELECT a.bin, b.seq, b.received_at FROM batches b
+                 JOIN (SELECT agent, MAX(seq) AS seq FROM batches GROUP BY agent) last
+                   ON last.agent = b.agent AND last.seq = b.seq
+                 JOIN agents a ON a.kid = b.agent",
+                params![],
+                |row| {
+                    Ok((
+                        row.get::<String>(0)?,
+                        row.get::<u64>(1)?,
+                        row.get::<i64>(2)?,
+                    ))
+                },
+            )
+            .map_err(fail)?
+        {
+            let entry = last_batch.entry(bin).or_insert((seq, at));
+            if (at, seq) > (entry.1, entry.0) {
+                *entry = (seq, at);
+            }
+        }
+        let mut records: HashMap<String, std::collections::BTreeMap<String, u64>> = HashMap::new();
+        for (bin, kind, count) in self
+            .db
+            .query(
+                "SELECT bin, kind, records FROM record_counts",
+                params![],
+                |row| {
+                    Ok((
+                        row.get::<String>(0)?,
+                        row.get::<String>(1)?,
+                        row.get::<u64>(2)?,
+                    ))
+                },
+            )
+            .map_err(fail)?
+        {
+            records.entry(bin).or_default().insert(kind, count);
+        }
+        let quarantined: HashMap<String, u64> = self
+            .db
+            .query(
+                "SELECT a.bin, COUNT(*) FROM quarantine q JOIN agents a ON a.kid = q.agent
+                 GROUP BY a.bin",
+                params![],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(fail)?
             .into_iter()
-            .map(|(bin, name)| self.overview_of(bin, name))
-            .collect()
+            .collect();
+        let mut months: HashMap<String, Vec<crate::audit::MonthFigures>> = HashMap::new();
+        for (bin, figures) in self
+            .db
+            .query(
+                "SELECT bin, figures FROM month_figures ORDER BY bin, month",
+                params![],
+                |row| Ok((row.get::<String>(0)?, row.get::<String>(1)?)),
+            )
+            .map_err(fail)?
+        {
+            if let Ok(figures) = serde_json::from_str(&figures) {
+                months.entry(bin).or_default().push(figures);
+            }
+        }
+        Ok(colleges
+            .into_iter()
+            .map(|(bin, name)| CollegeOverview {
+                last_seq: last_batch.get(&bin).map(|(seq, _)| *seq),
+                last_batch_at: last_batch.get(&bin).map(|(_, at)| *at),
+                records: records.remove(&bin).unwrap_or_default(),
+                quarantined: quarantined.get(&bin).copied().unwrap_or(0),
+                months: months.remove(&bin).unwrap_or_default(),
+                bin,
+                name,
+            })
+            .collect())
     }
 
     /// One college's figures, if it is registered.
@@ -1808,7 +1910,7 @@ impl RegistryStore {
         let records: Vec<(String, u64)> = self
             .db
             .query(
-                "SELECT kind, COUNT(*) FROM records WHERE bin = ?1 GROUP BY kind ORDER BY kind",
+                "SELECT kind, records FROM record_counts WHERE bin = ?1 ORDER BY kind",
                 params![&bin],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
@@ -1980,6 +2082,42 @@ pub(crate) mod tests {
     kasip_tests::on_both_stores!(
         a_batch_sealed_under_format_1_is_received_and_answered_in_format_1
     );
+
+    /// A registry made before `record_counts` counts its records once when it opens.
+    #[test]
+    fn an_older_registry_counts_its_records_once_at_open() {
+        let (dir, store) = store_on(Store::Sqlite);
+        store
+            .db()
+            .batch(
+                "INSERT INTO records VALUES ('090640001233', 'grades', 1, 'a', 1, '{}');
+                 INSERT INTO records VALUES ('090640001233', 'grades', 2, 'a', 1, '{}');
+                 INSERT INTO records VALUES ('090640001233', 'attendance', 1, 'a', 1, '{}');",
+            )
+            .expect("records");
+        drop(store);
+        let store = RegistryStore::open(&dir.path()).expect("reopen");
+        let counts: Vec<(String, u64)> = store
+            .db()
+            .query(
+                "SELECT kind, records FROM record_counts ORDER BY kind",
+                params![],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("counts");
+        assert_eq!(
+            counts,
+            [("attendance".to_owned(), 1), ("grades".to_owned(), 2)]
+        );
+        drop(store);
+        // Counted once: a later open adds nothing.
+        let store = RegistryStore::open(&dir.path()).expect("reopen");
+        let total: u64 = store
+            .db()
+            .value("SELECT SUM(records) FROM record_counts", params![])
+            .expect("total");
+        assert_eq!(total, 3);
+    }
 
     fn a_batch_sealed_under_format_1_is_received_and_answered_in_format_1(on: Store) {
         let (dir, mut store) = store_on(on);

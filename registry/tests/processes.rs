@@ -50,6 +50,11 @@ fn assert_every_record_once_and_every_chain_intact(dir: &TempDataDir, agents: us
         "each agent's batches are 1..n without a gap"
     );
     assert_eq!(registry_query(dir, "SELECT COUNT(*) FROM quarantine"), "0");
+    // The overview's counts, kept per batch, agree with the records.
+    assert_eq!(
+        registry_query(dir, "SELECT SUM(records) FROM record_counts"),
+        marks.to_string()
+    );
     let findings = registry_query(dir, "SELECT kind, detail FROM findings");
     assert!(findings.is_empty(), "findings: {findings}");
     // The registry's re-walked head of each agent is its last record's own hash.

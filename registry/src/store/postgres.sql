@@ -181,6 +181,13 @@ CREATE TABLE IF NOT EXISTS beneficiaries (
     voucher     TEXT NOT NULL,
     PRIMARY KEY (bin, iin)
 );
+-- Records held per college and kind (store.rs's schema says why).
+CREATE TABLE IF NOT EXISTS record_counts (
+    bin     TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    records BIGINT NOT NULL,
+    PRIMARY KEY (bin, kind)
+);
 CREATE TABLE IF NOT EXISTS student_codes (
     code_hash  TEXT PRIMARY KEY,
     iin        TEXT NOT NULL,
