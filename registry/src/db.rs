@@ -100,12 +100,12 @@ impl ToValue for Vec<u8> {
         Value::Blob(self)
     }
 }
-impl<'a> ToValue for [&'a str] {
+impl ToValue for [&str] {
     fn value(&self) -> Value<'_> {
         Value::Texts(self)
     }
 }
-impl<'a> ToValue for Vec<&'a str> {
+impl ToValue for Vec<&str> {
     fn value(&self) -> Value<'_> {
         Value::Texts(self)
     }
@@ -507,7 +507,8 @@ impl Postgres {
 
 enum Connection {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Postgres>),
+    /// Boxed: a PostgreSQL client is several times an SQLite handle's size.
+    Postgres(Box<RefCell<Postgres>>),
 }
 
 /// A connection to either engine. Its SQL is `&'static str`: every statement is cached.
@@ -540,11 +541,11 @@ impl Db {
 
     pub fn postgres(client: postgres::Client) -> Self {
         Self {
-            connection: Connection::Postgres(RefCell::new(Postgres {
+            connection: Connection::Postgres(Box::new(RefCell::new(Postgres {
                 client: Some(client),
                 statements: HashMap::new(),
                 built: HashMap::new(),
-            })),
+            }))),
             in_transaction: Cell::new(false),
         }
     }

@@ -94,7 +94,7 @@ fn student_iin(index: usize) -> String {
     let birth = Date::parse("2005-01-01")
         .map(|date| date.add_days((index / 4_000) as i64 % 2_000))
         .unwrap_or(Date::EPOCH);
-    let sex = if index % 2 == 0 {
+    let sex = if index.is_multiple_of(2) {
         kasip_core::Sex::Female
     } else {
         kasip_core::Sex::Male

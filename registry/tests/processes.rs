@@ -145,7 +145,7 @@ fn a_process_killed_mid_day_loses_nothing_and_stores_nothing_twice() {
     let mut doomed = Server::start(REGISTRY, &dir.path(), &["--database-connections", "3"]);
     let survivor = Server::start(REGISTRY, &dir.path(), &["--database-connections", "3"]);
     let (agents, marks) = (24, 24_000);
-    let mut day = simulate(
+    let day = simulate(
         &[&doomed, &survivor],
         &[
             "--agents",
