@@ -6,8 +6,13 @@
 //! on SQLite. Figures are printed beside a plain `COPY` of the same records into
 //! PostgreSQL, measured in the same run on the same server: the floor of any store.
 //!
+//! Then the Registrar's national overview over a month: the day's records plus 29 more
+//! days generated in SQL (records and batches as the day's, with short bodies: about 60
+//! million records, ~10 GB), timed again.
+//!
 //! `cargo bench -p kasip-registry --bench national_day`. Smaller days for a quick look:
-//! `KASIP_DAY_AGENTS=100 KASIP_DAY_MARKS=200000`; `KASIP_DAY_PROCESSES` (2).
+//! `KASIP_DAY_AGENTS=100 KASIP_DAY_MARKS=200000`; `KASIP_DAY_PROCESSES` (2);
+//! `KASIP_DAY_MONTH=0` skips the month.
 //! PostgreSQL runs durable (fsync, synchronous commit, full pages), with the settings a
 //! registry's server should have (BENCHMARKS.md, README).
 
@@ -37,6 +42,31 @@ struct Day {
     peaks: Vec<u64>,
     /// The Registrar's national overview (`GET /v1/colleges`), best of three.
     overview: Duration,
+    /// Signed in as a registrar at the first process, which still serves.
+    registrar: kasip_tests::reqwest::blocking::Client,
+    servers: Vec<Server>,
+}
+
+/// The national overview, best of three.
+fn overview(
+    registrar: &kasip_tests::reqwest::blocking::Client,
+    url: &str,
+    colleges: usize,
+) -> Duration {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let response = registrar
+                .get(format!("{url}/v1/colleges"))
+                .send()
+                .expect("overview");
+            assert!(response.status().is_success());
+            let answer: Value = response.json().expect("json");
+            assert_eq!(answer["colleges"].as_array().map(Vec::len), Some(colleges));
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 fn day(registry: &str, dir: &TempDataDir, processes: usize, agents: usize, marks: usize) -> Day {
@@ -75,24 +105,13 @@ fn day(registry: &str, dir: &TempDataDir, processes: usize, agents: usize, marks
         ("registrar", "registrar"),
         "a registrar's long password",
     );
-    let overview = (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let response = registrar
-                .get(format!("{}/v1/colleges", servers[0].url))
-                .send()
-                .expect("overview");
-            assert!(response.status().is_success());
-            let colleges: Value = response.json().expect("json");
-            assert_eq!(colleges["colleges"].as_array().map(Vec::len), Some(agents));
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default();
+    let overview = overview(&registrar, &servers[0].url, agents);
     Day {
         report,
         peaks,
         overview,
+        registrar,
+        servers,
     }
 }
 
@@ -105,20 +124,10 @@ fn main() {
     let server = Postgres::start_with(SETTINGS);
     let url = server.create_database("registry");
     let postgres_dir = TempDataDir::new();
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(postgres_dir.path())
-            .expect("data dir");
-        std::fs::write(
-            postgres_dir.path().join("registry.toml"),
-            format!("database = \"{url}\"\n"),
-        )
-        .expect("registry.toml");
-    }
+    postgres_dir.use_database(&url);
     eprintln!("PostgreSQL, {processes} registry processes:");
-    let on_postgres = day(registry, &postgres_dir, processes, agents, marks);
+    let mut on_postgres = day(registry, &postgres_dir, processes, agents, marks);
+    eprintln!("PostgreSQL's day: {}", on_postgres.report);
 
     // The floor: the same records, copied into a table with the same key in one COPY.
     let file = server.folder().join("records.copy");
@@ -146,6 +155,46 @@ fn main() {
         .parse()
         .expect("count");
 
+    // A month: 29 more days like this one, made in SQL from the day's rows (short bodies),
+    // with their batches and counts, then the overview again.
+    let month = (number("KASIP_DAY_MONTH", 1) == 1).then(|| {
+        eprintln!("generating 29 more days in SQL");
+        let started = Instant::now();
+        server.psql(
+            "registry",
+            "CREATE TABLE records_2026_10 PARTITION OF records FOR VALUES IN ('2026-10')",
+        );
+        server.psql(
+            "registry",
+            "INSERT INTO records (bin, kind, record_id, agent, seq, body, month)
+             SELECT r.bin, r.kind, r.record_id + d.day::bigint * 100000000, r.agent, r.seq + d.day * 4,
+                    '{\"generated\":true}', '2026-10'
+             FROM records r CROSS JOIN generate_series(1, 29) AS d(day)
+             WHERE r.month = '2026-11'",
+        );
+        server.psql(
+            "registry",
+            "INSERT INTO batches (agent, seq, kind, hash, jws, receipt, received_at)
+             SELECT b.agent, b.seq + d.day * 4, b.kind, b.hash, 'generated', 'generated',
+                    b.received_at - d.day * 86400
+             FROM batches b CROSS JOIN generate_series(1, 29) AS d(day)",
+        );
+        server.psql("registry", "UPDATE record_counts SET records = records * 30");
+        server.psql("registry", "VACUUM ANALYZE");
+        let generated = started.elapsed();
+        let held: u64 = server
+            .psql("registry", "SELECT COUNT(*) FROM records")
+            .parse()
+            .expect("count");
+        let size = server.psql(
+            "registry",
+            "SELECT pg_size_pretty(pg_database_size('registry'))",
+        );
+        let took = overview(&on_postgres.registrar, &on_postgres.servers[0].url, agents);
+        (held, size, generated, took)
+    });
+    drop(on_postgres.servers.drain(..));
+
     eprintln!("SQLite, one registry process:");
     let sqlite_dir = TempDataDir::new();
     let on_sqlite = day(registry, &sqlite_dir, 1, agents, marks);
@@ -172,6 +221,14 @@ fn main() {
             day.peaks.iter().max().copied().unwrap_or(0) / 1024,
             day.overview.as_millis(),
             day.report["failures"],
+        );
+    }
+    if let Some((held, size, generated, took)) = month {
+        println!(
+            "  a month on PostgreSQL: {held} records ({size}, the other 29 days generated in \
+             {:.0} s): the national overview of {agents} colleges in {} ms",
+            generated.as_secs_f64(),
+            took.as_millis()
         );
     }
 }

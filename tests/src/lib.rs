@@ -503,20 +503,24 @@ impl TempDataDir {
         let mut dir = Self::new();
         if store == Store::Postgres {
             let server = postgres::Postgres::start();
-            let url = server.create_database("registry");
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(dir.path())
-                .expect("data dir");
-            std::fs::write(
-                dir.path().join("registry.toml"),
-                format!("database = \"{url}\"\n"),
-            )
-            .expect("registry.toml");
+            dir.use_database(&server.create_database("registry"));
             dir.postgres = Some(server);
         }
         dir
+    }
+
+    /// Makes the data dir (0700) with a `registry.toml` naming the database at `url`.
+    pub fn use_database(&self, url: &str) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(self.path())
+            .expect("data dir");
+        std::fs::write(
+            self.path().join("registry.toml"),
+            format!("database = \"{url}\"\n"),
+        )
+        .expect("registry.toml");
     }
 
     /// The PostgreSQL server of a registry data dir made `for_registry(Store::Postgres)`.
