@@ -439,6 +439,10 @@ fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen(store: 
         "false",
     ]);
     registry.command(&["license-address", "--bin", DEMO_BIN, "--address", LICENSED]);
+    // Before the first pull, the college's own (loose) thresholds are in force. Asked
+    // before enrolment: once enrolled, the sync task may pull at any moment.
+    let before = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
+    assert_eq!(before["min_coverage_per_mille"], 0);
     enrol(&college, &registry);
     check_in_students(&college, 0..6);
     // The main building was at an unlicensed address in November, then re-imported at
@@ -463,9 +467,6 @@ fn a_college_cannot_loosen_the_registry_s_policy_or_move_its_site_unseen(store: 
     timetable(LICENSED);
     assert_eq!(college.count("SELECT COUNT(*) FROM site_address_events"), 2);
 
-    // Before the first pull, the college's own (loose) thresholds are in force.
-    let before = agent_json(&college, &["coverage", "--month", "2026-11", "--json"]);
-    assert_eq!(before["min_coverage_per_mille"], 0);
     let output = agent_run(&college, &["sync", "now"]);
     let (stdout, stderr) = kasip_tests::text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
