@@ -706,6 +706,17 @@ fn run(cli: Cli) -> Result<(), RegistryError> {
                 None => None,
             };
             let mut state = RegistryState::with_connections(stores, clock);
+            {
+                let (dir, database, relying_party) =
+                    (dir.clone(), database.clone(), relying_party.clone());
+                state = state.with_reopen(Box::new(move || {
+                    let mut store = RegistryStore::open_with(&dir, &database)?;
+                    if let Some(relying_party) = &relying_party {
+                        store.verify_passkeys(relying_party.clone());
+                    }
+                    Ok(store)
+                }));
+            }
             if let Some(relying_party) = relying_party {
                 state = state.with_relying_party(relying_party);
             }

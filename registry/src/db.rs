@@ -550,6 +550,17 @@ impl Db {
         }
     }
 
+    /// Whether the connection is gone for good (PostgreSQL restarted or failed over):
+    /// every statement on it would fail, and only a new connection helps.
+    pub fn is_lost(&self) -> bool {
+        match &self.connection {
+            Connection::Sqlite(_) => false,
+            Connection::Postgres(postgres) => postgres
+                .try_borrow_mut()
+                .is_ok_and(|mut postgres| postgres.client().is_closed()),
+        }
+    }
+
     pub fn engine(&self) -> Engine {
         match self.connection {
             Connection::Sqlite(_) => Engine::Sqlite,

@@ -27,7 +27,13 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 struct StorePool {
     idle: Mutex<Vec<RegistryStore>>,
     slots: tokio::sync::Semaphore,
+    /// Opens a store again in place of one whose connection was lost (a restarted or
+    /// failed-over PostgreSQL), so that the pool heals without a restart.
+    reopen: Option<Reopen>,
 }
+
+/// How a serving registry opens one more store like the others.
+pub type Reopen = Box<dyn Fn() -> Result<RegistryStore, crate::store::RegistryError> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct RegistryState {
@@ -58,6 +64,7 @@ impl RegistryState {
             stores: Arc::new(StorePool {
                 slots: tokio::sync::Semaphore::new(stores.len()),
                 idle: Mutex::new(stores),
+                reopen: None,
             }),
             clock,
             batch_slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES)),
@@ -66,6 +73,15 @@ impl RegistryState {
             zone_updates: None,
             relying_party: None,
         }
+    }
+
+    /// Replaces a store whose connection is lost with one `reopen` makes. Only before
+    /// serving (the pool is not shared yet).
+    pub fn with_reopen(mut self, reopen: Reopen) -> Self {
+        if let Some(pool) = Arc::get_mut(&mut self.stores) {
+            pool.reopen = Some(reopen);
+        }
+        self
     }
 
     /// Enrols students' passkeys for `relying_party` and serves each college's directory.
@@ -113,6 +129,18 @@ impl RegistryState {
         };
         let done = tokio::task::spawn_blocking(move || {
             let answer = work(&mut store);
+            if store.connection_lost() {
+                match pool.reopen.as_ref().map(|reopen| reopen()) {
+                    Some(Ok(fresh)) => {
+                        tracing::warn!("a database connection was lost; opened a new one");
+                        store = fresh;
+                    }
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "a database connection was lost and cannot be opened again yet; the next request tries again");
+                    }
+                    None => {}
+                }
+            }
             pool.idle
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())

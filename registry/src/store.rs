@@ -658,6 +658,11 @@ impl RegistryStore {
         &self.db
     }
 
+    /// Whether this store's database connection is gone for good (`Db::is_lost`).
+    pub fn connection_lost(&self) -> bool {
+        self.db.is_lost()
+    }
+
     /// What the health check reports: the engine answers a query.
     pub fn check_database(&self) -> Result<&'static str, RegistryError> {
         self.db

@@ -202,3 +202,36 @@ fn a_process_killed_mid_day_loses_nothing_and_stores_nothing_twice() {
     assert_eq!(health, "ok\ndatabase: postgresql\n");
     assert_every_record_once_and_every_chain_intact(&dir, agents, marks);
 }
+
+/// PostgreSQL restarted under a serving registry (a failover looks the same): the
+/// requests on the lost connection are refused with 503, never answered wrongly, and the
+/// registry opens a new connection by itself.
+#[test]
+fn a_restarted_database_is_reconnected_without_restarting_the_registry() {
+    let dir = registry_on_postgres();
+    let server = Server::start(REGISTRY, &dir.path(), &["--database-connections", "1"]);
+    let client = kasip_tests::http_client();
+    let health = || {
+        let response = client
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .expect("healthz");
+        (
+            response.status().as_u16(),
+            response.text().unwrap_or_default(),
+        )
+    };
+    assert_eq!(health(), (200, "ok\ndatabase: postgresql\n".to_owned()));
+    dir.postgres().expect("postgres").restart();
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let answer = health();
+        answers.push(answer.0);
+        if answer.0 == 200 {
+            break;
+        }
+        assert_eq!(answer.0, 503, "{answer:?}");
+    }
+    assert_eq!(answers.last(), Some(&200), "{answers:?}");
+    assert!(answers.len() <= 2, "one refusal at most: {answers:?}");
+}

@@ -192,6 +192,23 @@ impl Postgres {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// Stops the server (fast: every connection is cut) and starts it again on the same
+    /// port, as a restart or a failover looks to its clients.
+    pub fn restart(&self) {
+        check(
+            self.server_command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .args(["-m", "fast", "-w", "-t", "60", "-l"])
+                // Its log, not our pipe: the server outlives pg_ctl and would hold it.
+                .arg(self.holder.path().join("server.log"))
+                .arg("restart")
+                .output()
+                .expect("pg_ctl restart"),
+            "pg_ctl restart",
+        );
+    }
+
     /// The server's log so far, for a failing test's message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.holder.path().join("server.log")).unwrap_or_default()
