@@ -53,11 +53,18 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
+/// A free port below the kernel's ephemeral range (32768 up), where `free_port()` and
+/// every `--listen 127.0.0.1:0` of the other tests pick theirs: a test server started
+/// between one test's probe and its bind would otherwise take that test's port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    for attempt in 0u32..200 {
+        let port = 20_000 + (RandomState::new().hash_one(attempt) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-29999 for PostgreSQL")
 }
 
 fn check(output: Output, what: &str) -> Output {
