@@ -8,7 +8,7 @@
 //! SQLite; the `postgres` crate is tokio-postgres behind a blocking facade (ARCHITECTURE.md
 //! says why that and not sqlx).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use postgres::types::{IsNull, ToSql, Type};
@@ -514,7 +514,6 @@ enum Connection {
 /// A connection to either engine. Its SQL is `&'static str`: every statement is cached.
 pub struct Db {
     connection: Connection,
-    in_transaction: Cell<bool>,
 }
 
 fn values_of<'a>(params: &'a [&'a dyn ToValue]) -> Vec<Value<'a>> {
@@ -535,7 +534,6 @@ impl Db {
         connection.set_prepared_statement_cache_capacity(128);
         Self {
             connection: Connection::Sqlite(connection),
-            in_transaction: Cell::new(false),
         }
     }
 
@@ -546,7 +544,6 @@ impl Db {
                 statements: HashMap::new(),
                 built: HashMap::new(),
             }))),
-            in_transaction: Cell::new(false),
         }
     }
 
@@ -611,28 +608,12 @@ impl Db {
         params: &[&dyn ToValue],
         mut map: impl FnMut(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<Vec<T>> {
-        let values = values_of(params);
-        match &self.connection {
-            Connection::Sqlite(connection) => {
-                let mut statement = connection.prepare_cached(sql)?;
-                let mut rows = statement.query(rusqlite::params_from_iter(values.iter()))?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    out.push(map(&Row::Sqlite(row))?);
-                }
-                Ok(out)
-            }
-            Connection::Postgres(postgres) => {
-                let mut postgres = postgres.borrow_mut();
-                let statement = postgres.statement(sql)?;
-                postgres
-                    .client()
-                    .query(&statement, &as_pg(&values))?
-                    .iter()
-                    .map(|row| map(&Row::Postgres(row)))
-                    .collect()
-            }
-        }
+        let mut out = Vec::new();
+        self.for_each(sql, params, |row| {
+            out.push(map(row)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// Each row in turn, without holding them all, until `each` answers false.
@@ -675,23 +656,12 @@ impl Db {
         params: &[&dyn ToValue],
         mut map: impl FnMut(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<Option<T>> {
-        let values = values_of(params);
-        match &self.connection {
-            Connection::Sqlite(connection) => {
-                let mut statement = connection.prepare_cached(sql)?;
-                let mut rows = statement.query(rusqlite::params_from_iter(values.iter()))?;
-                rows.next()?.map(|row| map(&Row::Sqlite(row))).transpose()
-            }
-            Connection::Postgres(postgres) => {
-                let mut postgres = postgres.borrow_mut();
-                let statement = postgres.statement(sql)?;
-                postgres
-                    .client()
-                    .query_opt(&statement, &as_pg(&values))?
-                    .map(|row| map(&Row::Postgres(&row)))
-                    .transpose()
-            }
-        }
+        let mut first = None;
+        self.for_each(sql, params, |row| {
+            first = Some(map(row)?);
+            Ok(false)
+        })?;
+        Ok(first)
     }
 
     /// Inserts `rows` (each the values of `insert`'s columns) and returns the `returning`
@@ -763,34 +733,6 @@ impl Db {
         Ok(out)
     }
 
-    /// A query whose text is built at run time (a list of values of varying length):
-    /// not cached on PostgreSQL, where it costs a prepare too.
-    pub fn query_built<T>(
-        &self,
-        sql: &str,
-        params: &[Value<'_>],
-        mut map: impl FnMut(&Row<'_>) -> DbResult<T>,
-    ) -> DbResult<Vec<T>> {
-        match &self.connection {
-            Connection::Sqlite(connection) => {
-                let mut statement = connection.prepare_cached(sql)?;
-                let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    out.push(map(&Row::Sqlite(row))?);
-                }
-                Ok(out)
-            }
-            Connection::Postgres(postgres) => postgres
-                .borrow_mut()
-                .client()
-                .query(&numbered_placeholders(sql), &as_pg(params))?
-                .iter()
-                .map(|row| map(&Row::Postgres(row)))
-                .collect(),
-        }
-    }
-
     /// The first row, which must exist.
     pub fn query_one<T>(
         &self,
@@ -814,30 +756,24 @@ impl Db {
             Engine::Sqlite => "BEGIN IMMEDIATE",
             Engine::Postgres => "BEGIN",
         })?;
-        self.in_transaction.set(true);
         Ok(Transaction { db: self })
     }
 
     /// Serialises, across every registry process on this database, the transactions that
-    /// change one agent's sequence and chain (a batch, a heartbeat, a key rotation): a
-    /// PostgreSQL advisory lock held to the end of the transaction. SQLite's write lock
-    /// already serialises every writer.
+    /// store one agent's batches (its sequence and chain, a key rotation): a PostgreSQL
+    /// advisory lock held to the end of the transaction. SQLite's write lock already
+    /// serialises every writer. Inside a transaction only.
     pub fn lock_agent(&self, agent: &str) -> DbResult<()> {
         self.advisory_lock(agent)
     }
 
-    /// The same for what every college's transactions read and write together: the
-    /// cross-college rules (one student present at two colleges, one phone at two).
+    /// The same for a month audit, which writes findings for any number of colleges.
     pub fn lock_national(&self) -> DbResult<()> {
         self.advisory_lock("kasip:national")
     }
 
     fn advisory_lock(&self, key: &str) -> DbResult<()> {
         if self.engine() == Engine::Postgres {
-            debug_assert!(
-                self.in_transaction.get(),
-                "an advisory lock outside a transaction"
-            );
             self.query_one(
                 "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
                 params![key],
@@ -855,7 +791,6 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     pub fn commit(self) -> DbResult<()> {
         let result = self.db.batch("COMMIT");
-        self.db.in_transaction.set(false);
         std::mem::forget(self);
         result
     }
@@ -873,7 +808,6 @@ impl Drop for Transaction<'_> {
         if let Err(error) = self.db.batch("ROLLBACK") {
             tracing::warn!(%error, "rollback failed");
         }
-        self.db.in_transaction.set(false);
     }
 }
 

@@ -334,13 +334,28 @@ pub fn register_colleges(
 ) -> Result<Vec<String>, RegistryError> {
     let zone = kasip_core::CollegeTimezone::parse("Asia/Almaty")
         .map_err(|error| RegistryError::Usage(error.to_string()))?;
+    let name = |index: usize| format!("Simulated college {}", index + 1);
+    // Never a real college, checked before anything is written: renaming it and
+    // enrolling a simulated key for it would put invented marks under its BIN.
+    for (index, college) in colleges.iter().enumerate() {
+        if let Some(held) = store.college_name(&college.bin)? {
+            if held != name(index) {
+                return Err(RegistryError::Usage(format!(
+                    "{} is already registered as \"{held}\": simulate on a registry of its \
+                     own (or another --seed), never on real colleges",
+                    college.bin
+                )));
+            }
+        }
+    }
     colleges
         .iter()
         .enumerate()
         .map(|(index, college)| {
             let bin = Bin::parse(&college.bin)
                 .map_err(|error| RegistryError::Usage(format!("{}: {error}", college.bin)))?;
-            store.add_college(&bin, &format!("Simulated college {}", index + 1), &zone)?;
+            let name = name(index);
+            store.add_college(&bin, &name, &zone)?;
             store.issue_enrolment_code(&bin, now)
         })
         .collect()
@@ -661,6 +676,49 @@ mod tests {
         let iins: std::collections::HashSet<String> = (0..20_000).map(student_iin).collect();
         assert_eq!(iins.len(), 20_000, "distinct IINs");
         assert!(iins.iter().all(|iin| Iin::parse(iin).is_ok()));
+    }
+
+    /// A plan whose BIN is a real college's is refused before anything is written.
+    #[test]
+    fn a_real_college_is_never_simulated() {
+        let (_dir, store) = crate::store::tests::store_on(kasip_tests::Store::Sqlite);
+        let plan = DayPlan {
+            agents: 3,
+            marks: 120,
+            date: Date::parse("2026-11-27").expect("date"),
+            race: false,
+            in_flight: 1,
+            seed: 1,
+        };
+        let colleges = plan.colleges();
+        let zone = kasip_core::CollegeTimezone::parse("Asia/Almaty").expect("zone");
+        let real = Bin::parse(&colleges[1].bin).expect("bin");
+        store
+            .add_college(&real, "Real college", &zone)
+            .expect("college");
+        let refused =
+            register_colleges(&store, &colleges, 1_795_000_000).expect_err("a real college's BIN");
+        assert!(refused.to_string().contains("Real college"), "{refused}");
+        assert_eq!(
+            store
+                .college_name(&colleges[1].bin)
+                .expect("name")
+                .as_deref(),
+            Some("Real college")
+        );
+        let codes: u64 = store
+            .db()
+            .value(
+                "SELECT COUNT(*) FROM enrolment_codes WHERE bin = ?1",
+                crate::db::params![colleges[1].bin],
+            )
+            .expect("codes");
+        assert_eq!(codes, 0, "no code for the real college");
+        let written: u64 = store
+            .db()
+            .value("SELECT COUNT(*) FROM colleges", crate::db::params![])
+            .expect("colleges");
+        assert_eq!(written, 1, "no simulated college either");
     }
 
     #[test]

@@ -3,9 +3,6 @@
 //! as evidence); the batch is still stored, because a finding is for a person to judge.
 
 use crate::db::{params, Db, DbResult, ToValue, Value};
-
-/// Students or phones looked up in one query by the cross-college rules.
-const LOOKUPS_PER_QUERY: usize = 500;
 use kasip_core::batch::{AttendanceRecord, BatchEnvelope, BatchKind};
 use kasip_core::chain::EntryKind;
 
@@ -265,8 +262,8 @@ pub fn across_colleges(
 ) -> DbResult<Vec<Finding>> {
     let mut findings = Vec::new();
     // The first record of each student's day present, and of each phone, in the batch:
-    // a day's six lessons would otherwise ask six times. Written and looked up a few
-    // hundred at a time (one round trip each on PostgreSQL).
+    // a day's six lessons would otherwise ask six times. Written together, and looked up
+    // as each engine does it best.
     let mut days_seen: std::collections::HashSet<(&str, &str)> = Default::default();
     let days: Vec<&AttendanceRecord> = records
         .iter()
@@ -377,7 +374,7 @@ type Elsewhere = (
     std::collections::HashMap<String, String>,
 );
 
-/// `Elsewhere` in SQLite: lists of values in the query text, a few hundred at a time.
+/// `Elsewhere` in SQLite: one cached lookup per student-day and per phone, in-process.
 fn elsewhere_listed(
     transaction: &Db,
     bin: &str,
@@ -385,43 +382,24 @@ fn elsewhere_listed(
     phones: &[(&str, u64)],
 ) -> DbResult<Elsewhere> {
     let mut day_elsewhere = std::collections::HashMap::new();
-    for chunk in days.chunks(LOOKUPS_PER_QUERY) {
-        let pairs = (0..chunk.len())
-            .map(|index| format!("(?{}, ?{})", 2 * index + 2, 2 * index + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT student_iin, date, MIN(bin) FROM presence
-             WHERE bin <> ?1 AND (student_iin, date) IN (VALUES {pairs})
-             GROUP BY student_iin, date"
-        );
-        let mut params = vec![bin.value()];
-        for record in chunk {
-            params.push(record.student_iin.value());
-            params.push(record.date.value());
-        }
-        for (iin, date, other) in transaction.query_built(&sql, &params, |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })? {
-            day_elsewhere.insert((iin, date), other);
+    for record in days {
+        if let Some(other) = transaction.query_opt(
+            "SELECT bin FROM presence WHERE student_iin = ?1 AND date = ?2 AND bin != ?3
+             LIMIT 1",
+            params![record.student_iin, record.date, bin],
+            |row| row.get::<String>(0),
+        )? {
+            day_elsewhere.insert((record.student_iin.clone(), record.date.clone()), other);
         }
     }
     let mut phone_elsewhere = std::collections::HashMap::new();
-    for chunk in phones.chunks(LOOKUPS_PER_QUERY) {
-        let list = (0..chunk.len())
-            .map(|index| format!("?{}", index + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT device, MIN(bin) FROM devices_seen WHERE bin <> ?1 AND device IN ({list})
-             GROUP BY device"
-        );
-        let mut params = vec![bin.value()];
-        params.extend(chunk.iter().map(|(device, _)| device.value()));
-        for (device, other) in
-            transaction.query_built(&sql, &params, |row| Ok((row.get(0)?, row.get(1)?)))?
-        {
-            phone_elsewhere.insert(device, other);
+    for (device, _) in phones {
+        if let Some(other) = transaction.query_opt(
+            "SELECT bin FROM devices_seen WHERE device = ?1 AND bin != ?2 LIMIT 1",
+            params![device, bin],
+            |row| row.get::<String>(0),
+        )? {
+            phone_elsewhere.insert((*device).to_owned(), other);
         }
     }
     Ok((day_elsewhere, phone_elsewhere))
